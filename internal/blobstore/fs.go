@@ -1,0 +1,407 @@
+// Package blobstore keeps content-addressed blobs. A blob becomes visible
+// only through Writer.Commit, after its digest was verified and its bytes
+// reached the disk; until then it lives in a staging area that a crash or
+// a cancel simply abandons.
+//
+// On-disk layout under the root directory:
+//
+//	blobs/<alg>/<first two hex>/<hex>   committed blobs, read-only
+//	uploads/<id>/data                   bytes staged so far
+//	uploads/<id>/state                  resumable hash state for data
+package blobstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Errors returned by the store.
+var (
+	ErrNotFound       = errors.New("blob not found")
+	ErrUploadNotFound = errors.New("upload not found")
+	ErrDigestMismatch = errors.New("digest mismatch")
+	ErrSizeMismatch   = errors.New("size mismatch")
+	ErrInvalidID      = errors.New("invalid upload id")
+)
+
+// FS is a blob store on a local (or shared POSIX) filesystem.
+type FS struct {
+	root string
+}
+
+// NewFS opens (creating if needed) a store rooted at dir.
+func NewFS(dir string) (*FS, error) {
+	for _, d := range []string{"blobs", "uploads"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("blobstore: %w", err)
+		}
+	}
+	return &FS{root: dir}, nil
+}
+
+func (s *FS) blobPath(d digest.Digest) (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrNotFound, err)
+	}
+	enc := d.Encoded()
+	return filepath.Join(s.root, "blobs", string(d.Algorithm()), enc[:2], enc), nil
+}
+
+// Stat returns the size of blob d.
+func (s *FS) Stat(_ context.Context, d digest.Digest) (int64, error) {
+	p, err := s.blobPath(d)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("blobstore stat %s: %w", d, err)
+	}
+	return fi.Size(), nil
+}
+
+// Open returns blob d for reading. The value is an *os.File so that
+// net/http can send it with sendfile.
+func (s *FS) Open(_ context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
+	p, err := s.blobPath(d)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blobstore open %s: %w", d, err)
+	}
+	return f, nil
+}
+
+// Delete removes blob d. Callers make sure nothing references it.
+func (s *FS) Delete(_ context.Context, d digest.Digest) error {
+	p, err := s.blobPath(d)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("blobstore delete %s: %w", d, err)
+	}
+	return nil
+}
+
+var idRe = regexp.MustCompile(`^[a-zA-Z0-9-]{8,64}$`)
+
+// NewID returns a fresh upload id.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:4]) + "-" + hex.EncodeToString(b[4:6]) + "-" + hex.EncodeToString(b[6:8]) + "-" + hex.EncodeToString(b[8:10]) + "-" + hex.EncodeToString(b[10:])
+}
+
+// ValidID reports whether id can name an upload (it becomes a path element).
+func ValidID(id string) bool { return idRe.MatchString(id) }
+
+func (s *FS) uploadDir(id string) (string, error) {
+	if !ValidID(id) {
+		return "", ErrInvalidID
+	}
+	return filepath.Join(s.root, "uploads", id), nil
+}
+
+// fsWriter stages a blob in a file. Bytes are hashed as they are written;
+// Commit checks the digest, syncs and renames into place. The hash state is
+// persisted on Close so that a later request (or another replica) can Resume.
+type fsWriter struct {
+	store *FS
+	id    string
+	dir   string
+	f     *os.File
+	h     hash.Hash
+	size  int64
+	done  bool
+}
+
+// Create starts staging a new blob under upload id (see NewID).
+func (s *FS) Create(_ context.Context, id string) (Writer, error) {
+	dir, err := s.uploadDir(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("blobstore create upload: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("blobstore create upload: %w", err)
+	}
+	return &fsWriter{store: s, id: id, dir: dir, f: f, h: digest.SHA256.Hash()}, nil
+}
+
+// Resume reopens upload id to append to it.
+func (s *FS) Resume(_ context.Context, id string) (Writer, error) {
+	dir, err := s.uploadDir(id)
+	if err != nil {
+		return nil, ErrUploadNotFound
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_WRONLY|os.O_APPEND, 0o644)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrUploadNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blobstore resume: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blobstore resume: %w", err)
+	}
+	w := &fsWriter{store: s, id: id, dir: dir, f: f, size: fi.Size()}
+	if h, ok := loadState(filepath.Join(dir, "state"), fi.Size()); ok {
+		w.h = h
+	} else if w.h, err = hashFile(filepath.Join(dir, "data"), digest.SHA256); err != nil {
+		// The state lags the data (a crash between the two writes): rehash.
+		f.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// UploadSize returns how many bytes upload id holds.
+func (s *FS) UploadSize(_ context.Context, id string) (int64, error) {
+	dir, err := s.uploadDir(id)
+	if err != nil {
+		return 0, ErrUploadNotFound
+	}
+	fi, err := os.Stat(filepath.Join(dir, "data"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, ErrUploadNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("blobstore upload size: %w", err)
+	}
+	return fi.Size(), nil
+}
+
+// CancelUpload discards upload id.
+func (s *FS) CancelUpload(_ context.Context, id string) error {
+	dir, err := s.uploadDir(id)
+	if err != nil {
+		return ErrUploadNotFound
+	}
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return ErrUploadNotFound
+	}
+	return os.RemoveAll(dir)
+}
+
+// PurgeUploads removes staged uploads older than age (abandoned by clients
+// or by a crash) and returns how many it removed.
+func (s *FS) PurgeUploads(age time.Duration) (int, error) {
+	entries, err := os.ReadDir(filepath.Join(s.root, "uploads"))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	cutoff := time.Now().Add(-age)
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || info.ModTime().After(cutoff) {
+			continue
+		}
+		if os.RemoveAll(filepath.Join(s.root, "uploads", e.Name())) == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// ID is the upload id.
+func (w *fsWriter) ID() string { return w.id }
+
+// Size is the number of bytes staged so far.
+func (w *fsWriter) Size() int64 { return w.size }
+
+// Path is the staging file, readable while it grows (for followers of an
+// in-flight fetch).
+func (w *fsWriter) Path() string { return filepath.Join(w.dir, "data") }
+
+func (w *fsWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.size += int64(n)
+	return n, err
+}
+
+// ReadFrom copies r in large chunks (bigger than io.Copy's 32 KiB default:
+// fewer syscalls on multi-GiB layers).
+func (w *fsWriter) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// Digest is the sha256 digest of what was staged so far.
+func (w *fsWriter) Digest() digest.Digest { return digest.NewDigest(digest.SHA256, w.h) }
+
+// Close persists the hash state and closes the file, keeping the upload
+// for a later Resume.
+func (w *fsWriter) Close() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("blobstore close upload: %w", err)
+	}
+	saveState(filepath.Join(w.dir, "state"), w.size, w.h)
+	return nil
+}
+
+// Cancel discards the upload.
+func (w *fsWriter) Cancel() error {
+	if !w.done {
+		w.done = true
+		w.f.Close()
+	}
+	return os.RemoveAll(w.dir)
+}
+
+// Commit verifies that the staged bytes have digest expected (and size, when
+// size >= 0), then makes the blob visible durably. On a mismatch the upload
+// is discarded and nothing becomes visible.
+func (w *fsWriter) Commit(_ context.Context, expected digest.Digest, size int64) error {
+	if w.done {
+		return errors.New("blobstore: commit after close")
+	}
+	w.done = true
+	fail := func(err error) error {
+		w.f.Close()
+		os.RemoveAll(w.dir)
+		return err
+	}
+	if err := expected.Validate(); err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrDigestMismatch, err))
+	}
+	if size >= 0 && size != w.size {
+		return fail(fmt.Errorf("%w: staged %d bytes, expected %d", ErrSizeMismatch, w.size, size))
+	}
+	var got digest.Digest
+	if expected.Algorithm() == digest.SHA256 {
+		got = w.Digest()
+	} else {
+		var err error
+		if err = w.f.Sync(); err != nil {
+			return fail(err)
+		}
+		h, err := hashFile(w.Path(), expected.Algorithm())
+		if err != nil {
+			return fail(err)
+		}
+		got = digest.NewDigest(expected.Algorithm(), h)
+	}
+	if got != expected {
+		return fail(fmt.Errorf("%w: content is %s, expected %s", ErrDigestMismatch, got, expected))
+	}
+	if err := w.f.Sync(); err != nil {
+		return fail(fmt.Errorf("blobstore sync: %w", err))
+	}
+	if err := w.f.Close(); err != nil {
+		return fail(fmt.Errorf("blobstore close: %w", err))
+	}
+	dst, _ := w.store.blobPath(expected)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(w.Path(), dst); err != nil {
+		return fail(fmt.Errorf("blobstore commit: %w", err))
+	}
+	syncDir(filepath.Dir(dst))
+	os.RemoveAll(w.dir)
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+func hashFile(path string, alg digest.Algorithm) (hash.Hash, error) {
+	if !alg.Available() {
+		return nil, fmt.Errorf("%w: unsupported algorithm %q", ErrDigestMismatch, alg)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("blobstore rehash: %w", err)
+	}
+	defer f.Close()
+	h := alg.Hash()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("blobstore rehash: %w", err)
+	}
+	return h, nil
+}
+
+// The state file is the staged size (8 bytes) followed by the marshaled
+// hash; it is only trusted when the size matches the data file.
+func saveState(path string, size int64, h hash.Hash) {
+	m, ok := h.(encoding.BinaryMarshaler)
+	if !ok {
+		return
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return
+	}
+	buf := binary.BigEndian.AppendUint64(nil, uint64(size))
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, append(buf, b...), 0o644) == nil {
+		_ = os.Rename(tmp, path)
+	}
+}
+
+func loadState(path string, size int64) (hash.Hash, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 8 || int64(binary.BigEndian.Uint64(b)) != size {
+		return nil, false
+	}
+	h := digest.SHA256.Hash()
+	u, ok := h.(encoding.BinaryUnmarshaler)
+	if !ok || u.UnmarshalBinary(b[8:]) != nil {
+		return nil, false
+	}
+	return h, true
+}

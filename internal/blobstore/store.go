@@ -1,0 +1,31 @@
+package blobstore
+
+import (
+	"context"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Writer stages one blob. It is the only way bytes enter a store: pushes,
+// pull-through fetches and sync all write through it, and Commit refuses
+// content whose digest or size is not the expected one.
+type Writer interface {
+	io.Writer
+	io.ReaderFrom
+	// ID names the staged upload (Resume takes it).
+	ID() string
+	// Size is how many bytes were staged so far.
+	Size() int64
+	// Digest is the sha256 of the bytes staged so far.
+	Digest() digest.Digest
+	// Commit verifies digest (and size when >= 0) and makes the blob visible.
+	// On any failure the staged bytes are discarded.
+	Commit(ctx context.Context, expected digest.Digest, size int64) error
+	// Close keeps the staged bytes for a later Resume.
+	Close() error
+	// Cancel discards the staged bytes.
+	Cancel() error
+}
+
+var _ Writer = (*fsWriter)(nil)

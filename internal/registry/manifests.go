@@ -1,0 +1,217 @@
+package registry
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/errcode"
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/oci"
+)
+
+func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, reg, repo, ref string) error {
+	switch r.Method {
+	case http.MethodPut:
+		return h.putManifest(w, r, reg, repo, ref)
+	case http.MethodDelete:
+		return h.deleteManifest(w, r, reg, repo, ref)
+	}
+	return h.getManifest(w, r, reg, repo, ref)
+}
+
+// parseRef splits a manifest reference into a tag or a digest.
+func parseRef(ref string) (tag string, d digest.Digest, err error) {
+	if oci.ValidTag(ref) {
+		return ref, "", nil
+	}
+	d, err = digest.Parse(ref)
+	if err != nil {
+		return "", "", errcode.New(errcode.DigestInvalid, fmt.Sprintf("reference %q is neither a valid tag nor a valid digest", ref))
+	}
+	return "", d, nil
+}
+
+func (h *Handler) resolve(r *http.Request, reg, repo, ref string) (digest.Digest, error) {
+	tag, d, err := parseRef(ref)
+	if err != nil {
+		return "", err
+	}
+	if d != "" {
+		return d, nil
+	}
+	t, err := h.meta.GetTag(r.Context(), reg, repo, tag)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return "", errcode.New(errcode.ManifestUnknown, fmt.Sprintf("manifest tagged %q is not found in %s", tag, repo))
+	}
+	if err != nil {
+		return "", err
+	}
+	return t.Digest, nil
+}
+
+func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request, reg, repo, ref string) error {
+	d, err := h.resolve(r, reg, repo, ref)
+	if err != nil {
+		return err
+	}
+	m, err := h.meta.GetManifest(r.Context(), reg, repo, d)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return errcode.New(errcode.ManifestUnknown, fmt.Sprintf("manifest %s is not found in %s", d, repo))
+	}
+	if err != nil {
+		return err
+	}
+	return h.serveManifestBytes(w, r, m)
+}
+
+// serveManifestBytes writes a stored manifest with its headers.
+func (h *Handler) serveManifestBytes(w http.ResponseWriter, r *http.Request, m metadata.Manifest) error {
+	f, err := h.blobs.Open(r.Context(), m.Digest)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return errcode.New(errcode.ManifestUnknown, "manifest content is missing")
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	hd := w.Header()
+	hd.Set("Content-Type", m.MediaType)
+	hd.Set("Docker-Content-Digest", m.Digest.String())
+	hd.Set("Content-Length", strconv.FormatInt(m.Size, 10))
+	hd.Set("ETag", `"`+m.Digest.String()+`"`)
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.CopyN(w, f, m.Size)
+	return nil
+}
+
+func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo, ref string) error {
+	tag, refDigest, err := parseRef(ref)
+	if err != nil {
+		return err
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxManifest+1))
+	if err != nil {
+		return errcode.New(errcode.ManifestInvalid, "reading manifest body: "+err.Error())
+	}
+	if int64(len(body)) > h.maxManifest {
+		return errcode.New(errcode.ManifestTooLarge, fmt.Sprintf("manifest exceeds %d bytes", h.maxManifest))
+	}
+	parsed, err := oci.ParseManifest(r.Header.Get("Content-Type"), body)
+	if err != nil {
+		return errcode.New(errcode.ManifestInvalid, err.Error())
+	}
+	alg := digest.Canonical
+	if refDigest != "" {
+		alg = refDigest.Algorithm()
+		if !alg.Available() {
+			return errcode.New(errcode.DigestInvalid, "unsupported digest algorithm "+string(alg))
+		}
+	}
+	d := alg.FromBytes(body)
+	if refDigest != "" && refDigest != d {
+		return errcode.New(errcode.DigestInvalid, fmt.Sprintf("manifest digest is %s, not %s", d, refDigest))
+	}
+	refs := manifestRefs(parsed)
+	missing, err := h.meta.MissingRefs(r.Context(), reg, repo, refs)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return errcode.ManifestBlobUnknown.WithDetail(
+			fmt.Sprintf("manifest references %s %s, unknown to repository %s", missing[0].Kind, missing[0].Digest, repo),
+			map[string]string{"digest": missing[0].Digest.String()})
+	}
+	if err := h.storeManifest(r, reg, repo, d, body, parsed, refs, tag); err != nil {
+		return err
+	}
+	hd := w.Header()
+	hd.Set("Location", "/v2/"+repo+"/manifests/"+d.String())
+	hd.Set("Docker-Content-Digest", d.String())
+	if parsed.Subject != nil {
+		hd.Set("OCI-Subject", parsed.Subject.Digest.String())
+	}
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// storeManifest commits the bytes, then records the manifest and its tag.
+func (h *Handler) storeManifest(r *http.Request, reg, repo string, d digest.Digest, body []byte, parsed *oci.Manifest, refs []metadata.Ref, tag string) error {
+	ctx := r.Context()
+	if _, err := h.blobs.Stat(ctx, d); errors.Is(err, blobstore.ErrNotFound) {
+		wr, err := h.blobs.Create(ctx, blobstore.NewID())
+		if err != nil {
+			return err
+		}
+		if _, err := wr.ReadFrom(bytes.NewReader(body)); err != nil {
+			wr.Cancel()
+			return err
+		}
+		if err := wr.Commit(ctx, d, int64(len(body))); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	m := metadata.Manifest{
+		Registry: reg, Repo: repo, Digest: d, MediaType: parsed.MediaType, Size: int64(len(body)),
+		ArtifactType: parsed.ArtifactType, Annotations: parsed.Annotations, Refs: refs,
+	}
+	if parsed.Subject != nil {
+		m.Subject = parsed.Subject.Digest
+	}
+	var tags []string
+	if tag != "" {
+		tags = append(tags, tag)
+	}
+	return h.meta.PutManifest(ctx, m, tags...)
+}
+
+// manifestRefs lists what a manifest needs present in its repository.
+// Layers with external URLs (non-distributable) need not be pushed; the
+// subject need not exist (referrers may be pushed before their subject).
+func manifestRefs(m *oci.Manifest) []metadata.Ref {
+	var refs []metadata.Ref
+	if m.Config != nil {
+		refs = append(refs, metadata.Ref{Digest: m.Config.Digest, Kind: metadata.RefBlob})
+	}
+	for _, l := range m.Layers {
+		if len(l.URLs) == 0 {
+			refs = append(refs, metadata.Ref{Digest: l.Digest, Kind: metadata.RefBlob})
+		}
+	}
+	for _, c := range m.Manifests {
+		refs = append(refs, metadata.Ref{Digest: c.Digest, Kind: metadata.RefManifest})
+	}
+	return refs
+}
+
+func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request, reg, repo, ref string) error {
+	tag, d, err := parseRef(ref)
+	if err != nil {
+		return err
+	}
+	if tag != "" {
+		err = h.meta.DeleteTag(r.Context(), reg, repo, tag)
+	} else {
+		err = h.meta.DeleteManifest(r.Context(), reg, repo, d)
+	}
+	if errors.Is(err, metadata.ErrNotFound) {
+		return errcode.New(errcode.ManifestUnknown, fmt.Sprintf("manifest %s is not found in %s", ref, repo))
+	}
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}

@@ -1,0 +1,229 @@
+// Package registry serves the OCI Distribution Spec v1.1 API under /v2/:
+// manifests, blobs, uploads, tags, catalog and referrers. Handlers parse the
+// route once, call the stores, and return errors that errcode.Write maps
+// to the spec's codes.
+package registry
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/errcode"
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/oci"
+)
+
+// BlobStore is the content store the registry reads and writes.
+type BlobStore interface {
+	Stat(ctx context.Context, d digest.Digest) (int64, error)
+	// Open returns the blob; an *os.File lets net/http use sendfile.
+	Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error)
+	Create(ctx context.Context, id string) (blobstore.Writer, error)
+	Resume(ctx context.Context, id string) (blobstore.Writer, error)
+	UploadSize(ctx context.Context, id string) (int64, error)
+	CancelUpload(ctx context.Context, id string) error
+}
+
+// BlobIndex records which blobs each repository holds.
+type BlobIndex interface {
+	LinkBlob(ctx context.Context, registry, repo string, d digest.Digest, size int64) error
+	BlobSize(ctx context.Context, registry, repo string, d digest.Digest) (int64, error)
+	UnlinkBlob(ctx context.Context, registry, repo string, d digest.Digest) error
+}
+
+// ManifestIndex records manifests, their references and tags.
+type ManifestIndex interface {
+	MissingRefs(ctx context.Context, registry, repo string, refs []metadata.Ref) ([]metadata.Ref, error)
+	PutManifest(ctx context.Context, m metadata.Manifest, tags ...string) error
+	GetManifest(ctx context.Context, registry, repo string, d digest.Digest) (metadata.Manifest, error)
+	GetTag(ctx context.Context, registry, repo, tag string) (metadata.Tag, error)
+	DeleteTag(ctx context.Context, registry, repo, tag string) error
+	DeleteManifest(ctx context.Context, registry, repo string, d digest.Digest) error
+	Referrers(ctx context.Context, registry, repo string, d digest.Digest, artifactType string) ([]metadata.Referrer, error)
+}
+
+// Lister pages through tags and repositories.
+type Lister interface {
+	ListTags(ctx context.Context, registry, repo, last string, n int) ([]string, bool, error)
+	ListRepositories(ctx context.Context, registry, last string, n int) ([]string, bool, error)
+	RepositoryExists(ctx context.Context, registry, repo string) (bool, error)
+}
+
+// UploadIndex records upload sessions, so any replica can continue one.
+type UploadIndex interface {
+	CreateUpload(ctx context.Context, registry, repo, id string) error
+	UploadExists(ctx context.Context, registry, repo, id string) (bool, error)
+	DeleteUpload(ctx context.Context, id string) error
+}
+
+// Metadata is everything the registry needs from the metadata store.
+type Metadata interface {
+	BlobIndex
+	ManifestIndex
+	Lister
+	UploadIndex
+}
+
+// Options configure a Handler.
+type Options struct {
+	Blobs  BlobStore
+	Meta   Metadata
+	Logger *slog.Logger
+	// Registry names the registry a request addresses (by Host).
+	Registry func(*http.Request) string
+	// MaxManifest bounds manifest bodies (default oci.MaxManifestSize).
+	MaxManifest int64
+}
+
+// Handler serves /v2/.
+type Handler struct {
+	blobs       BlobStore
+	meta        Metadata
+	log         *slog.Logger
+	registry    func(*http.Request) string
+	maxManifest int64
+}
+
+// New returns the /v2/ handler.
+func New(o Options) *Handler {
+	if o.MaxManifest <= 0 {
+		o.MaxManifest = oci.MaxManifestSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Handler{blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest}
+}
+
+// Route kinds.
+const (
+	kindBase      = "base"
+	kindCatalog   = "catalog"
+	kindTags      = "tags"
+	kindManifest  = "manifest"
+	kindBlob      = "blob"
+	kindUploads   = "uploads" // POST to start
+	kindUpload    = "upload"  // an upload session
+	kindReferrers = "referrers"
+	kindUnknown   = "unknown"
+)
+
+// route is a parsed /v2/ path.
+type route struct {
+	kind string
+	repo string
+	ref  string // tag, digest or upload id
+}
+
+// parseRoute anchors on the last path elements, because repository names
+// may have any number of segments.
+func parseRoute(path string) route {
+	p := strings.TrimPrefix(path, "/v2/")
+	if p == "" {
+		return route{kind: kindBase}
+	}
+	if p == "_catalog" {
+		return route{kind: kindCatalog}
+	}
+	el := strings.Split(p, "/")
+	n := len(el)
+	switch {
+	case n >= 3 && el[n-2] == "tags" && el[n-1] == "list":
+		return route{kind: kindTags, repo: strings.Join(el[:n-2], "/")}
+	case n >= 3 && el[n-2] == "manifests":
+		return route{kind: kindManifest, repo: strings.Join(el[:n-2], "/"), ref: el[n-1]}
+	case n >= 3 && el[n-2] == "referrers":
+		return route{kind: kindReferrers, repo: strings.Join(el[:n-2], "/"), ref: el[n-1]}
+	case n >= 4 && el[n-3] == "blobs" && el[n-2] == "uploads":
+		if el[n-1] == "" {
+			return route{kind: kindUploads, repo: strings.Join(el[:n-3], "/")}
+		}
+		return route{kind: kindUpload, repo: strings.Join(el[:n-3], "/"), ref: el[n-1]}
+	case n >= 3 && el[n-2] == "blobs" && el[n-1] == "uploads":
+		return route{kind: kindUploads, repo: strings.Join(el[:n-2], "/")}
+	case n >= 3 && el[n-2] == "blobs":
+		return route{kind: kindBlob, repo: strings.Join(el[:n-2], "/"), ref: el[n-1]}
+	}
+	return route{kind: kindUnknown}
+}
+
+// RouteName is the metrics label for a /v2/ path.
+func RouteName(path string) string { return parseRoute(path).kind }
+
+// allowed lists the methods each route kind answers.
+var allowed = map[string][]string{
+	kindBase:      {http.MethodGet, http.MethodHead},
+	kindCatalog:   {http.MethodGet},
+	kindTags:      {http.MethodGet},
+	kindManifest:  {http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete},
+	kindBlob:      {http.MethodGet, http.MethodHead, http.MethodDelete},
+	kindUploads:   {http.MethodPost},
+	kindUpload:    {http.MethodGet, http.MethodPatch, http.MethodPut, http.MethodDelete},
+	kindReferrers: {http.MethodGet},
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	rt := parseRoute(r.URL.Path)
+	if rt.kind == kindUnknown {
+		errcode.Write(w, r, errcode.New(errcode.NameUnknown, "no such endpoint: "+r.URL.Path).WithStatus(http.StatusNotFound))
+		return
+	}
+	if !methodAllowed(rt.kind, r.Method) {
+		w.Header().Set("Allow", strings.Join(allowed[rt.kind], ", "))
+		errcode.Write(w, r, errcode.New(errcode.Unsupported, r.Method+" is not supported on this endpoint"))
+		return
+	}
+	if rt.repo != "" && !oci.ValidRepository(rt.repo) {
+		errcode.Write(w, r, errcode.NameInvalid.WithDetail("invalid repository name", map[string]string{"name": rt.repo}))
+		return
+	}
+	reg := h.registry(r)
+	var err error
+	switch rt.kind {
+	case kindBase:
+		w.Header().Set("Content-Type", "application/json")
+		_, err = w.Write([]byte("{}"))
+	case kindCatalog:
+		err = h.catalog(w, r, reg)
+	case kindTags:
+		err = h.tags(w, r, reg, rt.repo)
+	case kindReferrers:
+		err = h.referrers(w, r, reg, rt.repo, rt.ref)
+	case kindManifest:
+		err = h.manifest(w, r, reg, rt.repo, rt.ref)
+	case kindBlob:
+		err = h.blob(w, r, reg, rt.repo, rt.ref)
+	case kindUploads:
+		err = h.startUpload(w, r, reg, rt.repo)
+	case kindUpload:
+		err = h.upload(w, r, reg, rt.repo, rt.ref)
+	}
+	if err != nil {
+		h.fail(w, r, err)
+	}
+}
+
+func methodAllowed(kind, method string) bool {
+	for _, m := range allowed[kind] {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// fail writes err; anything that is not a registry error is logged, since
+// the client only sees a generic UNKNOWN.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errcode.Status(err) >= 500 {
+		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	errcode.Write(w, r, err)
+}

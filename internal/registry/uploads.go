@@ -1,0 +1,218 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/errcode"
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/oci"
+)
+
+// startUpload handles POST /v2/<name>/blobs/uploads/: a cross-repository
+// mount, a single-request monolithic upload (?digest=), or a new session.
+func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo string) error {
+	q := r.URL.Query()
+	if mount := q.Get("mount"); mount != "" {
+		d, err := parseDigest(mount)
+		if err != nil {
+			return err
+		}
+		if from := q.Get("from"); from != "" && oci.ValidRepository(from) {
+			size, err := h.meta.BlobSize(r.Context(), reg, from, d)
+			if err == nil {
+				if err := h.meta.LinkBlob(r.Context(), reg, repo, d, size); err != nil {
+					return err
+				}
+				return blobCreated(w, repo, d)
+			}
+			if !errors.Is(err, metadata.ErrNotFound) {
+				return err
+			}
+		}
+		// Not mountable: fall back to a regular upload session, as the spec says.
+	}
+	if dg := q.Get("digest"); dg != "" {
+		d, err := parseDigest(dg)
+		if err != nil {
+			return err
+		}
+		wr, err := h.blobs.Create(r.Context(), blobstore.NewID())
+		if err != nil {
+			return err
+		}
+		if err := copyBody(wr, r, -1); err != nil {
+			wr.Cancel()
+			return err
+		}
+		return h.commitUpload(w, r, reg, repo, wr, d, "")
+	}
+	id := blobstore.NewID()
+	wr, err := h.blobs.Create(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if err := wr.Close(); err != nil {
+		return err
+	}
+	if err := h.meta.CreateUpload(r.Context(), reg, repo, id); err != nil {
+		_ = h.blobs.CancelUpload(r.Context(), id)
+		return err
+	}
+	return uploadAccepted(w, repo, id, 0, http.StatusAccepted)
+}
+
+func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id string) error {
+	unknown := errcode.New(errcode.BlobUploadUnknown, fmt.Sprintf("upload %q is not known in %s", id, repo))
+	if !blobstore.ValidID(id) {
+		return unknown
+	}
+	ok, err := h.meta.UploadExists(r.Context(), reg, repo, id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return unknown
+	}
+	switch r.Method {
+	case http.MethodGet:
+		size, err := h.blobs.UploadSize(r.Context(), id)
+		if err != nil {
+			return h.uploadErr(err, unknown)
+		}
+		return uploadAccepted(w, repo, id, size, http.StatusNoContent)
+	case http.MethodDelete:
+		if err := h.blobs.CancelUpload(r.Context(), id); err != nil && !errors.Is(err, blobstore.ErrUploadNotFound) {
+			return err
+		}
+		if err := h.meta.DeleteUpload(r.Context(), id); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	wr, err := h.blobs.Resume(r.Context(), id)
+	if err != nil {
+		return h.uploadErr(err, unknown)
+	}
+	if err := checkContentRange(r, wr.Size()); err != nil {
+		wr.Close()
+		return err
+	}
+	if err := copyBody(wr, r, wr.Size()); err != nil {
+		wr.Close()
+		return err
+	}
+	if r.Method == http.MethodPatch {
+		if err := wr.Close(); err != nil {
+			return err
+		}
+		return uploadAccepted(w, repo, id, wr.Size(), http.StatusAccepted)
+	}
+	dg := r.URL.Query().Get("digest")
+	if dg == "" {
+		wr.Close()
+		return errcode.New(errcode.DigestInvalid, "the digest query parameter is required to complete an upload")
+	}
+	d, err := digest.Parse(dg)
+	if err != nil {
+		wr.Close()
+		return errcode.New(errcode.DigestInvalid, fmt.Sprintf("invalid digest %q", dg))
+	}
+	return h.commitUpload(w, r, reg, repo, wr, d, id)
+}
+
+func (h *Handler) uploadErr(err error, unknown error) error {
+	if errors.Is(err, blobstore.ErrUploadNotFound) || errors.Is(err, blobstore.ErrInvalidID) {
+		return unknown
+	}
+	return err
+}
+
+// commitUpload verifies and commits the staged blob, then links it.
+func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request, reg, repo string, wr blobstore.Writer, d digest.Digest, sessionID string) error {
+	size := wr.Size()
+	if err := wr.Commit(r.Context(), d, -1); err != nil {
+		if sessionID != "" {
+			_ = h.meta.DeleteUpload(r.Context(), sessionID)
+		}
+		if errors.Is(err, blobstore.ErrDigestMismatch) {
+			return errcode.New(errcode.DigestInvalid, err.Error())
+		}
+		return err
+	}
+	if err := h.meta.LinkBlob(r.Context(), reg, repo, d, size); err != nil {
+		return err
+	}
+	if sessionID != "" {
+		if err := h.meta.DeleteUpload(r.Context(), sessionID); err != nil {
+			h.log.Warn("forget upload", "id", sessionID, "err", err)
+		}
+	}
+	return blobCreated(w, repo, d)
+}
+
+// checkContentRange enforces that a chunk starts where the upload ends.
+func checkContentRange(r *http.Request, size int64) error {
+	cr := r.Header.Get("Content-Range")
+	if cr == "" {
+		return nil
+	}
+	cr = strings.TrimPrefix(cr, "bytes ")
+	cr = strings.TrimPrefix(cr, "bytes=")
+	startS, endS, ok := strings.Cut(cr, "-")
+	start, err1 := strconv.ParseInt(startS, 10, 64)
+	end, err2 := strconv.ParseInt(strings.SplitN(endS, "/", 2)[0], 10, 64)
+	if !ok || err1 != nil || err2 != nil || end < start {
+		return errcode.New(errcode.RangeInvalid, fmt.Sprintf("invalid Content-Range %q", r.Header.Get("Content-Range")))
+	}
+	if start != size {
+		return errcode.New(errcode.RangeInvalid, fmt.Sprintf("chunk starts at %d but the upload holds %d bytes", start, size))
+	}
+	if r.ContentLength >= 0 && r.ContentLength != end-start+1 {
+		return errcode.New(errcode.RangeInvalid, fmt.Sprintf("Content-Range covers %d bytes but Content-Length is %d", end-start+1, r.ContentLength))
+	}
+	return nil
+}
+
+// copyBody appends the request body to wr. A body shorter than its declared
+// Content-Length (a cut connection) is an error, never a silent success.
+func copyBody(wr blobstore.Writer, r *http.Request, _ int64) error {
+	n, err := wr.ReadFrom(r.Body)
+	if err != nil {
+		return errcode.New(errcode.BlobUploadInvalid, "reading upload body: "+err.Error())
+	}
+	if r.ContentLength >= 0 && n != r.ContentLength {
+		return errcode.New(errcode.SizeInvalid, fmt.Sprintf("received %d bytes, Content-Length said %d", n, r.ContentLength))
+	}
+	return nil
+}
+
+func uploadAccepted(w http.ResponseWriter, repo, id string, size int64, status int) error {
+	hd := w.Header()
+	hd.Set("Location", "/v2/"+repo+"/blobs/uploads/"+id)
+	hd.Set("Docker-Upload-UUID", id)
+	end := size - 1
+	if end < 0 {
+		end = 0
+	}
+	hd.Set("Range", fmt.Sprintf("0-%d", end))
+	hd.Set("Content-Length", "0")
+	w.WriteHeader(status)
+	return nil
+}
+
+func blobCreated(w http.ResponseWriter, repo string, d digest.Digest) error {
+	hd := w.Header()
+	hd.Set("Location", "/v2/"+repo+"/blobs/"+d.String())
+	hd.Set("Docker-Content-Digest", d.String())
+	hd.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}

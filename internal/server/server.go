@@ -1,0 +1,216 @@
+// Package server assembles arca's HTTP server from its stores and handlers:
+// the OCI data plane under /v2/, health and readiness, Prometheus metrics,
+// and the management plane. It owns startup and graceful shutdown.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/registry"
+)
+
+// Options configure a server. cmd/arca fills them from flags, env and file.
+type Options struct {
+	Addr            string
+	DataDir         string
+	RegistryName    string
+	TLSCert         string
+	TLSKey          string
+	ShutdownTimeout time.Duration
+	// UploadMaxAge is how long an abandoned upload is kept before purging.
+	UploadMaxAge time.Duration
+	Logger       *slog.Logger
+	// Ready, if set, receives the bound address once the server listens.
+	Ready func(addr net.Addr)
+}
+
+// Server is a running arca.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	meta    *metadata.SQLite
+	blobs   *blobstore.FS
+	handler http.Handler
+}
+
+// New opens the stores under opts.DataDir and builds the handler tree.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ShutdownTimeout == 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	if opts.UploadMaxAge == 0 {
+		opts.UploadMaxAge = 24 * time.Hour
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	blobs, err := blobstore.NewFS(filepath.Join(opts.DataDir, "blobs"))
+	if err != nil {
+		return nil, err
+	}
+	meta, err := metadata.OpenSQLite(ctx, filepath.Join(opts.DataDir, "arca.db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, log: opts.Logger, meta: meta, blobs: blobs}
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := registry.New(registry.Options{
+		Blobs:    blobs,
+		Meta:     meta,
+		Logger:   opts.Logger,
+		Registry: func(*http.Request) string { return opts.RegistryName },
+	})
+
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", reg)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", s.ready)
+	mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	// Management plane (ARM-compatible API, portal) is mounted here.
+
+	hm := newHTTPMetrics(promReg)
+	s.handler = accessLog(opts.Logger, hm.instrument(routeName, mux))
+	return s, nil
+}
+
+func routeName(r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/v2/"):
+		return registry.RouteName(p)
+	case p == "/healthz", p == "/readyz", p == "/metrics":
+		return p[1:]
+	case strings.HasPrefix(p, "/subscriptions/"):
+		return "mgmt"
+	}
+	return "other"
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.meta.Ping(ctx); err != nil {
+		http.Error(w, "metadata store: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	probe := filepath.Join(s.opts.DataDir, ".ready-probe")
+	if err := os.WriteFile(probe, []byte("ok"), 0o644); err != nil {
+		http.Error(w, "data dir not writable", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// Handler is the full handler tree (for in-process tests).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Run serves until ctx is cancelled, then drains in-flight requests for up
+// to ShutdownTimeout.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.meta.Close()
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	scheme := "http"
+	if s.opts.TLSCert != "" || s.opts.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("tls: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		scheme = "https"
+	}
+	s.log.Info("arca listening", "addr", ln.Addr().String(), "scheme", scheme, "data_dir", s.opts.DataDir, "registry", s.opts.RegistryName)
+	if s.opts.Ready != nil {
+		s.opts.Ready(ln.Addr())
+	}
+	go s.janitor(ctx)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// janitor purges abandoned uploads.
+func (s *Server) janitor(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := s.blobs.PurgeUploads(s.opts.UploadMaxAge); err != nil {
+			s.log.Warn("purge uploads", "err", err)
+		} else if n > 0 {
+			s.log.Info("purged abandoned uploads", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func accessLog(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		if !log.Enabled(r.Context(), slog.LevelDebug) && sw.status < 500 {
+			return
+		}
+		lvl := slog.LevelDebug
+		if sw.status >= 500 {
+			lvl = slog.LevelWarn
+		}
+		log.Log(r.Context(), lvl, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"bytes", sw.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
+	})
+}
