@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -122,7 +123,7 @@ type route struct {
 }
 
 // parseRoute anchors on the last path elements, because repository names
-// may have any number of segments.
+// may have any number of segments. It takes the escaped path.
 func parseRoute(path string) route {
 	p := strings.TrimPrefix(path, "/v2/")
 	if p == "" {
@@ -132,6 +133,15 @@ func parseRoute(path string) route {
 		return route{kind: kindCatalog}
 	}
 	el := strings.Split(p, "/")
+	for i, e := range el {
+		// Unescape per element, so an encoded "/" stays inside its element
+		// and fails validation instead of changing the route.
+		if u, err := url.PathUnescape(e); err == nil {
+			el[i] = u
+		} else {
+			return route{kind: kindUnknown}
+		}
+	}
 	n := len(el)
 	switch {
 	case n >= 3 && el[n-2] == "tags" && el[n-1] == "list":
@@ -170,7 +180,7 @@ var allowed = map[string][]string{
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	rt := parseRoute(r.URL.Path)
+	rt := parseRoute(r.URL.EscapedPath())
 	if rt.kind == kindUnknown {
 		errcode.Write(w, r, errcode.New(errcode.NameUnknown, "no such endpoint: "+r.URL.Path).WithStatus(http.StatusNotFound))
 		return

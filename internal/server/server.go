@@ -101,7 +101,7 @@ func routeName(r *http.Request) string {
 	p := r.URL.Path
 	switch {
 	case strings.HasPrefix(p, "/v2/"):
-		return registry.RouteName(p)
+		return registry.RouteName(r.URL.EscapedPath())
 	case p == "/healthz", p == "/readyz", p == "/metrics":
 		return p[1:]
 	case strings.HasPrefix(p, "/subscriptions/"):

@@ -1,0 +1,385 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/oci"
+)
+
+func newTestServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	dir := t.TempDir()
+	blobs, err := blobstore.NewFS(filepath.Join(dir, "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := metadata.OpenSQLite(context.Background(), filepath.Join(dir, "arca.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	h := New(Options{Blobs: blobs, Meta: meta, Registry: func(*http.Request) string { return "default" }})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func do(t *testing.T, method, url string, hdr map[string]string, body []byte) resp {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{res.StatusCode, res.Header, b}
+}
+
+// errorCode extracts the first OCI error code from a body.
+func errorCode(b []byte) string {
+	var e struct {
+		Errors []struct{ Code string } `json:"errors"`
+	}
+	if json.Unmarshal(b, &e) != nil || len(e.Errors) == 0 {
+		return ""
+	}
+	return e.Errors[0].Code
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func pushBlob(t *testing.T, base, repo string, b []byte) digest.Digest {
+	t.Helper()
+	d := digest.FromBytes(b)
+	r := do(t, "POST", base+"/v2/"+repo+"/blobs/uploads/?digest="+d.String(), nil, b)
+	if r.status != http.StatusCreated {
+		t.Fatalf("push blob: %d %s", r.status, r.body)
+	}
+	return d
+}
+
+func imageManifest(config, layer digest.Digest, configSize, layerSize int) []byte {
+	return []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":%q,"size":%d}]}`,
+		oci.MediaTypeOCIManifest, config, configSize, layer, layerSize))
+}
+
+// pushImage pushes a config, a layer and a manifest tagged tag.
+func pushImage(t *testing.T, base, repo, tag string) (digest.Digest, []byte) {
+	t.Helper()
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	layer := randomBytes(1000)
+	cd, ld := pushBlob(t, base, repo, cfg), pushBlob(t, base, repo, layer)
+	m := imageManifest(cd, ld, len(cfg), len(layer))
+	r := do(t, "PUT", base+"/v2/"+repo+"/manifests/"+tag, map[string]string{"Content-Type": oci.MediaTypeOCIManifest}, m)
+	if r.status != http.StatusCreated {
+		t.Fatalf("push manifest: %d %s", r.status, r.body)
+	}
+	return digest.FromBytes(m), m
+}
+
+func TestPushPullRoundTrip(t *testing.T) {
+	srv := newTestServer(t)
+	md, m := pushImage(t, srv.URL, "a/b/c", "v1")
+	for _, ref := range []string{"v1", md.String()} {
+		r := do(t, "GET", srv.URL+"/v2/a/b/c/manifests/"+ref, nil, nil)
+		if r.status != 200 || !bytes.Equal(r.body, m) {
+			t.Fatalf("GET manifest %s: %d", ref, r.status)
+		}
+		if r.header.Get("Docker-Content-Digest") != md.String() || r.header.Get("Content-Type") != oci.MediaTypeOCIManifest {
+			t.Fatalf("headers: %v", r.header)
+		}
+		h := do(t, "HEAD", srv.URL+"/v2/a/b/c/manifests/"+ref, nil, nil)
+		if h.status != 200 || h.header.Get("Content-Length") != fmt.Sprint(len(m)) || len(h.body) != 0 {
+			t.Fatalf("HEAD manifest: %d %v", h.status, h.header)
+		}
+	}
+}
+
+func TestBlobRange(t *testing.T) {
+	srv := newTestServer(t)
+	b := randomBytes(10000)
+	d := pushBlob(t, srv.URL, "r", b)
+	r := do(t, "GET", srv.URL+"/v2/r/blobs/"+d.String(), map[string]string{"Range": "bytes=100-199"}, nil)
+	if r.status != http.StatusPartialContent || !bytes.Equal(r.body, b[100:200]) {
+		t.Fatalf("range: %d len %d", r.status, len(r.body))
+	}
+	// A blob is only visible in the repository it was pushed to.
+	if r := do(t, "GET", srv.URL+"/v2/other/blobs/"+d.String(), nil, nil); r.status != 404 || errorCode(r.body) != "BLOB_UNKNOWN" {
+		t.Fatalf("other repo: %d %s", r.status, r.body)
+	}
+}
+
+func TestChunkedUpload(t *testing.T) {
+	srv := newTestServer(t)
+	b := randomBytes(3000)
+	r := do(t, "POST", srv.URL+"/v2/chunky/blobs/uploads/", nil, nil)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("start: %d", r.status)
+	}
+	loc := srv.URL + r.header.Get("Location")
+	r = do(t, "PATCH", loc, map[string]string{"Content-Range": "0-999", "Content-Type": "application/octet-stream"}, b[:1000])
+	if r.status != http.StatusAccepted || r.header.Get("Range") != "0-999" {
+		t.Fatalf("patch 1: %d %v %s", r.status, r.header, r.body)
+	}
+	// Out-of-order chunk.
+	r = do(t, "PATCH", loc, map[string]string{"Content-Range": "2000-2999"}, b[2000:])
+	if r.status != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("out of order chunk: %d", r.status)
+	}
+	r = do(t, "PATCH", loc, map[string]string{"Content-Range": "1000-1999"}, b[1000:2000])
+	if r.status != http.StatusAccepted {
+		t.Fatalf("patch 2: %d %s", r.status, r.body)
+	}
+	if r = do(t, "GET", loc, nil, nil); r.status != http.StatusNoContent || r.header.Get("Range") != "0-1999" {
+		t.Fatalf("status: %d %v", r.status, r.header)
+	}
+	d := digest.FromBytes(b)
+	r = do(t, "PUT", loc+"?digest="+d.String(), nil, b[2000:])
+	if r.status != http.StatusCreated || r.header.Get("Docker-Content-Digest") != d.String() {
+		t.Fatalf("finish: %d %s", r.status, r.body)
+	}
+	got := do(t, "GET", srv.URL+"/v2/chunky/blobs/"+d.String(), nil, nil)
+	if !bytes.Equal(got.body, b) {
+		t.Fatal("content differs")
+	}
+	// The session is gone.
+	if r = do(t, "GET", loc, nil, nil); r.status != 404 || errorCode(r.body) != "BLOB_UPLOAD_UNKNOWN" {
+		t.Fatalf("after finish: %d %s", r.status, r.body)
+	}
+}
+
+func TestCancelUploadAndMount(t *testing.T) {
+	srv := newTestServer(t)
+	r := do(t, "POST", srv.URL+"/v2/x/blobs/uploads/", nil, nil)
+	loc := srv.URL + r.header.Get("Location")
+	if r = do(t, "DELETE", loc, nil, nil); r.status != http.StatusNoContent {
+		t.Fatalf("cancel: %d", r.status)
+	}
+	if r = do(t, "PATCH", loc, nil, []byte("x")); r.status != 404 {
+		t.Fatalf("patch after cancel: %d", r.status)
+	}
+	d := pushBlob(t, srv.URL, "src/repo", []byte("shared layer"))
+	r = do(t, "POST", srv.URL+"/v2/dst/blobs/uploads/?mount="+d.String()+"&from=src/repo", nil, nil)
+	if r.status != http.StatusCreated {
+		t.Fatalf("mount: %d %s", r.status, r.body)
+	}
+	if g := do(t, "GET", srv.URL+"/v2/dst/blobs/"+d.String(), nil, nil); string(g.body) != "shared layer" {
+		t.Fatalf("mounted blob: %d", g.status)
+	}
+	// Mount from a repository without the blob falls back to a session.
+	r = do(t, "POST", srv.URL+"/v2/dst2/blobs/uploads/?mount="+d.String()+"&from=nowhere", nil, nil)
+	if r.status != http.StatusAccepted || r.header.Get("Location") == "" {
+		t.Fatalf("mount fallback: %d", r.status)
+	}
+}
+
+func TestTagsAndCatalogPagination(t *testing.T) {
+	srv := newTestServer(t)
+	for _, tag := range []string{"c", "a", "b", "d"} {
+		pushImage(t, srv.URL, "pag", tag)
+	}
+	r := do(t, "GET", srv.URL+"/v2/pag/tags/list?n=2", nil, nil)
+	var tl struct{ Tags []string }
+	json.Unmarshal(r.body, &tl)
+	if strings.Join(tl.Tags, ",") != "a,b" || !strings.Contains(r.header.Get("Link"), "last=b") {
+		t.Fatalf("page 1: %s %q", r.body, r.header.Get("Link"))
+	}
+	r = do(t, "GET", srv.URL+"/v2/pag/tags/list?n=2&last=b", nil, nil)
+	json.Unmarshal(r.body, &tl)
+	if strings.Join(tl.Tags, ",") != "c,d" || r.header.Get("Link") != "" {
+		t.Fatalf("page 2: %s %q", r.body, r.header.Get("Link"))
+	}
+	if r = do(t, "GET", srv.URL+"/v2/nope/tags/list", nil, nil); r.status != 404 || errorCode(r.body) != "NAME_UNKNOWN" {
+		t.Fatalf("unknown repo: %d %s", r.status, r.body)
+	}
+	pushImage(t, srv.URL, "another", "x")
+	r = do(t, "GET", srv.URL+"/v2/_catalog?n=1", nil, nil)
+	if !strings.Contains(string(r.body), `"another"`) || !strings.Contains(r.header.Get("Link"), "last=another") {
+		t.Fatalf("catalog: %s %q", r.body, r.header.Get("Link"))
+	}
+}
+
+func TestDeleteManifestAndTag(t *testing.T) {
+	srv := newTestServer(t)
+	md, _ := pushImage(t, srv.URL, "del", "t1")
+	base := srv.URL + "/v2/del/manifests/"
+	do(t, "PUT", base+"t2", map[string]string{"Content-Type": oci.MediaTypeOCIManifest}, do(t, "GET", base+"t1", nil, nil).body)
+	if r := do(t, "DELETE", base+"t2", nil, nil); r.status != http.StatusAccepted {
+		t.Fatalf("delete tag: %d", r.status)
+	}
+	if r := do(t, "GET", base+"t1", nil, nil); r.status != 200 {
+		t.Fatalf("t1 after deleting t2: %d", r.status)
+	}
+	if r := do(t, "DELETE", base+md.String(), nil, nil); r.status != http.StatusAccepted {
+		t.Fatalf("delete manifest: %d", r.status)
+	}
+	for _, ref := range []string{"t1", md.String()} {
+		if r := do(t, "GET", base+ref, nil, nil); r.status != 404 || errorCode(r.body) != "MANIFEST_UNKNOWN" {
+			t.Fatalf("after delete %s: %d %s", ref, r.status, r.body)
+		}
+	}
+}
+
+func TestReferrers(t *testing.T) {
+	srv := newTestServer(t)
+	subject, subjectBytes := pushImage(t, srv.URL, "sig", "v1")
+	empty := pushBlob(t, srv.URL, "sig", []byte("{}"))
+	sigLayer := pushBlob(t, srv.URL, "sig", []byte("signature"))
+	art := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"artifactType":"application/vnd.cncf.notary.signature","config":{"mediaType":%q,"digest":%q,"size":2},"layers":[{"mediaType":"application/jose+json","digest":%q,"size":9}],"subject":{"mediaType":%q,"digest":%q,"size":%d},"annotations":{"k":"v"}}`,
+		oci.MediaTypeOCIManifest, oci.MediaTypeOCIEmptyJSON, empty, sigLayer, oci.MediaTypeOCIManifest, subject, len(subjectBytes))
+	ad := digest.FromString(art)
+	r := do(t, "PUT", srv.URL+"/v2/sig/manifests/"+ad.String(), map[string]string{"Content-Type": oci.MediaTypeOCIManifest}, []byte(art))
+	if r.status != 201 || r.header.Get("OCI-Subject") != subject.String() {
+		t.Fatalf("push referrer: %d %v %s", r.status, r.header, r.body)
+	}
+	r = do(t, "GET", srv.URL+"/v2/sig/referrers/"+subject.String(), nil, nil)
+	var idx oci.Index
+	if err := json.Unmarshal(r.body, &idx); err != nil || len(idx.Manifests) != 1 {
+		t.Fatalf("referrers: %d %s", r.status, r.body)
+	}
+	got := idx.Manifests[0]
+	if got.Digest != ad || got.ArtifactType != "application/vnd.cncf.notary.signature" || got.Annotations["k"] != "v" || got.Size != int64(len(art)) {
+		t.Fatalf("descriptor: %+v", got)
+	}
+	r = do(t, "GET", srv.URL+"/v2/sig/referrers/"+subject.String()+"?artifactType=application/spdx%2Bjson", nil, nil)
+	json.Unmarshal(r.body, &idx)
+	if r.status != 200 || len(idx.Manifests) != 0 || r.header.Get("OCI-Filters-Applied") != "artifactType" {
+		t.Fatalf("filtered: %d %s %v", r.status, r.body, r.header)
+	}
+	// No referrers: an empty index, never 404.
+	r = do(t, "GET", srv.URL+"/v2/sig/referrers/"+digest.FromString("none").String(), nil, nil)
+	if r.status != 200 || !strings.Contains(string(r.body), `"manifests":[]`) {
+		t.Fatalf("empty: %d %s", r.status, r.body)
+	}
+}
+
+// Bad input: each gets the spec's error and stores nothing.
+func TestBadInput(t *testing.T) {
+	srv := newTestServer(t)
+	cfg := pushBlob(t, srv.URL, "bad", []byte("{}"))
+	good := imageManifest(cfg, cfg, 2, 2)
+	ct := map[string]string{"Content-Type": oci.MediaTypeOCIManifest}
+	big := append([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":"`), bytes.Repeat([]byte("a"), 5<<20)...)
+	big = append(big, []byte(`"}}`)...)
+	cases := []struct {
+		name, method, path string
+		hdr                map[string]string
+		body               []byte
+		status             int
+		code               string
+	}{
+		{"manifest digest mismatch", "PUT", "/v2/bad/manifests/" + digest.FromString("x").String(), ct, good, 400, "DIGEST_INVALID"},
+		{"invalid json", "PUT", "/v2/bad/manifests/t", ct, []byte("{not json"), 400, "MANIFEST_INVALID"},
+		{"unknown media type", "PUT", "/v2/bad/manifests/t", map[string]string{"Content-Type": "application/x-unknown"}, []byte(`{"schemaVersion":2,"mediaType":"application/x-unknown"}`), 400, "MANIFEST_INVALID"},
+		{"content type mismatch", "PUT", "/v2/bad/manifests/t", map[string]string{"Content-Type": oci.MediaTypeOCIIndex}, good, 400, "MANIFEST_INVALID"},
+		{"oversized manifest", "PUT", "/v2/bad/manifests/t", ct, big, 413, "MANIFEST_INVALID"},
+		{"missing layer", "PUT", "/v2/bad/manifests/t", ct, imageManifest(cfg, digest.FromString("absent"), 2, 6), 400, "MANIFEST_BLOB_UNKNOWN"},
+		{"schema 1", "PUT", "/v2/bad/manifests/t", map[string]string{"Content-Type": oci.MediaTypeDockerSchema1JS}, []byte(`{"schemaVersion":1}`), 400, "MANIFEST_INVALID"},
+		{"wrong blob digest", "POST", "/v2/bad/blobs/uploads/?digest=" + digest.FromString("other").String(), nil, []byte("content"), 400, "DIGEST_INVALID"},
+		{"malformed digest", "GET", "/v2/bad/blobs/sha256:zz", nil, nil, 400, "DIGEST_INVALID"},
+		{"traversal in digest", "GET", "/v2/bad/blobs/sha256:..%2f..%2fetc", nil, nil, 400, "DIGEST_INVALID"},
+		{"uppercase name", "GET", "/v2/Bad/tags/list", nil, nil, 400, "NAME_INVALID"},
+		{"traversal in name", "GET", "/v2/a/%2e%2e/b/tags/list", nil, nil, 400, "NAME_INVALID"},
+		{"dot segment name", "GET", "/v2/a/./b/manifests/x", nil, nil, 400, "NAME_INVALID"},
+		{"traversal in upload id", "PATCH", "/v2/bad/blobs/uploads/..%2f..%2fx", nil, []byte("x"), 404, "BLOB_UPLOAD_UNKNOWN"},
+		{"unknown upload id", "PUT", "/v2/bad/blobs/uploads/0123456789abcdef?digest=" + cfg.String(), nil, nil, 404, "BLOB_UPLOAD_UNKNOWN"},
+		{"bad tag", "PUT", "/v2/bad/manifests/-bad", ct, good, 400, "DIGEST_INVALID"},
+		{"bad pagination", "GET", "/v2/bad/tags/list?n=-1", nil, nil, 400, "PAGINATION_NUMBER_INVALID"},
+		{"method", "POST", "/v2/bad/manifests/t", nil, nil, 405, "UNSUPPORTED"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := do(t, c.method, srv.URL+c.path, c.hdr, c.body)
+			if r.status != c.status || errorCode(r.body) != c.code {
+				t.Fatalf("got %d %s, want %d %s", r.status, r.body, c.status, c.code)
+			}
+		})
+	}
+	// Nothing was stored: no tags in "bad", and the wrong-digest blob is absent.
+	if r := do(t, "GET", srv.URL+"/v2/bad/tags/list", nil, nil); !strings.Contains(string(r.body), `"tags":[]`) {
+		t.Fatalf("tags after bad input: %s", r.body)
+	}
+	if r := do(t, "HEAD", srv.URL+"/v2/bad/blobs/"+digest.FromString("content").String(), nil, nil); r.status != 404 {
+		t.Fatalf("blob with wrong digest is visible: %d", r.status)
+	}
+}
+
+// A PUT whose body is shorter than its Content-Length commits nothing.
+func TestTruncatedUpload(t *testing.T) {
+	srv := newTestServer(t)
+	b := randomBytes(1 << 20)
+	d := digest.FromBytes(b)
+	r := do(t, "POST", srv.URL+"/v2/trunc/blobs/uploads/", nil, nil)
+	loc := srv.URL + r.header.Get("Location")
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PUT", loc+"?digest="+d.String(), pr)
+	req.ContentLength = int64(len(b))
+	go func() {
+		pw.Write(b[:len(b)/2])
+		pw.CloseWithError(io.ErrUnexpectedEOF)
+	}()
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		res.Body.Close()
+		if res.StatusCode == http.StatusCreated {
+			t.Fatal("truncated upload was accepted")
+		}
+	}
+	if r := do(t, "HEAD", srv.URL+"/v2/trunc/blobs/"+d.String(), nil, nil); r.status != 404 {
+		t.Fatalf("truncated blob visible: %d", r.status)
+	}
+	// The session survives: the client may resume from what arrived.
+	if r := do(t, "GET", loc, nil, nil); r.status != http.StatusNoContent {
+		t.Fatalf("session after truncation: %d", r.status)
+	}
+}
+
+func TestIndexNeedsChildren(t *testing.T) {
+	srv := newTestServer(t)
+	child, m := pushImage(t, srv.URL, "multi", "amd64")
+	idx := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[{"mediaType":%q,"digest":%q,"size":%d,"platform":{"os":"linux","architecture":"amd64"}}]}`,
+		oci.MediaTypeOCIIndex, oci.MediaTypeOCIManifest, child, len(m))
+	r := do(t, "PUT", srv.URL+"/v2/multi/manifests/latest", map[string]string{"Content-Type": oci.MediaTypeOCIIndex}, []byte(idx))
+	if r.status != 201 {
+		t.Fatalf("index: %d %s", r.status, r.body)
+	}
+	missing := strings.Replace(idx, child.String(), digest.FromString("nope").String(), 1)
+	r = do(t, "PUT", srv.URL+"/v2/multi/manifests/bad", map[string]string{"Content-Type": oci.MediaTypeOCIIndex}, []byte(missing))
+	if r.status != 400 || errorCode(r.body) != "MANIFEST_BLOB_UNKNOWN" {
+		t.Fatalf("index with missing child: %d %s", r.status, r.body)
+	}
+}
