@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+const (
+	mtOCIManifest = "application/vnd.oci.image.manifest.v1+json"
+	mtOCIIndex    = "application/vnd.oci.image.index.v1+json"
+	mtOCIConfig   = "application/vnd.oci.image.config.v1+json"
+	mtOCILayerGz  = "application/vnd.oci.image.layer.v1.tar+gzip"
+)
+
+// descriptor is an OCI content descriptor.
+type descriptor struct {
+	MediaType    string            `json:"mediaType"`
+	Digest       string            `json:"digest"`
+	Size         int64             `json:"size"`
+	ArtifactType string            `json:"artifactType,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	Platform     *platform         `json:"platform,omitempty"`
+}
+
+type platform struct {
+	Architecture string `json:"architecture"`
+	OS           string `json:"os"`
+}
+
+// manifest is an OCI image manifest (or index: Manifests set instead).
+type manifest struct {
+	SchemaVersion int          `json:"schemaVersion"`
+	MediaType     string       `json:"mediaType"`
+	ArtifactType  string       `json:"artifactType,omitempty"`
+	Config        *descriptor  `json:"config,omitempty"`
+	Layers        []descriptor `json:"layers,omitempty"`
+	Manifests     []descriptor `json:"manifests,omitempty"`
+	Subject       *descriptor  `json:"subject,omitempty"`
+}
+
+// testImage is a random single-platform image held in memory and written
+// as an OCI layout, so the test knows every byte it pushes.
+type testImage struct {
+	Config       []byte
+	Layers       [][]byte // gzip-compressed tar layers
+	Manifest     []byte
+	ManifestDesc descriptor
+	Arch         string
+}
+
+// blobs returns every blob of the image (config first).
+func (im *testImage) blobs() [][]byte {
+	return append([][]byte{im.Config}, im.Layers...)
+}
+
+// Digest is the manifest digest.
+func (im *testImage) Digest() string { return im.ManifestDesc.Digest }
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// randomLayer returns a gzip'd tar holding one file of size random bytes.
+// Random data does not compress, so the layer is about size bytes.
+func randomLayer(t testing.TB, r *rand.Rand, size int) (gz []byte, diffID string) {
+	t.Helper()
+	data := make([]byte, size)
+	for i := 0; i+8 <= len(data); i += 8 {
+		v := r.Uint64()
+		for j := 0; j < 8; j++ {
+			data[i+j] = byte(v >> (8 * j))
+		}
+	}
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	hdr := &tar.Header{Name: fmt.Sprintf("data-%x.bin", r.Uint64()), Mode: 0o644, Size: int64(size), Typeflag: tar.TypeReg}
+	if err := tw.WriteHeader(hdr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var gzBuf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gzBuf, gzip.BestSpeed)
+	if _, err := zw.Write(tarBuf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return gzBuf.Bytes(), sha(tarBuf.Bytes())
+}
+
+// newImage builds a random image with one layer per size, for arch.
+func newImage(t testing.TB, seed uint64, arch string, layerSizes ...int) *testImage {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	im := &testImage{Arch: arch}
+	var diffIDs []string
+	for _, n := range layerSizes {
+		gz, diffID := randomLayer(t, r, n)
+		im.Layers = append(im.Layers, gz)
+		diffIDs = append(diffIDs, diffID)
+	}
+	cfg := map[string]any{
+		"architecture": arch,
+		"os":           "linux",
+		"config":       map[string]any{"Env": []string{fmt.Sprintf("SEED=%d", seed)}},
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": diffIDs},
+	}
+	im.Config = mustJSON(t, cfg)
+	m := manifest{SchemaVersion: 2, MediaType: mtOCIManifest,
+		Config: &descriptor{MediaType: mtOCIConfig, Digest: sha(im.Config), Size: int64(len(im.Config))}}
+	for _, l := range im.Layers {
+		m.Layers = append(m.Layers, descriptor{MediaType: mtOCILayerGz, Digest: sha(l), Size: int64(len(l))})
+	}
+	im.Manifest = mustJSON(t, m)
+	im.ManifestDesc = descriptor{MediaType: mtOCIManifest, Digest: sha(im.Manifest), Size: int64(len(im.Manifest)),
+		Platform: &platform{Architecture: arch, OS: "linux"}}
+	return im
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// writeLayout writes the image as an OCI image layout in a new temp dir,
+// tagged "latest", and returns the directory.
+func (im *testImage) writeLayout(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, b := range append(im.blobs(), im.Manifest) {
+		writeBlob(t, dir, b)
+	}
+	desc := im.ManifestDesc
+	desc.Platform = nil
+	desc.Annotations = map[string]string{"org.opencontainers.image.ref.name": "latest"}
+	idx := manifest{SchemaVersion: 2, MediaType: mtOCIIndex, Manifests: []descriptor{desc}}
+	writeFile(t, filepath.Join(dir, "index.json"), mustJSON(t, idx))
+	writeFile(t, filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	return dir
+}
+
+func writeBlob(t testing.TB, layout string, b []byte) {
+	t.Helper()
+	d := sha(b)
+	writeFile(t, filepath.Join(layout, "blobs", "sha256", d[len("sha256:"):]), b)
+}
+
+func writeFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkLayoutHas verifies that an OCI layout pulled back by a client holds
+// every blob of im byte for byte (file name = digest of content).
+func checkLayoutHas(t testing.TB, layout string, im *testImage) {
+	t.Helper()
+	for _, b := range append(im.blobs(), im.Manifest) {
+		d := sha(b)
+		got, err := os.ReadFile(filepath.Join(layout, "blobs", "sha256", d[len("sha256:"):]))
+		if err != nil {
+			t.Errorf("pulled layout lacks blob %s: %v", d, err)
+			continue
+		}
+		if sha(got) != d || !bytes.Equal(got, b) {
+			t.Errorf("pulled blob %s differs: got digest %s, %d bytes, want %d", d, sha(got), len(got), len(b))
+		}
+	}
+}
+
+// fileDigest hashes a file.
+func fileDigest(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}

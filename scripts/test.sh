@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need when it is missing,
+# then checks formatting, vets, and runs every test with the race detector.
+#
+# Needs only Go (and apt-get for the Debian packages, run as root or with
+# sudo). Go tools go to the git-ignored .tools/bin; reruns skip installs.
+# `bash scripts/test.sh --tools-only` installs the tools and stops.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TOOLS_BIN=$ROOT/.tools/bin
+mkdir -p "$TOOLS_BIN"
+export PATH="$TOOLS_BIN:$PATH"
+export ARCA_TOOLS_BIN="$TOOLS_BIN"
+export DEBIAN_FRONTEND=noninteractive
+
+# Debian packages the tests drive. Add one word here to add a package;
+# APT_BINARY maps a package to the command that proves it is installed.
+APT_PACKAGES=(skopeo docker-registry containerd podman)
+declare -A APT_BINARY=(
+	[skopeo]=skopeo
+	[docker-registry]=docker-registry
+	[containerd]=containerd
+	[podman]=podman
+)
+
+# Go tools: name -> module@version installed with `go install`.
+declare -A GO_TOOLS=(
+	[crane]=github.com/google/go-containerregistry/cmd/crane@v0.22.1
+	[regctl]=github.com/regclient/regclient/cmd/regctl@v0.11.7
+)
+ORAS_VERSION=v1.3.3
+
+step() { printf '\n==> %s\n' "$*"; }
+die() {
+	printf 'test.sh: %s\n' "$*" >&2
+	exit 1
+}
+
+install_apt() {
+	local missing=() pkg
+	for pkg in "${APT_PACKAGES[@]}"; do
+		command -v "${APT_BINARY[$pkg]:-$pkg}" >/dev/null 2>&1 || missing+=("$pkg")
+	done
+	if ((${#missing[@]} == 0)); then
+		echo "apt packages present: ${APT_PACKAGES[*]}"
+		return
+	fi
+	local sudo=()
+	if [[ $(id -u) != 0 ]]; then
+		command -v sudo >/dev/null || die "need root or sudo to apt-get install ${missing[*]}"
+		sudo=(sudo -n)
+	fi
+	echo "apt-get install ${missing[*]}"
+	"${sudo[@]}" apt-get update -qq </dev/null || die "apt-get update failed"
+	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null ||
+		die "apt-get install ${missing[*]} failed"
+}
+
+install_go_tools() {
+	local name
+	for name in "${!GO_TOOLS[@]}"; do
+		if [[ -x $TOOLS_BIN/$name ]]; then
+			echo "$name present"
+			continue
+		fi
+		echo "go install ${GO_TOOLS[$name]}"
+		GOBIN=$TOOLS_BIN go install "${GO_TOOLS[$name]}" || die "go install ${GO_TOOLS[$name]} failed"
+	done
+	if [[ -x $TOOLS_BIN/oras ]]; then
+		echo "oras present"
+		return
+	fi
+	# The module proxy refuses `go install oras...@version` (replace
+	# directives), so build it inside a throwaway module.
+	echo "building oras $ORAS_VERSION in a scratch module"
+	local tmp
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp" &&
+			go mod init x >/dev/null 2>&1 &&
+			go get "oras.land/oras/cmd/oras@$ORAS_VERSION" &&
+			go build -o "$TOOLS_BIN/oras" oras.land/oras/cmd/oras
+	) || {
+		rm -rf "$tmp"
+		die "building oras failed"
+	}
+	rm -rf "$tmp"
+}
+
+declare -a RESULTS=()
+FAILED=0
+record() { # record NAME STATUS
+	RESULTS+=("$(printf '%-8s %s' "$2" "$1")")
+	[[ $2 == PASS ]] || FAILED=1
+}
+
+START=$(date +%s)
+step "tools"
+install_apt
+install_go_tools
+if [[ ${1:-} == --tools-only ]]; then
+	exit 0
+fi
+
+step "gofmt"
+unformatted=$(gofmt -l .)
+if [[ -n $unformatted ]]; then
+	echo "not gofmt-ed:"
+	echo "$unformatted"
+	record "gofmt -l" FAIL
+else
+	record "gofmt -l" PASS
+fi
+
+step "go vet ./..."
+if go vet ./...; then record "go vet ./..." PASS; else record "go vet ./..." FAIL; fi
+
+step "go test -race -count=1 ./..."
+TEST_LOG=$(mktemp)
+trap 'rm -f "$TEST_LOG"' EXIT
+if go test -race -count=1 ./... 2>&1 | tee "$TEST_LOG"; then
+	record "go test -race ./..." PASS
+else
+	record "go test -race ./..." FAIL
+fi
+# `go test` exits 0 on "no test files" packages; a package line starting
+# with FAIL is what a failure looks like.
+pkg_fail=$(grep -cE '^(FAIL|--- FAIL)' "$TEST_LOG" || true)
+pkg_ok=$(grep -cE '^ok ' "$TEST_LOG" || true)
+
+step "summary ($(($(date +%s) - START))s)"
+printf '%s\n' "${RESULTS[@]}"
+echo "packages ok: $pkg_ok, failure lines: $pkg_fail"
+if ((FAILED)); then
+	grep -E '^(FAIL|--- FAIL)' "$TEST_LOG" || true
+	echo "RESULT: FAIL"
+	exit 1
+fi
+echo "RESULT: PASS"
