@@ -1,0 +1,200 @@
+// Package secrets resolves secret references (Azure Key Vault secret URIs,
+// HashiCorp Vault / OpenBao KV v2 paths, files, environment variables) to
+// their values at the moment they are needed. It never stores values beyond
+// a short in-memory cache, so a rotated secret takes effect without editing
+// whatever holds the reference. Errors name the reference, never the value.
+package secrets
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+)
+
+// DefaultTTL is how long a resolved value is reused: short enough that a
+// rotation is seen within minutes, long enough not to hammer the vault on
+// every upstream login.
+const DefaultTTL = 5 * time.Minute
+
+// Options configure a Resolver. The zero value works: Key Vault through
+// DefaultAzureCredential, Vault address and token from VAULT_ADDR/VAULT_TOKEN.
+type Options struct {
+	// TTL is how long a value is cached per reference. 0 means DefaultTTL;
+	// a negative TTL disables caching.
+	TTL time.Duration
+	// Getenv reads environment variables (env:// references, VAULT_*,
+	// AZURE_*). Defaults to os.Getenv.
+	Getenv func(string) string
+	// ReadFile reads file:// references. Defaults to os.ReadFile.
+	ReadFile func(string) ([]byte, error)
+	// HTTPClient carries Key Vault and Vault requests (and Azure token
+	// requests). Tests point it at loopback servers. Defaults to a client
+	// with a 30s timeout.
+	HTTPClient *http.Client
+	KeyVault   KeyVaultOptions
+	Vault      VaultOptions
+	// Now is the clock for the cache (tests). Defaults to time.Now.
+	Now func() time.Time
+}
+
+// KeyVaultOptions select how arca authenticates to Azure Key Vault.
+type KeyVaultOptions struct {
+	// Credential, when set, is used as is (tests, embedding programs).
+	Credential azcore.TokenCredential
+	// TenantID, ClientID and ClientSecret select a service principal.
+	TenantID     string
+	ClientID     string
+	ClientSecret string
+	// ManagedIdentity selects the managed identity (ClientID, if set,
+	// picks a user-assigned one). Otherwise DefaultAzureCredential is used
+	// (environment, workload identity, managed identity, Azure CLI).
+	ManagedIdentity bool
+	// DisableChallengeResourceVerification turns off azsecrets' check that
+	// the 401 challenge's resource matches the vault's domain. Only for
+	// vaults behind a custom domain; keep it off otherwise.
+	DisableChallengeResourceVerification bool
+}
+
+// VaultOptions configure HashiCorp Vault / OpenBao access. Empty fields
+// fall back to VAULT_ADDR, VAULT_TOKEN and VAULT_NAMESPACE (BAO_ADDR,
+// BAO_TOKEN and BAO_NAMESPACE are read too).
+type VaultOptions struct {
+	Address   string
+	Token     string
+	Namespace string
+}
+
+// Resolver turns references into values. It is safe for concurrent use.
+type Resolver struct {
+	opts Options
+	kv   *keyVault
+	bao  *vaultKV
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	value   string
+	expires time.Time
+}
+
+// New returns a Resolver. It performs no I/O: credentials and clients are
+// built on first use, so a server without Azure configuration can still
+// resolve file and env references.
+func New(opts Options) (*Resolver, error) {
+	if opts.TTL == 0 {
+		opts.TTL = DefaultTTL
+	}
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	if opts.ReadFile == nil {
+		opts.ReadFile = os.ReadFile
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	kv, err := newKeyVault(opts.KeyVault, opts.HTTPClient)
+	if err != nil {
+		return nil, err
+	}
+	return &Resolver{
+		opts:  opts,
+		kv:    kv,
+		bao:   newVaultKV(opts.Vault, opts.Getenv, opts.HTTPClient),
+		cache: map[string]cached{},
+	}, nil
+}
+
+// Resolve returns the value ref points to. Errors name ref and the cause,
+// never the value.
+func (r *Resolver) Resolve(ctx context.Context, ref string) (string, error) {
+	if v, ok := r.fromCache(ref); ok {
+		return v, nil
+	}
+	p, err := Parse(ref)
+	if err != nil {
+		return "", err
+	}
+	v, err := r.fetch(ctx, p)
+	if err != nil {
+		return "", fmt.Errorf("resolve secret %s: %w", ref, err)
+	}
+	r.store(ref, v)
+	return v, nil
+}
+
+// Forget drops ref from the cache, for a caller that saw the value rejected
+// (a failed upstream login) and wants the next Resolve to fetch anew.
+func (r *Resolver) Forget(ref string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.cache, ref)
+}
+
+func (r *Resolver) fetch(ctx context.Context, p Ref) (string, error) {
+	switch p.Kind {
+	case KindKeyVault:
+		return r.kv.get(ctx, p)
+	case KindVault:
+		return r.bao.get(ctx, p)
+	case KindFile:
+		b, err := r.opts.ReadFile(p.File)
+		if err != nil {
+			return "", fmt.Errorf("read file: %w", err)
+		}
+		return trimNewline(string(b)), nil
+	case KindEnv:
+		v := r.opts.Getenv(p.Name)
+		if v == "" {
+			return "", fmt.Errorf("environment variable %s is not set or empty", p.Name)
+		}
+		return v, nil
+	}
+	return "", fmt.Errorf("unsupported reference kind %q", p.Kind)
+}
+
+// trimNewline removes one trailing newline: files written by `echo` or
+// Kubernetes tooling often end in one that is not part of the secret.
+func trimNewline(s string) string {
+	if t, ok := strings.CutSuffix(s, "\r\n"); ok {
+		return t
+	}
+	return strings.TrimSuffix(s, "\n")
+}
+
+func (r *Resolver) fromCache(ref string) (string, bool) {
+	if r.opts.TTL < 0 {
+		return "", false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.cache[ref]
+	if !ok {
+		return "", false
+	}
+	if !r.opts.Now().Before(c.expires) {
+		delete(r.cache, ref)
+		return "", false
+	}
+	return c.value, true
+}
+
+func (r *Resolver) store(ref, v string) {
+	if r.opts.TTL < 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cache[ref] = cached{value: v, expires: r.opts.Now().Add(r.opts.TTL)}
+}
