@@ -1,0 +1,103 @@
+// Package upstream is arca's client for upstream registries: Docker Hub,
+// MCR, GHCR, Quay, ECR Public, registry.k8s.io, GCR, other arca servers and
+// any OCI registry. It handles host mapping (docker.io is served by
+// registry-1.docker.io; single-segment Docker Hub names get "library/"),
+// challenge auth (anonymous, basic, bearer tokens cached per scope),
+// timeouts, retries with backoff on 5xx and 429 honouring Retry-After,
+// redirects to blob storage without leaking our Authorization header, and
+// Docker Hub rate-limit headers. It does not verify blob bytes: callers
+// stream them into a blobstore.Writer, whose Commit verifies the digest.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Credentials returns the username and password to log in with. It is
+// called at use time (secrets are resolved late, so rotation just works).
+type Credentials func(ctx context.Context) (username, password string, err error)
+
+// Repo names one upstream repository.
+type Repo struct {
+	// Host is the login server as written in a cache rule: "docker.io",
+	// "ghcr.io", "127.0.0.1:5001".
+	Host string
+	// Path is the repository path on that host: "library/ubuntu".
+	Path string
+	// Creds is nil for anonymous access.
+	Creds Credentials
+	// CredKey names the credentials for token caching and rate-limit
+	// accounting (a credential set name; "" for anonymous).
+	CredKey string
+}
+
+func (r Repo) String() string { return r.Host + "/" + r.Path }
+
+// Descriptor is what a HEAD tells about a manifest.
+type Descriptor struct {
+	MediaType string
+	Digest    digest.Digest
+	Size      int64
+}
+
+// Manifest is a fetched manifest. Digest is computed from Body (and checked
+// against the requested digest and the Docker-Content-Digest header).
+type Manifest struct {
+	Body      []byte
+	MediaType string
+	Digest    digest.Digest
+}
+
+// RateLimit is Docker Hub's view of our pull budget.
+type RateLimit struct {
+	Limit     int
+	Remaining int
+	// Window is the ";w=" window of the headers.
+	Window     time.Duration
+	ObservedAt time.Time
+}
+
+// Error is an upstream answer that was not a success.
+type Error struct {
+	Op         string // "GET manifest", ...
+	Repo       string // host/path
+	StatusCode int    // 0 when no HTTP answer arrived (network error, timeout)
+	Code       string // OCI error code from the body, if any
+	Message    string
+	RetryAfter time.Duration
+	Err        error // underlying transport error, if any
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.StatusCode == 0 && e.Err != nil:
+		return fmt.Sprintf("%s %s: %v", e.Op, e.Repo, e.Err)
+	case e.Code != "":
+		return fmt.Sprintf("%s %s: upstream answered %d %s: %s", e.Op, e.Repo, e.StatusCode, e.Code, e.Message)
+	}
+	return fmt.Sprintf("%s %s: upstream answered %d %s", e.Op, e.Repo, e.StatusCode, http.StatusText(e.StatusCode))
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// IsNotFound reports whether err is the upstream saying the thing does not exist.
+func IsNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.StatusCode == http.StatusNotFound
+}
+
+// IsUnavailable reports whether err means the upstream could not answer:
+// network failure, timeout, 5xx or 429. Cached content may be served instead.
+func IsUnavailable(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return errors.Is(err, context.DeadlineExceeded)
+	}
+	return e.StatusCode == 0 || e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests
+}
