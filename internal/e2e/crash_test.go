@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,17 +36,34 @@ func TestCrashDuringUploads(t *testing.T) {
 
 	moments := []struct {
 		name string
-		kill func(done <-chan *pushJob) // returns when it is time to kill
+		kill func(done <-chan *pushJob, staged func() int64) // returns when it is time to kill
 	}{
-		{"after first push completes", func(done <-chan *pushJob) {
+		{"after first push completes", func(done <-chan *pushJob, _ func() int64) {
 			for j := range done {
 				if j.err == nil {
 					return
 				}
 			}
 		}},
-		{"at 150ms", func(<-chan *pushJob) { time.Sleep(150 * time.Millisecond) }},
-		{"at 700ms", func(<-chan *pushJob) { time.Sleep(700 * time.Millisecond) }},
+		{"at 150ms", func(<-chan *pushJob, func() int64) { time.Sleep(150 * time.Millisecond) }},
+		{"mid-way through a large layer", func(_ <-chan *pushJob, staged func() int64) {
+			// Wait until crane pushes (not only the stalled uploads) have
+			// staged 16 MiB; give up waiting after 10s.
+			base := staged()
+			for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && staged() < base+16<<20; {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}},
+		{"after three pushes complete", func(done <-chan *pushJob, _ func() int64) {
+			n := 0
+			for j := range done {
+				if j.err == nil {
+					if n++; n == 3 {
+						return
+					}
+				}
+			}
+		}},
 	}
 	var committed []*pushJob
 	interrupted := 0
@@ -52,21 +71,25 @@ func TestCrashDuringUploads(t *testing.T) {
 		jobs := crashJobs(t, round)
 		stalled := startStalledUploads(t, a, round)
 		done := runPushes(c, addr, jobs)
-		m.kill(done)
+		m.kill(done, func() int64 { return stagedBytes(dataDir) })
 		a.Kill9()
 		stalled.release()
 		for range done { // wait for every crane process to give up
 		}
+		staged := stagedBytes(dataDir)
 		a = startArcaAt(t, addr, dataDir)
+		acked := 0
 		for _, j := range jobs {
 			if j.err == nil {
 				committed = append(committed, j)
+				acked++
 			} else {
 				interrupted++
 				checkNoPartialImage(t, a, j)
 			}
 		}
-		t.Logf("round %d (kill %s): %d/%d pushes acknowledged before the kill", round, m.name, len(committed), len(jobs))
+		t.Logf("round %d (kill %s): %d/%d pushes acknowledged before the kill; %d MiB of files in the data dir's upload staging",
+			round, m.name, acked, len(jobs), staged>>20)
 		stalled.checkInvisible(t, a)
 		// Every acknowledged push so far, this round's and earlier ones'.
 		for _, j := range committed {
@@ -90,6 +113,22 @@ func TestCrashDuringUploads(t *testing.T) {
 		t.Fatal("no push was acknowledged in any round")
 	}
 	c.crane("validate", "--remote", a.Ref(committed[0].repo+":"+committed[0].tag))
+}
+
+// stagedBytes sums the files under the data dir's "uploads" directories
+// (where the blob store stages unfinished uploads), to show in the log
+// that partial data existed at the kill. Zero if the layout differs.
+func stagedBytes(dataDir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dataDir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(p, string(filepath.Separator)+"uploads"+string(filepath.Separator)) {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // crashJobs makes distinct random images, a few with large layers.
