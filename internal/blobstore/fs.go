@@ -238,9 +238,18 @@ func (w *fsWriter) ID() string { return w.id }
 // Size is the number of bytes staged so far.
 func (w *fsWriter) Size() int64 { return w.size }
 
-// Path is the staging file, readable while it grows (for followers of an
-// in-flight fetch).
+// Path is the staging file.
 func (w *fsWriter) Path() string { return filepath.Join(w.dir, "data") }
+
+// StagedReader opens the staging file; the descriptor survives the rename
+// done by Commit.
+func (w *fsWriter) StagedReader() (io.ReadSeekCloser, error) {
+	f, err := os.Open(w.Path())
+	if err != nil {
+		return nil, fmt.Errorf("blobstore staged reader: %w", err)
+	}
+	return f, nil
+}
 
 func (w *fsWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)

@@ -17,6 +17,10 @@ type Writer interface {
 	ID() string
 	// Size is how many bytes were staged so far.
 	Size() int64
+	// StagedReader opens the bytes staged so far for reading while writing
+	// goes on (followers of an in-flight fetch read it). It stays readable
+	// after Commit.
+	StagedReader() (io.ReadSeekCloser, error)
 	// Digest is the sha256 of the bytes staged so far.
 	Digest() digest.Digest
 	// Commit verifies digest (and size when >= 0) and makes the blob visible.

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/oci"
 )
@@ -50,7 +52,9 @@ func setNextLink(w http.ResponseWriter, path string, n int, last string) {
 	w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, q.Encode()))
 }
 
-func (h *Handler) tags(w http.ResponseWriter, r *http.Request, reg, repo string) error {
+// tags lists a repository's tags. A repository served by a cache rule
+// (cached) lists what was cached so far, possibly nothing.
+func (h *Handler) tags(w http.ResponseWriter, r *http.Request, reg, repo string, cached bool) error {
 	n, last, err := pageParams(r)
 	if err != nil {
 		return err
@@ -59,7 +63,7 @@ func (h *Handler) tags(w http.ResponseWriter, r *http.Request, reg, repo string)
 	if err != nil {
 		return err
 	}
-	if !exists {
+	if !exists && !cached {
 		return errcode.New(errcode.NameUnknown, fmt.Sprintf("repository %s is not known", repo))
 	}
 	tags := []string{}
@@ -101,9 +105,20 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, reg, repo, r
 		return err
 	}
 	artifactType := r.URL.Query().Get("artifactType")
-	list, err := h.meta.Referrers(r.Context(), reg, repo, d, artifactType)
+	idx, err := h.localReferrers(r, reg, repo, d, artifactType)
 	if err != nil {
 		return err
+	}
+	if artifactType != "" {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	return writeJSON(w, oci.MediaTypeOCIIndex, idx)
+}
+
+func (h *Handler) localReferrers(r *http.Request, reg, repo string, d digest.Digest, artifactType string) (oci.Index, error) {
+	list, err := h.meta.Referrers(r.Context(), reg, repo, d, artifactType)
+	if err != nil {
+		return oci.Index{}, err
 	}
 	idx := oci.Index{SchemaVersion: 2, MediaType: oci.MediaTypeOCIIndex, Manifests: []oci.Descriptor{}}
 	for _, ref := range list {
@@ -112,8 +127,5 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request, reg, repo, r
 			ArtifactType: ref.ArtifactType, Annotations: ref.Annotations,
 		})
 	}
-	if artifactType != "" {
-		w.Header().Set("OCI-Filters-Applied", "artifactType")
-	}
-	return writeJSON(w, oci.MediaTypeOCIIndex, idx)
+	return idx, nil
 }

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
@@ -38,7 +38,7 @@ func parseRef(ref string) (tag string, d digest.Digest, err error) {
 	return "", d, nil
 }
 
-func (h *Handler) resolve(r *http.Request, reg, repo, ref string) (digest.Digest, error) {
+func (h *Handler) resolveRef(r *http.Request, reg, repo, ref string) (digest.Digest, error) {
 	tag, d, err := parseRef(ref)
 	if err != nil {
 		return "", err
@@ -57,7 +57,7 @@ func (h *Handler) resolve(r *http.Request, reg, repo, ref string) (digest.Digest
 }
 
 func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request, reg, repo, ref string) error {
-	d, err := h.resolve(r, reg, repo, ref)
+	d, err := h.resolveRef(r, reg, repo, ref)
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 	if refDigest != "" && refDigest != d {
 		return errcode.New(errcode.DigestInvalid, fmt.Sprintf("manifest digest is %s, not %s", d, refDigest))
 	}
-	refs := manifestRefs(parsed)
+	refs := content.Refs(parsed)
 	missing, err := h.meta.MissingRefs(r.Context(), reg, repo, refs)
 	if err != nil {
 		return err
@@ -132,7 +132,11 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 			fmt.Sprintf("manifest references %s %s, unknown to repository %s", missing[0].Kind, missing[0].Digest, repo),
 			map[string]string{"digest": missing[0].Digest.String()})
 	}
-	if err := h.storeManifest(r, reg, repo, d, body, parsed, refs, tag); err != nil {
+	var tags []string
+	if tag != "" {
+		tags = append(tags, tag)
+	}
+	if _, err := h.content.PutManifest(r.Context(), reg, repo, d, body, parsed, tags...); err != nil {
 		return err
 	}
 	hd := w.Header()
@@ -143,57 +147,6 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 	}
 	w.WriteHeader(http.StatusCreated)
 	return nil
-}
-
-// storeManifest commits the bytes, then records the manifest and its tag.
-func (h *Handler) storeManifest(r *http.Request, reg, repo string, d digest.Digest, body []byte, parsed *oci.Manifest, refs []metadata.Ref, tag string) error {
-	ctx := r.Context()
-	if _, err := h.blobs.Stat(ctx, d); errors.Is(err, blobstore.ErrNotFound) {
-		wr, err := h.blobs.Create(ctx, blobstore.NewID())
-		if err != nil {
-			return err
-		}
-		if _, err := wr.ReadFrom(bytes.NewReader(body)); err != nil {
-			wr.Cancel()
-			return err
-		}
-		if err := wr.Commit(ctx, d, int64(len(body))); err != nil {
-			return err
-		}
-	} else if err != nil {
-		return err
-	}
-	m := metadata.Manifest{
-		Registry: reg, Repo: repo, Digest: d, MediaType: parsed.MediaType, Size: int64(len(body)),
-		ArtifactType: parsed.ArtifactType, Annotations: parsed.Annotations, Refs: refs,
-	}
-	if parsed.Subject != nil {
-		m.Subject = parsed.Subject.Digest
-	}
-	var tags []string
-	if tag != "" {
-		tags = append(tags, tag)
-	}
-	return h.meta.PutManifest(ctx, m, tags...)
-}
-
-// manifestRefs lists what a manifest needs present in its repository.
-// Layers with external URLs (non-distributable) need not be pushed; the
-// subject need not exist (referrers may be pushed before their subject).
-func manifestRefs(m *oci.Manifest) []metadata.Ref {
-	var refs []metadata.Ref
-	if m.Config != nil {
-		refs = append(refs, metadata.Ref{Digest: m.Config.Digest, Kind: metadata.RefBlob})
-	}
-	for _, l := range m.Layers {
-		if len(l.URLs) == 0 {
-			refs = append(refs, metadata.Ref{Digest: l.Digest, Kind: metadata.RefBlob})
-		}
-	}
-	for _, c := range m.Manifests {
-		refs = append(refs, metadata.Ref{Digest: c.Digest, Kind: metadata.RefManifest})
-	}
-	return refs
 }
 
 func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request, reg, repo, ref string) error {

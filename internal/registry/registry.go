@@ -15,6 +15,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/cache"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
@@ -80,6 +82,19 @@ type Options struct {
 	Registry func(*http.Request) string
 	// MaxManifest bounds manifest bodies (default oci.MaxManifestSize).
 	MaxManifest int64
+	// Rules and Cache serve repositories backed by cache rules (optional).
+	Rules Resolver
+	Cache *cache.Cache
+	// MirrorNamespace, when set (normally "docker.io"), lets requests that
+	// match no rule and no local repository be read as mirror requests for
+	// that registry: Docker's registry-mirrors sends Docker Hub paths as is.
+	MirrorNamespace string
+}
+
+// Resolver finds the cache rule serving a repository. ns is the upstream
+// host a mirror request names (containerd's ?ns=), or "".
+type Resolver interface {
+	Resolve(ctx context.Context, registry, repo, ns string) (cache.Target, bool, error)
 }
 
 // Handler serves /v2/.
@@ -89,6 +104,10 @@ type Handler struct {
 	log         *slog.Logger
 	registry    func(*http.Request) string
 	maxManifest int64
+	content     *content.Store
+	rules       Resolver
+	cache       *cache.Cache
+	mirrorNS    string
 }
 
 // New returns the /v2/ handler.
@@ -99,7 +118,11 @@ func New(o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Handler{blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest}
+	return &Handler{
+		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest,
+		content: &content.Store{Blobs: o.Blobs, Index: o.Meta},
+		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace,
+	}
 }
 
 // Route kinds.
@@ -196,6 +219,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	reg := h.registry(r)
 	var err error
+	if rt.repo != "" && h.rules != nil && h.cache != nil {
+		var t cache.Target
+		var ok bool
+		if t, ok, err = h.resolve(r, reg, rt.repo); err == nil && ok {
+			err = h.serveCached(w, r, reg, rt, t)
+			if err != nil {
+				h.fail(w, r, err)
+			}
+			return
+		}
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+	}
 	switch rt.kind {
 	case kindBase:
 		w.Header().Set("Content-Type", "application/json")
@@ -203,7 +241,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case kindCatalog:
 		err = h.catalog(w, r, reg)
 	case kindTags:
-		err = h.tags(w, r, reg, rt.repo)
+		err = h.tags(w, r, reg, rt.repo, false)
 	case kindReferrers:
 		err = h.referrers(w, r, reg, rt.repo, rt.ref)
 	case kindManifest:

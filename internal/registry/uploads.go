@@ -137,17 +137,13 @@ func (h *Handler) uploadErr(err error, unknown error) error {
 
 // commitUpload verifies and commits the staged blob, then links it.
 func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request, reg, repo string, wr blobstore.Writer, d digest.Digest, sessionID string) error {
-	size := wr.Size()
-	if err := wr.Commit(r.Context(), d, -1); err != nil {
+	if err := h.content.CommitBlob(r.Context(), wr, reg, repo, d, -1); err != nil {
 		if sessionID != "" {
 			_ = h.meta.DeleteUpload(r.Context(), sessionID)
 		}
 		if errors.Is(err, blobstore.ErrDigestMismatch) {
 			return errcode.New(errcode.DigestInvalid, err.Error())
 		}
-		return err
-	}
-	if err := h.meta.LinkBlob(r.Context(), reg, repo, d, size); err != nil {
 		return err
 	}
 	if sessionID != "" {

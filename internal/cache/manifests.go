@@ -1,0 +1,159 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/errcode"
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/oci"
+	"github.com/arcacache/arca/internal/upstream"
+)
+
+// manifestFetchTimeout bounds a manifest fetch, which is detached from the
+// request that started it so joiners do not fail when the leader leaves.
+const manifestFetchTimeout = 2 * time.Minute
+
+// Manifest makes manifest ref (a tag or a digest) of target t available
+// locally and returns its record. Digests are immutable: once stored they
+// never need the upstream. Tags are revalidated with a HEAD when their last
+// check is older than the revalidation interval.
+func (c *Cache) Manifest(ctx context.Context, reg string, t Target, ref string) (metadata.Manifest, Status, error) {
+	if d, err := digest.Parse(ref); err == nil {
+		m, err := c.meta.GetManifest(ctx, reg, t.Repo, d)
+		if err == nil {
+			c.count("manifest", Hit)
+			return m, Hit, nil
+		}
+		if !errors.Is(err, metadata.ErrNotFound) {
+			return m, "", err
+		}
+		return c.fetchManifest(ctx, reg, t, ref, "")
+	}
+	tag, err := c.meta.GetTag(ctx, reg, t.Repo, ref)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return c.fetchManifest(ctx, reg, t, ref, ref)
+	}
+	if err != nil {
+		return metadata.Manifest{}, "", err
+	}
+	cached, err := c.meta.GetManifest(ctx, reg, t.Repo, tag.Digest)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return c.fetchManifest(ctx, reg, t, ref, ref)
+	}
+	if err != nil {
+		return cached, "", err
+	}
+	if time.Since(tag.CheckedAt) < c.revalidate {
+		c.count("manifest", Hit)
+		return cached, Hit, nil
+	}
+	return c.revalidateTag(ctx, reg, t, ref, cached)
+}
+
+// revalidateTag asks the upstream (HEAD, which Docker Hub does not count as
+// a pull) whether tag still points at cached. Any failure, including an
+// upstream 404, serves the cached manifest: a cache exists to keep clusters
+// pulling when the upstream misbehaves, and a tag that vanished upstream
+// stays pullable here until someone deletes it (as ACR keeps tags deleted
+// upstream).
+func (c *Cache) revalidateTag(ctx context.Context, reg string, t Target, tag string, cached metadata.Manifest) (metadata.Manifest, Status, error) {
+	key := "revalidate\x00" + reg + "\x00" + t.Repo + "\x00" + tag
+	type result struct {
+		m      metadata.Manifest
+		status Status
+	}
+	v, err, _ := c.group.Do(key, func() (any, error) {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestFetchTimeout)
+		defer cancel()
+		desc, err := c.up.HeadManifest(dctx, t.Upstream, tag)
+		if err == nil && desc.Digest == cached.Digest {
+			if err := c.meta.TouchTag(dctx, reg, t.Repo, tag); err != nil {
+				return nil, err
+			}
+			return result{cached, Hit}, nil
+		}
+		if err == nil {
+			m, status, ferr := c.fetchManifest(dctx, reg, t, tag, tag)
+			if ferr == nil {
+				return result{m, status}, nil
+			}
+			err = ferr
+		}
+		c.log.Warn("upstream revalidation failed; serving cached manifest", "rule", t.Rule,
+			"upstream", t.Upstream.String(), "tag", tag, "digest", cached.Digest, "err", err)
+		return result{cached, Stale}, nil
+	})
+	if err != nil {
+		return cached, "", err
+	}
+	r := v.(result)
+	if r.status != Miss {
+		c.count("manifest", r.status)
+	}
+	return r.m, r.status, nil
+}
+
+// fetchManifest fetches ref from the upstream and stores it (tagged tag
+// when tag is not empty). Concurrent fetches of the same ref share one
+// upstream request.
+func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, tag string) (metadata.Manifest, Status, error) {
+	key := "manifest\x00" + reg + "\x00" + t.Repo + "\x00" + ref
+	leader := false
+	v, err, _ := c.group.Do(key, func() (any, error) {
+		leader = true
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestFetchTimeout)
+		defer cancel()
+		um, err := c.up.GetManifest(dctx, t.Upstream, ref)
+		if err != nil {
+			return nil, upstreamError(t, "manifest "+ref, err)
+		}
+		mt := oci.DetectMediaType(um.MediaType, um.Body)
+		parsed, err := oci.ParseManifest(mt, um.Body)
+		if err != nil {
+			return nil, errcode.New(errcode.FailedDependency, fmt.Sprintf("upstream %s for cache rule '%s' served an unusable manifest for %s: %v", t.Upstream, t.Rule, ref, err))
+		}
+		var tags []string
+		if tag != "" {
+			tags = append(tags, tag)
+		}
+		return c.content.PutManifest(dctx, reg, t.Repo, um.Digest, um.Body, parsed, tags...)
+	})
+	status := Coalesced
+	if leader {
+		status = Miss
+	}
+	if err != nil {
+		c.count("manifest", "error")
+		return metadata.Manifest{}, "", err
+	}
+	c.count("manifest", status)
+	return v.(metadata.Manifest), status, nil
+}
+
+// upstreamError turns an upstream failure into the client's answer: an
+// upstream 404 stays a 404; anything else is ACR's 424 Failed Dependency,
+// naming the rule and what the upstream said.
+func upstreamError(t Target, what string, err error) error {
+	var ee *errcode.Error
+	if errors.As(err, &ee) {
+		return ee
+	}
+	if upstream.IsNotFound(err) {
+		code := errcode.ManifestUnknown
+		if len(what) > 4 && what[:4] == "blob" {
+			code = errcode.BlobUnknown
+		}
+		return errcode.New(code, fmt.Sprintf("%s not found in source '%s' for cache rule '%s'", what, t.Upstream, t.Rule))
+	}
+	var ue *upstream.Error
+	if errors.As(err, &ue) && ue.StatusCode == http.StatusTooManyRequests {
+		return errcode.New(errcode.FailedDependency, fmt.Sprintf("too many requests to source registry for cache rule '%s' (%s)", t.Rule, ue.Error()))
+	}
+	return errcode.New(errcode.FailedDependency, fmt.Sprintf("request to pull %s from source '%s' for cache rule '%s' has failed: %v", what, t.Upstream, t.Rule, err))
+}

@@ -1,0 +1,202 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arcacache/arca/internal/rules"
+	"github.com/arcacache/arca/internal/upstream"
+)
+
+// RuleStore is where cache rules and credential sets live (shared by all
+// replicas).
+type RuleStore interface {
+	RulesGeneration(ctx context.Context, registry string) (int64, error)
+	ListCacheRules(ctx context.Context, registry string) ([]rules.Rule, error)
+	GetCredentialSet(ctx context.Context, registry, name string) (rules.CredentialSet, error)
+}
+
+// SecretResolver turns a secret reference into its value, at use time.
+type SecretResolver interface {
+	Resolve(ctx context.Context, ref string) (string, error)
+}
+
+// RuleSet resolves repositories to cache targets. It keeps an index per
+// registry and rebuilds it when the store's rules generation moves; the
+// generation is read at most once per RecheckEvery, and Invalidate (called
+// by this replica's management API) forces a read at once.
+type RuleSet struct {
+	store        RuleStore
+	secrets      SecretResolver
+	recheckEvery time.Duration
+
+	mu   sync.Mutex
+	regs map[string]*regRules
+}
+
+type regRules struct {
+	gen       int64
+	checkedAt time.Time
+	index     *rules.Index
+	reverse   *reverseIndex
+}
+
+// NewRuleSet returns a RuleSet over store.
+func NewRuleSet(store RuleStore, secrets SecretResolver) *RuleSet {
+	return &RuleSet{store: store, secrets: secrets, recheckEvery: time.Second, regs: map[string]*regRules{}}
+}
+
+// Invalidate makes the next lookup re-read the rules of registry.
+func (s *RuleSet) Invalidate(registry string) {
+	s.mu.Lock()
+	delete(s.regs, registry)
+	s.mu.Unlock()
+}
+
+func (s *RuleSet) load(ctx context.Context, registry string) (*regRules, error) {
+	s.mu.Lock()
+	cur := s.regs[registry]
+	s.mu.Unlock()
+	if cur != nil && time.Since(cur.checkedAt) < s.recheckEvery {
+		return cur, nil
+	}
+	gen, err := s.store.RulesGeneration(ctx, registry)
+	if err != nil {
+		return nil, fmt.Errorf("cache rules: %w", err)
+	}
+	if cur != nil && cur.gen == gen {
+		s.mu.Lock()
+		cur.checkedAt = time.Now()
+		s.mu.Unlock()
+		return cur, nil
+	}
+	list, err := s.store.ListCacheRules(ctx, registry)
+	if err != nil {
+		return nil, fmt.Errorf("cache rules: %w", err)
+	}
+	next := &regRules{gen: gen, checkedAt: time.Now(), index: rules.NewIndex(list), reverse: newReverseIndex(list)}
+	s.mu.Lock()
+	s.regs[registry] = next
+	s.mu.Unlock()
+	return next, nil
+}
+
+// Resolve returns the cache target serving repo in registry. With ns (the
+// containerd mirror parameter, or "docker.io" for Docker's registry-mirrors)
+// repo is an upstream path on host ns, mapped back through the rules.
+func (s *RuleSet) Resolve(ctx context.Context, registry, repo, ns string) (Target, bool, error) {
+	rr, err := s.load(ctx, registry)
+	if err != nil {
+		return Target{}, false, err
+	}
+	var r *rules.Rule
+	var up, local string
+	if ns != "" {
+		var ok bool
+		r, up, local, ok = rr.reverse.match(ns, repo)
+		if !ok {
+			return Target{}, false, nil
+		}
+	} else {
+		var ok bool
+		r, up, ok = rr.index.Match(repo)
+		if !ok {
+			return Target{}, false, nil
+		}
+		local = repo
+	}
+	host, path, _ := strings.Cut(up, "/")
+	t := Target{Rule: r.Name, Repo: local, Upstream: upstream.Repo{Host: host, Path: upstream.NormalizePath(host, path)}}
+	if r.CredentialSet != "" {
+		t.Upstream.CredKey = r.CredentialSet
+		t.Upstream.Creds = s.credentials(registry, r.CredentialSet)
+	}
+	return t, true, nil
+}
+
+// credentials resolves a credential set's secret references when the
+// upstream asks for them, so rotated secrets apply without edits.
+func (s *RuleSet) credentials(registry, name string) upstream.Credentials {
+	return func(ctx context.Context) (string, string, error) {
+		cs, err := s.store.GetCredentialSet(ctx, registry, name)
+		if err != nil {
+			return "", "", fmt.Errorf("credential set %s: %w", name, err)
+		}
+		if s.secrets == nil || cs.UsernameRef == "" || cs.PasswordRef == "" {
+			return "", "", fmt.Errorf("credential set %s has no usable credentials", name)
+		}
+		c := cs
+		user, err := s.secrets.Resolve(ctx, c.UsernameRef)
+		if err != nil {
+			return "", "", fmt.Errorf("credential set %s username: %w", name, err)
+		}
+		pass, err := s.secrets.Resolve(ctx, c.PasswordRef)
+		if err != nil {
+			return "", "", fmt.Errorf("credential set %s password: %w", name, err)
+		}
+		return user, pass, nil
+	}
+}
+
+// reverseIndex maps upstream repositories back to our repositories, for
+// mirror requests that name the upstream (containerd's ?ns=).
+type reverseIndex struct {
+	static map[string]*rules.Rule // "host/path" -> rule with static target
+	wild   map[string]*rules.Rule // "host" or "host/prefix" -> wildcard rule
+}
+
+func newReverseIndex(list []rules.Rule) *reverseIndex {
+	ix := &reverseIndex{static: map[string]*rules.Rule{}, wild: map[string]*rules.Rule{}}
+	for i := range list {
+		r := &list[i]
+		src, err := rules.ParseSource(r.Source)
+		if err != nil {
+			continue
+		}
+		host := rules.CanonicalLoginServer(src.LoginServer)
+		key := host
+		if src.Path != "" {
+			key += "/" + upstream.NormalizePath(host, src.Path)
+		}
+		if src.Wildcard {
+			ix.wild[key] = r
+		} else if _, dup := ix.static[key]; !dup {
+			ix.static[key] = r
+		}
+	}
+	return ix
+}
+
+// match maps upstream host/path to (rule, upstream, our repository).
+func (ix *reverseIndex) match(host, path string) (*rules.Rule, string, string, bool) {
+	host = rules.CanonicalLoginServer(host)
+	path = upstream.NormalizePath(host, path)
+	full := host + "/" + path
+	if r, ok := ix.static[full]; ok {
+		return r, full, r.Target, true
+	}
+	for p := full; ; {
+		i := strings.LastIndexByte(p, '/')
+		if i < 0 {
+			return nil, "", "", false
+		}
+		p = p[:i]
+		r, ok := ix.wild[p]
+		if !ok {
+			continue
+		}
+		rest := full[len(p)+1:]
+		tgt, err := rules.ParseTarget(r.Target)
+		if err != nil {
+			return nil, "", "", false
+		}
+		local := rest
+		if tgt.Prefix != "" {
+			local = tgt.Prefix + "/" + rest
+		}
+		return r, full, local, true
+	}
+}

@@ -1,0 +1,132 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/arcacache/arca/internal/cache"
+	"github.com/arcacache/arca/internal/errcode"
+	"github.com/arcacache/arca/internal/oci"
+)
+
+// resolve finds the cache target for a request: by rule on the repository
+// path, or, for mirror requests, by the upstream they name.
+func (h *Handler) resolve(r *http.Request, reg, repo string) (cache.Target, bool, error) {
+	ctx := r.Context()
+	ns := r.URL.Query().Get("ns")
+	t, ok, err := h.rules.Resolve(ctx, reg, repo, ns)
+	if err != nil || ok || ns != "" || h.mirrorNS == "" {
+		return t, ok, err
+	}
+	// Docker's registry-mirrors: a Docker Hub path that is neither ours
+	// nor under a rule.
+	if exists, err := h.meta.RepositoryExists(ctx, reg, repo); err != nil || exists {
+		return t, false, err
+	}
+	return h.rules.Resolve(ctx, reg, repo, h.mirrorNS)
+}
+
+// serveCached answers requests for a repository served by a cache rule.
+func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, reg string, rt route, t cache.Target) error {
+	switch {
+	case rt.kind == kindManifest && r.Method == http.MethodDelete:
+		return h.deleteManifest(w, r, reg, t.Repo, rt.ref)
+	case rt.kind == kindBlob && r.Method == http.MethodDelete:
+		return h.blob(w, r, reg, t.Repo, rt.ref)
+	case rt.kind == kindManifest && r.Method == http.MethodPut, rt.kind == kindUploads, rt.kind == kindUpload:
+		return errcode.New(errcode.Denied, fmt.Sprintf("repository %s is served by cache rule '%s' from %s; pushes to it are not allowed", rt.repo, t.Rule, t.Upstream))
+	case rt.kind == kindManifest:
+		return h.cachedManifest(w, r, reg, rt.ref, t)
+	case rt.kind == kindBlob:
+		return h.cachedBlob(w, r, reg, rt.ref, t)
+	case rt.kind == kindReferrers:
+		return h.cachedReferrers(w, r, reg, rt.ref, t)
+	case rt.kind == kindTags:
+		return h.tags(w, r, reg, t.Repo, true)
+	}
+	return errcode.New(errcode.Unsupported, "unsupported on a cached repository")
+}
+
+func (h *Handler) cachedManifest(w http.ResponseWriter, r *http.Request, reg, ref string, t cache.Target) error {
+	if _, _, err := parseRef(ref); err != nil {
+		return err
+	}
+	m, status, err := h.cache.Manifest(r.Context(), reg, t, ref)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Arca-Cache", string(status))
+	return h.serveManifestBytes(w, r, m)
+}
+
+func (h *Handler) cachedBlob(w http.ResponseWriter, r *http.Request, reg, ref string, t cache.Target) error {
+	d, err := parseDigest(ref)
+	if err != nil {
+		return err
+	}
+	src, status, err := h.cache.Blob(r.Context(), reg, t, d)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Arca-Cache", string(status))
+	if src.Reader == nil {
+		return h.serveBlob(w, r, d, src.Size)
+	}
+	defer src.Reader.Close()
+	hd := w.Header()
+	hd.Set("Docker-Content-Digest", d.String())
+	hd.Set("Content-Type", "application/octet-stream")
+	if src.Size >= 0 {
+		hd.Set("Content-Length", strconv.FormatInt(src.Size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	buf := make([]byte, 256<<10)
+	if _, err := io.CopyBuffer(w, src.Reader, buf); err != nil {
+		// The body is cut short on purpose: the client must see a failed
+		// transfer, never a complete-looking body of unverified bytes.
+		if !errors.Is(err, r.Context().Err()) {
+			h.log.Warn("aborting blob response: upstream fetch failed", "digest", d, "rule", t.Rule, "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// cachedReferrers merges the upstream's referrers with local ones. When the
+// upstream fails, local referrers are still served.
+func (h *Handler) cachedReferrers(w http.ResponseWriter, r *http.Request, reg, ref string, t cache.Target) error {
+	d, err := parseDigest(ref)
+	if err != nil {
+		return err
+	}
+	artifactType := r.URL.Query().Get("artifactType")
+	idx, err := h.localReferrers(r, reg, t.Repo, d, artifactType)
+	if err != nil {
+		return err
+	}
+	upList, err := h.cache.Referrers(r.Context(), t, d, artifactType)
+	if err != nil {
+		h.log.Warn("upstream referrers unavailable; serving local ones", "rule", t.Rule, "subject", d, "err", err)
+		w.Header().Set("X-Arca-Cache", string(cache.Stale))
+	}
+	seen := map[string]bool{}
+	for _, m := range idx.Manifests {
+		seen[m.Digest.String()] = true
+	}
+	for _, m := range upList {
+		if !seen[m.Digest.String()] && (artifactType == "" || m.ArtifactType == artifactType) {
+			seen[m.Digest.String()] = true
+			idx.Manifests = append(idx.Manifests, m)
+		}
+	}
+	if artifactType != "" {
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
+	}
+	return writeJSON(w, oci.MediaTypeOCIIndex, idx)
+}
