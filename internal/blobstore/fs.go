@@ -13,6 +13,7 @@ package blobstore
 import (
 	"context"
 	"crypto/rand"
+	_ "crypto/sha512" // registers sha384/sha512 for go-digest
 	"encoding"
 	"encoding/binary"
 	"encoding/hex"

@@ -143,4 +143,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-func (c *Cache) count(kind string, s Status) { c.metrics.requests.WithLabelValues(kind, string(s)).Inc() }
+func (c *Cache) count(kind string, s Status) {
+	c.metrics.requests.WithLabelValues(kind, string(s)).Inc()
+}
