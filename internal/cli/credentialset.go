@@ -131,7 +131,7 @@ func checkSecretRef(flag, ref string) error {
 
 func newCredSetCreateCmd(o *clientOpts) *cobra.Command {
 	var (
-		t                    target
+		t                 target
 		login, user, pass string
 	)
 	cmd := &cobra.Command{
@@ -195,8 +195,8 @@ func newCredSetUpdateCmd(o *clientOpts) *cobra.Command {
 		user, pass string
 	)
 	cmd := &cobra.Command{
-		Use:   "update",
-		Short: "Update the username or password secret reference of a credential set.",
+		Use:     "update",
+		Short:   "Update the username or password secret reference of a credential set.",
 		Example: `  arca credential-set update -r MyRegistry -n MyDockerHubCredSet -p https://MyKeyvault.vault.azure.net/secrets/newsecretname`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
