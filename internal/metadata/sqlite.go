@@ -34,6 +34,7 @@ type SQLite struct {
 // Migrations are applied in order, once each; append, never edit.
 var migrations = []string{
 	schemaRegistry,
+	schemaRules,
 }
 
 // OpenSQLite opens (creating if needed) the database file at path.

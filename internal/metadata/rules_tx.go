@@ -1,0 +1,228 @@
+package metadata
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/arcacache/arca/internal/rules"
+)
+
+// RulesTx is one write transaction over a registry's cache rules and
+// credential sets. The management API validates and writes inside it, so
+// checks (overlap, limits, references) and the write see the same state
+// even with concurrent requests or replicas. Every write moves the
+// registry's rules generation in the same transaction.
+type RulesTx struct {
+	ctx      context.Context
+	tx       *sql.Tx
+	registry string
+	changed  bool
+}
+
+// UpdateRules runs fn in a write transaction on registry's rules.
+func (s *SQLite) UpdateRules(ctx context.Context, registry string, fn func(*RulesTx) error) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		rt := &RulesTx{ctx: ctx, tx: tx, registry: strings.ToLower(registry)}
+		if err := fn(rt); err != nil {
+			return err
+		}
+		if !rt.changed {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO rules_generation(registry, generation) VALUES (?, 1)
+			ON CONFLICT(registry) DO UPDATE SET generation = generation + 1`, rt.registry)
+		if err != nil {
+			return fmt.Errorf("rules generation: %w", err)
+		}
+		return nil
+	})
+}
+
+// CacheRules returns the registry's rules.
+func (t *RulesTx) CacheRules() ([]rules.Rule, error) {
+	out, _, err := listCacheRules(t.ctx, t.tx, t.registry, "", 0)
+	return out, err
+}
+
+// CacheRule returns rule name, if it exists.
+func (t *RulesTx) CacheRule(name string) (rules.Rule, bool, error) {
+	return getCacheRule(t.ctx, t.tx, t.registry, name)
+}
+
+// PutCacheRule creates or replaces rule r (by name, ignoring case).
+func (t *RulesTx) PutCacheRule(r rules.Rule) error {
+	var filters string
+	if !r.Filters.IsZero() {
+		b, err := json.Marshal(storedFilters{Tags: r.Filters.Tags, Platforms: r.Filters.Platforms,
+			ImageTypes: toStoredKind(r.Filters.ImageTypes), ArtifactTypes: toStoredKind(r.Filters.ArtifactTypes)})
+		if err != nil {
+			return fmt.Errorf("put cache rule: %w", err)
+		}
+		filters = string(b)
+	}
+	var status string
+	if r.SyncStatus != nil {
+		b, _ := json.Marshal(r.SyncStatus)
+		status = string(b)
+	}
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO cache_rules(registry, `+ruleColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(registry, name) DO UPDATE SET source = excluded.source, target = excluded.target,
+			credential_set = excluded.credential_set, identity = excluded.identity, sync_mode = excluded.sync_mode,
+			sync_referrers = excluded.sync_referrers, filters = excluded.filters, sync_status = excluded.sync_status,
+			provisioning_state = excluded.provisioning_state, modified_at = excluded.modified_at`,
+		t.registry, r.Name, r.Source, r.Target, r.CredentialSet, r.Identity, string(r.SyncMode), r.SyncReferrers,
+		filters, status, r.ProvisioningState, micros(r.CreatedAt), micros(r.ModifiedAt))
+	if err != nil {
+		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+			return fmt.Errorf("put cache rule %s: target %s: %w", r.Name, r.Target, ErrConflict)
+		}
+		return fmt.Errorf("put cache rule: %w", err)
+	}
+	t.changed = true
+	return nil
+}
+
+// DeleteCacheRule removes rule name; false if there was none.
+func (t *RulesTx) DeleteCacheRule(name string) (bool, error) {
+	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM cache_rules WHERE registry = ? AND name = ?`, t.registry, name)
+	if err != nil {
+		return false, fmt.Errorf("delete cache rule: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	t.changed = t.changed || n > 0
+	return n > 0, nil
+}
+
+// CredentialSet returns credential set name, if it exists.
+func (t *RulesTx) CredentialSet(name string) (rules.CredentialSet, bool, error) {
+	return getCredSet(t.ctx, t.tx, t.registry, name)
+}
+
+// PutCredentialSet creates or replaces credential set c (by name).
+func (t *RulesTx) PutCredentialSet(c rules.CredentialSet) error {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO credential_sets(registry, `+credSetColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(registry, name) DO UPDATE SET login_server = excluded.login_server, username_ref = excluded.username_ref,
+			password_ref = excluded.password_ref, health_status = excluded.health_status, health_code = excluded.health_code,
+			health_message = excluded.health_message, provisioning_state = excluded.provisioning_state, modified_at = excluded.modified_at`,
+		t.registry, c.Name, c.LoginServer, c.UsernameRef, c.PasswordRef, c.Health.Status, c.Health.ErrorCode,
+		c.Health.ErrorMessage, c.PrincipalID, c.ProvisioningState, micros(c.CreatedAt), micros(c.ModifiedAt))
+	if err != nil {
+		return fmt.Errorf("put credential set: %w", err)
+	}
+	t.changed = true
+	return nil
+}
+
+// DeleteCredentialSet removes credential set name; false if there was none.
+func (t *RulesTx) DeleteCredentialSet(name string) (bool, error) {
+	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM credential_sets WHERE registry = ? AND name = ?`, t.registry, name)
+	if err != nil {
+		return false, fmt.Errorf("delete credential set: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	t.changed = t.changed || n > 0
+	return n > 0, nil
+}
+
+// RepositoryExists reports whether repository repo of the registry holds content.
+func (t *RulesTx) RepositoryExists(repo string) (bool, error) {
+	var one int
+	err := t.tx.QueryRowContext(t.ctx, `SELECT 1 FROM repositories WHERE registry = ? AND name = ?`, t.registry, repo).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("repository exists: %w", err)
+	}
+	return true, nil
+}
+
+// RepositoryUnder returns the first repository whose name starts with
+// prefix ("" = any), if there is one.
+func (t *RulesTx) RepositoryUnder(prefix string) (string, bool, error) {
+	q := `SELECT name FROM repositories WHERE registry = ? ORDER BY name LIMIT 1`
+	args := []any{t.registry}
+	if prefix != "" {
+		// A range instead of LIKE: repository names contain "_", a LIKE wildcard.
+		q = `SELECT name FROM repositories WHERE registry = ? AND name >= ? AND name < ? ORDER BY name LIMIT 1`
+		args = append(args, prefix, prefix+"\U0010FFFF")
+	}
+	var name string
+	err := t.tx.QueryRowContext(t.ctx, q, args...).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("repositories under %q: %w", prefix, err)
+	}
+	return name, true, nil
+}
+
+// Operation is an asynchronous operation's status document, kept in the
+// database so any replica can answer a poll.
+type Operation struct {
+	ID        string
+	Registry  string
+	Resource  string // ARM ID of the resource operated on
+	Status    string // InProgress, Succeeded, Failed, Canceled
+	ErrorCode string
+	ErrorMsg  string
+	StartedAt time.Time
+	EndedAt   time.Time
+}
+
+// PutOperation records op (in the rules transaction, so an operation is
+// visible exactly when its change is) and drops expired ones.
+func (t *RulesTx) PutOperation(op Operation) error {
+	return putOperation(t.ctx, t.tx, op)
+}
+
+func putOperation(ctx context.Context, tx *sql.Tx, op Operation) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM operations WHERE started_at < ?`, micros(time.Now().Add(-OperationRetention))); err != nil {
+		return fmt.Errorf("expire operations: %w", err)
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO operations(id, registry, resource, status, error_code, error_msg, started_at, ended_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, error_code = excluded.error_code,
+			error_msg = excluded.error_msg, ended_at = excluded.ended_at`,
+		op.ID, strings.ToLower(op.Registry), op.Resource, op.Status, op.ErrorCode, op.ErrorMsg, micros(op.StartedAt), micros(op.EndedAt))
+	if err != nil {
+		return fmt.Errorf("put operation: %w", err)
+	}
+	return nil
+}
+
+// PutOperation records op outside a rules change.
+func (s *SQLite) PutOperation(ctx context.Context, op Operation) error {
+	return s.tx(ctx, func(tx *sql.Tx) error { return putOperation(ctx, tx, op) })
+}
+
+// GetOperation returns operation id, or ErrNotFound.
+func (s *SQLite) GetOperation(ctx context.Context, id string) (Operation, error) {
+	op := Operation{ID: id}
+	var started, ended int64
+	err := s.r.QueryRowContext(ctx, `SELECT registry, resource, status, error_code, error_msg, started_at, ended_at FROM operations WHERE id = ?`, id).
+		Scan(&op.Registry, &op.Resource, &op.Status, &op.ErrorCode, &op.ErrorMsg, &started, &ended)
+	if errors.Is(err, sql.ErrNoRows) {
+		return op, ErrNotFound
+	}
+	if err != nil {
+		return op, fmt.Errorf("get operation: %w", err)
+	}
+	op.StartedAt = time.UnixMicro(started).UTC()
+	if ended != 0 {
+		op.EndedAt = time.UnixMicro(ended).UTC()
+	}
+	return op, nil
+}
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
