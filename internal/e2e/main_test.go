@@ -23,6 +23,9 @@ import (
 var arcaBin string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(plainFileEnv); path != "" {
+		servePlainFile(path) // benchmark helper process; never returns
+	}
 	os.Exit(buildAndRun(m))
 }
 
@@ -47,6 +50,7 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: building arca:", err)
 		return 1
 	}
+	defer benchTeardown()
 	return m.Run()
 }
 

@@ -1,0 +1,406 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Benchmarks comparing arca with Debian's docker-registry (CNCF
+// distribution 2.8) and a plain file served by http.ServeContent, all on
+// loopback in the same run. scripts/bench.sh runs them and prints ratios.
+
+const benchBlobSize = 256 << 20
+
+// benchEnv is shared by the benchmarks of one `go test -bench` run and
+// torn down by TestMain.
+type benchEnv struct {
+	dir        string
+	blobPath   string
+	blobDigest string
+	manifest   []byte
+	arca       *proc
+	dist       *proc
+	plainAddr  string
+	plain      *proc
+}
+
+const (
+	plainFileEnv = "ARCA_BENCH_PLAIN_FILE"
+	plainAddrEnv = "ARCA_BENCH_PLAIN_ADDR"
+)
+
+// servePlainFile serves one file with http.ServeContent at /blob: the
+// practical upper bound for serving a blob over HTTP from Go.
+func servePlainFile(path string) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		http.ServeContent(w, r, "blob", time.Time{}, f)
+	})
+	err := http.ListenAndServe(os.Getenv(plainAddrEnv), h)
+	fmt.Fprintln(os.Stderr, "plain file server:", err)
+	os.Exit(1)
+}
+
+const benchRepo = "bench/repo"
+
+var (
+	benchOnce sync.Once
+	benchErr  error
+	theBench  *benchEnv
+)
+
+func getBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	benchOnce.Do(func() { theBench, benchErr = newBenchEnv(b) })
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	if theBench == nil || theBench.plain == nil {
+		b.Fatal("benchmark setup failed earlier")
+	}
+	return theBench
+}
+
+func benchTeardown() {
+	if theBench == nil {
+		return
+	}
+	theBench.arca.stop()
+	theBench.dist.stop()
+	theBench.plain.stop()
+	os.RemoveAll(theBench.dir)
+}
+
+func newBenchEnv(b *testing.B) (*benchEnv, error) {
+	dir, err := os.MkdirTemp("", "arca-bench-")
+	if err != nil {
+		return nil, err
+	}
+	e := &benchEnv{dir: dir, blobPath: filepath.Join(dir, "blob")}
+	if e.blobDigest, err = writeRandomFile(e.blobPath, benchBlobSize); err != nil {
+		return nil, err
+	}
+	if e.arca, err = startArcaProc(filepath.Join(dir, "arca-data")); err != nil {
+		return e, err
+	}
+	if e.dist, err = startDistribution(dir); err != nil {
+		return e, err
+	}
+	im := newImage(b, 4242, "amd64", 4<<10)
+	e.manifest = im.Manifest
+	for _, p := range []*proc{e.arca, e.dist} {
+		if err := pushBlobFile(p.addr, benchRepo, e.blobPath, e.blobDigest); err != nil {
+			return e, fmt.Errorf("%s: %w", p.name, err)
+		}
+		target := &arca{Addr: p.addr}
+		target.pushImage(b, benchRepo, "v1", im)
+	}
+	// The plain file server runs in its own process (this test binary
+	// re-executed), like the registries, so it does not share the
+	// benchmark client's CPU budget and runtime.
+	e.plainAddr, err = freePort()
+	if err != nil {
+		return e, err
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), plainFileEnv+"="+e.blobPath, plainAddrEnv+"="+e.plainAddr)
+	cmd.Stderr = os.Stderr
+	if e.plain, err = startProc("plainfile", e.plainAddr, "/blob", cmd); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// writeRandomFile writes size random bytes and returns their digest.
+func writeRandomFile(path string, size int) (string, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	r := rand.NewChaCha8([32]byte{1, 2, 3})
+	h := sha256.New()
+	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	if _, err := io.CopyN(w, r, int64(size)); err != nil {
+		return "", err
+	}
+	if err := w.Flush(); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), f.Close()
+}
+
+// pushBlobFile uploads a file with POST + monolithic PUT, streaming it.
+func pushBlobFile(addr, repo, path, digest string) error {
+	resp, err := http.Post("http://"+addr+"/v2/"+repo+"/blobs/uploads/", "", nil)
+	if err != nil {
+		return err
+	}
+	drain(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("POST upload: %s", resp.Status)
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	req, _ := http.NewRequest(http.MethodPut, withDigest(loc.String(), digest), f)
+	req.ContentLength = fi.Size()
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("PUT blob: %s %s", resp.Status, body)
+	}
+	return nil
+}
+
+// proc is a server process started for benchmarks (no testing.TB: it
+// outlives single benchmark runs).
+type proc struct {
+	name string
+	addr string
+	cmd  *exec.Cmd
+}
+
+func startProc(name, addr, readyPath string, cmd *exec.Cmd) (*proc, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, addr: addr, cmd: cmd}
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + readyPath)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+	}
+	p.stop()
+	return nil, fmt.Errorf("%s not ready on %s", name, addr)
+}
+
+func (p *proc) stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// peakRSS is the process's high-water resident set (VmHWM), in bytes.
+func (p *proc) peakRSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc status")
+}
+
+func startArcaProc(dataDir string) (*proc, error) {
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(arcaBin, "serve", "--addr", addr, "--data-dir", dataDir, "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	return startProc("arca", addr, "/readyz", cmd)
+}
+
+// startDistribution runs Debian's docker-registry with a filesystem store
+// and its in-memory blob descriptor cache (its usual production setup).
+func startDistribution(dir string) (*proc, error) {
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		return nil, fmt.Errorf("docker-registry not installed: run scripts/test.sh to install docker-registry")
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "distribution.yml")
+	yml := fmt.Sprintf(`version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, filepath.Join(dir, "distribution-data"), addr)
+	if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "serve", cfg)
+	cmd.Stderr = os.Stderr
+	return startProc("distribution", addr, "/v2/", cmd)
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// target is one server under benchmark.
+type target struct{ name, addr, blobPath string }
+
+func (e *benchEnv) blobTargets() []target {
+	p := "/v2/" + benchRepo + "/blobs/" + e.blobDigest
+	return []target{{"arca", e.arca.addr, p}, {"distribution", e.dist.addr, p}, {"plainfile", e.plainAddr, "/blob"}}
+}
+
+// BenchmarkBlobDownload: warm download of a 256 MiB blob by one client.
+func BenchmarkBlobDownload(b *testing.B) {
+	e := getBenchEnv(b)
+	for _, tg := range e.blobTargets() {
+		b.Run(tg.name, func(b *testing.B) {
+			c := newLeanClient(tg.addr)
+			defer c.Close()
+			// Warm-up download, verified byte for byte.
+			h := sha256.New()
+			if st, n, err := c.get(tg.blobPath, "", h); err != nil || st != 200 || n != benchBlobSize ||
+				"sha256:"+hex.EncodeToString(h.Sum(nil)) != e.blobDigest {
+				b.Fatalf("warm-up download from %s: status %d, %d bytes, %v", tg.name, st, n, err)
+			}
+			b.SetBytes(benchBlobSize)
+			for b.Loop() {
+				if st, n, err := c.get(tg.blobPath, "", nil); err != nil || st != 200 || n != benchBlobSize {
+					b.Fatalf("download: status %d, %d bytes, %v", st, n, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkManifestGet: manifest GETs by tag over 64 concurrent
+// keep-alive connections.
+func BenchmarkManifestGet(b *testing.B) {
+	e := getBenchEnv(b)
+	for _, p := range []*proc{e.arca, e.dist} {
+		b.Run(p.name, func(b *testing.B) {
+			b.SetParallelism((64 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+			path := "/v2/" + benchRepo + "/manifests/v1"
+			b.RunParallel(func(pb *testing.PB) {
+				c := newLeanClient(p.addr)
+				defer c.Close()
+				for pb.Next() {
+					if st, n, err := c.get(path, mtOCIManifest, nil); err != nil || st != 200 || n != int64(len(e.manifest)) {
+						b.Errorf("manifest GET: status %d, %d bytes, %v", st, n, err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+		})
+	}
+}
+
+// BenchmarkPeakRSS32: peak RSS of a freshly started server while 32
+// clients download the 256 MiB blob at once. One op = one such wave.
+func BenchmarkPeakRSS32(b *testing.B) {
+	e := getBenchEnv(b)
+	for _, name := range []string{"arca", "distribution"} {
+		b.Run(name, func(b *testing.B) {
+			p := restartFresh(b, e, name)
+			for b.Loop() {
+				var wg sync.WaitGroup
+				for range 32 {
+					wg.Go(func() {
+						c := newLeanClient(p.addr)
+						defer c.Close()
+						path := "/v2/" + benchRepo + "/blobs/" + e.blobDigest
+						if st, n, err := c.get(path, "", nil); err != nil || st != 200 || n != benchBlobSize {
+							b.Errorf("download: status %d, %d bytes, %v", st, n, err)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			rss, err := p.peakRSS()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
+		})
+	}
+}
+
+// restartFresh restarts a server so its VmHWM covers only this benchmark.
+func restartFresh(b *testing.B, e *benchEnv, name string) *proc {
+	b.Helper()
+	var err error
+	switch name {
+	case "arca":
+		e.arca.stop()
+		e.arca, err = startArcaProc(filepath.Join(e.dir, "arca-data"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return e.arca
+	default:
+		e.dist.stop()
+		e.dist, err = startDistribution(e.dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return e.dist
+	}
+}
