@@ -176,18 +176,17 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// retryAfter reads Retry-After (seconds) capped at max, or def.
-func retryAfter(h http.Header, def, max time.Duration) time.Duration {
+// minPollWait is the shortest wait between polls.
+const minPollWait = 20 * time.Millisecond
+
+// retryAfter reads Retry-After (seconds) capped at maxWait, or def.
+func retryAfter(h http.Header, def, maxWait time.Duration) time.Duration {
 	if s := h.Get("Retry-After"); s != "" {
 		if n, err := strconv.Atoi(s); err == nil && n >= 0 {
 			d := time.Duration(n) * time.Second
-			if d > max {
-				return max
-			}
-			if d == 0 {
-				return def
-			}
-			return d
+			// Retry-After: 0 means "now"; a floor keeps a server that
+			// always says so from turning polling into a busy loop.
+			return min(max(d, minPollWait), maxWait)
 		}
 	}
 	return def

@@ -36,6 +36,6 @@ func NewRootCmd(env Env) *cobra.Command {
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	root.AddCommand(newServeCmd(env))
-	root.AddCommand(newCacheCmd(env), newCredentialSetCmd(env), newLoginCmd(env), newLogoutCmd(env))
+	root.AddCommand(newCacheCmd(env), newCredentialSetCmd(env), newLoginCmd(env), newLogoutCmd(env), newApplyCmd(env))
 	return root
 }
