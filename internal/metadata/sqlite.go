@@ -35,6 +35,7 @@ type SQLite struct {
 var migrations = []string{
 	schemaRegistry,
 	schemaRules,
+	schemaSync,
 }
 
 // OpenSQLite opens (creating if needed) the database file at path.
