@@ -38,6 +38,8 @@ type Options struct {
 	Logger       *slog.Logger
 	// Ready, if set, receives the bound address once the server listens.
 	Ready func(addr net.Addr)
+	// Management configures the management plane (see mgmt.go).
+	Management ManagementOptions
 }
 
 // Server is a running arca.
@@ -72,6 +74,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, log: opts.Logger, meta: meta, blobs: blobs}
+	mg, regs, err := s.management(ctx)
+	if err != nil {
+		meta.Close()
+		return nil, err
+	}
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -79,7 +86,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		Blobs:    blobs,
 		Meta:     meta,
 		Logger:   opts.Logger,
-		Registry: func(*http.Request) string { return opts.RegistryName },
+		Registry: regs.ForRequest,
 	})
 
 	mux := http.NewServeMux()
@@ -90,7 +97,8 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	})
 	mux.HandleFunc("/readyz", s.ready)
 	mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
-	// Management plane (ARM-compatible API, portal) is mounted here.
+	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
+	mux.Handle("/arca/", mg)
 
 	hm := newHTTPMetrics(promReg)
 	s.handler = accessLog(opts.Logger, hm.instrument(routeName, mux))
@@ -104,7 +112,7 @@ func routeName(r *http.Request) string {
 		return registry.RouteName(r.URL.EscapedPath())
 	case p == "/healthz", p == "/readyz", p == "/metrics":
 		return p[1:]
-	case strings.HasPrefix(p, "/subscriptions/"):
+	case strings.HasPrefix(p, "/subscriptions/"), strings.HasPrefix(p, "/arca/"):
 		return "mgmt"
 	}
 	return "other"

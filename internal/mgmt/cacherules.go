@@ -1,0 +1,191 @@
+package mgmt
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/rules"
+)
+
+func (h *Handler) cacheRules(w http.ResponseWriter, req *request) error {
+	m := req.r.Method
+	if req.name == "" {
+		if m != http.MethodGet {
+			return errMethod(req.r)
+		}
+		return h.listCacheRules(w, req)
+	}
+	if err := rules.ValidateName("cache rule", req.name); err != nil {
+		return err
+	}
+	switch m {
+	case http.MethodGet:
+		r, err := h.opts.Store.GetCacheRule(req.r.Context(), req.registry, req.name)
+		if errors.Is(err, metadata.ErrNotFound) {
+			return errCacheRuleNotFound(req.name)
+		}
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, h.cacheRuleJSONOf(req.registry, r, req.v))
+		return nil
+	case http.MethodPut, http.MethodPatch:
+		return h.writeCacheRule(w, req, m == http.MethodPatch)
+	case http.MethodDelete:
+		return h.deleteCacheRule(w, req)
+	}
+	return errMethod(req.r)
+}
+
+func errCacheRuleNotFound(name string) error {
+	return errNotFound("ResourceNotFound", "The cache rule "+name+" could not be found.")
+}
+
+// writeCacheRule serves PUT (create or replace) and PATCH (update). The
+// checks and the write share one transaction.
+func (h *Handler) writeCacheRule(w http.ResponseWriter, req *request, patch bool) error {
+	var body cacheRuleBody
+	if err := readBody(req.r, &body); err != nil {
+		return err
+	}
+	var out rules.Rule
+	var created bool
+	var op metadata.Operation
+	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx *metadata.RulesTx) error {
+		prev, exists, err := tx.CacheRule(req.name)
+		if err != nil {
+			return err
+		}
+		if patch && !exists {
+			return errCacheRuleNotFound(req.name)
+		}
+		r := rules.Rule{Name: req.name}
+		if exists {
+			r = prev
+			r.Name = prev.Name // ARM names keep the case they were created with
+		}
+		if err := h.applyCacheRule(&r, body, req, patch); err != nil {
+			return err
+		}
+		all, err := tx.CacheRules()
+		if err != nil {
+			return err
+		}
+		env := rules.Env{MaxRules: h.opts.MaxRules, CredentialSet: tx.CredentialSet,
+			RepositoryExists: tx.RepositoryExists, RepositoryUnder: tx.RepositoryUnder}
+		for _, o := range all {
+			if !eq(o.Name, req.name) {
+				env.Others = append(env.Others, o)
+			}
+		}
+		var prevp *rules.Rule
+		if exists {
+			prevp = &prev
+		}
+		if err := rules.Check(&r, prevp, env); err != nil {
+			return err
+		}
+		now := h.opts.Now().UTC()
+		if !exists {
+			r.CreatedAt = now
+		}
+		r.ModifiedAt, r.ProvisioningState = now, rules.StateSucceeded
+		if err := tx.PutCacheRule(r); err != nil {
+			return err
+		}
+		out, created = r, !exists
+		if created || patch {
+			op = h.newOperation("cacheRules", req.registry, h.resourceID(req.registry, "cacheRules", r.Name))
+			return tx.PutOperation(op)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	h.changed(req.registry)
+	verb := map[bool]string{true: "created", false: "updated"}[created]
+	h.log.Info("cache rule "+verb, "registry", req.registry, "name", out.Name, "source", out.Source, "target", out.Target,
+		"credential_set", out.CredentialSet, "sync_mode", string(out.Mode()))
+	out.ProvisioningState = transientState(out.ProvisioningState, created, patch)
+	return h.respondWrite(w, req, op, created || patch, h.cacheRuleJSONOf(req.registry, out, req.v))
+}
+
+// transientState is the provisioningState a write answers with: ACR's
+// Creating/Updating for creates and PATCHes (see respondWrite).
+func transientState(state string, created, patch bool) string {
+	switch {
+	case created:
+		return rules.StateCreating
+	case patch:
+		return rules.StateUpdating
+	}
+	return state
+}
+
+// respondWrite answers a PUT or PATCH as ACR does: a create or a PATCH is
+// 201 with an Azure-AsyncOperation header and the body in the transient
+// state (Creating/Updating) that ARM clients expect to poll through; the
+// operation document already says Succeeded. A replacing PUT is a plain 200.
+func (h *Handler) respondWrite(w http.ResponseWriter, req *request, op metadata.Operation, async bool, body any) error {
+	if !async {
+		writeJSON(w, http.StatusOK, body)
+		return nil
+	}
+	w.Header().Set("Azure-AsyncOperation", h.asyncOperationURL(req, op))
+	writeJSON(w, http.StatusCreated, body)
+	return nil
+}
+
+func (h *Handler) deleteCacheRule(w http.ResponseWriter, req *request) error {
+	var op metadata.Operation
+	var deleted bool
+	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx *metadata.RulesTx) error {
+		var err error
+		if deleted, err = tx.DeleteCacheRule(req.name); err != nil || !deleted {
+			return err
+		}
+		op = h.newOperation("cacheRules", req.registry, h.resourceID(req.registry, "cacheRules", req.name))
+		return tx.PutOperation(op)
+	})
+	if err != nil {
+		return err
+	}
+	if !deleted {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	h.changed(req.registry)
+	h.log.Info("cache rule deleted", "registry", req.registry, "name", req.name)
+	w.Header().Set("Location", h.operationResultURL(req, op))
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+func (h *Handler) listCacheRules(w http.ResponseWriter, req *request) error {
+	after := req.r.URL.Query().Get("$skipToken")
+	list, more, err := h.opts.Store.ListCacheRulesPage(req.r.Context(), req.registry, after, h.opts.PageSize)
+	if err != nil {
+		return err
+	}
+	page := struct {
+		Value    []cacheRuleJSON `json:"value"`
+		NextLink string          `json:"nextLink,omitempty"`
+	}{Value: make([]cacheRuleJSON, 0, len(list))}
+	for _, r := range list {
+		page.Value = append(page.Value, h.cacheRuleJSONOf(req.registry, r, req.v))
+	}
+	if more {
+		page.NextLink = h.nextLink(req, list[len(list)-1].Name)
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// nextLink is the URL of the page after the item named last.
+func (h *Handler) nextLink(req *request, last string) string {
+	q := url.Values{"api-version": {req.v.value}, "$skipToken": {last}}
+	return h.baseURL(req.r) + req.r.URL.Path + "?" + q.Encode()
+}

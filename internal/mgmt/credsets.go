@@ -1,0 +1,199 @@
+package mgmt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/rules"
+)
+
+func (h *Handler) credentialSets(w http.ResponseWriter, req *request) error {
+	m := req.r.Method
+	if req.name == "" {
+		if m != http.MethodGet {
+			return errMethod(req.r)
+		}
+		return h.listCredentialSets(w, req)
+	}
+	if err := rules.ValidateName("credential set", req.name); err != nil {
+		return err
+	}
+	switch m {
+	case http.MethodGet:
+		c, err := h.opts.Store.GetCredentialSet(req.r.Context(), req.registry, req.name)
+		if errors.Is(err, metadata.ErrNotFound) {
+			return errCredentialSetNotFound(req.name)
+		}
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, h.credentialSetJSONOf(req.registry, c))
+		return nil
+	case http.MethodPut, http.MethodPatch:
+		return h.writeCredentialSet(w, req, m == http.MethodPatch)
+	case http.MethodDelete:
+		return h.deleteCredentialSet(w, req)
+	}
+	return errMethod(req.r)
+}
+
+func errCredentialSetNotFound(name string) error {
+	return errNotFound("ResourceNotFound", "The credential set "+name+" could not be found.")
+}
+
+// writeCredentialSet serves PUT and PATCH. The credentials are checked
+// before the transaction (a check does network I/O); the set is saved even
+// when they are unhealthy, as ACR does.
+func (h *Handler) writeCredentialSet(w http.ResponseWriter, req *request, patch bool) error {
+	ctx := req.r.Context()
+	var body credentialSetBody
+	if err := readBody(req.r, &body); err != nil {
+		return err
+	}
+	prev, err := h.opts.Store.GetCredentialSet(ctx, req.registry, req.name)
+	exists := err == nil
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return err
+	}
+	if patch && !exists {
+		return errCredentialSetNotFound(req.name)
+	}
+	c := rules.CredentialSet{Name: req.name}
+	if exists {
+		c = prev
+	}
+	if err := applyCredentialSet(&c, body, patch); err != nil {
+		return err
+	}
+	if err := c.Validate(h.opts.ValidateSecretRef); err != nil {
+		return err
+	}
+	c.Health = h.checkCredentials(ctx, c)
+
+	var op metadata.Operation
+	var created bool
+	err = h.opts.Store.UpdateRules(ctx, req.registry, func(tx *metadata.RulesTx) error {
+		cur, found, err := tx.CredentialSet(req.name)
+		if err != nil {
+			return err
+		}
+		if patch && !found {
+			return errCredentialSetNotFound(req.name)
+		}
+		now := h.opts.Now().UTC()
+		if found {
+			c.Name, c.PrincipalID, c.CreatedAt = cur.Name, cur.PrincipalID, cur.CreatedAt
+			if err := loginServerChangeAllowed(tx, cur, c); err != nil {
+				return err
+			}
+		} else {
+			c.PrincipalID, c.CreatedAt = uuid.NewString(), now
+		}
+		c.ModifiedAt, c.ProvisioningState = now, rules.StateSucceeded
+		if err := tx.PutCredentialSet(c); err != nil {
+			return err
+		}
+		created = !found
+		if created || patch {
+			op = h.newOperation("credentialSets", req.registry, h.resourceID(req.registry, "credentialSets", c.Name))
+			return tx.PutOperation(op)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	h.changed(req.registry)
+	h.log.Info("credential set saved", "registry", req.registry, "name", c.Name, "created", created,
+		"login_server", c.LoginServer, "health", c.Health.Status, "health_code", c.Health.ErrorCode)
+	c.ProvisioningState = transientState(c.ProvisioningState, created, patch)
+	return h.respondWrite(w, req, op, created || patch, h.credentialSetJSONOf(req.registry, c))
+}
+
+// checkCredentials runs the checker with a time limit.
+func (h *Handler) checkCredentials(ctx context.Context, c rules.CredentialSet) rules.Health {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.CheckTimeout)
+	defer cancel()
+	status, code, msg := h.opts.Checker.Check(ctx, c.LoginServer, c.UsernameRef, c.PasswordRef)
+	if status != rules.Healthy {
+		status = rules.Unhealthy
+	}
+	return rules.Health{Status: status, ErrorCode: code, ErrorMessage: msg}
+}
+
+// loginServerChangeAllowed refuses to move a set that rules use to another
+// login server: their sources would no longer match it.
+func loginServerChangeAllowed(tx *metadata.RulesTx, cur, next rules.CredentialSet) error {
+	if rules.CanonicalLoginServer(cur.LoginServer) == rules.CanonicalLoginServer(next.LoginServer) {
+		return nil
+	}
+	all, err := tx.CacheRules()
+	if err != nil {
+		return err
+	}
+	if users := rules.RulesUsing(cur.Name, all); len(users) > 0 {
+		return &rules.Error{Code: rules.CodeCredentialSetInUse, Message: fmt.Sprintf(
+			"The login server of credential set '%s' cannot change from '%s' to '%s' while cache rules use it: %s.",
+			cur.Name, cur.LoginServer, next.LoginServer, strings.Join(users, ", "))}
+	}
+	return nil
+}
+
+func (h *Handler) deleteCredentialSet(w http.ResponseWriter, req *request) error {
+	var op metadata.Operation
+	var deleted bool
+	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx *metadata.RulesTx) error {
+		all, err := tx.CacheRules()
+		if err != nil {
+			return err
+		}
+		if users := rules.RulesUsing(req.name, all); len(users) > 0 {
+			return &rules.Error{Code: rules.CodeCredentialSetInUse, Message: fmt.Sprintf(
+				"The credential set '%s' cannot be deleted: cache rules use it: %s. Remove it from those rules or delete them first.",
+				req.name, strings.Join(users, ", "))}
+		}
+		if deleted, err = tx.DeleteCredentialSet(req.name); err != nil || !deleted {
+			return err
+		}
+		op = h.newOperation("credentialSets", req.registry, h.resourceID(req.registry, "credentialSets", req.name))
+		return tx.PutOperation(op)
+	})
+	if err != nil {
+		return err
+	}
+	if !deleted {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	h.changed(req.registry)
+	h.log.Info("credential set deleted", "registry", req.registry, "name", req.name)
+	w.Header().Set("Location", h.operationResultURL(req, op))
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+func (h *Handler) listCredentialSets(w http.ResponseWriter, req *request) error {
+	after := req.r.URL.Query().Get("$skipToken")
+	list, more, err := h.opts.Store.ListCredentialSetsPage(req.r.Context(), req.registry, after, h.opts.PageSize)
+	if err != nil {
+		return err
+	}
+	page := struct {
+		Value    []credentialSetJSON `json:"value"`
+		NextLink string              `json:"nextLink,omitempty"`
+	}{Value: make([]credentialSetJSON, 0, len(list))}
+	for _, c := range list {
+		page.Value = append(page.Value, h.credentialSetJSONOf(req.registry, c))
+	}
+	if more {
+		page.NextLink = h.nextLink(req, list[len(list)-1].Name)
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}

@@ -1,0 +1,329 @@
+// Package mgmt is arca's management plane: an ARM-compatible REST API
+// (the shape of Microsoft.ContainerRegistry's cacheRules and credentialSets,
+// so the Azure SDKs and az-style tools drive it unmodified) and a small
+// info endpoint for arca's own CLI. Every call needs the admin token.
+package mgmt
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/rules"
+)
+
+// Store is where the management plane keeps its resources.
+type Store interface {
+	UpdateRules(ctx context.Context, registry string, fn func(*metadata.RulesTx) error) error
+	GetCacheRule(ctx context.Context, registry, name string) (rules.Rule, error)
+	ListCacheRulesPage(ctx context.Context, registry, after string, n int) ([]rules.Rule, bool, error)
+	GetCredentialSet(ctx context.Context, registry, name string) (rules.CredentialSet, error)
+	ListCredentialSetsPage(ctx context.Context, registry, after string, n int) ([]rules.CredentialSet, bool, error)
+	PutOperation(ctx context.Context, op metadata.Operation) error
+	GetOperation(ctx context.Context, id string) (metadata.Operation, error)
+}
+
+// Defaults for Options.
+const (
+	DefaultSubscriptionID = "00000000-0000-0000-0000-000000000000"
+	DefaultResourceGroup  = "arca"
+	DefaultTenantID       = "00000000-0000-0000-0000-000000000000"
+	DefaultLocation       = "local"
+	DefaultPageSize       = 100
+	maxBody               = 1 << 20
+)
+
+// Options configure a Handler.
+type Options struct {
+	// SubscriptionID and ResourceGroup are the names that appear in resource
+	// IDs; requests under other values get ARM's 404.
+	SubscriptionID string
+	ResourceGroup  string
+	// TenantID is reported in credential sets' system-assigned identity.
+	TenantID string
+	// Location names the region in operationResults URLs.
+	Location string
+	// ExternalURL is the base of the URLs arca hands out (Azure-AsyncOperation,
+	// Location, nextLink). Empty: derived from each request's Host and TLS.
+	ExternalURL string
+	Registries  *Registries
+	Store       Store
+	Token       *AdminToken
+	// Checker computes credentialHealth (nil: always Unhealthy "not checked").
+	Checker CredentialChecker
+	// CheckTimeout bounds one credential check. Default 30s.
+	CheckTimeout time.Duration
+	// ValidateSecretRef checks a secret reference's syntax (nil: any non-empty string).
+	ValidateSecretRef func(string) error
+	// MaxRules per registry; <= 0 means rules.DefaultMaxRules.
+	MaxRules int
+	// PageSize of list responses; <= 0 means DefaultPageSize.
+	PageSize int
+	// OnChange, if set, is called after a registry's rules or credential
+	// sets changed (this replica's data plane refreshes at once).
+	OnChange func(registry string)
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Handler serves the management API.
+type Handler struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns a Handler.
+func New(opts Options) (*Handler, error) {
+	if opts.Registries == nil || opts.Store == nil || opts.Token == nil {
+		return nil, errors.New("mgmt: Registries, Store and Token are required")
+	}
+	if opts.SubscriptionID == "" {
+		opts.SubscriptionID = DefaultSubscriptionID
+	}
+	if opts.ResourceGroup == "" {
+		opts.ResourceGroup = DefaultResourceGroup
+	}
+	if opts.TenantID == "" {
+		opts.TenantID = DefaultTenantID
+	}
+	if opts.Location == "" {
+		opts.Location = DefaultLocation
+	}
+	if opts.ExternalURL != "" {
+		u, err := url.Parse(opts.ExternalURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, errors.New("mgmt: external URL must be http(s)://host[:port][/path]")
+		}
+		opts.ExternalURL = strings.TrimSuffix(opts.ExternalURL, "/")
+	}
+	if opts.Checker == nil {
+		opts.Checker = notChecked{}
+	}
+	if opts.CheckTimeout <= 0 {
+		opts.CheckTimeout = 30 * time.Second
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = DefaultPageSize
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Handler{opts: opts, log: opts.Logger}, nil
+}
+
+// request is one parsed management call.
+type request struct {
+	r        *http.Request
+	v        apiVersion
+	registry string // lower-case registry name
+	kind     string // "cacheRules", "credentialSets" or ""
+	name     string // resource name, "" for a collection
+	opID     string // operationStatuses / operationResults ID
+}
+
+// ServeHTTP authenticates, checks the api-version and routes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqID := uuid.NewString()
+	w.Header().Set("x-ms-request-id", reqID)
+	corr := r.Header.Get("x-ms-correlation-request-id")
+	if corr == "" {
+		corr = reqID
+	}
+	w.Header().Set("x-ms-correlation-request-id", corr)
+	err := h.serve(w, r)
+	if err == nil {
+		return
+	}
+	ae, internal := toAPIError(err)
+	if internal {
+		h.log.Error("management request failed", "method", r.Method, "path", r.URL.Path, "request_id", reqID, "err", err)
+	} else {
+		h.log.Info("management request rejected", "method", r.Method, "path", r.URL.Path, "status", ae.Status, "code", ae.Code)
+	}
+	writeError(w, ae)
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
+	if err := h.opts.Token.check(r); err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="arca", error="invalid_token"`)
+		return err
+	}
+	seg := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(seg) == 3 && seg[0] == "arca" && seg[1] == "v1" && seg[2] == "info" {
+		if r.Method != http.MethodGet {
+			return errMethod(r)
+		}
+		return h.info(w)
+	}
+	q := r.URL.Query()
+	_, present := q["api-version"]
+	v, err := parseAPIVersion(q.Get("api-version"), present, h.opts.Location)
+	if err != nil {
+		return err
+	}
+	req, err := h.route(r, seg, v)
+	if err != nil {
+		return err
+	}
+	return h.dispatch(w, req)
+}
+
+func eq(a, b string) bool { return strings.EqualFold(a, b) }
+
+// route parses the ARM path (segment names ignore case, as in ARM).
+func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, error) {
+	req := &request{r: r, v: v}
+	if len(seg) < 2 || !eq(seg[0], "subscriptions") {
+		return nil, errNotFound("InvalidResourceType", "The requested path is not an ARM resource path.")
+	}
+	if !eq(seg[1], h.opts.SubscriptionID) {
+		return nil, errNotFound("SubscriptionNotFound", "The subscription '"+seg[1]+"' could not be found.")
+	}
+	// /subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{loc}/operationResults/{id}
+	if len(seg) == 8 && eq(seg[2], "providers") && eq(seg[3], "Microsoft.ContainerRegistry") && eq(seg[4], "locations") && eq(seg[6], "operationResults") {
+		req.opID = seg[7]
+		return req, nil
+	}
+	if len(seg) < 4 || !eq(seg[2], "resourceGroups") {
+		return nil, errNotFound("InvalidResourceType", "The resource type could not be found under subscription '"+seg[1]+"'.")
+	}
+	if !eq(seg[3], h.opts.ResourceGroup) {
+		return nil, errNotFound("ResourceGroupNotFound", "Resource group '"+seg[3]+"' could not be found.")
+	}
+	if len(seg) < 7 || !eq(seg[4], "providers") || !eq(seg[5], "Microsoft.ContainerRegistry") || !eq(seg[6], "registries") {
+		return nil, errNotFound("InvalidResourceType", "arca serves only Microsoft.ContainerRegistry/registries resources.")
+	}
+	if len(seg) == 7 {
+		return req, nil // the registries collection
+	}
+	reg, ok := h.opts.Registries.Lookup(seg[7])
+	if !ok {
+		return nil, errNotFound("ResourceNotFound", "The Resource 'Microsoft.ContainerRegistry/registries/"+seg[7]+"' under resource group '"+seg[3]+"' was not found.")
+	}
+	req.registry = reg.Name
+	rest := seg[8:]
+	switch {
+	case len(rest) == 0:
+	case len(rest) == 1 && eq(rest[0], "checkCacheRuleArtifactSyncEstimate"):
+		req.kind = "checkCacheRuleArtifactSyncEstimate"
+	case eq(rest[0], "cacheRules") || eq(rest[0], "credentialSets"):
+		req.kind = "cacheRules"
+		if eq(rest[0], "credentialSets") {
+			req.kind = "credentialSets"
+		}
+		switch {
+		case len(rest) == 1:
+		case len(rest) == 2:
+			req.name = rest[1]
+		case len(rest) == 4 && eq(rest[2], "operationStatuses"):
+			req.name, req.opID = rest[1], rest[3]
+		default:
+			return nil, errNotFound("InvalidResourceType", "Unknown path under "+req.kind+".")
+		}
+	default:
+		return nil, errNotFound("InvalidResourceType", "The resource type '"+rest[0]+"' could not be found in the namespace 'Microsoft.ContainerRegistry' (arca serves cacheRules and credentialSets).")
+	}
+	return req, nil
+}
+
+func errMethod(r *http.Request) error {
+	return &apiError{Status: http.StatusMethodNotAllowed, Code: "MethodNotAllowed",
+		Message: "The HTTP method '" + r.Method + "' is not supported for this path."}
+}
+
+func (h *Handler) dispatch(w http.ResponseWriter, req *request) error {
+	m := req.r.Method
+	switch {
+	case req.opID != "" && req.kind == "":
+		if m != http.MethodGet {
+			return errMethod(req.r)
+		}
+		return h.operationResult(w, req)
+	case req.opID != "":
+		if m != http.MethodGet {
+			return errMethod(req.r)
+		}
+		return h.operationStatus(w, req)
+	case req.kind == "checkCacheRuleArtifactSyncEstimate":
+		if m != http.MethodPost {
+			return errMethod(req.r)
+		}
+		return &apiError{Status: http.StatusNotImplemented, Code: "NotImplemented",
+			Message: "checkCacheRuleArtifactSyncEstimate is not implemented yet: it comes with active sync."}
+	case req.registry == "" || req.kind == "":
+		if m != http.MethodGet {
+			return errMethod(req.r)
+		}
+		return h.getRegistries(w, req)
+	case req.kind == "cacheRules":
+		return h.cacheRules(w, req)
+	default:
+		return h.credentialSets(w, req)
+	}
+}
+
+// baseURL is where clients reach this API: the configured external URL,
+// or the request's own scheme and Host.
+func (h *Handler) baseURL(r *http.Request) string {
+	if h.opts.ExternalURL != "" {
+		return h.opts.ExternalURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// info is GET /arca/v1/info, for arca's CLI.
+func (h *Handler) info(w http.ResponseWriter) error {
+	writeJSON(w, http.StatusOK, struct {
+		SubscriptionID  string     `json:"subscriptionId"`
+		ResourceGroup   string     `json:"resourceGroup"`
+		DefaultRegistry string     `json:"defaultRegistry"`
+		Registries      []Registry `json:"registries"`
+	}{h.opts.SubscriptionID, h.opts.ResourceGroup, h.opts.Registries.Default(), h.opts.Registries.List()})
+	return nil
+}
+
+// getRegistries serves GET on a registry or the registries collection:
+// read-only views so ARM clients can discover what the server hosts.
+func (h *Handler) getRegistries(w http.ResponseWriter, req *request) error {
+	view := func(reg Registry) map[string]any {
+		login := ""
+		if len(reg.Hosts) > 0 {
+			login = reg.Hosts[0]
+		}
+		return map[string]any{
+			"id": h.registryID(reg.Name), "name": reg.Name, "type": typeRegistry, "location": h.opts.Location,
+			"properties": map[string]any{"loginServer": login, "provisioningState": rules.StateSucceeded},
+		}
+	}
+	if req.registry != "" {
+		reg, _ := h.opts.Registries.Lookup(req.registry)
+		writeJSON(w, http.StatusOK, view(reg))
+		return nil
+	}
+	list := []map[string]any{}
+	for _, reg := range h.opts.Registries.List() {
+		list = append(list, view(reg))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"value": list})
+	return nil
+}
+
+func (h *Handler) changed(registry string) {
+	if h.opts.OnChange != nil {
+		h.opts.OnChange(registry)
+	}
+}

@@ -1,0 +1,212 @@
+package mgmt
+
+import (
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/arcacache/arca/internal/rules"
+)
+
+// ARM resource types.
+const (
+	typeCacheRule     = "Microsoft.ContainerRegistry/registries/cacheRules"
+	typeCredentialSet = "Microsoft.ContainerRegistry/registries/credentialSets"
+	typeRegistry      = "Microsoft.ContainerRegistry/registries"
+)
+
+// armTime formats like ACR: 2026-03-24T01:18:39.1902636+00:00.
+func armTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.0000000+00:00")
+}
+
+// systemData: arca has one principal, the admin token ("Key" in ARM's
+// createdByType vocabulary).
+type systemData struct {
+	CreatedBy          string `json:"createdBy"`
+	CreatedByType      string `json:"createdByType"`
+	CreatedAt          string `json:"createdAt"`
+	LastModifiedBy     string `json:"lastModifiedBy"`
+	LastModifiedByType string `json:"lastModifiedByType"`
+	LastModifiedAt     string `json:"lastModifiedAt"`
+}
+
+func newSystemData(created, modified time.Time) *systemData {
+	return &systemData{CreatedBy: "admin", CreatedByType: "Key", CreatedAt: armTime(created),
+		LastModifiedBy: "admin", LastModifiedByType: "Key", LastModifiedAt: armTime(modified)}
+}
+
+// identityJSON is ARM's IdentityProperties. ACR echoes the type in camel
+// case ("userAssigned", "systemAssigned"); arca does the same and accepts
+// any case.
+type identityJSON struct {
+	PrincipalID            string                     `json:"principalId,omitempty"`
+	TenantID               string                     `json:"tenantId,omitempty"`
+	Type                   string                     `json:"type,omitempty"`
+	UserAssignedIdentities map[string]json.RawMessage `json:"userAssignedIdentities,omitempty"`
+}
+
+// ---- cache rules ----
+
+type cacheRuleJSON struct {
+	ID         string             `json:"id"`
+	Name       string             `json:"name"`
+	Type       string             `json:"type"`
+	SystemData *systemData        `json:"systemData,omitempty"`
+	Identity   *identityJSON      `json:"identity,omitempty"`
+	Properties cacheRulePropsJSON `json:"properties"`
+}
+
+type cacheRulePropsJSON struct {
+	CredentialSetResourceID *string         `json:"credentialSetResourceId,omitempty"`
+	SourceRepository        string          `json:"sourceRepository"`
+	TargetRepository        string          `json:"targetRepository"`
+	CreationDate            string          `json:"creationDate,omitempty"`
+	ProvisioningState       string          `json:"provisioningState,omitempty"`
+	SyncMode                string          `json:"syncMode,omitempty"`
+	SyncReferrers           string          `json:"syncReferrers,omitempty"`
+	ArtifactSyncFilters     *filtersJSON    `json:"artifactSyncFilters,omitempty"`
+	ArtifactSyncStatus      *syncStatusJSON `json:"artifactSyncStatus,omitempty"`
+}
+
+type syncStatusJSON struct {
+	Status       string `json:"status"`
+	LastSyncTime string `json:"lastSyncTime,omitempty"`
+	LastError    string `json:"lastError,omitempty"`
+	SyncedTags   int    `json:"syncedTags,omitempty"`
+}
+
+type filtersJSON struct {
+	Tags          *tagFilterJSON  `json:"tags,omitempty"`
+	Platforms     *listFilterJSON `json:"platforms,omitempty"`
+	ImageTypes    *listFilterJSON `json:"imageTypes,omitempty"`
+	ArtifactTypes *listFilterJSON `json:"artifactTypes,omitempty"`
+}
+
+type tagFilterJSON struct {
+	Type  string `json:"type"`
+	Query string `json:"query"`
+}
+
+type listFilterJSON struct {
+	Type   string   `json:"type"`
+	Values []string `json:"values"`
+}
+
+// cacheRuleJSONOf renders r as the given api-version shows it.
+func (h *Handler) cacheRuleJSONOf(reg string, r rules.Rule, v apiVersion) cacheRuleJSON {
+	out := cacheRuleJSON{
+		ID:         h.resourceID(reg, "cacheRules", r.Name),
+		Name:       r.Name,
+		Type:       typeCacheRule,
+		SystemData: newSystemData(r.CreatedAt, r.ModifiedAt),
+		Properties: cacheRulePropsJSON{
+			SourceRepository:  r.Source,
+			TargetRepository:  r.Target,
+			CreationDate:      armTime(r.CreatedAt),
+			ProvisioningState: r.ProvisioningState,
+		},
+	}
+	if r.CredentialSet != "" {
+		id := h.resourceID(reg, "credentialSets", r.CredentialSet)
+		out.Properties.CredentialSetResourceID = &id
+	}
+	if !v.extended {
+		return out
+	}
+	if r.Identity != "" {
+		out.Identity = &identityJSON{Type: "userAssigned", UserAssignedIdentities: map[string]json.RawMessage{r.Identity: json.RawMessage(`{}`)}}
+	}
+	p := &out.Properties
+	p.SyncMode, p.SyncReferrers = string(r.Mode()), r.SyncReferrers
+	if !r.Filters.IsZero() {
+		f := r.Filters
+		p.ArtifactSyncFilters = &filtersJSON{ImageTypes: kindJSON(f.ImageTypes), ArtifactTypes: kindJSON(f.ArtifactTypes)}
+		if f.Tags != "" {
+			p.ArtifactSyncFilters.Tags = &tagFilterJSON{Type: "KQL", Query: f.Tags}
+		}
+		if len(f.Platforms) > 0 {
+			p.ArtifactSyncFilters.Platforms = &listFilterJSON{Type: "array", Values: f.Platforms}
+		}
+	}
+	if s := r.SyncStatus; s != nil {
+		p.ArtifactSyncStatus = &syncStatusJSON{Status: s.Status, LastSyncTime: armTime(s.LastSyncTime), LastError: s.LastError, SyncedTags: s.SyncedTags}
+	}
+	return out
+}
+
+func kindJSON(k *rules.KindFilter) *listFilterJSON {
+	if k == nil {
+		return nil
+	}
+	return &listFilterJSON{Type: k.Type, Values: k.Values}
+}
+
+// ---- credential sets ----
+
+type credentialSetJSON struct {
+	ID         string                 `json:"id"`
+	Name       string                 `json:"name"`
+	Type       string                 `json:"type"`
+	SystemData *systemData            `json:"systemData,omitempty"`
+	Identity   *identityJSON          `json:"identity,omitempty"`
+	Properties credentialSetPropsJSON `json:"properties"`
+}
+
+type credentialSetPropsJSON struct {
+	LoginServer       string           `json:"loginServer"`
+	AuthCredentials   []authCredential `json:"authCredentials"`
+	CreationDate      string           `json:"creationDate,omitempty"`
+	ProvisioningState string           `json:"provisioningState,omitempty"`
+}
+
+type authCredential struct {
+	Name                     string      `json:"name"`
+	UsernameSecretIdentifier string      `json:"usernameSecretIdentifier"`
+	PasswordSecretIdentifier string      `json:"passwordSecretIdentifier"`
+	CredentialHealth         *healthJSON `json:"credentialHealth,omitempty"`
+}
+
+type healthJSON struct {
+	Status       string `json:"status"`
+	ErrorCode    string `json:"errorCode,omitempty"`
+	ErrorMessage string `json:"errorMessage,omitempty"`
+}
+
+func (h *Handler) credentialSetJSONOf(reg string, c rules.CredentialSet) credentialSetJSON {
+	health := &healthJSON{Status: c.Health.Status, ErrorCode: c.Health.ErrorCode, ErrorMessage: c.Health.ErrorMessage}
+	if health.Status == "" {
+		health = nil
+	}
+	return credentialSetJSON{
+		ID:         h.resourceID(reg, "credentialSets", c.Name),
+		Name:       c.Name,
+		Type:       typeCredentialSet,
+		SystemData: newSystemData(c.CreatedAt, c.ModifiedAt),
+		Identity:   &identityJSON{PrincipalID: c.PrincipalID, TenantID: h.opts.TenantID, Type: "systemAssigned"},
+		Properties: credentialSetPropsJSON{
+			LoginServer: c.LoginServer,
+			AuthCredentials: []authCredential{{
+				Name:                     rules.CredentialName,
+				UsernameSecretIdentifier: c.UsernameRef,
+				PasswordSecretIdentifier: c.PasswordRef,
+				CredentialHealth:         health,
+			}},
+			CreationDate:      armTime(c.CreatedAt),
+			ProvisioningState: c.ProvisioningState,
+		},
+	}
+}
+
+// resourceID is the ARM ID of a child resource of registry reg.
+func (h *Handler) resourceID(reg, kind, name string) string {
+	return h.registryID(reg) + "/" + kind + "/" + name
+}
+
+func (h *Handler) registryID(reg string) string {
+	return "/subscriptions/" + h.opts.SubscriptionID + "/resourceGroups/" + h.opts.ResourceGroup +
+		"/providers/Microsoft.ContainerRegistry/registries/" + strings.ToLower(reg)
+}
