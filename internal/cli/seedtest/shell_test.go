@@ -102,7 +102,7 @@ func TestShellSplit(t *testing.T) {
 	tests := map[string]string{
 		`az acr cache create \ -r MyRegistry \ -n MyRule \ -t myapp \ --identity "$IDENTITY_RESOURCE_ID"`: "cache|create|-r|MyRegistry|-n|MyRule|-t|myapp|--identity|/subscriptions/x/id",
 		"az acr cache update -r <registry-name> -n r \\\n  --sync activesync":                             "cache|update|-r|myregistry|-n|r|--sync|activesync",
-		`az acr credential-set show -n X \ -r R \ --query 'identity.principalId' \ -o tsv`:               "credential-set|show|-n|X|-r|R|--query|identity.principalId|-o|tsv",
+		`az acr credential-set show -n X \ -r R \ --query 'identity.principalId' \ -o tsv`:                "credential-set|show|-n|X|-r|R|--query|identity.principalId|-o|tsv",
 	}
 	for in, want := range tests {
 		got, err := toArgs(in, vars)
