@@ -1,6 +1,7 @@
 package upstreamreg
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +37,12 @@ type Fault struct {
 	// Corrupt flips the first body byte of the registry's 200 answer (same
 	// length, wrong digest).
 	Corrupt bool
+	// Stall pauses the registry's 200 answer for this long after CutAfter
+	// body bytes (then goes on, or cuts if Cut is set too).
+	Stall time.Duration
+	// Delay holds the request this long before anything else (a slow
+	// upstream that has not sent headers yet).
+	Delay time.Duration
 }
 
 // ProxyRequest is one request the proxy received.
@@ -274,6 +281,8 @@ func describe(f Fault, redirect bool) string {
 	switch {
 	case f.Status != 0:
 		return fmt.Sprintf("status %d", f.Status)
+	case f.Stall > 0:
+		return fmt.Sprintf("stall %s after %d bytes", f.Stall, f.CutAfter)
 	case f.Cut:
 		return fmt.Sprintf("cut after %d bytes", f.CutAfter)
 	case f.Corrupt:
@@ -286,6 +295,13 @@ func describe(f Fault, redirect bool) string {
 
 func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f, redirect, hdr := p.take(r)
+	if f.Delay > 0 {
+		select {
+		case <-time.After(f.Delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	for k, v := range hdr {
 		w.Header()[k] = v
 	}
@@ -294,8 +310,8 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, r, f)
 	case redirect:
 		p.redirectBlob(w, r)
-	case f.Cut || f.Corrupt:
-		p.proxy.ServeHTTP(&faultWriter{ResponseWriter: w, cut: f.Cut, cutAfter: f.CutAfter, corrupt: f.Corrupt}, r)
+	case f.Cut || f.Corrupt || f.Stall > 0:
+		p.proxy.ServeHTTP(&faultWriter{ResponseWriter: w, cut: f.Cut, cutAfter: f.CutAfter, corrupt: f.Corrupt, stall: f.Stall, ctx: r.Context()}, r)
 	default:
 		p.proxy.ServeHTTP(w, r)
 	}
@@ -328,6 +344,8 @@ type faultWriter struct {
 	cut      bool
 	cutAfter int64
 	corrupt  bool
+	stall    time.Duration
+	ctx      context.Context
 }
 
 func (w *faultWriter) WriteHeader(code int) {
@@ -347,11 +365,27 @@ func (w *faultWriter) Write(b []byte) (int, error) {
 	if w.corrupt && w.written == 0 && len(b) > 0 {
 		b = append([]byte{b[0] ^ 0xff}, b[1:]...)
 	}
-	if w.cut && w.written+int64(len(b)) > w.cutAfter {
-		n, _ := w.ResponseWriter.Write(b[:w.cutAfter-w.written])
+	if (w.cut || w.stall > 0) && w.written <= w.cutAfter && w.written+int64(len(b)) > w.cutAfter {
+		n, err := w.ResponseWriter.Write(b[:w.cutAfter-w.written])
 		w.written += int64(n)
 		w.Flush()
-		return n, errCut
+		if err != nil {
+			return n, err
+		}
+		if w.stall > 0 {
+			select {
+			case <-time.After(w.stall):
+			case <-w.ctx.Done():
+				return n, w.ctx.Err()
+			}
+		}
+		if w.cut {
+			return n, errCut
+		}
+		w.stall = 0
+		m, err := w.ResponseWriter.Write(b[n:])
+		w.written += int64(m)
+		return n + m, err
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.written += int64(n)

@@ -1,0 +1,250 @@
+package upstream
+
+import (
+	"context"
+	_ "crypto/sha256" // digest algorithms go-digest verifies with
+	_ "crypto/sha512"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+)
+
+// Options configures a Client.
+type Options struct {
+	// Insecure lists "host:port" login servers reached over plain HTTP
+	// (serve flag --insecure-upstream); all others use HTTPS.
+	Insecure []string
+	// Transport is the base transport (tests); default a tuned
+	// *http.Transport clone.
+	Transport http.RoundTripper
+	// Timeout bounds the wait for response headers of each attempt, and
+	// each body Read (a stalled stream); bodies may stream longer. Default 30s.
+	Timeout time.Duration
+	// MaxRetries is the number of retries after the first attempt on network
+	// errors, 408, 429 and 5xx. Default 3; negative means none.
+	MaxRetries int
+	// RetryBackoff is the first retry's wait, doubling (with jitter) up to
+	// 10s. Default 200ms. A Retry-After header overrides it.
+	RetryBackoff time.Duration
+	// MaxRetryAfter caps an honoured Retry-After: a longer one is not
+	// waited for and the answer (429/503) goes to the caller. Default 60s.
+	MaxRetryAfter time.Duration
+	// TagPageSize is the n= of tags/list requests. Default 1000.
+	TagPageSize int
+	UserAgent   string
+	Logger      *slog.Logger
+	// Registerer receives the metrics arca_upstream_requests_total,
+	// arca_upstream_bytes_total, arca_upstream_ratelimit_remaining and
+	// arca_upstream_ratelimit_limit. Nil: not registered.
+	Registerer prometheus.Registerer
+	// OnRateLimit, if set, is called (synchronously, keep it fast) with every
+	// rate-limit observation; host is CanonicalHost of the login server.
+	OnRateLimit func(credKey, host string, rl RateLimit)
+}
+
+// Client talks to upstream registries. It is safe for concurrent use and
+// owns the token caches (one per credential key).
+type Client struct {
+	opts     Options
+	insecure map[string]bool
+	http     *http.Client
+	auths    sync.Map // credKey -> *auth.Client
+	limits   *rateLimits
+	log      *slog.Logger
+}
+
+// New builds a Client.
+func New(o Options) (*Client, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.MaxRetries == 0 {
+		o.MaxRetries = 3
+	} else if o.MaxRetries < 0 {
+		o.MaxRetries = 0
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = 200 * time.Millisecond
+	}
+	if o.MaxRetryAfter <= 0 {
+		o.MaxRetryAfter = 60 * time.Second
+	}
+	if o.TagPageSize <= 0 {
+		o.TagPageSize = 1000
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "arca"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Transport == nil {
+		o.Transport = defaultTransport(o.Timeout)
+	}
+	c := &Client{opts: o, insecure: map[string]bool{}, log: o.Logger}
+	for _, h := range o.Insecure {
+		if h = strings.ToLower(strings.TrimSpace(h)); h == "" || strings.ContainsAny(h, "/ ") {
+			return nil, fmt.Errorf("upstream: invalid insecure host %q (want host:port)", h)
+		}
+		c.insecure[h] = true
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: register metrics: %w", err)
+	}
+	c.limits = &rateLimits{byKey: map[limitKey]RateLimit{}, metrics: m, hook: o.OnRateLimit}
+	rt := &retryTransport{
+		next:       &meterTransport{next: o.Transport, metrics: m, limits: c.limits},
+		maxRetries: o.MaxRetries, timeout: o.Timeout,
+		backoff: o.RetryBackoff, maxBackoff: 10 * time.Second, maxRetryAfter: o.MaxRetryAfter,
+		log: o.Logger,
+	}
+	c.http = &http.Client{Transport: rt, CheckRedirect: checkRedirect}
+	return c, nil
+}
+
+// RateLimit returns the last Docker Hub rate-limit headers seen for
+// credKey ("" for anonymous) on host.
+func (c *Client) RateLimit(credKey, host string) (RateLimit, bool) {
+	return c.limits.get(credKey, host)
+}
+
+// reqInfo travels in a request's context down to the credential function
+// and the metering transport.
+type reqInfo struct {
+	upstream     string // CanonicalHost of the login server
+	apiHost      string
+	credKey      string
+	creds        Credentials
+	recordLimits bool
+}
+
+type infoKey struct{}
+
+func infoFrom(ctx context.Context) *reqInfo {
+	info, _ := ctx.Value(infoKey{}).(*reqInfo)
+	return info
+}
+
+// credential resolves the request's credentials at use time, and only for
+// the host they belong to (never for a token realm or a redirect target).
+func credential(ctx context.Context, hostport string) (auth.Credential, error) {
+	info := infoFrom(ctx)
+	if info == nil || info.creds == nil || !strings.EqualFold(hostport, info.apiHost) {
+		return auth.EmptyCredential, nil
+	}
+	user, pass, err := info.creds(ctx)
+	if err != nil {
+		return auth.EmptyCredential, fmt.Errorf("resolve credentials %q: %w", info.credKey, err)
+	}
+	return auth.Credential{Username: user, Password: pass}, nil
+}
+
+func (c *Client) newAuthClient(cache auth.Cache) *auth.Client {
+	return &auth.Client{
+		Client:     c.http,
+		Header:     http.Header{"User-Agent": {c.opts.UserAgent}},
+		Credential: credential,
+		Cache:      cache,
+	}
+}
+
+// authFor returns the auth client (and so the token cache) of credKey.
+func (c *Client) authFor(credKey string) *auth.Client {
+	if ac, ok := c.auths.Load(credKey); ok {
+		return ac.(*auth.Client)
+	}
+	ac, _ := c.auths.LoadOrStore(credKey, c.newAuthClient(newTokenCache()))
+	return ac.(*auth.Client)
+}
+
+// do sends one request for p's repository with pull scope and returns the
+// response whatever its status; errors are *Error.
+func (c *Client) do(ctx context.Context, op string, p prepared, method string, u *url.URL, accept string) (*http.Response, error) {
+	info := &reqInfo{upstream: CanonicalHost(p.repo.Host), apiHost: p.apiHost, credKey: p.repo.CredKey, creds: p.repo.Creds, recordLimits: true}
+	ctx = context.WithValue(ctx, infoKey{}, info)
+	// The scope hint lets a cached token go out with the first request
+	// instead of after a 401 challenge.
+	ctx = auth.AppendScopesForHost(ctx, p.apiHost, auth.ScopeRepository(p.repo.Path, auth.ActionPull))
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return nil, &Error{Op: op, Repo: p.repo.String(), Err: err}
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := c.authFor(p.repo.CredKey).Do(req)
+	if err != nil {
+		return nil, authError(op, p.repo.String(), err)
+	}
+	return resp, nil
+}
+
+// authError turns what the auth client returns into an *Error.
+func authError(op, repo string, err error) *Error {
+	e := &Error{Op: op, Repo: repo, Err: err}
+	var er *errcode.ErrorResponse
+	switch {
+	case errors.As(err, &er): // the token service said no
+		e.StatusCode = er.StatusCode
+		if len(er.Errors) > 0 {
+			e.Code, e.Message = oneLine(er.Errors[0].Code, 64), oneLine(er.Errors[0].Message, maxErrorMessage)
+		}
+		if e.StatusCode == http.StatusUnauthorized && e.Code == "" {
+			e.Code = "UNAUTHORIZED"
+		}
+		host := ""
+		if er.URL != nil {
+			host = er.URL.Host
+		}
+		if e.Message == "" {
+			e.Message = fmt.Sprintf("token service %s answered %d %s", host, er.StatusCode, http.StatusText(er.StatusCode))
+		}
+		if e.StatusCode == http.StatusUnauthorized {
+			e.Message = fmt.Sprintf("token service %s rejected the credentials: %s", host, e.Message)
+		}
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
+		e.StatusCode, e.Code = http.StatusUnauthorized, "UNAUTHORIZED"
+		e.Message = "the registry requires credentials (basic auth) and none are configured"
+	}
+	return e
+}
+
+// maxErrorBody bounds how much of an error answer is read.
+const maxErrorBody = 64 << 10
+
+// statusError reads (boundedly) and closes a non-success answer.
+func statusError(op, repo string, resp *http.Response) *Error {
+	defer resp.Body.Close()
+	e := &Error{Op: op, Repo: repo, StatusCode: resp.StatusCode}
+	if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		e.RetryAfter = ra
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if len(body) > 0 {
+		e.Code, e.Message = parseErrorBody(body)
+	}
+	if e.StatusCode == http.StatusUnauthorized && e.Code == "" {
+		e.Code = "UNAUTHORIZED"
+	}
+	if e.Message == "" {
+		e.Message = http.StatusText(resp.StatusCode)
+	}
+	return e
+}
+
+// readError wraps a failure while reading a body: no HTTP answer for the
+// caller, so it counts as unavailable.
+func readError(op, repo string, err error) *Error {
+	return &Error{Op: op, Repo: repo, Err: fmt.Errorf("reading response: %w", err)}
+}
