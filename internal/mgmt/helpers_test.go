@@ -47,13 +47,20 @@ type fixture struct {
 	logs    *syncBuffer
 	changes []string
 	mu      sync.Mutex
+	tls     bool
 }
 
 type fixtureOpt func(*Options)
 
+type fixtureServerOpt func(*fixture)
+
 // newFixture serves a Handler over a fresh SQLite store with registries
 // "default" and "teamreg" (on team.example.com).
 func newFixture(t *testing.T, mods ...fixtureOpt) *fixture {
+	return newFixtureWith(t, nil, mods...)
+}
+
+func newFixtureWith(t *testing.T, srvOpt fixtureServerOpt, mods ...fixtureOpt) *fixture {
 	t.Helper()
 	meta, err := metadata.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "arca.db"))
 	if err != nil {
@@ -78,10 +85,22 @@ func newFixture(t *testing.T, mods ...fixtureOpt) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = httptest.NewServer(h)
+	if srvOpt != nil {
+		srvOpt(f)
+	}
+	f.srv = httptest.NewUnstartedServer(h)
+	if f.tls {
+		f.srv.StartTLS()
+	} else {
+		f.srv.Start()
+	}
 	t.Cleanup(f.srv.Close)
 	return f
 }
+
+// withTLS serves the fixture over HTTPS (as the Azure SDK requires for
+// bearer tokens).
+func withTLS(f *fixture) { f.tls = true }
 
 // base is the ARM path of a registry.
 func base(reg string) string {
