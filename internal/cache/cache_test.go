@@ -355,7 +355,7 @@ func TestAuthenticatedUpstreams(t *testing.T) {
 
 func TestReferrersThroughCache(t *testing.T) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
-	img := up.PushImage(t, "img", "v1", nil, randomBytes(100))
+	img := up.PushImage(t, "img", "v1", &oci.Platform{OS: "linux", Architecture: "amd64"}, randomBytes(100))
 	sig := up.PushReferrer(t, "img", img, "application/vnd.cncf.notary.signature", map[string]string{"k": "v"})
 	e := newEnv(t, up.Host, time.Hour, nil)
 	r := get(t, e.srv.URL+"/v2/cached/img/referrers/"+img.Digest.String())
