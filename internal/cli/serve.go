@@ -76,6 +76,7 @@ which wins over the file.`,
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addManagementFlags(f, &opts.Management, env)
+	addPullThroughFlags(f, &opts.PullThrough)
 	return cmd
 }
 

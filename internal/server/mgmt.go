@@ -32,7 +32,7 @@ type ManagementOptions struct {
 }
 
 // management builds the registries and the management API handler.
-func (s *Server) management(ctx context.Context) (*mgmt.Handler, *mgmt.Registries, error) {
+func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker mgmt.CredentialChecker, onChange func(string)) (*mgmt.Handler, *mgmt.Registries, error) {
 	o := s.opts.Management
 	regs, err := mgmt.NewRegistries(s.opts.RegistryName, o.Registries)
 	if err != nil {
@@ -55,10 +55,6 @@ func (s *Server) management(ctx context.Context) (*mgmt.Handler, *mgmt.Registrie
 		}
 		o.AdminTokenGenerated(generated)
 	}
-	res, err := secrets.New(secrets.Options{})
-	if err != nil {
-		return nil, nil, fmt.Errorf("secrets: %w", err)
-	}
 	h, err := mgmt.New(mgmt.Options{
 		SubscriptionID:    o.SubscriptionID,
 		ResourceGroup:     o.ResourceGroup,
@@ -67,11 +63,16 @@ func (s *Server) management(ctx context.Context) (*mgmt.Handler, *mgmt.Registrie
 		Registries:        regs,
 		Store:             s.meta,
 		Token:             tok,
-		Checker:           mgmt.ResolveOnlyChecker{Secrets: res},
+		Checker:           checker,
 		ValidateSecretRef: secrets.Validate,
 		MaxRules:          o.MaxCacheRules,
-		OnChange:          o.OnRulesChange,
-		Logger:            s.log,
+		OnChange: func(registry string) {
+			onChange(registry)
+			if o.OnRulesChange != nil {
+				o.OnRulesChange(registry)
+			}
+		},
+		Logger: s.log,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -21,8 +21,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/registry"
+	"github.com/arcacache/arca/internal/secrets"
 )
 
 // Options configure a server. cmd/arca fills them from flags, env and file.
@@ -40,6 +42,8 @@ type Options struct {
 	Ready func(addr net.Addr)
 	// Management configures the management plane (see mgmt.go).
 	Management ManagementOptions
+	// PullThrough configures rule-backed repositories (see pullthrough.go).
+	PullThrough PullThroughOptions
 }
 
 // Server is a running arca.
@@ -48,6 +52,7 @@ type Server struct {
 	log     *slog.Logger
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
+	cache   *cache.Cache
 	handler http.Handler
 }
 
@@ -74,19 +79,33 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, log: opts.Logger, meta: meta, blobs: blobs}
-	mg, regs, err := s.management(ctx)
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	res, err := secrets.New(secrets.Options{})
+	if err != nil {
+		meta.Close()
+		return nil, fmt.Errorf("secrets: %w", err)
+	}
+	pt, err := s.newPullThrough(promReg, res)
+	if err != nil {
+		meta.Close()
+		return nil, err
+	}
+	s.cache = pt.cache
+	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, pt.rules.Invalidate)
 	if err != nil {
 		meta.Close()
 		return nil, err
 	}
 
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg := registry.New(registry.Options{
-		Blobs:    blobs,
-		Meta:     meta,
-		Logger:   opts.Logger,
-		Registry: regs.ForRequest,
+		Blobs:           blobs,
+		Meta:            meta,
+		Logger:          opts.Logger,
+		Registry:        regs.ForRequest,
+		Rules:           pt.rules,
+		Cache:           pt.cache,
+		MirrorNamespace: opts.PullThrough.MirrorNamespace,
 	})
 
 	mux := http.NewServeMux()

@@ -1,0 +1,19 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/arcacache/arca/internal/server"
+)
+
+// addPullThroughFlags adds `arca serve`'s settings for rule-backed
+// repositories and their upstreams.
+func addPullThroughFlags(f *pflag.FlagSet, o *server.PullThroughOptions) {
+	f.StringArrayVar(&o.InsecureUpstreams, "insecure-upstream", nil, "upstream login server HOST:PORT to reach over plain HTTP (repeatable; everything else is HTTPS)")
+	f.DurationVar(&o.Revalidate, "revalidate-after", 5*time.Minute, "a cached tag older than this is checked upstream (with a HEAD) on its next pull")
+	f.DurationVar(&o.FetchTimeout, "fetch-timeout", time.Hour, "longest an upstream blob transfer may take (it goes on when the client leaves)")
+	f.DurationVar(&o.UpstreamTimeout, "upstream-timeout", 30*time.Second, "how long to wait for an upstream's response headers")
+	f.StringVar(&o.MirrorNamespace, "mirror-namespace", "docker.io", `upstream assumed for requests that match no rule and no repository (Docker's registry-mirrors); "" turns it off`)
+}
