@@ -292,7 +292,9 @@ func TestTagFreshnessAndStaleIfError(t *testing.T) {
 }
 
 func errorCode(b []byte) string {
-	var e struct{ Errors []struct{ Code, Message string } }
+	var e struct {
+		Errors []struct{ Code, Message string }
+	}
 	if json.Unmarshal(b, &e) != nil || len(e.Errors) == 0 {
 		return ""
 	}
