@@ -40,7 +40,7 @@ func TestCacheCreateBodies(t *testing.T) {
 				"--sync-referrers", "enabled", "--include-artifact-types", "images,notary-project-signature"},
 			stdin:      "y\n",
 			wantBody:   `{"properties":{"sourceRepository":"ghcr.io/org/app","targetRepository":"app","credentialSetResourceId":null,"syncMode":"ActiveSync","syncReferrers":"Enabled","artifactSyncFilters":{"tags":{"type":"KQL","query":"Tags"},"platforms":{"type":"array","values":["linux/amd64","linux/arm64"]},"artifactTypes":{"type":"include","values":["images","notary-project-signature"]}}}}`,
-			wantStderr: promptCreate + " (y/n): "},
+			wantStderr: promptCreate + " (y/n): y\n"},
 		{name: "tag filters build KQL; legacy flags warn; new flags win",
 			args: []string{"-s", "quay.io/org/app", "-t", "app", "--sync", "ActiveSync", "--tag-starts-with", "v1", "--starts-with", "old",
 				"--ends-with=-alpine", "--tag-contains", "rc", "--tag", "1.0", "--exclude-image-types", "application/vnd.docker.distribution.manifest.v1+json"},
@@ -188,7 +188,7 @@ func TestCacheUpdate(t *testing.T) {
 	if w := last(); w.Method != "PATCH" || w.Body != `{"properties":{"syncMode":"ActiveSync","syncReferrers":"Enabled","artifactSyncFilters":{"platforms":{"type":"array","values":["linux/amd64"]},"artifactTypes":{"type":"include","values":["images"]}}}}` {
 		t.Fatalf("update --sync: %v", w)
 	}
-	if res.stderr != promptUpdate+" (y/n): " {
+	if res.stderr != promptUpdate+" (y/n): y\n" {
 		t.Fatalf("stderr = %q", res.stderr)
 	}
 	// Existing filters are kept per kind; a tag filter means no question.

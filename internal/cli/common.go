@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
 
@@ -56,6 +57,11 @@ func confirm(env Env, msg string, yes bool) error {
 		fmt.Fprintf(env.Stderr, "%s (y/n): ", msg)
 		line, err := rd.ReadString('\n')
 		answer := strings.ToLower(strings.TrimSpace(line))
+		if line != "" && !isTerminalReader(env.Stdin) {
+			// Piped answers are not echoed by a terminal: show them, so
+			// logs read "Continue? (y/n): y".
+			fmt.Fprintln(env.Stderr, strings.TrimSpace(line))
+		}
 		switch answer {
 		case "y", "yes":
 			return nil
@@ -72,6 +78,15 @@ func confirm(env Env, msg string, yes bool) error {
 		fmt.Fprintln(env.Stderr, "Please enter 'y' or 'n'.")
 	}
 	return errors.New("Operation cancelled.")
+}
+
+func isTerminalReader(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // canonicalChoice matches v case-insensitively against choices, as az's

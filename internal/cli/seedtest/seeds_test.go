@@ -202,6 +202,7 @@ func runSeedStep(t *testing.T, srv *server, sd seedScript, st step, state map[st
 		if len(st.codes) > 0 && !containsAny(r.stderr, st.codes) {
 			t.Fatalf("%s: error %q, want one of %v", cmdline, r.stderr, st.codes)
 		}
+		t.Logf("%s: refused as expected: %s", cmdline, strings.TrimSpace(r.stderr))
 		return
 	case okOrUnsupported:
 		if r.code != 0 {
