@@ -111,7 +111,7 @@ func (s *RuleSet) Resolve(ctx context.Context, registry, repo, ns string) (Targe
 	host, path, _ := strings.Cut(up, "/")
 	t := Target{Rule: r.Name, Repo: local, Upstream: upstream.Repo{Host: host, Path: upstream.NormalizePath(host, path)}}
 	if r.CredentialSet != "" {
-		t.Upstream.CredKey = r.CredentialSet
+		t.Upstream.CredKey = registry + "/" + r.CredentialSet
 		t.Upstream.Creds = s.credentials(registry, r.CredentialSet)
 	}
 	return t, true, nil

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -114,5 +115,22 @@ func TestConcurrentWrites(t *testing.T) {
 	repos, _, _ := s.ListRepositories(ctx, "r", "", 0)
 	if len(repos) != 4 {
 		t.Fatalf("repos %v", repos)
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	src := RateLimitSource("default/hub", "docker.io")
+	if _, err := s.GetRateLimit(ctx, src); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("empty: %v", err)
+	}
+	now := time.Now().Truncate(time.Millisecond)
+	s.RecordRateLimit(ctx, src, RateLimit{Limit: 100, Remaining: 80, Window: 6 * time.Hour, ObservedAt: now})
+	// An older observation (another replica, late) does not win.
+	s.RecordRateLimit(ctx, src, RateLimit{Limit: 100, Remaining: 99, Window: 6 * time.Hour, ObservedAt: now.Add(-time.Minute)})
+	rl, err := s.GetRateLimit(ctx, src)
+	if err != nil || rl.Remaining != 80 || rl.Window != 6*time.Hour || !rl.ObservedAt.Equal(now) {
+		t.Fatalf("got %+v %v", rl, err)
 	}
 }

@@ -36,6 +36,7 @@ var migrations = []string{
 	schemaRegistry,
 	schemaRules,
 	schemaSync,
+	schemaRateLimits,
 }
 
 // OpenSQLite opens (creating if needed) the database file at path.

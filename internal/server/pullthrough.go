@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arcacache/arca/internal/cache"
+	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/rules"
 	"github.com/arcacache/arca/internal/upstream"
@@ -37,12 +40,14 @@ type pullThrough struct {
 // newPullThrough builds the upstream client, the rule resolver and the cache.
 func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretResolver) (*pullThrough, error) {
 	o := s.opts.PullThrough
+	rl := &rateLimitRecorder{meta: s.meta, log: s.log, last: map[string]upstream.RateLimit{}}
 	up, err := upstream.New(upstream.Options{
-		Insecure:   o.InsecureUpstreams,
-		Timeout:    o.UpstreamTimeout,
-		UserAgent:  "arca",
-		Logger:     s.log,
-		Registerer: reg,
+		Insecure:    o.InsecureUpstreams,
+		Timeout:     o.UpstreamTimeout,
+		UserAgent:   "arca",
+		Logger:      s.log,
+		Registerer:  reg,
+		OnRateLimit: rl.record,
 	})
 	if err != nil {
 		return nil, err
@@ -81,4 +86,35 @@ func (c loginChecker) Check(ctx context.Context, loginServer, usernameRef, passw
 		return rules.Unhealthy, "LoginFailed", "Logging in to " + loginServer + " failed: " + err.Error()
 	}
 	return rules.Healthy, "", ""
+}
+
+// rateLimitRecorder persists Docker Hub rate-limit observations so every
+// replica's `credential-set show` sees them. Writes are skipped while
+// nothing changed, to keep the metadata store out of the pull path.
+type rateLimitRecorder struct {
+	meta *metadata.SQLite
+	log  *slog.Logger
+	mu   sync.Mutex
+	last map[string]upstream.RateLimit
+}
+
+func (r *rateLimitRecorder) record(credKey, host string, rl upstream.RateLimit) {
+	source := metadata.RateLimitSource(credKey, host)
+	r.mu.Lock()
+	prev, seen := r.last[source]
+	if seen && prev.Remaining == rl.Remaining && prev.Limit == rl.Limit && rl.ObservedAt.Sub(prev.ObservedAt) < 30*time.Second {
+		r.mu.Unlock()
+		return
+	}
+	r.last[source] = rl
+	r.mu.Unlock()
+	// Recorded off the request path: the hook is called synchronously.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := r.meta.RecordRateLimit(ctx, source, metadata.RateLimit{Limit: rl.Limit, Remaining: rl.Remaining, Window: rl.Window, ObservedAt: rl.ObservedAt})
+		if err != nil {
+			r.log.Warn("record upstream rate limit", "source", source, "err", err)
+		}
+	}()
 }
