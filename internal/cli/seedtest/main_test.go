@@ -57,8 +57,9 @@ type server struct {
 }
 
 // startServer runs arca serve on a free loopback port with a fresh data
-// directory, the admin token in ARCA_ADMIN_TOKEN and extra environment.
-func startServer(t *testing.T, extraEnv ...string) *server {
+// directory, the admin token in ARCA_ADMIN_TOKEN, extra environment and
+// extra serve flags.
+func startServer(t *testing.T, extraEnv []string, extraArgs ...string) *server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,7 +68,8 @@ func startServer(t *testing.T, extraEnv ...string) *server {
 	addr := ln.Addr().String()
 	ln.Close()
 	s := &server{URL: "http://" + addr, DataDir: t.TempDir(), logs: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(arcaBin, "serve", "--addr", addr, "--data-dir", s.DataDir, "--registry-name", "myregistry")
+	args := append([]string{"serve", "--addr", addr, "--data-dir", s.DataDir, "--registry-name", "myregistry"}, extraArgs...)
+	s.cmd = exec.Command(arcaBin, args...)
 	s.cmd.Env = append(append(os.Environ(), "ARCA_ADMIN_TOKEN="+adminToken), extraEnv...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
 // TestPlantedSecretsNeverShown plants secret values in the server's
@@ -20,7 +22,11 @@ func TestPlantedSecretsNeverShown(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte(planted[2]+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := startServer(t, "PLANTED_USER="+planted[0], "PLANTED_PASS="+planted[1])
+	// A real upstream (Debian's docker-registry with htpasswd) that accepts
+	// only the planted user and the file's password: a Healthy credential
+	// set proves the server resolved both references and used them.
+	up := upstreamreg.Start(t, upstreamreg.Options{Auth: upstreamreg.Htpasswd, Username: planted[0], Password: planted[2]})
+	srv := startServer(t, []string{"PLANTED_USER=" + planted[0], "PLANTED_PASS=" + planted[1]}, "--insecure-upstream", up.Host)
 
 	var outputs []string
 	run := func(stdin string, args ...string) result {
@@ -33,13 +39,14 @@ func TestPlantedSecretsNeverShown(t *testing.T) {
 		return r
 	}
 	run("", "credential-set", "create", "-r", "myregistry", "-n", "ghcr-planted", "-l", "ghcr.io", "-u", "env://PLANTED_USER", "-p", "env://PLANTED_PASS")
-	run("", "credential-set", "create", "-r", "myregistry", "-n", "quay-planted", "-l", "quay.io", "-u", "env://PLANTED_USER", "-p", "file://"+secretFile)
-	run("", "credential-set", "create", "-r", "myregistry", "-n", "broken-set", "-l", "quay.io", "-u", "env://PLANTED_USER", "-p", "env://NOT_SET_ANYWHERE")
+	run("", "credential-set", "create", "-r", "myregistry", "-n", "local-planted", "-l", up.Host, "-u", "env://PLANTED_USER", "-p", "file://"+secretFile)
+	run("", "credential-set", "create", "-r", "myregistry", "-n", "wrong-pass", "-l", up.Host, "-u", "env://PLANTED_USER", "-p", "env://PLANTED_PASS")
+	run("", "credential-set", "create", "-r", "myregistry", "-n", "broken-set", "-l", up.Host, "-u", "env://PLANTED_USER", "-p", "env://NOT_SET_ANYWHERE")
 	run("", "credential-set", "update", "-r", "myregistry", "-n", "ghcr-planted", "-p", "file://"+secretFile)
 	run("", "cache", "create", "-r", "myregistry", "-n", "ghcr-app", "-s", "ghcr.io/org/app", "-t", "app", "-c", "ghcr-planted")
 	for _, format := range []string{"json", "jsonc", "yaml", "table", "tsv"} {
 		run("", "credential-set", "list", "-r", "myregistry", "-o", format)
-		run("", "credential-set", "show", "-r", "myregistry", "-n", "quay-planted", "-o", format)
+		run("", "credential-set", "show", "-r", "myregistry", "-n", "local-planted", "-o", format)
 		run("", "cache", "list", "-r", "myregistry", "-o", format)
 	}
 	run("", "credential-set", "show", "-r", "myregistry", "-n", "ghcr-planted", "--query", "authCredentials[0]")
@@ -54,11 +61,15 @@ func TestPlantedSecretsNeverShown(t *testing.T) {
 		}
 		return h
 	}
-	if h := health("quay-planted"); h["status"] != "Healthy" {
-		t.Errorf("quay-planted health = %v, want Healthy (the server resolves env and file references)", h)
+	if h := health("local-planted"); h["status"] != "Healthy" {
+		t.Errorf("local-planted health = %v, want Healthy (env and file references resolved, upstream login accepted)", h)
 	}
-	if h := health("broken-set"); h["status"] != "Unhealthy" || h["errorMessage"] == "" {
-		t.Errorf("broken-set health = %v, want Unhealthy with a message", h)
+	for _, name := range []string{"wrong-pass", "broken-set"} {
+		if h := health(name); h["status"] != "Unhealthy" || h["errorMessage"] == "" {
+			t.Errorf("%s health = %v, want Unhealthy with a message", name, h)
+		} else {
+			t.Logf("%s: %v", name, h)
+		}
 	}
 
 	applyFile := filepath.Join(t.TempDir(), "arca.yaml")

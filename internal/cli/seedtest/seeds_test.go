@@ -160,7 +160,7 @@ func seed004() seedScript {
 func TestSeedCommands(t *testing.T) {
 	for _, sd := range seedScripts() {
 		t.Run(sd.file, func(t *testing.T) {
-			srv := startServer(t)
+			srv := startServer(t, nil)
 			state := map[string]string{}
 			for _, st := range sd.steps {
 				if st.setup != nil {
