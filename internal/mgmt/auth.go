@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,40 +33,39 @@ func NewAdminToken(token string) (*AdminToken, error) {
 	return &AdminToken{hash: sha256.Sum256([]byte(token))}, nil
 }
 
-// LoadAdminToken returns the verifier for the configured token if there is
-// one. Otherwise it uses the token generated at an earlier start (its hash
-// is in dataDir), or generates one now: then generated is the token, which
-// the caller shows once, as it is stored nowhere.
-func LoadAdminToken(dataDir, configured string) (tok *AdminToken, generated string, err error) {
-	if configured != "" {
-		tok, err = NewAdminToken(configured)
-		return tok, "", err
-	}
-	path := filepath.Join(dataDir, AdminTokenFile)
-	if tok, err := readTokenHash(path); err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return tok, "", err
-	}
+// ReadAdminToken returns the verifier of the token generated at an
+// earlier start (its hash is in dataDir); an fs.ErrNotExist error if there
+// is none.
+func ReadAdminToken(dataDir string) (*AdminToken, error) {
+	return readTokenHash(filepath.Join(dataDir, AdminTokenFile))
+}
+
+// GenerateAdminToken returns a new random token and its verifier. Nothing
+// is stored until StoreAdminToken.
+func GenerateAdminToken() (string, *AdminToken, error) {
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
-		return nil, "", fmt.Errorf("admin token: %w", err)
+		return "", nil, fmt.Errorf("admin token: %w", err)
 	}
 	token := "arca_" + base64.RawURLEncoding.EncodeToString(raw)
-	tok, _ = NewAdminToken(token)
+	tok, err := NewAdminToken(token)
+	return token, tok, err
+}
+
+// StoreAdminToken records tok's hash in dataDir, failing (fs.ErrExist) if
+// a token is already recorded there.
+func StoreAdminToken(dataDir string, tok *AdminToken) error {
+	path := filepath.Join(dataDir, AdminTokenFile)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		// Another process sharing the data directory won the race: use its token.
-		tok, err := readTokenHash(path)
-		return tok, "", err
-	}
 	if err != nil {
-		return nil, "", fmt.Errorf("admin token: %w", err)
+		return fmt.Errorf("admin token: %w", err)
 	}
 	_, werr := f.WriteString(hex.EncodeToString(tok.hash[:]) + "\n")
 	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
 		os.Remove(path)
-		return nil, "", fmt.Errorf("admin token: %w", err)
+		return fmt.Errorf("admin token: %w", err)
 	}
-	return tok, token, nil
+	return nil
 }
 
 func readTokenHash(path string) (*AdminToken, error) {

@@ -1,6 +1,8 @@
 package mgmt
 
 import (
+	"errors"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -74,14 +76,20 @@ func TestRegistriesInvalid(t *testing.T) {
 	}
 }
 
-func TestLoadAdminToken(t *testing.T) {
+func TestAdminTokenStore(t *testing.T) {
 	dir := t.TempDir()
-	tok, generated, err := LoadAdminToken(dir, "")
-	if err != nil || generated == "" || !strings.HasPrefix(generated, "arca_") {
-		t.Fatalf("first start: %q, %v", generated, err)
+	if _, err := ReadAdminToken(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("empty dir: %v", err)
+	}
+	token, tok, err := GenerateAdminToken()
+	if err != nil || !strings.HasPrefix(token, "arca_") || len(token) < 40 {
+		t.Fatalf("generate: %q %v", token, err)
+	}
+	if err := StoreAdminToken(dir, tok); err != nil {
+		t.Fatal(err)
 	}
 	stored, err := os.ReadFile(filepath.Join(dir, AdminTokenFile))
-	if err != nil || strings.Contains(string(stored), generated) {
+	if err != nil || strings.Contains(string(stored), token) {
 		t.Fatalf("stored %q (err %v): must be the hash, not the token", stored, err)
 	}
 	if fi, _ := os.Stat(filepath.Join(dir, AdminTokenFile)); fi.Mode().Perm() != 0o600 {
@@ -92,24 +100,23 @@ func TestLoadAdminToken(t *testing.T) {
 		r.Header.Set("Authorization", "Bearer "+bearer)
 		return tok.check(r) == nil
 	}
-	if !check(tok, generated) || check(tok, generated+"x") {
-		t.Fatal("generated token does not verify")
+	read, err := ReadAdminToken(dir)
+	if err != nil || !check(read, token) || check(read, token+"x") {
+		t.Fatalf("read back: %v", err)
 	}
-	// Second start: same token, not shown again.
-	tok2, again, err := LoadAdminToken(dir, "")
-	if err != nil || again != "" || !check(tok2, generated) {
-		t.Fatalf("second start: %q, %v", again, err)
-	}
-	// A configured token wins and leaves the file alone.
-	tok3, none, err := LoadAdminToken(dir, "configured-token")
-	if err != nil || none != "" || !check(tok3, "configured-token") || check(tok3, generated) {
-		t.Fatalf("configured: %q %v", none, err)
+	// A second store (another replica, a second first start) does not overwrite.
+	_, other, _ := GenerateAdminToken()
+	if err := StoreAdminToken(dir, other); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second store: %v", err)
 	}
 	// A corrupt file is an error, not a silent new token.
 	if err := os.WriteFile(filepath.Join(dir, AdminTokenFile), []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := LoadAdminToken(dir, ""); err == nil || !strings.Contains(err.Error(), "corrupt") {
+	if _, err := ReadAdminToken(dir); err == nil || errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt file: %v", err)
+	}
+	if _, err := NewAdminToken(""); err == nil {
+		t.Fatal("empty token accepted")
 	}
 }

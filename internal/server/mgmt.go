@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
-	"fmt"
+	"errors"
+	"io/fs"
+	"net"
 
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
@@ -45,15 +47,9 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	if err := s.meta.SyncRegistries(ctx, recs); err != nil {
 		return nil, nil, err
 	}
-	tok, generated, err := mgmt.LoadAdminToken(s.opts.DataDir, o.AdminToken)
+	tok, err := s.adminToken(o)
 	if err != nil {
 		return nil, nil, err
-	}
-	if generated != "" {
-		if o.AdminTokenGenerated == nil {
-			return nil, nil, fmt.Errorf("admin token generated but nobody to show it to")
-		}
-		o.AdminTokenGenerated(generated)
 	}
 	h, err := mgmt.New(mgmt.Options{
 		SubscriptionID:    o.SubscriptionID,
@@ -78,4 +74,37 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		return nil, nil, err
 	}
 	return h, regs, nil
+}
+
+// adminToken returns the management API's token verifier: the configured
+// token, the one generated at an earlier start, or a new one. A new one is
+// stored and shown once the server listens (after the "arca listening" log
+// line), so a start that fails, say on a taken port, leaves no token
+// nobody has seen.
+func (s *Server) adminToken(o ManagementOptions) (*mgmt.AdminToken, error) {
+	if o.AdminToken != "" {
+		return mgmt.NewAdminToken(o.AdminToken)
+	}
+	tok, err := mgmt.ReadAdminToken(s.opts.DataDir)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return tok, err
+	}
+	if o.AdminTokenGenerated == nil {
+		return nil, errors.New("no admin token configured (set ARCA_ADMIN_TOKEN) and none to show a generated one to")
+	}
+	token, tok, err := mgmt.GenerateAdminToken()
+	if err != nil {
+		return nil, err
+	}
+	ready := s.opts.Ready
+	s.opts.Ready = func(addr net.Addr) {
+		if err := mgmt.StoreAdminToken(s.opts.DataDir, tok); err != nil {
+			s.log.Error("could not store the generated admin token: it works until this process stops; set ARCA_ADMIN_TOKEN", "err", err)
+		}
+		o.AdminTokenGenerated(token)
+		if ready != nil {
+			ready(addr)
+		}
+	}
+	return tok, nil
 }

@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
 type lockedBuffer struct {
@@ -36,29 +39,52 @@ func (l *lockedBuffer) String() string {
 
 type testServer struct {
 	t      *testing.T
-	srv    *httptest.Server
+	url    string
+	client *http.Client
 	token  string
 	seen   bytes.Buffer // every response header and body
-	logs   *lockedBuffer
 	closer func()
 }
 
-// startServer runs the whole server (data plane and management plane)
-// over dataDir, with debug logging into logs.
-func startServer(t *testing.T, dataDir string, logs *lockedBuffer, mo ManagementOptions) (*testServer, string) {
+// startServer runs the whole server (data plane and management plane) on
+// a loopback port over dataDir, with debug logging into logs. It returns
+// the admin token if this start generated one.
+func startServer(t *testing.T, dataDir string, logs *lockedBuffer, mo ManagementOptions, pt PullThroughOptions) (*testServer, string) {
 	t.Helper()
 	var generated string
 	mo.AdminTokenGenerated = func(tok string) { generated = tok }
+	ready := make(chan net.Addr, 1)
 	s, err := New(context.Background(), Options{
-		DataDir: dataDir, RegistryName: "default",
-		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Management: mo,
+		Addr: "127.0.0.1:0", DataDir: dataDir, RegistryName: "default",
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Management:  mo,
+		PullThrough: pt,
+		Ready:       func(a net.Addr) { ready <- a },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{t: t, srv: httptest.NewServer(s.Handler()), logs: logs}
-	ts.closer = func() { ts.srv.Close(); s.meta.Close() }
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(ctx) }()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-errc:
+		t.Fatalf("server stopped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not start")
+	}
+	ts := &testServer{t: t, url: "http://" + addr.String(), client: &http.Client{Timeout: time.Minute}}
+	var once sync.Once
+	ts.closer = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("server: %v", err)
+			}
+		})
+	}
 	t.Cleanup(ts.closer)
 	return ts, generated
 }
@@ -76,14 +102,14 @@ func (ts *testServer) do(method, path, host string, body any) (int, map[string]a
 	}
 	u := path
 	if !strings.HasPrefix(u, "http") {
-		u = ts.srv.URL + path
+		u = ts.url + path
 	}
 	req, _ := http.NewRequest(method, u, rd)
 	if host != "" {
 		req.Host = host
 	}
 	req.Header.Set("Authorization", "Bearer "+ts.token)
-	resp, err := ts.srv.Client().Do(req)
+	resp, err := ts.client.Do(req)
 	if err != nil {
 		ts.t.Fatal(err)
 	}
@@ -108,6 +134,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 		passValue = "planted-pass-b81d4e60"
 		newValue  = "planted-rotated-0c2f99aa"
 	)
+	// The upstream accepts exactly the planted account, so a Healthy
+	// credential set proves arca resolved and used the planted values.
+	up := upstreamreg.Start(t, upstreamreg.Options{Auth: upstreamreg.Htpasswd, Username: userValue, Password: passValue})
 	dir := t.TempDir()
 	t.Setenv("ARCA_TEST_PLANTED_USER", userValue)
 	t.Setenv("ARCA_TEST_PLANTED_NEW", newValue)
@@ -116,7 +145,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &lockedBuffer{}
-	ts, tok := startServer(t, filepath.Join(dir, "data"), logs, ManagementOptions{})
+	ts, tok := startServer(t, filepath.Join(dir, "data"), logs, ManagementOptions{}, PullThroughOptions{InsecureUpstreams: []string{up.Host}})
 	if tok == "" {
 		t.Fatal("no admin token generated on first start")
 	}
@@ -126,45 +155,54 @@ func TestSecretsNeverLeak(t *testing.T) {
 	api := "?api-version=2025-09-01-preview"
 	set := func(user, pass string) map[string]any {
 		return map[string]any{"identity": map[string]any{"type": "SystemAssigned"}, "properties": map[string]any{
-			"loginServer": "ghcr.io", "authCredentials": []any{map[string]any{"name": "Credential1",
+			"loginServer": up.Host, "authCredentials": []any{map[string]any{"name": "Credential1",
 				"usernameSecretIdentifier": user, "passwordSecretIdentifier": pass}}}}
+	}
+	healthOf := func(m map[string]any) map[string]any {
+		props, _ := m["properties"].(map[string]any)
+		creds, _ := props["authCredentials"].([]any)
+		if len(creds) != 1 {
+			t.Fatalf("no credential in %v", m)
+		}
+		h, _ := creds[0].(map[string]any)["credentialHealth"].(map[string]any)
+		return h
 	}
 
 	st, m := ts.do("PUT", sets+"planted"+api, "", set("env://ARCA_TEST_PLANTED_USER", "file://"+passFile))
-	if st != 201 {
-		t.Fatalf("create set: %d %v", st, m)
-	}
-	health := m["properties"].(map[string]any)["authCredentials"].([]any)[0].(map[string]any)["credentialHealth"].(map[string]any)
-	if health["status"] != "Healthy" {
-		t.Fatalf("the checker did not resolve the planted secrets: %v", health)
+	if h := healthOf(m); st != 201 || h["status"] != "Healthy" {
+		t.Fatalf("create set: %d, health %v (the upstream should accept the planted account)", st, h)
 	}
 	st, m = ts.do("PUT", sets+"missing"+api, "", set("env://ARCA_TEST_NOT_SET_ANYWHERE", "file://"+passFile))
-	health = m["properties"].(map[string]any)["authCredentials"].([]any)[0].(map[string]any)["credentialHealth"].(map[string]any)
-	if st != 201 || health["status"] != "Unhealthy" || health["errorCode"] != "UsernameSecretNotResolved" {
-		t.Fatalf("unresolvable set: %d %v", st, health)
+	if h := healthOf(m); st != 201 || h["status"] != "Unhealthy" || h["errorCode"] != "UsernameSecretNotResolved" {
+		t.Fatalf("unresolvable set: %d %v", st, h)
+	}
+	// Rotating the password reference to a wrong value: saved, Unhealthy.
+	st, m = ts.do("PATCH", sets+"planted"+api, "", map[string]any{"properties": map[string]any{"authCredentials": []any{
+		map[string]any{"name": "Credential1", "passwordSecretIdentifier": "env://ARCA_TEST_PLANTED_NEW"}}}})
+	if h := healthOf(m); st != 201 || h["status"] != "Unhealthy" {
+		t.Fatalf("rotated to a wrong password: %d %v", st, h)
 	}
 	for _, step := range []struct {
 		method, path string
 		body         any
 		want         int
 	}{
-		{"PUT", rules + "ghcrrule" + api, map[string]any{"properties": map[string]any{"sourceRepository": "ghcr.io/org/app", "targetRepository": "app",
+		{"PUT", rules + "uprule" + api, map[string]any{"properties": map[string]any{"sourceRepository": up.Host + "/org/app", "targetRepository": "app",
 			"credentialSetResourceId": armBase + "default/credentialSets/planted"}}, 201},
 		{"GET", sets + "planted" + api, nil, 200},
 		{"GET", sets + api, nil, 200},
 		{"GET", rules + api, nil, 200},
-		{"PATCH", sets + "planted" + api, map[string]any{"properties": map[string]any{"authCredentials": []any{map[string]any{"name": "Credential1",
-			"passwordSecretIdentifier": "env://ARCA_TEST_PLANTED_NEW"}}}}, 201},
+		{"GET", "/v2/app/tags/list", "", 0}, // pull-through with the (wrong) rotated credentials
 		{"PATCH", sets + "planted" + api, map[string]any{"properties": map[string]any{"authCredentials": []any{map[string]any{"name": "Credential1",
 			"passwordSecretIdentifier": "not a reference"}}}}, 400},
 		{"DELETE", sets + "planted" + api, nil, 409},
 		{"PUT", rules + "hubrule" + api, map[string]any{"properties": map[string]any{"sourceRepository": "docker.io/library/x", "targetRepository": "x",
 			"credentialSetResourceId": armBase + "default/credentialSets/planted"}}, 400},
 		{"GET", "/arca/v1/info", nil, 200},
-		{"DELETE", rules + "ghcrrule" + api, nil, 202},
+		{"DELETE", rules + "uprule" + api, nil, 202},
 		{"DELETE", sets + "planted" + api, nil, 202},
 	} {
-		if st, m := ts.do(step.method, step.path, "", step.body); st != step.want {
+		if st, m := ts.do(step.method, step.path, "", step.body); step.want != 0 && st != step.want {
 			t.Errorf("%s %s: %d %v, want %d", step.method, step.path, st, m, step.want)
 		}
 	}
@@ -178,7 +216,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 		return nil
 	})
-	if files.Len() == 0 || !strings.Contains(files.String(), "ARCA_TEST_NOT_SET_ANYWHERE") {
+	if !strings.Contains(files.String(), "ARCA_TEST_NOT_SET_ANYWHERE") {
 		t.Fatal("the database files were not read (the reference should be stored)")
 	}
 	for _, v := range []string{userValue, passValue, newValue} {
@@ -198,7 +236,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 func TestAdminTokenAndHosts(t *testing.T) {
 	dir := t.TempDir()
 	mo := ManagementOptions{Registries: []string{"teamreg=team.example.com"}}
-	ts, tok := startServer(t, dir, &lockedBuffer{}, mo)
+	ts, tok := startServer(t, dir, &lockedBuffer{}, mo, PullThroughOptions{})
 	if tok == "" {
 		t.Fatal("no token generated")
 	}
@@ -232,7 +270,7 @@ func TestAdminTokenAndHosts(t *testing.T) {
 	ts.closer()
 
 	// Second start: no new token; the first still works.
-	ts2, again := startServer(t, dir, &lockedBuffer{}, mo)
+	ts2, again := startServer(t, dir, &lockedBuffer{}, mo, PullThroughOptions{})
 	if again != "" {
 		t.Fatal("token generated again on second start")
 	}
