@@ -422,3 +422,27 @@ func (s *SQLite) DeleteUpload(ctx context.Context, id string) error {
 		return err
 	})
 }
+
+// schemaPushed marks repositories that hold pushed content (as opposed to
+// content cached through a rule): only those block a new cache rule.
+const schemaPushed = `ALTER TABLE repositories ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0`
+
+// MarkPushed records that repo received pushed content. It writes only the
+// first time, keeping pushes free of an extra transaction.
+func (s *SQLite) MarkPushed(ctx context.Context, registry, repo string) error {
+	var pushed int
+	err := s.r.QueryRowContext(ctx, `SELECT pushed FROM repositories WHERE registry = ? AND name = ?`, registry, repo).Scan(&pushed)
+	if err == nil && pushed == 1 {
+		return nil
+	}
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("mark pushed: %w", err)
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := ensureRepo(ctx, tx, registry, repo); err != nil {
+			return fmt.Errorf("mark pushed: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE repositories SET pushed = 1 WHERE registry = ? AND name = ?`, registry, repo)
+		return err
+	})
+}

@@ -124,6 +124,13 @@ func TestRulesPagingAndRepositories(t *testing.T) {
 	if err := s.LinkBlob(ctx, "default", "team_a/app", digest.FromString("x"), 1); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.MarkPushed(ctx, "default", "team_a/app"); err != nil {
+		t.Fatal(err)
+	}
+	// Cached (not pushed) content does not count.
+	if err := s.LinkBlob(ctx, "default", "team_b/app", digest.FromString("y"), 1); err != nil {
+		t.Fatal(err)
+	}
 	_ = s.UpdateRules(ctx, "default", func(tx *RulesTx) error {
 		for _, tc := range []struct {
 			prefix string
@@ -139,6 +146,9 @@ func TestRulesPagingAndRepositories(t *testing.T) {
 		}
 		if ok, _ := tx.RepositoryExists("team_a"); ok {
 			t.Error("RepositoryExists(team_a) = true")
+		}
+		if ok, _ := tx.RepositoryExists("team_b/app"); ok {
+			t.Error("RepositoryExists(team_b/app) = true for cached-only content")
 		}
 		return nil
 	})

@@ -132,7 +132,7 @@ func (t *RulesTx) DeleteCredentialSet(name string) (bool, error) {
 // RepositoryExists reports whether repository repo of the registry holds content.
 func (t *RulesTx) RepositoryExists(repo string) (bool, error) {
 	var one int
-	err := t.tx.QueryRowContext(t.ctx, `SELECT 1 FROM repositories WHERE registry = ? AND name = ?`, t.registry, repo).Scan(&one)
+	err := t.tx.QueryRowContext(t.ctx, `SELECT 1 FROM repositories WHERE registry = ? AND name = ? AND pushed = 1`, t.registry, repo).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -145,11 +145,11 @@ func (t *RulesTx) RepositoryExists(repo string) (bool, error) {
 // RepositoryUnder returns the first repository whose name starts with
 // prefix ("" = any), if there is one.
 func (t *RulesTx) RepositoryUnder(prefix string) (string, bool, error) {
-	q := `SELECT name FROM repositories WHERE registry = ? ORDER BY name LIMIT 1`
+	q := `SELECT name FROM repositories WHERE registry = ? AND pushed = 1 ORDER BY name LIMIT 1`
 	args := []any{t.registry}
 	if prefix != "" {
 		// A range instead of LIKE: repository names contain "_", a LIKE wildcard.
-		q = `SELECT name FROM repositories WHERE registry = ? AND name >= ? AND name < ? ORDER BY name LIMIT 1`
+		q = `SELECT name FROM repositories WHERE registry = ? AND pushed = 1 AND name >= ? AND name < ? ORDER BY name LIMIT 1`
 		args = append(args, prefix, prefix+"\U0010FFFF")
 	}
 	var name string

@@ -37,6 +37,7 @@ var migrations = []string{
 	schemaRules,
 	schemaSync,
 	schemaRateLimits,
+	schemaPushed,
 }
 
 // OpenSQLite opens (creating if needed) the database file at path.

@@ -47,6 +47,13 @@ func TestValidationOverHTTP(t *testing.T) {
 		if err := f.meta.LinkBlob(ctx, reg, name, digest.FromString(repo), 1); err != nil {
 			t.Fatal(err)
 		}
+		if err := f.meta.MarkPushed(ctx, reg, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Content cached through a rule is not pushed content: it blocks nothing.
+	if err := f.meta.LinkBlob(ctx, "teamreg", "cachedonly/app", digest.FromString("cached"), 1); err != nil {
+		t.Fatal(err)
 	}
 	withProps := func(b map[string]any, kv ...any) map[string]any {
 		p := b["properties"].(map[string]any)

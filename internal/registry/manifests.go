@@ -139,6 +139,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 	if _, err := h.content.PutManifest(r.Context(), reg, repo, d, body, parsed, tags...); err != nil {
 		return err
 	}
+	if err := h.meta.MarkPushed(r.Context(), reg, repo); err != nil {
+		return err
+	}
 	hd := w.Header()
 	hd.Set("Location", "/v2/"+repo+"/manifests/"+d.String())
 	hd.Set("Docker-Content-Digest", d.String())

@@ -56,6 +56,9 @@ type Lister interface {
 	ListTags(ctx context.Context, registry, repo, last string, n int) ([]string, bool, error)
 	ListRepositories(ctx context.Context, registry, last string, n int) ([]string, bool, error)
 	RepositoryExists(ctx context.Context, registry, repo string) (bool, error)
+	// MarkPushed records that a repository received pushed content (which
+	// keeps cache rules from claiming it).
+	MarkPushed(ctx context.Context, registry, repo string) error
 }
 
 // UploadIndex records upload sessions, so any replica can continue one.

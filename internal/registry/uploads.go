@@ -30,6 +30,9 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 				if err := h.meta.LinkBlob(r.Context(), reg, repo, d, size); err != nil {
 					return err
 				}
+				if err := h.meta.MarkPushed(r.Context(), reg, repo); err != nil {
+					return err
+				}
 				return blobCreated(w, repo, d)
 			}
 			if !errors.Is(err, metadata.ErrNotFound) {
@@ -137,17 +140,21 @@ func (h *Handler) uploadErr(err error, unknown error) error {
 
 // commitUpload verifies and commits the staged blob, then links it.
 func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request, reg, repo string, wr blobstore.Writer, d digest.Digest, sessionID string) error {
-	if err := h.content.CommitBlob(r.Context(), wr, reg, repo, d, -1); err != nil {
+	ctx := r.Context()
+	if err := h.content.CommitBlob(ctx, wr, reg, repo, d, -1); err != nil {
 		if sessionID != "" {
-			_ = h.meta.DeleteUpload(r.Context(), sessionID)
+			_ = h.meta.DeleteUpload(ctx, sessionID)
 		}
 		if errors.Is(err, blobstore.ErrDigestMismatch) {
 			return errcode.New(errcode.DigestInvalid, err.Error())
 		}
 		return err
 	}
+	if err := h.meta.MarkPushed(ctx, reg, repo); err != nil {
+		return err
+	}
 	if sessionID != "" {
-		if err := h.meta.DeleteUpload(r.Context(), sessionID); err != nil {
+		if err := h.meta.DeleteUpload(ctx, sessionID); err != nil {
 			h.log.Warn("forget upload", "id", sessionID, "err", err)
 		}
 	}
