@@ -8,12 +8,19 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 )
+
+// kvRetry is shorter than the SDK's default (3 retries from 800ms, about
+// 10s for an unknown vault host): secrets are resolved on request paths
+// such as upstream logins, and callers keep the previous value or report
+// Unhealthy rather than wait.
+var kvRetry = policy.RetryOptions{MaxRetries: 2, RetryDelay: 250 * time.Millisecond, MaxRetryDelay: 2 * time.Second}
 
 // keyVault reads Azure Key Vault secrets through the official SDK, one
 // azsecrets.Client per vault (each keeps its own challenge state).
@@ -62,7 +69,7 @@ func (k *keyVault) client(vaultURL string) (*azsecrets.Client, error) {
 		k.cred = cred
 	}
 	c, err := azsecrets.NewClient(vaultURL, k.cred, &azsecrets.ClientOptions{
-		ClientOptions:                        azcore.ClientOptions{Transport: k.http},
+		ClientOptions:                        azcore.ClientOptions{Transport: k.http, Retry: kvRetry},
 		DisableChallengeResourceVerification: k.opts.DisableChallengeResourceVerification,
 	})
 	if err != nil {
