@@ -2,6 +2,7 @@ package seedtest
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -162,12 +163,14 @@ func TestSeedCommands(t *testing.T) {
 		t.Run(sd.file, func(t *testing.T) {
 			srv := startServer(t, nil)
 			state := map[string]string{}
-			for _, st := range sd.steps {
+			for i, st := range sd.steps {
 				if st.setup != nil {
 					srv.mustArca(t, st.setup...)
 					continue
 				}
-				runSeedStep(t, srv, sd, st, state)
+				// One subtest per command: a failure is reported and the
+				// seed's later commands still run.
+				t.Run(fmt.Sprintf("%02d", i), func(t *testing.T) { runSeedStep(t, srv, sd, st, state) })
 			}
 		})
 	}
