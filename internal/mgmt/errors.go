@@ -57,7 +57,7 @@ func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 //	409   CredentialSetInUse                               deleting (or changing the loginServer of) a set rules use; names the rules
 //	413   RequestTooLarge                                  body over 1 MiB
 //	500   InternalServerError                              anything else (details only in the server log)
-//	501   NotImplemented                                   checkCacheRuleArtifactSyncEstimate (comes with active sync)
+//	501   NotImplemented                                   checkCacheRuleArtifactSyncEstimate and POST <cacheRule>/sync (come with active sync)
 var ruleStatus = map[string]int{
 	rules.CodeInvalidName:             http.StatusBadRequest,
 	rules.CodeInvalidRepository:       http.StatusBadRequest,

@@ -227,6 +227,8 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 			req.name = rest[1]
 		case len(rest) == 4 && eq(rest[2], "operationStatuses"):
 			req.name, req.opID = rest[1], rest[3]
+		case len(rest) == 3 && req.kind == "cacheRules" && eq(rest[2], "sync"):
+			req.name, req.kind = rest[1], "sync"
 		default:
 			return nil, errNotFound("InvalidResourceType", "Unknown path under "+req.kind+".")
 		}
@@ -260,6 +262,11 @@ func (h *Handler) dispatch(w http.ResponseWriter, req *request) error {
 		}
 		return &apiError{Status: http.StatusNotImplemented, Code: "NotImplemented",
 			Message: "checkCacheRuleArtifactSyncEstimate is not implemented yet: it comes with active sync."}
+	case req.kind == "sync":
+		if m != http.MethodPost {
+			return errMethod(req.r)
+		}
+		return h.syncNow(req)
 	case req.registry == "" || req.kind == "":
 		if m != http.MethodGet {
 			return errMethod(req.r)
@@ -320,6 +327,22 @@ func (h *Handler) getRegistries(w http.ResponseWriter, req *request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"value": list})
 	return nil
+}
+
+// syncNow is arca's POST <cacheRule>/sync {"tag": ...} (the CLI's
+// `cache sync`); it comes with active sync.
+func (h *Handler) syncNow(req *request) error {
+	if err := rules.ValidateName("cache rule", req.name); err != nil {
+		return err
+	}
+	if _, err := h.opts.Store.GetCacheRule(req.r.Context(), req.registry, req.name); err != nil {
+		if errors.Is(err, metadata.ErrNotFound) {
+			return errCacheRuleNotFound(req.name)
+		}
+		return err
+	}
+	return &apiError{Status: http.StatusNotImplemented, Code: "NotImplemented",
+		Message: "Syncing a tag on demand is not implemented yet: it comes with active sync."}
 }
 
 func (h *Handler) changed(registry string) {

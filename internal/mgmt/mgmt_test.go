@@ -112,6 +112,11 @@ func TestNotFoundPaths(t *testing.T) {
 	mustStatus(t, "upper-case path", f.do(http.MethodGet, upper, nil), http.StatusOK)
 	mustStatus(t, "estimate", f.do(http.MethodPost, base("default")+"/checkCacheRuleArtifactSyncEstimate", "{}"), http.StatusNotImplemented)
 	mustStatus(t, "POST on a rule", f.do(http.MethodPost, base("default")+"/cacheRules/myrule1", "{}"), http.StatusMethodNotAllowed)
+	mustStatus(t, "sync of a missing rule", f.do(http.MethodPost, base("default")+"/cacheRules/myrule1/sync", `{"tag":"1"}`), http.StatusNotFound)
+	mustStatus(t, "create", f.do(http.MethodPut, base("default")+"/cacheRules/myrule1", ruleBody("quay.io/a/b", "b", "")), http.StatusCreated)
+	if r := f.do(http.MethodPost, base("default")+"/cacheRules/myrule1/sync", `{"tag":"1"}`); r.status != http.StatusNotImplemented || r.errorCode() != "NotImplemented" {
+		t.Errorf("sync: %d %s", r.status, r.body)
+	}
 	mustStatus(t, "registry GET", f.do(http.MethodGet, base("teamreg"), nil), http.StatusOK)
 }
 
