@@ -89,7 +89,9 @@ func New(o Options) (*Client, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Transport == nil {
-		o.Transport = defaultTransport(o.Timeout)
+		// The retry layer's watchdog enforces Timeout with a clearer error;
+		// the transport's own header timeout is only a backstop.
+		o.Transport = defaultTransport(o.Timeout + 5*time.Second)
 	}
 	c := &Client{opts: o, insecure: map[string]bool{}, log: o.Logger}
 	for _, h := range o.Insecure {
@@ -185,9 +187,17 @@ func (c *Client) do(ctx context.Context, op string, p prepared, method string, u
 	}
 	resp, err := c.authFor(p.repo.CredKey).Do(req)
 	if err != nil {
-		return nil, authError(op, p.repo.String(), err)
+		return nil, authError(op, p.repo.String(), withHint(err, p.repo.Host))
 	}
 	return resp, nil
+}
+
+// withHint adds the fix to the one transport error whose fix is a flag.
+func withHint(err error, host string) error {
+	if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+		return fmt.Errorf("%w (for a plain-HTTP upstream, start arca with --insecure-upstream %s)", err, host)
+	}
+	return err
 }
 
 // authError turns what the auth client returns into an *Error.
@@ -197,21 +207,21 @@ func authError(op, repo string, err error) *Error {
 	switch {
 	case errors.As(err, &er): // the token service said no
 		e.StatusCode = er.StatusCode
+		var detail string
 		if len(er.Errors) > 0 {
-			e.Code, e.Message = oneLine(er.Errors[0].Code, 64), oneLine(er.Errors[0].Message, maxErrorMessage)
-		}
-		if e.StatusCode == http.StatusUnauthorized && e.Code == "" {
-			e.Code = "UNAUTHORIZED"
+			e.Code, detail = oneLine(er.Errors[0].Code, 64), ": "+oneLine(er.Errors[0].Message, maxErrorMessage)
 		}
 		host := ""
 		if er.URL != nil {
 			host = er.URL.Host
 		}
-		if e.Message == "" {
-			e.Message = fmt.Sprintf("token service %s answered %d %s", host, er.StatusCode, http.StatusText(er.StatusCode))
-		}
 		if e.StatusCode == http.StatusUnauthorized {
-			e.Message = fmt.Sprintf("token service %s rejected the credentials: %s", host, e.Message)
+			if e.Code == "" {
+				e.Code = "UNAUTHORIZED"
+			}
+			e.Message = fmt.Sprintf("token service %s rejected the credentials%s", host, detail)
+		} else {
+			e.Message = fmt.Sprintf("token service %s answered %d %s%s", host, er.StatusCode, http.StatusText(er.StatusCode), detail)
 		}
 	case errors.Is(err, auth.ErrBasicCredentialNotFound):
 		e.StatusCode, e.Code = http.StatusUnauthorized, "UNAUTHORIZED"
@@ -236,9 +246,6 @@ func statusError(op, repo string, resp *http.Response) *Error {
 	}
 	if e.StatusCode == http.StatusUnauthorized && e.Code == "" {
 		e.Code = "UNAUTHORIZED"
-	}
-	if e.Message == "" {
-		e.Message = http.StatusText(resp.StatusCode)
 	}
 	return e
 }

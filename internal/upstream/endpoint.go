@@ -29,6 +29,7 @@ func (c *Client) endpoint(host string) (scheme, apiHost string) {
 	}
 	return scheme, apiHost
 }
+
 // prepared is a validated request target.
 type prepared struct {
 	repo    Repo // Path normalized

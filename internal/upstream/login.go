@@ -25,7 +25,7 @@ func (c *Client) CheckLogin(ctx context.Context, host string, creds Credentials)
 	}
 	resp, err := c.newAuthClient(newTokenCache()).Do(req)
 	if err != nil {
-		return authError(op, host, err)
+		return authError(op, host, withHint(err, host))
 	}
 	if resp.StatusCode == http.StatusOK {
 		drainClose(resp.Body)

@@ -121,7 +121,7 @@ func TestCheckRedirectStripsAuthorizationOnHostChange(t *testing.T) {
 		keep bool
 	}{
 		{[]string{"https://reg.example/v2/a/blobs/x"}, "https://reg.example/v2/b/blobs/x", true},
-		{[]string{"https://reg.example/v2/a/blobs/x"}, "https://reg.example:8443/x", false}, // port change: net/http keeps it
+		{[]string{"https://reg.example/v2/a/blobs/x"}, "https://reg.example:8443/x", false},  // port change: net/http keeps it
 		{[]string{"https://reg.example/v2/a/blobs/x"}, "https://blobs.reg.example/x", false}, // subdomain: net/http keeps it
 		{[]string{"https://reg.example/v2/a/blobs/x"}, "http://reg.example/v2/a/blobs/x", false},
 		{[]string{"https://reg.example/a", "https://s3.example/b"}, "https://reg.example/c", false}, // came back: still stripped

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -209,7 +210,9 @@ func permanent(err error) bool {
 	case errors.As(err, &dns):
 		return dns.IsNotFound
 	}
-	return false
+	// net/http turns a TLS handshake with a plain-HTTP server into this
+	// string-only error; the fix is --insecure-upstream, not a retry.
+	return strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
 }
 
 // drainClose reads a little of a body we drop so the connection can be

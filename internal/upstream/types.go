@@ -56,7 +56,7 @@ type Manifest struct {
 
 // RateLimit is Docker Hub's view of our pull budget.
 type RateLimit struct {
-	Limit     int
+	Limit     int // -1 when only ratelimit-remaining was sent
 	Remaining int
 	// Window is the ";w=" window of the headers.
 	Window     time.Duration
@@ -80,6 +80,8 @@ func (e *Error) Error() string {
 		return fmt.Sprintf("%s %s: %v", e.Op, e.Repo, e.Err)
 	case e.Code != "":
 		return fmt.Sprintf("%s %s: upstream answered %d %s: %s", e.Op, e.Repo, e.StatusCode, e.Code, e.Message)
+	case e.Message != "":
+		return fmt.Sprintf("%s %s: upstream answered %d %s: %s", e.Op, e.Repo, e.StatusCode, http.StatusText(e.StatusCode), e.Message)
 	}
 	return fmt.Sprintf("%s %s: upstream answered %d %s", e.Op, e.Repo, e.StatusCode, http.StatusText(e.StatusCode))
 }

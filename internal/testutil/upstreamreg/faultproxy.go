@@ -400,9 +400,34 @@ func (w *faultWriter) Flush() {
 
 func (w *faultWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// redirectBlob answers a blob GET with a 307 to the storage host, with a
-// query like a presigned URL's.
+// redirectBlob answers a blob GET with a 307 to the storage host (with a
+// query like a presigned URL's) once the registry says the request may have
+// the blob (a HEAD with the client's headers answers 200); otherwise it
+// passes the registry's refusal on (401 with its challenge, 404).
 func (p *FaultProxy) redirectBlob(w http.ResponseWriter, r *http.Request) {
+	head, err := http.NewRequestWithContext(r.Context(), http.MethodHead, p.target.URL()+r.URL.Path, nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	head.Header = r.Header.Clone()
+	resp, err := p.target.client.Do(head)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		for _, k := range []string{"Www-Authenticate", "Docker-Distribution-Api-Version"} {
+			if v := resp.Header.Get(k); v != "" {
+				w.Header().Set(k, v)
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(resp.StatusCode)
+		fmt.Fprintf(w, `{"errors":[{"code":"UNKNOWN","message":"registry answered %d to the blob HEAD"}]}`+"\n", resp.StatusCode)
+		return
+	}
 	loc := "http://" + p.StorageHost() + "/storage" + strings.TrimPrefix(r.URL.Path, "/v2") + "?X-Amz-Signature=fixture"
 	http.Redirect(w, r, loc, http.StatusTemporaryRedirect)
 }

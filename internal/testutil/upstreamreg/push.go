@@ -181,14 +181,19 @@ func (r *Registry) PushReferrer(t testing.TB, repo string, subject oci.Descripto
 	return desc
 }
 
-// Tag points tag at the manifest d already in repo.
-func (r *Registry) Tag(t testing.TB, repo, tag string, d digest.Digest) {
+// Tag points each of tags at the manifest d already in repo (sequentially:
+// distribution 2.8 answers 500 to reads racing concurrent PUTs of one
+// manifest).
+func (r *Registry) Tag(t testing.TB, repo string, d digest.Digest, tags ...string) {
 	t.Helper()
 	body, ok := r.fetchManifest(t, repo, d.String())
 	if !ok {
-		t.Fatalf("upstreamreg: tag %s: manifest %s not in %s", tag, d, repo)
+		t.Fatalf("upstreamreg: tag %s: manifest %s not in %s", repo, d, repo)
 	}
-	r.PushManifest(t, repo, tag, oci.DetectMediaType("", body), body)
+	mt := oci.DetectMediaType("", body)
+	for _, tag := range tags {
+		r.PushManifest(t, repo, tag, mt, body)
+	}
 }
 
 func (r *Registry) fetchManifest(t testing.TB, repo, ref string) ([]byte, bool) {

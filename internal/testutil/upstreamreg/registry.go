@@ -126,6 +126,53 @@ func Start(t testing.TB, o Options) *Registry {
 	return r
 }
 
+// V3Binary finds a CNCF distribution v3 "registry" binary (which, unlike
+// 2.8, paginates tags/list) for Options.Binary: $ARCA_DISTRIBUTION_V3, else
+// "registry" in $ARCA_TOOLS_BIN, the repository's .tools/bin or PATH, if its
+// --version says v3. It fails the test, saying how to install it, if none.
+func V3Binary(t testing.TB) string {
+	t.Helper()
+	candidates := []string{os.Getenv("ARCA_DISTRIBUTION_V3")}
+	if d := os.Getenv("ARCA_TOOLS_BIN"); d != "" {
+		candidates = append(candidates, filepath.Join(d, "registry"))
+	}
+	if root, err := repoRoot(); err == nil {
+		candidates = append(candidates, filepath.Join(root, ".tools", "bin", "registry"))
+	}
+	if p, err := exec.LookPath("registry"); err == nil {
+		candidates = append(candidates, p)
+	}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		out, err := exec.Command(c, "--version").CombinedOutput()
+		if err == nil && strings.Contains(string(out), " v3.") {
+			return c
+		}
+	}
+	t.Fatalf("upstreamreg: no distribution v3 registry binary: install it with `GOBIN=$PWD/.tools/bin go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2` (or set ARCA_DISTRIBUTION_V3)")
+	return ""
+}
+
+// repoRoot is the directory holding go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", os.ErrNotExist
+		}
+		dir = parent
+	}
+}
+
 func findBinary(t testing.TB, bin string) string {
 	t.Helper()
 	if bin == "" {

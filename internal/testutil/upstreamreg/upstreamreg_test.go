@@ -212,8 +212,18 @@ func TestFaultProxy(t *testing.T) {
 	if resp.StatusCode != 400 || len(p.StorageRequests()) != 1 || p.StorageRequests()[0].Authorization == "" {
 		t.Fatalf("storage with Authorization: %d %+v, want 400", resp.StatusCode, p.StorageRequests())
 	}
-	if body, err := readAll(blobURL, ""); err != nil || !bytes.Equal(body, layer) {
-		t.Fatalf("storage without Authorization: %v", err)
+	if resp, _ := get(t, blobURL, ""); resp.StatusCode != 401 {
+		t.Fatalf("redirect mode, anonymous: %d, want the registry's 401", resp.StatusCode)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req.Header.Set("Authorization", basic)
+	resp, err = noFollow.Do(req)
+	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect {
+		t.Fatalf("redirect: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if body, err := readAll(resp.Header.Get("Location"), ""); err != nil || !bytes.Equal(body, layer) {
+		t.Fatalf("storage without Authorization: %v, equal=%v", err, bytes.Equal(body, layer))
 	}
 
 	p.Down()
@@ -225,8 +235,8 @@ func TestFaultProxy(t *testing.T) {
 	if resp, _ := get(t, blobURL, basic); resp.StatusCode != 200 {
 		t.Fatalf("up again: %d", resp.StatusCode)
 	}
-	if n := p.Requests("GET", "/blobs/"); n != 8 {
-		t.Errorf("proxy counted %d blob GETs, want 8: %+v", n, p.Log())
+	if n := p.Requests("GET", "/blobs/"); n != 9 {
+		t.Errorf("proxy counted %d blob GETs, want 9: %+v", n, p.Log())
 	}
 }
 

@@ -1,0 +1,250 @@
+package upstream_test
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
+	"github.com/arcacache/arca/internal/upstream"
+)
+
+// faultSetup seeds an image behind a fault proxy.
+func faultSetup(t *testing.T, o upstream.Options) (*upstreamreg.Registry, *upstreamreg.FaultProxy, *upstream.Client, upstream.Repo, []byte) {
+	reg := upstreamreg.Start(t, upstreamreg.Options{Auth: upstreamreg.Htpasswd})
+	layer := randomBytes(t, 512<<10)
+	reg.Push(t, "app", "v1", layer)
+	proxy := upstreamreg.NewFaultProxy(t, reg)
+	c, _ := newClient(t, o, proxy.Host())
+	return reg, proxy, c, credsFor(reg, proxy.Host(), "app", nil), layer
+}
+
+func TestRetryAfterIsHonoured(t *testing.T) {
+	_, proxy, c, repo, _ := faultSetup(t, upstream.Options{})
+	ctx := t.Context()
+
+	proxy.TooManyRequests(2, "1")
+	start := time.Now()
+	if _, err := c.GetManifest(ctx, repo, "v1"); err != nil {
+		t.Fatalf("after two 429s: %v", err)
+	}
+	if el := time.Since(start); el < 2*time.Second || el > 5*time.Second {
+		t.Errorf("took %s, want about 2s (Retry-After: 1, twice)", el)
+	}
+	if n := proxy.Requests("GET", "/manifests/v1"); n < 3 {
+		t.Errorf("proxy saw %d manifest GETs, want at least 3 (two 429s, then success)", n)
+	}
+
+	date := time.Now().Add(1500 * time.Millisecond).UTC().Format(http.TimeFormat)
+	proxy.TooManyRequests(1, date)
+	start = time.Now()
+	if _, err := c.HeadManifest(ctx, repo, "v1"); err != nil {
+		t.Fatalf("after a 429 with an HTTP-date Retry-After: %v", err)
+	}
+	if el := time.Since(start); el < 400*time.Millisecond {
+		t.Errorf("HTTP-date Retry-After waited only %s", el)
+	}
+
+	// Longer than MaxRetryAfter (60s): not waited for, the caller gets the 429.
+	proxy.TooManyRequests(1, "3600")
+	before := proxy.Requests("GET", "/manifests/v1")
+	start = time.Now()
+	_, err := c.GetManifest(ctx, repo, "v1")
+	e := asError(t, err)
+	if e.StatusCode != 429 || e.RetryAfter != time.Hour || e.Code != "TOOMANYREQUESTS" || !upstream.IsUnavailable(err) {
+		t.Errorf("Retry-After 3600: %v (RetryAfter %s), want a 429 TOOMANYREQUESTS with RetryAfter 1h", err, e.RetryAfter)
+	}
+	if time.Since(start) > time.Second || proxy.Requests("GET", "/manifests/v1") != before+1 {
+		t.Errorf("Retry-After 3600 was retried (%s)", time.Since(start))
+	}
+}
+
+func TestServerErrorsRetriedThenReported(t *testing.T) {
+	_, proxy, c, repo, layer := faultSetup(t, upstream.Options{MaxRetries: 2})
+	proxy.Unavailable(2)
+	readBlob(t, c, repo, layer)
+
+	proxy.Unavailable(10)
+	before := proxy.Requests("", "")
+	_, err := c.HeadManifest(t.Context(), repo, "v1")
+	if e := asError(t, err); e.StatusCode != 503 || !upstream.IsUnavailable(err) {
+		t.Fatalf("persistent 503: %v", err)
+	}
+	if n := proxy.Requests("", "") - before; n != 3 {
+		t.Errorf("persistent 503: %d attempts, want 3 (MaxRetries 2)", n)
+	}
+}
+
+func TestCutBlobIsAnErrorNotAShortBody(t *testing.T) {
+	_, proxy, c, repo, layer := faultSetup(t, upstream.Options{})
+	readBlob(t, c, repo, layer) // warm the token/basic cache
+	proxy.CutBlobsAfter(100<<10, 1)
+	before := proxy.Requests("GET", "/blobs/")
+	rc, size, err := c.GetBlob(t.Context(), repo, digest.FromBytes(layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) || len(got) != 100<<10 || size != int64(len(layer)) {
+		t.Fatalf("cut stream: %d bytes of %d, err %v; want unexpected EOF after 100 KiB", len(got), size, err)
+	}
+	if n := proxy.Requests("GET", "/blobs/") - before; n != 1 {
+		t.Errorf("a stream cut after it reached the caller was retried: %d GETs", n)
+	}
+	readBlob(t, c, repo, layer)
+}
+
+func TestCorruptManifestRejected(t *testing.T) {
+	reg, proxy, c, repo, _ := faultSetup(t, upstream.Options{})
+	d, err := c.HeadManifest(t.Context(), repo, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"v1", d.Digest.String()} {
+		proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/manifests/", Count: 1, Corrupt: true})
+		if _, err := c.GetManifest(t.Context(), repo, ref); !errors.Is(err, upstream.ErrDigestMismatch) {
+			t.Errorf("corrupt manifest by %s: %v, want ErrDigestMismatch", ref, err)
+		}
+	}
+	// The blob body is the caller's to verify; the client passes it through.
+	layer := randomBytes(t, 1000)
+	reg.Push(t, "app", "v2", layer)
+	proxy.CorruptBlobs(1)
+	rc, _, err := c.GetBlob(t.Context(), repo, digest.FromBytes(layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if len(got) != len(layer) || digest.FromBytes(got) == digest.FromBytes(layer) {
+		t.Fatal("corrupt blob fault did not corrupt")
+	}
+}
+
+func TestUpstreamDownThenUp(t *testing.T) {
+	_, proxy, c, repo, _ := faultSetup(t, upstream.Options{})
+	if _, err := c.HeadManifest(t.Context(), repo, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Down()
+	_, err := c.HeadManifest(t.Context(), repo, "v1")
+	if e := asError(t, err); e.StatusCode != 0 || !upstream.IsUnavailable(err) || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("down: %v, want connection refused, unavailable", err)
+	}
+	proxy.Up(t)
+	if _, err := c.HeadManifest(t.Context(), repo, "v1"); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	_, proxy, c, repo, layer := faultSetup(t, upstream.Options{Timeout: 300 * time.Millisecond, MaxRetries: -1})
+	readBlob(t, c, repo, layer)
+
+	proxy.Inject(upstreamreg.Fault{PathContains: "/manifests/", Count: 1, Delay: 3 * time.Second})
+	start := time.Now()
+	_, err := c.HeadManifest(t.Context(), repo, "v1")
+	if !upstream.IsUnavailable(err) || !strings.Contains(err.Error(), "no response headers within 300ms") {
+		t.Errorf("slow headers: %v", err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("slow headers: gave up after %s, want ~300ms", el)
+	}
+
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Count: 1, Stall: 3 * time.Second, CutAfter: 64 << 10})
+	rc, _, err := c.GetBlob(t.Context(), repo, digest.FromBytes(layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	_, err = io.ReadAll(rc)
+	rc.Close()
+	if err == nil || !strings.Contains(err.Error(), "sent no data for 300ms") {
+		t.Errorf("stalled body: %v", err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("stalled body: gave up after %s, want ~300ms", el)
+	}
+
+	// A slow consumer is not a stalled upstream: pauses between Reads do not count.
+	rc, _, err = c.GetBlob(t.Context(), repo, digest.FromBytes(layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	buf := make([]byte, 200<<10)
+	for {
+		_, err := rc.Read(buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("slow consumer: %v", err)
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+}
+
+func TestRateLimitHeadersRecorded(t *testing.T) {
+	var mu sync.Mutex
+	var seen []upstream.RateLimit
+	hook := func(credKey, host string, rl upstream.RateLimit) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, rl)
+	}
+	reg := upstreamreg.Start(t, upstreamreg.Options{Auth: upstreamreg.Htpasswd})
+	layer := randomBytes(t, 4096)
+	reg.Push(t, "app", "v1", layer)
+	proxy := upstreamreg.NewFaultProxy(t, reg)
+	c, metrics := newClient(t, upstream.Options{OnRateLimit: hook}, proxy.Host())
+	repo := credsFor(reg, proxy.Host(), "app", nil)
+
+	proxy.SetHeader("RateLimit-Limit", "100;w=21600")
+	proxy.SetHeader("RateLimit-Remaining", "76;w=21600")
+	if _, err := c.HeadManifest(t.Context(), repo, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	rl, ok := c.RateLimit("cs", proxy.Host())
+	if !ok || rl.Limit != 100 || rl.Remaining != 76 || rl.Window != 6*time.Hour || time.Since(rl.ObservedAt) > time.Minute {
+		t.Fatalf("RateLimit(cs) = %+v, %v", rl, ok)
+	}
+	if _, ok := c.RateLimit("", proxy.Host()); ok {
+		t.Error("anonymous has a rate limit although only cs pulled")
+	}
+	proxy.SetHeader("RateLimit-Remaining", "75;w=21600")
+	readBlob(t, c, repo, layer)
+	if rl, _ := c.RateLimit("cs", proxy.Host()); rl.Remaining != 75 {
+		t.Errorf("after a GET: remaining %d, want 75", rl.Remaining)
+	}
+	mu.Lock()
+	hooked := len(seen)
+	mu.Unlock()
+	if hooked < 2 {
+		t.Errorf("OnRateLimit called %d times, want at least 2", hooked)
+	}
+	src := upstream.Source("cs", proxy.Host())
+	if v := metricValue(t, metrics, "arca_upstream_ratelimit_remaining", map[string]string{"source": src}); v != 75 {
+		t.Errorf("arca_upstream_ratelimit_remaining{source=%q} = %v, want 75", src, v)
+	}
+	if v := metricValue(t, metrics, "arca_upstream_ratelimit_limit", map[string]string{"source": src}); v != 100 {
+		t.Errorf("arca_upstream_ratelimit_limit = %v, want 100", v)
+	}
+	up := map[string]string{"upstream": proxy.Host()}
+	if v := metricValue(t, metrics, "arca_upstream_requests_total", map[string]string{"upstream": proxy.Host(), "method": "GET", "status": "200"}); v < 1 {
+		t.Errorf("arca_upstream_requests_total{GET,200} = %v", v)
+	}
+	if v := metricValue(t, metrics, "arca_upstream_requests_total", map[string]string{"upstream": proxy.Host(), "status": "401"}); v < 1 {
+		t.Errorf("arca_upstream_requests_total{401} = %v, want the basic-auth challenge counted", v)
+	}
+	if v := metricValue(t, metrics, "arca_upstream_bytes_total", up); v < float64(len(layer)) {
+		t.Errorf("arca_upstream_bytes_total = %v, want at least %d", v, len(layer))
+	}
+}
