@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/arcacache/arca/internal/syncer/artifactkind"
 )
 
 // SyncMode says whether a rule only pulls through (PassiveSync, the
@@ -172,7 +174,13 @@ func (f Filters) validate() error {
 			return errorf(CodeInvalidSync, "artifactSyncFilters.%s.values must list at least one media type", kf.field)
 		}
 		for _, v := range kf.f.Values {
+			if kf.field == "artifactTypes" && artifactkind.IsAlias(v) {
+				continue
+			}
 			if !mediaTypeRe.MatchString(v) {
+				if kf.field == "artifactTypes" {
+					return errorf(CodeInvalidSync, "artifactSyncFilters.artifactTypes: %q is neither a media type (type/subtype) nor one of %s", v, strings.Join(artifactkind.Names(), ", "))
+				}
 				return errorf(CodeInvalidSync, "artifactSyncFilters.%s: %q is not a media type (type/subtype)", kf.field, v)
 			}
 		}

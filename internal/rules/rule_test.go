@@ -181,10 +181,22 @@ func TestRuleValidate(t *testing.T) {
 			r.SyncMode = ActiveSync
 			r.Filters.ArtifactTypes = &KindFilter{Type: "include"}
 		}, code: CodeInvalidSync, contains: "at least one"},
+		{desc: "artifact type aliases (seed 000)", mod: func(r *Rule) {
+			r.SyncMode = ActiveSync
+			r.Filters.ArtifactTypes = &KindFilter{Type: "include", Values: []string{"images", "notary-project-signature"}}
+		}},
+		{desc: "unknown artifact type alias", mod: func(r *Rule) {
+			r.SyncMode = ActiveSync
+			r.Filters.ArtifactTypes = &KindFilter{Type: "include", Values: []string{"pictures"}}
+		}, code: CodeInvalidSync, contains: "notary-project-signature"},
+		{desc: "aliases are not image types", mod: func(r *Rule) {
+			r.SyncMode = ActiveSync
+			r.Filters.ImageTypes = &KindFilter{Type: "include", Values: []string{"images"}}
+		}, code: CodeInvalidSync, contains: "imageTypes"},
 		{desc: "bad media type", mod: func(r *Rule) {
 			r.SyncMode = ActiveSync
 			r.Filters.ArtifactTypes = &KindFilter{Type: "include", Values: []string{"notamediatype"}}
-		}, code: CodeInvalidSync, contains: "not a media type"},
+		}, code: CodeInvalidSync, contains: "neither a media type"},
 	} {
 		r := base()
 		tc.mod(&r)
