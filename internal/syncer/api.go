@@ -45,6 +45,9 @@ func (s *Syncer) SyncTag(ctx context.Context, registry, rule, tag string) (Repor
 	if err != nil {
 		return rep, err
 	}
+	if rep.Digest == "" { // the upstream has no such tag
+		return rep, fmt.Errorf("tag %s not found in source %s of cache rule '%s': %w", name, t.Upstream, r.Name, metadata.ErrNotFound)
+	}
 	if rep.Result == OutcomeFailed {
 		return rep, fmt.Errorf("sync %s:%s from %s for cache rule '%s': %s", t.Repo, name, t.Upstream, r.Name, rep.Error)
 	}

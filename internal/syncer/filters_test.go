@@ -50,9 +50,13 @@ func TestTagFilters(t *testing.T) {
 		t.Fatalf("seed has %d tags", len(all))
 	}
 	imageOf := map[string]image{}
+	tagsOf := make([][]string, len(imgs))
 	for i, tag := range all {
 		imageOf[tag] = imgs[i%len(imgs)]
-		up.Tag(t, "many", tag, imgs[i%len(imgs)].desc.Digest)
+		tagsOf[i%len(imgs)] = append(tagsOf[i%len(imgs)], tag)
+	}
+	for i, img := range imgs {
+		up.Tag(t, "many", img.desc.Digest, tagsOf[i]...)
 	}
 	e := newEnv(t, up.Host)
 	s, _ := e.newSyncer(syncer.Options{})

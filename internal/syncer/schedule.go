@@ -71,11 +71,20 @@ func (s *Syncer) schedule(ctx context.Context, wg *sync.WaitGroup) {
 		if !s.due(ctx, ref, r) || !s.claim(key, false) {
 			continue
 		}
+		// Decided before the lease: another replica may have finished the
+		// run in between, so decide again once the lease is ours.
+		recheck := func(ctx context.Context) (rules.Rule, bool) {
+			cur, err := s.store.GetCacheRule(ctx, ref.Registry, ref.Name)
+			if err != nil || cur.Mode() != rules.ActiveSync {
+				return cur, false
+			}
+			return cur, s.dueByState(ctx, ref.Registry, cur)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer s.unclaim(key)
-			_, _, _ = s.runLeased(ctx, ref.Registry, r)
+			_, _, _ = s.runLeased(ctx, ref.Registry, r, recheck)
 		}()
 	}
 }
@@ -89,15 +98,17 @@ func (s *Syncer) due(ctx context.Context, ref metadata.RuleRef, r rules.Rule) bo
 	if running {
 		return false
 	}
-	if triggered {
-		return true
-	}
-	last, err := s.store.GetSyncRun(ctx, ref.Registry, r.Name)
+	return triggered || s.dueByState(ctx, ref.Registry, r)
+}
+
+// dueByState reports whether r's recorded runs make it due now.
+func (s *Syncer) dueByState(ctx context.Context, registry string, r rules.Rule) bool {
+	last, err := s.store.GetSyncRun(ctx, registry, r.Name)
 	if errors.Is(err, metadata.ErrNotFound) {
 		return true
 	}
 	if err != nil {
-		s.log.Error("active sync: read last run", "registry", ref.Registry, "rule", r.Name, "err", err)
+		s.log.Error("active sync: read last run", "registry", registry, "rule", r.Name, "err", err)
 		return false
 	}
 	now := time.Now()
@@ -140,13 +151,21 @@ func (s *Syncer) unclaim(key string) {
 // runLeased runs rule r while holding its lease, renewing it; losing the
 // lease (another replica took it after we stalled) stops the run. It
 // reports false when another replica holds the lease.
-func (s *Syncer) runLeased(ctx context.Context, reg string, r rules.Rule) (metadata.SyncRun, bool, error) {
+func (s *Syncer) runLeased(ctx context.Context, reg string, r rules.Rule, recheck func(context.Context) (rules.Rule, bool)) (metadata.SyncRun, bool, error) {
 	got, err := s.store.AcquireSyncLease(ctx, reg, r.Name, s.opts.Holder, s.opts.LeaseTTL)
 	if err != nil || !got {
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("active sync: take lease", "registry", reg, "rule", r.Name, "err", err)
 		}
 		return metadata.SyncRun{}, false, err
+	}
+	defer s.release(ctx, reg, r.Name)
+	if recheck != nil {
+		cur, due := recheck(ctx)
+		if !due {
+			return metadata.SyncRun{}, true, nil
+		}
+		r = cur
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -158,12 +177,15 @@ func (s *Syncer) runLeased(ctx context.Context, reg string, r rules.Rule) (metad
 	run := s.syncRule(runCtx, reg, r)
 	cancel()
 	<-renewed
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer rcancel()
-	if err := s.store.ReleaseSyncLease(rctx, reg, r.Name, s.opts.Holder); err != nil {
-		s.log.Warn("active sync: release lease", "registry", reg, "rule", r.Name, "err", err)
-	}
 	return run, true, nil
+}
+
+func (s *Syncer) release(ctx context.Context, reg, rule string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.store.ReleaseSyncLease(ctx, reg, rule, s.opts.Holder); err != nil {
+		s.log.Warn("active sync: release lease", "registry", reg, "rule", rule, "err", err)
+	}
 }
 
 // ErrBusy is SyncRule's answer while the rule is being synced already
@@ -186,12 +208,12 @@ func (s *Syncer) SyncRule(ctx context.Context, registry, rule string) (Status, e
 		return Status{}, fmt.Errorf("cache rule %s: %w", r.Name, ErrBusy)
 	}
 	defer s.unclaim(key)
-	if _, got, err := s.runLeased(ctx, registry, r); err != nil {
+	if _, got, err := s.runLeased(ctx, registry, r, nil); err != nil {
 		return Status{}, err
 	} else if !got {
 		return Status{}, fmt.Errorf("cache rule %s: %w", r.Name, ErrBusy)
 	}
-	return s.Status(ctx, registry, r.Name)
+	return s.Status(context.WithoutCancel(ctx), registry, r.Name)
 }
 
 func (s *Syncer) renew(ctx context.Context, cancel context.CancelFunc, reg, rule string) {

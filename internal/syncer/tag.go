@@ -182,9 +182,11 @@ func (j *job) call(ctx context.Context, t cache.Target, fn func() error) error {
 	release()
 	var ue *upstream.Error
 	if errors.As(err, &ue) && ue.StatusCode == http.StatusTooManyRequests {
+		// Every request to the host waits out Retry-After; the run stops
+		// and comes back no sooner than a minute.
+		j.s.limits.pause(t.Upstream.Host, time.Now().Add(ue.RetryAfter))
 		wait := max(ue.RetryAfter, time.Minute)
 		until := time.Now().Add(wait)
-		j.s.limits.pause(t.Upstream.Host, until)
 		j.s.metrics.deferrals.WithLabelValues("toomanyrequests").Inc()
 		return &deferral{until: until, reason: "toomanyrequests",
 			msg: fmt.Sprintf("upstream %s answered 429 Too Many Requests; sync deferred for %s", t.Upstream.Host, wait.Round(time.Second))}
