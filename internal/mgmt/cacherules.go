@@ -54,53 +54,13 @@ func (h *Handler) writeCacheRule(w http.ResponseWriter, req *request, patch bool
 	var created bool
 	var op metadata.Operation
 	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx *metadata.RulesTx) error {
-		prev, exists, err := tx.CacheRule(req.name)
-		if err != nil {
+		var err error
+		out, created, err = h.putCacheRule(tx, req, body, patch)
+		if err != nil || !(created || patch) {
 			return err
 		}
-		if patch && !exists {
-			return errCacheRuleNotFound(req.name)
-		}
-		r := rules.Rule{Name: req.name}
-		if exists {
-			r = prev
-			r.Name = prev.Name // ARM names keep the case they were created with
-		}
-		if err := h.applyCacheRule(&r, body, req, patch); err != nil {
-			return err
-		}
-		all, err := tx.CacheRules()
-		if err != nil {
-			return err
-		}
-		env := rules.Env{MaxRules: h.opts.MaxRules, CredentialSet: tx.CredentialSet,
-			RepositoryExists: tx.RepositoryExists, RepositoryUnder: tx.RepositoryUnder}
-		for _, o := range all {
-			if !eq(o.Name, req.name) {
-				env.Others = append(env.Others, o)
-			}
-		}
-		var prevp *rules.Rule
-		if exists {
-			prevp = &prev
-		}
-		if err := rules.Check(&r, prevp, env); err != nil {
-			return err
-		}
-		now := h.opts.Now().UTC()
-		if !exists {
-			r.CreatedAt = now
-		}
-		r.ModifiedAt, r.ProvisioningState = now, rules.StateSucceeded
-		if err := tx.PutCacheRule(r); err != nil {
-			return err
-		}
-		out, created = r, !exists
-		if created || patch {
-			op = h.newOperation("cacheRules", req.registry, h.resourceID(req.registry, "cacheRules", r.Name))
-			return tx.PutOperation(op)
-		}
-		return nil
+		op = h.newOperation("cacheRules", req.registry, h.resourceID(req.registry, "cacheRules", out.Name))
+		return tx.PutOperation(op)
 	})
 	if err != nil {
 		return err
@@ -111,6 +71,49 @@ func (h *Handler) writeCacheRule(w http.ResponseWriter, req *request, patch bool
 		"credential_set", out.CredentialSet, "sync_mode", string(out.Mode()))
 	out.ProvisioningState = transientState(out.ProvisioningState, created, patch)
 	return h.respondWrite(w, req, op, created || patch, h.cacheRuleJSONOf(req.registry, out, req.v))
+}
+
+// putCacheRule applies body to the stored rule (or a new one), checks the
+// result against the registry and writes it.
+func (h *Handler) putCacheRule(tx *metadata.RulesTx, req *request, body cacheRuleBody, patch bool) (rules.Rule, bool, error) {
+	prev, exists, err := tx.CacheRule(req.name)
+	if err != nil {
+		return rules.Rule{}, false, err
+	}
+	if patch && !exists {
+		return rules.Rule{}, false, errCacheRuleNotFound(req.name)
+	}
+	r := rules.Rule{Name: req.name}
+	if exists {
+		r = prev // keeps the name's original case, creation date and sync status
+	}
+	if err := h.applyCacheRule(&r, body, req, patch); err != nil {
+		return rules.Rule{}, false, err
+	}
+	all, err := tx.CacheRules()
+	if err != nil {
+		return rules.Rule{}, false, err
+	}
+	env := rules.Env{MaxRules: h.opts.MaxRules, CredentialSet: tx.CredentialSet,
+		RepositoryExists: tx.RepositoryExists, RepositoryUnder: tx.RepositoryUnder}
+	for _, o := range all {
+		if !eq(o.Name, req.name) {
+			env.Others = append(env.Others, o)
+		}
+	}
+	var prevp *rules.Rule
+	if exists {
+		prevp = &prev
+	}
+	if err := rules.Check(&r, prevp, env); err != nil {
+		return rules.Rule{}, false, err
+	}
+	now := h.opts.Now().UTC()
+	if !exists {
+		r.CreatedAt = now
+	}
+	r.ModifiedAt, r.ProvisioningState = now, rules.StateSucceeded
+	return r, !exists, tx.PutCacheRule(r)
 }
 
 // transientState is the provisioningState a write answers with: ACR's

@@ -79,32 +79,12 @@ func (h *Handler) writeCredentialSet(w http.ResponseWriter, req *request, patch 
 	var op metadata.Operation
 	var created bool
 	err = h.opts.Store.UpdateRules(ctx, req.registry, func(tx *metadata.RulesTx) error {
-		cur, found, err := tx.CredentialSet(req.name)
-		if err != nil {
+		var err error
+		if created, err = h.putCredentialSet(tx, req, &c, patch); err != nil || !(created || patch) {
 			return err
 		}
-		if patch && !found {
-			return errCredentialSetNotFound(req.name)
-		}
-		now := h.opts.Now().UTC()
-		if found {
-			c.Name, c.PrincipalID, c.CreatedAt = cur.Name, cur.PrincipalID, cur.CreatedAt
-			if err := loginServerChangeAllowed(tx, cur, c); err != nil {
-				return err
-			}
-		} else {
-			c.PrincipalID, c.CreatedAt = uuid.NewString(), now
-		}
-		c.ModifiedAt, c.ProvisioningState = now, rules.StateSucceeded
-		if err := tx.PutCredentialSet(c); err != nil {
-			return err
-		}
-		created = !found
-		if created || patch {
-			op = h.newOperation("credentialSets", req.registry, h.resourceID(req.registry, "credentialSets", c.Name))
-			return tx.PutOperation(op)
-		}
-		return nil
+		op = h.newOperation("credentialSets", req.registry, h.resourceID(req.registry, "credentialSets", c.Name))
+		return tx.PutOperation(op)
 	})
 	if err != nil {
 		return err
@@ -114,6 +94,29 @@ func (h *Handler) writeCredentialSet(w http.ResponseWriter, req *request, patch 
 		"login_server", c.LoginServer, "health", c.Health.Status, "health_code", c.Health.ErrorCode)
 	c.ProvisioningState = transientState(c.ProvisioningState, created, patch)
 	return h.respondWrite(w, req, op, created || patch, h.credentialSetJSONOf(req.registry, c))
+}
+
+// putCredentialSet writes c, keeping the stored set's name case, identity
+// and creation date; it reports whether the set is new.
+func (h *Handler) putCredentialSet(tx *metadata.RulesTx, req *request, c *rules.CredentialSet, patch bool) (bool, error) {
+	cur, found, err := tx.CredentialSet(req.name)
+	if err != nil {
+		return false, err
+	}
+	if patch && !found {
+		return false, errCredentialSetNotFound(req.name)
+	}
+	now := h.opts.Now().UTC()
+	if found {
+		c.Name, c.PrincipalID, c.CreatedAt = cur.Name, cur.PrincipalID, cur.CreatedAt
+		if err := loginServerChangeAllowed(tx, cur, *c); err != nil {
+			return false, err
+		}
+	} else {
+		c.PrincipalID, c.CreatedAt = uuid.NewString(), now
+	}
+	c.ModifiedAt, c.ProvisioningState = now, rules.StateSucceeded
+	return !found, tx.PutCredentialSet(*c)
 }
 
 // checkCredentials runs the checker with a time limit.
