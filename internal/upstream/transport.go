@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -79,7 +80,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
 		resp, err := t.attempt(req)
-		if attempt >= t.maxRetries || ctx.Err() != nil || !retryable(resp, err) {
+		if attempt >= t.maxRetries || ctx.Err() != nil || !retryable(resp, err) || !replayable(req) {
 			return resp, err
 		}
 		wait := t.wait(attempt)
@@ -93,7 +94,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			drainClose(resp.Body)
 		}
 		t.log.LogAttrs(ctx, slog.LevelWarn, "upstream request retry",
-			slog.String("method", req.Method), slog.String("url", req.URL.Redacted()),
+			slog.String("method", req.Method), slog.String("url", logURL(req.URL)),
 			slog.Int("attempt", attempt+1), slog.Duration("wait", wait), slog.String("reason", reason(resp, err)))
 		timer := time.NewTimer(wait)
 		select {
@@ -103,6 +104,18 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case <-timer.C:
 		}
 	}
+}
+
+// replayable: our requests are GET and HEAD without bodies; anything with
+// a body that cannot be rewound is not sent twice.
+func replayable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// logURL leaves out the query, which for blob storage redirects holds
+// signatures.
+func logURL(u *url.URL) string {
+	return u.Scheme + "://" + u.Host + u.EscapedPath()
 }
 
 // wait is exponential backoff with jitter: a random time in [d/2, d].
