@@ -41,23 +41,8 @@ func mixedTags() []string {
 // filter, the dry-run estimate and then exactly what arca holds.
 func TestTagFilters(t *testing.T) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
-	var imgs []image
-	for i := range 10 {
-		imgs = append(imgs, pushImage(t, up, "many", "", &oci.Platform{OS: "linux", Architecture: "amd64"}, 1024+i))
-	}
 	all := mixedTags()
-	if len(all) != 200 {
-		t.Fatalf("seed has %d tags", len(all))
-	}
-	imageOf := map[string]image{}
-	tagsOf := make([][]string, len(imgs))
-	for i, tag := range all {
-		imageOf[tag] = imgs[i%len(imgs)]
-		tagsOf[i%len(imgs)] = append(tagsOf[i%len(imgs)], tag)
-	}
-	for i, img := range imgs {
-		up.Tag(t, "many", img.desc.Digest, tagsOf[i]...)
-	}
+	imageOf := seedMany(t, up, all)
 	e := newEnv(t, up.Host)
 	s, _ := e.newSyncer(syncer.Options{})
 
@@ -77,44 +62,9 @@ func TestTagFilters(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var want []string
-			var wantManifests, wantBlobs []digest.Digest
-			for _, tag := range all {
-				if c.want(tag) {
-					want = append(want, tag)
-					wantManifests = append(wantManifests, imageOf[tag].desc.Digest)
-					wantBlobs = append(wantBlobs, imageOf[tag].blobs...)
-				}
-			}
 			r := rules.Rule{Name: "rule-" + c.name, Source: up.Host + "/many", Target: c.name, SyncMode: rules.ActiveSync,
 				Filters: rules.Filters{Tags: c.query}}
-			est, err := s.Estimate(context.Background(), testRegistry, r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if est.Name != r.Name || est.TotalCount != 200 || est.FilteredCount != len(want) {
-				t.Fatalf("estimate: %+v, want total 200, filtered %d", est, len(want))
-			}
-			var names []string
-			for _, res := range est.Results {
-				names = append(names, res.Name)
-			}
-			same(t, "estimate results", names, want)
-			if got := e.repos(); len(got) != 0 && contains(got, c.name) {
-				t.Fatalf("a dry run stored %s", c.name)
-			}
-
-			e.putRule(r)
-			st := e.syncRule(s, r.Name)
-			if st.Result != syncer.ResultSucceeded || st.TagsSynced != len(want) || st.TagsFailed != 0 {
-				t.Fatalf("status: %+v", st)
-			}
-			same(t, "tags held", e.tags(c.name), want)
-			same(t, "manifests held", e.manifests(c.name), digests(wantManifests...))
-			same(t, "blobs held", e.blobsOf(c.name), digests(wantBlobs...))
-			if st.BytesFetched <= 0 && c.name == "all-tags" {
-				t.Fatalf("no bytes fetched: %+v", st)
-			}
+			checkTagFilter(t, e, s, r, all, imageOf, c.want)
 		})
 	}
 
@@ -132,6 +82,70 @@ func TestTagFilters(t *testing.T) {
 	}
 	if got, want := sum(manifestRequests(up, http.MethodHead)), sum(headsBefore)+200; got != want {
 		t.Errorf("second run made %d manifest HEADs, want 200", got-sum(headsBefore))
+	}
+}
+
+// seedMany pushes 10 small images to "many" and spreads the tags over them.
+func seedMany(t *testing.T, up *upstreamreg.Registry, all []string) map[string]image {
+	t.Helper()
+	if len(all) != 200 {
+		t.Fatalf("seed has %d tags", len(all))
+	}
+	var imgs []image
+	for i := range 10 {
+		imgs = append(imgs, pushImage(t, up, "many", "", &oci.Platform{OS: "linux", Architecture: "amd64"}, 1024+i))
+	}
+	imageOf := map[string]image{}
+	tagsOf := make([][]string, len(imgs))
+	for i, tag := range all {
+		imageOf[tag] = imgs[i%len(imgs)]
+		tagsOf[i%len(imgs)] = append(tagsOf[i%len(imgs)], tag)
+	}
+	for i, img := range imgs {
+		up.Tag(t, "many", img.desc.Digest, tagsOf[i]...)
+	}
+	return imageOf
+}
+
+// checkTagFilter estimates rule r, syncs it, and checks that arca holds
+// exactly the tags selects picks, their manifests and their blobs.
+func checkTagFilter(t *testing.T, e *env, s *syncer.Syncer, r rules.Rule, all []string, imageOf map[string]image, selects func(string) bool) {
+	t.Helper()
+	var want []string
+	var wantManifests, wantBlobs []digest.Digest
+	for _, tag := range all {
+		if selects(tag) {
+			want = append(want, tag)
+			wantManifests = append(wantManifests, imageOf[tag].desc.Digest)
+			wantBlobs = append(wantBlobs, imageOf[tag].blobs...)
+		}
+	}
+	est, err := s.Estimate(context.Background(), testRegistry, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if est.Name != r.Name || est.TotalCount != 200 || est.FilteredCount != len(want) {
+		t.Fatalf("estimate: %+v, want total 200, filtered %d", est, len(want))
+	}
+	var names []string
+	for _, res := range est.Results {
+		names = append(names, res.Name)
+	}
+	same(t, "estimate results", names, want)
+	if got := e.repos(); len(got) != 0 && contains(got, r.Target) {
+		t.Fatalf("a dry run stored %s", r.Target)
+	}
+
+	e.putRule(r)
+	st := e.syncRule(s, r.Name)
+	if st.Result != syncer.ResultSucceeded || st.TagsSynced != len(want) || st.TagsFailed != 0 {
+		t.Fatalf("status: %+v", st)
+	}
+	same(t, "tags held", e.tags(r.Target), want)
+	same(t, "manifests held", e.manifests(r.Target), digests(wantManifests...))
+	same(t, "blobs held", e.blobsOf(r.Target), digests(wantBlobs...))
+	if st.BytesFetched <= 0 && len(want) == 200 {
+		t.Fatalf("no bytes fetched: %+v", st)
 	}
 }
 

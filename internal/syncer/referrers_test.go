@@ -60,6 +60,16 @@ func TestReferrersAndArtifactTypes(t *testing.T) {
 	e := newEnv(t, up.Host)
 	s, _ := e.newSyncer(syncer.Options{})
 
+	// The dry run of the README's rule: the upstream lists v1 and oras's
+	// tag-schema fallback index tag; only v1 is a tag to sync.
+	est, err := s.Estimate(context.Background(), testRegistry, rules.Rule{Name: "estimate-readme", Source: up.Host + "/signed",
+		Target: "estimated", SyncMode: rules.ActiveSync, SyncReferrers: "Enabled",
+		Filters: rules.Filters{Platforms: []string{"linux/amd64", "linux/arm64"},
+			ArtifactTypes: &rules.KindFilter{Type: "include", Values: []string{"images", "notary-project-signature"}}}})
+	if err != nil || est.TotalCount != 2 || est.FilteredCount != 1 || len(est.Results) != 1 || est.Results[0].Name != "v1" {
+		t.Fatalf("estimate: %+v %v", est, err)
+	}
+
 	imageAndSig := digests(img.desc.Digest, sig)
 	cases := []struct {
 		name      string
