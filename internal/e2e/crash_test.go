@@ -70,11 +70,15 @@ func TestCrashDuringUploads(t *testing.T) {
 	for round, m := range moments {
 		jobs := crashJobs(t, round)
 		stalled := startStalledUploads(t, a, round)
-		done := runPushes(c, addr, jobs)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := runPushes(ctx, c, addr, jobs)
 		m.kill(done, func() int64 { return stagedBytes(dataDir) })
 		a.Kill9()
+		// Stop the clients rather than let them retry against a dead
+		// server: a push counts as acknowledged only if crane exited 0.
+		cancel()
 		stalled.release()
-		for range done { // wait for every crane process to give up
+		for range done {
 		}
 		staged := stagedBytes(dataDir)
 		a = startArcaAt(t, addr, dataDir)
@@ -95,9 +99,10 @@ func TestCrashDuringUploads(t *testing.T) {
 		for _, j := range committed {
 			checkImage(t, a, j.repo, j.tag, j.im)
 		}
-		// Interrupted pushes can simply be retried after the restart.
+		// Interrupted pushes can simply be retried after the restart
+		// (checked once: downloads are slow under -race).
 		for _, j := range jobs {
-			if j.err != nil {
+			if j.err != nil && round == 0 {
 				c.crane("push", j.layout, a.Ref(j.repo+":"+j.tag))
 				checkImage(t, a, j.repo, j.tag, j.im)
 			}
@@ -133,7 +138,7 @@ func stagedBytes(dataDir string) int64 {
 
 // crashJobs makes distinct random images, a few with large layers.
 func crashJobs(t *testing.T, round int) []*pushJob {
-	sizes := [][]int{{20 << 20}, {48 << 20, 64 << 10}, {100 << 10}, {5 << 20, 3 << 20}, {32 << 20}, {10 << 10}}
+	sizes := [][]int{{24 << 20}, {32 << 20, 64 << 10}, {100 << 10}, {4 << 20, 2 << 20}, {20 << 20}, {10 << 10}}
 	var jobs []*pushJob
 	for i, s := range sizes {
 		im := newImage(t, uint64(1000+round*100+i), "amd64", s...)
@@ -144,15 +149,13 @@ func crashJobs(t *testing.T, round int) []*pushJob {
 
 // runPushes starts one crane push per job; each job is sent on the
 // returned channel when its process exits, which is closed after the last.
-func runPushes(c *tool, addr string, jobs []*pushJob) <-chan *pushJob {
+func runPushes(ctx context.Context, c *tool, addr string, jobs []*pushJob) <-chan *pushJob {
 	done := make(chan *pushJob, len(jobs))
 	var wg sync.WaitGroup
 	for _, j := range jobs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
 			j.out, j.err = c.tryCtx(ctx, "--insecure", "push", j.layout, addr+"/"+j.repo+":"+j.tag)
 			done <- j
 		}()

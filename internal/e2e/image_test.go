@@ -4,12 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -73,18 +75,12 @@ func sha(b []byte) string {
 
 // randomLayer returns a gzip'd tar holding one file of size random bytes.
 // Random data does not compress, so the layer is about size bytes.
-func randomLayer(t testing.TB, r *rand.Rand, size int) (gz []byte, diffID string) {
+func randomLayer(t testing.TB, seed uint64, size int) (gz []byte, diffID string) {
 	t.Helper()
-	data := make([]byte, size)
-	for i := 0; i+8 <= len(data); i += 8 {
-		v := r.Uint64()
-		for j := 0; j < 8; j++ {
-			data[i+j] = byte(v >> (8 * j))
-		}
-	}
+	data := randomBytes(seed, size)
 	var tarBuf bytes.Buffer
 	tw := tar.NewWriter(&tarBuf)
-	hdr := &tar.Header{Name: fmt.Sprintf("data-%x.bin", r.Uint64()), Mode: 0o644, Size: int64(size), Typeflag: tar.TypeReg}
+	hdr := &tar.Header{Name: fmt.Sprintf("data-%x.bin", data[:8]), Mode: 0o644, Size: int64(size), Typeflag: tar.TypeReg}
 	if err := tw.WriteHeader(hdr); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +91,9 @@ func randomLayer(t testing.TB, r *rand.Rand, size int) (gz []byte, diffID string
 		t.Fatal(err)
 	}
 	var gzBuf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&gzBuf, gzip.BestSpeed)
+	// Random bytes do not compress; storing keeps image generation fast
+	// (it matters under -race) and the result is still valid gzip.
+	zw, _ := gzip.NewWriterLevel(&gzBuf, gzip.NoCompression)
 	if _, err := zw.Write(tarBuf.Bytes()); err != nil {
 		t.Fatal(err)
 	}
@@ -108,11 +106,10 @@ func randomLayer(t testing.TB, r *rand.Rand, size int) (gz []byte, diffID string
 // newImage builds a random image with one layer per size, for arch.
 func newImage(t testing.TB, seed uint64, arch string, layerSizes ...int) *testImage {
 	t.Helper()
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	im := &testImage{Arch: arch}
 	var diffIDs []string
-	for _, n := range layerSizes {
-		gz, diffID := randomLayer(t, r, n)
+	for i, n := range layerSizes {
+		gz, diffID := randomLayer(t, seed<<8|uint64(i), n)
 		im.Layers = append(im.Layers, gz)
 		diffIDs = append(diffIDs, diffID)
 	}
@@ -132,6 +129,20 @@ func newImage(t testing.TB, seed uint64, arch string, layerSizes ...int) *testIm
 	im.ManifestDesc = descriptor{MediaType: mtOCIManifest, Digest: sha(im.Manifest), Size: int64(len(im.Manifest)),
 		Platform: &platform{Architecture: arch, OS: "linux"}}
 	return im
+}
+
+// randomBytes returns n pseudo-random bytes determined by seed: an AES-CTR
+// key stream, which is fast even under -race (assembly, not instrumented).
+func randomBytes(seed uint64, n int) []byte {
+	var key [16]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	blk, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic(err)
+	}
+	b := make([]byte, n)
+	cipher.NewCTR(blk, make([]byte, aes.BlockSize)).XORKeyStream(b, b)
+	return b
 }
 
 func mustJSON(t testing.TB, v any) []byte {

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,15 +39,6 @@ func (c *tool) readFile(name string) []byte {
 	b, err := os.ReadFile(filepath.Join(c.dir, name))
 	if err != nil {
 		c.t.Fatal(err)
-	}
-	return b
-}
-
-func randomBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, 7))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
 	}
 	return b
 }
