@@ -41,7 +41,7 @@ func (s *syncBuffer) String() string {
 }
 
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *httptest.Server
 	meta    *metadata.SQLite
 	logs    *syncBuffer
@@ -56,11 +56,11 @@ type fixtureServerOpt func(*fixture)
 
 // newFixture serves a Handler over a fresh SQLite store with registries
 // "default" and "teamreg" (on team.example.com).
-func newFixture(t *testing.T, mods ...fixtureOpt) *fixture {
+func newFixture(t testing.TB, mods ...fixtureOpt) *fixture {
 	return newFixtureWith(t, nil, mods...)
 }
 
-func newFixtureWith(t *testing.T, srvOpt fixtureServerOpt, mods ...fixtureOpt) *fixture {
+func newFixtureWith(t testing.TB, srvOpt fixtureServerOpt, mods ...fixtureOpt) *fixture {
 	t.Helper()
 	meta, err := metadata.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "arca.db"))
 	if err != nil {
