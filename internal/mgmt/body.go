@@ -92,6 +92,10 @@ type cacheRuleBodyProps struct {
 	SyncMode                opt[string]      `json:"syncMode"`
 	SyncReferrers           opt[string]      `json:"syncReferrers"`
 	ArtifactSyncFilters     opt[filtersBody] `json:"artifactSyncFilters"`
+	// Properties of other versions arca does not implement: refused rather
+	// than silently dropped.
+	AdditionalAuthenticationProperties opt[json.RawMessage] `json:"additionalAuthenticationProperties"`
+	ArtifactSyncScopeFilterProperties  opt[json.RawMessage] `json:"artifactSyncScopeFilterProperties"`
 }
 
 type filtersBody struct {
@@ -105,6 +109,12 @@ type filtersBody struct {
 // api-version has, a PATCH (patch true) only those sent (null clears).
 func (h *Handler) applyCacheRule(r *rules.Rule, body cacheRuleBody, req *request, patch bool) error {
 	p := body.Properties.V
+	if p.AdditionalAuthenticationProperties.value() {
+		return errBadRequest("InvalidRequestContent", "The property 'properties.additionalAuthenticationProperties' (Google Artifact Registry workload identity) is not supported by arca.")
+	}
+	if p.ArtifactSyncScopeFilterProperties.value() {
+		return errBadRequest("InvalidRequestContent", "The property 'properties.artifactSyncScopeFilterProperties' (2024-01-01-preview artifact sync) is not supported by arca: use syncMode and artifactSyncFilters (api-version 2025-09-01-preview).")
+	}
 	if !req.v.extended {
 		for _, f := range []struct {
 			name string
