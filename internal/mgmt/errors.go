@@ -35,7 +35,7 @@ func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 //	404   ResourceNotFound                                 registry, cache rule, credential set or operation absent
 //	404   InvalidResourceType                              unknown path under a registry
 //	405   MethodNotAllowed                                 verb not defined for the path
-//	400   InvalidRequestContent                            body not JSON / wrong JSON types / property not in this api-version
+//	400   InvalidRequestContent                            body not JSON / wrong JSON types / property not in this api-version or not supported by arca
 //	400   InvalidResourceName                              rule or set name not ^[a-zA-Z0-9-]*$ 5..50
 //	400   InvalidRepositoryName                            bad sourceRepository/targetRepository (ACR's "standardized docker repository naming conventions" message; tags rejected)
 //	400   InvalidWildcardCacheRule                         * other than trailing /* (or * alone as target), or source/target disagree
