@@ -324,3 +324,31 @@ func TestGoodCitizen(t *testing.T) {
 		t.Fatalf("budget back: %+v", st)
 	}
 }
+
+// TestTriggerWakesScheduler: with a poll interval of an hour, Trigger is
+// what starts the run of a new rule (rule "" form, as the management API's
+// per-registry hook sends) and of a changed one.
+func TestTriggerWakesScheduler(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	pushImage(t, up, "trig", "t1", amd64, 600)
+	pushImage(t, up, "trig", "u1", amd64, 601)
+	e := newEnv(t, up.Host)
+	s, m := e.newSyncer(syncer.Options{Poll: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	rule := rules.Rule{Name: "trig-rule", Source: up.Host + "/trig", Target: "trig", Filters: rules.Filters{Tags: "Tags | where Name startswith 't'"}}
+	time.Sleep(50 * time.Millisecond) // Run's first look finds nothing
+	e.putRule(rule)
+	s.Trigger(testRegistry, "")
+	waitFor(t, func() bool { return counter(t, m, "arca_sync_runs_total", "result", syncer.ResultSucceeded) == 1 })
+	same(t, "tags", e.tags("trig"), []string{"t1"})
+
+	rule.Filters.Tags = "Tags | where Name startswith 'u'"
+	e.putRule(rule)
+	s.Trigger(testRegistry, rule.Name)
+	waitFor(t, func() bool { return counter(t, m, "arca_sync_runs_total", "result", syncer.ResultSucceeded) == 2 })
+	same(t, "tags (deleted from the filter, kept)", e.tags("trig"), []string{"t1", "u1"})
+}

@@ -16,12 +16,17 @@ func ruleKey(registry, rule string) string {
 	return strings.ToLower(registry) + "\x00" + strings.ToLower(rule)
 }
 
-// Trigger asks for a sync of a rule soon (it was created or changed). Run
-// also notices changes on its own, at the next poll, on every replica.
+// Trigger asks for a sync of a rule soon (it was created or changed). With
+// rule "" it only wakes the scheduler, which syncs at once every rule whose
+// configuration differs from its last run's (fit for the management API's
+// per-registry change hook). Without any Trigger, Run notices changes at
+// its next poll, on every replica.
 func (s *Syncer) Trigger(registry, rule string) {
-	s.mu.Lock()
-	s.triggered[ruleKey(registry, rule)] = true
-	s.mu.Unlock()
+	if rule != "" {
+		s.mu.Lock()
+		s.triggered[ruleKey(registry, rule)] = true
+		s.mu.Unlock()
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
