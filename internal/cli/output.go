@@ -63,7 +63,7 @@ func contains(xs []string, x string) bool {
 // bools, nil). A nil result prints nothing, as az prints nothing for
 // commands without output.
 func (p *printer) print(v any) error {
-	if v == nil && p.query == "" {
+	if v == nil {
 		return nil
 	}
 	queried := false
@@ -73,6 +73,10 @@ func (p *printer) print(v any) error {
 			return fmt.Errorf("--query %q: %w", p.query, err)
 		}
 		v, queried = r, true
+		if v == nil {
+			// az prints nothing when the query selects nothing.
+			return nil
+		}
 	}
 	switch p.format {
 	case "none":
