@@ -15,3 +15,7 @@ run:
 
 bench:
 	@if [ -f scripts/bench.sh ]; then bash scripts/bench.sh; else echo "scripts/bench.sh not written yet" >&2; exit 1; fi
+
+.PHONY: bench-pullthrough
+bench-pullthrough:
+	bash scripts/bench-pullthrough.sh

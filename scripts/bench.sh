@@ -57,3 +57,7 @@ END {
 	if (a) printf "peak RSS, 32 x 256 MiB downloads: arca %.1f MiB (goal < 100), distribution %.1f MiB\n", a, d
 }' "$out" | tee -a "$out"
 echo "raw results: $out"
+
+# Pull-through caching: cold/warm pulls vs the upstream and distribution's
+# proxy mode, 32 concurrent pullers (its own script, also run alone).
+bash scripts/bench-pullthrough.sh
