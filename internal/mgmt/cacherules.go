@@ -29,7 +29,11 @@ func (h *Handler) cacheRules(w http.ResponseWriter, req *request) error {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, h.cacheRuleJSONOf(req.registry, r, req.v))
+		out := h.cacheRuleJSONOf(req.registry, r, req.v)
+		if src, err := rules.ParseSource(r.Source); err == nil {
+			out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, r.CredentialSet, src.LoginServer)
+		}
+		writeJSON(w, http.StatusOK, out)
 		return nil
 	case http.MethodPut, http.MethodPatch:
 		return h.writeCacheRule(w, req, m == http.MethodPatch)

@@ -33,7 +33,9 @@ func (h *Handler) credentialSets(w http.ResponseWriter, req *request) error {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, h.credentialSetJSONOf(req.registry, c))
+		out := h.credentialSetJSONOf(req.registry, c)
+		out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, c.Name, c.LoginServer)
+		writeJSON(w, http.StatusOK, out)
 		return nil
 	case http.MethodPut, http.MethodPatch:
 		return h.writeCredentialSet(w, req, m == http.MethodPatch)

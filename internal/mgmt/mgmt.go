@@ -30,6 +30,11 @@ type Store interface {
 	GetOperation(ctx context.Context, id string) (metadata.Operation, error)
 }
 
+// RateLimitStore reads recorded upstream rate limits.
+type RateLimitStore interface {
+	GetRateLimit(ctx context.Context, source string) (metadata.RateLimit, error)
+}
+
 // Defaults for Options.
 const (
 	DefaultSubscriptionID = "00000000-0000-0000-0000-000000000000"
@@ -69,8 +74,12 @@ type Options struct {
 	// OnChange, if set, is called after a registry's rules or credential
 	// sets changed (this replica's data plane refreshes at once).
 	OnChange func(registry string)
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// RateLimits, if set, supplies the upstream pull budget last reported
+	// for a credential set (or anonymous pulls) on a login server, shown by
+	// GET of a cache rule or credential set.
+	RateLimits RateLimitStore
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Handler serves the management API.

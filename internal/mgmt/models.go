@@ -1,10 +1,12 @@
 package mgmt
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"time"
 
+	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/rules"
 )
 
@@ -70,6 +72,33 @@ type cacheRulePropsJSON struct {
 	SyncReferrers           string          `json:"syncReferrers,omitempty"`
 	ArtifactSyncFilters     *filtersJSON    `json:"artifactSyncFilters,omitempty"`
 	ArtifactSyncStatus      *syncStatusJSON `json:"artifactSyncStatus,omitempty"`
+	UpstreamRateLimit       *rateLimitJSON  `json:"upstreamRateLimit,omitempty"`
+}
+
+// rateLimitJSON is an arca extension: the pull budget the upstream last
+// reported (Docker Hub's ratelimit-limit/remaining headers).
+type rateLimitJSON struct {
+	Limit         int    `json:"limit"`
+	Remaining     int    `json:"remaining"`
+	WindowSeconds int64  `json:"windowSeconds"`
+	ObservedAt    string `json:"observedAt"`
+}
+
+// rateLimitOf looks up the budget of credential set credSet ("" for
+// anonymous pulls) of registry reg on loginServer.
+func (h *Handler) rateLimitOf(ctx context.Context, reg, credSet, loginServer string) *rateLimitJSON {
+	if h.opts.RateLimits == nil {
+		return nil
+	}
+	key := ""
+	if credSet != "" {
+		key = reg + "/" + credSet
+	}
+	rl, err := h.opts.RateLimits.GetRateLimit(ctx, metadata.RateLimitSource(key, rules.CanonicalLoginServer(loginServer)))
+	if err != nil {
+		return nil
+	}
+	return &rateLimitJSON{Limit: rl.Limit, Remaining: rl.Remaining, WindowSeconds: int64(rl.Window.Seconds()), ObservedAt: armTime(rl.ObservedAt)}
 }
 
 type syncStatusJSON struct {
@@ -161,6 +190,7 @@ type credentialSetPropsJSON struct {
 	AuthCredentials   []authCredential `json:"authCredentials"`
 	CreationDate      string           `json:"creationDate,omitempty"`
 	ProvisioningState string           `json:"provisioningState,omitempty"`
+	UpstreamRateLimit *rateLimitJSON   `json:"upstreamRateLimit,omitempty"`
 }
 
 type authCredential struct {

@@ -60,6 +60,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		Store:             s.meta,
 		Token:             tok,
 		Checker:           checker,
+		RateLimits:        s.meta,
 		ValidateSecretRef: secrets.Validate,
 		MaxRules:          o.MaxCacheRules,
 		OnChange: func(registry string) {

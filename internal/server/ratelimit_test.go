@@ -1,0 +1,60 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
+)
+
+// Docker Hub's rate-limit headers, seen on pulls through a rule, show up
+// in the rule's GET and in the metrics.
+func TestRateLimitsShown(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	up.Push(t, "library/app", "v1", []byte("layer"))
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	proxy.SetHeader("ratelimit-limit", "100;w=21600")
+	proxy.SetHeader("ratelimit-remaining", "42;w=21600")
+
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"},
+		PullThroughOptions{InsecureUpstreams: []string{proxy.Host()}, Revalidate: time.Minute})
+	ts.token = "tok"
+	rule := armBase + "default/cacheRules/app-rule?api-version=2023-07-01"
+	if st, m := ts.do("PUT", rule, "", map[string]any{"properties": map[string]any{
+		"sourceRepository": proxy.Host() + "/library/app", "targetRepository": "app"}}); st != http.StatusCreated {
+		t.Fatalf("create rule: %d %v", st, m)
+	}
+	res, err := http.Get(ts.url + "/v2/app/manifests/v1")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("pull: %v %v", res, err)
+	}
+	res.Body.Close()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, m := ts.do("GET", rule, "", nil)
+		props, _ := m["properties"].(map[string]any)
+		if rl, ok := props["upstreamRateLimit"].(map[string]any); ok {
+			if rl["remaining"] != float64(42) || rl["limit"] != float64(100) || rl["windowSeconds"] != float64(21600) {
+				t.Fatalf("rate limit: %v", rl)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no upstreamRateLimit in %v", m)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res, err = http.Get(ts.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(b), "arca_upstream_ratelimit_remaining") {
+		t.Fatal("metric arca_upstream_ratelimit_remaining missing")
+	}
+}
