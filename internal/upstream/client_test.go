@@ -216,35 +216,37 @@ func TestTags(t *testing.T) {
 	// distribution 2.8 ignores n and never paginates tags/list; v3 answers
 	// n tags at a time with a Link rel="next". The client handles both.
 	t.Run("distribution-2.8", func(t *testing.T) {
-		testTags(t, upstreamreg.Options{}, "[1005]", "[1005]", 2)
+		testTags(t, upstreamreg.Options{}, 10, 4, "[10]", "[10]", 2)
 	})
 	t.Run("distribution-v3", func(t *testing.T) {
-		testTags(t, upstreamreg.Options{Binary: upstreamreg.V3Binary(t)}, "[400 400 205]", "[1000 5]", 5)
+		testTags(t, upstreamreg.Options{Binary: upstreamreg.V3Binary(t)}, 1005, 400, "[400 400 205]", "[1000 5]", 5)
 	})
 }
 
-func testTags(t *testing.T, o upstreamreg.Options, pages400, pages1000 string, gets int) {
+// testTags lists count tags with page size n, then with the default 1000.
+func testTags(t *testing.T, o upstreamreg.Options, count, n int, pagesN, pages1000 string, gets int) {
 	reg := upstreamreg.Start(t, o)
 	d := reg.Push(t, "many", "t0000", []byte("l"))
 	var tags []string
-	for i := 1; i < 1005; i++ {
+	for i := 1; i < count; i++ {
 		tags = append(tags, fmt.Sprintf("t%04d", i))
 	}
 	reg.Tag(t, "many", d, tags...)
 	repo := upstream.Repo{Host: reg.Host, Path: "many"}
+	last := fmt.Sprintf("t%04d", count-1)
 
-	c, _ := newClient(t, upstream.Options{TagPageSize: 400}, reg.Host)
+	c, _ := newClient(t, upstream.Options{TagPageSize: n}, reg.Host)
 	tags, pages := allTags(t, c, repo)
-	if len(tags) != 1005 || tags[0] != "t0000" || tags[1004] != "t1004" || fmt.Sprint(pages) != pages400 {
-		t.Fatalf("n=400: %d tags in pages %v, want pages %s", len(tags), pages, pages400)
+	if len(tags) != count || tags[0] != "t0000" || tags[count-1] != last || fmt.Sprint(pages) != pagesN {
+		t.Fatalf("n=%d: %d tags in pages %v, want %d in pages %s", n, len(tags), pages, count, pagesN)
 	}
 	c, _ = newClient(t, upstream.Options{}, reg.Host) // default n=1000
 	tags, pages = allTags(t, c, repo)
-	if len(tags) != 1005 || fmt.Sprint(pages) != pages1000 {
+	if len(tags) != count || fmt.Sprint(pages) != pages1000 {
 		t.Fatalf("n=1000: %d tags in pages %v, want pages %s", len(tags), pages, pages1000)
 	}
-	if n := reg.Requests("GET", "/v2/many/tags/list"); n != gets {
-		t.Errorf("registry saw %d tags/list GETs, want %d", n, gets)
+	if got := reg.Requests("GET", "/v2/many/tags/list"); got != gets {
+		t.Errorf("registry saw %d tags/list GETs, want %d", got, gets)
 	}
 	stop := errors.New("enough")
 	if err := c.Tags(t.Context(), repo, func([]string) error { return stop }); err != stop {
@@ -312,5 +314,36 @@ func TestHTTPSUnlessInsecure(t *testing.T) {
 	}
 	if time.Since(start) > 2*time.Second {
 		t.Errorf("took %s: a TLS mismatch must not be retried", time.Since(start))
+	}
+}
+
+func TestCredentialsResolvedAtUse(t *testing.T) {
+	for _, mode := range []upstreamreg.Options{{Auth: upstreamreg.Htpasswd}, {Auth: upstreamreg.Token, Username: "u", Password: "right"}} {
+		t.Run(mode.Auth.String(), func(t *testing.T) {
+			reg := upstreamreg.Start(t, mode)
+			reg.Push(t, "app", "v1", []byte("l"))
+			var password atomic.Value
+			password.Store("stale")
+			var calls atomic.Int64
+			repo := upstream.Repo{Host: reg.Host, Path: "app", CredKey: "rotating", Creds: func(context.Context) (string, string, error) {
+				calls.Add(1)
+				return reg.Username, password.Load().(string), nil
+			}}
+			c, _ := newClient(t, upstream.Options{}, reg.Host)
+			if calls.Load() != 0 {
+				t.Fatal("credentials resolved before use")
+			}
+			_, err := c.GetManifest(t.Context(), repo, "v1")
+			if e := asError(t, err); e.StatusCode != 401 || upstream.IsUnavailable(err) {
+				t.Fatalf("stale password: %v, want a 401", err)
+			}
+			password.Store(reg.Password) // the secret was rotated; no client rebuild
+			if _, err := c.GetManifest(t.Context(), repo, "v1"); err != nil {
+				t.Fatalf("after rotation: %v", err)
+			}
+			if calls.Load() < 2 {
+				t.Errorf("credentials resolved %d times, want a fresh resolution after the 401", calls.Load())
+			}
+		})
 	}
 }
