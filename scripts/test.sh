@@ -29,6 +29,8 @@ declare -A APT_BINARY=(
 declare -A GO_TOOLS=(
 	[crane]=github.com/google/go-containerregistry/cmd/crane@v0.22.1
 	[regctl]=github.com/regclient/regclient/cmd/regctl@v0.11.7
+	# distribution v3: the proxy-mode peer in benchmarks, and a paginating upstream in tests.
+	[registry]=github.com/distribution/distribution/v3/cmd/registry@v3.1.2
 )
 ORAS_VERSION=v1.3.3
 
