@@ -60,7 +60,11 @@ func (c *Cache) SyncManifest(ctx context.Context, reg string, t Target, d digest
 		sm.Fetched = status == Miss
 		return sm, err
 	}
-	um, err := c.up.GetManifest(ctx, t.Upstream, d.String())
+	// Detached, as pull-through's manifest fetches are: a fetch under way
+	// when the sync stops still lands, and is not fetched again on resume.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestFetchTimeout)
+	defer cancel()
+	um, err := c.up.GetManifest(dctx, t.Upstream, d.String())
 	if err != nil {
 		c.count("manifest", "error")
 		return SyncedManifest{}, upstreamError(t, "manifest "+d.String(), err)
@@ -69,7 +73,7 @@ func (c *Cache) SyncManifest(ctx context.Context, reg string, t Target, d digest
 		return SyncedManifest{}, fmt.Errorf("upstream %s served manifest %s for %s", t.Upstream, um.Digest, d)
 	}
 	c.count("manifest", Miss)
-	return c.storeSynced(ctx, reg, t, d, um.Body, keep, true)
+	return c.storeSynced(dctx, reg, t, d, um.Body, keep, true)
 }
 
 func (c *Cache) storeSynced(ctx context.Context, reg string, t Target, d digest.Digest, body []byte, keep func(*oci.Manifest) bool, fetched bool) (SyncedManifest, error) {
