@@ -81,7 +81,7 @@ func TestOutputFormats(t *testing.T) {
 		{[]string{"--query", "length(@)", "-o", "tsv"}, "3\n"},
 		{[]string{"--query", "[0].name", "-o", "yaml"}, "rule-a\n"},
 		{[]string{"-o", "none"}, ""},
-		{[]string{"--query", "[0].nosuch"}, ""}, // az prints nothing for a null result
+		{[]string{"--query", "[0].nosuch"}, ""},                          // az prints nothing for a null result
 		{[]string{"--query", "[0].name", "-o", "jsonc"}, "\"rule-a\"\n"}, // no colors: stdout is not a terminal
 		// columns without a value in any row (credential set, sync mode) are left out
 		{[]string{"-o", "table"}, "Name    SourceRepository  TargetRepository  ProvisioningState  CreationDate\n" +
