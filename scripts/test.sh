@@ -56,7 +56,7 @@ install_apt() {
 	fi
 	echo "apt-get install ${missing[*]}"
 	"${sudo[@]}" apt-get update -qq </dev/null || die "apt-get update failed"
-	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null ||
+	"${sudo[@]}" apt-get install -y -qq "${missing[@]}" </dev/null ||
 		die "apt-get install ${missing[*]} failed"
 }
 
@@ -122,21 +122,19 @@ if go vet ./...; then record "go vet ./..." PASS; else record "go vet ./..." FAI
 step "go test -race -count=1 ./..."
 TEST_LOG=$(mktemp)
 trap 'rm -f "$TEST_LOG"' EXIT
-if go test -race -count=1 ./... 2>&1 | tee "$TEST_LOG"; then
+if go test -race -count=1 -timeout 30m ./... 2>&1 | tee "$TEST_LOG"; then
 	record "go test -race ./..." PASS
 else
 	record "go test -race ./..." FAIL
 fi
-# `go test` exits 0 on "no test files" packages; a package line starting
-# with FAIL is what a failure looks like.
-pkg_fail=$(grep -cE '^(FAIL|--- FAIL)' "$TEST_LOG" || true)
-pkg_ok=$(grep -cE '^ok ' "$TEST_LOG" || true)
+pkg_ok=$(grep -cE '^ok[[:space:]]' "$TEST_LOG" || true)
+pkg_fail=$(grep -cE '^FAIL[[:space:]]' "$TEST_LOG" || true)
 
 step "summary ($(($(date +%s) - START))s)"
 printf '%s\n' "${RESULTS[@]}"
-echo "packages ok: $pkg_ok, failure lines: $pkg_fail"
+echo "packages: $pkg_ok ok, $pkg_fail failed"
 if ((FAILED)); then
-	grep -E '^(FAIL|--- FAIL)' "$TEST_LOG" || true
+	grep -E '^[[:space:]]*--- FAIL|^FAIL[[:space:]]' "$TEST_LOG" || true
 	echo "RESULT: FAIL"
 	exit 1
 fi
