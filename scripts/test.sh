@@ -15,15 +15,8 @@ export PATH="$TOOLS_BIN:$PATH"
 export ARCA_TOOLS_BIN="$TOOLS_BIN"
 export DEBIAN_FRONTEND=noninteractive
 
-# Debian packages the tests drive. Add one word here to add a package;
-# APT_BINARY maps a package to the command that proves it is installed.
+# Debian packages the tests drive. Add one word here to add a package.
 APT_PACKAGES=(skopeo docker-registry containerd podman)
-declare -A APT_BINARY=(
-	[skopeo]=skopeo
-	[docker-registry]=docker-registry
-	[containerd]=containerd
-	[podman]=podman
-)
 
 # Go tools: name -> module@version installed with `go install`.
 declare -A GO_TOOLS=(
@@ -43,7 +36,7 @@ die() {
 install_apt() {
 	local missing=() pkg
 	for pkg in "${APT_PACKAGES[@]}"; do
-		command -v "${APT_BINARY[$pkg]:-$pkg}" >/dev/null 2>&1 || missing+=("$pkg")
+		[[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || missing+=("$pkg")
 	done
 	if ((${#missing[@]} == 0)); then
 		echo "apt packages present: ${APT_PACKAGES[*]}"
