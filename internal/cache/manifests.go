@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -144,16 +145,20 @@ func upstreamError(t Target, what string, err error) error {
 	if errors.As(err, &ee) {
 		return ee
 	}
-	if upstream.IsNotFound(err) {
+	var e *errcode.Error
+	var ue *upstream.Error
+	switch {
+	case upstream.IsNotFound(err):
 		code := errcode.ManifestUnknown
-		if len(what) > 4 && what[:4] == "blob" {
+		if strings.HasPrefix(what, "blob") {
 			code = errcode.BlobUnknown
 		}
-		return errcode.New(code, fmt.Sprintf("%s not found in source '%s' for cache rule '%s'", what, t.Upstream, t.Rule))
+		e = errcode.New(code, fmt.Sprintf("%s not found in source '%s' for cache rule '%s'", what, t.Upstream, t.Rule))
+	case errors.As(err, &ue) && ue.StatusCode == http.StatusTooManyRequests:
+		e = errcode.New(errcode.FailedDependency, fmt.Sprintf("too many requests to source registry for cache rule '%s' (%s)", t.Rule, ue.Error()))
+	default:
+		e = errcode.New(errcode.FailedDependency, fmt.Sprintf("request to pull %s from source '%s' for cache rule '%s' has failed: %v", what, t.Upstream, t.Rule, err))
 	}
-	var ue *upstream.Error
-	if errors.As(err, &ue) && ue.StatusCode == http.StatusTooManyRequests {
-		return errcode.New(errcode.FailedDependency, fmt.Sprintf("too many requests to source registry for cache rule '%s' (%s)", t.Rule, ue.Error()))
-	}
-	return errcode.New(errcode.FailedDependency, fmt.Sprintf("request to pull %s from source '%s' for cache rule '%s' has failed: %v", what, t.Upstream, t.Rule, err))
+	e.Cause = err
+	return e
 }

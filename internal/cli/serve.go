@@ -77,6 +77,7 @@ which wins over the file.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	addManagementFlags(f, &opts.Management, env)
 	addPullThroughFlags(f, &opts.PullThrough)
+	addSyncFlags(f, &opts.Sync)
 	return cmd
 }
 

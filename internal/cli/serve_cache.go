@@ -17,3 +17,10 @@ func addPullThroughFlags(f *pflag.FlagSet, o *server.PullThroughOptions) {
 	f.DurationVar(&o.UpstreamTimeout, "upstream-timeout", 30*time.Second, "how long to wait for an upstream's response headers")
 	f.StringVar(&o.MirrorNamespace, "mirror-namespace", "docker.io", `upstream assumed for requests that match no rule and no repository (Docker's registry-mirrors); "" turns it off`)
 }
+
+// addSyncFlags adds `arca serve`'s active sync settings.
+func addSyncFlags(f *pflag.FlagSet, o *server.SyncOptions) {
+	f.DurationVar(&o.Interval, "sync-interval", 12*time.Hour, "time between active sync runs of a rule (a new or changed rule runs at once)")
+	f.IntVar(&o.Concurrency, "sync-concurrency", 4, "concurrent upstream requests per upstream host during active sync")
+	f.IntVar(&o.MinRateLimitRemaining, "sync-min-ratelimit-remaining", 10, "defer active sync while an upstream's ratelimit-remaining is below this (negative: never)")
+}

@@ -47,7 +47,13 @@ type Error struct {
 	Detail  any
 	// Status overrides Code.Status when non-zero (e.g. an upstream 404 kept as 404).
 	Status int
+	// Cause is the underlying error (an upstream's answer), for callers
+	// that look at it with errors.As; it is never shown to clients.
+	Cause error
 }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Cause }
 
 func (e *Error) Error() string {
 	if e.Message != "" {

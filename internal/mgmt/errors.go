@@ -57,7 +57,8 @@ func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 //	409   CredentialSetInUse                               deleting (or changing the loginServer of) a set rules use; names the rules
 //	413   RequestTooLarge                                  body over 1 MiB
 //	500   InternalServerError                              anything else (details only in the server log)
-//	501   NotImplemented                                   checkCacheRuleArtifactSyncEstimate and POST <cacheRule>/sync (come with active sync)
+//	424   UpstreamRequestFailed                            on-demand sync could not reach or use the upstream
+//	501   NotImplemented                                   estimate and on-demand sync on a server without active sync
 var ruleStatus = map[string]int{
 	rules.CodeInvalidName:             http.StatusBadRequest,
 	rules.CodeInvalidRepository:       http.StatusBadRequest,

@@ -78,8 +78,10 @@ type Options struct {
 	// for a credential set (or anonymous pulls) on a login server, shown by
 	// GET of a cache rule or credential set.
 	RateLimits RateLimitStore
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Syncer serves the estimate and on-demand sync endpoints (nil: 501).
+	Syncer Syncer
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Handler serves the management API.
@@ -269,13 +271,12 @@ func (h *Handler) dispatch(w http.ResponseWriter, req *request) error {
 		if m != http.MethodPost {
 			return errMethod(req.r)
 		}
-		return &apiError{Status: http.StatusNotImplemented, Code: "NotImplemented",
-			Message: "checkCacheRuleArtifactSyncEstimate is not implemented yet: it comes with active sync."}
+		return h.estimate(w, req)
 	case req.kind == "sync":
 		if m != http.MethodPost {
 			return errMethod(req.r)
 		}
-		return h.syncNow(req)
+		return h.syncNow(w, req)
 	case req.registry == "" || req.kind == "":
 		if m != http.MethodGet {
 			return errMethod(req.r)
@@ -336,22 +337,6 @@ func (h *Handler) getRegistries(w http.ResponseWriter, req *request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"value": list})
 	return nil
-}
-
-// syncNow is arca's POST <cacheRule>/sync {"tag": ...} (the CLI's
-// `cache sync`); it comes with active sync.
-func (h *Handler) syncNow(req *request) error {
-	if err := rules.ValidateName("cache rule", req.name); err != nil {
-		return err
-	}
-	if _, err := h.opts.Store.GetCacheRule(req.r.Context(), req.registry, req.name); err != nil {
-		if errors.Is(err, metadata.ErrNotFound) {
-			return errCacheRuleNotFound(req.name)
-		}
-		return err
-	}
-	return &apiError{Status: http.StatusNotImplemented, Code: "NotImplemented",
-		Message: "Syncing a tag on demand is not implemented yet: it comes with active sync."}
 }
 
 func (h *Handler) changed(registry string) {

@@ -25,6 +25,7 @@ import (
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/secrets"
+	"github.com/arcacache/arca/internal/syncer"
 )
 
 // Options configure a server. cmd/arca fills them from flags, env and file.
@@ -44,6 +45,8 @@ type Options struct {
 	Management ManagementOptions
 	// PullThrough configures rule-backed repositories (see pullthrough.go).
 	PullThrough PullThroughOptions
+	// Sync configures active sync (see sync.go).
+	Sync SyncOptions
 }
 
 // Server is a running arca.
@@ -53,6 +56,7 @@ type Server struct {
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
 	cache   *cache.Cache
+	syncer  *syncer.Syncer
 	handler http.Handler
 }
 
@@ -92,7 +96,15 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.cache = pt.cache
-	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, pt.rules.Invalidate)
+	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
+		meta.Close()
+		return nil, err
+	}
+	onChange := func(registry string) {
+		pt.rules.Invalidate(registry)
+		s.syncer.Trigger(registry, "")
+	}
+	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, onChange)
 	if err != nil {
 		meta.Close()
 		return nil, err
@@ -186,6 +198,13 @@ func (s *Server) Run(ctx context.Context) error {
 		s.opts.Ready(ln.Addr())
 	}
 	go s.janitor(ctx)
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		if err := s.syncer.Run(ctx); err != nil {
+			s.log.Error("active sync stopped", "err", err)
+		}
+	}()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -203,6 +222,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	<-syncDone // runs under way record where they were
 	s.log.Info("stopped")
 	return nil
 }

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/arcacache/arca/internal/oci"
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
 const (
@@ -24,7 +27,7 @@ const (
 	// Used where the seed's command is refused by a documented rule.
 	armError
 	// okOrUnsupported: exit 0, or one clean line saying the server does
-	// not support it yet (cache sync needs issue 5's server side).
+	// not support it.
 	okOrUnsupported
 )
 
@@ -49,12 +52,15 @@ type seedScript struct {
 
 func setup(args string) step { return step{setup: strings.Fields(args)} }
 
-func seedScripts() []seedScript {
-	return []seedScript{seed000(), seed001(), seed002(), seed004()}
+// seedScripts returns the seeds' commands; upstream is a real registry
+// (HOST:PORT) holding org/tool:latest, which the seed's ActiveSync rule
+// syncs from, so `cache sync` really fetches.
+func seedScripts(upstream string) []seedScript {
+	return []seedScript{seed000(upstream), seed001(), seed002(), seed004()}
 }
 
 // seed000 is the acrcache extension's README (placeholders).
-func seed000() seedScript {
+func seed000(upstream string) seedScript {
 	rule := func(name, src, tgt string) map[string]string {
 		return map[string]string{"<rule-name>": name, "<source-repo>": src, "<target-repo>": tgt}
 	}
@@ -74,7 +80,7 @@ func seed000() seedScript {
 		{seed: "az acr cache create -r <registry-name> -n <rule-name> -s <upstream-acr>.azurecr.io/<source-repo> -t <target-repo> \\\n  --assign-identity /subscriptions/<subscription-id>/resourceGroups/<resource-group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<identity-name>",
 			vars: rule("acr-rule", "myapp", "myapp"), check: hasIdentity},
 		{seed: "az acr cache create -r <registry-name> -n <rule-name> -s <source-repo> -t <target-repo> \\\n  --sync activesync --platforms linux/amd64,linux/arm64 --sync-referrers enabled \\\n  --include-artifact-types images,notary-project-signature",
-			vars: rule("sync-rule", "quay.io/org/tool", "tool"), stdin: "y\n", check: field("syncMode", "ActiveSync")},
+			vars: rule("sync-rule", upstream+"/org/tool", "tool"), stdin: "y\n", check: field("syncMode", "ActiveSync")},
 		{seed: "az acr cache update -r <registry-name> -n <rule-name> -c <new-credential-set>",
 			vars: rule("ghcr-rule", "", ""), check: credSet("ghcr-creds2")},
 		{seed: "az acr cache update -r <registry-name> -n <rule-name> \\\n  --assign-identity /subscriptions/<subscription-id>/resourceGroups/<resource-group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<identity-name>",
@@ -84,7 +90,7 @@ func seed000() seedScript {
 		{seed: "az acr cache update -r <registry-name> -n <rule-name> --remove-cred-set",
 			vars: rule("ghcr-rule", "", ""), check: credSet("")},
 		{seed: "az acr cache show -r <registry-name> -n <rule-name>", vars: rule("ghcr-rule", "", ""), check: field("name", "ghcr-rule")},
-		{seed: "az acr cache sync -r <registry-name> -n <rule-name> --image <tag>", vars: rule("sync-rule", "", ""), want: okOrUnsupported},
+		{seed: "az acr cache sync -r <registry-name> -n <rule-name> --image <tag>", vars: rule("sync-rule", "", ""), check: field("tag", "latest")},
 		{seed: "az acr cache delete -r <registry-name> -n <rule-name>", vars: rule("ghcr-rule", "", ""), stdin: "y\n", check: isEmpty},
 		{seed: "az acr cache create -r <target-registry> -n <rule-name> -s <source-registry>.azurecr.io/<repo> -t <target-repo> \\\n  --assign-identity /subscriptions/<sub-id>/resourceGroups/<rg>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<identity-name>",
 			vars: map[string]string{"<rule-name>": "acr-rule2", "<repo>": "team/app", "<target-repo>": "team/app"}, check: hasIdentity},
@@ -159,9 +165,11 @@ func seed004() seedScript {
 // TestSeedCommands runs each seed's commands, in order, against a fresh
 // server.
 func TestSeedCommands(t *testing.T) {
-	for _, sd := range seedScripts() {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	up.PushImage(t, "org/tool", "latest", &oci.Platform{OS: "linux", Architecture: "amd64"}, []byte("tool layer"))
+	for _, sd := range seedScripts(up.Host) {
 		t.Run(sd.file, func(t *testing.T) {
-			srv := startServer(t, nil)
+			srv := startServer(t, nil, "--insecure-upstream", up.Host)
 			state := map[string]string{}
 			for i, st := range sd.steps {
 				if st.setup != nil {

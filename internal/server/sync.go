@@ -1,0 +1,41 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arcacache/arca/internal/rules"
+	"github.com/arcacache/arca/internal/syncer"
+)
+
+// SyncOptions configure active sync.
+type SyncOptions struct {
+	// Interval between runs of an ActiveSync rule.
+	Interval time.Duration
+	// Concurrency bounds concurrent upstream requests per upstream host.
+	Concurrency int
+	// MinRateLimitRemaining defers runs while an upstream's reported
+	// ratelimit-remaining is below it.
+	MinRateLimitRemaining int
+}
+
+func (s *Server) newSyncer(pt *pullThrough, reg prometheus.Registerer) (*syncer.Syncer, error) {
+	o := s.opts.Sync
+	return syncer.New(syncer.Options{
+		Cache: pt.cache, Rules: pt.rules, Store: s.meta, Upstream: pt.up, Logger: s.log, Registerer: reg,
+		Interval: o.Interval, Concurrency: o.Concurrency, MinRateLimitRemaining: o.MinRateLimitRemaining,
+	})
+}
+
+// syncAPI adapts the syncer to the management API's interface.
+type syncAPI struct{ sy *syncer.Syncer }
+
+func (a syncAPI) Estimate(ctx context.Context, registry string, r rules.Rule) (any, error) {
+	return a.sy.Estimate(ctx, registry, r)
+}
+
+func (a syncAPI) SyncTag(ctx context.Context, registry, rule, tag string) (any, error) {
+	return a.sy.SyncTag(ctx, registry, rule, tag)
+}
