@@ -46,8 +46,10 @@ const (
 	plainAddrEnv = "ARCA_BENCH_PLAIN_ADDR"
 )
 
-// servePlainFile serves one file with http.ServeContent at /blob: the
-// practical upper bound for serving a blob over HTTP from Go.
+// servePlainFile serves one file with http.ServeContent: the practical
+// upper bound for serving a blob over HTTP from Go. /blob passes the
+// *os.File (net/http uses sendfile); /blob-copy hides it, so the body goes
+// through read/write copies, to show which path is faster here.
 func servePlainFile(path string) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, err := os.Open(path)
@@ -56,7 +58,11 @@ func servePlainFile(path string) {
 			return
 		}
 		defer f.Close()
-		http.ServeContent(w, r, "blob", time.Time{}, f)
+		var rs io.ReadSeeker = f
+		if r.URL.Path == "/blob-copy" {
+			rs = struct{ io.ReadSeeker }{f}
+		}
+		http.ServeContent(w, r, "blob", time.Time{}, rs)
 	})
 	err := http.ListenAndServe(os.Getenv(plainAddrEnv), h)
 	fmt.Fprintln(os.Stderr, "plain file server:", err)
@@ -251,7 +257,7 @@ func startArcaProc(dataDir string) (*proc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(arcaBin, "serve", "--addr", addr, "--data-dir", dataDir, "--log-level", "warn")
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = benchLog(dataDir + ".log")
 	return startProc("arca", addr, "/readyz", cmd)
 }
 
@@ -286,8 +292,18 @@ http:
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", cfg)
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = benchLog(filepath.Join(dir, "distribution.log"))
 	return startProc("distribution", addr, "/v2/", cmd)
+}
+
+// benchLog is where a benchmarked server's output goes (os.Stderr if the
+// file cannot be created), so it does not clutter the results.
+func benchLog(path string) io.Writer {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return os.Stderr
+	}
+	return f
 }
 
 func freePort() (string, error) {
@@ -304,7 +320,8 @@ type target struct{ name, addr, blobPath string }
 
 func (e *benchEnv) blobTargets() []target {
 	p := "/v2/" + benchRepo + "/blobs/" + e.blobDigest
-	return []target{{"arca", e.arca.addr, p}, {"distribution", e.dist.addr, p}, {"plainfile", e.plainAddr, "/blob"}}
+	return []target{{"arca", e.arca.addr, p}, {"distribution", e.dist.addr, p}, {"plainfile", e.plainAddr, "/blob"},
+		{"plainfile-copy", e.plainAddr, "/blob-copy"}}
 }
 
 // BenchmarkBlobDownload: warm download of a 256 MiB blob by one client.
