@@ -43,7 +43,7 @@ awk '
 	for (i = 3; i < NF; i++) v[name, $(i + 1)] = $i
 }
 function r(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "n/a" }
-function best(a, b) { return a > b ? a : b }
+function line(desc, val, goal) { printf "%-54s %13s   %s\n", desc, val, goal }
 END {
 	printf "\n%-28s %10s %10s %14s %10s\n", "benchmark", "MB/s", "wall s", "upstream GETs", "peak RSS"
 	printf "%-28s %10s %10s %14s %10s\n", "", "", "", "per blob", "MiB"
@@ -55,19 +55,19 @@ END {
 			((k, "upstream-GETs/blob") in v) ? sprintf("%.2f", v[k, "upstream-GETs/blob"]) : "", \
 			((k, "peak-RSS-MiB") in v) ? sprintf("%.1f", v[k, "peak-RSS-MiB"]) : ""
 	}
-	print "\nratios (same run)                                   value   goal"
+	printf "\n%-54s %13s   %s\n", "ratios (same run)", "value", "goal"
 	for (m = 1; m <= 2; m++) {
 		c = (m == 1) ? "Lean" : "Crane"
-		printf "cold %-5s time via arca / direct                  %5s   <= 1.10\n", c, r(v["Cold" c "/direct", "MB/s"], v["Cold" c "/arca", "MB/s"])
-		printf "cold %-5s arca / dist2.8 throughput               %5s   > 1\n", c, r(v["Cold" c "/arca", "MB/s"], v["Cold" c "/dist2.8", "MB/s"])
-		printf "cold %-5s arca / dist3 throughput                 %5s   > 1\n", c, r(v["Cold" c "/arca", "MB/s"], v["Cold" c "/dist3", "MB/s"])
-		printf "warm %-5s arca / dist2.8 throughput               %5s   > 1\n", c, r(v["Warm" c "/arca", "MB/s"], v["Warm" c "/dist2.8", "MB/s"])
-		printf "warm %-5s arca / dist3 throughput                 %5s   > 1\n", c, r(v["Warm" c "/arca", "MB/s"], v["Warm" c "/dist3", "MB/s"])
+		line("cold " c ": time via arca / direct from upstream", r(v["Cold" c "/direct", "MB/s"], v["Cold" c "/arca", "MB/s"]), "<= 1.10")
+		line("cold " c ": arca / dist2.8 throughput", r(v["Cold" c "/arca", "MB/s"], v["Cold" c "/dist2.8", "MB/s"]), "> 1")
+		line("cold " c ": arca / dist3 throughput", r(v["Cold" c "/arca", "MB/s"], v["Cold" c "/dist3", "MB/s"]), "> 1")
+		line("warm " c ": arca / dist2.8 throughput", r(v["Warm" c "/arca", "MB/s"], v["Warm" c "/dist2.8", "MB/s"]), "> 1")
+		line("warm " c ": arca / dist3 throughput", r(v["Warm" c "/arca", "MB/s"], v["Warm" c "/dist3", "MB/s"]), "> 1")
 	}
-	printf "warm Lean  arca / plain file (ServeContent)          %5s   >= 0.80\n", r(v["WarmLean/arca", "MB/s"], v["WarmLean/plainfile", "MB/s"])
-	printf "32 pulls / 1 pull wall time, loopback upstream       %5s   <= 1.3\n", r(v["Wave32/32-loopback", "wall-s"], v["Wave32/one-loopback", "wall-s"])
-	printf "32 pulls / 1 pull wall time, 25 MiB/s upstream link  %5s   <= 1.3\n", r(v["Wave32/32-wan", "wall-s"], v["Wave32/one-wan", "wall-s"])
-	printf "upstream GETs per blob, 32 pullers (loopback, wan)   %s, %s   1\n", v["Wave32/32-loopback", "upstream-GETs/blob"], v["Wave32/32-wan", "upstream-GETs/blob"]
-	printf "arca peak RSS, 32 pullers (MiB; loopback, wan)       %s, %s   < 200\n", v["Wave32/32-loopback", "peak-RSS-MiB"], v["Wave32/32-wan", "peak-RSS-MiB"]
+	line("warm Lean: arca / plain file (http.ServeContent)", r(v["WarmLean/arca", "MB/s"], v["WarmLean/plainfile", "MB/s"]), ">= 0.80")
+	line("wall time 32 pulls / 1 pull, loopback upstream", r(v["Wave32/32-loopback", "wall-s"], v["Wave32/one-loopback", "wall-s"]), "<= 1.3")
+	line("wall time 32 pulls / 1 pull, 25 MiB/s upstream link", r(v["Wave32/32-wan", "wall-s"], v["Wave32/one-wan", "wall-s"]), "<= 1.3")
+	line("upstream GETs per blob, 32 pullers (loopback, wan)", v["Wave32/32-loopback", "upstream-GETs/blob"] ", " v["Wave32/32-wan", "upstream-GETs/blob"], "1")
+	line("arca peak RSS MiB, 32 pullers (loopback, wan)", v["Wave32/32-loopback", "peak-RSS-MiB"] ", " v["Wave32/32-wan", "peak-RSS-MiB"], "< 200")
 }' "$out" | tee -a "$out"
 echo "raw results: $out"
