@@ -139,6 +139,9 @@ const (
 	kindUpload    = "upload"  // an upload session
 	kindReferrers = "referrers"
 	kindUnknown   = "unknown"
+	// kindBadPath is a path with empty, "." or ".." elements: never a valid
+	// name, and never cleaned into another path behind the client's back.
+	kindBadPath = "badpath"
 )
 
 // route is a parsed /v2/ path.
@@ -169,6 +172,11 @@ func parseRoute(path string) route {
 		}
 	}
 	n := len(el)
+	for _, e := range el[:n-1] {
+		if e == "" || e == "." || e == ".." {
+			return route{kind: kindBadPath}
+		}
+	}
 	switch {
 	case n >= 3 && el[n-2] == "tags" && el[n-1] == "list":
 		return route{kind: kindTags, repo: strings.Join(el[:n-2], "/")}
@@ -207,6 +215,10 @@ var allowed = map[string][]string{
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	rt := parseRoute(r.URL.EscapedPath())
+	if rt.kind == kindBadPath {
+		errcode.Write(w, r, errcode.New(errcode.NameInvalid, "invalid path: empty, \".\" or \"..\" elements are not allowed"))
+		return
+	}
 	if rt.kind == kindUnknown {
 		errcode.Write(w, r, errcode.New(errcode.NameUnknown, "no such endpoint: "+r.URL.Path).WithStatus(http.StatusNotFound))
 		return

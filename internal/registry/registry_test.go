@@ -383,3 +383,20 @@ func TestIndexNeedsChildren(t *testing.T) {
 		t.Fatalf("index with missing child: %d %s", r.status, r.body)
 	}
 }
+
+func TestDotSegmentsRejected(t *testing.T) {
+	srv := newTestServer(t)
+	for _, p := range []string{"/v2/a//b/tags/list", "/v2/../../etc/passwd/manifests/latest", "/v2/x/blobs/sha256:../../../../etc/passwd", "/v2/x/blobs/uploads/../../../../pwned", "/v2/x/./y/manifests/t"} {
+		req, _ := http.NewRequest("GET", srv.URL+"/", nil)
+		req.URL.Opaque = p // sent as written, not cleaned by the client
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode/100 != 4 || errorCode(b) == "" {
+			t.Errorf("%s: %d %s", p, res.StatusCode, b)
+		}
+	}
+}

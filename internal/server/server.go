@@ -121,7 +121,6 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", reg)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -131,8 +130,17 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
 	mux.Handle("/arca/", mg)
 
+	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
+	// "//" with a redirect to a cleaned path instead of the spec's error.
+	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v2/") {
+			reg.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 	hm := newHTTPMetrics(promReg)
-	s.handler = accessLog(opts.Logger, hm.instrument(routeName, mux))
+	s.handler = accessLog(opts.Logger, hm.instrument(routeName, root))
 	return s, nil
 }
 
