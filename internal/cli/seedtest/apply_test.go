@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/arcacache/arca/internal/oci"
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
 const applyDoc = `registry: MyRegistry
@@ -87,23 +90,30 @@ func TestApplyAgainstServer(t *testing.T) {
 // The estimate and sync endpoints come with active sync (issue 5); until
 // the server implements them, the CLI reports so in one line.
 func TestDryRunAndSyncAgainstServer(t *testing.T) {
-	srv := startServer(t, nil)
-	srv.mustArca(t, "cache", "create", "-r", "myregistry", "-n", "tools", "-s", "quay.io/org/tools", "-t", "tools", "--sync", "activesync", "--yes")
-	for _, args := range [][]string{
-		{"cache", "create", "-r", "myregistry", "-n", "other", "-s", "quay.io/org/other", "-t", "other", "--sync", "activesync", "--tag-starts-with", "1.", "--dry-run"},
-		{"cache", "sync", "-r", "myregistry", "-n", "tools", "--tag", "1.0"},
-	} {
-		r := srv.runArca(t, "", args...)
-		if r.code == 0 {
-			t.Logf("arca %s: supported now:\n%s", strings.Join(args, " "), r.stdout)
-			continue
-		}
-		checkOneLineError(t, "arca "+strings.Join(args, " "), r)
-		if !strings.Contains(r.stderr, "is not supported by this arca server (HTTP 501)") {
-			t.Fatalf("arca %s: %q", strings.Join(args, " "), r.stderr)
-		}
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	amd64 := &oci.Platform{OS: "linux", Architecture: "amd64"}
+	for _, tag := range []string{"1.0", "1.1", "2.0"} {
+		up.PushImage(t, "org/other", tag, amd64, []byte("other "+tag))
+	}
+	up.PushImage(t, "org/tools", "1.0", amd64, []byte("tools 1.0"))
+	srv := startServer(t, nil, "--insecure-upstream", up.Host)
+	srv.mustArca(t, "cache", "create", "-r", "myregistry", "-n", "tools", "-s", up.Host+"/org/tools", "-t", "tools", "--sync", "activesync", "--yes")
+
+	// --dry-run prints the estimate and creates nothing.
+	r := srv.mustArca(t, "cache", "create", "-r", "myregistry", "-n", "other", "-s", up.Host+"/org/other", "-t", "other",
+		"--sync", "activesync", "--tag-starts-with", "1.", "--dry-run", "--query", "join(' ', [to_string(totalCount), to_string(filteredCount), join(',', sort(results[].name))])", "-o", "tsv")
+	if got := strings.TrimSpace(r.stdout); got != "3 2 1.0,1.1" {
+		t.Fatalf("dry run: %q", got)
 	}
 	if got := srv.mustArca(t, "cache", "list", "-r", "myregistry", "--query", "[].name", "-o", "tsv").stdout; got != "tools\n" {
 		t.Fatalf("--dry-run created something: %q", got)
 	}
+	// cache sync fetches the tag now and says what it fetched.
+	r = srv.mustArca(t, "cache", "sync", "-r", "myregistry", "-n", "tools", "--tag", "1.0", "--query", "join(' ', [tag, result])", "-o", "tsv")
+	if got := strings.TrimSpace(r.stdout); got != "1.0 synced" && got != "1.0 unchanged" {
+		t.Fatalf("cache sync: %q", got)
+	}
+	// A tag the upstream does not have fails with one line.
+	bad := srv.runArca(t, "", "cache", "sync", "-r", "myregistry", "-n", "tools", "--tag", "9.9")
+	checkOneLineError(t, "arca cache sync --tag 9.9", bad)
 }
