@@ -3,8 +3,10 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -48,9 +50,17 @@ func (h *Handler) blob(w http.ResponseWriter, r *http.Request, reg, repo, ref st
 	return h.serveBlob(w, r, d, size)
 }
 
-// serveBlob sends a committed blob, honouring Range. The file goes to the
-// socket with sendfile; ServeContent checks the size it is told against the
-// one it seeks to.
+// blobBuffers holds copy buffers for blob bodies: constant memory per
+// request, no allocation per request.
+var blobBuffers = sync.Pool{New: func() any { b := make([]byte, blobCopyBuffer); return &b }}
+
+// blobCopyBuffer is the size of one read/write when sending a blob. On
+// loopback and virtualised NICs measured here, plain copies with a large
+// buffer beat sendfile (see the benchmark notes in README).
+const blobCopyBuffer = 256 << 10
+
+// serveBlob sends a committed blob. A full GET is copied with a large
+// buffer; Range and conditional requests go through http.ServeContent.
 func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest, size int64) error {
 	f, err := h.blobs.Open(r.Context(), d)
 	if errors.Is(err, blobstore.ErrNotFound) {
@@ -65,12 +75,38 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Dig
 	hd.Set("Content-Type", "application/octet-stream")
 	hd.Set("ETag", `"`+d.String()+`"`)
 	hd.Set("Cache-Control", "max-age=31536000")
+	hd.Set("Accept-Ranges", "bytes")
 	if r.Method == http.MethodHead {
 		hd.Set("Content-Length", strconv.FormatInt(size, 10))
-		hd.Set("Accept-Ranges", "bytes")
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	http.ServeContent(w, r, "", time.Time{}, f)
+	if r.Header.Get("Range") != "" || r.Header.Get("If-None-Match") != "" || r.Header.Get("If-Range") != "" {
+		// readSeeker hides *os.File so ServeContent copies rather than
+		// uses sendfile, as below.
+		http.ServeContent(w, r, "", time.Time{}, readSeeker{f})
+		return nil
+	}
+	hd.Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+	bp := blobBuffers.Get().(*[]byte)
+	defer blobBuffers.Put(bp)
+	n, err := io.CopyBuffer(writerOnly{w}, readerOnly{f}, *bp)
+	if err == nil && n != size {
+		err = fmt.Errorf("blob %s holds %d bytes, %d recorded", d, n, size)
+	}
+	if err != nil && r.Context().Err() == nil {
+		// A short body must fail the client's transfer, never look whole.
+		h.log.Error("blob send failed", "digest", d, "err", err)
+		panic(http.ErrAbortHandler)
+	}
 	return nil
 }
+
+// The wrappers keep io.Copy from taking ReadFrom/WriteTo shortcuts
+// (which would turn into sendfile).
+type (
+	readerOnly struct{ io.Reader }
+	writerOnly struct{ io.Writer }
+	readSeeker struct{ io.ReadSeeker }
+)
