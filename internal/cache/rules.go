@@ -158,7 +158,10 @@ func newReverseIndex(list []rules.Rule) *reverseIndex {
 		}
 		host := rules.CanonicalLoginServer(src.LoginServer)
 		key := host
-		if src.Path != "" {
+		switch {
+		case src.Wildcard && src.Path != "":
+			key += "/" + src.Path // a prefix, not a repository: no "library/"
+		case src.Path != "":
 			key += "/" + upstream.NormalizePath(host, src.Path)
 		}
 		if src.Wildcard {
