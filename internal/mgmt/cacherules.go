@@ -33,6 +33,13 @@ func (h *Handler) cacheRules(w http.ResponseWriter, req *request) error {
 		if src, err := rules.ParseSource(r.Source); err == nil {
 			out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, r.CredentialSet, src.LoginServer)
 		}
+		if h.opts.Syncer != nil && req.v.extended && r.Mode() == rules.ActiveSync {
+			if st, err := h.opts.Syncer.Status(req.r.Context(), req.registry, r.Name); err == nil {
+				out.Properties.ArtifactSyncRun = st
+			} else {
+				h.log.Warn("active sync status", "registry", req.registry, "rule", r.Name, "err", err)
+			}
+		}
 		writeJSON(w, http.StatusOK, out)
 		return nil
 	case http.MethodPut, http.MethodPatch:

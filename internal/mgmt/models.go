@@ -73,6 +73,9 @@ type cacheRulePropsJSON struct {
 	ArtifactSyncFilters     *filtersJSON    `json:"artifactSyncFilters,omitempty"`
 	ArtifactSyncStatus      *syncStatusJSON `json:"artifactSyncStatus,omitempty"`
 	UpstreamRateLimit       *rateLimitJSON  `json:"upstreamRateLimit,omitempty"`
+	// ArtifactSyncRun is an arca extension: the last active-sync run in
+	// detail (artifactSyncStatus is the summary ACR shows).
+	ArtifactSyncRun any `json:"artifactSyncRun,omitempty"`
 }
 
 // rateLimitJSON is an arca extension: the pull budget the upstream last

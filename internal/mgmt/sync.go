@@ -14,6 +14,9 @@ import (
 type Syncer interface {
 	Estimate(ctx context.Context, registry string, r rules.Rule) (any, error)
 	SyncTag(ctx context.Context, registry, rule, tag string) (any, error)
+	// Status is the last run of an ActiveSync rule: start, end, result,
+	// tag counts, bytes fetched and the last error of each failing tag.
+	Status(ctx context.Context, registry, rule string) (any, error)
 }
 
 // estimate is POST <registry>/checkCacheRuleArtifactSyncEstimate: the body

@@ -39,3 +39,7 @@ func (a syncAPI) Estimate(ctx context.Context, registry string, r rules.Rule) (a
 func (a syncAPI) SyncTag(ctx context.Context, registry, rule, tag string) (any, error) {
 	return a.sy.SyncTag(ctx, registry, rule, tag)
 }
+
+func (a syncAPI) Status(ctx context.Context, registry, rule string) (any, error) {
+	return a.sy.Status(ctx, registry, rule)
+}

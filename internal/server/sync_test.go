@@ -67,4 +67,21 @@ func TestActiveSyncWired(t *testing.T) {
 	if st != http.StatusBadRequest {
 		t.Fatalf("sync outside the filter: %d %v", st, m)
 	}
+	// cache show carries the last run in detail.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		_, m = ts.do("GET", base+"/cacheRules/tool-sync"+v, "", nil)
+		props, _ := m["properties"].(map[string]any)
+		run, _ := props["artifactSyncRun"].(map[string]any)
+		if run["lastRunEnd"] != nil {
+			if run["status"] == "" || run["tagsSynced"].(float64)+run["tagsUnchanged"].(float64) < 2 || run["bytesFetched"] == nil {
+				t.Fatalf("artifactSyncRun: %v", run)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no finished run in %v", props)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
