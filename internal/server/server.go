@@ -71,34 +71,50 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.UploadMaxAge == 0 {
 		opts.UploadMaxAge = 24 * time.Hour
 	}
-	if err := os.MkdirAll(opts.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	blobs, err := blobstore.NewFS(filepath.Join(opts.DataDir, "blobs"))
-	if err != nil {
+	s := &Server{opts: opts, log: opts.Logger}
+	if err := s.openStores(ctx); err != nil {
 		return nil, err
 	}
-	meta, err := metadata.OpenSQLite(ctx, filepath.Join(opts.DataDir, "arca.db"))
-	if err != nil {
+	if err := s.build(ctx); err != nil {
+		s.meta.Close()
 		return nil, err
 	}
-	s := &Server{opts: opts, log: opts.Logger, meta: meta, blobs: blobs}
+	return s, nil
+}
+
+// openStores opens the embedded blob and metadata stores under DataDir.
+func (s *Server) openStores(ctx context.Context) error {
+	if err := os.MkdirAll(s.opts.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	blobs, err := blobstore.NewFS(filepath.Join(s.opts.DataDir, "blobs"))
+	if err != nil {
+		return err
+	}
+	meta, err := metadata.OpenSQLite(ctx, filepath.Join(s.opts.DataDir, "arca.db"))
+	if err != nil {
+		return err
+	}
+	s.blobs, s.meta = blobs, meta
+	return nil
+}
+
+// build wires the pull-through cache, active sync, the management plane
+// and the data plane into one handler.
+func (s *Server) build(ctx context.Context) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	res, err := secrets.New(secrets.Options{})
 	if err != nil {
-		meta.Close()
-		return nil, fmt.Errorf("secrets: %w", err)
+		return fmt.Errorf("secrets: %w", err)
 	}
 	pt, err := s.newPullThrough(promReg, res)
 	if err != nil {
-		meta.Close()
-		return nil, err
+		return err
 	}
 	s.cache = pt.cache
 	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
-		meta.Close()
-		return nil, err
+		return err
 	}
 	onChange := func(registry string) {
 		pt.rules.Invalidate(registry)
@@ -106,18 +122,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, onChange)
 	if err != nil {
-		meta.Close()
-		return nil, err
+		return err
 	}
-
 	reg := registry.New(registry.Options{
-		Blobs:           blobs,
-		Meta:            meta,
-		Logger:          opts.Logger,
-		Registry:        regs.ForRequest,
-		Rules:           pt.rules,
-		Cache:           pt.cache,
-		MirrorNamespace: opts.PullThrough.MirrorNamespace,
+		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
+		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
 	})
 
 	mux := http.NewServeMux()
@@ -129,7 +138,6 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
 	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
 	mux.Handle("/arca/", mg)
-
 	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
 	// "//" with a redirect to a cleaned path instead of the spec's error.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -139,9 +147,8 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	hm := newHTTPMetrics(promReg)
-	s.handler = accessLog(opts.Logger, hm.instrument(routeName, root))
-	return s, nil
+	s.handler = accessLog(s.log, newHTTPMetrics(promReg).instrument(routeName, root))
+	return nil
 }
 
 func routeName(r *http.Request) string {
