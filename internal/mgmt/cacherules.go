@@ -3,51 +3,37 @@ package mgmt
 import (
 	"errors"
 	"net/http"
-	"net/url"
 
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/rules"
 )
 
 func (h *Handler) cacheRules(w http.ResponseWriter, req *request) error {
-	m := req.r.Method
-	if req.name == "" {
-		if m != http.MethodGet {
-			return errMethod(req.r)
-		}
-		return h.listCacheRules(w, req)
+	return h.serveResource(w, req, resourceOps{noun: "cache rule", list: h.listCacheRules,
+		get: h.getCacheRule, write: h.writeCacheRule, del: h.deleteCacheRule})
+}
+
+func (h *Handler) getCacheRule(w http.ResponseWriter, req *request) error {
+	r, err := h.opts.Store.GetCacheRule(req.r.Context(), req.registry, req.name)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return errCacheRuleNotFound(req.name)
 	}
-	if err := rules.ValidateName("cache rule", req.name); err != nil {
+	if err != nil {
 		return err
 	}
-	switch m {
-	case http.MethodGet:
-		r, err := h.opts.Store.GetCacheRule(req.r.Context(), req.registry, req.name)
-		if errors.Is(err, metadata.ErrNotFound) {
-			return errCacheRuleNotFound(req.name)
-		}
-		if err != nil {
-			return err
-		}
-		out := h.cacheRuleJSONOf(req.registry, r, req.v)
-		if src, err := rules.ParseSource(r.Source); err == nil {
-			out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, r.CredentialSet, src.LoginServer)
-		}
-		if h.opts.Syncer != nil && req.v.extended && r.Mode() == rules.ActiveSync {
-			if st, err := h.opts.Syncer.Status(req.r.Context(), req.registry, r.Name); err == nil {
-				out.Properties.ArtifactSyncRun = st
-			} else {
-				h.log.Warn("active sync status", "registry", req.registry, "rule", r.Name, "err", err)
-			}
-		}
-		writeJSON(w, http.StatusOK, out)
-		return nil
-	case http.MethodPut, http.MethodPatch:
-		return h.writeCacheRule(w, req, m == http.MethodPatch)
-	case http.MethodDelete:
-		return h.deleteCacheRule(w, req)
+	out := h.cacheRuleJSONOf(req.registry, r, req.v)
+	if src, err := rules.ParseSource(r.Source); err == nil {
+		out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, r.CredentialSet, src.LoginServer)
 	}
-	return errMethod(req.r)
+	if h.opts.Syncer != nil && req.v.extended && r.Mode() == rules.ActiveSync {
+		if st, err := h.opts.Syncer.Status(req.r.Context(), req.registry, r.Name); err == nil {
+			out.Properties.ArtifactSyncRun = st
+		} else {
+			h.log.Warn("active sync status", "registry", req.registry, "rule", r.Name, "err", err)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
 func errCacheRuleNotFound(name string) error {
@@ -70,8 +56,8 @@ func (h *Handler) writeCacheRule(w http.ResponseWriter, req *request, patch bool
 		if err != nil || !(created || patch) {
 			return err
 		}
-		op = h.newOperation("cacheRules", req.registry, h.resourceID(req.registry, "cacheRules", out.Name))
-		return tx.PutOperation(op)
+		op, err = h.recordOperation(tx, req, "cacheRules", out.Name)
+		return err
 	})
 	if err != nil {
 		return err
@@ -154,52 +140,12 @@ func (h *Handler) respondWrite(w http.ResponseWriter, req *request, op metadata.
 }
 
 func (h *Handler) deleteCacheRule(w http.ResponseWriter, req *request) error {
-	var op metadata.Operation
-	var deleted bool
-	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx *metadata.RulesTx) error {
-		var err error
-		if deleted, err = tx.DeleteCacheRule(req.name); err != nil || !deleted {
-			return err
-		}
-		op = h.newOperation("cacheRules", req.registry, h.resourceID(req.registry, "cacheRules", req.name))
-		return tx.PutOperation(op)
+	return h.deleteResource(w, req, "cacheRules", "cache rule", func(tx *metadata.RulesTx) (bool, error) {
+		return tx.DeleteCacheRule(req.name)
 	})
-	if err != nil {
-		return err
-	}
-	if !deleted {
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
-	h.changed(req.registry)
-	h.log.Info("cache rule deleted", "registry", req.registry, "name", req.name)
-	w.Header().Set("Location", h.operationResultURL(req, op))
-	w.WriteHeader(http.StatusAccepted)
-	return nil
 }
 
 func (h *Handler) listCacheRules(w http.ResponseWriter, req *request) error {
-	after := req.r.URL.Query().Get("$skipToken")
-	list, more, err := h.opts.Store.ListCacheRulesPage(req.r.Context(), req.registry, after, h.opts.PageSize)
-	if err != nil {
-		return err
-	}
-	page := struct {
-		Value    []cacheRuleJSON `json:"value"`
-		NextLink string          `json:"nextLink,omitempty"`
-	}{Value: make([]cacheRuleJSON, 0, len(list))}
-	for _, r := range list {
-		page.Value = append(page.Value, h.cacheRuleJSONOf(req.registry, r, req.v))
-	}
-	if more {
-		page.NextLink = h.nextLink(req, list[len(list)-1].Name)
-	}
-	writeJSON(w, http.StatusOK, page)
-	return nil
-}
-
-// nextLink is the URL of the page after the item named last.
-func (h *Handler) nextLink(req *request, last string) string {
-	q := url.Values{"api-version": {req.v.value}, "$skipToken": {last}}
-	return h.baseURL(req.r) + req.r.URL.Path + "?" + q.Encode()
+	return servePage(h, w, req, h.opts.Store.ListCacheRulesPage, func(r rules.Rule) string { return r.Name },
+		func(r rules.Rule) cacheRuleJSON { return h.cacheRuleJSONOf(req.registry, r, req.v) })
 }

@@ -14,35 +14,22 @@ import (
 )
 
 func (h *Handler) credentialSets(w http.ResponseWriter, req *request) error {
-	m := req.r.Method
-	if req.name == "" {
-		if m != http.MethodGet {
-			return errMethod(req.r)
-		}
-		return h.listCredentialSets(w, req)
+	return h.serveResource(w, req, resourceOps{noun: "credential set", list: h.listCredentialSets,
+		get: h.getCredentialSet, write: h.writeCredentialSet, del: h.deleteCredentialSet})
+}
+
+func (h *Handler) getCredentialSet(w http.ResponseWriter, req *request) error {
+	c, err := h.opts.Store.GetCredentialSet(req.r.Context(), req.registry, req.name)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return errCredentialSetNotFound(req.name)
 	}
-	if err := rules.ValidateName("credential set", req.name); err != nil {
+	if err != nil {
 		return err
 	}
-	switch m {
-	case http.MethodGet:
-		c, err := h.opts.Store.GetCredentialSet(req.r.Context(), req.registry, req.name)
-		if errors.Is(err, metadata.ErrNotFound) {
-			return errCredentialSetNotFound(req.name)
-		}
-		if err != nil {
-			return err
-		}
-		out := h.credentialSetJSONOf(req.registry, c)
-		out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, c.Name, c.LoginServer)
-		writeJSON(w, http.StatusOK, out)
-		return nil
-	case http.MethodPut, http.MethodPatch:
-		return h.writeCredentialSet(w, req, m == http.MethodPatch)
-	case http.MethodDelete:
-		return h.deleteCredentialSet(w, req)
-	}
-	return errMethod(req.r)
+	out := h.credentialSetJSONOf(req.registry, c)
+	out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, c.Name, c.LoginServer)
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
 func errCredentialSetNotFound(name string) error {
@@ -85,8 +72,8 @@ func (h *Handler) writeCredentialSet(w http.ResponseWriter, req *request, patch 
 		if created, err = h.putCredentialSet(tx, req, &c, patch); err != nil || !(created || patch) {
 			return err
 		}
-		op = h.newOperation("credentialSets", req.registry, h.resourceID(req.registry, "credentialSets", c.Name))
-		return tx.PutOperation(op)
+		op, err = h.recordOperation(tx, req, "credentialSets", c.Name)
+		return err
 	})
 	if err != nil {
 		return err
@@ -151,54 +138,21 @@ func loginServerChangeAllowed(tx *metadata.RulesTx, cur, next rules.CredentialSe
 }
 
 func (h *Handler) deleteCredentialSet(w http.ResponseWriter, req *request) error {
-	var op metadata.Operation
-	var deleted bool
-	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx *metadata.RulesTx) error {
+	return h.deleteResource(w, req, "credentialSets", "credential set", func(tx *metadata.RulesTx) (bool, error) {
 		all, err := tx.CacheRules()
 		if err != nil {
-			return err
+			return false, err
 		}
 		if users := rules.RulesUsing(req.name, all); len(users) > 0 {
-			return &rules.Error{Code: rules.CodeCredentialSetInUse, Message: fmt.Sprintf(
+			return false, &rules.Error{Code: rules.CodeCredentialSetInUse, Message: fmt.Sprintf(
 				"The credential set '%s' cannot be deleted: cache rules use it: %s. Remove it from those rules or delete them first.",
 				req.name, strings.Join(users, ", "))}
 		}
-		if deleted, err = tx.DeleteCredentialSet(req.name); err != nil || !deleted {
-			return err
-		}
-		op = h.newOperation("credentialSets", req.registry, h.resourceID(req.registry, "credentialSets", req.name))
-		return tx.PutOperation(op)
+		return tx.DeleteCredentialSet(req.name)
 	})
-	if err != nil {
-		return err
-	}
-	if !deleted {
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
-	h.changed(req.registry)
-	h.log.Info("credential set deleted", "registry", req.registry, "name", req.name)
-	w.Header().Set("Location", h.operationResultURL(req, op))
-	w.WriteHeader(http.StatusAccepted)
-	return nil
 }
 
 func (h *Handler) listCredentialSets(w http.ResponseWriter, req *request) error {
-	after := req.r.URL.Query().Get("$skipToken")
-	list, more, err := h.opts.Store.ListCredentialSetsPage(req.r.Context(), req.registry, after, h.opts.PageSize)
-	if err != nil {
-		return err
-	}
-	page := struct {
-		Value    []credentialSetJSON `json:"value"`
-		NextLink string              `json:"nextLink,omitempty"`
-	}{Value: make([]credentialSetJSON, 0, len(list))}
-	for _, c := range list {
-		page.Value = append(page.Value, h.credentialSetJSONOf(req.registry, c))
-	}
-	if more {
-		page.NextLink = h.nextLink(req, list[len(list)-1].Name)
-	}
-	writeJSON(w, http.StatusOK, page)
-	return nil
+	return servePage(h, w, req, h.opts.Store.ListCredentialSetsPage, func(c rules.CredentialSet) string { return c.Name },
+		func(c rules.CredentialSet) credentialSetJSON { return h.credentialSetJSONOf(req.registry, c) })
 }
