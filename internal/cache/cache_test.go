@@ -53,7 +53,7 @@ type env struct {
 	blobs *blobstore.FS
 }
 
-func newEnv(t *testing.T, upHost string, revalidate time.Duration, creds upstream.Credentials) *env {
+func newEnv(t testing.TB, upHost string, revalidate time.Duration, creds upstream.Credentials) *env {
 	t.Helper()
 	dir := t.TempDir()
 	blobs, err := blobstore.NewFS(filepath.Join(dir, "blobs"))

@@ -86,8 +86,11 @@ func (h *Handler) cachedBlob(w http.ResponseWriter, r *http.Request, reg, ref st
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	buf := make([]byte, 256<<10)
-	if _, err := io.CopyBuffer(w, src.Reader, buf); err != nil {
+	bp := blobBuffers.Get().(*[]byte)
+	defer blobBuffers.Put(bp)
+	// writerOnly keeps io.CopyBuffer from handing the copy to the
+	// ResponseWriter's ReadFrom, which reads in 32 KiB steps.
+	if _, err := io.CopyBuffer(writerOnly{w}, src.Reader, *bp); err != nil {
 		// The body is cut short on purpose: the client must see a failed
 		// transfer, never a complete-looking body of unverified bytes.
 		if !errors.Is(err, r.Context().Err()) {
