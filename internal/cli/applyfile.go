@@ -166,21 +166,10 @@ func (r *applyRule) normalize() error {
 // body is the PUT body for the rule in registry registryID.
 func (r *applyRule) body(registryID string) ruleBody {
 	ident, _ := userAssigned(r.Identity) // checked by normalize
-	b := ruleBody{Identity: ident, Properties: ruleProps{
+	return newRuleBody(registryID, ruleProps{
 		SourceRepository: r.SourceRepository,
 		TargetRepository: r.TargetRepository,
 		SyncMode:         r.SyncMode,
 		SyncReferrers:    r.SyncReferrers,
-	}}
-	if r.CredentialSet != "" {
-		b.Properties.CredentialSetResourceID = strPtr(registryID + "/credentialSets/" + r.CredentialSet)
-	}
-	if r.SyncMode == activeSync {
-		f := r.filters().apply(nil)
-		if f.Tags == nil {
-			f.Tags = &tagQuery{Type: "KQL", Query: "Tags"}
-		}
-		b.Properties.ArtifactSyncFilters = f
-	}
-	return b
+	}, r.CredentialSet, ident, r.filters())
 }

@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"context"
-	"encoding/json"
-	"net/http"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -45,64 +42,13 @@ func (t *target) addFlags(fs *pflag.FlagSet, nameHelp string) {
 	}
 }
 
-// rulePath is the ARM path of the rule (or the collection when name is "").
-func (s *session) rulePath(ctx context.Context, t target) (base, path string, err error) {
-	base, err = s.registryPath(ctx, t.registry, t.rg)
-	if err != nil {
-		return "", "", err
-	}
-	path = base + "/cacheRules"
-	if t.name != "" {
-		path += "/" + pathEscape(t.name)
-	}
-	return base, path, nil
-}
-
-// printRule prints one rule as az does.
-func (s *session) printRule(raw json.RawMessage) error {
-	if raw == nil {
-		return nil
-	}
-	m, err := decodeResource(raw, cacheRuleKeys...)
-	if err != nil {
-		return err
-	}
-	s.out.table = cacheRuleTable
-	return s.out.print(m)
-}
-
 // cacheRuleTable picks the columns of -o table.
-func cacheRuleTable(v any) (any, map[string]int) {
-	cols := []string{"name", "sourceRepository", "targetRepository", "credentialSet", "syncMode", "provisioningState", "creationDate"}
-	order := map[string]int{}
-	for i, c := range cols {
-		order[c] = i
-	}
-	row := func(x any) any {
-		m, ok := x.(map[string]any)
-		if !ok {
-			return x
-		}
-		r := map[string]any{}
-		for _, c := range cols {
-			if v, ok := m[c]; ok {
-				r[c] = v
-			}
-		}
+var cacheRuleTable = columnTable([]string{"name", "sourceRepository", "targetRepository", "credentialSet", "syncMode", "provisioningState", "creationDate"},
+	func(m, r map[string]any) {
 		if id := str(m, "credentialSetResourceId"); id != "" {
 			r["credentialSet"] = id[strings.LastIndex(id, "/")+1:]
 		}
-		return r
-	}
-	if list, ok := v.([]any); ok {
-		out := make([]any, len(list))
-		for i, x := range list {
-			out[i] = row(x)
-		}
-		return out, order
-	}
-	return row(v), order
-}
+	})
 
 func newCacheShowCmd(o *clientOpts) *cobra.Command {
 	var t target
@@ -116,21 +62,7 @@ func newCacheShowCmd(o *clientOpts) *cobra.Command {
 			if err := requireFlags(cmd, "name", "registry"); err != nil {
 				return err
 			}
-			s, err := o.connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := o.context(cmd)
-			defer cancel()
-			_, path, err := s.rulePath(ctx, t)
-			if err != nil {
-				return err
-			}
-			raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
-			if err != nil {
-				return err
-			}
-			return s.printRule(raw)
+			return o.showResource(cmd, t, ruleKind)
 		},
 	}
 	t.addFlags(cmd.Flags(), "The name of the cache rule.")
@@ -149,40 +81,11 @@ func newCacheListCmd(o *clientOpts) *cobra.Command {
 			if err := requireFlags(cmd, "registry"); err != nil {
 				return err
 			}
-			s, err := o.connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := o.context(cmd)
-			defer cancel()
-			_, path, err := s.rulePath(ctx, t)
-			if err != nil {
-				return err
-			}
-			items, err := s.list(ctx, withAPIVersion(path))
-			if err != nil {
-				return err
-			}
-			return s.printList(items, cacheRuleTable, cacheRuleKeys...)
+			return o.showResource(cmd, t, ruleKind)
 		},
 	}
 	t.addFlags(cmd.Flags(), "")
 	return cmd
-}
-
-// printList prints a collection as az does (a JSON array of flattened
-// resources).
-func (s *session) printList(items []json.RawMessage, table func(any) (any, map[string]int), keys ...string) error {
-	out := make([]any, 0, len(items))
-	for _, raw := range items {
-		m, err := decodeResource(raw, keys...)
-		if err != nil {
-			return err
-		}
-		out = append(out, m)
-	}
-	s.out.table = table
-	return s.out.print(out)
 }
 
 func newCacheDeleteCmd(o *clientOpts) *cobra.Command {
@@ -202,21 +105,7 @@ Asks for confirmation on stdin unless --yes is given.`,
 			if err := requireFlags(cmd, "name", "registry"); err != nil {
 				return err
 			}
-			s, err := o.connect()
-			if err != nil {
-				return err
-			}
-			if err := confirm(o.env, "Are you sure you want to perform this operation?", yes); err != nil {
-				return err
-			}
-			ctx, cancel := o.context(cmd)
-			defer cancel()
-			_, path, err := s.rulePath(ctx, t)
-			if err != nil {
-				return err
-			}
-			_, err = s.call(ctx, http.MethodDelete, withAPIVersion(path), nil)
-			return err
+			return o.deleteResource(cmd, t, ruleKind, yes)
 		},
 	}
 	t.addFlags(cmd.Flags(), "The name of the cache rule.")

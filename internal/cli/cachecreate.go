@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -163,23 +164,12 @@ func (c *cacheCreate) body(registryID string) (ruleBody, error) {
 	if err != nil {
 		return ruleBody{}, err
 	}
-	b := ruleBody{Identity: ident, Properties: ruleProps{
+	return newRuleBody(registryID, ruleProps{
 		SourceRepository: c.source,
 		TargetRepository: c.target,
 		SyncMode:         c.sync,
 		SyncReferrers:    c.syncReferrers,
-	}}
-	if c.credSet != "" {
-		b.Properties.CredentialSetResourceID = strPtr(registryID + "/credentialSets/" + c.credSet)
-	}
-	if c.sync == activeSync {
-		f := c.filters.apply(nil)
-		if f.Tags == nil {
-			f.Tags = &tagQuery{Type: "KQL", Query: "Tags"}
-		}
-		b.Properties.ArtifactSyncFilters = f
-	}
-	return b, nil
+	}, c.credSet, ident, c.filters), nil
 }
 
 func (c *cacheCreate) run(cmd *cobra.Command, o *clientOpts) error {
@@ -192,31 +182,23 @@ func (c *cacheCreate) run(cmd *cobra.Command, o *clientOpts) error {
 	} else if _, err := userAssigned(id); err != nil {
 		return err
 	}
-	s, err := o.connect()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := o.context(cmd)
-	defer cancel()
-	base, path, err := s.rulePath(ctx, c.t)
-	if err != nil {
-		return err
-	}
-	body, err := c.body(base)
-	if err != nil {
-		return err
-	}
-	if c.dryRun {
-		return s.estimate(ctx, base, body)
-	}
-	if c.sync == activeSync && c.filters.tags.empty() {
-		if err := confirm(o.env, promptCreate, c.yes); err != nil {
+	return o.onResource(cmd, c.t, ruleKind, func(ctx context.Context, s *session, base, path string) error {
+		body, err := c.body(base)
+		if err != nil {
 			return err
 		}
-	}
-	raw, err := s.call(ctx, http.MethodPut, withAPIVersion(path), body)
-	if err != nil {
-		return err
-	}
-	return s.printRule(raw)
+		if c.dryRun {
+			return s.estimate(ctx, base, body)
+		}
+		if c.sync == activeSync && c.filters.tags.empty() {
+			if err := confirm(o.env, promptCreate, c.yes); err != nil {
+				return err
+			}
+		}
+		raw, err := s.call(ctx, http.MethodPut, withAPIVersion(path), body)
+		if err != nil {
+			return err
+		}
+		return s.printResource(raw, ruleKind)
+	})
 }

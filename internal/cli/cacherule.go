@@ -184,6 +184,24 @@ func userAssigned(id string) (*identityBody, error) {
 	return &identityBody{Type: "UserAssigned", UserAssignedIdentities: map[string]struct{}{id: {}}}, nil
 }
 
+// newRuleBody is the PUT body of rule p in registry registryID with
+// credential set credSet (none if "") and filters f; an ActiveSync rule
+// without tag filter syncs every tag, as the extension sends it.
+func newRuleBody(registryID string, p ruleProps, credSet string, ident *identityBody, f filterFlags) ruleBody {
+	b := ruleBody{Identity: ident, Properties: p}
+	if credSet != "" {
+		b.Properties.CredentialSetResourceID = strPtr(registryID + "/credentialSets/" + credSet)
+	}
+	if p.SyncMode == activeSync {
+		sf := f.apply(nil)
+		if sf.Tags == nil {
+			sf.Tags = &tagQuery{Type: "KQL", Query: "Tags"}
+		}
+		b.Properties.ArtifactSyncFilters = sf
+	}
+	return b
+}
+
 // existingRule is what the CLI needs from a GET of a rule.
 type existingRule struct {
 	ID         string `json:"id"`

@@ -39,26 +39,18 @@ Calls POST .../cacheRules/{name}/sync?api-version=` + apiVersion + ` with {"tag"
 			if tag == "" {
 				return errors.New("the following arguments are required: --tag")
 			}
-			s, err := o.connect()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := o.context(cmd)
-			defer cancel()
-			_, path, err := s.rulePath(ctx, t)
-			if err != nil {
-				return err
-			}
-			// Like the extension, read the rule first: a missing rule is
-			// reported as such, not as a missing sync endpoint.
-			if _, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil); err != nil {
-				return err
-			}
-			raw, err := s.call(ctx, http.MethodPost, withAPIVersion(path+"/sync"), map[string]string{"tag": tag})
-			if err != nil {
-				return unsupported(err, "cache sync")
-			}
-			return s.printRaw(raw)
+			return o.onResource(cmd, t, ruleKind, func(ctx context.Context, s *session, _, path string) error {
+				// Like the extension, read the rule first: a missing rule is
+				// reported as such, not as a missing sync endpoint.
+				if _, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil); err != nil {
+					return err
+				}
+				raw, err := s.call(ctx, http.MethodPost, withAPIVersion(path+"/sync"), map[string]string{"tag": tag})
+				if err != nil {
+					return unsupported(err, "cache sync")
+				}
+				return s.printRaw(raw)
+			})
 		},
 	}
 	t.addFlags(cmd.Flags(), "The name of the cache rule.")

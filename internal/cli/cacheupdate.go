@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,42 +81,34 @@ func (c *cacheUpdate) run(cmd *cobra.Command, o *clientOpts) error {
 	if err := c.validate(cmd, o.env); err != nil {
 		return err
 	}
-	s, err := o.connect()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := o.context(cmd)
-	defer cancel()
-	base, path, err := s.rulePath(ctx, c.t)
-	if err != nil {
-		return err
-	}
-	raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
-	if err != nil {
-		return err
-	}
-	var cur existingRule
-	if err := json.Unmarshal(raw, &cur); err != nil {
-		return fmt.Errorf("reading cache rule %s: %w", c.t.name, err)
-	}
-	patch, err := c.patch(cmd, o.env, cur, base)
-	if err != nil {
-		return err
-	}
-	if patch.Properties.SyncMode == activeSync && c.touchesSync(cmd) && !patch.Properties.ArtifactSyncFilters.hasTagFilter() {
-		if err := confirm(o.env, promptUpdate, c.yes); err != nil {
+	return o.onResource(cmd, c.t, ruleKind, func(ctx context.Context, s *session, base, path string) error {
+		raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
+		if err != nil {
 			return err
 		}
-	}
-	if c.removeCredSet {
-		raw, err = s.call(ctx, http.MethodPut, withAPIVersion(path), fullRule(cur, patch))
-	} else {
-		raw, err = s.call(ctx, http.MethodPatch, withAPIVersion(path), patch)
-	}
-	if err != nil {
-		return err
-	}
-	return s.printRule(raw)
+		var cur existingRule
+		if err := json.Unmarshal(raw, &cur); err != nil {
+			return fmt.Errorf("reading cache rule %s: %w", c.t.name, err)
+		}
+		patch, err := c.patch(cmd, o.env, cur, base)
+		if err != nil {
+			return err
+		}
+		if patch.Properties.SyncMode == activeSync && c.touchesSync(cmd) && !patch.Properties.ArtifactSyncFilters.hasTagFilter() {
+			if err := confirm(o.env, promptUpdate, c.yes); err != nil {
+				return err
+			}
+		}
+		if c.removeCredSet {
+			raw, err = s.call(ctx, http.MethodPut, withAPIVersion(path), fullRule(cur, patch))
+		} else {
+			raw, err = s.call(ctx, http.MethodPatch, withAPIVersion(path), patch)
+		}
+		if err != nil {
+			return err
+		}
+		return s.printResource(raw, ruleKind)
+	})
 }
 
 // touchesSync says whether the user changed sync settings (only then

@@ -59,48 +59,9 @@ server resolves them when it logs in upstream. Accepted references:
 	return cmd
 }
 
-func (s *session) credSetPath(ctx context.Context, t target) (string, error) {
-	base, err := s.registryPath(ctx, t.registry, t.rg)
-	if err != nil {
-		return "", err
-	}
-	p := base + "/credentialSets"
-	if t.name != "" {
-		p += "/" + pathEscape(t.name)
-	}
-	return p, nil
-}
-
-func (s *session) printCredSet(raw json.RawMessage) error {
-	if raw == nil {
-		return nil
-	}
-	m, err := decodeResource(raw, credentialSetKeys...)
-	if err != nil {
-		return err
-	}
-	s.out.table = credSetTable
-	return s.out.print(m)
-}
-
 // credSetTable picks the columns of -o table.
-func credSetTable(v any) (any, map[string]int) {
-	cols := []string{"name", "loginServer", "health", "provisioningState", "creationDate"}
-	order := map[string]int{}
-	for i, c := range cols {
-		order[c] = i
-	}
-	row := func(x any) any {
-		m, ok := x.(map[string]any)
-		if !ok {
-			return x
-		}
-		r := map[string]any{}
-		for _, c := range cols {
-			if v, ok := m[c]; ok {
-				r[c] = v
-			}
-		}
+var credSetTable = columnTable([]string{"name", "loginServer", "health", "provisioningState", "creationDate"},
+	func(m, r map[string]any) {
 		if creds, ok := m["authCredentials"].([]any); ok && len(creds) > 0 {
 			if c0, ok := creds[0].(map[string]any); ok {
 				if h, ok := c0["credentialHealth"].(map[string]any); ok {
@@ -108,17 +69,7 @@ func credSetTable(v any) (any, map[string]int) {
 				}
 			}
 		}
-		return r
-	}
-	if list, ok := v.([]any); ok {
-		out := make([]any, len(list))
-		for i, x := range list {
-			out[i] = row(x)
-		}
-		return out, order
-	}
-	return row(v), order
-}
+	})
 
 // checkSecretRef validates a secret reference client-side. The message
 // never quotes text that is not a reference (it may be a pasted secret).
@@ -159,7 +110,7 @@ func newCredSetCreateCmd(o *clientOpts) *cobra.Command {
 			body.Properties.LoginServer = login
 			body.Properties.AuthCredentials = []authCredential{{Name: credentialName, UsernameSecretIdentifier: user, PasswordSecretIdentifier: pass}}
 			body.Identity = &identityBody{Type: "SystemAssigned"}
-			return o.credSetWrite(cmd, t, http.MethodPut, body)
+			return o.writeResource(cmd, t, credSetKind, http.MethodPut, body)
 		},
 	}
 	t.addFlags(cmd.Flags(), "The name of the credential set.")
@@ -168,25 +119,6 @@ func newCredSetCreateCmd(o *clientOpts) *cobra.Command {
 	fs.StringVarP(&user, "username-id", "u", "", "Reference to the secret holding the username for the upstream registry (Key Vault secret ID, vault://, file:// or env://).")
 	fs.StringVarP(&pass, "password-id", "p", "", "Reference to the secret holding the password for the upstream registry (Key Vault secret ID, vault://, file:// or env://).")
 	return cmd
-}
-
-// credSetWrite sends a PUT or PATCH and prints the result.
-func (o *clientOpts) credSetWrite(cmd *cobra.Command, t target, method string, body credSetBody) error {
-	s, err := o.connect()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := o.context(cmd)
-	defer cancel()
-	path, err := s.credSetPath(ctx, t)
-	if err != nil {
-		return err
-	}
-	raw, err := s.call(ctx, method, withAPIVersion(path), body)
-	if err != nil {
-		return err
-	}
-	return s.printCredSet(raw)
 }
 
 func newCredSetUpdateCmd(o *clientOpts) *cobra.Command {
@@ -225,35 +157,27 @@ func newCredSetUpdateCmd(o *clientOpts) *cobra.Command {
 // credSetUpdate GETs the set, fills the reference not given from it, and
 // PATCHes authCredentials, as az does.
 func (o *clientOpts) credSetUpdate(cmd *cobra.Command, t target, user, pass string) error {
-	s, err := o.connect()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := o.context(cmd)
-	defer cancel()
-	path, err := s.credSetPath(ctx, t)
-	if err != nil {
-		return err
-	}
-	raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
-	if err != nil {
-		return err
-	}
-	var cur existingCredSet
-	if err := json.Unmarshal(raw, &cur); err != nil {
-		return fmt.Errorf("reading credential set %s: %w", t.name, err)
-	}
-	if len(cur.Properties.AuthCredentials) > 0 {
-		user = firstNonEmpty(user, cur.Properties.AuthCredentials[0].UsernameSecretIdentifier)
-		pass = firstNonEmpty(pass, cur.Properties.AuthCredentials[0].PasswordSecretIdentifier)
-	}
-	var body credSetBody
-	body.Properties.AuthCredentials = []authCredential{{Name: credentialName, UsernameSecretIdentifier: user, PasswordSecretIdentifier: pass}}
-	raw, err = s.call(ctx, http.MethodPatch, withAPIVersion(path), body)
-	if err != nil {
-		return err
-	}
-	return s.printCredSet(raw)
+	return o.onResource(cmd, t, credSetKind, func(ctx context.Context, s *session, _, path string) error {
+		raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
+		if err != nil {
+			return err
+		}
+		var cur existingCredSet
+		if err := json.Unmarshal(raw, &cur); err != nil {
+			return fmt.Errorf("reading credential set %s: %w", t.name, err)
+		}
+		if len(cur.Properties.AuthCredentials) > 0 {
+			user = firstNonEmpty(user, cur.Properties.AuthCredentials[0].UsernameSecretIdentifier)
+			pass = firstNonEmpty(pass, cur.Properties.AuthCredentials[0].PasswordSecretIdentifier)
+		}
+		var body credSetBody
+		body.Properties.AuthCredentials = []authCredential{{Name: credentialName, UsernameSecretIdentifier: user, PasswordSecretIdentifier: pass}}
+		raw, err = s.call(ctx, http.MethodPatch, withAPIVersion(path), body)
+		if err != nil {
+			return err
+		}
+		return s.printResource(raw, credSetKind)
+	})
 }
 
 func newCredSetShowCmd(o *clientOpts) *cobra.Command {
@@ -268,36 +192,11 @@ func newCredSetShowCmd(o *clientOpts) *cobra.Command {
 			if err := requireFlags(cmd, "name", "registry"); err != nil {
 				return err
 			}
-			return o.credSetRead(cmd, t)
+			return o.showResource(cmd, t, credSetKind)
 		},
 	}
 	t.addFlags(cmd.Flags(), "The name of the credential set.")
 	return cmd
-}
-
-func (o *clientOpts) credSetRead(cmd *cobra.Command, t target) error {
-	s, err := o.connect()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := o.context(cmd)
-	defer cancel()
-	path, err := s.credSetPath(ctx, t)
-	if err != nil {
-		return err
-	}
-	if t.name == "" {
-		items, err := s.list(ctx, withAPIVersion(path))
-		if err != nil {
-			return err
-		}
-		return s.printList(items, credSetTable, credentialSetKeys...)
-	}
-	raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
-	if err != nil {
-		return err
-	}
-	return s.printCredSet(raw)
 }
 
 func newCredSetListCmd(o *clientOpts) *cobra.Command {
@@ -311,7 +210,7 @@ func newCredSetListCmd(o *clientOpts) *cobra.Command {
 			if err := requireFlags(cmd, "registry"); err != nil {
 				return err
 			}
-			return o.credSetRead(cmd, t)
+			return o.showResource(cmd, t, credSetKind)
 		},
 	}
 	t.addFlags(cmd.Flags(), "")
@@ -334,21 +233,7 @@ func newCredSetDeleteCmd(o *clientOpts) *cobra.Command {
 			if err := requireFlags(cmd, "name", "registry"); err != nil {
 				return err
 			}
-			s, err := o.connect()
-			if err != nil {
-				return err
-			}
-			if err := confirm(o.env, "Are you sure you want to perform this operation?", yes); err != nil {
-				return err
-			}
-			ctx, cancel := o.context(cmd)
-			defer cancel()
-			path, err := s.credSetPath(ctx, t)
-			if err != nil {
-				return err
-			}
-			_, err = s.call(ctx, http.MethodDelete, withAPIVersion(path), nil)
-			return err
+			return o.deleteResource(cmd, t, credSetKind, yes)
 		},
 	}
 	t.addFlags(cmd.Flags(), "The name of the credential set.")
