@@ -142,30 +142,92 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 		return err
 	}
 	f.start(w, staged.(readerAtCloser), size, nil)
-	buf := make([]byte, 256<<10)
-	for {
-		n, rerr := rc.Read(buf)
-		if n > 0 {
-			if size >= 0 && w.Size()+int64(n) > size {
-				w.Cancel()
-				return fmt.Errorf("upstream sent more than the %d bytes it announced", size)
-			}
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				w.Cancel()
-				return werr
-			}
-			c.metrics.bytesUpstream.Add(float64(n))
-			f.advance(int64(n))
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
+	// Reading the upstream runs ahead of writing and hashing, so the
+	// upstream connection keeps flowing while a chunk is hashed.
+	stop := make(chan struct{})
+	defer close(stop)
+	chunks := readAhead(rc, fetchChunks, fetchChunk, stop)
+	for ch := range chunks {
+		if ch.err != nil {
 			w.Cancel()
-			return fmt.Errorf("upstream transfer cut after %d bytes: %w", w.Size(), rerr)
+			return fmt.Errorf("upstream transfer cut after %d bytes: %w", w.Size(), ch.err)
 		}
+		n := len(ch.b)
+		if size >= 0 && w.Size()+int64(n) > size {
+			ch.release()
+			w.Cancel()
+			return fmt.Errorf("upstream sent more than the %d bytes it announced", size)
+		}
+		_, werr := w.Write(ch.b)
+		ch.release()
+		if werr != nil {
+			w.Cancel()
+			return werr
+		}
+		c.metrics.bytesUpstream.Add(float64(n))
+		f.advance(int64(n))
 	}
 	return c.content.CommitBlob(ctx, w, reg, t.Repo, f.d, size)
+}
+
+// A fetch reads the upstream in fetchChunk pieces, at most fetchChunks
+// ahead of the writer: constant memory per transfer.
+const (
+	fetchChunk  = 256 << 10
+	fetchChunks = 8
+)
+
+type chunk struct {
+	b    []byte
+	err  error
+	free chan []byte
+}
+
+func (c chunk) release() { c.free <- c.b[:cap(c.b)] }
+
+// readAhead reads r into a ring of n buffers of size bytes and sends the
+// filled ones, then a final chunk carrying any error other than EOF, then
+// closes the channel. It gives up when stop is closed (the consumer left).
+func readAhead(r io.Reader, n, size int, stop <-chan struct{}) <-chan chunk {
+	out := make(chan chunk, n)
+	free := make(chan []byte, n)
+	for i := 0; i < n; i++ {
+		free <- make([]byte, size)
+	}
+	send := func(c chunk) bool {
+		select {
+		case out <- c:
+			return true
+		case <-stop:
+			return false
+		}
+	}
+	go func() {
+		defer close(out)
+		for {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			m, err := io.ReadAtLeast(r, b, 1)
+			if m > 0 && !send(chunk{b: b[:m], free: free}) {
+				return
+			}
+			if m == 0 {
+				free <- b
+			}
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				send(chunk{err: err})
+				return
+			}
+		}
+	}()
+	return out
 }
 
 type readerAtCloser interface {
