@@ -1,0 +1,33 @@
+package registry
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/arcacache/arca/internal/oci"
+)
+
+func FuzzParseRoute(f *testing.F) {
+	for _, p := range []string{"/v2/", "/v2/_catalog", "/v2/a/b/c/manifests/latest", "/v2/x/blobs/uploads/", "/v2/x/blobs/uploads/abc-123",
+		"/v2/x/blobs/sha256:abc", "/v2/x/tags/list", "/v2/x/referrers/sha256:abc", "/v2/../../etc/blobs/x", "/v2/a%2Fb/manifests/x", "/v2//manifests/x"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if !strings.HasPrefix(p, "/v2/") {
+			return
+		}
+		rt := parseRoute(p)
+		switch rt.kind {
+		case kindManifest, kindBlob, kindTags, kindReferrers, kindUploads, kindUpload:
+			// Whatever the route, a name that passes validation has no
+			// path-traversal element.
+			if oci.ValidRepository(rt.repo) {
+				for _, e := range strings.Split(rt.repo, "/") {
+					if e == "" || e == "." || e == ".." {
+						t.Fatalf("valid repository %q from %q has element %q", rt.repo, p, e)
+					}
+				}
+			}
+		}
+	})
+}
