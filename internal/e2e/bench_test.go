@@ -4,22 +4,20 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
 )
 
 // Benchmarks comparing arca with Debian's docker-registry (CNCF
@@ -105,7 +103,7 @@ func newBenchEnv(b *testing.B) (*benchEnv, error) {
 		return nil, err
 	}
 	e := &benchEnv{dir: dir, blobPath: filepath.Join(dir, "blob")}
-	if e.blobDigest, err = writeRandomFile(e.blobPath, benchBlobSize); err != nil {
+	if e.blobDigest, err = writeRandomFile(e.blobPath, benchBlobSize, [32]byte{1, 2, 3}); err != nil {
 		return nil, err
 	}
 	if e.arca, err = startArcaProc(filepath.Join(dir, "arca-data")); err != nil {
@@ -120,13 +118,13 @@ func newBenchEnv(b *testing.B) (*benchEnv, error) {
 		if err := pushBlobFile(p.addr, benchRepo, e.blobPath, e.blobDigest); err != nil {
 			return e, fmt.Errorf("%s: %w", p.name, err)
 		}
-		target := &arca{Addr: p.addr}
+		target := &arca{&arcaproc.Proc{Addr: p.addr}}
 		target.pushImage(b, benchRepo, "v1", im)
 	}
 	// The plain file server runs in its own process (this test binary
 	// re-executed), like the registries, so it does not share the
 	// benchmark client's CPU budget and runtime.
-	e.plainAddr, err = freePort()
+	e.plainAddr, err = arcaproc.FreeAddrErr()
 	if err != nil {
 		return e, err
 	}
@@ -139,17 +137,17 @@ func newBenchEnv(b *testing.B) (*benchEnv, error) {
 	return e, nil
 }
 
-// writeRandomFile writes size random bytes and returns their digest.
-func writeRandomFile(path string, size int) (string, error) {
+// writeRandomFile writes size random bytes (a stream keyed by seed) to
+// path and returns their digest.
+func writeRandomFile(path string, size int, seed [32]byte) (string, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	r := rand.NewChaCha8([32]byte{1, 2, 3})
 	h := sha256.New()
 	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
-	if _, err := io.CopyN(w, r, int64(size)); err != nil {
+	if _, err := io.CopyN(w, rand.NewChaCha8(seed), int64(size)); err != nil {
 		return "", err
 	}
 	if err := w.Flush(); err != nil {
@@ -203,22 +201,17 @@ type proc struct {
 }
 
 func startProc(name, addr, readyPath string, cmd *exec.Cmd) (*proc, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Own process group; killed if the test binary dies without cleaning up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, addr: addr, cmd: cmd}
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		resp, err := http.Get("http://" + addr + readyPath)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p, nil
-			}
-		}
+	if err := arcaproc.WaitReady("http://"+addr+readyPath, 30*time.Second, nil); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("%s not ready on %s", name, addr)
 	}
-	p.stop()
-	return nil, fmt.Errorf("%s not ready on %s", name, addr)
+	return p, nil
 }
 
 func (p *proc) stop() {
@@ -237,22 +230,10 @@ func (p *proc) stop() {
 }
 
 // peakRSS is the process's high-water resident set (VmHWM), in bytes.
-func (p *proc) peakRSS() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmHWM in /proc status")
-}
+func (p *proc) peakRSS() (int64, error) { return vmHWM(p.cmd.Process.Pid) }
 
 func startArcaProc(dataDir string) (*proc, error) {
-	addr, err := freePort()
+	addr, err := arcaproc.FreeAddrErr()
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +249,7 @@ func startDistribution(dir string) (*proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker-registry not installed: run scripts/test.sh to install docker-registry")
 	}
-	addr, err := freePort()
+	addr, err := arcaproc.FreeAddrErr()
 	if err != nil {
 		return nil, err
 	}
@@ -304,15 +285,6 @@ func benchLog(path string) io.Writer {
 		return os.Stderr
 	}
 	return f
-}
-
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // target is one server under benchmark.

@@ -14,10 +14,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
@@ -39,26 +39,12 @@ const mtAcceptAll = "application/vnd.oci.image.index.v1+json, application/vnd.oc
 // (for env:// secret references); extra are more serve flags.
 func startCachingArca(t testing.TB, upstreams []string, env []string, extra ...string) *arca {
 	t.Helper()
-	args := []string{"serve", "--addr", freeAddr(t), "--data-dir", t.TempDir()}
+	var args []string
 	for _, h := range upstreams {
 		args = append(args, "--insecure-upstream", h)
 	}
-	args = append(args, extra...)
-	cmd := exec.Command(arcaBin, args...)
-	cmd.Env = append(append(os.Environ(), "ARCA_ADMIN_TOKEN="+ptAdminToken), env...)
-	a := &arca{t: t, Addr: args[2], DataDir: args[4], cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = a.stderr, a.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start arca: %v", err)
-	}
-	go func() {
-		a.waitErr = cmd.Wait()
-		close(a.done)
-	}()
-	t.Cleanup(a.Stop)
-	a.waitReady()
-	return a
+	return &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Args: append(args, extra...),
+		Env: append([]string{"ARCA_ADMIN_TOKEN=" + ptAdminToken}, env...)})}
 }
 
 // cli runs the real `arca` CLI against a and returns its stdout; a

@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -15,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -126,7 +123,7 @@ func newPTBench(b *testing.B) *ptBench {
 func (e *ptBench) seed(b *testing.B, repo string, layerSize int, key byte) *ptImage {
 	b.Helper()
 	path := filepath.Join(e.dir, strings.ReplaceAll(repo, "/", "_")+".layer")
-	d, err := ptRandomFile(path, layerSize, key)
+	d, err := writeRandomFile(path, layerSize, [32]byte{key, 'p', 't'})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -160,7 +157,7 @@ func (e *ptBench) start(b *testing.B, tg, upstream string) *ptServer {
 	case "arca":
 		a := startCachingArca(b, []string{upstream}, nil, "--log-level", "warn")
 		a.cacheRule(b, "library-wild", upstream+"/library/*", "lib/*")
-		return &ptServer{addr: a.Addr, repo: "lib", pid: a.cmd.Process.Pid, stop: func() { a.Stop(); os.RemoveAll(a.DataDir) }}
+		return &ptServer{addr: a.Addr, repo: "lib", pid: a.Pid(), stop: func() { a.Stop(); os.RemoveAll(a.DataDir) }}
 	case "dist2.8", "dist3":
 		bin := "/usr/bin/docker-registry"
 		if tg == "dist3" {
@@ -356,46 +353,15 @@ func vmHWM(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
 
-// ptRandomFile writes size random bytes (a stream keyed by key) to path
-// and returns their digest.
-func ptRandomFile(path string, size int, key byte) (string, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
-	if _, err := io.CopyN(w, rand.NewChaCha8([32]byte{key, 'p', 't'}), int64(size)); err != nil {
-		return "", err
-	}
-	if err := w.Flush(); err != nil {
-		return "", err
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), f.Close()
-}
-
 // startBenchProc starts cmd (killed if the test binary dies) and waits
 // for readyPath to answer 200.
 func startBenchProc(b *testing.B, name, addr, readyPath string, cmd *exec.Cmd) *proc {
 	b.Helper()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start %s: %v", name, err)
+	p, err := startProc(name, addr, readyPath, cmd)
+	if err != nil {
+		b.Fatal(err)
 	}
-	p := &proc{name: name, addr: addr, cmd: cmd}
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get("http://" + addr + readyPath)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-	}
-	p.stop()
-	b.Fatalf("%s not ready on %s", name, addr)
-	return nil
+	return p
 }
 
 // startDistProxy runs distribution (bin) as a pull-through cache of

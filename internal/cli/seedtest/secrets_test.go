@@ -88,7 +88,7 @@ func TestPlantedSecretsNeverShown(t *testing.T) {
 		t.Fatal("a plain secret was accepted as a reference")
 	}
 
-	srv.stop()
+	srv.Stop()
 	searchSecrets(t, planted, srv, outputs)
 }
 
@@ -96,7 +96,7 @@ func TestPlantedSecretsNeverShown(t *testing.T) {
 // log, a file of its data directory, or any CLI output.
 func searchSecrets(t *testing.T, planted []string, srv *server, outputs []string) {
 	t.Helper()
-	haystacks := map[string]string{"server log": srv.logs.String()}
+	haystacks := map[string]string{"server log": srv.Logs()}
 	for i, o := range outputs {
 		haystacks[fmt.Sprintf("cli output #%d", i)] = o
 	}

@@ -11,9 +11,9 @@ package upstreamreg
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
 )
 
 // Auth selects how the registry authenticates clients.
@@ -115,7 +117,7 @@ func Start(t testing.TB, o Options) *Registry {
 	}
 	var lastErr error
 	for range 3 { // a free port may be taken between probe and bind
-		if lastErr = r.startOnce(t, freePort(t)); lastErr == nil {
+		if lastErr = r.startOnce(arcaproc.FreeAddr(t)); lastErr == nil {
 			break
 		}
 	}
@@ -136,7 +138,7 @@ func V3Binary(t testing.TB) string {
 	if d := os.Getenv("ARCA_TOOLS_BIN"); d != "" {
 		candidates = append(candidates, filepath.Join(d, "registry"))
 	}
-	if root, err := repoRoot(); err == nil {
+	if root, err := arcaproc.RepoRoot(); err == nil {
 		candidates = append(candidates, filepath.Join(root, ".tools", "bin", "registry"))
 	}
 	if p, err := exec.LookPath("registry"); err == nil {
@@ -155,24 +157,6 @@ func V3Binary(t testing.TB) string {
 	return ""
 }
 
-// repoRoot is the directory holding go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", os.ErrNotExist
-		}
-		dir = parent
-	}
-}
-
 func findBinary(t testing.TB, bin string) string {
 	t.Helper()
 	if bin == "" {
@@ -187,20 +171,10 @@ func findBinary(t testing.TB, bin string) string {
 	return bin
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("upstreamreg: find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startOnce writes the config for port, starts the process and waits for it
-// to answer on /v2/.
-func (r *Registry) startOnce(t testing.TB, port int) error {
-	r.Host = fmt.Sprintf("127.0.0.1:%d", port)
+// startOnce writes the config for host, starts the process and waits for
+// it to answer on /v2/.
+func (r *Registry) startOnce(host string) error {
+	r.Host = host
 	if err := r.writeConfig(); err != nil {
 		return err
 	}
@@ -287,24 +261,14 @@ func (r *Registry) spawn() error {
 }
 
 func (r *Registry) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	c := &http.Client{Timeout: time.Second}
-	for time.Now().Before(deadline) {
-		select {
-		case <-r.exited:
-			return fmt.Errorf("docker-registry exited during startup")
-		default:
-		}
-		resp, err := c.Get("http://" + r.Host + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	err := arcaproc.WaitReady(r.URL()+"/v2/", timeout, r.exited, http.StatusOK, http.StatusUnauthorized)
+	if errors.Is(err, arcaproc.ErrExited) {
+		return fmt.Errorf("docker-registry exited during startup")
 	}
-	return fmt.Errorf("docker-registry on %s not ready after %s", r.Host, timeout)
+	if err != nil {
+		return fmt.Errorf("docker-registry on %s not ready after %s", r.Host, timeout)
+	}
+	return nil
 }
 
 // Stop stops the registry process (idempotent). Storage is kept for Restart.

@@ -1,5 +1,0 @@
-//go:build !race
-
-package seedtest
-
-const raceEnabled = false

@@ -1,0 +1,249 @@
+// Package arcaproc runs the real arca binary for end-to-end tests: it
+// builds it once per test binary, starts `arca serve` on a free loopback
+// port, waits for /readyz and stops it when the test ends.
+//
+// It is a test fixture: helpers that take a testing.TB fail the test on
+// error.
+package arcaproc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Build compiles cmd/arca into a fresh temporary directory, for TestMain;
+// cleanup removes it. Under `go test -race` the server is built with the
+// race detector too, so real clients hammering it find data races in the
+// handlers (Stop reports them).
+func Build() (bin string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "arca-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	bin = filepath.Join(dir, "arca")
+	args := []string{"build", "-o", bin}
+	if Race {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "github.com/arcacache/arca/cmd/arca")...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("building arca: %w", err)
+	}
+	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+// FreeAddr returns a loopback address with a port nobody listens on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	addr, err := FreeAddrErr()
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	return addr
+}
+
+// FreeAddrErr is FreeAddr for code that runs without a testing.TB.
+func FreeAddrErr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// Options configure Start.
+type Options struct {
+	Bin     string   // the arca binary (from Build)
+	Addr    string   // listen address; "" = FreeAddr
+	DataDir string   // data directory (reused across restarts); "" = t.TempDir()
+	Args    []string // more serve flags
+	Env     []string // added to the test binary's environment
+}
+
+// Proc is a running `arca serve`. A Proc with only Addr set names a
+// server started elsewhere.
+type Proc struct {
+	Addr    string // host:port
+	DataDir string
+
+	t       testing.TB
+	cmd     *exec.Cmd
+	out     *SyncBuffer
+	done    chan struct{}
+	waitErr error
+}
+
+// Start starts arca serve, stops it when the test ends and waits until
+// /readyz answers 200.
+func Start(t testing.TB, o Options) *Proc {
+	t.Helper()
+	if o.Addr == "" {
+		o.Addr = FreeAddr(t)
+	}
+	if o.DataDir == "" {
+		o.DataDir = t.TempDir()
+	}
+	args := append([]string{"serve", "--addr", o.Addr, "--data-dir", o.DataDir}, o.Args...)
+	cmd := exec.Command(o.Bin, args...)
+	if o.Env != nil {
+		cmd.Env = append(os.Environ(), o.Env...)
+	}
+	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	// Own process group (a kill -9 hits only arca); killed if the test
+	// binary dies without cleaning up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start arca: %v", err)
+	}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(p.Stop)
+	p.waitReady()
+	return p
+}
+
+func (p *Proc) waitReady() {
+	p.t.Helper()
+	switch err := WaitReady(p.URL()+"/readyz", 30*time.Second, p.done); {
+	case errors.Is(err, ErrExited):
+		p.t.Fatalf("arca exited before ready (%v); output:\n%s", p.waitErr, p.out.String())
+	case err != nil:
+		p.t.Fatalf("arca not ready on %s after 30s; output:\n%s", p.Addr, p.out.String())
+	}
+}
+
+// ErrExited is WaitReady's error when the process exited first.
+var ErrExited = errors.New("exited before ready")
+
+// WaitReady polls url until it answers with one of statuses (default 200
+// OK), exited (the server process's end; may be nil) is closed, or timeout
+// passes.
+func WaitReady(url string, timeout time.Duration, exited <-chan struct{}, statuses ...int) error {
+	if len(statuses) == 0 {
+		statuses = []int{http.StatusOK}
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			return ErrExited
+		default:
+		}
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if slices.Contains(statuses, resp.StatusCode) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%s not ready after %s", url, timeout)
+}
+
+// RepoRoot is the directory holding go.mod, found from the working
+// directory up.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found")
+		}
+		dir = parent
+	}
+}
+
+// URL returns the base URL, e.g. http://127.0.0.1:5000.
+func (p *Proc) URL() string { return "http://" + p.Addr }
+
+// Pid is the server's process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the server.
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Stop sends SIGTERM, waits up to 20s, then kills. It fails the test if
+// the server printed a data race. Safe to call more than once.
+func (p *Proc) Stop() {
+	select {
+	case <-p.done:
+	default:
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Second):
+			p.t.Errorf("arca did not stop within 20s of SIGTERM; killing")
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	p.checkRaces()
+}
+
+// Kill9 kills the server with SIGKILL and waits for it to be gone.
+func (p *Proc) Kill9() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.checkRaces()
+}
+
+// Wait blocks until the process exits and returns its exit error.
+func (p *Proc) Wait(timeout time.Duration) (error, bool) {
+	select {
+	case <-p.done:
+		return p.waitErr, true
+	case <-time.After(timeout):
+		return nil, false
+	}
+}
+
+func (p *Proc) checkRaces() {
+	if out := p.out.String(); strings.Contains(out, "WARNING: DATA RACE") {
+		p.t.Errorf("arca reported a data race:\n%s", out)
+	}
+}
+
+// Logs returns what the server wrote so far (stdout and stderr).
+func (p *Proc) Logs() string { return p.out.String() }
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
