@@ -64,6 +64,9 @@ END {
 		line("warm " c ": arca / dist2.8 throughput", r(v["Warm" c "/arca", "MB/s"], v["Warm" c "/dist2.8", "MB/s"]), "> 1")
 		line("warm " c ": arca / dist3 throughput", r(v["Warm" c "/arca", "MB/s"], v["Warm" c "/dist3", "MB/s"]), "> 1")
 	}
+	line("cold, 25 MiB/s upstream link: time via arca / direct", r(v["ColdWAN/direct", "MB/s"], v["ColdWAN/arca", "MB/s"]), "<= 1.10")
+	line("cold, 25 MiB/s upstream link: arca / dist2.8 throughput", r(v["ColdWAN/arca", "MB/s"], v["ColdWAN/dist2.8", "MB/s"]), "> 1")
+	line("cold, 25 MiB/s upstream link: arca / dist3 throughput", r(v["ColdWAN/arca", "MB/s"], v["ColdWAN/dist3", "MB/s"]), "> 1")
 	line("warm Lean: arca / plain file (http.ServeContent)", r(v["WarmLean/arca", "MB/s"], v["WarmLean/plainfile", "MB/s"]), ">= 0.80")
 	line("wall time 32 pulls / 1 pull, loopback upstream", r(v["Wave32/32-loopback", "wall-s"], v["Wave32/one-loopback", "wall-s"]), "<= 1.3")
 	line("wall time 32 pulls / 1 pull, 25 MiB/s upstream link", r(v["Wave32/32-wan", "wall-s"], v["Wave32/one-wan", "wall-s"]), "<= 1.3")
