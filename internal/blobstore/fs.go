@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -36,6 +37,8 @@ var (
 	ErrDigestMismatch = errors.New("digest mismatch")
 	ErrSizeMismatch   = errors.New("size mismatch")
 	ErrInvalidID      = errors.New("invalid upload id")
+	// ErrUploadBusy: another request is writing the same upload.
+	ErrUploadBusy = errors.New("upload is being written by another request")
 )
 
 // FS is a blob store on a local (or shared POSIX) filesystem.
@@ -167,6 +170,15 @@ func (s *FS) Resume(_ context.Context, id string) (Writer, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blobstore resume: %w", err)
+	}
+	// One writer per upload: the lock goes with the descriptor, so Close,
+	// Commit and Cancel release it, and so does a crash.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrUploadBusy
+		}
+		return nil, fmt.Errorf("blobstore resume: lock: %w", err)
 	}
 	fi, err := f.Stat()
 	if err != nil {

@@ -171,3 +171,23 @@ func TestPurgeUploads(t *testing.T) {
 		t.Fatalf("fresh upload purged: %v", err)
 	}
 }
+
+func TestOneWriterPerUpload(t *testing.T) {
+	ctx := context.Background()
+	s := newFS(t)
+	w, _ := s.Create(ctx, NewID())
+	w.Close()
+	a, err := s.Resume(ctx, w.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resume(ctx, w.ID()); !errors.Is(err, ErrUploadBusy) {
+		t.Fatalf("second writer: %v", err)
+	}
+	a.Close()
+	b, err := s.Resume(ctx, w.ID())
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	b.Cancel()
+}

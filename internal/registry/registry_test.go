@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -398,5 +399,44 @@ func TestDotSegmentsRejected(t *testing.T) {
 		if res.StatusCode/100 != 4 || errorCode(b) == "" {
 			t.Errorf("%s: %d %s", p, res.StatusCode, b)
 		}
+	}
+}
+
+// Two requests writing one upload session at once: the second is refused
+// rather than interleaving bytes.
+func TestConcurrentPatchRefused(t *testing.T) {
+	srv := newTestServer(t)
+	r := do(t, "POST", srv.URL+"/v2/busy/blobs/uploads/", nil, nil)
+	loc := srv.URL + r.header.Get("Location")
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PATCH", loc, pr)
+	done := make(chan int, 1)
+	go func() {
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		res.Body.Close()
+		done <- res.StatusCode
+	}()
+	pw.Write([]byte("first chunk, still open"))
+	// Once bytes have landed, the first PATCH holds the session.
+	for i := 0; i < 200; i++ {
+		if r := do(t, "GET", loc, nil, nil); r.header.Get("Range") != "0-0" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second := do(t, "PATCH", loc, nil, []byte("second"))
+	pw.Close()
+	if second.status != http.StatusConflict || errorCode(second.body) != "BLOB_UPLOAD_INVALID" {
+		t.Fatalf("second PATCH: %d %s", second.status, second.body)
+	}
+	if st := <-done; st != http.StatusAccepted {
+		t.Fatalf("first PATCH: %d", st)
+	}
+	if r := do(t, "GET", loc, nil, nil); r.header.Get("Range") != "0-22" {
+		t.Fatalf("session holds %q, want only the first chunk", r.header.Get("Range"))
 	}
 }

@@ -135,6 +135,9 @@ func (h *Handler) uploadErr(err error, unknown error) error {
 	if errors.Is(err, blobstore.ErrUploadNotFound) || errors.Is(err, blobstore.ErrInvalidID) {
 		return unknown
 	}
+	if errors.Is(err, blobstore.ErrUploadBusy) {
+		return errcode.New(errcode.BlobUploadInvalid, "the upload is being written by another request; retry when it is done").WithStatus(http.StatusConflict)
+	}
 	return err
 }
 
