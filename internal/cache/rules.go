@@ -59,25 +59,29 @@ func (s *RuleSet) Invalidate(registry string) {
 func (s *RuleSet) load(ctx context.Context, registry string) (*regRules, error) {
 	s.mu.Lock()
 	cur := s.regs[registry]
+	fresh := cur != nil && time.Since(cur.checkedAt) < s.recheckEvery
 	s.mu.Unlock()
-	if cur != nil && time.Since(cur.checkedAt) < s.recheckEvery {
+	if fresh {
 		return cur, nil
 	}
 	gen, err := s.store.RulesGeneration(ctx, registry)
 	if err != nil {
 		return nil, fmt.Errorf("cache rules: %w", err)
 	}
+	var next *regRules
 	if cur != nil && cur.gen == gen {
-		s.mu.Lock()
-		cur.checkedAt = time.Now()
-		s.mu.Unlock()
-		return cur, nil
+		// Published entries are never modified (readers hold them without
+		// the lock): publish a copy with the new check time.
+		c := *cur
+		c.checkedAt = time.Now()
+		next = &c
+	} else {
+		list, err := s.store.ListCacheRules(ctx, registry)
+		if err != nil {
+			return nil, fmt.Errorf("cache rules: %w", err)
+		}
+		next = &regRules{gen: gen, checkedAt: time.Now(), index: rules.NewIndex(list), reverse: newReverseIndex(list)}
 	}
-	list, err := s.store.ListCacheRules(ctx, registry)
-	if err != nil {
-		return nil, fmt.Errorf("cache rules: %w", err)
-	}
-	next := &regRules{gen: gen, checkedAt: time.Now(), index: rules.NewIndex(list), reverse: newReverseIndex(list)}
 	s.mu.Lock()
 	s.regs[registry] = next
 	s.mu.Unlock()

@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"context"
+	"sync"
 	"testing"
 
 	"github.com/arcacache/arca/internal/rules"
@@ -35,5 +37,61 @@ func TestReverseIndex(t *testing.T) {
 		if name != tc.rule || local != tc.local {
 			t.Errorf("match(%s, %s) = %q %q, want %q %q", tc.host, tc.path, name, local, tc.rule, tc.local)
 		}
+	}
+}
+
+type countingStore struct {
+	mu   sync.Mutex
+	gen  int64
+	list int
+}
+
+func (c *countingStore) RulesGeneration(context.Context, string) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen, nil
+}
+
+func (c *countingStore) ListCacheRules(context.Context, string) ([]rules.Rule, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.list++
+	return []rules.Rule{{Name: "r1", Source: "ghcr.io/org/*", Target: "gh/*"}}, nil
+}
+
+func (c *countingStore) GetCredentialSet(context.Context, string, string) (rules.CredentialSet, error) {
+	return rules.CredentialSet{}, nil
+}
+
+// Concurrent lookups while the generation is rechecked: no data race, and
+// the rules are only listed again when the generation moves.
+func TestRuleSetConcurrentReload(t *testing.T) {
+	st := &countingStore{gen: 1}
+	rs := NewRuleSet(st, nil)
+	rs.recheckEvery = 0 // recheck on every lookup
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 200; j++ {
+				if _, ok, err := rs.Resolve(context.Background(), "default", "gh/app", ""); err != nil || !ok {
+					t.Errorf("resolve: %v %v", ok, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if st.list > 8 { // at most one listing per goroutine racing the first load
+		t.Fatalf("rules listed %d times for one generation", st.list)
+	}
+	st.mu.Lock()
+	st.gen = 2
+	st.mu.Unlock()
+	before := st.list
+	rs.Resolve(context.Background(), "default", "gh/app", "")
+	if st.list != before+1 {
+		t.Fatalf("a new generation did not reload the rules")
 	}
 }
