@@ -66,6 +66,24 @@ func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest)
 	return &BlobSource{Size: f.size, Reader: &follower{f: f, ctx: ctx}}, status, nil
 }
 
+// StatBlob answers a HEAD: the size of blob d of t, from local content or,
+// when nothing is stored yet, from an upstream HEAD (nothing is fetched).
+func (c *Cache) StatBlob(ctx context.Context, reg string, t Target, d digest.Digest) (int64, Status, error) {
+	if size, err := c.meta.BlobSize(ctx, reg, t.Repo, d); err == nil {
+		return size, Hit, nil
+	} else if !errors.Is(err, metadata.ErrNotFound) {
+		return 0, "", err
+	}
+	if size, err := c.blobs.Stat(ctx, d); err == nil {
+		return size, Hit, c.meta.LinkBlob(ctx, reg, t.Repo, d, size)
+	}
+	size, err := c.up.HeadBlob(ctx, t.Upstream, d)
+	if err != nil {
+		return 0, "", upstreamError(t, "blob "+d.String(), err)
+	}
+	return size, Miss, nil
+}
+
 // Prefetch stores blob d of t without a client attached, waiting for the
 // result (active sync uses it: the same fetch path as pull-through).
 func (c *Cache) Prefetch(ctx context.Context, reg string, t Target, d digest.Digest) (Status, error) {

@@ -46,6 +46,7 @@ type Upstream interface {
 	HeadManifest(ctx context.Context, r upstream.Repo, ref string) (upstream.Descriptor, error)
 	GetManifest(ctx context.Context, r upstream.Repo, ref string) (*upstream.Manifest, error)
 	GetBlob(ctx context.Context, r upstream.Repo, d digest.Digest) (io.ReadCloser, int64, error)
+	HeadBlob(ctx context.Context, r upstream.Repo, d digest.Digest) (int64, error)
 	Referrers(ctx context.Context, r upstream.Repo, subject digest.Digest, artifactType string) ([]oci.Descriptor, error)
 }
 

@@ -373,3 +373,31 @@ func TestReferrersThroughCache(t *testing.T) {
 		t.Fatalf("signature manifest: %d", r.status)
 	}
 }
+
+// A HEAD of a blob nothing has stored yet asks the upstream with a HEAD:
+// nothing is downloaded or stored.
+func TestHeadBlobDoesNotFetch(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	layer := randomBytes(1 << 20)
+	up.Push(t, "img", "v1", layer)
+	e := newEnv(t, up.Host, time.Hour, nil)
+	ld := digest.FromBytes(layer)
+	res, err := http.Head(e.srv.URL + "/v2/cached/img/blobs/" + ld.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.ContentLength != int64(len(layer)) || res.Header.Get("X-Arca-Cache") != "miss" {
+		t.Fatalf("HEAD: %d %d %q", res.StatusCode, res.ContentLength, res.Header.Get("X-Arca-Cache"))
+	}
+	if n := up.Requests("GET", "/blobs/"+ld.String()); n != 0 {
+		t.Fatalf("HEAD downloaded the blob (%d GETs)", n)
+	}
+	if _, err := e.blobs.Stat(context.Background(), ld); err == nil {
+		t.Fatal("HEAD stored the blob")
+	}
+	res, _ = http.Head(e.srv.URL + "/v2/cached/img/blobs/" + digest.FromString("absent").String())
+	if res.StatusCode != 404 {
+		t.Fatalf("HEAD of an absent blob: %d", res.StatusCode)
+	}
+}

@@ -67,6 +67,21 @@ func (h *Handler) cachedBlob(w http.ResponseWriter, r *http.Request, reg, ref st
 	if err != nil {
 		return err
 	}
+	if r.Method == http.MethodHead {
+		size, status, err := h.cache.StatBlob(r.Context(), reg, t, d)
+		if err != nil {
+			return err
+		}
+		hd := w.Header()
+		hd.Set("X-Arca-Cache", string(status))
+		hd.Set("Docker-Content-Digest", d.String())
+		hd.Set("Content-Type", "application/octet-stream")
+		if size >= 0 {
+			hd.Set("Content-Length", strconv.FormatInt(size, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
 	src, status, err := h.cache.Blob(r.Context(), reg, t, d)
 	if err != nil {
 		return err
@@ -83,9 +98,6 @@ func (h *Handler) cachedBlob(w http.ResponseWriter, r *http.Request, reg, ref st
 		hd.Set("Content-Length", strconv.FormatInt(src.Size, 10))
 	}
 	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return nil
-	}
 	bp := blobBuffers.Get().(*[]byte)
 	defer blobBuffers.Put(bp)
 	// writerOnly keeps io.CopyBuffer from handing the copy to the

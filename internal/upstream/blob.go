@@ -31,3 +31,25 @@ func (c *Client) GetBlob(ctx context.Context, r Repo, d digest.Digest) (io.ReadC
 	}
 	return resp.Body, resp.ContentLength, nil
 }
+
+// HeadBlob asks whether the upstream has blob d and how large it is,
+// without downloading it.
+func (c *Client) HeadBlob(ctx context.Context, r Repo, d digest.Digest) (int64, error) {
+	p, err := c.prepare(r)
+	if err != nil {
+		return 0, err
+	}
+	if err := d.Validate(); err != nil {
+		return 0, fmt.Errorf("upstream: invalid blob digest %q: %w", d, err)
+	}
+	const op = "HEAD blob"
+	resp, err := c.do(ctx, op, p, http.MethodHead, p.url("/blobs/"+d.String(), nil), "")
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, statusError(op, p.repo.String(), resp)
+	}
+	resp.Body.Close()
+	return resp.ContentLength, nil
+}
