@@ -72,6 +72,9 @@ func (c *Cache) revalidateTag(ctx context.Context, reg string, t Target, tag str
 	v, err, _ := c.group.Do(key, func() (any, error) {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestFetchTimeout)
 		defer cancel()
+		if m, ok := c.storedFor(dctx, reg, t, tag, tag); ok { // revalidated by a flight that just ended
+			return result{m, Hit}, nil
+		}
 		desc, err := c.up.HeadManifest(dctx, t.Upstream, tag)
 		if err == nil && desc.Digest == cached.Digest {
 			if err := c.meta.TouchTag(dctx, reg, t.Repo, tag); err != nil {
@@ -105,11 +108,17 @@ func (c *Cache) revalidateTag(ctx context.Context, reg string, t Target, tag str
 // upstream request.
 func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, tag string) (metadata.Manifest, Status, error) {
 	key := "manifest\x00" + reg + "\x00" + t.Repo + "\x00" + ref
-	leader := false
+	leader, stored := false, false
 	v, err, _ := c.group.Do(key, func() (any, error) {
 		leader = true
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestFetchTimeout)
 		defer cancel()
+		// A flight for ref may have ended between our lookup and this one:
+		// look again before going upstream.
+		if m, ok := c.storedFor(dctx, reg, t, ref, tag); ok {
+			stored = true
+			return m, nil
+		}
 		um, err := c.up.GetManifest(dctx, t.Upstream, ref)
 		if err != nil {
 			return nil, upstreamError(t, "manifest "+ref, err)
@@ -126,7 +135,10 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 		return c.content.PutManifest(dctx, reg, t.Repo, um.Digest, um.Body, parsed, tags...)
 	})
 	status := Coalesced
-	if leader {
+	switch {
+	case leader && stored:
+		status = Hit
+	case leader:
 		status = Miss
 	}
 	if err != nil {
@@ -135,6 +147,24 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 	}
 	c.count("manifest", status)
 	return v.(metadata.Manifest), status, nil
+}
+
+// storedFor returns the manifest ref names if it is stored: by digest, or
+// by a tag checked within the revalidation interval.
+func (c *Cache) storedFor(ctx context.Context, reg string, t Target, ref, tag string) (metadata.Manifest, bool) {
+	d, err := digest.Parse(ref)
+	if err != nil {
+		if tag == "" {
+			return metadata.Manifest{}, false
+		}
+		tg, err := c.meta.GetTag(ctx, reg, t.Repo, tag)
+		if err != nil || time.Since(tg.CheckedAt) >= c.revalidate {
+			return metadata.Manifest{}, false
+		}
+		d = tg.Digest
+	}
+	m, err := c.meta.GetManifest(ctx, reg, t.Repo, d)
+	return m, err == nil
 }
 
 // upstreamError turns an upstream failure into the client's answer: an
