@@ -122,6 +122,3 @@ func (s *SQLite) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	}
 	return nil
 }
-
-// DB exposes the write and read handles to sibling files of this package.
-func (s *SQLite) reader() *sql.DB { return s.r }
