@@ -22,6 +22,7 @@ APT_PACKAGES=(skopeo docker-registry containerd podman)
 declare -A GO_TOOLS=(
 	[crane]=github.com/google/go-containerregistry/cmd/crane@v0.22.1
 	[regctl]=github.com/regclient/regclient/cmd/regctl@v0.11.7
+	[staticcheck]=honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	# distribution v3: the proxy-mode peer in benchmarks, and a paginating upstream in tests.
 	[registry]=github.com/distribution/distribution/v3/cmd/registry@v3.1.2
 )
@@ -111,6 +112,9 @@ fi
 
 step "go vet ./..."
 if go vet ./...; then record "go vet ./..." PASS; else record "go vet ./..." FAIL; fi
+
+step "staticcheck ./..."
+if staticcheck ./...; then record "staticcheck ./..." PASS; else record "staticcheck ./..." FAIL; fi
 
 step "go test -race -count=1 ./..."
 TEST_LOG=$(mktemp)
