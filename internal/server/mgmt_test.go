@@ -53,6 +53,9 @@ func startServer(t *testing.T, dataDir string, logs *lockedBuffer, mo Management
 	t.Helper()
 	var generated string
 	mo.AdminTokenGenerated = func(tok string) { generated = tok }
+	if pt.UpstreamAllow == nil { // tests stay on loopback
+		pt.UpstreamAllow = []string{"127.0.0.0/8", "::1/128", "localhost"}
+	}
 	ready := make(chan net.Addr, 1)
 	s, err := New(context.Background(), Options{
 		Addr: "127.0.0.1:0", DataDir: dataDir, RegistryName: "default",

@@ -3,12 +3,14 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arcacache/arca/internal/cache"
+	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/rules"
@@ -29,6 +31,10 @@ type PullThroughOptions struct {
 	MirrorNamespace string
 	// UpstreamTimeout bounds waiting for an upstream's response headers.
 	UpstreamTimeout time.Duration
+	// UpstreamAllow, when not empty, lists the only hosts (HOST, HOST:PORT
+	// or CIDR) arca connects to: upstreams, token services, blob storage
+	// they redirect to, secret stores. Others are refused unresolved.
+	UpstreamAllow []string
 }
 
 type pullThrough struct {
@@ -38,7 +44,7 @@ type pullThrough struct {
 }
 
 // newPullThrough builds the upstream client, the rule resolver and the cache.
-func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretResolver) (*pullThrough, error) {
+func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretResolver, egress *egress.Policy) (*pullThrough, error) {
 	o := s.opts.PullThrough
 	rl := &rateLimitRecorder{meta: s.meta, log: s.log, last: map[string]upstream.RateLimit{}}
 	up, err := upstream.New(upstream.Options{
@@ -48,6 +54,7 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 		Logger:      s.log,
 		Registerer:  reg,
 		OnRateLimit: rl.record,
+		Dial:        egress.DialContext((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext),
 	})
 	if err != nil {
 		return nil, err

@@ -58,3 +58,24 @@ func TestRateLimitsShown(t *testing.T) {
 		t.Fatal("metric arca_upstream_ratelimit_remaining missing")
 	}
 }
+
+// With --upstream-allow, a rule naming another host fails with the policy's
+// reason and no connection (or DNS lookup) is attempted.
+func TestUpstreamAllowRefuses(t *testing.T) {
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"}, PullThroughOptions{})
+	ts.token = "tok"
+	rule := armBase + "default/cacheRules/mcr-rule?api-version=2023-07-01"
+	if st, m := ts.do("PUT", rule, "", map[string]any{"properties": map[string]any{
+		"sourceRepository": "mcr.microsoft.com/dotnet/runtime", "targetRepository": "runtime"}}); st != http.StatusCreated {
+		t.Fatalf("create rule: %d %v", st, m)
+	}
+	res, err := http.Get(ts.url + "/v2/runtime/manifests/8.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusFailedDependency || !strings.Contains(string(b), "--upstream-allow") {
+		t.Fatalf("pull: %d %s", res.StatusCode, b)
+	}
+}

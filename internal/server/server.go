@@ -22,6 +22,7 @@ import (
 
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/cache"
+	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/secrets"
@@ -104,11 +105,15 @@ func (s *Server) openStores(ctx context.Context) error {
 func (s *Server) build(ctx context.Context) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	res, err := secrets.New(secrets.Options{})
+	eg, err := egress.Parse(s.opts.PullThrough.UpstreamAllow)
+	if err != nil {
+		return err
+	}
+	res, err := secrets.New(secrets.Options{HTTPClient: egressClient(eg)})
 	if err != nil {
 		return fmt.Errorf("secrets: %w", err)
 	}
-	pt, err := s.newPullThrough(promReg, res)
+	pt, err := s.newPullThrough(promReg, res, eg)
 	if err != nil {
 		return err
 	}
@@ -275,4 +280,15 @@ func accessLog(log *slog.Logger, h http.Handler) http.Handler {
 		log.Log(r.Context(), lvl, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
 			"bytes", sw.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
 	})
+}
+
+// egressClient is the HTTP client of secret stores and identity endpoints,
+// under the egress policy (nil: the secrets package's default).
+func egressClient(p *egress.Policy) *http.Client {
+	if p.Open() {
+		return nil
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = p.DialContext((&net.Dialer{Timeout: 10 * time.Second}).DialContext)
+	return &http.Client{Timeout: 30 * time.Second, Transport: t}
 }

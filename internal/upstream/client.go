@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,6 +28,9 @@ type Options struct {
 	// Transport is the base transport (tests); default a tuned
 	// *http.Transport clone.
 	Transport http.RoundTripper
+	// Dial, when set, replaces the default transport's dialer (an egress
+	// allow-list refuses hosts before they are resolved).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Timeout bounds the wait for response headers of each attempt, and
 	// each body Read (a stalled stream); bodies may stream longer. Default 30s.
 	Timeout time.Duration
@@ -91,7 +95,7 @@ func New(o Options) (*Client, error) {
 	if o.Transport == nil {
 		// The retry layer's watchdog enforces Timeout with a clearer error;
 		// the transport's own header timeout is only a backstop.
-		o.Transport = defaultTransport(o.Timeout + 5*time.Second)
+		o.Transport = defaultTransport(o.Timeout+5*time.Second, o.Dial)
 	}
 	c := &Client{opts: o, insecure: map[string]bool{}, log: o.Logger}
 	for _, h := range o.Insecure {

@@ -28,10 +28,12 @@ import (
 // request carries the token it was sent with. A response body is handed up
 // only from the final attempt, so nothing is retried once a caller reads it.
 
-func defaultTransport(headerTimeout time.Duration) *http.Transport {
+func defaultTransport(headerTimeout time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	t.DialContext = dialer.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	t.DialContext = dial
 	t.TLSHandshakeTimeout = 10 * time.Second
 	t.ResponseHeaderTimeout = headerTimeout
 	t.ExpectContinueTimeout = time.Second

@@ -75,6 +75,10 @@ type Options struct {
 	Env     []string // added to the test binary's environment
 }
 
+// LoopbackOnly are the serve flags that keep arca's outbound connections
+// on this machine.
+var LoopbackOnly = []string{"--upstream-allow", "127.0.0.0/8", "--upstream-allow", "::1/128", "--upstream-allow", "localhost"}
+
 // Proc is a running `arca serve`. A Proc with only Addr set names a
 // server started elsewhere.
 type Proc struct {
@@ -99,6 +103,11 @@ func Start(t testing.TB, o Options) *Proc {
 		o.DataDir = t.TempDir()
 	}
 	args := append([]string{"serve", "--addr", o.Addr, "--data-dir", o.DataDir}, o.Args...)
+	if !slices.Contains(o.Args, "--upstream-allow") {
+		// Tests stay on loopback: names such as docker.io or a Key Vault
+		// host in a test's rules are refused, never resolved.
+		args = append(args, LoopbackOnly...)
+	}
 	cmd := exec.Command(o.Bin, args...)
 	if o.Env != nil {
 		cmd.Env = append(os.Environ(), o.Env...)
