@@ -256,7 +256,7 @@ func (w *fsWriter) Path() string { return filepath.Join(w.dir, "data") }
 
 // StagedReader opens the staging file; the descriptor survives the rename
 // done by Commit.
-func (w *fsWriter) StagedReader() (io.ReadSeekCloser, error) {
+func (w *fsWriter) StagedReader() (Staged, error) {
 	f, err := os.Open(w.Path())
 	if err != nil {
 		return nil, fmt.Errorf("blobstore staged reader: %w", err)

@@ -130,7 +130,7 @@ func TestStagedReaderSurvivesCommit(t *testing.T) {
 	if err := w.Commit(ctx, digest.FromBytes(b), -1); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := io.ReadAll(r)
+	got, _ := io.ReadAll(io.NewSectionReader(r, 0, int64(len(b))+1))
 	if !bytes.Equal(got, b) {
 		t.Fatalf("staged reader read %d bytes", len(got))
 	}

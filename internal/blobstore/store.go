@@ -20,7 +20,7 @@ type Writer interface {
 	// StagedReader opens the bytes staged so far for reading while writing
 	// goes on (followers of an in-flight fetch read it). It stays readable
 	// after Commit.
-	StagedReader() (io.ReadSeekCloser, error)
+	StagedReader() (Staged, error)
 	// Digest is the sha256 of the bytes staged so far.
 	Digest() digest.Digest
 	// Commit verifies digest (and size when >= 0) and makes the blob visible.
@@ -30,6 +30,12 @@ type Writer interface {
 	Close() error
 	// Cancel discards the staged bytes.
 	Cancel() error
+}
+
+// Staged reads the bytes of an upload at any offset while it grows.
+type Staged interface {
+	io.ReaderAt
+	io.Closer
 }
 
 var _ Writer = (*fsWriter)(nil)

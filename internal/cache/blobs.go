@@ -144,22 +144,22 @@ func (c *Cache) run(f *fetch, reg string, t Target) {
 func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) error {
 	rc, size, err := c.up.GetBlob(ctx, t.Upstream, f.d)
 	if err != nil {
-		f.start(nil, nil, 0, err)
+		f.start(nil, 0, err)
 		return err
 	}
 	defer rc.Close()
 	w, err := c.blobs.Create(ctx, blobstore.NewID())
 	if err != nil {
-		f.start(nil, nil, 0, err)
+		f.start(nil, 0, err)
 		return err
 	}
 	staged, err := w.StagedReader()
 	if err != nil {
 		w.Cancel()
-		f.start(nil, nil, 0, err)
+		f.start(nil, 0, err)
 		return err
 	}
-	f.start(w, staged.(readerAtCloser), size, nil)
+	f.start(staged, size, nil)
 	// Reading the upstream runs ahead of writing and hashing, so the
 	// upstream connection keeps flowing while a chunk is hashed.
 	stop := make(chan struct{})
@@ -248,18 +248,13 @@ func readAhead(r io.Reader, n, size int, stop <-chan struct{}) <-chan chunk {
 	return out
 }
 
-type readerAtCloser interface {
-	io.ReaderAt
-	io.Closer
-}
-
 // fetch is one in-flight upstream transfer shared by all its readers.
 type fetch struct {
 	d       digest.Digest
 	started chan struct{} // closed when bytes can be followed, or on failure to start
 
 	// Set before started is closed, read-only after.
-	staged   readerAtCloser
+	staged   blobstore.Staged
 	size     int64
 	startErr error
 
@@ -272,7 +267,7 @@ type fetch struct {
 	closed   bool          // staged file closed
 }
 
-func (f *fetch) start(_ blobstore.Writer, staged readerAtCloser, size int64, err error) {
+func (f *fetch) start(staged blobstore.Staged, size int64, err error) {
 	f.staged, f.size, f.startErr = staged, size, err
 	close(f.started)
 }

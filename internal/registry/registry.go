@@ -220,7 +220,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.kind == kindUnknown {
-		errcode.Write(w, r, errcode.New(errcode.NameUnknown, "no such endpoint: "+r.URL.Path).WithStatus(http.StatusNotFound))
+		errcode.Write(w, r, errcode.New(errcode.NameUnknown, "no such endpoint: "+r.URL.Path))
 		return
 	}
 	if !methodAllowed(rt.kind, r.Method) {

@@ -50,7 +50,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 		if err != nil {
 			return err
 		}
-		if err := copyBody(wr, r, -1); err != nil {
+		if err := copyBody(wr, r); err != nil {
 			wr.Cancel()
 			return err
 		}
@@ -108,7 +108,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 		wr.Close()
 		return err
 	}
-	if err := copyBody(wr, r, wr.Size()); err != nil {
+	if err := copyBody(wr, r); err != nil {
 		wr.Close()
 		return err
 	}
@@ -189,7 +189,7 @@ func checkContentRange(r *http.Request, size int64) error {
 
 // copyBody appends the request body to wr. A body shorter than its declared
 // Content-Length (a cut connection) is an error, never a silent success.
-func copyBody(wr blobstore.Writer, r *http.Request, _ int64) error {
+func copyBody(wr blobstore.Writer, r *http.Request) error {
 	n, err := wr.ReadFrom(r.Body)
 	if err != nil {
 		return errcode.New(errcode.BlobUploadInvalid, "reading upload body: "+err.Error())

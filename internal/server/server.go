@@ -21,7 +21,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arcacache/arca/internal/blobstore"
-	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/registry"
@@ -56,7 +55,6 @@ type Server struct {
 	log     *slog.Logger
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
-	cache   *cache.Cache
 	syncer  *syncer.Syncer
 	handler http.Handler
 }
@@ -117,7 +115,6 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.cache = pt.cache
 	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
 		return err
 	}
