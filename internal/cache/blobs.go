@@ -41,6 +41,10 @@ func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest)
 		c.count("blob", Hit)
 		return &BlobSource{Size: size}, Hit, nil
 	}
+	if err := c.negative.notFound(t, "GET blob", d.String()); err != nil {
+		c.count("blob", "error")
+		return nil, "", upstreamError(t, "blob "+d.String(), err)
+	}
 	f, leader := c.join(reg, t, d)
 	status := Coalesced
 	if leader {
@@ -54,6 +58,7 @@ func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest)
 	}
 	if f.startErr != nil {
 		f.release()
+		c.negative.remember(t, d.String(), f.startErr, c.negative.ttl)
 		c.count("blob", "error")
 		return nil, "", upstreamError(t, "blob "+d.String(), f.startErr)
 	}
@@ -77,9 +82,13 @@ func (c *Cache) StatBlob(ctx context.Context, reg string, t Target, d digest.Dig
 	if size, err := c.blobs.Stat(ctx, d); err == nil {
 		return size, Hit, c.meta.LinkBlob(ctx, reg, t.Repo, d, size)
 	}
+	if err := c.negative.notFound(t, "HEAD blob", d.String()); err != nil {
+		return 0, "", upstreamError(t, "blob "+d.String(), err)
+	}
 	size, err := c.up.HeadBlob(ctx, t.Upstream, d)
 	if err != nil {
-		return 0, "", upstreamError(t, "blob "+d.String(), err)
+		c.negative.remember(t, d.String(), err, c.negative.ttl)
+		return 0, "", c.upstreamFailed(t, "blob "+d.String(), err)
 	}
 	return size, Miss, nil
 }

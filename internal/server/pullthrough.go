@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,16 +25,25 @@ type PullThroughOptions struct {
 	// Revalidate is how old a cached tag may get before a pull checks it
 	// upstream with a HEAD.
 	Revalidate time.Duration
+	// RevalidateTimeout is how long a pull waits for that check before it
+	// serves the cached manifest (the check goes on in the background).
+	RevalidateTimeout time.Duration
+	// NegativeTTL is how long an upstream 404 is remembered.
+	NegativeTTL time.Duration
 	// FetchTimeout bounds one upstream blob transfer.
 	FetchTimeout time.Duration
 	// MirrorNamespace is the upstream assumed for requests that match no
 	// rule and no repository (Docker's registry-mirrors); "" turns it off.
 	MirrorNamespace string
-	// UpstreamTimeout bounds waiting for an upstream's response headers.
-	UpstreamTimeout time.Duration
+	// UpstreamConnectTimeout, UpstreamHeaderTimeout and UpstreamIdleTimeout
+	// bound a connect (and TLS handshake), the wait for response headers,
+	// and a pause in a response body.
+	UpstreamConnectTimeout, UpstreamHeaderTimeout, UpstreamIdleTimeout time.Duration
 	// UpstreamAllow, when not empty, lists the only hosts (HOST, HOST:PORT
 	// or CIDR) arca connects to: upstreams, token services, blob storage
-	// they redirect to, secret stores. Others are refused unresolved.
+	// they redirect to, secret stores. Others are refused unresolved. When
+	// empty, upstream traffic may reach public addresses, and non-public
+	// ones only for hosts a cache rule or credential set names.
 	UpstreamAllow []string
 }
 
@@ -47,14 +57,17 @@ type pullThrough struct {
 func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretResolver, egress *egress.Policy) (*pullThrough, error) {
 	o := s.opts.PullThrough
 	rl := &rateLimitRecorder{meta: s.meta, log: s.log, last: map[string]upstream.RateLimit{}}
+	named := &namedHosts{meta: s.meta, log: s.log}
 	up, err := upstream.New(upstream.Options{
-		Insecure:    o.InsecureUpstreams,
-		Timeout:     o.UpstreamTimeout,
-		UserAgent:   "arca",
-		Logger:      s.log,
-		Registerer:  reg,
-		OnRateLimit: rl.record,
-		Dial:        egress.DialContext((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext),
+		Insecure:       o.InsecureUpstreams,
+		ConnectTimeout: o.UpstreamConnectTimeout,
+		HeaderTimeout:  o.UpstreamHeaderTimeout,
+		IdleTimeout:    o.UpstreamIdleTimeout,
+		UserAgent:      "arca",
+		Logger:         s.log,
+		Registerer:     reg,
+		OnRateLimit:    rl.record,
+		Dial:           egress.UpstreamDial(&net.Dialer{KeepAlive: 30 * time.Second}, named.has),
 	})
 	if err != nil {
 		return nil, err
@@ -62,7 +75,8 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 	rs := cache.NewRuleSet(s.meta, secrets)
 	c := cache.New(cache.Options{
 		Blobs: s.blobs, Meta: s.meta, Upstream: up, Logger: s.log,
-		Revalidate: o.Revalidate, FetchTimeout: o.FetchTimeout, Registerer: reg,
+		Revalidate: o.Revalidate, RevalidateTimeout: o.RevalidateTimeout, NegativeTTL: o.NegativeTTL,
+		FetchTimeout: o.FetchTimeout, Registerer: reg,
 	})
 	return &pullThrough{up: up, rules: rs, cache: c}, nil
 }
@@ -124,4 +138,45 @@ func (r *rateLimitRecorder) record(credKey, host string, rl upstream.RateLimit) 
 			r.log.Warn("record upstream rate limit", "source", source, "err", err)
 		}
 	}()
+}
+
+// namedHosts answers the egress policy's question "does a cache rule or
+// credential set name this host?" from the metadata store, re-read at most
+// every namedHostsTTL (only dials to non-public addresses ask).
+type namedHosts struct {
+	meta *metadata.SQLite
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	hosts  map[string]bool
+	readAt time.Time
+}
+
+const namedHostsTTL = 2 * time.Second
+
+func (n *namedHosts) has(ctx context.Context, hostport string) bool {
+	n.mu.Lock()
+	hosts, fresh := n.hosts, time.Since(n.readAt) < namedHostsTTL
+	n.mu.Unlock()
+	if !fresh {
+		list, err := n.meta.LoginServers(ctx)
+		if err != nil {
+			n.log.Warn("egress: reading the hosts rules name", "err", err)
+			return false
+		}
+		hosts = map[string]bool{}
+		for _, h := range list {
+			hosts[h] = true
+			hosts[strings.ToLower(upstream.Endpoint(h))] = true
+		}
+		n.mu.Lock()
+		n.hosts, n.readAt = hosts, time.Now()
+		n.mu.Unlock()
+	}
+	if hosts[hostport] {
+		return true
+	}
+	// A login server written without a port names the default ports.
+	host, port, err := net.SplitHostPort(hostport)
+	return err == nil && (port == "443" || port == "80") && hosts[host]
 }

@@ -145,7 +145,7 @@ func TestUpstreamDownThenUp(t *testing.T) {
 }
 
 func TestTimeouts(t *testing.T) {
-	_, proxy, c, repo, layer := faultSetup(t, upstream.Options{Timeout: 300 * time.Millisecond, MaxRetries: -1})
+	_, proxy, c, repo, layer := faultSetup(t, upstream.Options{HeaderTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, MaxRetries: -1, Health: upstream.HealthOptions{Off: true}})
 	readBlob(t, c, repo, layer)
 
 	proxy.Inject(upstreamreg.Fault{PathContains: "/manifests/", Count: 1, Delay: 3 * time.Second})
