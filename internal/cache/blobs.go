@@ -41,7 +41,7 @@ func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest)
 		c.count("blob", Hit)
 		return &BlobSource{Size: size}, Hit, nil
 	}
-	if err := c.negative.notFound(t, "GET blob", d.String()); err != nil {
+	if err := c.negative.notFound(t, "GET blob", blobRef(d)); err != nil {
 		c.count("blob", "error")
 		return nil, "", upstreamError(t, "blob "+d.String(), err)
 	}
@@ -58,7 +58,7 @@ func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest)
 	}
 	if f.startErr != nil {
 		f.release()
-		c.negative.remember(t, d.String(), f.startErr, c.negative.ttl)
+		c.negative.remember(t, blobRef(d), f.startErr, c.negative.ttl)
 		c.count("blob", "error")
 		return nil, "", upstreamError(t, "blob "+d.String(), f.startErr)
 	}
@@ -82,12 +82,12 @@ func (c *Cache) StatBlob(ctx context.Context, reg string, t Target, d digest.Dig
 	if size, err := c.blobs.Stat(ctx, d); err == nil {
 		return size, Hit, c.meta.LinkBlob(ctx, reg, t.Repo, d, size)
 	}
-	if err := c.negative.notFound(t, "HEAD blob", d.String()); err != nil {
+	if err := c.negative.notFound(t, "HEAD blob", blobRef(d)); err != nil {
 		return 0, "", upstreamError(t, "blob "+d.String(), err)
 	}
 	size, err := c.up.HeadBlob(ctx, t.Upstream, d)
 	if err != nil {
-		c.negative.remember(t, d.String(), err, c.negative.ttl)
+		c.negative.remember(t, blobRef(d), err, c.negative.ttl)
 		return 0, "", c.upstreamFailed(t, "blob "+d.String(), err)
 	}
 	return size, Miss, nil

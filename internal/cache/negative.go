@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/arcacache/arca/internal/upstream"
 )
 
@@ -29,6 +31,10 @@ const maxNegative = 100_000
 func newNegativeCache(ttl time.Duration) *negativeCache {
 	return &negativeCache{ttl: ttl, m: map[negativeKey]time.Time{}}
 }
+
+// blobRef is the negative cache's key for blob d (manifests use their
+// reference as is): a blob 404 says nothing about a manifest.
+func blobRef(d digest.Digest) string { return "blob@" + d.String() }
 
 func keyOf(t Target, ref string) negativeKey {
 	return negativeKey{source: t.Upstream.Host + "/" + t.Upstream.Path, credKey: t.Upstream.CredKey, ref: ref}
