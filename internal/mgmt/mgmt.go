@@ -78,6 +78,9 @@ type Options struct {
 	// for a credential set (or anonymous pulls) on a login server, shown by
 	// GET of a cache rule or credential set.
 	RateLimits RateLimitStore
+	// UpstreamHealth, if set, reports how the data plane sees the host of
+	// a login server (shown by GET of a cache rule).
+	UpstreamHealth func(loginServer string) UpstreamHealth
 	// Syncer serves the estimate and on-demand sync endpoints (nil: 501).
 	Syncer Syncer
 	Logger *slog.Logger

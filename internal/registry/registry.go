@@ -85,6 +85,8 @@ type Options struct {
 	Registry func(*http.Request) string
 	// MaxManifest bounds manifest bodies (default oci.MaxManifestSize).
 	MaxManifest int64
+	// MaxBlobSize bounds one uploaded blob (default DefaultMaxBlobSize).
+	MaxBlobSize int64
 	// Rules and Cache serve repositories backed by cache rules (optional).
 	Rules Resolver
 	Cache *cache.Cache
@@ -107,6 +109,7 @@ type Handler struct {
 	log         *slog.Logger
 	registry    func(*http.Request) string
 	maxManifest int64
+	maxBlob     int64
 	content     *content.Store
 	rules       Resolver
 	cache       *cache.Cache
@@ -118,11 +121,14 @@ func New(o Options) *Handler {
 	if o.MaxManifest <= 0 {
 		o.MaxManifest = oci.MaxManifestSize
 	}
+	if o.MaxBlobSize <= 0 {
+		o.MaxBlobSize = DefaultMaxBlobSize
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	return &Handler{
-		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest,
+		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest, maxBlob: o.MaxBlobSize,
 		content: &content.Store{Blobs: o.Blobs, Index: o.Meta},
 		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace,
 	}
@@ -285,6 +291,10 @@ func methodAllowed(kind, method string) bool {
 // fail writes err; anything that is not a registry error is logged, since
 // the client only sees a generic UNKNOWN.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if h.clientGone(w, r, err) {
+		return
+	}
+	err = storageFull(err)
 	if errcode.Status(err) >= 500 {
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}

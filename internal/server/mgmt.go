@@ -34,7 +34,7 @@ type ManagementOptions struct {
 }
 
 // management builds the registries and the management API handler.
-func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker mgmt.CredentialChecker, sy mgmt.Syncer, onChange func(string)) (*mgmt.Handler, *mgmt.Registries, error) {
+func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker mgmt.CredentialChecker, sy mgmt.Syncer, health func(string) mgmt.UpstreamHealth, onChange func(string)) (*mgmt.Handler, *mgmt.Registries, error) {
 	o := s.opts.Management
 	regs, err := mgmt.NewRegistries(s.opts.RegistryName, o.Registries)
 	if err != nil {
@@ -61,6 +61,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		Token:             tok,
 		Checker:           checker,
 		RateLimits:        s.meta,
+		UpstreamHealth:    health,
 		Syncer:            sy,
 		ValidateSecretRef: secrets.Validate,
 		MaxRules:          o.MaxCacheRules,

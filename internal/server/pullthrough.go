@@ -81,6 +81,13 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 	return &pullThrough{up: up, rules: rs, cache: c}, nil
 }
 
+// health is the data plane's view of loginServer's host, for the
+// management API.
+func (p *pullThrough) health(loginServer string) mgmt.UpstreamHealth {
+	st := p.up.HostHealth(loginServer)
+	return mgmt.UpstreamHealth{Healthy: st.Healthy, RateLimited: st.RateLimited, Reason: st.Reason, Until: st.Until}
+}
+
 // loginChecker computes credential health as ACR does: both secrets must
 // resolve, and the login server must accept them.
 type loginChecker struct {

@@ -47,12 +47,15 @@ type Options struct {
 	PullThrough PullThroughOptions
 	// Sync configures active sync (see sync.go).
 	Sync SyncOptions
+	// Limits bound clients, uploads and disk use (see resources.go).
+	Limits LimitOptions
 }
 
 // Server is a running arca.
 type Server struct {
 	opts    Options
 	log     *slog.Logger
+	guard   *guard
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
@@ -122,14 +125,16 @@ func (s *Server) build(ctx context.Context) error {
 		pt.rules.Invalidate(registry)
 		s.syncer.Trigger(registry, "")
 	}
-	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, onChange)
+	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, pt.health, onChange)
 	if err != nil {
 		return err
 	}
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
+		MaxBlobSize: s.opts.Limits.MaxBlobSize,
 	})
+	s.guard = newGuard(s.opts.Limits, s.opts.DataDir, promReg)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -149,7 +154,7 @@ func (s *Server) build(ctx context.Context) error {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	s.handler = accessLog(s.log, newHTTPMetrics(promReg).instrument(routeName, root))
+	s.handler = accessLog(s.log, newHTTPMetrics(promReg).instrument(routeName, s.guard.wrap(root)))
 	return nil
 }
 
@@ -171,6 +176,10 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := s.meta.Ping(ctx); err != nil {
 		http.Error(w, "metadata store: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if free, need, low := s.guard.space.low(); low {
+		http.Error(w, fmt.Sprintf("data dir low on space: %d bytes free, below --min-free-space (%d bytes)", free, need), http.StatusServiceUnavailable)
 		return
 	}
 	probe := filepath.Join(s.opts.DataDir, ".ready-probe")
@@ -242,24 +251,6 @@ func (s *Server) Run(ctx context.Context) error {
 	<-syncDone // runs under way record where they were
 	s.log.Info("stopped")
 	return nil
-}
-
-// janitor purges abandoned uploads.
-func (s *Server) janitor(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		if n, err := s.blobs.PurgeUploads(s.opts.UploadMaxAge); err != nil {
-			s.log.Warn("purge uploads", "err", err)
-		} else if n > 0 {
-			s.log.Info("purged abandoned uploads", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 func accessLog(log *slog.Logger, h http.Handler) http.Handler {

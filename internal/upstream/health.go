@@ -148,9 +148,9 @@ func (h *health) observe(host string, resp *http.Response, err error, callerGone
 	case err != nil && (errors.As(err, &down) || egress.IsRefused(err)):
 		return // decided here, not the host's doing
 	case err != nil && errors.Is(err, errTimeout):
-		h.fail(host, "timeout", err.Error(), healthThreshold)
+		h.fail(host, "timeout", err.Error(), err, healthThreshold)
 	case err != nil:
-		h.fail(host, "error", err.Error(), 1)
+		h.fail(host, "error", transportSummary(err), err, 1)
 	case resp.StatusCode == http.StatusTooManyRequests:
 		wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		if !ok {
@@ -158,7 +158,7 @@ func (h *health) observe(host string, resp *http.Response, err error, callerGone
 		}
 		h.hold(host, wait)
 	case retryable(resp, nil):
-		h.fail(host, "status", "answered "+resp.Status, 1)
+		h.fail(host, "status", "answered "+resp.Status, nil, 1)
 	default:
 		h.ok(host)
 	}
@@ -173,7 +173,9 @@ func (h *health) state(host string) *hostState {
 	return s
 }
 
-func (h *health) fail(host, class, reason string, weight int) {
+// fail counts a failed attempt; reason is in words of ours (clients see
+// it), detail the error itself (for the log).
+func (h *health) fail(host, class, reason string, detail error, weight int) {
 	h.mu.Lock()
 	s := h.state(host)
 	s.failures += weight
@@ -189,7 +191,7 @@ func (h *health) fail(host, class, reason string, weight int) {
 	h.mu.Unlock()
 	h.up.WithLabelValues(host).Set(0)
 	h.downs.WithLabelValues(host, class).Inc()
-	h.log.Warn("upstream marked unhealthy", "host", host, "for", window, "reason", reason)
+	h.log.Warn("upstream marked unhealthy", "host", host, "for", window, "reason", reason, "err", detail)
 	if startProbe {
 		go h.probeLoop(host)
 	}
