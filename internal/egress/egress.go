@@ -29,6 +29,24 @@ import (
 type RefusedError struct {
 	Addr   string // what was dialled
 	Reason string
+	// Rule is which rule refused, in words without addresses (fit for a
+	// client's error message).
+	Rule string
+}
+
+// Refusal rules.
+const (
+	RuleAllowList = "the host is not in --upstream-allow"
+	RuleNonPublic = "a non-public address that no cache rule or credential set names (--upstream-allow permits it)"
+)
+
+// RefusalRule returns the Rule of the refusal err wraps ("" if none).
+func RefusalRule(err error) string {
+	var r *RefusedError
+	if errors.As(err, &r) {
+		return r.Rule
+	}
+	return ""
 }
 
 func (e *RefusedError) Error() string {
@@ -103,7 +121,7 @@ func (p *Policy) DialContext(dial func(ctx context.Context, network, addr string
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if !p.Allowed(addr) {
-			return nil, &RefusedError{Addr: addr, Reason: "not in --upstream-allow"}
+			return nil, &RefusedError{Addr: addr, Reason: "not in --upstream-allow", Rule: RuleAllowList}
 		}
 		return dial(ctx, network, addr)
 	}
@@ -128,7 +146,7 @@ func (p *Policy) UpstreamDial(d *net.Dialer, named Named) func(ctx context.Conte
 		dd.Control = func(_, resolved string, _ syscall.RawConn) error {
 			ap, err := netip.ParseAddrPort(resolved)
 			if err != nil {
-				return &RefusedError{Addr: addr, Reason: "unparsable address " + resolved}
+				return &RefusedError{Addr: addr, Reason: "unparsable address " + resolved, Rule: RuleNonPublic}
 			}
 			if Public(ap.Addr()) {
 				return nil
@@ -137,7 +155,7 @@ func (p *Policy) UpstreamDial(d *net.Dialer, named Named) func(ctx context.Conte
 			if isNamed {
 				return nil
 			}
-			return &RefusedError{Addr: addr, Reason: fmt.Sprintf("%s is not a public address and no cache rule or credential set names this host (add it to --upstream-allow to permit it)", ap.Addr())}
+			return &RefusedError{Addr: addr, Reason: fmt.Sprintf("%s is not a public address and no cache rule or credential set names this host (add it to --upstream-allow to permit it)", ap.Addr()), Rule: RuleNonPublic}
 		}
 		return dd.DialContext(ctx, network, addr)
 	}

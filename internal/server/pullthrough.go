@@ -63,11 +63,15 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 		ConnectTimeout: o.UpstreamConnectTimeout,
 		HeaderTimeout:  o.UpstreamHeaderTimeout,
 		IdleTimeout:    o.UpstreamIdleTimeout,
-		UserAgent:      "arca",
-		Logger:         s.log,
-		Registerer:     reg,
-		OnRateLimit:    rl.record,
-		Dial:           egress.UpstreamDial(&net.Dialer{KeepAlive: 30 * time.Second}, named.has),
+		// A pull does not sit out a long Retry-After: it is answered (stale
+		// content, or a 424) while the host is held back; active sync
+		// defers itself on the 429 it then sees.
+		MaxRetryAfter: o.RevalidateTimeout,
+		UserAgent:     "arca",
+		Logger:        s.log,
+		Registerer:    reg,
+		OnRateLimit:   rl.record,
+		Dial:          egress.UpstreamDial(&net.Dialer{KeepAlive: 30 * time.Second}, named.has),
 	})
 	if err != nil {
 		return nil, err

@@ -123,7 +123,7 @@ func transportSummary(err error) string {
 	case errors.Is(err, errDowngrade):
 		return errDowngrade.Error()
 	case egress.IsRefused(err):
-		return "the connection was refused by arca's egress policy"
+		return "arca's egress policy refused the connection: " + egress.RefusalRule(err)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "upstream refused the connection"
 	case errors.As(err, &dns):

@@ -73,6 +73,10 @@ type Options struct {
 	DataDir string   // data directory (reused across restarts); "" = t.TempDir()
 	Args    []string // more serve flags
 	Env     []string // added to the test binary's environment
+	// DefaultEgress runs arca with its default egress policy instead of
+	// LoopbackOnly (tests of that policy; their rules name loopback
+	// upstreams explicitly).
+	DefaultEgress bool
 }
 
 // LoopbackOnly are the serve flags that keep arca's outbound connections
@@ -103,7 +107,7 @@ func Start(t testing.TB, o Options) *Proc {
 		o.DataDir = t.TempDir()
 	}
 	args := append([]string{"serve", "--addr", o.Addr, "--data-dir", o.DataDir}, o.Args...)
-	if !slices.Contains(o.Args, "--upstream-allow") {
+	if !slices.Contains(o.Args, "--upstream-allow") && !o.DefaultEgress {
 		// Tests stay on loopback: names such as docker.io or a Key Vault
 		// host in a test's rules are refused, never resolved.
 		args = append(args, LoopbackOnly...)
