@@ -36,14 +36,22 @@ func isStorageFull(err error) bool {
 		strings.Contains(err.Error(), "database or disk is full")
 }
 
-// storageFull turns an out-of-space error into a 507 the client can act
-// on; other errors pass unchanged.
-func storageFull(err error) error {
-	if err == nil || !isStorageFull(err) {
-		return err
-	}
+// errStorageFull is the answer to a write that ran out of space: a 507
+// the client can act on (the spec allows DENIED for a refused write).
+func errStorageFull(cause error) error {
 	e := errcode.New(errcode.Denied, "the registry's storage is full; the write was refused (stored content can still be pulled)").
 		WithStatus(http.StatusInsufficientStorage)
-	e.Cause = err
+	e.Cause = cause
 	return e
+}
+
+// storageFull answers an out-of-space error (from the blob store or
+// SQLite) with errStorageFull, logged as the operator's warning.
+func (h *Handler) storageFull(w http.ResponseWriter, r *http.Request, err error) bool {
+	if !isStorageFull(err) {
+		return false
+	}
+	h.log.Warn("write refused: storage full", "method", r.Method, "path", r.URL.Path, "err", err)
+	errcode.Write(w, r, errStorageFull(err))
+	return true
 }

@@ -291,10 +291,9 @@ func methodAllowed(kind, method string) bool {
 // fail writes err; anything that is not a registry error is logged, since
 // the client only sees a generic UNKNOWN.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if h.clientGone(w, r, err) {
+	if h.clientGone(w, r, err) || h.storageFull(w, r, err) {
 		return
 	}
-	err = storageFull(err)
 	if errcode.Status(err) >= 500 {
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}

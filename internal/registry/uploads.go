@@ -209,7 +209,7 @@ func (h *Handler) copyBody(wr blobstore.Writer, r *http.Request) (lost bool, err
 	n, err := wr.ReadFrom(io.LimitReader(r.Body, room+1))
 	if err != nil {
 		if isStorageFull(err) {
-			return true, storageFull(err)
+			return true, errStorageFull(err)
 		}
 		return false, errcode.New(errcode.BlobUploadInvalid, "reading upload body: "+err.Error())
 	}

@@ -54,6 +54,9 @@ func newGuard(o LimitOptions, dataDir string, reg prometheus.Registerer) *guard 
 func (g *guard) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody && g.o.BodyIdleTimeout > 0 {
+			// A copy: net/http looks at its own request's Body type to
+			// decide how to finish an unread body.
+			r = r.WithContext(r.Context())
 			r.Body = &pacedBody{ReadCloser: r.Body, rc: http.NewResponseController(w),
 				idle: g.o.BodyIdleTimeout, minRate: g.o.BodyMinRate, windowStart: time.Now()}
 		}
@@ -131,20 +134,28 @@ type pacedBody struct {
 func (b *pacedBody) Read(p []byte) (int, error) {
 	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
 	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, b.slow(fmt.Errorf("%w: no data for %s", errSlowBody, b.idle))
+	}
 	// Cleared at once: a deadline left behind would fire in net/http's
 	// background read once the body is done, and cancel the request.
 	_ = b.rc.SetReadDeadline(time.Time{})
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return n, fmt.Errorf("%w: no data for %s", errSlowBody, b.idle)
-	}
 	b.windowBytes += int64(n)
 	if el := time.Since(b.windowStart); el >= b.idle && err == nil {
 		if float64(b.windowBytes) < float64(b.minRate)*el.Seconds() {
-			return n, fmt.Errorf("%w: %d bytes in %s, below the minimum of %d bytes/s", errSlowBody, b.windowBytes, el.Round(time.Millisecond), b.minRate)
+			return n, b.slow(fmt.Errorf("%w: %d bytes in %s, below the minimum of %d bytes/s", errSlowBody, b.windowBytes, el.Round(time.Millisecond), b.minRate))
 		}
 		b.windowStart, b.windowBytes = time.Now(), 0
 	}
 	return n, err
+}
+
+// slow gives up on the body: the deadline stays in the past so that
+// net/http, finishing the request, does not wait for the rest of it
+// either (the connection closes after the answer).
+func (b *pacedBody) slow(err error) error {
+	_ = b.rc.SetReadDeadline(time.Now())
+	return err
 }
 
 // diskSpace watches free space on the data directory.
