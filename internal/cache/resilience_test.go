@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +68,23 @@ func TestNegativeCaching(t *testing.T) {
 	}
 	if n := proxy.Requests("", "/other/blobs/"+missing.String()); n != 1 {
 		t.Errorf("other repository: %d upstream requests, want 1", n)
+	}
+}
+
+// The client's 424 says what failed in words of ours (the upstream's
+// status and code, the rule); the upstream's error body is only logged.
+func TestUpstreamErrorBodyNotReflected(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	up.Push(t, "img", "v1", randomBytes(100))
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	e := newEnv(t, proxy.Host(), time.Hour, nil)
+	proxy.Unavailable(-1)
+	r := get(t, e.srv.URL+"/v2/cached/img/manifests/v1")
+	body := string(r.body)
+	if r.status != http.StatusFailedDependency || !strings.Contains(body, "503") || !strings.Contains(body, "UNAVAILABLE") || !strings.Contains(body, "test-rule") {
+		t.Fatalf("upstream 503: %d %s, want a 424 naming the status, code and rule", r.status, body)
+	}
+	if strings.Contains(body, "injected fault") {
+		t.Errorf("the upstream's error body reached the client: %s", body)
 	}
 }

@@ -102,6 +102,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if attempt >= t.maxRetries || ctx.Err() != nil || !retryable(resp, err) || !replayable(req) {
 			return resp, err
 		}
+		var down *HostDownError
+		if errors.As(t.health.check(hostKey(req.URL)), &down) && !down.RateLimited {
+			return resp, err // this failure marked the host down: it is the answer
+		}
 		wait := t.wait(attempt)
 		if resp != nil {
 			if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
