@@ -123,8 +123,7 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 		if err != nil {
 			return nil, upstreamError(t, "manifest "+ref, err)
 		}
-		mt := oci.DetectMediaType(um.MediaType, um.Body)
-		parsed, err := oci.ParseManifest(mt, um.Body)
+		parsed, err := parseUpstreamManifest(um)
 		if err != nil {
 			return nil, errcode.New(errcode.FailedDependency, fmt.Sprintf("upstream %s for cache rule '%s' served an unusable manifest for %s: %v", t.Upstream, t.Rule, ref, err))
 		}
@@ -191,4 +190,17 @@ func upstreamError(t Target, what string, err error) error {
 	}
 	e.Cause = err
 	return e
+}
+
+// parseUpstreamManifest parses a fetched manifest once, with the media type
+// the upstream client determined; only when that contradicts the body's
+// own mediaType does it parse again by the body alone.
+func parseUpstreamManifest(um *upstream.Manifest) (*oci.Manifest, error) {
+	parsed, err := oci.ParseManifest(um.MediaType, um.Body)
+	if err != nil && um.MediaType != "" {
+		if p, err2 := oci.ParseManifest("", um.Body); err2 == nil {
+			return p, nil
+		}
+	}
+	return parsed, err
 }

@@ -44,7 +44,11 @@ func (c *Cache) SyncManifest(ctx context.Context, reg string, t Target, d digest
 		return SyncedManifest{}, err
 	}
 	if _, err := c.blobs.Stat(ctx, d); err == nil {
-		// Same digest, same bytes: link them here instead of fetching.
+		// Same digest, same bytes: link them here instead of fetching, if
+		// this repository may have them (see allow).
+		if err := c.allow(ctx, reg, t, d, true); err != nil {
+			return SyncedManifest{}, err
+		}
 		body, err := c.readManifest(ctx, d)
 		if err != nil {
 			return SyncedManifest{}, err

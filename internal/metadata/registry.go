@@ -142,6 +142,20 @@ func (s *SQLite) BlobSize(ctx context.Context, registry, repo string, d digest.D
 	return size, nil
 }
 
+// References reports whether a manifest of repo references d (a blob, or
+// a manifest of an index).
+func (s *SQLite) References(ctx context.Context, registry, repo string, d digest.Digest) (bool, error) {
+	var one int
+	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM manifest_refs WHERE child = ? AND registry = ? AND repo = ? LIMIT 1`, d.String(), registry, repo).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("references: %w", err)
+	}
+	return true, nil
+}
+
 // UnlinkBlob removes blob d from repo. The bytes stay until garbage collection.
 func (s *SQLite) UnlinkBlob(ctx context.Context, registry, repo string, d digest.Digest) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {

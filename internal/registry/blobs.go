@@ -50,6 +50,30 @@ func (h *Handler) blob(w http.ResponseWriter, r *http.Request, reg, repo, ref st
 	return h.serveBlob(w, r, d, size)
 }
 
+// mountable returns the size of blob d if a cross-repository mount may
+// take it from repository from: only what the same request could pull
+// from there. For a rule-backed repository that is the cache's rule (a
+// blob it links, or one it may link: see cache.Allowed); for our own
+// repositories, a blob linked to it. Access control of the request to
+// from belongs here too. metadata.ErrNotFound: not mountable.
+func (h *Handler) mountable(r *http.Request, reg, from string, d digest.Digest) (int64, error) {
+	if h.rules != nil && h.cache != nil {
+		// from names one of our repositories: no mirror mapping.
+		t, ok, err := h.rules.Resolve(r.Context(), reg, from, "")
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			size, ok, err := h.cache.Allowed(r.Context(), reg, t, d)
+			if err == nil && !ok {
+				err = metadata.ErrNotFound
+			}
+			return size, err
+		}
+	}
+	return h.meta.BlobSize(r.Context(), reg, from, d)
+}
+
 // blobBuffers holds copy buffers for blob bodies: constant memory per
 // request, no allocation per request.
 var blobBuffers = sync.Pool{New: func() any { b := make([]byte, blobCopyBuffer); return &b }}
