@@ -126,8 +126,8 @@ func New(o Options) *Cache {
 		blobs: o.Blobs, meta: o.Meta, up: o.Upstream, log: o.Logger,
 		content:    &content.Store{Blobs: o.Blobs, Index: o.Meta},
 		revalidate: o.Revalidate, timeout: o.FetchTimeout,
-		metrics:  newMetrics(o.Registerer),
-		base:     base, abort: abort,
+		metrics: newMetrics(o.Registerer),
+		base:    base, abort: abort,
 		inflight: map[fetchKey]*fetch{},
 	}
 }
