@@ -71,7 +71,7 @@ func (s *FS) Stat(_ context.Context, d digest.Digest) (int64, error) {
 		return 0, err
 	}
 	fi, err := os.Stat(p)
-	if errors.Is(err, os.ErrNotExist) {
+	if notExist(err) {
 		return 0, ErrNotFound
 	}
 	if err != nil {
@@ -88,13 +88,19 @@ func (s *FS) Open(_ context.Context, d digest.Digest) (io.ReadSeekCloser, error)
 		return nil, err
 	}
 	f, err := os.Open(p)
-	if errors.Is(err, os.ErrNotExist) {
+	if notExist(err) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blobstore open %s: %w", d, err)
 	}
 	return f, nil
+}
+
+// notExist: the path is missing, or a file stands where a directory of
+// it would be (ENOTDIR): either way no blob is there.
+func notExist(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 // Delete removes blob d. Callers make sure nothing references it.
