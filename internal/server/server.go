@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/registry"
@@ -56,6 +57,7 @@ type Server struct {
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
+	cache   *cache.Cache
 	handler http.Handler
 }
 
@@ -115,6 +117,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.cache = pt.cache
 	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
 		return err
 	}
@@ -233,7 +236,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	err = srv.Shutdown(sctx)
+	// Fetches that clients left go on detached: within the same drain
+	// timeout they finish, or are aborted (storing nothing).
+	s.cache.Shutdown(sctx)
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
+)
+
+// Shutdown and detached upstream fetches, against the real binary: a
+// client starts a cold blob pull through a rule and leaves; the fetch goes
+// on detached; SIGTERM comes while it is still running.
+
+// startDetachedFetch starts arca (with extra serve flags) behind a rule to
+// an upstream whose next blob GET stalls for stall after 1 MiB, starts a
+// cold pull of a 16 MiB blob, reads a little and leaves.
+func startDetachedFetch(t *testing.T, stall time.Duration, extra ...string) (*upstreamreg.FaultProxy, *arca, []string, string) {
+	t.Helper()
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	blob := randomBytes(300, 16<<20)
+	up.PushBlob(t, "library/app", blob)
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", CutAfter: 1 << 20, Stall: stall, Count: 1})
+	args := append([]string{"--insecure-upstream", proxy.Host()}, extra...)
+	a := startCachingArca(t, nil, nil, args...)
+	a.cacheRule(t, "library-wild", proxy.Host()+"/library/*", "lib/*")
+	u := a.URL() + "/v2/lib/app/blobs/" + sha(blob)
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.CopyN(io.Discard, resp.Body, 256<<10); err != nil {
+		t.Fatalf("first bytes: %v", err)
+	}
+	resp.Body.Close()
+	return proxy, a, args, sha(blob)
+}
+
+// restart starts arca again on the same address and data directory.
+func restart(t *testing.T, a *arca, args []string) *arca {
+	t.Helper()
+	return &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Addr: a.Addr, DataDir: a.DataDir, Args: args,
+		Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken}})}
+}
+
+func sigtermAndWait(t *testing.T, a *arca, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := a.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	werr, exited := a.Wait(within)
+	if !exited {
+		t.Fatalf("arca still running %v after SIGTERM\n%s", within, a.Logs())
+	}
+	if werr != nil {
+		t.Errorf("arca exit: %v\n%s", werr, a.Logs())
+	}
+	return time.Since(start)
+}
+
+func TestShutdownWaitsForDetachedFetch(t *testing.T) {
+	proxy, a, args, d := startDetachedFetch(t, 2*time.Second, "--shutdown-timeout", "30s")
+	took := sigtermAndWait(t, a, 30*time.Second)
+	if !strings.Contains(a.Logs(), "upstream blob fetches finished") {
+		t.Fatalf("no log line saying the fetch finished (exit after %v):\n%s", took, a.Logs())
+	}
+	t.Logf("exit %v after SIGTERM", took)
+	b := restart(t, a, args)
+	r := getCached(t, b.URL()+"/v2/lib/app/blobs/"+d, d)
+	if got := r.Header.Get("X-Arca-Cache"); got != "hit" {
+		t.Fatalf("after restart: %q, want hit (the detached fetch was stored)", got)
+	}
+	if n := proxy.Requests(http.MethodGet, "/blobs/"+d); n != 1 {
+		t.Fatalf("upstream blob GETs = %d, want 1", n)
+	}
+}
+
+func TestShutdownAbortsDetachedFetchAtTimeout(t *testing.T) {
+	proxy, a, args, d := startDetachedFetch(t, time.Minute, "--shutdown-timeout", "2s")
+	took := sigtermAndWait(t, a, 20*time.Second)
+	if !strings.Contains(a.Logs(), "aborted upstream blob fetch") {
+		t.Fatalf("no log line saying the fetch was aborted (exit after %v):\n%s", took, a.Logs())
+	}
+	if left, _ := os.ReadDir(filepath.Join(a.DataDir, "blobs", "uploads")); len(left) != 0 {
+		t.Fatalf("aborted fetch left %d staged uploads", len(left))
+	}
+	b := restart(t, a, args)
+	r := getCached(t, b.URL()+"/v2/lib/app/blobs/"+d, d)
+	if got := r.Header.Get("X-Arca-Cache"); got != "miss" {
+		t.Fatalf("after restart: %q, want miss (the aborted fetch stored nothing)", got)
+	}
+	if n := proxy.Requests(http.MethodGet, "/blobs/"+d); n != 2 {
+		t.Fatalf("upstream blob GETs = %d, want 2", n)
+	}
+}
