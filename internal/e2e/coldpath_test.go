@@ -101,3 +101,31 @@ func TestShutdownAbortsDetachedFetchAtTimeout(t *testing.T) {
 		t.Fatalf("upstream blob GETs = %d, want 2", n)
 	}
 }
+
+// Two rules on two real upstreams: rule A's upstream lacks a layer, rule
+// B's has the image. While a cold request for the layer through A is under
+// way (A's upstream answers slowly), crane pulls the image cold through B:
+// it gets every byte, and A's request gets 404.
+func TestCraneCrossRuleColdPull(t *testing.T) {
+	upA := upstreamreg.Start(t, upstreamreg.Options{})
+	upB := upstreamreg.Start(t, upstreamreg.Options{})
+	im := newImage(t, 310, "amd64", 6<<20, 300<<10)
+	seedImage(t, upB, "library/app", "v1", im)
+	seedImage(t, upA, "library/app", "v1", newImage(t, 320, "amd64", 1<<20)) // other layers
+	slowA := upstreamreg.NewFaultProxy(t, upA)
+	slowA.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Delay: 3 * time.Second, Count: -1})
+	a := startCachingArca(t, []string{slowA.Host(), upB.Host}, nil)
+	a.cacheRule(t, "rule-a", slowA.Host()+"/library/*", "a/*")
+	a.cacheRule(t, "rule-b", upB.Host+"/library/*", "b/*")
+
+	layer := sha(im.blobs()[len(im.blobs())-1])
+	viaA := make(chan rawResp, 1)
+	go func() { viaA <- do(t, http.MethodGet, a.URL()+"/v2/a/app/blobs/"+layer, nil, nil) }()
+	time.Sleep(300 * time.Millisecond) // A's fetch is under way
+	out := filepath.Join(t.TempDir(), "pulled")
+	crane(t).crane("pull", "--format", "oci", a.Ref("b/app:v1"), out)
+	checkLayoutHas(t, out, im)
+	if r := <-viaA; r.Status != http.StatusNotFound {
+		t.Fatalf("layer through rule A (its upstream lacks it): %s, want 404", r)
+	}
+}
