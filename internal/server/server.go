@@ -37,6 +37,8 @@ type Options struct {
 	TLSCert         string
 	TLSKey          string
 	ShutdownTimeout time.Duration
+	// PprofAddr, when set, serves net/http/pprof there (loopback only).
+	PprofAddr string
 	// UploadMaxAge is how long an abandoned upload is kept before purging.
 	UploadMaxAge time.Duration
 	Logger       *slog.Logger
@@ -71,6 +73,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.UploadMaxAge == 0 {
 		opts.UploadMaxAge = 24 * time.Hour
+	}
+	if opts.PprofAddr != "" {
+		if err := checkPprofAddr(opts.PprofAddr); err != nil {
+			return nil, err
+		}
 	}
 	s := &Server{opts: opts, log: opts.Logger}
 	if err := s.openStores(ctx); err != nil {
@@ -216,6 +223,14 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("arca listening", "addr", ln.Addr().String(), "scheme", scheme, "data_dir", s.opts.DataDir, "registry", s.opts.RegistryName)
 	if s.opts.Ready != nil {
 		s.opts.Ready(ln.Addr())
+	}
+	if s.opts.PprofAddr != "" {
+		stop, err := s.servePprof()
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
 	}
 	go s.janitor(ctx)
 	syncDone := make(chan struct{})
