@@ -238,7 +238,7 @@ func (c *Cache) run(f *fetch, reg string, t Target) {
 	}
 	f.finish(err)
 	if err != nil {
-		c.log.Warn("upstream blob fetch failed", "rule", t.Rule, "upstream", t.Upstream.String(), "digest", f.key.d, "err", err)
+		c.log.Warn("blob fetch failed", "rule", t.Rule, "upstream", t.Upstream.String(), "digest", f.key.d, "err", err)
 	}
 }
 
