@@ -152,6 +152,17 @@ func (f *fetch) chunkAt(off int64) *memChunk {
 	return nil
 }
 
+// holdBack is how far followers may read: everything once verified;
+// before that, all but the last byte of the blob (of what arrived, when
+// the upstream announced no size), so a transfer cannot look complete.
+// Must be called with f.mu held.
+func (f *fetch) holdBack() int64 {
+	if f.verified || (f.size >= 0 && f.avail < f.size) {
+		return f.avail
+	}
+	return f.avail - 1
+}
+
 // verify releases the held-back last byte to followers.
 func (f *fetch) verify() {
 	f.mu.Lock()
@@ -214,10 +225,7 @@ func (r *follower) next(max int) ([]byte, func(), error) {
 			f.mu.Unlock()
 			return nil, nil, fmt.Errorf("upstream fetch failed: %w", err)
 		}
-		limit := f.avail
-		if !f.verified {
-			limit--
-		}
+		limit := f.holdBack()
 		if r.off < limit {
 			if mc := f.chunkAt(r.off); mc != nil {
 				mc.refs++

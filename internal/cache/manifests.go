@@ -123,7 +123,7 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 		if err != nil {
 			return nil, upstreamError(t, "manifest "+ref, err)
 		}
-		parsed, err := parseUpstreamManifest(um)
+		parsed, err := parseOnce(um.MediaType, um.Body)
 		if err != nil {
 			return nil, errcode.New(errcode.FailedDependency, fmt.Sprintf("upstream %s for cache rule '%s' served an unusable manifest for %s: %v", t.Upstream, t.Rule, ref, err))
 		}
@@ -192,13 +192,13 @@ func upstreamError(t Target, what string, err error) error {
 	return e
 }
 
-// parseUpstreamManifest parses a fetched manifest once, with the media type
-// the upstream client determined; only when that contradicts the body's
-// own mediaType does it parse again by the body alone.
-func parseUpstreamManifest(um *upstream.Manifest) (*oci.Manifest, error) {
-	parsed, err := oci.ParseManifest(um.MediaType, um.Body)
-	if err != nil && um.MediaType != "" {
-		if p, err2 := oci.ParseManifest("", um.Body); err2 == nil {
+// parseOnce parses a manifest once, with the media type already known (the
+// upstream client determined it from the header and body); only when that
+// contradicts the body's own mediaType does it parse again by the body.
+func parseOnce(mediaType string, body []byte) (*oci.Manifest, error) {
+	parsed, err := oci.ParseManifest(mediaType, body)
+	if err != nil && mediaType != "" {
+		if p, err2 := oci.ParseManifest("", body); err2 == nil {
 			return p, nil
 		}
 	}
