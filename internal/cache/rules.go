@@ -112,13 +112,21 @@ func (s *RuleSet) Resolve(ctx context.Context, registry, repo, ns string) (Targe
 		}
 		local = repo
 	}
+	return s.target(registry, r, local, up), true, nil
+}
+
+// target is the one constructor of a Target, for pull-through (Resolve)
+// and active sync (TargetFor) alike: the token cache and rate-limit
+// observations are keyed by CredKey, which must not depend on the caller.
+// up is "host/path" on the upstream.
+func (s *RuleSet) target(registry string, r *rules.Rule, local, up string) Target {
 	host, path, _ := strings.Cut(up, "/")
 	t := Target{Rule: r.Name, Repo: local, Upstream: upstream.Repo{Host: host, Path: upstream.NormalizePath(host, path)}}
 	if r.CredentialSet != "" {
-		t.Upstream.CredKey = registry + "/" + r.CredentialSet
+		t.Upstream.CredKey = rules.CredentialKey(registry, r.CredentialSet)
 		t.Upstream.Creds = s.credentials(registry, r.CredentialSet)
 	}
-	return t, true, nil
+	return t
 }
 
 // credentials resolves a credential set's secret references when the
