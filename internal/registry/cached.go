@@ -51,7 +51,7 @@ func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, reg string
 }
 
 func (h *Handler) cachedManifest(w http.ResponseWriter, r *http.Request, reg, ref string, t cache.Target) error {
-	if _, _, err := parseRef(ref); err != nil {
+	if _, _, err := parsePullRef(ref); err != nil {
 		return err
 	}
 	m, status, err := h.cache.Manifest(r.Context(), reg, t, ref)

@@ -38,8 +38,20 @@ func parseRef(ref string) (tag string, d digest.Digest, err error) {
 	return "", d, nil
 }
 
+// parsePullRef is parseRef for GET and HEAD: a reference that is neither a
+// tag nor a digest names a manifest that cannot exist, which clients (and
+// distribution) expect as 404 MANIFEST_UNKNOWN; only a push of one is a
+// client error.
+func parsePullRef(ref string) (tag string, d digest.Digest, err error) {
+	tag, d, err = parseRef(ref)
+	if err != nil {
+		return "", "", errcode.New(errcode.ManifestUnknown, fmt.Sprintf("manifest %q is not found: it is neither a valid tag nor a valid digest", ref))
+	}
+	return tag, d, nil
+}
+
 func (h *Handler) resolveRef(r *http.Request, reg, repo, ref string) (digest.Digest, error) {
-	tag, d, err := parseRef(ref)
+	tag, d, err := parsePullRef(ref)
 	if err != nil {
 		return "", err
 	}

@@ -320,6 +320,9 @@ func TestBadInput(t *testing.T) {
 		{"traversal in upload id", "PATCH", "/v2/bad/blobs/uploads/..%2f..%2fx", nil, []byte("x"), 404, "BLOB_UPLOAD_UNKNOWN"},
 		{"unknown upload id", "PUT", "/v2/bad/blobs/uploads/0123456789abcdef?digest=" + cfg.String(), nil, nil, 404, "BLOB_UPLOAD_UNKNOWN"},
 		{"bad tag", "PUT", "/v2/bad/manifests/-bad", ct, good, 400, "DIGEST_INVALID"},
+		// A manifest that cannot exist is not found, as distribution answers.
+		{"GET invalid reference", "GET", "/v2/bad/manifests/.INVALID_MANIFEST_NAME", nil, nil, 404, "MANIFEST_UNKNOWN"},
+		{"GET malformed digest reference", "GET", "/v2/bad/manifests/sha256:zz", nil, nil, 404, "MANIFEST_UNKNOWN"},
 		{"bad pagination", "GET", "/v2/bad/tags/list?n=-1", nil, nil, 400, "PAGINATION_NUMBER_INVALID"},
 		{"method", "POST", "/v2/bad/manifests/t", nil, nil, 405, "UNSUPPORTED"},
 	}
@@ -337,6 +340,28 @@ func TestBadInput(t *testing.T) {
 	}
 	if r := do(t, "HEAD", srv.URL+"/v2/bad/blobs/"+digest.FromString("content").String(), nil, nil); r.status != 404 {
 		t.Fatalf("blob with wrong digest is visible: %d", r.status)
+	}
+}
+
+// Error answers to HEAD carry the Content-Length of the body a GET gets;
+// HEAD by a reference that cannot exist is 404.
+func TestHeadErrorsHaveContentLength(t *testing.T) {
+	srv := newTestServer(t)
+	pushImage(t, srv.URL, "h/img", "v1")
+	for _, path := range []string{
+		"/v2/h/img/manifests/.INVALID_MANIFEST_NAME",
+		"/v2/h/img/manifests/absent",
+		"/v2/h/img/blobs/" + digest.FromString("absent").String(),
+		"/v2/h/none/manifests/v1",
+	} {
+		get := do(t, "GET", srv.URL+path, nil, nil)
+		head := do(t, "HEAD", srv.URL+path, nil, nil)
+		if head.status != 404 || get.status != 404 {
+			t.Errorf("%s: GET %d, HEAD %d, want 404", path, get.status, head.status)
+		}
+		if cl := head.header.Get("Content-Length"); cl == "" || cl != fmt.Sprint(len(get.body)) {
+			t.Errorf("HEAD %s: Content-Length %q, want %d (the GET body's)", path, cl, len(get.body))
+		}
 	}
 }
 
