@@ -47,6 +47,8 @@ func (p prefixRules) Resolve(_ context.Context, _, repo, ns string) (cache.Targe
 	}}, true, nil
 }
 
+func (p prefixRules) MirrorsHost(context.Context, string, string) (bool, error) { return false, nil }
+
 type env struct {
 	srv   *httptest.Server
 	cache *cache.Cache

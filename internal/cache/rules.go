@@ -129,6 +129,17 @@ func (s *RuleSet) target(registry string, r *rules.Rule, local, up string) Targe
 	return t
 }
 
+// MirrorsHost reports whether some rule of registry has its source on
+// host: a mirror request naming another registry (regctl names the host
+// it was configured for, that is us) is not a mirror request for arca.
+func (s *RuleSet) MirrorsHost(ctx context.Context, registry, host string) (bool, error) {
+	rr, err := s.load(ctx, registry)
+	if err != nil {
+		return false, err
+	}
+	return rr.reverse.hosts[rules.CanonicalLoginServer(host)], nil
+}
+
 // credentials resolves a credential set's secret references when the
 // upstream asks for them, so rotated secrets apply without edits.
 func (s *RuleSet) credentials(registry, name string) upstream.Credentials {
@@ -158,10 +169,11 @@ func (s *RuleSet) credentials(registry, name string) upstream.Credentials {
 type reverseIndex struct {
 	static map[string]*rules.Rule // "host/path" -> rule with static target
 	wild   map[string]*rules.Rule // "host" or "host/prefix" -> wildcard rule
+	hosts  map[string]bool        // hosts of all sources
 }
 
 func newReverseIndex(list []rules.Rule) *reverseIndex {
-	ix := &reverseIndex{static: map[string]*rules.Rule{}, wild: map[string]*rules.Rule{}}
+	ix := &reverseIndex{static: map[string]*rules.Rule{}, wild: map[string]*rules.Rule{}, hosts: map[string]bool{}}
 	for i := range list {
 		r := &list[i]
 		src, err := rules.ParseSource(r.Source)
@@ -169,6 +181,7 @@ func newReverseIndex(list []rules.Rule) *reverseIndex {
 			continue
 		}
 		host := rules.CanonicalLoginServer(src.LoginServer)
+		ix.hosts[host] = true
 		key := host
 		switch {
 		case src.Wildcard && src.Path != "":

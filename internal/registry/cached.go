@@ -13,20 +13,49 @@ import (
 )
 
 // resolve finds the cache target for a request: by rule on the repository
-// path, or, for mirror requests, by the upstream they name.
-func (h *Handler) resolve(r *http.Request, reg, repo string) (cache.Target, bool, error) {
+// path, or, for the reads of a mirror pull, by the upstream they name.
+// Pushes and deletes are about our own names: mapped through no mirror, a
+// push to a new repository "myapp" stays ours with the default mirror
+// namespace too.
+func (h *Handler) resolve(r *http.Request, reg string, rt route) (cache.Target, bool, error) {
 	ctx := r.Context()
-	ns := r.URL.Query().Get("ns")
-	t, ok, err := h.rules.Resolve(ctx, reg, repo, ns)
-	if err != nil || ok || ns != "" || h.mirrorNS == "" {
+	if !mirrorRead(r, rt) {
+		return h.rules.Resolve(ctx, reg, rt.repo, "")
+	}
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		t, ok, err := h.rules.Resolve(ctx, reg, rt.repo, ns)
+		if err != nil || ok {
+			return t, ok, err
+		}
+		// An ns no rule's source is on is served as if it were absent
+		// (regctl sends ns=<the host it was configured for>: arca).
+		if covered, err := h.rules.MirrorsHost(ctx, reg, ns); err != nil || covered {
+			return t, false, err
+		}
+	}
+	t, ok, err := h.rules.Resolve(ctx, reg, rt.repo, "")
+	if err != nil || ok || h.mirrorNS == "" {
 		return t, ok, err
 	}
 	// Docker's registry-mirrors: a Docker Hub path that is neither ours
 	// nor under a rule.
-	if exists, err := h.meta.RepositoryExists(ctx, reg, repo); err != nil || exists {
+	if exists, err := h.meta.RepositoryExists(ctx, reg, rt.repo); err != nil || exists {
 		return t, false, err
 	}
-	return h.rules.Resolve(ctx, reg, repo, h.mirrorNS)
+	return h.rules.Resolve(ctx, reg, rt.repo, h.mirrorNS)
+}
+
+// mirrorRead reports whether r is one of the reads a pull sends through a
+// mirror: manifests (GET, HEAD), blobs, tag lists and referrers (GET). A
+// HEAD of a blob is a pusher asking whether to upload, never a puller.
+func mirrorRead(r *http.Request, rt route) bool {
+	switch r.Method {
+	case http.MethodGet:
+		return true
+	case http.MethodHead:
+		return rt.kind == kindManifest
+	}
+	return false
 }
 
 // serveCached answers requests for a repository served by a cache rule.
@@ -126,10 +155,12 @@ func (h *Handler) cachedReferrers(w http.ResponseWriter, r *http.Request, reg, r
 		return err
 	}
 	upList, err := h.cache.Referrers(r.Context(), t, d, artifactType)
+	status := cache.Miss // the upstream's list, asked now
 	if err != nil {
 		h.log.Warn("upstream referrers unavailable; serving local ones", "rule", t.Rule, "subject", d, "err", err)
-		w.Header().Set("X-Arca-Cache", string(cache.Stale))
+		status = cache.Stale
 	}
+	w.Header().Set("X-Arca-Cache", string(status))
 	seen := map[string]bool{}
 	for _, m := range idx.Manifests {
 		seen[m.Digest.String()] = true

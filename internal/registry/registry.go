@@ -98,6 +98,8 @@ type Options struct {
 // host a mirror request names (containerd's ?ns=), or "".
 type Resolver interface {
 	Resolve(ctx context.Context, registry, repo, ns string) (cache.Target, bool, error)
+	// MirrorsHost reports whether some rule's source is on host.
+	MirrorsHost(ctx context.Context, registry, host string) (bool, error)
 }
 
 // Handler serves /v2/.
@@ -237,7 +239,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt.repo != "" && h.rules != nil && h.cache != nil {
 		var t cache.Target
 		var ok bool
-		if t, ok, err = h.resolve(r, reg, rt.repo); err == nil && ok {
+		if t, ok, err = h.resolve(r, reg, rt); err == nil && ok {
 			err = h.serveCached(w, r, reg, rt, t)
 			if err != nil {
 				h.fail(w, r, err)
