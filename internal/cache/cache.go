@@ -48,6 +48,7 @@ type Upstream interface {
 	GetBlob(ctx context.Context, r upstream.Repo, d digest.Digest) (io.ReadCloser, int64, error)
 	HeadBlob(ctx context.Context, r upstream.Repo, d digest.Digest) (int64, error)
 	Referrers(ctx context.Context, r upstream.Repo, subject digest.Digest, artifactType string) ([]oci.Descriptor, error)
+	Tags(ctx context.Context, r upstream.Repo, fn func(page []string) error) error
 }
 
 // Blobs is the blob store as the cache uses it.
@@ -64,6 +65,7 @@ type Meta interface {
 	GetTag(ctx context.Context, registry, repo, tag string) (metadata.Tag, error)
 	TouchTag(ctx context.Context, registry, repo, tag string) error
 	Referrers(ctx context.Context, registry, repo string, d digest.Digest, artifactType string) ([]metadata.Referrer, error)
+	ListTags(ctx context.Context, registry, repo, last string, n int) ([]string, bool, error)
 }
 
 // Options configure a Cache.

@@ -66,7 +66,7 @@ func newEnv(t testing.TB, upHost string, revalidate time.Duration, creds upstrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := upstream.New(upstream.Options{Insecure: []string{upHost}, MaxRetries: 2, Registerer: prometheus.NewRegistry()})
+	up, err := upstream.New(upstream.Options{Insecure: []string{upHost}, MaxRetries: 2, TagPageSize: 64, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

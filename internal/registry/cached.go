@@ -74,7 +74,7 @@ func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, reg string
 	case rt.kind == kindReferrers:
 		return h.cachedReferrers(w, r, reg, rt.ref, t)
 	case rt.kind == kindTags:
-		return h.tags(w, r, reg, t.Repo, true)
+		return h.cachedTags(w, r, reg, t)
 	}
 	return errcode.New(errcode.Unsupported, "unsupported on a cached repository")
 }

@@ -258,7 +258,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case kindCatalog:
 		err = h.catalog(w, r, reg)
 	case kindTags:
-		err = h.tags(w, r, reg, rt.repo, false)
+		err = h.tags(w, r, reg, rt.repo)
 	case kindReferrers:
 		err = h.referrers(w, r, reg, rt.repo, rt.ref)
 	case kindManifest:
