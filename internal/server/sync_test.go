@@ -97,3 +97,34 @@ func getManifestCache(t *testing.T, url string) (int, string) {
 	_, _ = io.Copy(io.Discard, res.Body)
 	return res.StatusCode, res.Header.Get("X-Arca-Cache")
 }
+
+// `cache sync --tag T` with the upstream unreachable is 424
+// UpstreamRequestFailed (not a missing tag), and the rule's status counts
+// the failure it lists.
+func TestSyncTagUpstreamDown(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	up.Push(t, "org/tool", "1.0", []byte("layer"))
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"},
+		PullThroughOptions{InsecureUpstreams: []string{proxy.Host()}, Revalidate: time.Minute})
+	ts.token = "tok"
+	const v = "?api-version=2025-09-01-preview"
+	rule := armBase + "default/cacheRules/tool-sync"
+	proxy.Down()
+	if st, m := ts.do("PUT", rule+v, "", map[string]any{"properties": map[string]any{
+		"sourceRepository": proxy.Host() + "/org/tool", "targetRepository": "tool", "syncMode": "ActiveSync"}}); st != http.StatusCreated {
+		t.Fatalf("create: %d %v", st, m)
+	}
+	st, m := ts.do("POST", rule+"/sync"+v, "", map[string]any{"tag": "1.0"})
+	e, _ := m["error"].(map[string]any)
+	if st != http.StatusFailedDependency || e["code"] != "UpstreamRequestFailed" {
+		t.Fatalf("sync with the upstream down: %d %v, want 424 UpstreamRequestFailed", st, m)
+	}
+	_, m = ts.do("GET", rule+v, "", nil)
+	props, _ := m["properties"].(map[string]any)
+	run, _ := props["artifactSyncRun"].(map[string]any)
+	tagErrs, _ := run["tagErrors"].([]any)
+	if len(tagErrs) != 1 || run["tagsFailed"] != float64(1) {
+		t.Fatalf("artifactSyncRun after a failed on-demand sync: tagsFailed %v, tagErrors %v; want 1 and 1", run["tagsFailed"], tagErrs)
+	}
+}
