@@ -28,6 +28,7 @@ var (
 	ManifestUnknown     = Code{"MANIFEST_UNKNOWN", "manifest unknown to registry", http.StatusNotFound}
 	NameInvalid         = Code{"NAME_INVALID", "invalid repository name", http.StatusBadRequest}
 	NameUnknown         = Code{"NAME_UNKNOWN", "repository name not known to registry", http.StatusNotFound}
+	TagInvalid          = Code{"TAG_INVALID", "manifest tag is invalid", http.StatusBadRequest}
 	SizeInvalid         = Code{"SIZE_INVALID", "provided length did not match content length", http.StatusBadRequest}
 	Unauthorized        = Code{"UNAUTHORIZED", "authentication required", http.StatusUnauthorized}
 	Denied              = Code{"DENIED", "requested access to the resource is denied", http.StatusForbidden}

@@ -465,3 +465,46 @@ func TestConcurrentPatchRefused(t *testing.T) {
 		t.Fatalf("session holds %q, want only the first chunk", r.header.Get("Range"))
 	}
 }
+
+// distribution-spec 1.2 draft: a push by digest tags with each ?tag= and
+// answers OCI-Tag; a push by tag with ?digest-algorithm=sha512 is addressed
+// (Docker-Content-Digest, Location) with sha512.
+func TestManifestPushTagsAndDigestAlgorithm(t *testing.T) {
+	srv := newTestServer(t)
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	layer := randomBytes(100)
+	m := imageManifest(pushBlob(t, srv.URL, "p/img", cfg), pushBlob(t, srv.URL, "p/img", layer), len(cfg), len(layer))
+	ct := map[string]string{"Content-Type": oci.MediaTypeOCIManifest}
+	d := digest.FromBytes(m)
+
+	r := do(t, "PUT", srv.URL+"/v2/p/img/manifests/"+d.String()+"?tag=v1&tag=latest", ct, m)
+	if r.status != 201 || fmt.Sprint(r.header.Values("OCI-Tag")) != "[v1 latest]" {
+		t.Fatalf("PUT by digest with ?tag=: %d OCI-Tag %v %s", r.status, r.header.Values("OCI-Tag"), r.body)
+	}
+	for _, tag := range []string{"v1", "latest"} {
+		if g := do(t, "GET", srv.URL+"/v2/p/img/manifests/"+tag, nil, nil); g.status != 200 || g.header.Get("Docker-Content-Digest") != d.String() {
+			t.Fatalf("GET %s: %d %v", tag, g.status, g.header)
+		}
+	}
+	if r := do(t, "PUT", srv.URL+"/v2/p/img/manifests/"+d.String()+"?tag=-bad", ct, m); r.status != 400 || errorCode(r.body) != "TAG_INVALID" {
+		t.Fatalf("PUT with an invalid ?tag=: %d %s", r.status, r.body)
+	}
+
+	d512 := digest.SHA512.FromBytes(m)
+	r = do(t, "PUT", srv.URL+"/v2/p/img/manifests/v512?digest-algorithm=sha512", ct, m)
+	if r.status != 201 || r.header.Get("Docker-Content-Digest") != d512.String() || r.header.Get("Location") != "/v2/p/img/manifests/"+d512.String() {
+		t.Fatalf("PUT by tag with digest-algorithm=sha512: %d %v %s", r.status, r.header, r.body)
+	}
+	for _, ref := range []string{"v512", d512.String()} {
+		g := do(t, "GET", srv.URL+"/v2/p/img/manifests/"+ref, nil, nil)
+		if g.status != 200 || g.header.Get("Docker-Content-Digest") != d512.String() || !bytes.Equal(g.body, m) {
+			t.Fatalf("GET %s: %d %v", ref, g.status, g.header)
+		}
+	}
+	if r := do(t, "PUT", srv.URL+"/v2/p/img/manifests/"+d512.String(), ct, m); r.status != 201 || r.header.Get("Docker-Content-Digest") != d512.String() {
+		t.Fatalf("PUT by sha512 digest: %d %v", r.status, r.header)
+	}
+	if r := do(t, "PUT", srv.URL+"/v2/p/img/manifests/"+d.String()+"?digest-algorithm=sha512", ct, m); r.status != 400 || errorCode(r.body) != "DIGEST_INVALID" {
+		t.Fatalf("PUT by sha256 digest with digest-algorithm=sha512: %d %s", r.status, r.body)
+	}
+}
