@@ -103,6 +103,7 @@ func (s *Server) openStores(ctx context.Context) error {
 func (s *Server) build(ctx context.Context) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(promReg)
 	eg, err := egress.Parse(s.opts.PullThrough.UpstreamAllow)
 	if err != nil {
 		return err
