@@ -235,11 +235,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reg := h.registry(r)
+	ri := requestInfo(r.Context())
+	ri.Repo = rt.repo
 	var err error
 	if rt.repo != "" && h.rules != nil && h.cache != nil {
 		var t cache.Target
 		var ok bool
 		if t, ok, err = h.resolve(r, reg, rt); err == nil && ok {
+			ri.Repo, ri.Rule, ri.Upstream = t.Repo, t.Rule, t.Upstream.String()
 			err = h.serveCached(w, r, reg, rt, t)
 			if err != nil {
 				h.fail(w, r, err)

@@ -39,6 +39,8 @@ type Options struct {
 	// UploadMaxAge is how long an abandoned upload is kept before purging.
 	UploadMaxAge time.Duration
 	Logger       *slog.Logger
+	// AccessLog logs every request at info level (see accesslog.go).
+	AccessLog bool
 	// Ready, if set, receives the bound address once the server listens.
 	Ready func(addr net.Addr)
 	// Management configures the management plane (see mgmt.go).
@@ -150,7 +152,7 @@ func (s *Server) build(ctx context.Context) error {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	s.handler = accessLog(s.log, newHTTPMetrics(promReg).instrument(routeName, root))
+	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, root))
 	return nil
 }
 
@@ -261,23 +263,6 @@ func (s *Server) janitor(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-func accessLog(log *slog.Logger, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		h.ServeHTTP(sw, r)
-		if !log.Enabled(r.Context(), slog.LevelDebug) && sw.status < 500 {
-			return
-		}
-		lvl := slog.LevelDebug
-		if sw.status >= 500 {
-			lvl = slog.LevelWarn
-		}
-		log.Log(r.Context(), lvl, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
-			"bytes", sw.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
-	})
 }
 
 // egressClient is the HTTP client of secret stores and identity endpoints,
