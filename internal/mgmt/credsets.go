@@ -26,6 +26,7 @@ func (h *Handler) getCredentialSet(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
+	h.health.refreshIfOld(req.registry, c)
 	out := h.credentialSetJSONOf(req.registry, c)
 	out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, c.Name, c.LoginServer)
 	writeJSON(w, http.StatusOK, out)

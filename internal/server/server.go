@@ -23,6 +23,7 @@ import (
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/secrets"
 	"github.com/arcacache/arca/internal/syncer"
@@ -58,6 +59,7 @@ type Server struct {
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
+	mgmt    *mgmt.Handler
 	handler http.Handler
 }
 
@@ -129,6 +131,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.mgmt = mg
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
@@ -218,6 +221,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.opts.Ready(ln.Addr())
 	}
 	go s.janitor(ctx)
+	go s.mgmt.RunHealthChecks(ctx)
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
