@@ -12,37 +12,54 @@ import (
 	"github.com/arcacache/arca/internal/oci"
 )
 
+// How resolve found a repository's cache target.
+type resolution int
+
+const (
+	notCached         resolution = iota // ours, no rule
+	byRule                              // a rule's target, or the upstream a request's ns names
+	byMirrorNamespace                   // guessed: --mirror-namespace for a path neither ours nor a rule's
+)
+
 // resolve finds the cache target for a request: by rule on the repository
 // path, or, for the reads of a mirror pull, by the upstream they name.
 // Pushes and deletes are about our own names: mapped through no mirror, a
 // push to a new repository "myapp" stays ours with the default mirror
 // namespace too.
-func (h *Handler) resolve(r *http.Request, reg string, rt route) (cache.Target, bool, error) {
+func (h *Handler) resolve(r *http.Request, reg string, rt route) (cache.Target, resolution, error) {
 	ctx := r.Context()
+	found := func(t cache.Target, ok bool, how resolution, err error) (cache.Target, resolution, error) {
+		if err != nil || !ok {
+			return t, notCached, err
+		}
+		return t, how, nil
+	}
 	if !mirrorRead(r, rt) {
-		return h.rules.Resolve(ctx, reg, rt.repo, "")
+		t, ok, err := h.rules.Resolve(ctx, reg, rt.repo, "")
+		return found(t, ok, byRule, err)
 	}
 	if ns := r.URL.Query().Get("ns"); ns != "" {
 		t, ok, err := h.rules.Resolve(ctx, reg, rt.repo, ns)
 		if err != nil || ok {
-			return t, ok, err
+			return found(t, ok, byRule, err)
 		}
 		// An ns no rule's source is on is served as if it were absent
 		// (regctl sends ns=<the host it was configured for>: arca).
 		if covered, err := h.rules.MirrorsHost(ctx, reg, ns); err != nil || covered {
-			return t, false, err
+			return found(t, false, byRule, err)
 		}
 	}
 	t, ok, err := h.rules.Resolve(ctx, reg, rt.repo, "")
 	if err != nil || ok || h.mirrorNS == "" {
-		return t, ok, err
+		return found(t, ok, byRule, err)
 	}
 	// Docker's registry-mirrors: a Docker Hub path that is neither ours
 	// nor under a rule.
 	if exists, err := h.meta.RepositoryExists(ctx, reg, rt.repo); err != nil || exists {
-		return t, false, err
+		return found(t, false, byRule, err)
 	}
-	return h.rules.Resolve(ctx, reg, rt.repo, h.mirrorNS)
+	t, ok, err = h.rules.Resolve(ctx, reg, rt.repo, h.mirrorNS)
+	return found(t, ok, byMirrorNamespace, err)
 }
 
 // mirrorRead reports whether r is one of the reads a pull sends through a

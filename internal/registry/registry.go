@@ -237,23 +237,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reg := h.registry(r)
 	ri := requestInfo(r.Context())
 	ri.Repo = rt.repo
-	var err error
 	if rt.repo != "" && h.rules != nil && h.cache != nil {
-		var t cache.Target
-		var ok bool
-		if t, ok, err = h.resolve(r, reg, rt); err == nil && ok {
-			ri.Repo, ri.Rule, ri.Upstream = t.Repo, t.Rule, t.Upstream.String()
-			err = h.serveCached(w, r, reg, rt, t)
-			if err != nil {
-				h.fail(w, r, err)
-			}
-			return
-		}
+		t, how, err := h.resolve(r, reg, rt)
 		if err != nil {
 			h.fail(w, r, err)
 			return
 		}
+		if how != notCached {
+			ri.Repo, ri.Rule, ri.Upstream = t.Repo, t.Rule, t.Upstream.String()
+			err = h.serveCached(w, r, reg, rt, t)
+			if err == nil {
+				return
+			}
+			if how != byMirrorNamespace {
+				h.fail(w, r, err)
+				return
+			}
+			// The mirror namespace is a guess for a path that is neither
+			// ours nor a rule's. When its upstream cannot serve it, the
+			// answer is for our own name (a 404, mostly): a push's
+			// existence checks (HEAD) go on, a mirror client falls back
+			// to its primary.
+			h.log.Debug("mirror namespace upstream failed; answering for our own repository", "repo", rt.repo, "rule", t.Rule, "err", err)
+			ri.Repo = rt.repo // the access log keeps the rule tried
+		}
 	}
+	var err error
 	switch rt.kind {
 	case kindBase:
 		w.Header().Set("Content-Type", "application/json")
