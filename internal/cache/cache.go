@@ -136,7 +136,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arca_cache_requests_total",
-			Help: "Requests for cached repositories by kind (manifest, blob) and result (hit, miss, stale, coalesced, error).",
+			Help: "Requests for cached repositories by kind (manifest, blob, tags) and result (hit, miss, stale, coalesced, error).",
 		}, []string{"kind", "result"}),
 		bytesUpstream: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "arca_cache_fetched_bytes_total", Help: "Blob bytes fetched from upstreams into the cache.",
