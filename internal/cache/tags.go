@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/arcacache/arca/internal/errcode"
+	"github.com/arcacache/arca/internal/oci"
 	"github.com/arcacache/arca/internal/upstream"
 )
 
@@ -35,7 +36,11 @@ func (c *Cache) Tags(ctx context.Context, reg string, t Target) ([]string, Statu
 		defer cancel()
 		var tags []string
 		err := c.up.Tags(dctx, t.Upstream, func(page []string) error {
-			tags = append(tags, page...)
+			for _, tag := range page {
+				if oci.ValidTag(tag) { // what we could not serve is not listed
+					tags = append(tags, tag)
+				}
+			}
 			return nil
 		})
 		return result{tags, err}, nil
