@@ -98,6 +98,7 @@ type Cache struct {
 	mu       sync.Mutex
 	inflight map[digest.Digest]*fetch
 	group    singleflight.Group // manifests and tag revalidation
+	tagPages tagSnapshots       // upstream tag lists, for follow-up pages
 	wg       sync.WaitGroup     // detached fetches, for Close
 }
 

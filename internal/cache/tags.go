@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/arcacache/arca/internal/errcode"
@@ -19,18 +20,35 @@ const tagListTimeout = 2 * time.Minute
 // localTagPage is the page size of reading a repository's local tags.
 const localTagPage = 1000
 
+// tagSnapshotTTL is how long an upstream tag list serves the follow-up
+// pages of a client paging through it.
+const tagSnapshotTTL = 30 * time.Second
+
 // Tags lists the tags of t, sorted: the union of the upstream's (every
 // page, with the rule's credentials) and those stored here, so that a
 // never-pulled repository lists what it can serve. Concurrent listings of
-// one repository share one upstream listing (Coalesced). When the upstream
-// fails, the local tags are answered as Stale; an upstream 404 with
-// nothing stored is NAME_UNKNOWN. No catalog is ever asked upstream.
-func (c *Cache) Tags(ctx context.Context, reg string, t Target) ([]string, Status, error) {
+// one repository share one upstream listing (Coalesced). A follow-up page
+// (more, a client's `last` set) reuses the upstream list of the last
+// tagSnapshotTTL (Hit), so that paging through N pages costs one upstream
+// listing, not N. When the upstream fails, the local tags are answered as
+// Stale; an upstream 404 with nothing stored is NAME_UNKNOWN. No catalog
+// is ever asked upstream.
+func (c *Cache) Tags(ctx context.Context, reg string, t Target, more bool) ([]string, Status, error) {
 	type result struct {
 		tags []string
 		err  error
 	}
 	key := "tags\x00" + reg + "\x00" + t.Repo
+	if more {
+		if tags, ok := c.tagPages.get(key); ok {
+			local, err := c.localTags(ctx, reg, t.Repo)
+			if err != nil {
+				return nil, "", err
+			}
+			c.count("tags", Hit)
+			return union(tags, local), Hit, nil
+		}
+	}
 	v, _, shared := c.group.Do(key, func() (any, error) {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tagListTimeout)
 		defer cancel()
@@ -43,6 +61,9 @@ func (c *Cache) Tags(ctx context.Context, reg string, t Target) ([]string, Statu
 			}
 			return nil
 		})
+		if err == nil {
+			c.tagPages.put(key, tags)
+		}
 		return result{tags, err}, nil
 	})
 	up := v.(result)
@@ -63,9 +84,50 @@ func (c *Cache) Tags(ctx context.Context, reg string, t Target) ([]string, Statu
 		return local, Stale, nil
 	}
 	c.count("tags", status)
-	all := append(slices.Clone(up.tags), local...)
+	return union(up.tags, local), status, nil
+}
+
+// union is the sorted union of two tag lists.
+func union(a, b []string) []string {
+	all := append(slices.Clone(a), b...)
 	slices.Sort(all)
-	return slices.Compact(all), status, nil
+	return slices.Compact(all)
+}
+
+// tagSnapshots keeps recent upstream tag lists by repository. Entries
+// older than tagSnapshotTTL are dropped whenever one is added.
+type tagSnapshots struct {
+	mu sync.Mutex
+	m  map[string]tagSnapshot
+}
+
+type tagSnapshot struct {
+	tags []string // never modified once stored
+	at   time.Time
+}
+
+func (s *tagSnapshots) get(key string) ([]string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[key]
+	if !ok || time.Since(e.at) >= tagSnapshotTTL {
+		return nil, false
+	}
+	return e.tags, true
+}
+
+func (s *tagSnapshots) put(key string, tags []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]tagSnapshot{}
+	}
+	for k, e := range s.m {
+		if time.Since(e.at) >= tagSnapshotTTL {
+			delete(s.m, k)
+		}
+	}
+	s.m[key] = tagSnapshot{tags: tags, at: time.Now()}
 }
 
 // localTags reads every tag of repo stored here.

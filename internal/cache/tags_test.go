@@ -52,14 +52,19 @@ func TestTagsUnionOfUpstreamAndLocal(t *testing.T) {
 	if !slices.Equal(tl.Tags, want) || tl.Name != "cached/lib/app" || res.Header.Get("X-Arca-Cache") != "miss" {
 		t.Fatalf("never-pulled tags: %d tags %v.., X-Arca-Cache %q; want the upstream's 200", len(tl.Tags), tl.Tags[:min(3, len(tl.Tags))], res.Header.Get("X-Arca-Cache"))
 	}
-	// Our pagination over the union, following Link.
+	// Our pagination over the union, following Link: one upstream listing
+	// (4 upstream pages of 64) serves every page.
 	var paged []string
 	next := base + "?n=70"
+	upPages := up.Requests("GET", "/tags/list")
 	for pages := 0; next != ""; pages++ {
 		if pages > 10 {
 			t.Fatal("pagination does not end")
 		}
 		tl, res = listTags(t, next)
+		if c := res.Header.Get("X-Arca-Cache"); (pages == 0) != (c == "miss") || (pages > 0) != (c == "hit") {
+			t.Errorf("page %d: X-Arca-Cache %q; want miss for the first page, hit for follow-ups", pages, c)
+		}
 		paged = append(paged, tl.Tags...)
 		next = ""
 		if l := res.Header.Get("Link"); l != "" {
@@ -72,6 +77,9 @@ func TestTagsUnionOfUpstreamAndLocal(t *testing.T) {
 	}
 	if !slices.Equal(paged, want) {
 		t.Fatalf("paged tags: %d, want %d in order", len(paged), len(want))
+	}
+	if n := up.Requests("GET", "/tags/list") - upPages; n != 4 {
+		t.Errorf("paging through 3 pages made %d upstream tags/list requests, want 4 (one listing)", n)
 	}
 
 	// A tag held here only (pulled, then tagged locally) joins the union.

@@ -87,7 +87,7 @@ func (h *Handler) cachedTags(w http.ResponseWriter, r *http.Request, reg string,
 	if err != nil {
 		return err
 	}
-	all, status, err := h.cache.Tags(r.Context(), reg, t)
+	all, status, err := h.cache.Tags(r.Context(), reg, t, last != "")
 	if err != nil {
 		return err
 	}
