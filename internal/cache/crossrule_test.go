@@ -39,6 +39,8 @@ func (m multiRules) Resolve(_ context.Context, _, repo, ns string) (cache.Target
 	return t, ok, nil
 }
 
+func (m multiRules) MirrorsHost(context.Context, string, string) (bool, error) { return false, nil }
+
 // getConcurrently GETs the URLs at once, the first one a little ahead so
 // that its fetch is the one under way when the others arrive.
 func getConcurrently(t *testing.T, urls ...string) []result {

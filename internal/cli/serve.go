@@ -76,6 +76,7 @@ which wins over the file.`,
 	f.DurationVar(&opts.UploadMaxAge, "upload-max-age", 24*time.Hour, "abandoned uploads older than this are purged")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.BoolVar(&opts.AccessLog, "access-log", true, "log one line per request at info level (method, route, repository, status, bytes, duration, cache result, upstream; credential-like query values redacted)")
 	addManagementFlags(f, &opts.Management, env)
 	addPullThroughFlags(f, &opts.PullThrough)
 	addSyncFlags(f, &opts.Sync)

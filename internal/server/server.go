@@ -24,6 +24,7 @@ import (
 	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/secrets"
 	"github.com/arcacache/arca/internal/syncer"
@@ -42,6 +43,8 @@ type Options struct {
 	// UploadMaxAge is how long an abandoned upload is kept before purging.
 	UploadMaxAge time.Duration
 	Logger       *slog.Logger
+	// AccessLog logs every request at info level (see accesslog.go).
+	AccessLog bool
 	// Ready, if set, receives the bound address once the server listens.
 	Ready func(addr net.Addr)
 	// Management configures the management plane (see mgmt.go).
@@ -60,6 +63,7 @@ type Server struct {
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
+	mgmt    *mgmt.Handler
 	handler http.Handler
 }
 
@@ -112,6 +116,7 @@ func (s *Server) openStores(ctx context.Context) error {
 func (s *Server) build(ctx context.Context) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(promReg)
 	eg, err := egress.Parse(s.opts.PullThrough.UpstreamAllow)
 	if err != nil {
 		return err
@@ -136,6 +141,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.mgmt = mg
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
@@ -159,7 +165,7 @@ func (s *Server) build(ctx context.Context) error {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	s.handler = accessLog(s.log, newHTTPMetrics(promReg).instrument(routeName, root))
+	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, root))
 	return nil
 }
 
@@ -233,6 +239,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer stop()
 	}
 	go s.janitor(ctx)
+	go s.mgmt.RunHealthChecks(ctx)
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
@@ -282,23 +289,6 @@ func (s *Server) janitor(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-func accessLog(log *slog.Logger, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		h.ServeHTTP(sw, r)
-		if !log.Enabled(r.Context(), slog.LevelDebug) && sw.status < 500 {
-			return
-		}
-		lvl := slog.LevelDebug
-		if sw.status >= 500 {
-			lvl = slog.LevelWarn
-		}
-		log.Log(r.Context(), lvl, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
-			"bytes", sw.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
-	})
 }
 
 // egressClient is the HTTP client of secret stores and identity endpoints,
