@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -127,5 +128,23 @@ func TestCraneCrossRuleColdPull(t *testing.T) {
 	checkLayoutHas(t, out, im)
 	if r := <-viaA; r.Status != http.StatusNotFound {
 		t.Fatalf("layer through rule A (its upstream lacks it): %s, want 404", r)
+	}
+}
+
+// --pprof-addr serves Go profiles on its own loopback listener only; the
+// registry's address does not serve them, and a non-loopback address is
+// refused at start.
+func TestPprofListener(t *testing.T) {
+	pp := freeAddr(t)
+	a := startArcaAt(t, freeAddr(t), t.TempDir(), "--pprof-addr", pp)
+	if r := do(t, http.MethodGet, "http://"+pp+"/debug/pprof/cmdline", nil, nil); r.Status != http.StatusOK || !strings.Contains(string(r.Body), "serve") {
+		t.Fatalf("pprof cmdline: %s", r)
+	}
+	if r := do(t, http.MethodGet, a.URL()+"/debug/pprof/cmdline", nil, nil); r.Status == http.StatusOK {
+		t.Fatalf("the registry address serves profiles: %s", r)
+	}
+	out, err := exec.Command(arcaBin, "serve", "--addr", freeAddr(t), "--data-dir", t.TempDir(), "--pprof-addr", "0.0.0.0:0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "loopback") {
+		t.Fatalf("--pprof-addr 0.0.0.0:0: %v\n%s", err, out)
 	}
 }
