@@ -14,39 +14,41 @@ import (
 const progressInterval = 5 * time.Second
 
 // progress reports a long command's advance on w (stderr: stdout holds
-// only the result): a bar with bytes, items and rate on a terminal, plain
-// lines every interval (and at each step's start and end) otherwise.
+// only the result): a bar with bytes, items and rate on a terminal; on
+// anything else a plain line at each step's start and end and every
+// interval in between.
 type progress struct {
 	w        io.Writer
 	cmd      string
 	tty      bool
 	interval time.Duration
-	now      func() time.Time
 
-	mu                sync.Mutex
-	phase             string
-	items, doneItems  int
-	bytes, doneBytes  int64
-	started, lastLine time.Time
-	bar               *progressbar.ProgressBar
-	phaseOpen         bool
+	mu               sync.Mutex
+	phase            string
+	items, doneItems int
+	bytes, doneBytes int64
+	started          time.Time
+	bar              *progressbar.ProgressBar
+	stopTicker       chan struct{}
+	tickerDone       chan struct{}
 }
 
 func newProgress(w io.Writer, cmd string) *progress {
-	return &progress{w: w, cmd: cmd, tty: isTerminal(w), interval: progressInterval, now: time.Now}
+	return &progress{w: w, cmd: cmd, tty: isTerminal(w), interval: progressInterval}
 }
 
-// Phase ends the current step and starts the next.
+// Phase ends the current step and starts the next, of items items and
+// bytes bytes (0: not measured in bytes).
 func (p *progress) Phase(name string, items int, bytes int64) {
+	p.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.endPhase()
 	p.phase, p.items, p.bytes, p.doneItems, p.doneBytes = name, items, bytes, 0, 0
-	p.started, p.lastLine, p.phaseOpen = p.now(), p.now(), true
+	p.started = time.Now()
 	if p.tty {
 		max := bytes
 		if max <= 0 {
-			max = -1 // spinner: nothing to measure in bytes
+			max = -1 // a spinner: nothing to measure in bytes
 		}
 		p.bar = progressbar.NewOptions64(max,
 			progressbar.OptionSetWriter(p.w),
@@ -56,11 +58,29 @@ func (p *progress) Phase(name string, items int, bytes int64) {
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionSetRenderBlankState(true),
 			progressbar.OptionUseIECUnits(true),
-			progressbar.OptionOnCompletion(func() { fmt.Fprintln(p.w) }),
+			progressbar.OptionShowElapsedTimeOnFinish(),
 		)
 		return
 	}
 	p.line()
+	p.stopTicker, p.tickerDone = make(chan struct{}), make(chan struct{})
+	go p.tick(p.stopTicker, p.tickerDone)
+}
+
+func (p *progress) tick(stop, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			p.mu.Lock()
+			p.line()
+			p.mu.Unlock()
+		}
+	}
 }
 
 // Advance records items (and bytes) done.
@@ -69,43 +89,41 @@ func (p *progress) Advance(items int, bytes int64) {
 	defer p.mu.Unlock()
 	p.doneItems += items
 	p.doneBytes += bytes
-	if p.bar != nil {
-		p.bar.Describe(p.describe())
-		if p.bytes > 0 {
-			_ = p.bar.Add64(bytes)
-		} else {
-			_ = p.bar.Add(items)
-		}
+	if p.bar == nil {
 		return
 	}
-	if p.now().Sub(p.lastLine) >= p.interval {
-		p.line()
+	p.bar.Describe(p.describe())
+	if p.bytes > 0 {
+		_ = p.bar.Add64(bytes)
+	} else {
+		_ = p.bar.Add(items)
 	}
 }
 
-// Close ends the last step.
+// Close ends the current step, if any.
 func (p *progress) Close() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.endPhase()
-}
-
-func (p *progress) endPhase() {
-	if !p.phaseOpen {
-		return
+	stop, done := p.stopTicker, p.tickerDone
+	p.stopTicker, p.tickerDone = nil, nil
+	p.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
 	}
-	p.phaseOpen = false
-	if p.bar != nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.bar != nil:
 		if p.doneItems >= p.items {
 			_ = p.bar.Finish()
 		} else {
-			_ = p.bar.Exit()
-			fmt.Fprintln(p.w)
+			_ = p.bar.Exit() // interrupted: leave the bar where it stopped
 		}
+		fmt.Fprintln(p.w)
 		p.bar = nil
-		return
+	case stop != nil:
+		p.line()
 	}
-	p.line()
 }
 
 func (p *progress) describe() string {
@@ -114,14 +132,13 @@ func (p *progress) describe() string {
 
 // line prints one plain progress line: items, bytes and rate.
 func (p *progress) line() {
-	now := p.now()
-	p.lastLine = now
 	s := fmt.Sprintf("%s: %s: %d/%d", p.cmd, p.phase, p.doneItems, p.items)
 	if p.bytes > 0 {
 		s += fmt.Sprintf(", %s/%s", humanize.IBytes(uint64(p.doneBytes)), humanize.IBytes(uint64(p.bytes)))
-		if el := now.Sub(p.started).Seconds(); el > 0 && p.doneBytes > 0 {
+		if el := time.Since(p.started).Seconds(); el > 0 && p.doneBytes > 0 {
 			s += fmt.Sprintf(", %s/s", humanize.IBytes(uint64(float64(p.doneBytes)/el)))
 		}
 	}
+	s += fmt.Sprintf(" (%s)", time.Since(p.started).Round(time.Second))
 	fmt.Fprintln(p.w, s)
 }
