@@ -439,7 +439,12 @@ func (s *SQLite) DeleteUpload(ctx context.Context, id string) error {
 
 // schemaPushed marks repositories that hold pushed content (as opposed to
 // content cached through a rule): only those block a new cache rule.
-const schemaPushed = `ALTER TABLE repositories ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0`
+// Repositories from before it cannot be told apart, so they count as
+// pushed: a rule over them is refused rather than hiding pushed images
+// (the UPDATE was added later; it changes nothing for databases already
+// past this migration, and a new database has no rows to update).
+const schemaPushed = `ALTER TABLE repositories ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0;
+UPDATE repositories SET pushed = 1`
 
 // MarkPushed records that repo received pushed content. It writes only the
 // first time, keeping pushes free of an extra transaction.

@@ -22,7 +22,12 @@ import (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict")
+	// ErrSchemaNewer: the database was migrated by a newer arca.
+	ErrSchemaNewer = errors.New("database schema is newer than this arca")
 )
+
+// SchemaVersion is the schema version this binary migrates to.
+func SchemaVersion() int { return len(migrations) }
 
 // SQLite is the embedded metadata store. Writes go through one connection
 // (SQLite has one writer; queuing in Go beats spinning on SQLITE_BUSY), reads
@@ -36,7 +41,11 @@ type SQLite struct {
 	stmts sync.Map // string -> *sql.Stmt
 }
 
-// Migrations are applied in order, once each; append, never edit.
+// Migrations are applied in order, once each; append, never edit. The
+// schema version is the number applied (schema_migrations records each);
+// a database at a higher version than len(migrations) was written by a
+// newer arca and is refused (ErrSchemaNewer): an older binary might
+// misread what it does not know.
 var migrations = []string{
 	schemaRegistry,
 	schemaRules,
@@ -68,6 +77,9 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	s := &SQLite{w: w, r: r}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
+		if errors.Is(err, ErrSchemaNewer) {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
 		return nil, err
 	}
 	return s, nil
@@ -121,6 +133,9 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	var have int
 	if err := s.w.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return fmt.Errorf("metadata migrate: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("%w: schema version %d, this arca knows up to %d; run the newer arca, or restore a backup taken before the upgrade", ErrSchemaNewer, have, len(migrations))
 	}
 	for v := have + 1; v <= len(migrations); v++ {
 		err := s.tx(ctx, func(tx *sql.Tx) error {

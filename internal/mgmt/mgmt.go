@@ -84,8 +84,12 @@ type Options struct {
 	RateLimits RateLimitStore
 	// Syncer serves the estimate and on-demand sync endpoints (nil: 501).
 	Syncer Syncer
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Backup serves /arca/v1/backup/ (nil: 404); snapshots are staged in
+	// BackupTempDir (the system's temporary directory when empty).
+	Backup        BackupSource
+	BackupTempDir string
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // Handler serves the management API.
@@ -195,6 +199,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			return errMethod(r)
 		}
 		return h.info(w)
+	}
+	if len(seg) >= 3 && seg[0] == "arca" && seg[1] == "v1" && seg[2] == "backup" {
+		return h.backup(w, r, seg[3:])
 	}
 	q := r.URL.Query()
 	_, present := q["api-version"]

@@ -42,7 +42,9 @@ type Options struct {
 	PprofAddr string
 	// UploadMaxAge is how long an abandoned upload is kept before purging.
 	UploadMaxAge time.Duration
-	Logger       *slog.Logger
+	// StorageMetricsMaxAge is how stale the arca_storage_* gauges may get.
+	StorageMetricsMaxAge time.Duration
+	Logger               *slog.Logger
 	// AccessLog logs every request at info level (see accesslog.go).
 	AccessLog bool
 	// Ready, if set, receives the bound address once the server listens.
@@ -83,6 +85,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	if opts.StorageMetricsMaxAge == 0 {
+		opts.StorageMetricsMaxAge = time.Minute
+	}
 	s := &Server{opts: opts, log: opts.Logger}
 	if err := s.openStores(ctx); err != nil {
 		return nil, err
@@ -117,6 +122,7 @@ func (s *Server) build(ctx context.Context) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(promReg)
+	promReg.MustRegister(newStorageCollector(s.meta, s.log, s.opts.StorageMetricsMaxAge))
 	eg, err := egress.Parse(s.opts.PullThrough.UpstreamAllow)
 	if err != nil {
 		return err
