@@ -48,6 +48,7 @@ type Upstream interface {
 	GetBlob(ctx context.Context, r upstream.Repo, d digest.Digest) (io.ReadCloser, int64, error)
 	HeadBlob(ctx context.Context, r upstream.Repo, d digest.Digest) (int64, error)
 	Referrers(ctx context.Context, r upstream.Repo, subject digest.Digest, artifactType string) ([]oci.Descriptor, error)
+	Tags(ctx context.Context, r upstream.Repo, fn func(page []string) error) error
 }
 
 // Blobs is the blob store as the cache uses it.
@@ -60,10 +61,13 @@ type Blobs interface {
 type Meta interface {
 	content.Index
 	BlobSize(ctx context.Context, registry, repo string, d digest.Digest) (int64, error)
+	// References reports whether a manifest of repo references d.
+	References(ctx context.Context, registry, repo string, d digest.Digest) (bool, error)
 	GetManifest(ctx context.Context, registry, repo string, d digest.Digest) (metadata.Manifest, error)
 	GetTag(ctx context.Context, registry, repo, tag string) (metadata.Tag, error)
 	TouchTag(ctx context.Context, registry, repo, tag string) error
 	Referrers(ctx context.Context, registry, repo string, d digest.Digest, artifactType string) ([]metadata.Referrer, error)
+	ListTags(ctx context.Context, registry, repo, last string, n int) ([]string, bool, error)
 }
 
 // Options configure a Cache.
@@ -103,10 +107,17 @@ type Cache struct {
 	metrics    *metrics
 	negative   *negativeCache
 
+	// base is the parent of detached fetches; abort cancels it when
+	// shutdown cannot wait for them any longer.
+	base  context.Context
+	abort context.CancelFunc
+
 	mu       sync.Mutex
-	inflight map[digest.Digest]*fetch
+	inflight map[fetchKey]*fetch
+	closing  bool               // Shutdown began: no new fetches
 	group    singleflight.Group // manifests and tag revalidation
-	wg       sync.WaitGroup     // detached fetches, for Close
+	tagPages tagSnapshots       // upstream tag lists, for follow-up pages
+	wg       sync.WaitGroup     // detached fetches
 }
 
 // New returns a Cache.
@@ -129,18 +140,65 @@ func New(o Options) *Cache {
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
 	}
+	base, abort := context.WithCancel(context.Background())
 	return &Cache{
 		blobs: o.Blobs, meta: o.Meta, up: o.Upstream, log: o.Logger,
 		content:    &content.Store{Blobs: o.Blobs, Index: o.Meta},
 		revalidate: o.Revalidate, revalWait: o.RevalidateTimeout, timeout: o.FetchTimeout,
 		negative: newNegativeCache(o.NegativeTTL),
 		metrics:  newMetrics(o.Registerer),
-		inflight: map[digest.Digest]*fetch{},
+		base:     base, abort: abort,
+		inflight: map[fetchKey]*fetch{},
 	}
 }
 
-// Wait blocks until detached fetches finish (tests, shutdown).
+// Wait blocks until detached fetches finish (tests).
 func (c *Cache) Wait() { c.wg.Wait() }
+
+// Shutdown stops new upstream blob fetches, waits for those under way (a
+// client may have left them: they fill the cache detached) until ctx ends,
+// then aborts those still running, which store nothing. It logs which.
+func (c *Cache) Shutdown(ctx context.Context) {
+	c.mu.Lock()
+	c.closing = true
+	n := len(c.inflight)
+	c.mu.Unlock()
+	idle := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(idle)
+	}()
+	if n > 0 {
+		c.log.Info("shutting down: waiting for upstream blob fetches", "count", n)
+	}
+	select {
+	case <-idle:
+		if n > 0 {
+			c.log.Info("upstream blob fetches finished", "count", n)
+		}
+		return
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	var left []*fetch
+	for _, f := range c.inflight {
+		left = append(left, f)
+	}
+	c.mu.Unlock()
+	c.abort()
+	<-idle
+	for _, f := range left {
+		f.mu.Lock()
+		got, err := f.avail, f.err
+		f.mu.Unlock()
+		if err == nil { // it committed before the abort reached it
+			c.log.Info("upstream blob fetch finished", "upstream", f.key.host+"/"+f.key.path, "digest", f.key.d)
+			continue
+		}
+		c.log.Warn("shutdown timeout: aborted upstream blob fetch; nothing stored", "upstream", f.key.host+"/"+f.key.path,
+			"digest", f.key.d, "bytes_received", got, "err", err)
+	}
+}
 
 type metrics struct {
 	requests      *prometheus.CounterVec
@@ -151,7 +209,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arca_cache_requests_total",
-			Help: "Requests for cached repositories by kind (manifest, blob) and result (hit, miss, stale, coalesced, error).",
+			Help: "Requests for cached repositories by kind (manifest, blob, tags) and result (hit, miss, stale, coalesced, error).",
 		}, []string{"kind", "result"}),
 		bytesUpstream: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "arca_cache_fetched_bytes_total", Help: "Blob bytes fetched from upstreams into the cache.",

@@ -47,11 +47,15 @@ func (p prefixRules) Resolve(_ context.Context, _, repo, ns string) (cache.Targe
 	}}, true, nil
 }
 
+func (p prefixRules) MirrorsHost(context.Context, string, string) (bool, error) { return false, nil }
+
 type env struct {
 	srv   *httptest.Server
 	cache *cache.Cache
 	blobs *blobstore.FS
 	up    *upstream.Client
+	meta  *metadata.SQLite
+	dir   string
 }
 
 // waitHealthy waits until the upstream client's health probe has seen
@@ -67,6 +71,12 @@ func (e *env) waitHealthy(t *testing.T, host string) {
 
 func newEnv(t testing.TB, upHost string, revalidate time.Duration, creds upstream.Credentials) *env {
 	t.Helper()
+	return newEnvRules(t, prefixRules{prefix: "cached", host: upHost, creds: creds}, revalidate, upHost)
+}
+
+// newEnvRules serves rules, allowing plain HTTP to the given upstreams.
+func newEnvRules(t testing.TB, rules registry.Resolver, revalidate time.Duration, upHosts ...string) *env {
+	t.Helper()
 	dir := t.TempDir()
 	blobs, err := blobstore.NewFS(filepath.Join(dir, "blobs"))
 	if err != nil {
@@ -76,18 +86,18 @@ func newEnv(t testing.TB, upHost string, revalidate time.Duration, creds upstrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := upstream.New(upstream.Options{Insecure: []string{upHost}, MaxRetries: 2, Registerer: prometheus.NewRegistry()})
+	up, err := upstream.New(upstream.Options{Insecure: upHosts, MaxRetries: 2, TagPageSize: 64, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := cache.New(cache.Options{Blobs: blobs, Meta: meta, Upstream: up, Revalidate: revalidate, FetchTimeout: time.Minute})
 	h := registry.New(registry.Options{
 		Blobs: blobs, Meta: meta, Registry: func(*http.Request) string { return "default" },
-		Rules: prefixRules{prefix: "cached", host: upHost, creds: creds}, Cache: c,
+		Rules: rules, Cache: c,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { srv.Close(); c.Wait(); meta.Close() })
-	return &env{srv: srv, cache: c, blobs: blobs, up: up}
+	return &env{srv: srv, cache: c, blobs: blobs, up: up, meta: meta, dir: dir}
 }
 
 func randomBytes(n int) []byte {

@@ -107,8 +107,8 @@ func TestFaultInjection(t *testing.T) {
 		name      string
 		coldFirst bool // the cold blob before the cached tag (so it meets the fault first)
 		tls       bool
-		extra  []string
-		inject func(t *testing.T, fe *faultEnv) (check func(t *testing.T))
+		extra     []string
+		inject    func(t *testing.T, fe *faultEnv) (check func(t *testing.T))
 		// tagCache lists the X-Arca-Cache values a pull of the cached tag
 		// (due for revalidation) may answer with.
 		tagCache []string

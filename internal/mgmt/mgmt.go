@@ -65,6 +65,10 @@ type Options struct {
 	Checker CredentialChecker
 	// CheckTimeout bounds one credential check. Default 30s.
 	CheckTimeout time.Duration
+	// Health stores re-checked credential health (nil: Store, when it can).
+	Health HealthStore
+	// HealthMaxAge and HealthInterval time the re-checks (health.go).
+	HealthMaxAge, HealthInterval time.Duration
 	// ValidateSecretRef checks a secret reference's syntax (nil: any non-empty string).
 	ValidateSecretRef func(string) error
 	// MaxRules per registry; <= 0 means rules.DefaultMaxRules.
@@ -83,14 +87,19 @@ type Options struct {
 	UpstreamHealth func(loginServer string) UpstreamHealth
 	// Syncer serves the estimate and on-demand sync endpoints (nil: 501).
 	Syncer Syncer
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Backup serves /arca/v1/backup/ (nil: 404); snapshots are staged in
+	// BackupTempDir (the system's temporary directory when empty).
+	Backup        BackupSource
+	BackupTempDir string
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // Handler serves the management API.
 type Handler struct {
-	opts Options
-	log  *slog.Logger
+	opts   Options
+	log    *slog.Logger
+	health *healthChecks
 }
 
 // New returns a Handler.
@@ -123,6 +132,19 @@ func New(opts Options) (*Handler, error) {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = 30 * time.Second
 	}
+	if opts.Health == nil {
+		hs, ok := opts.Store.(HealthStore)
+		if !ok {
+			return nil, errors.New("mgmt: Health is required when Store cannot store credential health")
+		}
+		opts.Health = hs
+	}
+	if opts.HealthMaxAge <= 0 {
+		opts.HealthMaxAge = DefaultHealthMaxAge
+	}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = DefaultHealthInterval
+	}
 	if opts.PageSize <= 0 {
 		opts.PageSize = DefaultPageSize
 	}
@@ -132,7 +154,9 @@ func New(opts Options) (*Handler, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Handler{opts: opts, log: opts.Logger}, nil
+	h := &Handler{opts: opts, log: opts.Logger}
+	h.health = newHealthChecks(h)
+	return h, nil
 }
 
 // request is one parsed management call.
@@ -178,6 +202,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			return errMethod(r)
 		}
 		return h.info(w)
+	}
+	if len(seg) >= 3 && seg[0] == "arca" && seg[1] == "v1" && seg[2] == "backup" {
+		return h.backup(w, r, seg[3:])
 	}
 	q := r.URL.Query()
 	_, present := q["api-version"]

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 
+	"github.com/arcacache/arca/internal/backup"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/secrets"
@@ -51,6 +52,10 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	if err != nil {
 		return nil, nil, err
 	}
+	bsrc, err := backup.NewDirSource(s.opts.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
 	h, err := mgmt.New(mgmt.Options{
 		SubscriptionID:    o.SubscriptionID,
 		ResourceGroup:     o.ResourceGroup,
@@ -63,6 +68,8 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		RateLimits:        s.meta,
 		UpstreamHealth:    health,
 		Syncer:            sy,
+		Backup:            bsrc,
+		BackupTempDir:     s.opts.DataDir,
 		ValidateSecretRef: secrets.Validate,
 		MaxRules:          o.MaxCacheRules,
 		OnChange: func(registry string) {

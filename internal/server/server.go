@@ -21,8 +21,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/secrets"
 	"github.com/arcacache/arca/internal/syncer"
@@ -36,9 +38,15 @@ type Options struct {
 	TLSCert         string
 	TLSKey          string
 	ShutdownTimeout time.Duration
+	// PprofAddr, when set, serves net/http/pprof there (loopback only).
+	PprofAddr string
 	// UploadMaxAge is how long an abandoned upload is kept before purging.
 	UploadMaxAge time.Duration
-	Logger       *slog.Logger
+	// StorageMetricsMaxAge is how stale the arca_storage_* gauges may get.
+	StorageMetricsMaxAge time.Duration
+	Logger               *slog.Logger
+	// AccessLog logs every request at info level (see accesslog.go).
+	AccessLog bool
 	// Ready, if set, receives the bound address once the server listens.
 	Ready func(addr net.Addr)
 	// Management configures the management plane (see mgmt.go).
@@ -59,6 +67,8 @@ type Server struct {
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
+	cache   *cache.Cache
+	mgmt    *mgmt.Handler
 	handler http.Handler
 }
 
@@ -72,6 +82,14 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.UploadMaxAge == 0 {
 		opts.UploadMaxAge = 24 * time.Hour
+	}
+	if opts.PprofAddr != "" {
+		if err := checkPprofAddr(opts.PprofAddr); err != nil {
+			return nil, err
+		}
+	}
+	if opts.StorageMetricsMaxAge == 0 {
+		opts.StorageMetricsMaxAge = time.Minute
 	}
 	s := &Server{opts: opts, log: opts.Logger}
 	if err := s.openStores(ctx); err != nil {
@@ -106,6 +124,8 @@ func (s *Server) openStores(ctx context.Context) error {
 func (s *Server) build(ctx context.Context) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(promReg)
+	promReg.MustRegister(newStorageCollector(s.meta, s.log, s.opts.StorageMetricsMaxAge))
 	eg, err := egress.Parse(s.opts.PullThrough.UpstreamAllow)
 	if err != nil {
 		return err
@@ -118,6 +138,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.cache = pt.cache
 	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
 		return err
 	}
@@ -129,6 +150,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.mgmt = mg
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
@@ -154,7 +176,7 @@ func (s *Server) build(ctx context.Context) error {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	s.handler = accessLog(s.log, newHTTPMetrics(promReg).instrument(routeName, s.guard.wrap(root)))
+	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, s.guard.wrap(root)))
 	return nil
 }
 
@@ -223,7 +245,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.opts.Ready != nil {
 		s.opts.Ready(ln.Addr())
 	}
+	if s.opts.PprofAddr != "" {
+		stop, err := s.servePprof()
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
+	}
 	go s.janitor(ctx)
+	go s.mgmt.RunHealthChecks(ctx)
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
@@ -242,7 +273,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	err = srv.Shutdown(sctx)
+	// Fetches that clients left go on detached: within the same drain
+	// timeout they finish, or are aborted (storing nothing).
+	s.cache.Shutdown(sctx)
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -251,23 +286,6 @@ func (s *Server) Run(ctx context.Context) error {
 	<-syncDone // runs under way record where they were
 	s.log.Info("stopped")
 	return nil
-}
-
-func accessLog(log *slog.Logger, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		h.ServeHTTP(sw, r)
-		if !log.Enabled(r.Context(), slog.LevelDebug) && sw.status < 500 {
-			return
-		}
-		lvl := slog.LevelDebug
-		if sw.status >= 500 {
-			lvl = slog.LevelWarn
-		}
-		log.Log(r.Context(), lvl, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
-			"bytes", sw.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
-	})
 }
 
 // egressClient is the HTTP client of secret stores and identity endpoints,
