@@ -63,11 +63,11 @@ func (e *HostDownError) Error() string {
 
 // HostState is what the tracker knows about one host.
 type HostState struct {
-	Host        string    `json:"host"`
-	Healthy     bool      `json:"healthy"`
-	Reason      string    `json:"reason,omitempty"`
-	Until       time.Time `json:"until,omitzero"`
-	RateLimited bool      `json:"rateLimited,omitempty"`
+	Host        string
+	Healthy     bool
+	Reason      string // why it is down, in words fit for a client
+	Until       time.Time
+	RateLimited bool // held back by a 429, not down
 }
 
 type hostState struct {
