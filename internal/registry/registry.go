@@ -94,6 +94,14 @@ type Options struct {
 	// match no rule and no local repository be read as mirror requests for
 	// that registry: Docker's registry-mirrors sends Docker Hub paths as is.
 	MirrorNamespace string
+	// Stats, if set, counts pull reads per cache rule.
+	Stats Stats
+}
+
+// Stats counts a response served through cache rule rule: its kind, cache
+// result and body bytes.
+type Stats interface {
+	Served(registry, rule, kind, result string, bytes int64)
 }
 
 // Resolver finds the cache rule serving a repository. ns is the upstream
@@ -116,6 +124,7 @@ type Handler struct {
 	rules       Resolver
 	cache       *cache.Cache
 	mirrorNS    string
+	stats       Stats
 }
 
 // New returns the /v2/ handler.
@@ -132,7 +141,7 @@ func New(o Options) *Handler {
 	return &Handler{
 		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest, maxBlob: o.MaxBlobSize,
 		content: &content.Store{Blobs: o.Blobs, Index: o.Meta},
-		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace,
+		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, stats: o.Stats,
 	}
 }
 
