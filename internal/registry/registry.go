@@ -92,6 +92,9 @@ type Options struct {
 	// match no rule and no local repository be read as mirror requests for
 	// that registry: Docker's registry-mirrors sends Docker Hub paths as is.
 	MirrorNamespace string
+	// Access checks every request (nil: no access control; the server
+	// always sets one, closed unless started with --insecure-open).
+	Access Access
 }
 
 // Resolver finds the cache rule serving a repository. ns is the upstream
@@ -111,6 +114,7 @@ type Handler struct {
 	rules       Resolver
 	cache       *cache.Cache
 	mirrorNS    string
+	access      Access
 }
 
 // New returns the /v2/ handler.
@@ -124,7 +128,7 @@ func New(o Options) *Handler {
 	return &Handler{
 		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest,
 		content: &content.Store{Blobs: o.Blobs, Index: o.Meta},
-		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace,
+		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access,
 	}
 }
 
@@ -233,6 +237,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reg := h.registry(r)
+	r, ok := h.authorize(w, r, reg, rt)
+	if !ok {
+		return
+	}
 	var err error
 	if rt.repo != "" && h.rules != nil && h.cache != nil {
 		var t cache.Target

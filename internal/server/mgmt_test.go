@@ -58,7 +58,7 @@ func startServer(t *testing.T, dataDir string, logs *lockedBuffer, mo Management
 	}
 	ready := make(chan net.Addr, 1)
 	s, err := New(context.Background(), Options{
-		Addr: "127.0.0.1:0", DataDir: dataDir, RegistryName: "default",
+		Addr: "127.0.0.1:0", DataDir: dataDir, RegistryName: "default", InsecureOpen: true,
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Management:  mo,
 		PullThrough: pt,

@@ -14,7 +14,7 @@ import (
 // an OCI error, not ServeMux's redirect to a cleaned path.
 func TestDotSegmentsNotRedirected(t *testing.T) {
 	s, err := New(context.Background(), Options{
-		Addr: "127.0.0.1:0", DataDir: t.TempDir(), RegistryName: "default",
+		Addr: "127.0.0.1:0", DataDir: t.TempDir(), RegistryName: "default", InsecureOpen: true,
 		Logger: slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), Management: ManagementOptions{AdminToken: "tok"},
 	})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
@@ -47,6 +48,9 @@ type Options struct {
 	PullThrough PullThroughOptions
 	// Sync configures active sync (see sync.go).
 	Sync SyncOptions
+	// InsecureOpen turns data-plane access control off (anyone may pull,
+	// push and delete); refused unless Addr is a loopback address.
+	InsecureOpen bool
 }
 
 // Server is a running arca.
@@ -126,9 +130,14 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	access, err := s.newAccess()
+	if err != nil {
+		return err
+	}
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
+		Access: access,
 	})
 
 	mux := http.NewServeMux()
@@ -140,6 +149,7 @@ func (s *Server) build(ctx context.Context) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
 	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
 	mux.Handle("/arca/", mg)
+	mux.Handle(auth.TokenPath, access.TokenHandler(regs.ForRequest))
 	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
 	// "//" with a redirect to a cleaned path instead of the spec's error.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -158,7 +168,7 @@ func routeName(r *http.Request) string {
 	switch {
 	case strings.HasPrefix(p, "/v2/"):
 		return registry.RouteName(r.URL.EscapedPath())
-	case p == "/healthz", p == "/readyz", p == "/metrics":
+	case p == "/healthz", p == "/readyz", p == "/metrics", p == auth.TokenPath:
 		return p[1:]
 	case strings.HasPrefix(p, "/subscriptions/"), strings.HasPrefix(p, "/arca/"):
 		return "mgmt"

@@ -73,6 +73,11 @@ type Options struct {
 	DataDir string   // data directory (reused across restarts); "" = t.TempDir()
 	Args    []string // more serve flags
 	Env     []string // added to the test binary's environment
+	// Closed keeps data-plane access control on. Without it the harness
+	// starts arca with --insecure-open (anyone may pull, push and delete),
+	// so tests about other things need no credentials; access-control
+	// tests set Closed and create the identities they use.
+	Closed bool
 }
 
 // LoopbackOnly are the serve flags that keep arca's outbound connections
@@ -103,6 +108,9 @@ func Start(t testing.TB, o Options) *Proc {
 		o.DataDir = t.TempDir()
 	}
 	args := append([]string{"serve", "--addr", o.Addr, "--data-dir", o.DataDir}, o.Args...)
+	if !o.Closed && !slices.Contains(o.Args, "--insecure-open") {
+		args = append(args, "--insecure-open")
+	}
 	if !slices.Contains(o.Args, "--upstream-allow") {
 		// Tests stay on loopback: names such as docker.io or a Key Vault
 		// host in a test's rules are refused, never resolved.

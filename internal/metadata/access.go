@@ -1,0 +1,435 @@
+package metadata
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// schemaAccess holds data-plane access control: registry access settings
+// (on the registries table), scope maps, tokens, JWT signing keys and
+// refresh tokens. Passwords and refresh tokens are stored only as hashes.
+const schemaAccess = `
+ALTER TABLE registries ADD COLUMN admin_enabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registries ADD COLUMN anonymous_pull INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registries ADD COLUMN admin_password1 TEXT NOT NULL DEFAULT '';
+ALTER TABLE registries ADD COLUMN admin_password2 TEXT NOT NULL DEFAULT '';
+CREATE TABLE scope_maps (
+	registry    TEXT NOT NULL,
+	name        TEXT NOT NULL COLLATE NOCASE,
+	description TEXT NOT NULL DEFAULT '',
+	actions     TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	modified_at INTEGER NOT NULL,
+	PRIMARY KEY (registry, name)
+);
+CREATE TABLE tokens (
+	registry    TEXT NOT NULL,
+	name        TEXT NOT NULL COLLATE NOCASE,
+	scope_map   TEXT NOT NULL DEFAULT '',
+	status      TEXT NOT NULL,
+	passwords   TEXT NOT NULL DEFAULT '[]',
+	created_at  INTEGER NOT NULL,
+	modified_at INTEGER NOT NULL,
+	PRIMARY KEY (registry, name)
+);
+CREATE TABLE signing_keys (
+	kid        TEXT PRIMARY KEY,
+	secret     BLOB NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE refresh_tokens (
+	hash       TEXT PRIMARY KEY,
+	registry   TEXT NOT NULL,
+	kind       TEXT NOT NULL,
+	subject    TEXT NOT NULL,
+	stamp      TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL,
+	revoked    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at)`
+
+// RegistryAccess are a registry's data-plane access settings.
+type RegistryAccess struct {
+	AdminEnabled  bool
+	AnonymousPull bool
+	// AdminPasswords are the argon2id hashes of the admin user's two
+	// passwords ("" = not generated yet).
+	AdminPasswords [2]string
+}
+
+// GetRegistryAccess returns registry's access settings.
+func (s *SQLite) GetRegistryAccess(ctx context.Context, registry string) (RegistryAccess, error) {
+	var a RegistryAccess
+	err := s.r.QueryRowContext(ctx, `SELECT admin_enabled, anonymous_pull, admin_password1, admin_password2 FROM registries WHERE name = ?`,
+		strings.ToLower(registry)).Scan(&a.AdminEnabled, &a.AnonymousPull, &a.AdminPasswords[0], &a.AdminPasswords[1])
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, ErrNotFound
+	}
+	if err != nil {
+		return a, fmt.Errorf("registry access: %w", err)
+	}
+	return a, nil
+}
+
+// UpdateRegistryAccess changes registry's access settings in one transaction.
+func (s *SQLite) UpdateRegistryAccess(ctx context.Context, registry string, fn func(*RegistryAccess) error) error {
+	registry = strings.ToLower(registry)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var a RegistryAccess
+		err := tx.QueryRowContext(ctx, `SELECT admin_enabled, anonymous_pull, admin_password1, admin_password2 FROM registries WHERE name = ?`,
+			registry).Scan(&a.AdminEnabled, &a.AnonymousPull, &a.AdminPasswords[0], &a.AdminPasswords[1])
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("registry access: %w", err)
+		}
+		if err := fn(&a); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE registries SET admin_enabled = ?, anonymous_pull = ?, admin_password1 = ?, admin_password2 = ? WHERE name = ?`,
+			a.AdminEnabled, a.AnonymousPull, a.AdminPasswords[0], a.AdminPasswords[1], registry)
+		if err != nil {
+			return fmt.Errorf("registry access: %w", err)
+		}
+		return nil
+	})
+}
+
+// ScopeMap is a user-defined scope map: ACR action strings such as
+// repositories/team/*/content/read.
+type ScopeMap struct {
+	Name        string
+	Description string
+	Actions     []string
+	Created     time.Time
+	Modified    time.Time
+}
+
+// GetScopeMap returns a scope map (ErrNotFound if none).
+func (s *SQLite) GetScopeMap(ctx context.Context, registry, name string) (ScopeMap, error) {
+	var m ScopeMap
+	var acts string
+	var c, mod int64
+	err := s.r.QueryRowContext(ctx, `SELECT name, description, actions, created_at, modified_at FROM scope_maps WHERE registry = ? AND name = ?`,
+		strings.ToLower(registry), name).Scan(&m.Name, &m.Description, &acts, &c, &mod)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, ErrNotFound
+	}
+	if err != nil {
+		return m, fmt.Errorf("get scope map: %w", err)
+	}
+	if err := json.Unmarshal([]byte(acts), &m.Actions); err != nil {
+		return m, fmt.Errorf("get scope map %s: %w", name, err)
+	}
+	m.Created, m.Modified = time.UnixMilli(c).UTC(), time.UnixMilli(mod).UTC()
+	return m, nil
+}
+
+// ListScopeMaps returns registry's scope maps by name.
+func (s *SQLite) ListScopeMaps(ctx context.Context, registry string) ([]ScopeMap, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM scope_maps WHERE registry = ? ORDER BY name`, strings.ToLower(registry))
+	if err != nil {
+		return nil, fmt.Errorf("list scope maps: %w", err)
+	}
+	names, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list scope maps: %w", err)
+	}
+	out := make([]ScopeMap, 0, len(names))
+	for _, n := range names {
+		m, err := s.GetScopeMap(ctx, registry, n)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		if err == nil {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// PutScopeMap creates or replaces a scope map, keeping its creation time.
+// It reports whether it was created.
+func (s *SQLite) PutScopeMap(ctx context.Context, registry string, m ScopeMap) (bool, error) {
+	acts, _ := json.Marshal(append([]string{}, m.Actions...))
+	t := now()
+	var created bool
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE scope_maps SET description = ?, actions = ?, modified_at = ? WHERE registry = ? AND name = ?`,
+			m.Description, string(acts), t, strings.ToLower(registry), m.Name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		created = true
+		_, err = tx.ExecContext(ctx, `INSERT INTO scope_maps(registry, name, description, actions, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			strings.ToLower(registry), m.Name, m.Description, string(acts), t, t)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("put scope map: %w", err)
+	}
+	return created, nil
+}
+
+// DeleteScopeMap deletes a scope map; ErrConflict if a token uses it.
+func (s *SQLite) DeleteScopeMap(ctx context.Context, registry, name string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens WHERE registry = ? AND scope_map = ? COLLATE NOCASE`,
+			strings.ToLower(registry), name).Scan(&n); err != nil {
+			return fmt.Errorf("delete scope map: %w", err)
+		}
+		if n > 0 {
+			return fmt.Errorf("scope map %s is used by %d token(s): %w", name, n, ErrConflict)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM scope_maps WHERE registry = ? AND name = ?`, strings.ToLower(registry), name)
+		if err != nil {
+			return fmt.Errorf("delete scope map: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
+// TokenPassword is one of a token's two passwords.
+type TokenPassword struct {
+	Name    string    `json:"name"` // password1 or password2
+	Hash    string    `json:"hash"` // argon2id
+	Created time.Time `json:"created"`
+	Expiry  time.Time `json:"expiry,omitzero"` // zero: never
+}
+
+// Token is a repository-scoped access token.
+type Token struct {
+	Name      string
+	ScopeMap  string // scope map name ("" = none: no access)
+	Status    string // enabled or disabled
+	Passwords []TokenPassword
+	Created   time.Time
+	Modified  time.Time
+}
+
+// GetToken returns a token (ErrNotFound if none).
+func (s *SQLite) GetToken(ctx context.Context, registry, name string) (Token, error) {
+	return getToken(ctx, s.r, registry, name)
+}
+
+type queryRower interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func getToken(ctx context.Context, q queryRower, registry, name string) (Token, error) {
+	var tk Token
+	var pw string
+	var c, mod int64
+	err := q.QueryRowContext(ctx, `SELECT name, scope_map, status, passwords, created_at, modified_at FROM tokens WHERE registry = ? AND name = ?`,
+		strings.ToLower(registry), name).Scan(&tk.Name, &tk.ScopeMap, &tk.Status, &pw, &c, &mod)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tk, ErrNotFound
+	}
+	if err != nil {
+		return tk, fmt.Errorf("get token: %w", err)
+	}
+	if err := json.Unmarshal([]byte(pw), &tk.Passwords); err != nil {
+		return tk, fmt.Errorf("get token %s: %w", name, err)
+	}
+	tk.Created, tk.Modified = time.UnixMilli(c).UTC(), time.UnixMilli(mod).UTC()
+	return tk, nil
+}
+
+// ListTokens returns registry's tokens by name.
+func (s *SQLite) ListTokens(ctx context.Context, registry string) ([]Token, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM tokens WHERE registry = ? ORDER BY name`, strings.ToLower(registry))
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	names, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	out := make([]Token, 0, len(names))
+	for _, n := range names {
+		tk, err := s.GetToken(ctx, registry, n)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		if err == nil {
+			out = append(out, tk)
+		}
+	}
+	return out, nil
+}
+
+// UpdateToken creates or changes a token in one transaction: fn gets the
+// current token (created false) or a zero Token with Name set (created
+// true). It reports whether the token was created.
+func (s *SQLite) UpdateToken(ctx context.Context, registry, name string, fn func(tk *Token, created bool) error) (bool, error) {
+	var created bool
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		tk, err := getToken(ctx, tx, registry, name)
+		created = errors.Is(err, ErrNotFound)
+		if err != nil && !created {
+			return err
+		}
+		if created {
+			tk = Token{Name: name}
+		}
+		if err := fn(&tk, created); err != nil {
+			return err
+		}
+		pw, _ := json.Marshal(append([]TokenPassword{}, tk.Passwords...))
+		t := now()
+		if created {
+			_, err = tx.ExecContext(ctx, `INSERT INTO tokens(registry, name, scope_map, status, passwords, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				strings.ToLower(registry), tk.Name, tk.ScopeMap, tk.Status, string(pw), t, t)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE tokens SET scope_map = ?, status = ?, passwords = ?, modified_at = ? WHERE registry = ? AND name = ?`,
+				tk.ScopeMap, tk.Status, string(pw), t, strings.ToLower(registry), name)
+		}
+		if err != nil {
+			return fmt.Errorf("update token: %w", err)
+		}
+		return nil
+	})
+	return created, err
+}
+
+// DeleteToken deletes a token.
+func (s *SQLite) DeleteToken(ctx context.Context, registry, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM tokens WHERE registry = ? AND name = ?`, strings.ToLower(registry), name)
+	if err != nil {
+		return fmt.Errorf("delete token: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// SigningKey is a JWT signing key (HMAC secret) shared by all replicas.
+type SigningKey struct {
+	ID      string
+	Secret  []byte
+	Created time.Time
+}
+
+// SigningKeys returns the signing keys, newest first.
+func (s *SQLite) SigningKeys(ctx context.Context) ([]SigningKey, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT kid, secret, created_at FROM signing_keys ORDER BY created_at DESC, kid`)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	defer rows.Close()
+	var out []SigningKey
+	for rows.Next() {
+		var k SigningKey
+		var c int64
+		if err := rows.Scan(&k.ID, &k.Secret, &c); err != nil {
+			return nil, fmt.Errorf("signing keys: %w", err)
+		}
+		k.Created = time.UnixMilli(c).UTC()
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// AddSigningKey stores k unless a key newer than notAfter exists (another
+// replica rotated first), and deletes keys created before pruneBefore.
+func (s *SQLite) AddSigningKey(ctx context.Context, k SigningKey, notAfter, pruneBefore time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM signing_keys WHERE created_at > ?`, notAfter.UnixMilli()).Scan(&n); err != nil {
+			return fmt.Errorf("add signing key: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO signing_keys(kid, secret, created_at) VALUES (?, ?, ?)`, k.ID, k.Secret, k.Created.UnixMilli()); err != nil {
+			return fmt.Errorf("add signing key: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM signing_keys WHERE created_at < ?`, pruneBefore.UnixMilli()); err != nil {
+			return fmt.Errorf("prune signing keys: %w", err)
+		}
+		return nil
+	})
+}
+
+// RefreshToken is an issued refresh token, known by its hash.
+type RefreshToken struct {
+	Hash     string
+	Registry string
+	Kind     string // identity kind: admin or token
+	Subject  string
+	// Stamp identifies the credential it was issued for; a changed
+	// password or disabled identity makes it invalid.
+	Stamp   string
+	Created time.Time
+	Expires time.Time
+	Revoked bool
+}
+
+// PutRefreshToken records an issued refresh token and drops expired ones.
+func (s *SQLite) PutRefreshToken(ctx context.Context, t RefreshToken) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE expires_at < ?`, now()); err != nil {
+			return fmt.Errorf("refresh tokens: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens(hash, registry, kind, subject, stamp, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			t.Hash, strings.ToLower(t.Registry), t.Kind, t.Subject, t.Stamp, t.Created.UnixMilli(), t.Expires.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("put refresh token: %w", err)
+		}
+		return nil
+	})
+}
+
+// GetRefreshToken returns the refresh token with this hash.
+func (s *SQLite) GetRefreshToken(ctx context.Context, hash string) (RefreshToken, error) {
+	t := RefreshToken{Hash: hash}
+	var c, e int64
+	err := s.r.QueryRowContext(ctx, `SELECT registry, kind, subject, stamp, created_at, expires_at, revoked FROM refresh_tokens WHERE hash = ?`, hash).
+		Scan(&t.Registry, &t.Kind, &t.Subject, &t.Stamp, &c, &e, &t.Revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, ErrNotFound
+	}
+	if err != nil {
+		return t, fmt.Errorf("get refresh token: %w", err)
+	}
+	t.Created, t.Expires = time.UnixMilli(c).UTC(), time.UnixMilli(e).UTC()
+	return t, nil
+}
+
+// RevokeRefreshTokens revokes every refresh token of an identity.
+func (s *SQLite) RevokeRefreshTokens(ctx context.Context, registry, kind, subject string) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE refresh_tokens SET revoked = 1 WHERE registry = ? AND kind = ? AND subject = ? COLLATE NOCASE`,
+		strings.ToLower(registry), kind, subject)
+	if err != nil {
+		return fmt.Errorf("revoke refresh tokens: %w", err)
+	}
+	return nil
+}
+
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
