@@ -130,7 +130,7 @@ func (s *Service) lookupPassword(ctx context.Context, registry, user, password s
 	}
 	checked := false
 	if strings.EqualFold(user, registry) {
-		acc, err := s.store.GetRegistryAccess(ctx, registry)
+		acc, err := s.store.GetRegistrySettings(ctx, registry)
 		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 			return Identity{}, err
 		}
@@ -209,7 +209,7 @@ func (s *Service) current(ctx context.Context, registry, kind, name, stamp strin
 	id := Identity{Registry: registry, Kind: kind, Name: name, Stamp: stamp}
 	switch kind {
 	case KindAnonymous:
-		acc, err := s.store.GetRegistryAccess(ctx, registry)
+		acc, err := s.store.GetRegistrySettings(ctx, registry)
 		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 			return id, false, err
 		}
@@ -219,7 +219,7 @@ func (s *Service) current(ctx context.Context, registry, kind, name, stamp strin
 		id.Perms = anonymousPerms
 		return id, true, nil
 	case KindAdmin:
-		acc, err := s.store.GetRegistryAccess(ctx, registry)
+		acc, err := s.store.GetRegistrySettings(ctx, registry)
 		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 			return id, false, err
 		}

@@ -20,7 +20,7 @@ import (
 // Store is what access control reads and writes in the metadata store.
 type Store interface {
 	KeyStore
-	GetRegistryAccess(ctx context.Context, registry string) (metadata.RegistryAccess, error)
+	GetRegistrySettings(ctx context.Context, registry string) (metadata.RegistrySettings, error)
 	GetToken(ctx context.Context, registry, name string) (metadata.Token, error)
 	GetScopeMap(ctx context.Context, registry, name string) (metadata.ScopeMap, error)
 	PutRefreshToken(ctx context.Context, t metadata.RefreshToken) error

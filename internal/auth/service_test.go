@@ -124,7 +124,7 @@ func TestAnonymousChallengeAndAnonymousPull(t *testing.T) {
 	if code, _ := getToken(t, svc, "", "scope=repository:team/app:pull"); code != 401 {
 		t.Fatalf("anonymous token with anonymous pull off: %d", code)
 	}
-	if err := meta.UpdateRegistryAccess(context.Background(), "reg01", func(a *metadata.RegistryAccess) error { a.AnonymousPull = true; return nil }); err != nil {
+	if err := meta.UpdateRegistrySettings(context.Background(), "reg01", func(a *metadata.RegistrySettings) error { a.AnonymousPull = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if w := authorize(svc, "", RepoScope("team/app", Pull)); w.Code != 200 {
@@ -338,7 +338,7 @@ func TestAdminUser(t *testing.T) {
 	pw, _ := GenerateSecret()
 	h, _ := HashPassword(pw)
 	set := func(enabled bool) {
-		if err := meta.UpdateRegistryAccess(context.Background(), "reg01", func(a *metadata.RegistryAccess) error {
+		if err := meta.UpdateRegistrySettings(context.Background(), "reg01", func(a *metadata.RegistrySettings) error {
 			a.AdminEnabled, a.AdminPasswords[1] = enabled, h
 			return nil
 		}); err != nil {

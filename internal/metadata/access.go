@@ -18,6 +18,11 @@ ALTER TABLE registries ADD COLUMN admin_enabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE registries ADD COLUMN anonymous_pull INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE registries ADD COLUMN admin_password1 TEXT NOT NULL DEFAULT '';
 ALTER TABLE registries ADD COLUMN admin_password2 TEXT NOT NULL DEFAULT '';
+ALTER TABLE registries ADD COLUMN sku TEXT NOT NULL DEFAULT 'Standard';
+ALTER TABLE registries ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE registries ADD COLUMN public_network_access TEXT NOT NULL DEFAULT 'Enabled';
+ALTER TABLE registries ADD COLUMN data_endpoint_enabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registries ADD COLUMN role_assignment_mode TEXT NOT NULL DEFAULT 'LegacyRegistryPermissions';
 CREATE TABLE scope_maps (
 	registry    TEXT NOT NULL,
 	name        TEXT NOT NULL COLLATE NOCASE,
@@ -54,49 +59,70 @@ CREATE TABLE refresh_tokens (
 );
 CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at)`
 
-// RegistryAccess are a registry's data-plane access settings.
-type RegistryAccess struct {
+// RegistrySettings are a registry's resource properties, data-plane
+// access settings included.
+type RegistrySettings struct {
 	AdminEnabled  bool
 	AnonymousPull bool
 	// AdminPasswords are the argon2id hashes of the admin user's two
 	// passwords ("" = not generated yet).
 	AdminPasswords [2]string
+	// SKU is Basic, Standard or Premium: recorded, changes nothing.
+	SKU                 string
+	Tags                map[string]string
+	PublicNetworkAccess string // Enabled or Disabled
+	DataEndpointEnabled bool
+	RoleAssignmentMode  string
+	Created             time.Time
 }
 
-// GetRegistryAccess returns registry's access settings.
-func (s *SQLite) GetRegistryAccess(ctx context.Context, registry string) (RegistryAccess, error) {
-	var a RegistryAccess
-	err := s.r.QueryRowContext(ctx, `SELECT admin_enabled, anonymous_pull, admin_password1, admin_password2 FROM registries WHERE name = ?`,
-		strings.ToLower(registry)).Scan(&a.AdminEnabled, &a.AnonymousPull, &a.AdminPasswords[0], &a.AdminPasswords[1])
+const settingsColumns = `admin_enabled, anonymous_pull, admin_password1, admin_password2, sku, tags, public_network_access, data_endpoint_enabled, role_assignment_mode, created_at`
+
+func scanSettings(row *sql.Row) (RegistrySettings, error) {
+	var a RegistrySettings
+	var tags string
+	var created int64
+	err := row.Scan(&a.AdminEnabled, &a.AnonymousPull, &a.AdminPasswords[0], &a.AdminPasswords[1], &a.SKU, &tags,
+		&a.PublicNetworkAccess, &a.DataEndpointEnabled, &a.RoleAssignmentMode, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return a, ErrNotFound
 	}
 	if err != nil {
-		return a, fmt.Errorf("registry access: %w", err)
+		return a, fmt.Errorf("registry settings: %w", err)
 	}
+	if err := json.Unmarshal([]byte(tags), &a.Tags); err != nil {
+		return a, fmt.Errorf("registry tags: %w", err)
+	}
+	a.Created = time.UnixMilli(created).UTC()
 	return a, nil
 }
 
-// UpdateRegistryAccess changes registry's access settings in one transaction.
-func (s *SQLite) UpdateRegistryAccess(ctx context.Context, registry string, fn func(*RegistryAccess) error) error {
+// GetRegistrySettings returns registry's settings.
+func (s *SQLite) GetRegistrySettings(ctx context.Context, registry string) (RegistrySettings, error) {
+	return scanSettings(s.r.QueryRowContext(ctx, `SELECT `+settingsColumns+` FROM registries WHERE name = ?`, strings.ToLower(registry)))
+}
+
+// UpdateRegistrySettings changes registry's settings in one transaction.
+func (s *SQLite) UpdateRegistrySettings(ctx context.Context, registry string, fn func(*RegistrySettings) error) error {
 	registry = strings.ToLower(registry)
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		var a RegistryAccess
-		err := tx.QueryRowContext(ctx, `SELECT admin_enabled, anonymous_pull, admin_password1, admin_password2 FROM registries WHERE name = ?`,
-			registry).Scan(&a.AdminEnabled, &a.AnonymousPull, &a.AdminPasswords[0], &a.AdminPasswords[1])
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
+		a, err := scanSettings(tx.QueryRowContext(ctx, `SELECT `+settingsColumns+` FROM registries WHERE name = ?`, registry))
 		if err != nil {
-			return fmt.Errorf("registry access: %w", err)
+			return err
 		}
 		if err := fn(&a); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE registries SET admin_enabled = ?, anonymous_pull = ?, admin_password1 = ?, admin_password2 = ? WHERE name = ?`,
-			a.AdminEnabled, a.AnonymousPull, a.AdminPasswords[0], a.AdminPasswords[1], registry)
+		tags, _ := json.Marshal(a.Tags)
+		if a.Tags == nil {
+			tags = []byte("{}")
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE registries SET admin_enabled = ?, anonymous_pull = ?, admin_password1 = ?, admin_password2 = ?,
+			sku = ?, tags = ?, public_network_access = ?, data_endpoint_enabled = ?, role_assignment_mode = ? WHERE name = ?`,
+			a.AdminEnabled, a.AnonymousPull, a.AdminPasswords[0], a.AdminPasswords[1], a.SKU, string(tags),
+			a.PublicNetworkAccess, a.DataEndpointEnabled, a.RoleAssignmentMode, registry)
 		if err != nil {
-			return fmt.Errorf("registry access: %w", err)
+			return fmt.Errorf("registry settings: %w", err)
 		}
 		return nil
 	})

@@ -80,6 +80,9 @@ type Options struct {
 	RateLimits RateLimitStore
 	// Syncer serves the estimate and on-demand sync endpoints (nil: 501).
 	Syncer Syncer
+	// Access keeps registry settings, scope maps and tokens (nil: those
+	// resources answer 501).
+	Access AccessStore
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -205,6 +208,17 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 		req.opID = seg[7]
 		return req, nil
 	}
+	// .../providers/Microsoft.ContainerRegistry/checkNameAvailability and
+	// .../providers/Microsoft.ContainerRegistry/registries (by subscription)
+	if len(seg) == 5 && eq(seg[2], "providers") && eq(seg[3], "Microsoft.ContainerRegistry") {
+		switch {
+		case eq(seg[4], "checkNameAvailability"):
+			req.kind = "checkNameAvailability"
+			return req, nil
+		case eq(seg[4], "registries"):
+			return req, nil
+		}
+	}
 	if len(seg) < 4 || !eq(seg[2], "resourceGroups") {
 		return nil, errNotFound("InvalidResourceType", "The resource type could not be found under subscription '"+seg[1]+"'.")
 	}
@@ -227,6 +241,17 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 	case len(rest) == 0:
 	case len(rest) == 1 && eq(rest[0], "checkCacheRuleArtifactSyncEstimate"):
 		req.kind = "checkCacheRuleArtifactSyncEstimate"
+	case len(rest) == 1 && (eq(rest[0], "listCredentials") || eq(rest[0], "regenerateCredential") || eq(rest[0], "generateCredentials")):
+		req.kind = map[string]string{"listcredentials": "listCredentials", "regeneratecredential": "regenerateCredential",
+			"generatecredentials": "generateCredentials"}[strings.ToLower(rest[0])]
+	case (eq(rest[0], "scopeMaps") || eq(rest[0], "tokens")) && len(rest) <= 2:
+		req.kind = "scopeMaps"
+		if eq(rest[0], "tokens") {
+			req.kind = "tokens"
+		}
+		if len(rest) == 2 {
+			req.name = rest[1]
+		}
 	case eq(rest[0], "cacheRules") || eq(rest[0], "credentialSets"):
 		req.kind = "cacheRules"
 		if eq(rest[0], "credentialSets") {
@@ -277,7 +302,19 @@ func (h *Handler) dispatch(w http.ResponseWriter, req *request) error {
 			return errMethod(req.r)
 		}
 		return h.syncNow(w, req)
-	case req.registry == "" || req.kind == "":
+	case req.kind == "checkNameAvailability":
+		return h.checkNameAvailability(w, req)
+	case req.kind == "listCredentials" || req.kind == "regenerateCredential":
+		return h.adminCredentials(w, req)
+	case req.kind == "generateCredentials":
+		return h.generateCredentials(w, req)
+	case req.kind == "scopeMaps":
+		return h.scopeMaps(w, req)
+	case req.kind == "tokens":
+		return h.tokens(w, req)
+	case req.registry != "" && req.kind == "":
+		return h.registryResource(w, req)
+	case req.registry == "":
 		if m != http.MethodGet {
 			return errMethod(req.r)
 		}
@@ -313,27 +350,16 @@ func (h *Handler) info(w http.ResponseWriter) error {
 	return nil
 }
 
-// getRegistries serves GET on a registry or the registries collection:
-// read-only views so ARM clients can discover what the server hosts.
+// getRegistries lists the registries (by resource group or subscription:
+// arca has one of each).
 func (h *Handler) getRegistries(w http.ResponseWriter, req *request) error {
-	view := func(reg Registry) map[string]any {
-		login := ""
-		if len(reg.Hosts) > 0 {
-			login = reg.Hosts[0]
-		}
-		return map[string]any{
-			"id": h.registryID(reg.Name), "name": reg.Name, "type": typeRegistry, "location": h.opts.Location,
-			"properties": map[string]any{"loginServer": login, "provisioningState": rules.StateSucceeded},
-		}
-	}
-	if req.registry != "" {
-		reg, _ := h.opts.Registries.Lookup(req.registry)
-		writeJSON(w, http.StatusOK, view(reg))
-		return nil
-	}
 	list := []map[string]any{}
 	for _, reg := range h.opts.Registries.List() {
-		list = append(list, view(reg))
+		v, err := h.registryView(req.r, reg)
+		if err != nil {
+			return err
+		}
+		list = append(list, v)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"value": list})
 	return nil

@@ -62,6 +62,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		Checker:           checker,
 		RateLimits:        s.meta,
 		Syncer:            sy,
+		Access:            s.meta,
 		ValidateSecretRef: secrets.Validate,
 		MaxRules:          o.MaxCacheRules,
 		OnChange: func(registry string) {
