@@ -1,0 +1,246 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
+)
+
+// Access control with real clients against the real binary, started
+// closed (no --insecure-open): the admin user pushes, a token whose scope
+// map reads team/* pulls with each client's own login, and everything
+// outside the scope is refused.
+
+// startClosedArca starts arca with access control on and the management
+// token the CLI helpers use.
+func startClosedArca(t testing.TB, extra ...string) *arca {
+	t.Helper()
+	return &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Closed: true, Args: extra,
+		Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken}})}
+}
+
+type credentials struct {
+	Username  string `json:"username"`
+	Passwords []struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+	} `json:"passwords"`
+}
+
+// adminPassword enables the admin user and returns its first password.
+func (a *arca) adminPassword(t testing.TB) string {
+	t.Helper()
+	a.cli(t, "update", "-n", "default", "--admin-enabled", "true")
+	var c credentials
+	if err := json.Unmarshal([]byte(a.cli(t, "credential", "show", "-n", "default")), &c); err != nil || len(c.Passwords) != 2 || c.Passwords[0].Value == "" {
+		t.Fatalf("credential show: %v %+v", err, c)
+	}
+	return c.Passwords[0].Value
+}
+
+// token creates a token with a new scope map of the given --repository
+// groups and returns its first password.
+func (a *arca) token(t testing.TB, name string, repoArgs ...string) string {
+	t.Helper()
+	a.cli(t, append([]string{"scope-map", "create", "-r", "default", "-n", name + "-map"}, repoArgs...)...)
+	var tk struct {
+		Credentials credentials `json:"credentials"`
+	}
+	out := a.cli(t, "token", "create", "-r", "default", "-n", name, "--scope-map", name+"-map")
+	if err := json.Unmarshal([]byte(out), &tk); err != nil || tk.Credentials.Username != name || len(tk.Credentials.Passwords) != 2 {
+		t.Fatalf("token create: %v\n%s", err, out)
+	}
+	return tk.Credentials.Passwords[0].Value
+}
+
+func basicAuth(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
+
+func (a *arca) getAs(t testing.TB, authz, path string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, a.URL()+path, nil)
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, res.Header, string(b)
+}
+
+// refused checks that a client command failed the way the spec says.
+func refused(t testing.TB, what string, out string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: succeeded, want refused\n%s", what, out)
+		return
+	}
+	low := strings.ToLower(out)
+	if !strings.Contains(low, "denied") && !strings.Contains(low, "unauthorized") && !strings.Contains(low, "401") && !strings.Contains(low, "403") {
+		t.Errorf("%s: failed without UNAUTHORIZED/DENIED:\n%s", what, out)
+	}
+}
+
+func TestAccessClients(t *testing.T) {
+	a := startClosedArca(t)
+	host := a.Addr
+
+	// Closed by default: the spec's challenge, and no anonymous push.
+	st, hdr, _ := a.getAs(t, "", "/v2/")
+	wantChallenge := fmt.Sprintf(`Bearer realm="http://%s/oauth2/token",service="%s"`, host, host)
+	if st != 401 || hdr.Get("WWW-Authenticate") != wantChallenge {
+		t.Fatalf("anonymous /v2/: %d %q, want 401 %q", st, hdr.Get("WWW-Authenticate"), wantChallenge)
+	}
+	im := newImage(t, 71, "amd64", 64<<10, 8<<10)
+	layout := im.writeLayout(t)
+	anon := crane(t)
+	out, err := anon.try("--insecure", "push", layout, host+"/team/app:v1")
+	refused(t, "anonymous push", out, err)
+
+	// The admin user pushes.
+	adminPW := a.adminPassword(t)
+	admin := crane(t)
+	admin.run("auth", "login", host, "-u", "default", "-p", adminPW)
+	admin.crane("push", layout, host+"/team/app:v1")
+	admin.crane("push", layout, host+"/other/secret:v1")
+	if got := admin.crane("catalog", host); got != "other/secret\nteam/app" {
+		t.Fatalf("admin catalog: %q", got)
+	}
+
+	pw := a.token(t, "ci-reader", "--repository", "team/*", "content/read", "metadata/read")
+	inScope, outScope := host+"/team/app:v1", host+"/other/secret:v1"
+
+	t.Run("crane", func(t *testing.T) {
+		c := crane(t)
+		c.run("auth", "login", host, "-u", "ci-reader", "-p", pw)
+		if got := c.crane("digest", inScope); got != im.Digest() {
+			t.Fatalf("digest %s, want %s", got, im.Digest())
+		}
+		c.crane("pull", inScope, filepath.Join(t.TempDir(), "img.tar"))
+		out, err := c.try("--insecure", "manifest", outScope)
+		refused(t, "crane manifest outside scope", out, err)
+		out, err = c.try("--insecure", "tag", inScope, "v2")
+		refused(t, "crane tag (push) inside a read-only scope", out, err)
+		// _catalog lists only what the token may read.
+		if got := c.crane("catalog", host); got != "team/app" {
+			t.Errorf("token catalog: %q, want only team/app", got)
+		}
+	})
+	t.Run("regctl", func(t *testing.T) {
+		c := newTool(t, "regctl")
+		// set pings the registry, which answers 401 before login; the
+		// setting is saved anyway.
+		_, _ = c.try("registry", "set", "--tls", "disabled", host)
+		c.run("registry", "login", host, "-u", "ci-reader", "-p", pw)
+		if got := strings.TrimSpace(c.run("image", "digest", inScope)); got != im.Digest() {
+			t.Fatalf("regctl digest %s", got)
+		}
+		out, err := c.try("manifest", "get", outScope)
+		refused(t, "regctl outside scope", out, err)
+		out, err = c.try("image", "copy", inScope, host+"/team/app:v3")
+		refused(t, "regctl copy (push)", out, err)
+	})
+	t.Run("oras", func(t *testing.T) {
+		c := newTool(t, "oras")
+		c.dir = t.TempDir()
+		c.run("login", "--plain-http", "-u", "ci-reader", "-p", pw, host)
+		if got := c.oras("manifest", "fetch", "--descriptor", inScope); !strings.Contains(got, im.Digest()) {
+			t.Fatalf("oras fetch: %s", got)
+		}
+		out, err := c.try("manifest", "fetch", "--plain-http", outScope)
+		refused(t, "oras outside scope", out, err)
+		c.writeFile("a.txt", []byte("hi"))
+		out, err = c.try("push", "--plain-http", host+"/team/app:oras", "a.txt")
+		refused(t, "oras push", out, err)
+	})
+	t.Run("skopeo", func(t *testing.T) {
+		c := newTool(t, "skopeo")
+		authFile := filepath.Join(t.TempDir(), "auth.json")
+		c.run("login", "--tls-verify=false", "--authfile", authFile, "-u", "ci-reader", "-p", pw, host)
+		got := c.run("inspect", "--tls-verify=false", "--authfile", authFile, "--format", "{{.Digest}}", "docker://"+inScope)
+		if strings.TrimSpace(got) != im.Digest() {
+			t.Fatalf("skopeo inspect: %s", got)
+		}
+		out, err := c.try("inspect", "--tls-verify=false", "--authfile", authFile, "docker://"+outScope)
+		refused(t, "skopeo outside scope", out, err)
+		out, err = c.try("copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--authfile", authFile, "docker://"+inScope, "docker://"+host+"/team/app:skopeo")
+		refused(t, "skopeo copy (push)", out, err)
+	})
+	t.Run("podman", func(t *testing.T) {
+		p := podman(t, "unqualified-search-registries = []\n")
+		p.podman("login", "--tls-verify=false", "-u", "ci-reader", "-p", pw, host)
+		p.pull(inScope, im.Digest(), im, "--tls-verify=false")
+		out, err := p.try(append(p.global, "pull", "--quiet", "--tls-verify=false", "--signature-policy", p.policy, outScope)...)
+		refused(t, "podman outside scope", out, err)
+	})
+	t.Run("ctr", func(t *testing.T) {
+		c := startContainerd(t)
+		c.pull(inScope, im.Digest(), []*testImage{im}, "--plain-http", "--user", "ci-reader:"+pw)
+		out, err := c.try("images", "pull", "--snapshotter", "native", "--plain-http", "--user", "ci-reader:"+pw, outScope)
+		refused(t, "ctr outside scope", out, err)
+	})
+
+	// Anonymous pull is a registry property, off by default.
+	a.cli(t, "update", "-n", "default", "--anonymous-pull-enabled", "true")
+	if got := newTool(t, "crane").crane("digest", inScope); got != im.Digest() {
+		t.Fatalf("anonymous pull on: %s", got)
+	}
+	out, err = anon.try("--insecure", "tag", inScope, "anon")
+	refused(t, "anonymous push with anonymous pull on", out, err)
+	a.cli(t, "update", "-n", "default", "--anonymous-pull-enabled", "false")
+	out, err = newTool(t, "crane").try("--insecure", "digest", inScope)
+	refused(t, "anonymous pull off again", out, err)
+
+	// A disabled token stops working at once, for Basic and for the
+	// token endpoint.
+	a.cli(t, "token", "update", "-r", "default", "-n", "ci-reader", "--status", "disabled")
+	if st, _, _ := a.getAs(t, basicAuth("ci-reader", pw), "/v2/team/app/manifests/v1"); st != 401 {
+		t.Errorf("disabled token, Basic: %d", st)
+	}
+	if st, _, _ := a.getAs(t, basicAuth("ci-reader", pw), "/oauth2/token?service="+host+"&scope=repository:team/app:pull"); st != 401 {
+		t.Errorf("disabled token, token endpoint: %d", st)
+	}
+}
+
+// An unauthorized pull of a rule-backed repository never reaches the
+// upstream: the decision comes before the rule is even resolved.
+func TestUnauthorizedPullThroughCausesNoUpstreamRequest(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	imgs := seedPullThrough(t, up, 330)
+	a := startClosedArca(t, "--insecure-upstream", up.Host)
+	a.cacheRule(t, "library-wild", up.Host+"/library/*", "lib/*")
+	pw := a.token(t, "elsewhere", "--repository", "team/*", "content/read")
+	before := len(up.AccessLog())
+	for _, authz := range []string{"", basicAuth("elsewhere", pw), basicAuth("elsewhere", "wrong"), "Bearer forged.token.value"} {
+		for _, path := range []string{"/v2/lib/app/manifests/v1", "/v2/lib/app/blobs/" + sha(imgs.app.Layers[0]), "/v2/lib/app/tags/list"} {
+			if st, _, body := a.getAs(t, authz, path); st != 401 && st != 403 {
+				t.Errorf("%q %s: %d %s", authz, path, st, body)
+			}
+		}
+	}
+	if n := len(up.AccessLog()); n != before {
+		t.Fatalf("unauthorized pulls caused %d upstream requests: %+v", n-before, up.AccessLog()[before:])
+	}
+	// The admin user's pull does go upstream (the check above can fail).
+	admin := crane(t)
+	admin.run("auth", "login", a.Addr, "-u", "default", "-p", a.adminPassword(t))
+	if got := admin.crane("digest", a.Ref("lib/app:v1")); got != imgs.app.Digest() {
+		t.Fatalf("admin pull-through: %s", got)
+	}
+	if !slices.ContainsFunc(up.AccessLog()[before:], func(e upstreamreg.LogEntry) bool { return strings.Contains(e.URI, "/manifests/v1") }) {
+		t.Fatal("admin pull-through did not reach the upstream")
+	}
+}
