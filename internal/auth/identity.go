@@ -18,6 +18,7 @@ const (
 	KindAdmin     = "admin"     // the registry's admin user (name = registry name)
 	KindToken     = "token"     // a token with a scope map
 	KindAnonymous = "anonymous" // nobody, where anonymous pull is enabled
+	KindPrincipal = "principal" // a management principal (its role's data-plane rights)
 )
 
 // NullUser is the user name under which the password is a refresh token,
@@ -117,8 +118,14 @@ func (s *Service) checkPassword(ctx context.Context, registry, user, password, r
 	return id, err
 }
 
+// audit records a failed login: a log line and a row of the audit table
+// (the user name given, never the password).
 func (s *Service) audit(ctx context.Context, registry, user, remote, result string) {
 	s.log.WarnContext(ctx, "authentication failed", "registry", registry, "user", user, "remote", remote, "result", result)
+	e := metadata.AuditEntry{At: s.now().UTC(), Who: user, Action: "login", Resource: "registries/" + registry, Result: result, Remote: remote}
+	if err := s.store.AddAudit(ctx, e); err != nil {
+		s.log.ErrorContext(ctx, "audit log write failed", "err", err)
+	}
 }
 
 func (s *Service) lookupPassword(ctx context.Context, registry, user, password string) (Identity, error) {
@@ -127,6 +134,15 @@ func (s *Service) lookupPassword(ctx context.Context, registry, user, password s
 	}
 	if user == "" || password == "" {
 		return Identity{}, errBadCredentials
+	}
+	if s.principals != nil {
+		name, perms, ok, err := s.principals.VerifyPrincipal(ctx, registry, password)
+		if err != nil {
+			return Identity{}, err
+		}
+		if ok && strings.EqualFold(name, user) {
+			return Identity{Registry: registry, Kind: KindPrincipal, Name: name, Perms: perms}, nil
+		}
 	}
 	checked := false
 	if strings.EqualFold(user, registry) {
@@ -228,6 +244,13 @@ func (s *Service) current(ctx context.Context, registry, kind, name, stamp strin
 		}
 		id.Perms = AllPerms
 		return id, true, nil
+	case KindPrincipal:
+		if s.principals == nil {
+			return id, false, nil
+		}
+		perms, ok, err := s.principals.PrincipalPerms(ctx, registry, name)
+		id.Perms = perms
+		return id, ok, err
 	case KindToken:
 		tk, err := s.store.GetToken(ctx, registry, name)
 		if errors.Is(err, metadata.ErrNotFound) {

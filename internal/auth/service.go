@@ -25,6 +25,15 @@ type Store interface {
 	GetScopeMap(ctx context.Context, registry, name string) (metadata.ScopeMap, error)
 	PutRefreshToken(ctx context.Context, t metadata.RefreshToken) error
 	GetRefreshToken(ctx context.Context, hash string) (metadata.RefreshToken, error)
+	AddAudit(ctx context.Context, e metadata.AuditEntry) error
+}
+
+// PrincipalLookup resolves management principals (whose roles grant
+// data-plane rights) for the data plane: a principal logs in with its name
+// and management token.
+type PrincipalLookup interface {
+	VerifyPrincipal(ctx context.Context, registry, secret string) (name string, perms Perms, ok bool, err error)
+	PrincipalPerms(ctx context.Context, registry, name string) (Perms, bool, error)
 }
 
 // Defaults for Options.
@@ -42,6 +51,8 @@ const (
 // Options configure a Service.
 type Options struct {
 	Store Store
+	// Principals, if set, lets management principals log in.
+	Principals PrincipalLookup
 	// Open turns access control off: every request may pull, push and
 	// delete. Only for trials on loopback; the server refuses it elsewhere.
 	Open bool
@@ -61,6 +72,7 @@ type Options struct {
 // tokens.
 type Service struct {
 	store       Store
+	principals  PrincipalLookup
 	open        bool
 	externalURL string
 	accessTTL   time.Duration
@@ -98,7 +110,7 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Service{store: o.Store, open: o.Open, externalURL: strings.TrimSuffix(o.ExternalURL, "/"),
+	s := &Service{store: o.Store, principals: o.Principals, open: o.Open, externalURL: strings.TrimSuffix(o.ExternalURL, "/"),
 		accessTTL: o.AccessTTL, refreshTTL: o.RefreshTTL, throttle: NewThrottle(o.MaxFailures, o.FailureWindow, o.Now),
 		verified: &verifiedCache{ttl: 5 * time.Minute, m: map[[32]byte]time.Time{}}, log: o.Logger, now: o.Now}
 	if o.Store != nil {

@@ -331,6 +331,10 @@ func TestFailedLoginsThrottled(t *testing.T) {
 	if code, _ := getToken(t, svc, basic("reader", pw), "scope=repository:app:pull"); code != 429 {
 		t.Fatalf("token endpoint after failures: %d", code)
 	}
+	list, err := meta.ListAudit(context.Background(), time.Time{}, 100)
+	if err != nil || len(list) < DefaultMaxFailures || list[len(list)-1].Who != "reader" || list[len(list)-1].Result != "invalid credentials" || list[0].Result != "throttled" {
+		t.Fatalf("audit: %v %+v", err, list)
+	}
 }
 
 func TestAdminUser(t *testing.T) {

@@ -784,3 +784,95 @@ Passwords are shown once, when generated.`,
 	cmd.AddCommand(showListDelete(o, tokenKind, "token")...)
 	return cmd
 }
+
+// arcaAPI calls arca's own API (/arca/v1/...) and prints the answer.
+func (o *clientOpts) arcaAPI(cmd *cobra.Command, method, path string, body any, list bool) error {
+	s, err := o.connect()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := o.context(cmd)
+	defer cancel()
+	resp, err := s.arm.Do(ctx, method, path, body)
+	if err != nil {
+		return authHint(err)
+	}
+	if len(resp.Body) == 0 {
+		return nil
+	}
+	var v map[string]any
+	if err := json.Unmarshal(resp.Body, &v); err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if list {
+		return s.out.print(v["value"])
+	}
+	return s.out.print(v)
+}
+
+func newPrincipalCmd(env Env) *cobra.Command {
+	o := newClientOpts(env)
+	cmd := &cobra.Command{
+		Use:   "principal",
+		Short: "Manage management principals: tokens with a role (Owner, Contributor, Reader, AcrPull, AcrPush, AcrDelete)",
+		Long: `Manage principals: named management tokens with a role, optionally limited
+to one registry. Owner, Contributor and Reader act on the management API
+(Reader only reads; Contributor changes everything but principals). Every
+role also logs in to the data plane (user name = principal name, password =
+its token): Owner and Contributor may do everything, Reader and AcrPull pull,
+AcrPush pulls and pushes, AcrDelete deletes. Only Owners of every registry
+manage principals. A token is shown once, when created.`,
+	}
+	o.addFlags(cmd.PersistentFlags())
+	var name, role, reg string
+	create := &cobra.Command{Use: "create", Short: "Create a principal (or replace its token and role).", Args: cobra.NoArgs,
+		Example: `  arca principal create -n ci-rules --role Contributor -r myregistry`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlags(cmd, "name", "role"); err != nil {
+				return err
+			}
+			return o.arcaAPI(cmd, http.MethodPut, "/arca/v1/principals/"+pathEscape(name), map[string]string{"role": role, "registry": reg}, false)
+		}}
+	create.Flags().StringVarP(&name, "name", "n", "", "The name of the principal.")
+	create.Flags().StringVar(&role, "role", "", "Owner, Contributor, Reader, AcrPull, AcrPush or AcrDelete.")
+	create.Flags().StringVarP(&reg, "registry", "r", "", "Limit the principal to this registry.")
+	list := &cobra.Command{Use: "list", Short: "List the principals.", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+		return o.arcaAPI(cmd, http.MethodGet, "/arca/v1/principals", nil, true)
+	}}
+	var dname string
+	var yes bool
+	del := &cobra.Command{Use: "delete", Short: "Delete a principal.", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+		if err := requireFlags(cmd, "name"); err != nil {
+			return err
+		}
+		if err := confirm(o.env, "Are you sure you want to perform this operation?", yes); err != nil {
+			return err
+		}
+		return o.arcaAPI(cmd, http.MethodDelete, "/arca/v1/principals/"+pathEscape(dname), nil, false)
+	}}
+	del.Flags().StringVarP(&dname, "name", "n", "", "The name of the principal.")
+	del.Flags().BoolVarP(&yes, "yes", "y", false, "Do not prompt for confirmation.")
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func newAuditCmd(env Env) *cobra.Command {
+	o := newClientOpts(env)
+	cmd := &cobra.Command{Use: "audit", Short: "Read the audit log: management changes and failed logins (Owners)"}
+	o.addFlags(cmd.PersistentFlags())
+	var since time.Duration
+	var top int
+	list := &cobra.Command{Use: "list", Short: "List audit entries, newest first.", Args: cobra.NoArgs,
+		Example: `  arca audit list --since 24h -o table`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := fmt.Sprintf("/arca/v1/audit?top=%d", top)
+			if since > 0 {
+				path += "&since=" + time.Now().Add(-since).UTC().Format(time.RFC3339)
+			}
+			return o.arcaAPI(cmd, http.MethodGet, path, nil, true)
+		}}
+	list.Flags().DurationVar(&since, "since", 0, "Only entries newer than this (e.g. 24h).")
+	list.Flags().IntVar(&top, "top", 1000, "At most this many entries.")
+	cmd.AddCommand(list)
+	return cmd
+}

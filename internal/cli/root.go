@@ -37,7 +37,7 @@ func NewRootCmd(env Env) *cobra.Command {
 	root.SetErr(env.Stderr)
 	root.AddCommand(newServeCmd(env))
 	root.AddCommand(newCacheCmd(env), newCredentialSetCmd(env), newLoginCmd(env), newLogoutCmd(env), newApplyCmd(env))
-	root.AddCommand(newRegistryCmd(env), newCredentialCmd(env), newScopeMapCmd(env), newTokenCmd(env))
+	root.AddCommand(newRegistryCmd(env), newCredentialCmd(env), newScopeMapCmd(env), newTokenCmd(env), newPrincipalCmd(env), newAuditCmd(env))
 	root.AddCommand(registryCmds(env)...) // arca create|update|show|list|delete, as az acr
 	return root
 }

@@ -244,3 +244,55 @@ func TestUnauthorizedPullThroughCausesNoUpstreamRequest(t *testing.T) {
 		t.Fatal("admin pull-through did not reach the upstream")
 	}
 }
+
+// Management principals: a role, optionally one registry; the same token
+// logs in to the data plane with its role's rights.
+func TestPrincipalRoles(t *testing.T) {
+	a := startClosedArca(t, "--registry", "teamreg=team.localhost")
+	var pr struct {
+		Token string `json:"token"`
+	}
+	create := func(args ...string) string {
+		t.Helper()
+		if err := json.Unmarshal([]byte(a.cli(t, append([]string{"principal", "create"}, args...)...)), &pr); err != nil || pr.Token == "" {
+			t.Fatalf("principal create: %v", err)
+		}
+		return pr.Token
+	}
+	puller := create("-n", "puller", "--role", "AcrPull")
+	ci := create("-n", "ci-rules", "--role", "Contributor", "-r", "teamreg")
+
+	im := newImage(t, 72, "amd64", 32<<10)
+	admin := crane(t)
+	admin.run("auth", "login", a.Addr, "-u", "default", "-p", a.adminPassword(t))
+	admin.crane("push", im.writeLayout(t), a.Ref("team/app:v1"))
+
+	c := crane(t)
+	c.run("auth", "login", a.Addr, "-u", "puller", "-p", puller)
+	if got := c.crane("digest", a.Ref("team/app:v1")); got != im.Digest() {
+		t.Fatalf("AcrPull principal pull: %s", got)
+	}
+	out, err := c.try("--insecure", "tag", a.Ref("team/app:v1"), "v2")
+	refused(t, "AcrPull principal push", out, err)
+	out, err = a.tryCLIAs(puller, "cache", "list", "-r", "default")
+	if err == nil || !strings.Contains(out, "AuthorizationFailed") {
+		t.Errorf("AcrPull principal on the management API: %v %s", err, out)
+	}
+
+	// A CI token that may create cache rules in one registry, nothing else.
+	if out, err := a.tryCLIAs(ci, "cache", "create", "-r", "teamreg", "-n", "dotnet", "-s", "mcr.microsoft.com/dotnet/runtime", "-t", "dotnet/runtime"); err != nil {
+		t.Fatalf("scoped Contributor creating a rule: %v %s", err, out)
+	}
+	for _, args := range [][]string{
+		{"cache", "create", "-r", "default", "-n", "dotnet", "-s", "mcr.microsoft.com/dotnet/runtime", "-t", "dotnet/runtime"},
+		{"principal", "list"},
+		{"token", "list", "-r", "default"},
+	} {
+		if out, err := a.tryCLIAs(ci, args...); err == nil {
+			t.Errorf("scoped Contributor: arca %s succeeded: %s", strings.Join(args, " "), out)
+		}
+	}
+	if got := a.cli(t, "audit", "list", "--query", "[?who=='ci-rules'].resource", "-o", "tsv"); !strings.Contains(got, "/registries/teamreg/cacheRules/dotnet") {
+		t.Errorf("audit log: %q", got)
+	}
+}

@@ -57,7 +57,25 @@ CREATE TABLE refresh_tokens (
 	expires_at INTEGER NOT NULL,
 	revoked    INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at)`
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
+CREATE TABLE principals (
+	name       TEXT PRIMARY KEY COLLATE NOCASE,
+	role       TEXT NOT NULL,
+	registry   TEXT NOT NULL DEFAULT '',
+	salt       BLOB NOT NULL,
+	hash       BLOB NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE audit_log (
+	id       INTEGER PRIMARY KEY AUTOINCREMENT,
+	at       INTEGER NOT NULL,
+	who      TEXT NOT NULL,
+	action   TEXT NOT NULL,
+	resource TEXT NOT NULL,
+	result   TEXT NOT NULL,
+	remote   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_log_at ON audit_log(at)`
 
 // RegistrySettings are a registry's resource properties, data-plane
 // access settings included.
@@ -445,6 +463,128 @@ func (s *SQLite) RevokeRefreshTokens(ctx context.Context, registry, kind, subjec
 		return fmt.Errorf("revoke refresh tokens: %w", err)
 	}
 	return nil
+}
+
+// Principal is a management identity: a role, optionally limited to one
+// registry, and the salted SHA-256 of its secret (secrets are generated,
+// or checked for 128 bits of entropy, so a fast hash suffices).
+type Principal struct {
+	Name     string
+	Role     string
+	Registry string // "" = every registry
+	Salt     []byte
+	Hash     []byte
+	Created  time.Time
+}
+
+// GetPrincipal returns a principal (ErrNotFound if none).
+func (s *SQLite) GetPrincipal(ctx context.Context, name string) (Principal, error) {
+	var p Principal
+	var c int64
+	err := s.r.QueryRowContext(ctx, `SELECT name, role, registry, salt, hash, created_at FROM principals WHERE name = ?`, name).
+		Scan(&p.Name, &p.Role, &p.Registry, &p.Salt, &p.Hash, &c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, ErrNotFound
+	}
+	if err != nil {
+		return p, fmt.Errorf("get principal: %w", err)
+	}
+	p.Created = time.UnixMilli(c).UTC()
+	return p, nil
+}
+
+// ListPrincipals returns every principal by name.
+func (s *SQLite) ListPrincipals(ctx context.Context) ([]Principal, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM principals ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list principals: %w", err)
+	}
+	names, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list principals: %w", err)
+	}
+	out := make([]Principal, 0, len(names))
+	for _, n := range names {
+		p, err := s.GetPrincipal(ctx, n)
+		if err == nil {
+			out = append(out, p)
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// PutPrincipal creates or replaces a principal.
+func (s *SQLite) PutPrincipal(ctx context.Context, p Principal) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO principals(name, role, registry, salt, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET role = excluded.role, registry = excluded.registry, salt = excluded.salt, hash = excluded.hash`,
+		p.Name, p.Role, strings.ToLower(p.Registry), p.Salt, p.Hash, now())
+	if err != nil {
+		return fmt.Errorf("put principal: %w", err)
+	}
+	return nil
+}
+
+// DeletePrincipal deletes a principal.
+func (s *SQLite) DeletePrincipal(ctx context.Context, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM principals WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("delete principal: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// AuditEntry is one line of the audit log: management changes and
+// authentication failures, never secret values.
+type AuditEntry struct {
+	At       time.Time `json:"time"`
+	Who      string    `json:"who"`
+	Action   string    `json:"action"`
+	Resource string    `json:"resource"`
+	Result   string    `json:"result"`
+	Remote   string    `json:"remote,omitempty"`
+}
+
+// AuditRetention is how long audit entries are kept.
+const AuditRetention = 90 * 24 * time.Hour
+
+// AddAudit records an entry and drops entries past AuditRetention.
+func (s *SQLite) AddAudit(ctx context.Context, e AuditEntry) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log(at, who, action, resource, result, remote) VALUES (?, ?, ?, ?, ?, ?)`,
+			e.At.UnixMilli(), e.Who, e.Action, e.Resource, e.Result, e.Remote); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_log WHERE at < ?`, e.At.Add(-AuditRetention).UnixMilli()); err != nil {
+			return fmt.Errorf("audit retention: %w", err)
+		}
+		return nil
+	})
+}
+
+// ListAudit returns up to n entries at or after since, newest first.
+func (s *SQLite) ListAudit(ctx context.Context, since time.Time, n int) ([]AuditEntry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT at, who, action, resource, result, remote FROM audit_log WHERE at >= ? ORDER BY id DESC LIMIT ?`,
+		since.UnixMilli(), n)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	out := []AuditEntry{}
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		if err := rows.Scan(&at, &e.Who, &e.Action, &e.Resource, &e.Result, &e.Remote); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		e.At = time.UnixMilli(at).UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
 
 func scanStrings(rows *sql.Rows) ([]string, error) {

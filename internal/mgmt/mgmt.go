@@ -60,7 +60,8 @@ type Options struct {
 	ExternalURL string
 	Registries  *Registries
 	Store       Store
-	Token       *AdminToken
+	// Principals authenticates callers (admin token, principals' tokens).
+	Principals *Principals
 	// Checker computes credentialHealth (nil: always Unhealthy "not checked").
 	Checker CredentialChecker
 	// CheckTimeout bounds one credential check. Default 30s.
@@ -95,8 +96,8 @@ type Handler struct {
 
 // New returns a Handler.
 func New(opts Options) (*Handler, error) {
-	if opts.Registries == nil || opts.Store == nil || opts.Token == nil {
-		return nil, errors.New("mgmt: Registries, Store and Token are required")
+	if opts.Registries == nil || opts.Store == nil || opts.Principals == nil {
+		return nil, errors.New("mgmt: Registries, Store and Principals are required")
 	}
 	if opts.SubscriptionID == "" {
 		opts.SubscriptionID = DefaultSubscriptionID
@@ -143,6 +144,7 @@ type request struct {
 	kind     string // "cacheRules", "credentialSets" or ""
 	name     string // resource name, "" for a collection
 	opID     string // operationStatuses / operationResults ID
+	caller   Caller
 }
 
 // ServeHTTP authenticates, checks the api-version and routes.
@@ -154,7 +156,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		corr = reqID
 	}
 	w.Header().Set("x-ms-correlation-request-id", corr)
-	err := h.serve(w, r)
+	sw := &statusWriter{ResponseWriter: w}
+	var c Caller
+	err := h.serve(sw, r, &c)
+	defer func() {
+		if r.Method != http.MethodGet && c.Name != "" {
+			h.auditCall(r, c, r.Method, r.URL.Path, http.StatusText(sw.status))
+		}
+	}()
 	if err == nil {
 		return
 	}
@@ -167,17 +176,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeError(w, ae)
 }
 
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
-	if err := h.opts.Token.check(r); err != nil {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, caller *Caller) error {
+	c, err := h.opts.Principals.Authenticate(r)
+	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="arca", error="invalid_token"`)
 		return err
 	}
+	*caller = c
 	seg := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-	if len(seg) == 3 && seg[0] == "arca" && seg[1] == "v1" && seg[2] == "info" {
-		if r.Method != http.MethodGet {
-			return errMethod(r)
+	if len(seg) >= 3 && seg[0] == "arca" && seg[1] == "v1" {
+		switch {
+		case len(seg) == 3 && seg[2] == "info":
+			if r.Method != http.MethodGet {
+				return errMethod(r)
+			}
+			return h.info(w, c)
+		case seg[2] == "principals" && len(seg) <= 4:
+			return h.principals(w, r, c, strings.Join(seg[3:], ""))
+		case len(seg) == 3 && seg[2] == "audit":
+			return h.auditLog(w, r, c)
 		}
-		return h.info(w)
+		return errNotFound("InvalidResourceType", "Unknown arca API path.")
 	}
 	q := r.URL.Query()
 	_, present := q["api-version"]
@@ -188,6 +207,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	req, err := h.route(r, seg, v)
 	if err != nil {
 		return err
+	}
+	req.caller = c
+	if !c.allows(callLevel(req), req.registry) {
+		return errForbidden(c, r)
 	}
 	return h.dispatch(w, req)
 }
@@ -339,15 +362,36 @@ func (h *Handler) baseURL(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-// info is GET /arca/v1/info, for arca's CLI.
-func (h *Handler) info(w http.ResponseWriter) error {
+// info is GET /arca/v1/info, for arca's CLI: the registries the caller
+// may see.
+func (h *Handler) info(w http.ResponseWriter, c Caller) error {
+	regs := []Registry{}
+	for _, r := range h.opts.Registries.List() {
+		if c.sees(r.Name) {
+			regs = append(regs, r)
+		}
+	}
 	writeJSON(w, http.StatusOK, struct {
 		SubscriptionID  string     `json:"subscriptionId"`
 		ResourceGroup   string     `json:"resourceGroup"`
 		DefaultRegistry string     `json:"defaultRegistry"`
 		Registries      []Registry `json:"registries"`
-	}{h.opts.SubscriptionID, h.opts.ResourceGroup, h.opts.Registries.Default(), h.opts.Registries.List()})
+	}{h.opts.SubscriptionID, h.opts.ResourceGroup, h.opts.Registries.Default(), regs})
 	return nil
+}
+
+// callLevel is the access a routed call needs: reading, or changing (and
+// reading secrets, which listCredentials and generateCredentials return).
+func callLevel(req *request) int {
+	switch req.r.Method {
+	case http.MethodGet:
+		return levelRead
+	case http.MethodPost:
+		if req.kind == "checkNameAvailability" || req.kind == "checkCacheRuleArtifactSyncEstimate" {
+			return levelRead
+		}
+	}
+	return levelWrite
 }
 
 // getRegistries lists the registries (by resource group or subscription:
@@ -355,6 +399,9 @@ func (h *Handler) info(w http.ResponseWriter) error {
 func (h *Handler) getRegistries(w http.ResponseWriter, req *request) error {
 	list := []map[string]any{}
 	for _, reg := range h.opts.Registries.List() {
+		if !req.caller.sees(reg.Name) {
+			continue
+		}
 		v, err := h.registryView(req.r, reg)
 		if err != nil {
 			return err

@@ -10,7 +10,7 @@ import (
 // newAccess builds data-plane access control: closed (every request needs
 // a credential the registry knows, or anonymous pull) unless the server
 // was started with InsecureOpen on a loopback address.
-func (s *Server) newAccess() (*auth.Service, error) {
+func (s *Server) newAccess(principals auth.PrincipalLookup) (*auth.Service, error) {
 	if s.opts.InsecureOpen {
 		if !loopbackAddr(s.opts.Addr) {
 			return nil, errors.New("--insecure-open turns off access control and is only allowed with a loopback --addr (127.0.0.1, [::1] or localhost)")
@@ -18,7 +18,7 @@ func (s *Server) newAccess() (*auth.Service, error) {
 		s.log.Warn("data-plane access control is OFF (--insecure-open): anyone who can reach " + s.opts.Addr + " may pull, push and delete")
 		return auth.New(auth.Options{Open: true, Logger: s.log})
 	}
-	return auth.New(auth.Options{Store: s.meta, ExternalURL: s.opts.Management.ExternalURL, Logger: s.log})
+	return auth.New(auth.Options{Store: s.meta, Principals: principals, ExternalURL: s.opts.Management.ExternalURL, Logger: s.log})
 }
 
 func loopbackAddr(addr string) bool {

@@ -3,7 +3,7 @@ package server
 import (
 	"context"
 	"errors"
-	"io/fs"
+	"fmt"
 	"net"
 
 	"github.com/arcacache/arca/internal/metadata"
@@ -47,7 +47,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	if err := s.meta.SyncRegistries(ctx, recs); err != nil {
 		return nil, nil, err
 	}
-	tok, err := s.adminToken(o)
+	principals, err := s.principals(ctx, o)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -58,7 +58,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		ExternalURL:       o.ExternalURL,
 		Registries:        regs,
 		Store:             s.meta,
-		Token:             tok,
+		Principals:        principals,
 		Checker:           checker,
 		RateLimits:        s.meta,
 		Syncer:            sy,
@@ -79,35 +79,39 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	return h, regs, nil
 }
 
-// adminToken returns the management API's token verifier: the configured
-// token, the one generated at an earlier start, or a new one. A new one is
-// stored and shown once the server listens (after the "arca listening" log
-// line), so a start that fails, say on a taken port, leaves no token
-// nobody has seen.
-func (s *Server) adminToken(o ManagementOptions) (*mgmt.AdminToken, error) {
-	if o.AdminToken != "" {
-		return mgmt.NewAdminToken(o.AdminToken)
+// principals returns the management identities with the admin token in
+// place: the configured one (at least 128 bits of entropy), the one kept
+// in the metadata store, or a new one. A new one is stored and shown once
+// the server listens (after the "arca listening" log line), so a start
+// that fails, say on a taken port, leaves no token nobody has seen.
+func (s *Server) principals(ctx context.Context, o ManagementOptions) (*mgmt.Principals, error) {
+	p, err := mgmt.NewPrincipals(s.meta, nil)
+	if err != nil {
+		return nil, err
 	}
-	tok, err := mgmt.ReadAdminToken(s.opts.DataDir)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return tok, err
+	if o.AdminToken != "" {
+		if err := p.SetAdminToken(ctx, o.AdminToken); err != nil {
+			return nil, fmt.Errorf("refusing to start: %w", err)
+		}
+		return p, nil
+	}
+	token, store, err := p.EnsureAdmin(ctx, s.opts.DataDir)
+	if err != nil || token == "" {
+		return p, err
 	}
 	if o.AdminTokenGenerated == nil {
 		return nil, errors.New("no admin token configured (set ARCA_ADMIN_TOKEN) and none to show a generated one to")
 	}
-	token, tok, err := mgmt.GenerateAdminToken()
-	if err != nil {
-		return nil, err
-	}
 	ready := s.opts.Ready
 	s.opts.Ready = func(addr net.Addr) {
-		if err := mgmt.StoreAdminToken(s.opts.DataDir, tok); err != nil {
-			s.log.Error("could not store the generated admin token: it works until this process stops; set ARCA_ADMIN_TOKEN", "err", err)
+		if err := store(); err != nil {
+			s.log.Error("could not store the generated admin token: it does not work; set ARCA_ADMIN_TOKEN", "err", err)
+		} else {
+			o.AdminTokenGenerated(token)
 		}
-		o.AdminTokenGenerated(token)
 		if ready != nil {
 			ready(addr)
 		}
 	}
-	return tok, nil
+	return p, nil
 }

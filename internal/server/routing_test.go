@@ -15,7 +15,7 @@ import (
 func TestDotSegmentsNotRedirected(t *testing.T) {
 	s, err := New(context.Background(), Options{
 		Addr: "127.0.0.1:0", DataDir: t.TempDir(), RegistryName: "default", InsecureOpen: true,
-		Logger: slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), Management: ManagementOptions{AdminToken: "tok"},
+		Logger: slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), Management: ManagementOptions{AdminToken: testAdminToken},
 	})
 	if err != nil {
 		t.Fatal(err)

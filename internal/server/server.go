@@ -130,7 +130,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	access, err := s.newAccess()
+	access, err := s.newAccess(mg.Principals())
 	if err != nil {
 		return err
 	}
