@@ -296,3 +296,31 @@ func TestPrincipalRoles(t *testing.T) {
 		t.Errorf("audit log: %q", got)
 	}
 }
+
+// The registry commands, as az acr's.
+func TestRegistryCLI(t *testing.T) {
+	a := startClosedArca(t)
+	if got := strings.TrimSpace(a.cli(t, "create", "-n", "NewReg01", "--sku", "Basic", "--query", "[loginServer, sku.name]", "-o", "tsv")); got != "newreg01.localhost\nBasic" {
+		t.Fatalf("create: %q", got)
+	}
+	if got := strings.TrimSpace(a.cli(t, "registry", "list", "--query", "[].name", "-o", "tsv")); got != "default\nnewreg01" {
+		t.Fatalf("list: %q", got)
+	}
+	id := strings.TrimSpace(a.cli(t, "show", "--name", "newreg01", "--query", "id", "-o", "tsv"))
+	if !strings.HasSuffix(id, "/providers/Microsoft.ContainerRegistry/registries/newreg01") {
+		t.Fatalf("show id: %q", id)
+	}
+	if got := strings.TrimSpace(a.cli(t, "update", "--name", "newreg01", "--role-assignment-mode", "rbac-abac", "--query", "roleAssignmentMode", "-o", "tsv")); got != "AbacRepositoryPermissions" {
+		t.Fatalf("update: %q", got)
+	}
+	if out, err := a.tryCLI("delete", "-n", "default", "--yes"); err == nil || !strings.Contains(out, "RegistryConfiguredAtStartup") {
+		t.Fatalf("delete default: %v %s", err, out)
+	}
+	a.cli(t, "delete", "-n", "newreg01", "--yes")
+	if out, err := a.tryCLI("show", "-n", "newreg01"); err == nil || !strings.Contains(out, "ResourceNotFound") {
+		t.Fatalf("show deleted: %v %s", err, out)
+	}
+	if out, err := a.tryCLI("credential", "show", "-n", "default"); err == nil || !strings.Contains(out, "AdminUserDisabled") {
+		t.Fatalf("credential show with the admin user disabled: %v %s", err, out)
+	}
+}

@@ -23,6 +23,7 @@ ALTER TABLE registries ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE registries ADD COLUMN public_network_access TEXT NOT NULL DEFAULT 'Enabled';
 ALTER TABLE registries ADD COLUMN data_endpoint_enabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE registries ADD COLUMN role_assignment_mode TEXT NOT NULL DEFAULT 'LegacyRegistryPermissions';
+ALTER TABLE registries ADD COLUMN managed INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE scope_maps (
 	registry    TEXT NOT NULL,
 	name        TEXT NOT NULL COLLATE NOCASE,
@@ -141,6 +142,80 @@ func (s *SQLite) UpdateRegistrySettings(ctx context.Context, registry string, fn
 			a.PublicNetworkAccess, a.DataEndpointEnabled, a.RoleAssignmentMode, registry)
 		if err != nil {
 			return fmt.Errorf("registry settings: %w", err)
+		}
+		return nil
+	})
+}
+
+// CreateRegistry records a registry created through the management API
+// (managed), with its settings; an existing row (say of a registry no
+// longer configured) is taken over.
+func (s *SQLite) CreateRegistry(ctx context.Context, r RegistryRecord, set RegistrySettings) error {
+	hosts, _ := json.Marshal(append([]string{}, r.Hosts...))
+	tags, _ := json.Marshal(set.Tags)
+	if set.Tags == nil {
+		tags = []byte("{}")
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO registries(name, hosts, created_at, managed, admin_enabled, anonymous_pull, sku, tags, public_network_access, data_endpoint_enabled, role_assignment_mode)
+		VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET hosts = excluded.hosts, managed = 1, admin_enabled = excluded.admin_enabled,
+			anonymous_pull = excluded.anonymous_pull, sku = excluded.sku, tags = excluded.tags, public_network_access = excluded.public_network_access,
+			data_endpoint_enabled = excluded.data_endpoint_enabled, role_assignment_mode = excluded.role_assignment_mode`,
+		strings.ToLower(r.Name), string(hosts), now(), set.AdminEnabled, set.AnonymousPull, set.SKU, string(tags),
+		set.PublicNetworkAccess, set.DataEndpointEnabled, set.RoleAssignmentMode)
+	if err != nil {
+		return fmt.Errorf("create registry: %w", err)
+	}
+	return nil
+}
+
+// SetRegistryHosts changes the hosts of a managed registry.
+func (s *SQLite) SetRegistryHosts(ctx context.Context, name string, hosts []string) error {
+	b, _ := json.Marshal(append([]string{}, hosts...))
+	if _, err := s.w.ExecContext(ctx, `UPDATE registries SET hosts = ? WHERE name = ?`, string(b), strings.ToLower(name)); err != nil {
+		return fmt.Errorf("registry hosts: %w", err)
+	}
+	return nil
+}
+
+// ManagedRegistries returns the registries created through the API.
+func (s *SQLite) ManagedRegistries(ctx context.Context) ([]RegistryRecord, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name, hosts FROM registries WHERE managed = 1 ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("managed registries: %w", err)
+	}
+	defer rows.Close()
+	var out []RegistryRecord
+	for rows.Next() {
+		var r RegistryRecord
+		var hosts string
+		if err := rows.Scan(&r.Name, &hosts); err != nil {
+			return nil, fmt.Errorf("managed registries: %w", err)
+		}
+		if err := json.Unmarshal([]byte(hosts), &r.Hosts); err != nil {
+			return nil, fmt.Errorf("managed registry %s: %w", r.Name, err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// registryTables hold rows of one registry; DeleteRegistry clears them.
+var registryTables = []string{"repositories", "repo_blobs", "manifests", "manifest_refs", "tags", "uploads", "cache_rules",
+	"credential_sets", "rules_generation", "operations", "sync_leases", "sync_runs", "sync_tags", "scope_maps", "tokens", "refresh_tokens"}
+
+// DeleteRegistry deletes a managed registry and everything recorded for
+// it (blobs stay in the blob store: other registries may share them).
+func (s *SQLite) DeleteRegistry(ctx context.Context, name string) error {
+	name = strings.ToLower(name)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, t := range registryTables {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE registry = ?`, name); err != nil {
+				return fmt.Errorf("delete registry %s (%s): %w", name, t, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM registries WHERE name = ? AND managed = 1`, name); err != nil {
+			return fmt.Errorf("delete registry %s: %w", name, err)
 		}
 		return nil
 	})

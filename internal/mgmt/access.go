@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,9 @@ type AccessStore interface {
 	UpdateToken(ctx context.Context, registry, name string, fn func(tk *metadata.Token, created bool) error) (bool, error)
 	DeleteToken(ctx context.Context, registry, name string) error
 	RevokeRefreshTokens(ctx context.Context, registry, kind, subject string) error
+	CreateRegistry(ctx context.Context, r metadata.RegistryRecord, s metadata.RegistrySettings) error
+	SetRegistryHosts(ctx context.Context, name string, hosts []string) error
+	DeleteRegistry(ctx context.Context, name string) error
 }
 
 const (
@@ -129,6 +133,9 @@ type registryBody struct {
 		PublicNetworkAccess  opt[string] `json:"publicNetworkAccess"`
 		DataEndpointEnabled  opt[bool]   `json:"dataEndpointEnabled"`
 		RoleAssignmentMode   opt[string] `json:"roleAssignmentMode"`
+		// Hosts is arca's own: the host names the data plane serves the
+		// registry on.
+		Hosts opt[[]string] `json:"hosts"`
 	} `json:"properties"`
 }
 
@@ -170,18 +177,25 @@ func applyRegistry(s *metadata.RegistrySettings, b registryBody) error {
 	return nil
 }
 
-// registryResource serves GET, PUT and PATCH on an existing registry.
+// registryResource serves GET, PUT, PATCH and DELETE on a registry; PUT
+// of a new name creates one.
 func (h *Handler) registryResource(w http.ResponseWriter, req *request) error {
-	reg, _ := h.opts.Registries.Lookup(req.registry)
-	switch req.r.Method {
-	case http.MethodGet:
+	reg, exists := h.opts.Registries.Lookup(req.registry)
+	switch m := req.r.Method; {
+	case m == http.MethodGet && exists:
 		v, err := h.registryView(req.r, reg)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, v)
 		return nil
-	case http.MethodPut, http.MethodPatch:
+	case m == http.MethodDelete:
+		return h.deleteRegistry(w, req, reg, exists)
+	case m == http.MethodPut && !exists:
+		return h.createRegistry(w, req)
+	case (m == http.MethodPut || m == http.MethodPatch) && exists:
+	case !exists:
+		return errRegistryNotFound(req)
 	default:
 		return errMethod(req.r)
 	}
@@ -192,6 +206,15 @@ func (h *Handler) registryResource(w http.ResponseWriter, req *request) error {
 	var body registryBody
 	if err := readBody(req.r, &body); err != nil {
 		return err
+	}
+	if body.Properties.Hosts.Set {
+		if reg.Static {
+			if !slices.Equal(normalizeHosts(body.Properties.Hosts.V), reg.Hosts) {
+				return errBadRequest("PropertyChangeNotAllowed", "The registry "+reg.Name+" is configured at startup (--registry): change its hosts there.")
+			}
+		} else if err := h.setHosts(req, reg.Name, body.Properties.Hosts.V); err != nil {
+			return err
+		}
 	}
 	var adminOff bool
 	err = store.UpdateRegistrySettings(req.r.Context(), req.registry, func(s *metadata.RegistrySettings) error {
@@ -210,11 +233,105 @@ func (h *Handler) registryResource(w http.ResponseWriter, req *request) error {
 			return err
 		}
 	}
+	reg, _ = h.opts.Registries.Lookup(req.registry)
 	v, err := h.registryView(req.r, reg)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func errRegistryNotFound(req *request) error {
+	return errNotFound("ResourceNotFound", "The Resource 'Microsoft.ContainerRegistry/registries/"+req.registry+"' was not found.")
+}
+
+func normalizeHosts(hosts []string) []string {
+	out := []string{}
+	for _, h := range hosts {
+		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// setHosts changes a managed registry's hosts, in the set and the store.
+func (h *Handler) setHosts(req *request, name string, hosts []string) error {
+	hosts = normalizeHosts(hosts)
+	if err := h.opts.Registries.Add(Registry{Name: name, Hosts: hosts}); err != nil {
+		return errBadRequest("InvalidHosts", err.Error())
+	}
+	return h.opts.Access.SetRegistryHosts(req.r.Context(), name, hosts)
+}
+
+// createRegistry serves PUT of a new registry. Without properties.hosts
+// it is served at <name>.localhost (any port).
+func (h *Handler) createRegistry(w http.ResponseWriter, req *request) error {
+	store, err := h.access()
+	if err != nil {
+		return err
+	}
+	if !rules.ValidRegistryName(req.registry) {
+		return errBadRequest("InvalidResourceName", "Registry names may contain only alpha numeric characters and must be between 5 and 50 characters.")
+	}
+	var body registryBody
+	if err := readBody(req.r, &body); err != nil {
+		return err
+	}
+	if !body.SKU.value() {
+		return errBadRequest("InvalidRequestContent", "sku is required: {\"sku\":{\"name\":\"Standard\"}} (Basic, Standard or Premium; in arca it changes nothing).")
+	}
+	set := metadata.RegistrySettings{SKU: "Standard", PublicNetworkAccess: "Enabled", RoleAssignmentMode: "LegacyRegistryPermissions"}
+	if err := applyRegistry(&set, body); err != nil {
+		return err
+	}
+	hosts := []string{req.registry + ".localhost"}
+	if body.Properties.Hosts.value() {
+		hosts = normalizeHosts(body.Properties.Hosts.V)
+	}
+	reg := Registry{Name: req.registry, Hosts: hosts}
+	if err := h.opts.Registries.Add(reg); err != nil {
+		return errBadRequest("InvalidHosts", err.Error())
+	}
+	if err := store.CreateRegistry(req.r.Context(), metadata.RegistryRecord{Name: reg.Name, Hosts: hosts}, set); err != nil {
+		_ = h.opts.Registries.Remove(reg.Name)
+		return err
+	}
+	h.changed(reg.Name)
+	reg, _ = h.opts.Registries.Lookup(reg.Name)
+	v, err := h.registryView(req.r, reg)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+// deleteRegistry serves DELETE: a registry the API created goes with its
+// repositories, rules, scope maps and tokens; one configured at startup
+// cannot be deleted.
+func (h *Handler) deleteRegistry(w http.ResponseWriter, req *request, reg Registry, exists bool) error {
+	if !exists {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	if reg.Static {
+		return &apiError{Status: http.StatusConflict, Code: "RegistryConfiguredAtStartup",
+			Message: "The registry " + reg.Name + " is configured at startup (--registry-name or --registry) and cannot be deleted through the API."}
+	}
+	store, err := h.access()
+	if err != nil {
+		return err
+	}
+	if err := h.opts.Registries.Remove(reg.Name); err != nil {
+		return err
+	}
+	if err := store.DeleteRegistry(req.r.Context(), reg.Name); err != nil {
+		return err
+	}
+	h.changed(reg.Name)
+	w.WriteHeader(http.StatusOK)
 	return nil
 }
 

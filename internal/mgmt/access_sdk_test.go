@@ -116,6 +116,34 @@ func TestAzureSDKRegistryScopeMapToken(t *testing.T) {
 		t.Fatalf("list by subscription: %d registries", n)
 	}
 
+	// Create, read back and delete a registry.
+	cp, err := regs.BeginCreate(ctx, testRG, "sdkreg01", armcontainerregistry.Registry{Location: to.Ptr("local"),
+		SKU:        &armcontainerregistry.SKU{Name: to.Ptr(armcontainerregistry.SKUNameBasic)},
+		Properties: &armcontainerregistry.RegistryProperties{AdminUserEnabled: to.Ptr(true)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := cp.PollUntilDone(ctx, poll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *created.Name != "sdkreg01" || *created.Properties.LoginServer != "sdkreg01.localhost" || !*created.Properties.AdminUserEnabled || *created.SKU.Tier != armcontainerregistry.SKUTierBasic {
+		t.Fatalf("created: %+v %+v", created.SKU, created.Properties)
+	}
+	if got, err := regs.Get(ctx, testRG, "sdkreg01", nil); err != nil || *got.ID != *created.ID {
+		t.Fatalf("read back: %v", err)
+	}
+	dp0, err := regs.BeginDelete(ctx, testRG, "sdkreg01", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dp0.PollUntilDone(ctx, poll); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := regs.Get(ctx, testRG, "sdkreg01", nil); err == nil {
+		t.Fatal("deleted registry still readable")
+	}
+
 	sms := factory.NewScopeMapsClient()
 	smp, err := sms.BeginCreate(ctx, testRG, "default", "team-reader", armcontainerregistry.ScopeMap{Properties: &armcontainerregistry.ScopeMapProperties{
 		Description: to.Ptr("read team"), Actions: []*string{to.Ptr("repositories/team/*/content/read"), to.Ptr("repositories/team/*/metadata/read")}}}, nil)

@@ -255,11 +255,15 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 		return req, nil // the registries collection
 	}
 	reg, ok := h.opts.Registries.Lookup(seg[7])
+	rest := seg[8:]
 	if !ok {
+		if len(rest) == 0 && (r.Method == http.MethodPut || r.Method == http.MethodDelete) {
+			req.registry = strings.ToLower(seg[7]) // create, or delete of nothing
+			return req, nil
+		}
 		return nil, errNotFound("ResourceNotFound", "The Resource 'Microsoft.ContainerRegistry/registries/"+seg[7]+"' under resource group '"+seg[3]+"' was not found.")
 	}
 	req.registry = reg.Name
-	rest := seg[8:]
 	switch {
 	case len(rest) == 0:
 	case len(rest) == 1 && eq(rest[0], "checkCacheRuleArtifactSyncEstimate"):

@@ -1,5 +1,70 @@
 package server
 
+import (
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+)
+
 // testAdminToken is the admin token of in-process servers (strong enough
 // to be accepted: 128 bits or more).
 const testAdminToken = "server-test-admin-token-0123456789"
+
+// Registries created through the API are served by Host, survive a
+// restart (startup flags win over them), and are deleted with their
+// content; those of startup flags cannot be deleted.
+func TestRegistriesCreatedThroughAPI(t *testing.T) {
+	dir := t.TempDir()
+	mo := ManagementOptions{AdminToken: testAdminToken}
+	ts, _ := startServer(t, dir, &lockedBuffer{}, mo, PullThroughOptions{})
+	ts.token = testAdminToken
+	const v = "?api-version=2025-04-01"
+	body := map[string]any{"location": "local", "sku": map[string]any{"name": "Basic"},
+		"properties": map[string]any{"hosts": []string{"team2.example.com"}, "anonymousPullEnabled": true}}
+	st, m := ts.do("PUT", armBase+"TeamTwo"+v, "", body)
+	props, _ := m["properties"].(map[string]any)
+	if st != 201 || m["name"] != "teamtwo" || props["loginServer"] != "team2.example.com" || props["anonymousPullEnabled"] != true {
+		t.Fatalf("create: %d %v", st, m)
+	}
+	if st, m := ts.do("PUT", armBase+"othertwo"+v, "", map[string]any{"sku": map[string]any{"name": "Basic"},
+		"properties": map[string]any{"hosts": []string{"team2.example.com"}}}); st != 400 {
+		t.Fatalf("host taken by another registry: %d %v", st, m)
+	}
+	d := digest.FromString("two")
+	if st, _ := ts.do("POST", "/v2/team/two/blobs/uploads/?digest="+d.String(), "team2.example.com", "two"); st != 201 {
+		t.Fatalf("push on the new registry's host: %d", st)
+	}
+	if _, cat := ts.do("GET", "/v2/_catalog", "team2.example.com", nil); strings.Join(toStrings(cat["repositories"]), ",") != "team/two" {
+		t.Fatalf("new registry catalog: %v", cat)
+	}
+	if _, cat := ts.do("GET", "/v2/_catalog", "", nil); len(toStrings(cat["repositories"])) != 0 {
+		t.Fatalf("default registry sees the new one's content: %v", cat)
+	}
+	if st, m := ts.do("DELETE", armBase+"default"+v, "", nil); st != 409 {
+		t.Fatalf("delete the default registry: %d %v", st, m)
+	}
+	ts.closer()
+
+	ts2, _ := startServer(t, dir, &lockedBuffer{}, mo, PullThroughOptions{})
+	ts2.token = testAdminToken
+	if _, cat := ts2.do("GET", "/v2/_catalog", "team2.example.com", nil); strings.Join(toStrings(cat["repositories"]), ",") != "team/two" {
+		t.Fatalf("after restart: %v", cat)
+	}
+	if st, _ := ts2.do("DELETE", armBase+"teamtwo"+v, "", nil); st != 200 {
+		t.Fatalf("delete: %d", st)
+	}
+	if st, _ := ts2.do("GET", armBase+"teamtwo"+v, "", nil); st != 404 {
+		t.Fatalf("deleted registry: %d", st)
+	}
+	if st, _ := ts2.do("DELETE", armBase+"teamtwo"+v, "", nil); st != 204 {
+		t.Fatalf("delete again: %d", st)
+	}
+	// Re-created, it starts empty.
+	if st, _ := ts2.do("PUT", armBase+"teamtwo"+v, "", body); st != 201 {
+		t.Fatalf("re-create: %d", st)
+	}
+	if _, cat := ts2.do("GET", "/v2/_catalog", "team2.example.com", nil); len(toStrings(cat["repositories"])) != 0 {
+		t.Fatalf("re-created registry has old content: %v", cat)
+	}
+}

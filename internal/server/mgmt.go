@@ -47,6 +47,9 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	if err := s.meta.SyncRegistries(ctx, recs); err != nil {
 		return nil, nil, err
 	}
+	if err := s.addManagedRegistries(ctx, regs); err != nil {
+		return nil, nil, err
+	}
 	principals, err := s.principals(ctx, o)
 	if err != nil {
 		return nil, nil, err
@@ -114,4 +117,22 @@ func (s *Server) principals(ctx context.Context, o ManagementOptions) (*mgmt.Pri
 		}
 	}
 	return p, nil
+}
+
+// addManagedRegistries adds the registries created through the API. A
+// name or host the startup flags configure stays theirs.
+func (s *Server) addManagedRegistries(ctx context.Context, regs *mgmt.Registries) error {
+	managed, err := s.meta.ManagedRegistries(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range managed {
+		if err := regs.Add(mgmt.Registry{Name: r.Name, Hosts: r.Hosts}); err != nil {
+			s.log.Warn("registry created through the API not served as stored: startup flags win", "registry", r.Name, "err", err)
+			if errors.Is(err, mgmt.ErrRegistryHostUsed) {
+				_ = regs.Add(mgmt.Registry{Name: r.Name})
+			}
+		}
+	}
+	return nil
 }
