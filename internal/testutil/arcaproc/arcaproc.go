@@ -8,6 +8,7 @@ package arcaproc
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -89,6 +90,8 @@ var LoopbackOnly = []string{"--upstream-allow", "127.0.0.0/8", "--upstream-allow
 type Proc struct {
 	Addr    string // host:port
 	DataDir string
+	// HTTPS is set when the server was started with --tls-cert.
+	HTTPS bool
 
 	t       testing.TB
 	cmd     *exec.Cmd
@@ -120,7 +123,7 @@ func Start(t testing.TB, o Options) *Proc {
 	if o.Env != nil {
 		cmd.Env = append(os.Environ(), o.Env...)
 	}
-	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
+	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, HTTPS: slices.Contains(o.Args, "--tls-cert"), cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	// Own process group (a kill -9 hits only arca); killed if the test
 	// binary dies without cleaning up.
@@ -157,7 +160,8 @@ func WaitReady(url string, timeout time.Duration, exited <-chan struct{}, status
 	if len(statuses) == 0 {
 		statuses = []int{http.StatusOK}
 	}
-	c := &http.Client{Timeout: 5 * time.Second}
+	// Readiness only: the test's own clients check the certificate.
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		select {
 		case <-exited:
@@ -195,7 +199,12 @@ func RepoRoot() (string, error) {
 }
 
 // URL returns the base URL, e.g. http://127.0.0.1:5000.
-func (p *Proc) URL() string { return "http://" + p.Addr }
+func (p *Proc) URL() string {
+	if p.HTTPS {
+		return "https://" + p.Addr
+	}
+	return "http://" + p.Addr
+}
 
 // Pid is the server's process id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
