@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -91,6 +92,23 @@ func FuzzAuthorize(f *testing.F) {
 		}
 		if w.Code != http.StatusUnauthorized && w.Code != http.StatusForbidden && w.Code != http.StatusTooManyRequests {
 			t.Fatalf("%q: status %d", h, w.Code)
+		}
+	})
+}
+
+// FuzzVerifyJWT feeds arbitrary strings and mutations of a valid token to
+// the verifier: only the untouched token verifies.
+func FuzzVerifyJWT(f *testing.F) {
+	svc, _ := newTestService(f, time.Now)
+	good := signedToken(f, svc, "reg01", KindToken, "t1", []Scope{RepoScope("app", Pull)})
+	f.Add(good)
+	f.Add(strings.Replace(good, ".", "..", 1))
+	f.Add("eyJhbGciOiJub25lIn0.eyJpc3MiOiJhcmNhIn0.")
+	f.Add("eyJhbGciOiJIUzI1NiIsImtpZCI6IngifQ.e30.AAAA")
+	f.Fuzz(func(t *testing.T, tok string) {
+		c, err := svc.keys.Verify(context.Background(), tok, "reg01")
+		if err == nil && tok != good {
+			t.Fatalf("%q verified as %+v", tok, c)
 		}
 	})
 }

@@ -162,7 +162,7 @@ func (k *Keyring) Verify(ctx context.Context, token, aud string) (*Claims, error
 		}
 		return k.verifyKey(ctx, kid)
 	}, jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithAudience(aud), jwt.WithIssuer(Issuer),
-		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithTimeFunc(k.now), jwt.WithLeeway(30*time.Second))
+		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithStrictDecoding(), jwt.WithTimeFunc(k.now), jwt.WithLeeway(30*time.Second))
 	if err != nil {
 		return nil, err
 	}
