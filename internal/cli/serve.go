@@ -73,6 +73,7 @@ which wins over the file.`,
 	f.StringVar(&opts.TLSKey, "tls-key", "", "TLS private key file (PEM)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	f.DurationVar(&opts.UploadMaxAge, "upload-max-age", 24*time.Hour, "abandoned uploads older than this are purged")
+	f.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (HOST:PORT) instead of --addr, e.g. a private interface")
 	f.BoolVar(&opts.InsecureOpen, "insecure-open", false, "turn data-plane access control OFF: anyone may pull, push and delete (only with a loopback --addr; for trials and tests)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

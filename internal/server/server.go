@@ -48,6 +48,9 @@ type Options struct {
 	PullThrough PullThroughOptions
 	// Sync configures active sync (see sync.go).
 	Sync SyncOptions
+	// MetricsAddr, if set, serves /metrics on its own listener (say on a
+	// private interface) instead of the main one.
+	MetricsAddr string
 	// InsecureOpen turns data-plane access control off (anyone may pull,
 	// push and delete); refused unless Addr is a loopback address.
 	InsecureOpen bool
@@ -61,6 +64,7 @@ type Server struct {
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
 	handler http.Handler
+	metrics http.Handler // set when MetricsAddr has its own listener
 }
 
 // New opens the stores under opts.DataDir and builds the handler tree.
@@ -146,7 +150,12 @@ func (s *Server) build(ctx context.Context) error {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.ready)
-	mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(promReg, promhttp.HandlerOpts{})
+	if s.opts.MetricsAddr == "" {
+		mux.Handle("/metrics", metrics)
+	} else {
+		s.metrics = metrics // served on its own listener (Run)
+	}
 	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
 	mux.Handle("/arca/", mg)
 	mux.Handle(auth.TokenPath, access.TokenHandler(regs.ForRequest))
@@ -211,12 +220,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	scheme := "http"
 	if s.opts.TLSCert != "" || s.opts.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		certs, err := newCertReloader(s.opts.TLSCert, s.opts.TLSKey, s.log)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("tls: %w", err)
+			return err
 		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = &tls.Config{GetCertificate: certs.getCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		scheme = "https"
 	}
@@ -233,8 +242,15 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if s.metrics != nil {
+		msrv, err := s.serveMetrics(errc)
+		if err != nil {
+			return err
+		}
+		defer msrv.Close()
+	}
 	select {
 	case err := <-errc:
 		return err
