@@ -16,6 +16,7 @@ func addPullThroughFlags(f *pflag.FlagSet, o *server.PullThroughOptions) {
 	f.DurationVar(&o.FetchTimeout, "fetch-timeout", time.Hour, "longest an upstream blob transfer may take (it goes on when the client leaves)")
 	f.DurationVar(&o.UpstreamTimeout, "upstream-timeout", 30*time.Second, "how long to wait for an upstream's response headers")
 	f.StringArrayVar(&o.UpstreamAllow, "upstream-allow", nil, "only connect to these hosts (HOST, HOST:PORT or CIDR; repeatable): upstreams, their token and blob hosts, secret stores; others are refused before any DNS lookup. Empty: any")
+	f.StringArrayVar(&o.UpstreamCA, "upstream-ca", nil, "PEM file of a CA to trust for upstreams, besides the system's (repeatable; a private registry's CA)")
 	f.StringVar(&o.MirrorNamespace, "mirror-namespace", "docker.io", `upstream assumed for requests that match no rule and no repository (Docker's registry-mirrors); "" turns it off`)
 }
 

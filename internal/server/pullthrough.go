@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -35,6 +38,9 @@ type PullThroughOptions struct {
 	// or CIDR) arca connects to: upstreams, token services, blob storage
 	// they redirect to, secret stores. Others are refused unresolved.
 	UpstreamAllow []string
+	// UpstreamCA are PEM files of CAs trusted for upstreams, besides the
+	// system's (a private registry's CA).
+	UpstreamCA []string
 }
 
 type pullThrough struct {
@@ -47,7 +53,12 @@ type pullThrough struct {
 func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretResolver, egress *egress.Policy) (*pullThrough, error) {
 	o := s.opts.PullThrough
 	rl := &rateLimitRecorder{meta: s.meta, log: s.log, last: map[string]upstream.RateLimit{}}
+	roots, err := upstreamRoots(o.UpstreamCA)
+	if err != nil {
+		return nil, err
+	}
 	up, err := upstream.New(upstream.Options{
+		RootCAs:     roots,
 		Insecure:    o.InsecureUpstreams,
 		Timeout:     o.UpstreamTimeout,
 		UserAgent:   "arca",
@@ -124,4 +135,25 @@ func (r *rateLimitRecorder) record(credKey, host string, rl upstream.RateLimit) 
 			r.log.Warn("record upstream rate limit", "source", source, "err", err)
 		}
 	}()
+}
+
+// upstreamRoots is the system's roots plus the CAs in files (nil: none given).
+func upstreamRoots(files []string) (*x509.CertPool, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--upstream-ca: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--upstream-ca %s: no PEM certificate in it", f)
+		}
+	}
+	return pool, nil
 }
