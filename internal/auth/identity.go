@@ -225,12 +225,9 @@ func (s *Service) current(ctx context.Context, registry, kind, name, stamp strin
 	id := Identity{Registry: registry, Kind: kind, Name: name, Stamp: stamp}
 	switch kind {
 	case KindAnonymous:
-		acc, err := s.store.GetRegistrySettings(ctx, registry)
-		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		on, err := s.anonymousPull(ctx, registry)
+		if err != nil || !on {
 			return id, false, err
-		}
-		if !acc.AnonymousPull {
-			return id, false, nil
 		}
 		id.Perms = anonymousPerms
 		return id, true, nil

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -80,6 +81,7 @@ type Service struct {
 	keys        *Keyring
 	throttle    *Throttle
 	verified    *verifiedCache
+	anon        anonCache
 	log         *slog.Logger
 	now         func() time.Time
 }
@@ -121,6 +123,52 @@ func New(o Options) (*Service, error) {
 		s.keys = k
 	}
 	return s, nil
+}
+
+// anonCache keeps each registry's anonymous-pull setting for a second,
+// so anonymous pulls do not read the metadata store on every request.
+// Changes made through this replica apply at once (Invalidate); other
+// replicas see them within a second.
+type anonCache struct {
+	mu sync.Mutex
+	m  map[string]anonEntry
+}
+
+type anonEntry struct {
+	on bool
+	at time.Time
+}
+
+const anonCacheTTL = time.Second
+
+// anonymousPull reports whether registry allows anonymous pulls.
+func (s *Service) anonymousPull(ctx context.Context, registry string) (bool, error) {
+	now := s.now()
+	s.anon.mu.Lock()
+	e, ok := s.anon.m[registry]
+	s.anon.mu.Unlock()
+	if ok && now.Sub(e.at) < anonCacheTTL {
+		return e.on, nil
+	}
+	set, err := s.store.GetRegistrySettings(ctx, registry)
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return false, err
+	}
+	s.anon.mu.Lock()
+	if s.anon.m == nil || len(s.anon.m) > 10_000 {
+		s.anon.m = map[string]anonEntry{}
+	}
+	s.anon.m[registry] = anonEntry{on: set.AnonymousPull, at: now}
+	s.anon.mu.Unlock()
+	return set.AnonymousPull, nil
+}
+
+// Invalidate drops what is cached about registry's settings (called after
+// a change through this replica's management API).
+func (s *Service) Invalidate(registry string) {
+	s.anon.mu.Lock()
+	delete(s.anon.m, registry)
+	s.anon.mu.Unlock()
 }
 
 // Open reports whether access control is off.

@@ -127,6 +127,7 @@ func TestAnonymousChallengeAndAnonymousPull(t *testing.T) {
 	if err := meta.UpdateRegistrySettings(context.Background(), "reg01", func(a *metadata.RegistrySettings) error { a.AnonymousPull = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
+	svc.Invalidate("reg01") // as the management API does after a change
 	if w := authorize(svc, "", RepoScope("team/app", Pull)); w.Code != 200 {
 		t.Fatalf("anonymous pull on: %d", w.Code)
 	}

@@ -228,6 +228,9 @@ func (h *Handler) registryResource(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
+	if h.opts.OnAccessChange != nil {
+		h.opts.OnAccessChange(req.registry)
+	}
 	if adminOff {
 		if err := store.RevokeRefreshTokens(req.r.Context(), req.registry, auth.KindAdmin, req.registry); err != nil {
 			return err
@@ -299,6 +302,9 @@ func (h *Handler) createRegistry(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	h.changed(reg.Name)
+	if h.opts.OnAccessChange != nil {
+		h.opts.OnAccessChange(reg.Name)
+	}
 	reg, _ = h.opts.Registries.Lookup(reg.Name)
 	v, err := h.registryView(req.r, reg)
 	if err != nil {
@@ -331,6 +337,9 @@ func (h *Handler) deleteRegistry(w http.ResponseWriter, req *request, reg Regist
 		return err
 	}
 	h.changed(reg.Name)
+	if h.opts.OnAccessChange != nil {
+		h.opts.OnAccessChange(reg.Name)
+	}
 	w.WriteHeader(http.StatusOK)
 	return nil
 }

@@ -84,8 +84,11 @@ type Options struct {
 	// Access keeps registry settings, scope maps and tokens (nil: those
 	// resources answer 501).
 	Access AccessStore
-	Logger *slog.Logger
-	Now    func() time.Time
+	// OnAccessChange, if set, is called after a registry's settings
+	// changed (the data plane drops what it cached).
+	OnAccessChange func(registry string)
+	Logger         *slog.Logger
+	Now            func() time.Time
 }
 
 // Handler serves the management API.

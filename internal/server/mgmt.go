@@ -55,17 +55,20 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		return nil, nil, err
 	}
 	h, err := mgmt.New(mgmt.Options{
-		SubscriptionID:    o.SubscriptionID,
-		ResourceGroup:     o.ResourceGroup,
-		TenantID:          o.TenantID,
-		ExternalURL:       o.ExternalURL,
-		Registries:        regs,
-		Store:             s.meta,
-		Principals:        principals,
-		Checker:           checker,
-		RateLimits:        s.meta,
-		Syncer:            sy,
-		Access:            s.meta,
+		SubscriptionID: o.SubscriptionID,
+		ResourceGroup:  o.ResourceGroup,
+		TenantID:       o.TenantID,
+		ExternalURL:    o.ExternalURL,
+		Registries:     regs,
+		Store:          s.meta,
+		Principals:     principals,
+		Checker:        checker,
+		RateLimits:     s.meta,
+		Syncer:         sy,
+		Access:         s.meta,
+		// s.access is built after the management plane (it needs its
+		// principals) and before the server serves.
+		OnAccessChange:    func(registry string) { s.access.Invalidate(registry) },
 		ValidateSecretRef: secrets.Validate,
 		MaxRules:          o.MaxCacheRules,
 		OnChange: func(registry string) {

@@ -65,6 +65,7 @@ type Server struct {
 	syncer  *syncer.Syncer
 	handler http.Handler
 	metrics http.Handler // set when MetricsAddr has its own listener
+	access  *auth.Service
 }
 
 // New opens the stores under opts.DataDir and builds the handler tree.
@@ -138,6 +139,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.access = access
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
