@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"log/slog"
@@ -82,6 +83,7 @@ type Service struct {
 	throttle    *Throttle
 	verified    *verifiedCache
 	anon        anonCache
+	bearers     bearerCache
 	log         *slog.Logger
 	now         func() time.Time
 }
@@ -161,6 +163,38 @@ func (s *Service) anonymousPull(ctx context.Context, registry string) (bool, err
 	s.anon.m[registry] = anonEntry{on: set.AnonymousPull, at: now}
 	s.anon.mu.Unlock()
 	return set.AnonymousPull, nil
+}
+
+// bearerCache remembers verified access tokens until they expire, so a
+// client reusing its token pays the JWT parse and HMAC once. Only tokens
+// that verified enter it; keys are SHA-256 of registry and token.
+type bearerCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]*Claims
+}
+
+const maxBearers = 10_000
+
+func (s *Service) verifyBearer(ctx context.Context, token, registry string) (*Claims, error) {
+	k := sha256.Sum256([]byte(registry + "\x00" + token))
+	now := s.now()
+	s.bearers.mu.Lock()
+	c, ok := s.bearers.m[k]
+	s.bearers.mu.Unlock()
+	if ok && now.Before(c.ExpiresAt.Time) {
+		return c, nil
+	}
+	c, err := s.keys.Verify(ctx, token, registry)
+	if err != nil {
+		return nil, err
+	}
+	s.bearers.mu.Lock()
+	if s.bearers.m == nil || len(s.bearers.m) >= maxBearers {
+		s.bearers.m = map[[32]byte]*Claims{}
+	}
+	s.bearers.m[k] = c
+	s.bearers.mu.Unlock()
+	return c, nil
 }
 
 // Invalidate drops what is cached about registry's settings (called after
@@ -249,7 +283,7 @@ func (s *Service) Authorize(w http.ResponseWriter, r *http.Request, registry str
 		}
 		return &Grant{svc: s, identity: id}, true
 	case cred != "" && strings.EqualFold(scheme, "Bearer"):
-		c, err := s.keys.Verify(ctx, cred, registry)
+		c, err := s.verifyBearer(ctx, cred, registry)
 		if err != nil {
 			s.log.InfoContext(ctx, "bearer token refused", "registry", registry, "remote", remoteHost(r), "err", err)
 			s.challenge(w, r, need, "invalid_token", "invalid or expired access token")

@@ -7,6 +7,10 @@ import (
 	"net/url"
 	"runtime"
 	"testing"
+	"time"
+
+	"github.com/arcacache/arca/internal/oci"
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
 // accessBench is a closed arca with anonymous pull on, an image pushed by
@@ -64,22 +68,53 @@ func (e *tokenError) Error() string {
 	return "token endpoint: " + http.StatusText(e.status) + ": " + e.body
 }
 
+// v3Bearer starts CNCF distribution v3 with token auth (the test token
+// service, access log on as upstreamreg configures it), seeds an image and
+// returns its host, a bearer token for it and the manifest size.
+func v3Bearer(b *testing.B) (host, authz string, size int64) {
+	b.Helper()
+	up := upstreamreg.Start(b, upstreamreg.Options{Auth: upstreamreg.Token, Binary: upstreamreg.V3Binary(b), TokenTTL: time.Hour})
+	desc := up.PushImage(b, benchRepo, "v1", &oci.Platform{OS: "linux", Architecture: "amd64"}, []byte("layer"))
+	res, err := http.Get(up.TokenRealm() + "?service=" + upstreamreg.TokenService + "&scope=repository:" + benchRepo + ":pull")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer res.Body.Close()
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&tok); err != nil || tok.Token == "" {
+		b.Fatalf("v3 token: %v", err)
+	}
+	return up.Host, "Bearer " + tok.Token, desc.Size
+}
+
 // BenchmarkAccessManifestGet: manifest GETs by tag over 64 concurrent
 // keep-alive connections on one closed registry: anonymous (anonymous pull
 // on), with a bearer JWT, and with Basic credentials (verified once, then
-// from the verified-password cache).
+// from the verified-password cache); and CNCF distribution v3 with its
+// token auth and a bearer token.
 func BenchmarkAccessManifestGet(b *testing.B) {
 	e := newAccessBench(b)
-	for _, c := range []struct{ name, authz string }{{"anonymous", ""}, {"bearer", e.bearer}, {"basic", e.basic}} {
+	v3Host, v3Authz, v3Size := v3Bearer(b)
+	for _, c := range []struct {
+		name, host, authz string
+		size              int64
+	}{
+		{"anonymous", e.a.Addr, "", int64(len(e.manifest))},
+		{"bearer", e.a.Addr, e.bearer, int64(len(e.manifest))},
+		{"basic", e.a.Addr, e.basic, int64(len(e.manifest))},
+		{"distribution-v3-bearer", v3Host, v3Authz, v3Size},
+	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetParallelism((64 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 			path := "/v2/" + benchRepo + "/manifests/v1"
 			b.RunParallel(func(pb *testing.PB) {
-				lc := newLeanClient(e.a.Addr)
+				lc := newLeanClient(c.host)
 				lc.authz = c.authz
 				defer lc.Close()
 				for pb.Next() {
-					if st, n, err := lc.get(path, mtOCIManifest, nil); err != nil || st != 200 || n != int64(len(e.manifest)) {
+					if st, n, err := lc.get(path, mtOCIManifest, nil); err != nil || st != 200 || n != c.size {
 						b.Errorf("manifest GET: status %d, %d bytes, %v", st, n, err)
 						return
 					}
