@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/config"
 	"github.com/arcacache/arca/internal/server"
 )
@@ -74,6 +75,8 @@ which wins over the file.`,
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	f.DurationVar(&opts.UploadMaxAge, "upload-max-age", 24*time.Hour, "abandoned uploads older than this are purged")
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (HOST:PORT) instead of --addr, e.g. a private interface")
+	f.DurationVar(&opts.AccessTokenTTL, "access-token-ttl", auth.DefaultAccessTTL, "lifetime of the data plane's JWT access tokens")
+	f.DurationVar(&opts.RefreshTokenTTL, "refresh-token-ttl", auth.DefaultRefreshTTL, "lifetime of refresh tokens (offline_token=true, access_type=offline)")
 	f.BoolVar(&opts.InsecureOpen, "insecure-open", false, "turn data-plane access control OFF: anyone may pull, push and delete (only with a loopback --addr; for trials and tests)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -18,7 +18,8 @@ func (s *Server) newAccess(principals auth.PrincipalLookup) (*auth.Service, erro
 		s.log.Warn("data-plane access control is OFF (--insecure-open): anyone who can reach " + s.opts.Addr + " may pull, push and delete")
 		return auth.New(auth.Options{Open: true, Logger: s.log})
 	}
-	return auth.New(auth.Options{Store: s.meta, Principals: principals, ExternalURL: s.opts.Management.ExternalURL, Logger: s.log})
+	return auth.New(auth.Options{Store: s.meta, Principals: principals, ExternalURL: s.opts.Management.ExternalURL,
+		AccessTTL: s.opts.AccessTokenTTL, RefreshTTL: s.opts.RefreshTokenTTL, Logger: s.log})
 }
 
 func loopbackAddr(addr string) bool {

@@ -51,6 +51,10 @@ type Options struct {
 	// MetricsAddr, if set, serves /metrics on its own listener (say on a
 	// private interface) instead of the main one.
 	MetricsAddr string
+	// AccessTokenTTL and RefreshTokenTTL are the lifetimes of issued
+	// tokens (0: auth's defaults, 5 minutes and 24 hours).
+	AccessTokenTTL  time.Duration
+	RefreshTokenTTL time.Duration
 	// InsecureOpen turns data-plane access control off (anyone may pull,
 	// push and delete); refused unless Addr is a loopback address.
 	InsecureOpen bool
