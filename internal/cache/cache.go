@@ -48,6 +48,7 @@ type Upstream interface {
 	GetBlob(ctx context.Context, r upstream.Repo, d digest.Digest) (io.ReadCloser, int64, error)
 	HeadBlob(ctx context.Context, r upstream.Repo, d digest.Digest) (int64, error)
 	Referrers(ctx context.Context, r upstream.Repo, subject digest.Digest, artifactType string) ([]oci.Descriptor, error)
+	Tags(ctx context.Context, r upstream.Repo, fn func(page []string) error) error
 }
 
 // Blobs is the blob store as the cache uses it.
@@ -64,6 +65,7 @@ type Meta interface {
 	GetTag(ctx context.Context, registry, repo, tag string) (metadata.Tag, error)
 	TouchTag(ctx context.Context, registry, repo, tag string) error
 	Referrers(ctx context.Context, registry, repo string, d digest.Digest, artifactType string) ([]metadata.Referrer, error)
+	ListTags(ctx context.Context, registry, repo, last string, n int) ([]string, bool, error)
 }
 
 // Options configure a Cache.
@@ -96,6 +98,7 @@ type Cache struct {
 	mu       sync.Mutex
 	inflight map[digest.Digest]*fetch
 	group    singleflight.Group // manifests and tag revalidation
+	tagPages tagSnapshots       // upstream tag lists, for follow-up pages
 	wg       sync.WaitGroup     // detached fetches, for Close
 }
 
@@ -134,7 +137,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "arca_cache_requests_total",
-			Help: "Requests for cached repositories by kind (manifest, blob) and result (hit, miss, stale, coalesced, error).",
+			Help: "Requests for cached repositories by kind (manifest, blob, tags) and result (hit, miss, stale, coalesced, error).",
 		}, []string{"kind", "result"}),
 		bytesUpstream: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "arca_cache_fetched_bytes_total", Help: "Blob bytes fetched from upstreams into the cache.",

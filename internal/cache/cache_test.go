@@ -47,6 +47,8 @@ func (p prefixRules) Resolve(_ context.Context, _, repo, ns string) (cache.Targe
 	}}, true, nil
 }
 
+func (p prefixRules) MirrorsHost(context.Context, string, string) (bool, error) { return false, nil }
+
 type env struct {
 	srv   *httptest.Server
 	cache *cache.Cache
@@ -64,7 +66,7 @@ func newEnv(t testing.TB, upHost string, revalidate time.Duration, creds upstrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := upstream.New(upstream.Options{Insecure: []string{upHost}, MaxRetries: 2, Registerer: prometheus.NewRegistry()})
+	up, err := upstream.New(upstream.Options{Insecure: []string{upHost}, MaxRetries: 2, TagPageSize: 64, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

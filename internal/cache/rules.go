@@ -112,13 +112,32 @@ func (s *RuleSet) Resolve(ctx context.Context, registry, repo, ns string) (Targe
 		}
 		local = repo
 	}
+	return s.target(registry, r, local, up), true, nil
+}
+
+// target is the one constructor of a Target, for pull-through (Resolve)
+// and active sync (TargetFor) alike: the token cache and rate-limit
+// observations are keyed by CredKey, which must not depend on the caller.
+// up is "host/path" on the upstream.
+func (s *RuleSet) target(registry string, r *rules.Rule, local, up string) Target {
 	host, path, _ := strings.Cut(up, "/")
 	t := Target{Rule: r.Name, Repo: local, Upstream: upstream.Repo{Host: host, Path: upstream.NormalizePath(host, path)}}
 	if r.CredentialSet != "" {
-		t.Upstream.CredKey = registry + "/" + r.CredentialSet
+		t.Upstream.CredKey = rules.CredentialKey(registry, r.CredentialSet)
 		t.Upstream.Creds = s.credentials(registry, r.CredentialSet)
 	}
-	return t, true, nil
+	return t
+}
+
+// MirrorsHost reports whether some rule of registry has its source on
+// host: a mirror request naming another registry (regctl names the host
+// it was configured for, that is us) is not a mirror request for arca.
+func (s *RuleSet) MirrorsHost(ctx context.Context, registry, host string) (bool, error) {
+	rr, err := s.load(ctx, registry)
+	if err != nil {
+		return false, err
+	}
+	return rr.reverse.hosts[rules.CanonicalLoginServer(host)], nil
 }
 
 // credentials resolves a credential set's secret references when the
@@ -150,10 +169,11 @@ func (s *RuleSet) credentials(registry, name string) upstream.Credentials {
 type reverseIndex struct {
 	static map[string]*rules.Rule // "host/path" -> rule with static target
 	wild   map[string]*rules.Rule // "host" or "host/prefix" -> wildcard rule
+	hosts  map[string]bool        // hosts of all sources
 }
 
 func newReverseIndex(list []rules.Rule) *reverseIndex {
-	ix := &reverseIndex{static: map[string]*rules.Rule{}, wild: map[string]*rules.Rule{}}
+	ix := &reverseIndex{static: map[string]*rules.Rule{}, wild: map[string]*rules.Rule{}, hosts: map[string]bool{}}
 	for i := range list {
 		r := &list[i]
 		src, err := rules.ParseSource(r.Source)
@@ -161,6 +181,7 @@ func newReverseIndex(list []rules.Rule) *reverseIndex {
 			continue
 		}
 		host := rules.CanonicalLoginServer(src.LoginServer)
+		ix.hosts[host] = true
 		key := host
 		switch {
 		case src.Wildcard && src.Path != "":

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -141,11 +140,5 @@ func (s *RuleSet) TargetFor(registry string, r rules.Rule, repo string) (Target,
 	if !ok {
 		return Target{}, false
 	}
-	host, path, _ := strings.Cut(up, "/")
-	t := Target{Rule: m.Name, Repo: repo, Upstream: upstream.Repo{Host: host, Path: upstream.NormalizePath(host, path)}}
-	if r.CredentialSet != "" {
-		t.Upstream.CredKey = r.CredentialSet
-		t.Upstream.Creds = s.credentials(registry, r.CredentialSet)
-	}
-	return t, true
+	return s.target(registry, m, repo, up), true
 }

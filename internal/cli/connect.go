@@ -180,7 +180,7 @@ func (s *session) registryPath(ctx context.Context, reg, rg string) (string, err
 	if err != nil {
 		return "", err
 	}
-	name, err := info.resolveRegistry(reg)
+	name, err := info.resolveRegistry(reg, s.arm.Endpoint())
 	if err != nil {
 		return "", err
 	}
@@ -194,7 +194,9 @@ func (s *session) registryPath(ctx context.Context, reg, rg string) (string, err
 		"/providers/Microsoft.ContainerRegistry/registries/" + pathEscape(name), nil
 }
 
-func (info *serverInfo) resolveRegistry(reg string) (string, error) {
+// resolveRegistry maps -r (a registry name, or a host name it is served
+// at) to the registry's name. endpoint is the server's URL the CLI talks to.
+func (info *serverInfo) resolveRegistry(reg, endpoint string) (string, error) {
 	for _, r := range info.Registries {
 		if strings.EqualFold(r.Name, reg) {
 			return r.Name, nil
@@ -207,6 +209,11 @@ func (info *serverInfo) resolveRegistry(reg string) (string, error) {
 					return r.Name, nil
 				}
 			}
+		}
+		// The server serves the default registry on every host no other
+		// registry claims: the endpoint's own host (its --addr) among them.
+		if u, err := url.Parse(endpoint); err == nil && strings.EqualFold(u.Host, reg) && info.DefaultRegistry != "" {
+			return info.DefaultRegistry, nil
 		}
 		return "", fmt.Errorf("argument --registry/-r: no registry on this server is served at host %q", reg)
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/arcacache/arca/internal/buildinfo"
 )
 
 // Env is what commands read from and write to.
@@ -31,12 +33,14 @@ func NewRootCmd(env Env) *cobra.Command {
 		Long:          "arca is an OCI registry whose repositories can be backed by cache rules that pull through from upstream registries.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildinfo.Read().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
 	root.AddCommand(newServeCmd(env))
-	root.AddCommand(newCacheCmd(env), newCredentialSetCmd(env), newLoginCmd(env), newLogoutCmd(env), newApplyCmd(env))
+	root.AddCommand(newCacheCmd(env), newCredentialSetCmd(env), newLoginCmd(env), newLogoutCmd(env), newApplyCmd(env), newVersionCmd(env))
 	root.AddCommand(newRegistryCmd(env), newCredentialCmd(env), newScopeMapCmd(env), newTokenCmd(env), newPrincipalCmd(env), newAuditCmd(env))
 	root.AddCommand(registryCmds(env)...) // arca create|update|show|list|delete, as az acr
 	return root

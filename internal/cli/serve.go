@@ -80,6 +80,7 @@ which wins over the file.`,
 	f.BoolVar(&opts.InsecureOpen, "insecure-open", false, "turn data-plane access control OFF: anyone may pull, push and delete (only with a loopback --addr; for trials and tests)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.BoolVar(&opts.AccessLog, "access-log", true, "log one line per request at info level (method, route, repository, status, bytes, duration, cache result, upstream; credential-like query values redacted)")
 	addManagementFlags(f, &opts.Management, env)
 	addPullThroughFlags(f, &opts.PullThrough)
 	addSyncFlags(f, &opts.Sync)

@@ -297,12 +297,25 @@ func TestMirrorRequests(t *testing.T) {
 	a.cli(t, "credential-set", "create", "-r", "default", "-n", "hubcreds", "-l", "docker.io",
 		"-u", "env://ARCA_E2E_HUB_USER", "-p", "env://ARCA_E2E_HUB_PASS", "-o", "none")
 	a.cacheRule(t, "hub-library", "docker.io/library/*", "hub/*", "-c", "hubcreds")
-	for _, path := range []string{"library/nginx/manifests/latest", "nginx/manifests/latest", "library/nginx/manifests/latest?ns=docker.io"} {
-		// Whether Docker Hub is reachable from here or not, arca must try
-		// it for rule hub-library (a 200 is fine too, with internet).
+	// Docker Hub is not reachable from here (a 200 is fine too, with
+	// internet). With ns=docker.io the failure is rule hub-library's 424;
+	// without, the mapping is a guess, and arca answers for its own name
+	// once it tried the rule (the access log says so): 404, on which the
+	// client falls back to its primary.
+	for _, path := range []string{"library/nginx/manifests/latest?ns=docker.io", "library/nginx/manifests/latest", "nginx/manifests/latest"} {
 		r = do(t, "GET", a.URL()+"/v2/"+path, map[string]string{"Accept": mtAcceptAll}, nil)
-		if r.Status != http.StatusOK && !strings.Contains(string(r.Body), "hub-library") {
+		explicit := strings.Contains(path, "ns=")
+		switch {
+		case r.Status == http.StatusOK:
+		case explicit && !strings.Contains(string(r.Body), "hub-library"):
 			t.Errorf("mirror request for Docker Hub GET /v2/%s: %s; want an answer from rule hub-library", path, r)
+		case !explicit && r.Status != http.StatusNotFound:
+			t.Errorf("registry-mirrors request GET /v2/%s with Docker Hub unreachable: %s; want 404", path, r)
+		}
+	}
+	for _, p := range []string{"/v2/library/nginx/manifests/latest", "/v2/nginx/manifests/latest"} {
+		if !accessLogged(a.Logs(), p, "rule=hub-library") {
+			t.Errorf("arca's access log has no line for %s through rule hub-library", p)
 		}
 	}
 
@@ -315,4 +328,22 @@ func TestMirrorRequests(t *testing.T) {
 		getCached(t, b.URL()+"/v2/library/app/blobs/"+sha(bl), sha(bl))
 	}
 	getCached(t, b.URL()+"/v2/lib/app/manifests/v1", im.Digest())
+}
+
+// accessLogged reports whether logs have an access log line for path
+// (text format) holding every one of want.
+func accessLogged(logs, path string, want ...string) bool {
+	for _, l := range strings.Split(logs, "\n") {
+		if !strings.Contains(l, "msg=request") || !strings.Contains(l, "path="+path+" ") {
+			continue
+		}
+		ok := true
+		for _, w := range want {
+			ok = ok && strings.Contains(l, w)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }

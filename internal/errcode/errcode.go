@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 )
 
 // Code is a registry error code with its default message and HTTP status.
@@ -27,6 +28,7 @@ var (
 	ManifestUnknown     = Code{"MANIFEST_UNKNOWN", "manifest unknown to registry", http.StatusNotFound}
 	NameInvalid         = Code{"NAME_INVALID", "invalid repository name", http.StatusBadRequest}
 	NameUnknown         = Code{"NAME_UNKNOWN", "repository name not known to registry", http.StatusNotFound}
+	TagInvalid          = Code{"TAG_INVALID", "manifest tag is invalid", http.StatusBadRequest}
 	SizeInvalid         = Code{"SIZE_INVALID", "provided length did not match content length", http.StatusBadRequest}
 	Unauthorized        = Code{"UNAUTHORIZED", "authentication required", http.StatusUnauthorized}
 	Denied              = Code{"DENIED", "requested access to the resource is denied", http.StatusForbidden}
@@ -107,14 +109,21 @@ func Write(w http.ResponseWriter, r *http.Request, err error) {
 		msg = e.Code.Message
 	}
 	status := Status(e)
+	b, err := json.Marshal(body{Errors: []item{{Code: e.Code.Value, Message: msg, Detail: e.Detail}}})
+	if err != nil { // a Detail that does not marshal: drop it
+		b, _ = json.Marshal(body{Errors: []item{{Code: e.Code.Value, Message: msg}}})
+	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Del("Content-Length")
+	// HEAD answers carry the length a GET's body would have, as for
+	// successful answers.
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.Header().Del("Docker-Content-Digest")
 	w.WriteHeader(status)
 	if r != nil && r.Method == http.MethodHead {
 		return
 	}
-	_ = json.NewEncoder(w).Encode(body{Errors: []item{{Code: e.Code.Value, Message: msg, Detail: e.Detail}}})
+	_, _ = w.Write(b)
 }
 
 // WithStatus overrides the HTTP status of e.

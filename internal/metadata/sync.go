@@ -234,6 +234,17 @@ func (s *SQLite) SyncTagErrors(ctx context.Context, registry, rule string, n int
 	return out, nil
 }
 
+// CountSyncTagErrors counts the tags of a rule whose last sync failed.
+func (s *SQLite) CountSyncTagErrors(ctx context.Context, registry, rule string) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM sync_tags WHERE registry = ? AND rule = ? AND error <> ''`,
+		strings.ToLower(registry), rule).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count sync tag errors: %w", err)
+	}
+	return n, nil
+}
+
 func toMillis(t time.Time) int64 {
 	if t.IsZero() {
 		return 0

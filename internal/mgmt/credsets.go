@@ -26,6 +26,7 @@ func (h *Handler) getCredentialSet(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
+	h.health.refreshIfOld(req.registry, c)
 	out := h.credentialSetJSONOf(req.registry, c)
 	out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, c.Name, c.LoginServer)
 	writeJSON(w, http.StatusOK, out)
@@ -154,5 +155,8 @@ func (h *Handler) deleteCredentialSet(w http.ResponseWriter, req *request) error
 
 func (h *Handler) listCredentialSets(w http.ResponseWriter, req *request) error {
 	return servePage(h, w, req, h.opts.Store.ListCredentialSetsPage, func(c rules.CredentialSet) string { return c.Name },
-		func(c rules.CredentialSet) credentialSetJSON { return h.credentialSetJSONOf(req.registry, c) })
+		func(c rules.CredentialSet) credentialSetJSON {
+			h.health.refreshIfOld(req.registry, c)
+			return h.credentialSetJSONOf(req.registry, c)
+		})
 }

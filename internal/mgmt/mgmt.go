@@ -66,6 +66,10 @@ type Options struct {
 	Checker CredentialChecker
 	// CheckTimeout bounds one credential check. Default 30s.
 	CheckTimeout time.Duration
+	// Health stores re-checked credential health (nil: Store, when it can).
+	Health HealthStore
+	// HealthMaxAge and HealthInterval time the re-checks (health.go).
+	HealthMaxAge, HealthInterval time.Duration
 	// ValidateSecretRef checks a secret reference's syntax (nil: any non-empty string).
 	ValidateSecretRef func(string) error
 	// MaxRules per registry; <= 0 means rules.DefaultMaxRules.
@@ -93,8 +97,9 @@ type Options struct {
 
 // Handler serves the management API.
 type Handler struct {
-	opts Options
-	log  *slog.Logger
+	opts   Options
+	log    *slog.Logger
+	health *healthChecks
 }
 
 // New returns a Handler.
@@ -127,6 +132,19 @@ func New(opts Options) (*Handler, error) {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = 30 * time.Second
 	}
+	if opts.Health == nil {
+		hs, ok := opts.Store.(HealthStore)
+		if !ok {
+			return nil, errors.New("mgmt: Health is required when Store cannot store credential health")
+		}
+		opts.Health = hs
+	}
+	if opts.HealthMaxAge <= 0 {
+		opts.HealthMaxAge = DefaultHealthMaxAge
+	}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = DefaultHealthInterval
+	}
 	if opts.PageSize <= 0 {
 		opts.PageSize = DefaultPageSize
 	}
@@ -136,7 +154,9 @@ func New(opts Options) (*Handler, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Handler{opts: opts, log: opts.Logger}, nil
+	h := &Handler{opts: opts, log: opts.Logger}
+	h.health = newHealthChecks(h)
+	return h, nil
 }
 
 // request is one parsed management call.

@@ -95,7 +95,7 @@ func (h *Handler) rateLimitOf(ctx context.Context, reg, credSet, loginServer str
 	}
 	key := ""
 	if credSet != "" {
-		key = reg + "/" + credSet
+		key = rules.CredentialKey(reg, credSet)
 	}
 	rl, err := h.opts.RateLimits.GetRateLimit(ctx, metadata.RateLimitSource(key, rules.CanonicalLoginServer(loginServer)))
 	if err != nil {

@@ -12,21 +12,67 @@ import (
 	"github.com/arcacache/arca/internal/oci"
 )
 
+// How resolve found a repository's cache target.
+type resolution int
+
+const (
+	notCached         resolution = iota // ours, no rule
+	byRule                              // a rule's target, or the upstream a request's ns names
+	byMirrorNamespace                   // guessed: --mirror-namespace for a path neither ours nor a rule's
+)
+
 // resolve finds the cache target for a request: by rule on the repository
-// path, or, for mirror requests, by the upstream they name.
-func (h *Handler) resolve(r *http.Request, reg, repo string) (cache.Target, bool, error) {
+// path, or, for the reads of a mirror pull, by the upstream they name.
+// Pushes and deletes are about our own names: mapped through no mirror, a
+// push to a new repository "myapp" stays ours with the default mirror
+// namespace too.
+func (h *Handler) resolve(r *http.Request, reg string, rt route) (cache.Target, resolution, error) {
 	ctx := r.Context()
-	ns := r.URL.Query().Get("ns")
-	t, ok, err := h.rules.Resolve(ctx, reg, repo, ns)
-	if err != nil || ok || ns != "" || h.mirrorNS == "" {
-		return t, ok, err
+	found := func(t cache.Target, ok bool, how resolution, err error) (cache.Target, resolution, error) {
+		if err != nil || !ok {
+			return t, notCached, err
+		}
+		return t, how, nil
+	}
+	if !mirrorRead(r, rt) {
+		t, ok, err := h.rules.Resolve(ctx, reg, rt.repo, "")
+		return found(t, ok, byRule, err)
+	}
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		t, ok, err := h.rules.Resolve(ctx, reg, rt.repo, ns)
+		if err != nil || ok {
+			return found(t, ok, byRule, err)
+		}
+		// An ns no rule's source is on is served as if it were absent
+		// (regctl sends ns=<the host it was configured for>: arca).
+		if covered, err := h.rules.MirrorsHost(ctx, reg, ns); err != nil || covered {
+			return found(t, false, byRule, err)
+		}
+	}
+	t, ok, err := h.rules.Resolve(ctx, reg, rt.repo, "")
+	if err != nil || ok || h.mirrorNS == "" {
+		return found(t, ok, byRule, err)
 	}
 	// Docker's registry-mirrors: a Docker Hub path that is neither ours
 	// nor under a rule.
-	if exists, err := h.meta.RepositoryExists(ctx, reg, repo); err != nil || exists {
-		return t, false, err
+	if exists, err := h.meta.RepositoryExists(ctx, reg, rt.repo); err != nil || exists {
+		return found(t, false, byRule, err)
 	}
-	return h.rules.Resolve(ctx, reg, repo, h.mirrorNS)
+	t, ok, err = h.rules.Resolve(ctx, reg, rt.repo, h.mirrorNS)
+	return found(t, ok, byMirrorNamespace, err)
+}
+
+// mirrorRead reports whether r is one of the reads a pull sends through a
+// mirror: manifests (GET, HEAD), blobs, tag lists and referrers (GET). A
+// HEAD of a blob is a pusher asking whether to upload, never a puller.
+func mirrorRead(r *http.Request, rt route) bool {
+	switch r.Method {
+	case http.MethodGet:
+		return true
+	case http.MethodHead:
+		return rt.kind == kindManifest
+	}
+	return false
 }
 
 // serveCached answers requests for a repository served by a cache rule.
@@ -45,13 +91,13 @@ func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, reg string
 	case rt.kind == kindReferrers:
 		return h.cachedReferrers(w, r, reg, rt.ref, t)
 	case rt.kind == kindTags:
-		return h.tags(w, r, reg, t.Repo, true)
+		return h.cachedTags(w, r, reg, t)
 	}
 	return errcode.New(errcode.Unsupported, "unsupported on a cached repository")
 }
 
 func (h *Handler) cachedManifest(w http.ResponseWriter, r *http.Request, reg, ref string, t cache.Target) error {
-	if _, _, err := parseRef(ref); err != nil {
+	if _, _, err := parsePullRef(ref); err != nil {
 		return err
 	}
 	m, status, err := h.cache.Manifest(r.Context(), reg, t, ref)
@@ -126,10 +172,12 @@ func (h *Handler) cachedReferrers(w http.ResponseWriter, r *http.Request, reg, r
 		return err
 	}
 	upList, err := h.cache.Referrers(r.Context(), t, d, artifactType)
+	status := cache.Miss // the upstream's list, asked now
 	if err != nil {
 		h.log.Warn("upstream referrers unavailable; serving local ones", "rule", t.Rule, "subject", d, "err", err)
-		w.Header().Set("X-Arca-Cache", string(cache.Stale))
+		status = cache.Stale
 	}
+	w.Header().Set("X-Arca-Cache", string(status))
 	seen := map[string]bool{}
 	for _, m := range idx.Manifests {
 		seen[m.Digest.String()] = true

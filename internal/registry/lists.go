@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/oci"
 )
@@ -52,9 +54,8 @@ func setNextLink(w http.ResponseWriter, path string, n int, last string) {
 	w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, q.Encode()))
 }
 
-// tags lists a repository's tags. A repository served by a cache rule
-// (cached) lists what was cached so far, possibly nothing.
-func (h *Handler) tags(w http.ResponseWriter, r *http.Request, reg, repo string, cached bool) error {
+// tags lists a repository's tags.
+func (h *Handler) tags(w http.ResponseWriter, r *http.Request, reg, repo string) error {
 	n, last, err := pageParams(r)
 	if err != nil {
 		return err
@@ -63,7 +64,7 @@ func (h *Handler) tags(w http.ResponseWriter, r *http.Request, reg, repo string,
 	if err != nil {
 		return err
 	}
-	if !exists && !cached {
+	if !exists {
 		return errcode.New(errcode.NameUnknown, fmt.Sprintf("repository %s is not known", repo))
 	}
 	tags := []string{}
@@ -77,6 +78,31 @@ func (h *Handler) tags(w http.ResponseWriter, r *http.Request, reg, repo string,
 		setNextLink(w, "/v2/"+repo+"/tags/list", n, tags[len(tags)-1])
 	}
 	return writeJSON(w, "application/json", map[string]any{"name": repo, "tags": tags})
+}
+
+// cachedTags lists the tags of a repository served by a cache rule: the
+// upstream's and ours (cache.Tags), paged here with n and last.
+func (h *Handler) cachedTags(w http.ResponseWriter, r *http.Request, reg string, t cache.Target) error {
+	n, last, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	all, status, err := h.cache.Tags(r.Context(), reg, t, last != "")
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Arca-Cache", string(status))
+	// all is sorted: the page starts after last.
+	i, _ := slices.BinarySearch(all, last)
+	if i < len(all) && all[i] == last {
+		i++
+	}
+	rest := all[i:]
+	page := rest[:min(n, len(rest))]
+	if len(page) < len(rest) && n > 0 {
+		setNextLink(w, "/v2/"+t.Repo+"/tags/list", n, page[len(page)-1])
+	}
+	return writeJSON(w, "application/json", map[string]any{"name": t.Repo, "tags": append([]string{}, page...)})
 }
 
 func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, reg string) error {

@@ -1,10 +1,12 @@
 package registry
 
 import (
+	_ "crypto/sha512" // manifests may be addressed with sha512
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
@@ -38,8 +40,20 @@ func parseRef(ref string) (tag string, d digest.Digest, err error) {
 	return "", d, nil
 }
 
+// parsePullRef is parseRef for GET and HEAD: a reference that is neither a
+// tag nor a digest names a manifest that cannot exist, which clients (and
+// distribution) expect as 404 MANIFEST_UNKNOWN; only a push of one is a
+// client error.
+func parsePullRef(ref string) (tag string, d digest.Digest, err error) {
+	tag, d, err = parseRef(ref)
+	if err != nil {
+		return "", "", errcode.New(errcode.ManifestUnknown, fmt.Sprintf("manifest %q is not found: it is neither a valid tag nor a valid digest", ref))
+	}
+	return tag, d, nil
+}
+
 func (h *Handler) resolveRef(r *http.Request, reg, repo, ref string) (digest.Digest, error) {
-	tag, d, err := parseRef(ref)
+	tag, d, err := parsePullRef(ref)
 	if err != nil {
 		return "", err
 	}
@@ -111,12 +125,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 	if err != nil {
 		return errcode.New(errcode.ManifestInvalid, err.Error())
 	}
-	alg := digest.Canonical
-	if refDigest != "" {
-		alg = refDigest.Algorithm()
-		if !alg.Available() {
-			return errcode.New(errcode.DigestInvalid, "unsupported digest algorithm "+string(alg))
-		}
+	alg, err := manifestAlgorithm(r, refDigest)
+	if err != nil {
+		return err
 	}
 	d := alg.FromBytes(body)
 	if refDigest != "" && refDigest != d {
@@ -132,9 +143,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 			fmt.Sprintf("manifest references %s %s, unknown to repository %s", missing[0].Kind, missing[0].Digest, repo),
 			map[string]string{"digest": missing[0].Digest.String()})
 	}
-	var tags []string
-	if tag != "" {
-		tags = append(tags, tag)
+	tags, err := pushTags(r, tag)
+	if err != nil {
+		return err
 	}
 	if _, err := h.content.PutManifest(r.Context(), reg, repo, d, body, parsed, tags...); err != nil {
 		return err
@@ -148,8 +159,53 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 	if parsed.Subject != nil {
 		hd.Set("OCI-Subject", parsed.Subject.Digest.String())
 	}
+	if tag == "" { // pushed by digest: say which ?tag= were applied
+		for _, t := range tags {
+			hd.Add("OCI-Tag", t)
+		}
+	}
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// manifestAlgorithm is the digest algorithm a manifest push is addressed
+// with: the reference's when it is a digest, else ?digest-algorithm=
+// (distribution-spec 1.2 draft), else sha256.
+func manifestAlgorithm(r *http.Request, refDigest digest.Digest) (digest.Algorithm, error) {
+	alg := digest.Canonical
+	q := digest.Algorithm(r.URL.Query().Get("digest-algorithm"))
+	switch {
+	case refDigest != "":
+		alg = refDigest.Algorithm()
+		if q != "" && q != alg {
+			return "", errcode.New(errcode.DigestInvalid, fmt.Sprintf("digest-algorithm=%s contradicts the reference %s", q, refDigest))
+		}
+	case q != "":
+		alg = q
+	}
+	if !alg.Available() {
+		return "", errcode.New(errcode.DigestInvalid, "unsupported digest algorithm "+string(alg))
+	}
+	return alg, nil
+}
+
+// pushTags are the tags a manifest push applies: the reference when it is
+// a tag, and every ?tag= (distribution-spec 1.2 draft: push by digest and
+// tag in one request).
+func pushTags(r *http.Request, refTag string) ([]string, error) {
+	var tags []string
+	if refTag != "" {
+		tags = append(tags, refTag)
+	}
+	for _, t := range r.URL.Query()["tag"] {
+		if !oci.ValidTag(t) {
+			return nil, errcode.New(errcode.TagInvalid, fmt.Sprintf("tag=%q is not a valid tag", t))
+		}
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	return tags, nil
 }
 
 func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request, reg, repo, ref string) error {

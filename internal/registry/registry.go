@@ -101,6 +101,8 @@ type Options struct {
 // host a mirror request names (containerd's ?ns=), or "".
 type Resolver interface {
 	Resolve(ctx context.Context, registry, repo, ns string) (cache.Target, bool, error)
+	// MirrorsHost reports whether some rule's source is on host.
+	MirrorsHost(ctx context.Context, registry, host string) (bool, error)
 }
 
 // Handler serves /v2/.
@@ -237,26 +239,45 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reg := h.registry(r)
-	r, ok := h.authorize(w, r, reg, rt)
-	if !ok {
-		return
-	}
-	var err error
+	ri := requestInfo(r.Context())
+	ri.Repo = rt.repo
+	var ok bool
 	if rt.repo != "" && h.rules != nil && h.cache != nil {
-		var t cache.Target
-		var ok bool
-		if t, ok, err = h.resolve(r, reg, rt.repo); err == nil && ok {
-			err = h.serveCached(w, r, reg, rt, t)
-			if err != nil {
-				h.fail(w, r, err)
-			}
-			return
-		}
+		t, how, err := h.resolve(r, reg, rt)
 		if err != nil {
 			h.fail(w, r, err)
 			return
 		}
+		if how != notCached {
+			// Access is checked on the repository served (a mirror
+			// request names the upstream's), before any upstream request.
+			served := rt
+			served.repo = t.Repo
+			if r, ok = h.authorize(w, r, reg, served); !ok {
+				return
+			}
+			ri.Repo, ri.Rule, ri.Upstream = t.Repo, t.Rule, t.Upstream.String()
+			err = h.serveCached(w, r, reg, rt, t)
+			if err == nil {
+				return
+			}
+			if how != byMirrorNamespace {
+				h.fail(w, r, err)
+				return
+			}
+			// The mirror namespace is a guess for a path that is neither
+			// ours nor a rule's. When its upstream cannot serve it, the
+			// answer is for our own name (a 404, mostly): a push's
+			// existence checks (HEAD) go on, a mirror client falls back
+			// to its primary.
+			h.log.Debug("mirror namespace upstream failed; answering for our own repository", "repo", rt.repo, "rule", t.Rule, "err", err)
+			ri.Repo = rt.repo // the access log keeps the rule tried
+		}
 	}
+	if r, ok = h.authorize(w, r, reg, rt); !ok {
+		return
+	}
+	var err error
 	switch rt.kind {
 	case kindBase:
 		w.Header().Set("Content-Type", "application/json")
@@ -264,7 +285,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case kindCatalog:
 		err = h.catalog(w, r, reg)
 	case kindTags:
-		err = h.tags(w, r, reg, rt.repo, false)
+		err = h.tags(w, r, reg, rt.repo)
 	case kindReferrers:
 		err = h.referrers(w, r, reg, rt.repo, rt.ref)
 	case kindManifest:

@@ -320,6 +320,9 @@ func TestBadInput(t *testing.T) {
 		{"traversal in upload id", "PATCH", "/v2/bad/blobs/uploads/..%2f..%2fx", nil, []byte("x"), 404, "BLOB_UPLOAD_UNKNOWN"},
 		{"unknown upload id", "PUT", "/v2/bad/blobs/uploads/0123456789abcdef?digest=" + cfg.String(), nil, nil, 404, "BLOB_UPLOAD_UNKNOWN"},
 		{"bad tag", "PUT", "/v2/bad/manifests/-bad", ct, good, 400, "DIGEST_INVALID"},
+		// A manifest that cannot exist is not found, as distribution answers.
+		{"GET invalid reference", "GET", "/v2/bad/manifests/.INVALID_MANIFEST_NAME", nil, nil, 404, "MANIFEST_UNKNOWN"},
+		{"GET malformed digest reference", "GET", "/v2/bad/manifests/sha256:zz", nil, nil, 404, "MANIFEST_UNKNOWN"},
 		{"bad pagination", "GET", "/v2/bad/tags/list?n=-1", nil, nil, 400, "PAGINATION_NUMBER_INVALID"},
 		{"method", "POST", "/v2/bad/manifests/t", nil, nil, 405, "UNSUPPORTED"},
 	}
@@ -337,6 +340,28 @@ func TestBadInput(t *testing.T) {
 	}
 	if r := do(t, "HEAD", srv.URL+"/v2/bad/blobs/"+digest.FromString("content").String(), nil, nil); r.status != 404 {
 		t.Fatalf("blob with wrong digest is visible: %d", r.status)
+	}
+}
+
+// Error answers to HEAD carry the Content-Length of the body a GET gets;
+// HEAD by a reference that cannot exist is 404.
+func TestHeadErrorsHaveContentLength(t *testing.T) {
+	srv := newTestServer(t)
+	pushImage(t, srv.URL, "h/img", "v1")
+	for _, path := range []string{
+		"/v2/h/img/manifests/.INVALID_MANIFEST_NAME",
+		"/v2/h/img/manifests/absent",
+		"/v2/h/img/blobs/" + digest.FromString("absent").String(),
+		"/v2/h/none/manifests/v1",
+	} {
+		get := do(t, "GET", srv.URL+path, nil, nil)
+		head := do(t, "HEAD", srv.URL+path, nil, nil)
+		if head.status != 404 || get.status != 404 {
+			t.Errorf("%s: GET %d, HEAD %d, want 404", path, get.status, head.status)
+		}
+		if cl := head.header.Get("Content-Length"); cl == "" || cl != fmt.Sprint(len(get.body)) {
+			t.Errorf("HEAD %s: Content-Length %q, want %d (the GET body's)", path, cl, len(get.body))
+		}
 	}
 }
 
@@ -438,5 +463,48 @@ func TestConcurrentPatchRefused(t *testing.T) {
 	}
 	if r := do(t, "GET", loc, nil, nil); r.header.Get("Range") != "0-22" {
 		t.Fatalf("session holds %q, want only the first chunk", r.header.Get("Range"))
+	}
+}
+
+// distribution-spec 1.2 draft: a push by digest tags with each ?tag= and
+// answers OCI-Tag; a push by tag with ?digest-algorithm=sha512 is addressed
+// (Docker-Content-Digest, Location) with sha512.
+func TestManifestPushTagsAndDigestAlgorithm(t *testing.T) {
+	srv := newTestServer(t)
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	layer := randomBytes(100)
+	m := imageManifest(pushBlob(t, srv.URL, "p/img", cfg), pushBlob(t, srv.URL, "p/img", layer), len(cfg), len(layer))
+	ct := map[string]string{"Content-Type": oci.MediaTypeOCIManifest}
+	d := digest.FromBytes(m)
+
+	r := do(t, "PUT", srv.URL+"/v2/p/img/manifests/"+d.String()+"?tag=v1&tag=latest", ct, m)
+	if r.status != 201 || fmt.Sprint(r.header.Values("OCI-Tag")) != "[v1 latest]" {
+		t.Fatalf("PUT by digest with ?tag=: %d OCI-Tag %v %s", r.status, r.header.Values("OCI-Tag"), r.body)
+	}
+	for _, tag := range []string{"v1", "latest"} {
+		if g := do(t, "GET", srv.URL+"/v2/p/img/manifests/"+tag, nil, nil); g.status != 200 || g.header.Get("Docker-Content-Digest") != d.String() {
+			t.Fatalf("GET %s: %d %v", tag, g.status, g.header)
+		}
+	}
+	if r := do(t, "PUT", srv.URL+"/v2/p/img/manifests/"+d.String()+"?tag=-bad", ct, m); r.status != 400 || errorCode(r.body) != "TAG_INVALID" {
+		t.Fatalf("PUT with an invalid ?tag=: %d %s", r.status, r.body)
+	}
+
+	d512 := digest.SHA512.FromBytes(m)
+	r = do(t, "PUT", srv.URL+"/v2/p/img/manifests/v512?digest-algorithm=sha512", ct, m)
+	if r.status != 201 || r.header.Get("Docker-Content-Digest") != d512.String() || r.header.Get("Location") != "/v2/p/img/manifests/"+d512.String() {
+		t.Fatalf("PUT by tag with digest-algorithm=sha512: %d %v %s", r.status, r.header, r.body)
+	}
+	for _, ref := range []string{"v512", d512.String()} {
+		g := do(t, "GET", srv.URL+"/v2/p/img/manifests/"+ref, nil, nil)
+		if g.status != 200 || g.header.Get("Docker-Content-Digest") != d512.String() || !bytes.Equal(g.body, m) {
+			t.Fatalf("GET %s: %d %v", ref, g.status, g.header)
+		}
+	}
+	if r := do(t, "PUT", srv.URL+"/v2/p/img/manifests/"+d512.String(), ct, m); r.status != 201 || r.header.Get("Docker-Content-Digest") != d512.String() {
+		t.Fatalf("PUT by sha512 digest: %d %v", r.status, r.header)
+	}
+	if r := do(t, "PUT", srv.URL+"/v2/p/img/manifests/"+d.String()+"?digest-algorithm=sha512", ct, m); r.status != 400 || errorCode(r.body) != "DIGEST_INVALID" {
+		t.Fatalf("PUT by sha256 digest with digest-algorithm=sha512: %d %s", r.status, r.body)
 	}
 }

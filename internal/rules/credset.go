@@ -1,9 +1,20 @@
 package rules
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // CredentialName is the only credential name ACR defines.
 const CredentialName = "Credential1"
+
+// CredentialKey names credential set name of registry wherever its use is
+// accounted: the upstream token cache and Docker Hub rate-limit
+// observations (read back by `credential-set show`). Registries may have
+// credential sets of the same name for different upstream accounts.
+func CredentialKey(registry, name string) string {
+	return strings.ToLower(registry) + "/" + name
+}
 
 // Health statuses of a credential.
 const (

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/arcacache/arca/internal/buildinfo"
 )
 
 type httpMetrics struct {
@@ -30,6 +32,18 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	}
 	reg.MustRegister(m.requests, m.duration, m.bytes)
 	return m
+}
+
+// registerBuildInfo exposes arca_build_info (always 1), labelled with what
+// the binary is, so dashboards can tell versions apart across a rollout.
+func registerBuildInfo(reg prometheus.Registerer) {
+	i := buildinfo.Read()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "arca_build_info", Help: "arca's build: module version, VCS commit, commit date and Go version (value 1).",
+		ConstLabels: prometheus.Labels{"version": i.Version, "commit": i.Commit, "date": i.Date, "goversion": i.GoVersion},
+	})
+	g.Set(1)
+	reg.MustRegister(g)
 }
 
 // instrument wraps h, labelling each request with route(r).

@@ -51,19 +51,29 @@ type testServer struct {
 // the admin token if this start generated one.
 func startServer(t *testing.T, dataDir string, logs *lockedBuffer, mo ManagementOptions, pt PullThroughOptions) (*testServer, string) {
 	t.Helper()
+	return startServerWith(t, dataDir, logs, mo, pt, nil)
+}
+
+// startServerWith is startServer with more options set by edit.
+func startServerWith(t *testing.T, dataDir string, logs *lockedBuffer, mo ManagementOptions, pt PullThroughOptions, edit func(*Options)) (*testServer, string) {
+	t.Helper()
 	var generated string
 	mo.AdminTokenGenerated = func(tok string) { generated = tok }
 	if pt.UpstreamAllow == nil { // tests stay on loopback
 		pt.UpstreamAllow = []string{"127.0.0.0/8", "::1/128", "localhost"}
 	}
 	ready := make(chan net.Addr, 1)
-	s, err := New(context.Background(), Options{
+	opts := Options{
 		Addr: "127.0.0.1:0", DataDir: dataDir, RegistryName: "default", InsecureOpen: true,
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Management:  mo,
 		PullThrough: pt,
 		Ready:       func(a net.Addr) { ready <- a },
-	})
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	s, err := New(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,3 +79,47 @@ func TestUpstreamAllowRefuses(t *testing.T) {
 		t.Fatalf("pull: %d %s", res.StatusCode, b)
 	}
 }
+
+// Rate limits observed by active sync through a credential set are filed
+// where `credential-set show` reads them: sync and pull-through build
+// their upstream target with the same credential key.
+func TestRateLimitsFromActiveSyncShownOnCredentialSet(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{Auth: upstreamreg.Htpasswd})
+	up.Push(t, "org/tool", "1.0", []byte("layer"))
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	proxy.SetHeader("ratelimit-limit", "100;w=21600")
+	proxy.SetHeader("ratelimit-remaining", "41;w=21600")
+	t.Setenv("ARCA_TEST_RL_USER", up.Username)
+	t.Setenv("ARCA_TEST_RL_PASS", up.Password)
+
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: testAdminToken},
+		PullThroughOptions{InsecureUpstreams: []string{proxy.Host()}, Revalidate: time.Minute})
+	ts.token = testAdminToken
+	const v = "?api-version=2025-09-01-preview"
+	set := armBase + "default/credentialSets/hubcreds" + v
+	if st, m := ts.do("PUT", set, "", map[string]any{"identity": map[string]any{"type": "SystemAssigned"}, "properties": map[string]any{
+		"loginServer": proxy.Host(), "authCredentials": []any{map[string]any{"name": "Credential1",
+			"usernameSecretIdentifier": "env://ARCA_TEST_RL_USER", "passwordSecretIdentifier": "env://ARCA_TEST_RL_PASS"}}}}); st != http.StatusCreated {
+		t.Fatalf("create credential set: %d %v", st, m)
+	}
+	// The credential check may have seen the headers already: forget it,
+	// so only what active sync observes can show up.
+	proxy.SetHeader("ratelimit-remaining", "17;w=21600")
+	if st, m := ts.do("PUT", armBase+"default/cacheRules/tool-sync"+v, "", map[string]any{"properties": map[string]any{
+		"sourceRepository": proxy.Host() + "/org/tool", "targetRepository": "tool", "syncMode": "ActiveSync",
+		"credentialSetResourceId": armBase + "default/credentialSets/hubcreds"}}); st != http.StatusCreated {
+		t.Fatalf("create rule: %d %v", st, m)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, m := ts.do("GET", set, "", nil)
+		props, _ := m["properties"].(map[string]any)
+		if rl, ok := props["upstreamRateLimit"].(map[string]any); ok && rl["remaining"] == float64(17) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("credential-set show has no rate limit from active sync (remaining 17): %v", m)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

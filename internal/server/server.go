@@ -24,6 +24,7 @@ import (
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/secrets"
 	"github.com/arcacache/arca/internal/syncer"
@@ -40,6 +41,8 @@ type Options struct {
 	// UploadMaxAge is how long an abandoned upload is kept before purging.
 	UploadMaxAge time.Duration
 	Logger       *slog.Logger
+	// AccessLog logs every request at info level (see accesslog.go).
+	AccessLog bool
 	// Ready, if set, receives the bound address once the server listens.
 	Ready func(addr net.Addr)
 	// Management configures the management plane (see mgmt.go).
@@ -67,6 +70,7 @@ type Server struct {
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
+	mgmt    *mgmt.Handler
 	handler http.Handler
 	metrics http.Handler // set when MetricsAddr has its own listener
 	access  *auth.Service
@@ -116,6 +120,7 @@ func (s *Server) openStores(ctx context.Context) error {
 func (s *Server) build(ctx context.Context) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(promReg)
 	eg, err := egress.Parse(s.opts.PullThrough.UpstreamAllow)
 	if err != nil {
 		return err
@@ -144,6 +149,7 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	s.access = access
+	s.mgmt = mg
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
@@ -174,7 +180,7 @@ func (s *Server) build(ctx context.Context) error {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	s.handler = accessLog(s.log, newHTTPMetrics(promReg).instrument(routeName, root))
+	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, root))
 	return nil
 }
 
@@ -240,6 +246,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.opts.Ready(ln.Addr())
 	}
 	go s.janitor(ctx)
+	go s.mgmt.RunHealthChecks(ctx)
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
@@ -292,23 +299,6 @@ func (s *Server) janitor(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-func accessLog(log *slog.Logger, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		h.ServeHTTP(sw, r)
-		if !log.Enabled(r.Context(), slog.LevelDebug) && sw.status < 500 {
-			return
-		}
-		lvl := slog.LevelDebug
-		if sw.status >= 500 {
-			lvl = slog.LevelWarn
-		}
-		log.Log(r.Context(), lvl, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
-			"bytes", sw.bytes, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
-	})
 }
 
 // egressClient is the HTTP client of secret stores and identity endpoints,

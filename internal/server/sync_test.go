@@ -1,11 +1,8 @@
 package server
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
-	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -37,24 +34,25 @@ func TestActiveSyncWired(t *testing.T) {
 	if st, m := ts.do("PUT", base+"/cacheRules/tool-sync"+v, "", map[string]any{"properties": props}); st != http.StatusCreated {
 		t.Fatalf("create: %d %v", st, m)
 	}
+	// The tag list is the upstream's too: once the first run ended, what
+	// it stored is what a pull gets from the cache alone (hit).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		res, err := http.Get(ts.url + "/v2/tool/tags/list")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tl struct{ Tags []string }
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		_ = json.Unmarshal(b, &tl)
-		sort.Strings(tl.Tags)
-		if strings.Join(tl.Tags, ",") == "1.0,1.1" {
+		_, m := ts.do("GET", base+"/cacheRules/tool-sync"+v, "", nil)
+		props, _ := m["properties"].(map[string]any)
+		run, _ := props["artifactSyncRun"].(map[string]any)
+		if run["lastRunEnd"] != nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("active sync did not bring 1.0 and 1.1; tags now %s", b)
+			t.Fatalf("no active sync run ended: %v", props)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	for _, tag := range []string{"1.0", "1.1"} {
+		if st, c := getManifestCache(t, ts.url+"/v2/tool/manifests/"+tag); st != 200 || c != "hit" {
+			t.Fatalf("tag %s after the sync: %d X-Arca-Cache %q, want a hit", tag, st, c)
+		}
 	}
 	if n := up.Requests("GET", "/manifests/2.0"); n != 0 {
 		t.Fatalf("a tag outside the filter was fetched %d times", n)
@@ -83,5 +81,50 @@ func TestActiveSyncWired(t *testing.T) {
 			t.Fatalf("no finished run in %v", props)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// getManifestCache GETs a manifest and returns its status and X-Arca-Cache.
+func getManifestCache(t *testing.T, url string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Accept", oci.MediaTypeOCIManifest+", "+oci.MediaTypeOCIIndex)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.StatusCode, res.Header.Get("X-Arca-Cache")
+}
+
+// `cache sync --tag T` with the upstream unreachable is 424
+// UpstreamRequestFailed (not a missing tag), and the rule's status counts
+// the failure it lists.
+func TestSyncTagUpstreamDown(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	up.Push(t, "org/tool", "1.0", []byte("layer"))
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: testAdminToken},
+		PullThroughOptions{InsecureUpstreams: []string{proxy.Host()}, Revalidate: time.Minute})
+	ts.token = testAdminToken
+	const v = "?api-version=2025-09-01-preview"
+	rule := armBase + "default/cacheRules/tool-sync"
+	proxy.Down()
+	if st, m := ts.do("PUT", rule+v, "", map[string]any{"properties": map[string]any{
+		"sourceRepository": proxy.Host() + "/org/tool", "targetRepository": "tool", "syncMode": "ActiveSync"}}); st != http.StatusCreated {
+		t.Fatalf("create: %d %v", st, m)
+	}
+	st, m := ts.do("POST", rule+"/sync"+v, "", map[string]any{"tag": "1.0"})
+	e, _ := m["error"].(map[string]any)
+	if st != http.StatusFailedDependency || e["code"] != "UpstreamRequestFailed" {
+		t.Fatalf("sync with the upstream down: %d %v, want 424 UpstreamRequestFailed", st, m)
+	}
+	_, m = ts.do("GET", rule+v, "", nil)
+	props, _ := m["properties"].(map[string]any)
+	run, _ := props["artifactSyncRun"].(map[string]any)
+	tagErrs, _ := run["tagErrors"].([]any)
+	if len(tagErrs) != 1 || run["tagsFailed"] != float64(1) {
+		t.Fatalf("artifactSyncRun after a failed on-demand sync: tagsFailed %v, tagErrors %v; want 1 and 1", run["tagsFailed"], tagErrs)
 	}
 }

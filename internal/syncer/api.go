@@ -42,14 +42,13 @@ func (s *Syncer) SyncTag(ctx context.Context, registry, rule, tag string) (Repor
 	}
 	rep, err := j.syncTag(ctx, t, name, true)
 	j.count(rep)
-	if err != nil {
+	switch {
+	case err != nil:
 		return rep, err
-	}
-	if rep.Digest == "" { // the upstream has no such tag
-		return rep, fmt.Errorf("tag %s not found in source %s of cache rule '%s': %w", name, t.Upstream, r.Name, metadata.ErrNotFound)
-	}
-	if rep.Result == OutcomeFailed {
+	case rep.Result == OutcomeFailed: // before the digest: a failed HEAD has none
 		return rep, fmt.Errorf("sync %s:%s from %s for cache rule '%s': %s", t.Repo, name, t.Upstream, r.Name, rep.Error)
+	case rep.Digest == "": // the upstream has no such tag
+		return rep, fmt.Errorf("tag %s not found in source %s of cache rule '%s': %w", name, t.Upstream, r.Name, metadata.ErrNotFound)
 	}
 	return rep, nil
 }
@@ -162,7 +161,7 @@ type Status struct {
 	TagsSynced    int        `json:"tagsSynced"`
 	TagsUnchanged int        `json:"tagsUnchanged"`
 	TagsExcluded  int        `json:"tagsExcluded"`
-	TagsFailed    int        `json:"tagsFailed"`
+	TagsFailed    int        `json:"tagsFailed"` // tags whose last sync failed (in this run or on demand since)
 	BytesFetched  int64      `json:"bytesFetched"`
 	Error         string     `json:"lastError,omitempty"`
 	TagErrors     []TagError `json:"tagErrors,omitempty"`
@@ -195,6 +194,11 @@ func (s *Syncer) Status(ctx context.Context, registry, rule string) (Status, err
 		TagsFailed: run.TagsFailed, BytesFetched: run.BytesFetched, Error: run.Error}
 	tags, err := s.store.SyncTagErrors(ctx, registry, rule, maxTagErrors)
 	if err != nil {
+		return st, err
+	}
+	// Counted from the tags' states, which tagErrors lists: an on-demand
+	// sync's failure, or one in a run still under way, counts at once.
+	if st.TagsFailed, err = s.store.CountSyncTagErrors(ctx, registry, rule); err != nil {
 		return st, err
 	}
 	for _, t := range tags {

@@ -68,6 +68,7 @@ type Store interface {
 	GetSyncTag(ctx context.Context, registry, rule, repo, tag string) (metadata.SyncTag, error)
 	PutSyncTag(ctx context.Context, st metadata.SyncTag) error
 	SyncTagErrors(ctx context.Context, registry, rule string, n int) ([]metadata.SyncTag, error)
+	CountSyncTagErrors(ctx context.Context, registry, rule string) (int, error)
 }
 
 // Options configure a Syncer.
