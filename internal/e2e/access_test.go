@@ -225,7 +225,8 @@ func TestUnauthorizedPullThroughCausesNoUpstreamRequest(t *testing.T) {
 	pw := a.token(t, "elsewhere", "--repository", "team/*", "content/read")
 	before := len(up.AccessLog())
 	for _, authz := range []string{"", basicAuth("elsewhere", pw), basicAuth("elsewhere", "wrong"), "Bearer forged.token.value"} {
-		for _, path := range []string{"/v2/lib/app/manifests/v1", "/v2/lib/app/blobs/" + sha(imgs.app.Layers[0]), "/v2/lib/app/tags/list"} {
+		for _, path := range []string{"/v2/lib/app/manifests/v1", "/v2/lib/app/blobs/" + sha(imgs.app.Layers[0]), "/v2/lib/app/tags/list",
+			"/v2/library/app/manifests/v1?ns=" + up.Host} {
 			if st, _, body := a.getAs(t, authz, path); st != 401 && st != 403 {
 				t.Errorf("%q %s: %d %s", authz, path, st, body)
 			}
@@ -242,6 +243,27 @@ func TestUnauthorizedPullThroughCausesNoUpstreamRequest(t *testing.T) {
 	}
 	if !slices.ContainsFunc(up.AccessLog()[before:], func(e upstreamreg.LogEntry) bool { return strings.Contains(e.URI, "/manifests/v1") }) {
 		t.Fatal("admin pull-through did not reach the upstream")
+	}
+	// A mirror request (the upstream's name, ?ns=) is authorized on the
+	// repository it is served from: lib/app, not library/app.
+	libPW := a.token(t, "libreader", "--repository", "lib/*", "content/read")
+	libraryPW := a.token(t, "libraryreader", "--repository", "library/*", "content/read")
+	mirror := func(user, pw string) int {
+		req, _ := http.NewRequest(http.MethodGet, a.URL()+"/v2/library/app/manifests/v1?ns="+up.Host, nil)
+		req.Header.Set("Authorization", basicAuth(user, pw))
+		req.Header.Set("Accept", mtAcceptAll)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if st := mirror("libreader", libPW); st != 200 {
+		t.Errorf("mirror pull with pull on lib/*: %d", st)
+	}
+	if st := mirror("libraryreader", libraryPW); st != 403 {
+		t.Errorf("mirror pull with pull on library/* only: %d", st)
 	}
 }
 
