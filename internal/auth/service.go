@@ -283,9 +283,19 @@ func (s *Service) Authorize(w http.ResponseWriter, r *http.Request, registry str
 		}
 		return &Grant{svc: s, identity: id}, true
 	case cred != "" && strings.EqualFold(scheme, "Bearer"):
+		ipKey := "ip:" + remoteHost(r)
+		if _, blocked := s.throttle.Blocked(ipKey); blocked {
+			s.authError(w, r, need, errThrottled)
+			return nil, false
+		}
 		c, err := s.verifyBearer(ctx, cred, registry)
 		if err != nil {
-			s.log.InfoContext(ctx, "bearer token refused", "registry", registry, "remote", remoteHost(r), "err", err)
+			// Forged or foreign tokens count as failed logins; an expired
+			// one of ours is the normal end of a token's life.
+			if !errors.Is(err, jwt.ErrTokenExpired) {
+				s.throttle.Fail(ipKey)
+				s.audit(ctx, registry, "-", remoteHost(r), "invalid bearer token")
+			}
 			s.challenge(w, r, need, "invalid_token", "invalid or expired access token")
 			return nil, false
 		}

@@ -246,6 +246,15 @@ func TestForgedAndExpiredTokensRefused(t *testing.T) {
 	if w := authorize(svc, "Bearer "+good, RepoScope("app", Pull)); w.Code != 401 {
 		t.Fatalf("expired token: %d", w.Code)
 	}
+	// Ten forged tokens within a minute block the address, even for a
+	// good token (expired ones do not count).
+	for i := 0; i < DefaultMaxFailures; i++ {
+		authorize(svc, "Bearer "+tampered, RepoScope("app", Pull))
+	}
+	fresh := signedToken(t, svc, "reg01", KindToken, "t1", access)
+	if w := authorize(svc, "Bearer "+fresh, RepoScope("app", Pull)); w.Code != 429 {
+		t.Fatalf("after 10 forged tokens: %d", w.Code)
+	}
 }
 
 func TestKeyRotationKeepsPreviousKeyValid(t *testing.T) {
