@@ -75,6 +75,7 @@ which wins over the file.`,
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	f.DurationVar(&opts.UploadMaxAge, "upload-max-age", 24*time.Hour, "abandoned uploads older than this are purged")
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (HOST:PORT) instead of --addr, e.g. a private interface")
+	f.IntVar(&opts.MaxUploadsPerIdentity, "max-uploads-per-identity", 64, "most upload sessions one identity (admin user, token, principal) may have open, started within --upload-max-age; 0: no cap")
 	f.DurationVar(&opts.AccessTokenTTL, "access-token-ttl", auth.DefaultAccessTTL, "lifetime of the data plane's JWT access tokens")
 	f.DurationVar(&opts.RefreshTokenTTL, "refresh-token-ttl", auth.DefaultRefreshTTL, "lifetime of refresh tokens (offline_token=true, access_type=offline)")
 	f.BoolVar(&opts.InsecureOpen, "insecure-open", false, "turn data-plane access control OFF: anyone may pull, push and delete (only with a loopback --addr; for trials and tests)")

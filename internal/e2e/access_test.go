@@ -346,3 +346,41 @@ func TestRegistryCLI(t *testing.T) {
 		t.Fatalf("credential show with the admin user disabled: %v %s", err, out)
 	}
 }
+
+// Each identity may have only so many upload sessions open.
+func TestUploadSessionsCappedPerIdentity(t *testing.T) {
+	a := startClosedArca(t, "--max-uploads-per-identity", "2")
+	admin := basicAuth("default", a.adminPassword(t))
+	pusher := basicAuth("pusher01", a.token(t, "pusher01", "--repository", "team/*", "content/read", "content/write"))
+	start := func(authz string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, a.URL()+"/v2/team/app/blobs/uploads/", nil)
+		req.Header.Set("Authorization", authz)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode, res.Header.Get("Location")
+	}
+	st1, loc := start(admin)
+	st2, _ := start(admin)
+	if st1 != 202 || st2 != 202 {
+		t.Fatalf("first two sessions: %d %d", st1, st2)
+	}
+	if st, _ := start(admin); st != http.StatusTooManyRequests {
+		t.Fatalf("third session: %d, want 429", st)
+	}
+	if st, _ := start(pusher); st != 202 {
+		t.Fatalf("another identity's session: %d", st)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, a.URL()+loc, nil)
+	req.Header.Set("Authorization", admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 204 {
+		t.Fatalf("cancel: %v %v", err, res)
+	}
+	res.Body.Close()
+	if st, _ := start(admin); st != 202 {
+		t.Fatalf("after cancelling one: %d", st)
+	}
+}

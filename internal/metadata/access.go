@@ -24,6 +24,8 @@ ALTER TABLE registries ADD COLUMN public_network_access TEXT NOT NULL DEFAULT 'E
 ALTER TABLE registries ADD COLUMN data_endpoint_enabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE registries ADD COLUMN role_assignment_mode TEXT NOT NULL DEFAULT 'LegacyRegistryPermissions';
 ALTER TABLE registries ADD COLUMN managed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE INDEX uploads_owner ON uploads(owner, created_at) WHERE owner <> '';
 CREATE TABLE scope_maps (
 	registry    TEXT NOT NULL,
 	name        TEXT NOT NULL COLLATE NOCASE,
@@ -216,6 +218,30 @@ func (s *SQLite) DeleteRegistry(ctx context.Context, name string) error {
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM registries WHERE name = ? AND managed = 1`, name); err != nil {
 			return fmt.Errorf("delete registry %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// ErrQuota is returned when an identity is at its limit.
+var ErrQuota = errors.New("quota exceeded")
+
+// CreateOwnedUpload records an upload session started by owner, unless
+// owner already has max sessions started within maxAge (ErrQuota).
+func (s *SQLite) CreateOwnedUpload(ctx context.Context, registry, repo, id, owner string, max int, maxAge time.Duration) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		t := now()
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM uploads WHERE owner = ? AND created_at > ?`,
+			owner, t-maxAge.Milliseconds()).Scan(&n); err != nil {
+			return fmt.Errorf("create upload: %w", err)
+		}
+		if n >= max {
+			return fmt.Errorf("%s has %d open upload sessions: %w", owner, n, ErrQuota)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO uploads(id, registry, repo, created_at, owner) VALUES (?, ?, ?, ?, ?)`,
+			id, registry, repo, t, owner); err != nil {
+			return fmt.Errorf("create upload: %w", err)
 		}
 		return nil
 	})

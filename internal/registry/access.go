@@ -2,9 +2,15 @@ package registry
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/arcacache/arca/internal/auth"
+	"github.com/arcacache/arca/internal/errcode"
+	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
 )
 
@@ -56,10 +62,32 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, reg string, 
 	if !ok {
 		return r, false
 	}
-	if rt.kind == kindCatalog {
+	if rt.kind == kindCatalog || rt.kind == kindUploads {
 		r = r.WithContext(context.WithValue(r.Context(), grantKey{}, g))
 	}
 	return r, true
+}
+
+// OwnedUploads records upload sessions with the identity that started
+// them, refusing (metadata.ErrQuota) one over the identity's limit.
+type OwnedUploads interface {
+	CreateOwnedUpload(ctx context.Context, registry, repo, id, owner string, max int, maxAge time.Duration) error
+}
+
+// createUpload records a new upload session: counted against the caller's
+// limit of open sessions when access control knows who it is.
+func (h *Handler) createUpload(r *http.Request, reg, repo, id string) error {
+	g, _ := r.Context().Value(grantKey{}).(*auth.Grant)
+	owned, ok := h.meta.(OwnedUploads)
+	if g == nil || !ok || h.maxUploads <= 0 || g.Identity().Kind == "" {
+		return h.meta.CreateUpload(r.Context(), reg, repo, id)
+	}
+	id0 := g.Identity()
+	err := owned.CreateOwnedUpload(r.Context(), reg, repo, id, reg+"/"+id0.Kind+"/"+strings.ToLower(id0.Name), h.maxUploads, h.uploadMaxAge)
+	if errors.Is(err, metadata.ErrQuota) {
+		return errcode.New(errcode.TooManyRequests, fmt.Sprintf("at most %d upload sessions may be open per identity; finish or cancel one first", h.maxUploads))
+	}
+	return err
 }
 
 // listRepositories is ListRepositories showing only what the caller may

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -95,6 +96,10 @@ type Options struct {
 	// Access checks every request (nil: no access control; the server
 	// always sets one, closed unless started with --insecure-open).
 	Access Access
+	// MaxUploadsPerIdentity caps the upload sessions one identity may have
+	// open (started within UploadMaxAge); <= 0: no cap.
+	MaxUploadsPerIdentity int
+	UploadMaxAge          time.Duration
 }
 
 // Resolver finds the cache rule serving a repository. ns is the upstream
@@ -117,6 +122,10 @@ type Handler struct {
 	cache       *cache.Cache
 	mirrorNS    string
 	access      Access
+	maxUploads  int
+	// uploadMaxAge is how long a started session counts against its
+	// identity (abandoned ones are purged after it).
+	uploadMaxAge time.Duration
 }
 
 // New returns the /v2/ handler.
@@ -131,6 +140,7 @@ func New(o Options) *Handler {
 		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest,
 		content: &content.Store{Blobs: o.Blobs, Index: o.Meta},
 		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access,
+		maxUploads: o.MaxUploadsPerIdentity, uploadMaxAge: o.UploadMaxAge,
 	}
 }
 

@@ -64,7 +64,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 	if err := wr.Close(); err != nil {
 		return err
 	}
-	if err := h.meta.CreateUpload(r.Context(), reg, repo, id); err != nil {
+	if err := h.createUpload(r, reg, repo, id); err != nil {
 		_ = h.blobs.CancelUpload(r.Context(), id)
 		return err
 	}

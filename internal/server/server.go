@@ -54,6 +54,9 @@ type Options struct {
 	// MetricsAddr, if set, serves /metrics on its own listener (say on a
 	// private interface) instead of the main one.
 	MetricsAddr string
+	// MaxUploadsPerIdentity caps the open upload sessions of one
+	// identity (<= 0: no cap).
+	MaxUploadsPerIdentity int
 	// AccessTokenTTL and RefreshTokenTTL are the lifetimes of issued
 	// tokens (0: auth's defaults, 5 minutes and 24 hours).
 	AccessTokenTTL  time.Duration
@@ -153,7 +156,7 @@ func (s *Server) build(ctx context.Context) error {
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
-		Access: access,
+		Access: access, MaxUploadsPerIdentity: s.opts.MaxUploadsPerIdentity, UploadMaxAge: s.opts.UploadMaxAge,
 	})
 
 	mux := http.NewServeMux()
