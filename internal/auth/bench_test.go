@@ -22,3 +22,17 @@ func BenchmarkAuthorizeBearer(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCheckPassword: one argon2id check (the cost of a first login
+// with a credential, before the verified-password cache).
+func BenchmarkCheckPassword(b *testing.B) {
+	h, err := HashPassword("bench-password")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if ok, _ := CheckPassword(h, "bench-password"); !ok {
+			b.Fatal("mismatch")
+		}
+	}
+}
