@@ -68,8 +68,18 @@ var dummyHash = func() string {
 // kept, and a changed password (new hash, new salt) never matches.
 type verifiedCache struct {
 	ttl time.Duration
-	mu  sync.Mutex
-	m   map[[32]byte]time.Time
+	// slots bounds concurrent argon2id checks (19 MiB each), so a burst
+	// of first logins cannot take the server's memory.
+	slots chan struct{}
+	mu    sync.Mutex
+	m     map[[32]byte]time.Time
+}
+
+// maxConcurrentChecks is the number of argon2id checks run at once.
+const maxConcurrentChecks = 4
+
+func newVerifiedCache(ttl time.Duration) *verifiedCache {
+	return &verifiedCache{ttl: ttl, slots: make(chan struct{}, maxConcurrentChecks), m: map[[32]byte]time.Time{}}
 }
 
 const maxVerified = 10_000
@@ -78,7 +88,7 @@ func (c *verifiedCache) key(hash, password string) [32]byte {
 	return sha256.Sum256([]byte(hash + "\x00" + password))
 }
 
-func (c *verifiedCache) check(hash, password string, now time.Time) (bool, error) {
+func (c *verifiedCache) check(ctx context.Context, hash, password string, now time.Time) (bool, error) {
 	k := c.key(hash, password)
 	c.mu.Lock()
 	until, ok := c.m[k]
@@ -86,7 +96,13 @@ func (c *verifiedCache) check(hash, password string, now time.Time) (bool, error
 	if ok && now.Before(until) {
 		return true, nil
 	}
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 	good, err := CheckPassword(hash, password)
+	<-c.slots
 	if err != nil || !good {
 		return false, err
 	}
@@ -156,7 +172,7 @@ func (s *Service) lookupPassword(ctx context.Context, registry, user, password s
 					continue
 				}
 				checked = true
-				if ok, err := s.verified.check(h, password, s.now()); err != nil {
+				if ok, err := s.verified.check(ctx, h, password, s.now()); err != nil {
 					return Identity{}, fmt.Errorf("admin password hash: %w", err)
 				} else if ok {
 					return Identity{Registry: registry, Kind: KindAdmin, Name: registry, Stamp: stampOf(h), Perms: AllPerms}, nil
@@ -174,7 +190,7 @@ func (s *Service) lookupPassword(ctx context.Context, registry, user, password s
 				continue
 			}
 			checked = true
-			ok, err := s.verified.check(p.Hash, password, s.now())
+			ok, err := s.verified.check(ctx, p.Hash, password, s.now())
 			if err != nil {
 				return Identity{}, fmt.Errorf("token password hash: %w", err)
 			}
@@ -188,7 +204,7 @@ func (s *Service) lookupPassword(ctx context.Context, registry, user, password s
 		}
 	}
 	if !checked {
-		_, _ = s.verified.check(dummyHash, password+"\x00", s.now())
+		_, _ = s.verified.check(ctx, dummyHash, password+"\x00", s.now())
 	}
 	return Identity{}, errBadCredentials
 }

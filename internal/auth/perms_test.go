@@ -1,8 +1,11 @@
 package auth
 
 import (
+	"context"
+	"errors"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestScopeMapRulesAddUp(t *testing.T) {
@@ -115,5 +118,24 @@ func TestPasswordHash(t *testing.T) {
 		if _, err := CheckPassword(bad, "x"); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
+	}
+}
+
+// At most maxConcurrentChecks argon2id checks run at once; a caller beyond
+// them waits (and gives up with its context).
+func TestPasswordChecksBounded(t *testing.T) {
+	c := newVerifiedCache(time.Minute)
+	h, _ := HashPassword("pw")
+	for range maxConcurrentChecks {
+		c.slots <- struct{}{} // every slot busy
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.check(ctx, h, "pw", time.Now()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("check with every slot busy: %v", err)
+	}
+	<-c.slots
+	if ok, err := c.check(context.Background(), h, "pw", time.Now()); !ok || err != nil {
+		t.Fatalf("check with a free slot: %v %v", ok, err)
 	}
 }

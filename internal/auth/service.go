@@ -116,7 +116,7 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{store: o.Store, principals: o.Principals, open: o.Open, externalURL: strings.TrimSuffix(o.ExternalURL, "/"),
 		accessTTL: o.AccessTTL, refreshTTL: o.RefreshTTL, throttle: NewThrottle(o.MaxFailures, o.FailureWindow, o.Now),
-		verified: &verifiedCache{ttl: 5 * time.Minute, m: map[[32]byte]time.Time{}}, log: o.Logger, now: o.Now}
+		verified: newVerifiedCache(5 * time.Minute), log: o.Logger, now: o.Now}
 	if o.Store != nil {
 		k, err := NewKeyring(o.Store, o.RotateAfter, o.AccessTTL, o.Now)
 		if err != nil {
