@@ -778,7 +778,7 @@ Passwords are shown once, when generated.`,
 	generate.Flags().BoolVar(&p1, "password1", false, "Generate password1.")
 	generate.Flags().BoolVar(&p2, "password2", false, "Generate password2.")
 	gexp.add(generate.Flags())
-	credential.AddCommand(generate)
+	credential.AddCommand(generate, newTokenCredentialDeleteCmd(o))
 
 	cmd.AddCommand(create, update, credential)
 	cmd.AddCommand(showListDelete(o, tokenKind, "token")...)
@@ -874,5 +874,59 @@ func newAuditCmd(env Env) *cobra.Command {
 	list.Flags().DurationVar(&since, "since", 0, "Only entries newer than this (e.g. 24h).")
 	list.Flags().IntVar(&top, "top", 1000, "At most this many entries.")
 	cmd.AddCommand(list)
+	return cmd
+}
+
+// newTokenCredentialDeleteCmd is az acr token credential delete: PATCH the
+// token with the password names to keep.
+func newTokenCredentialDeleteCmd(o *clientOpts) *cobra.Command {
+	var (
+		t      target
+		p1, p2 bool
+	)
+	cmd := &cobra.Command{Use: "delete", Short: "Delete a token's password1, password2 or both.", Args: cobra.NoArgs,
+		Example: `  arca token credential delete -r myregistry -n ci-reader --password1`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlags(cmd, "name", "registry"); err != nil {
+				return err
+			}
+			if !p1 && !p2 {
+				return errors.New("No credentials to delete.")
+			}
+			return o.onResource(cmd, t, tokenKind, func(ctx context.Context, s *session, _, path string) error {
+				raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
+				if err != nil {
+					return err
+				}
+				var cur struct {
+					Properties struct {
+						Credentials struct {
+							Passwords []struct {
+								Name string `json:"name"`
+							} `json:"passwords"`
+						} `json:"credentials"`
+					} `json:"properties"`
+				}
+				if err := json.Unmarshal(raw, &cur); err != nil {
+					return fmt.Errorf("reading token %s: %w", t.name, err)
+				}
+				keep := []map[string]string{}
+				for _, p := range cur.Properties.Credentials.Passwords {
+					if (p.Name == "password1" && p1) || (p.Name == "password2" && p2) {
+						continue
+					}
+					keep = append(keep, map[string]string{"name": p.Name})
+				}
+				body := map[string]any{"properties": map[string]any{"credentials": map[string]any{"passwords": keep}}}
+				raw, err = s.call(ctx, http.MethodPatch, withAPIVersion(path), body)
+				if err != nil {
+					return err
+				}
+				return s.printResource(raw, tokenKind)
+			})
+		}}
+	t.addFlags(cmd.Flags(), "The name of the token.")
+	cmd.Flags().BoolVar(&p1, "password1", false, "Delete password1.")
+	cmd.Flags().BoolVar(&p2, "password2", false, "Delete password2.")
 	return cmd
 }

@@ -204,6 +204,24 @@ func TestAccessClients(t *testing.T) {
 	out, err = newTool(t, "crane").try("--insecure", "digest", inScope)
 	refused(t, "anonymous pull off again", out, err)
 
+	// A deleted password stops working; the other one keeps working.
+	var gen credentials
+	if err := json.Unmarshal([]byte(a.cli(t, "token", "credential", "generate", "-r", "default", "-n", "ci-reader", "--password2")), &gen); err != nil || len(gen.Passwords) != 1 {
+		t.Fatalf("generate password2: %v %+v", err, gen)
+	}
+	pw2 := gen.Passwords[0].Value
+	if st, _, _ := a.getAs(t, basicAuth("ci-reader", pw2), "/v2/team/app/tags/list"); st != 200 {
+		t.Fatalf("password2: %d", st)
+	}
+	a.cli(t, "token", "credential", "delete", "-r", "default", "-n", "ci-reader", "--password1")
+	if st, _, _ := a.getAs(t, basicAuth("ci-reader", pw), "/v2/team/app/tags/list"); st != 401 {
+		t.Errorf("deleted password1: %d", st)
+	}
+	if st, _, _ := a.getAs(t, basicAuth("ci-reader", pw2), "/v2/team/app/tags/list"); st != 200 {
+		t.Errorf("password2 after deleting password1: %d", st)
+	}
+	pw = pw2
+
 	// A disabled token stops working at once, for Basic and for the
 	// token endpoint.
 	a.cli(t, "token", "update", "-r", "default", "-n", "ci-reader", "--status", "disabled")
