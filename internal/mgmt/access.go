@@ -261,11 +261,16 @@ func normalizeHosts(hosts []string) []string {
 
 // setHosts changes a managed registry's hosts, in the set and the store.
 func (h *Handler) setHosts(req *request, name string, hosts []string) error {
-	hosts = normalizeHosts(hosts)
-	if err := h.opts.Registries.Add(Registry{Name: name, Hosts: hosts}); err != nil {
+	// The store first: another replica's sync (or this one's) follows
+	// the store, so it must never lag the in-memory set.
+	reg := Registry{Name: name, Hosts: normalizeHosts(hosts)}
+	if err := h.opts.Registries.Check(reg); err != nil {
 		return errBadRequest("InvalidHosts", err.Error())
 	}
-	return h.opts.Access.SetRegistryHosts(req.r.Context(), name, hosts)
+	if err := h.opts.Access.SetRegistryHosts(req.r.Context(), name, reg.Hosts); err != nil {
+		return err
+	}
+	return h.opts.Registries.Add(reg)
 }
 
 // createRegistry serves PUT of a new registry. Without properties.hosts
@@ -294,11 +299,14 @@ func (h *Handler) createRegistry(w http.ResponseWriter, req *request) error {
 		hosts = normalizeHosts(body.Properties.Hosts.V)
 	}
 	reg := Registry{Name: req.registry, Hosts: hosts}
-	if err := h.opts.Registries.Add(reg); err != nil {
+	if err := h.opts.Registries.Check(reg); err != nil {
 		return errBadRequest("InvalidHosts", err.Error())
 	}
+	// The store first (see setHosts).
 	if err := store.CreateRegistry(req.r.Context(), metadata.RegistryRecord{Name: reg.Name, Hosts: hosts}, set); err != nil {
-		_ = h.opts.Registries.Remove(reg.Name)
+		return err
+	}
+	if err := h.opts.Registries.Add(reg); err != nil {
 		return err
 	}
 	h.changed(reg.Name)
@@ -330,10 +338,10 @@ func (h *Handler) deleteRegistry(w http.ResponseWriter, req *request, reg Regist
 	if err != nil {
 		return err
 	}
-	if err := h.opts.Registries.Remove(reg.Name); err != nil {
+	if err := store.DeleteRegistry(req.r.Context(), reg.Name); err != nil {
 		return err
 	}
-	if err := store.DeleteRegistry(req.r.Context(), reg.Name); err != nil {
+	if err := h.opts.Registries.Remove(reg.Name); err != nil {
 		return err
 	}
 	h.changed(reg.Name)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -100,10 +101,28 @@ var (
 func (rs *Registries) Add(reg Registry) error {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
+	next, err := rs.with(reg)
+	if err != nil {
+		return err
+	}
+	rs.snap.Store(next)
+	return nil
+}
+
+// Check reports the error Add(reg) would return, changing nothing.
+func (rs *Registries) Check(reg Registry) error {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	_, err := rs.with(reg)
+	return err
+}
+
+// with is the current set with reg added or replaced.
+func (rs *Registries) with(reg Registry) (*registrySet, error) {
 	cur := rs.snap.Load()
 	reg.Name = strings.ToLower(reg.Name)
 	if old, ok := cur.byName[reg.Name]; ok && old.Static {
-		return ErrRegistryStatic
+		return nil, ErrRegistryStatic
 	}
 	next := &registrySet{byName: maps.Clone(cur.byName), byHost: maps.Clone(cur.byHost)}
 	for h, n := range next.byHost {
@@ -115,18 +134,65 @@ func (rs *Registries) Add(reg Registry) error {
 	for _, h := range reg.Hosts {
 		h = strings.ToLower(strings.TrimSpace(h))
 		if !validHost(h) {
-			return fmt.Errorf("host %q is not a host name or host:port", h)
+			return nil, fmt.Errorf("host %q is not a host name or host:port", h)
 		}
 		if other, used := next.byHost[h]; used && other != reg.Name {
-			return fmt.Errorf("%w: %s (registry %s)", ErrRegistryHostUsed, h, other)
+			return nil, fmt.Errorf("%w: %s (registry %s)", ErrRegistryHostUsed, h, other)
 		}
 		next.byHost[h] = reg.Name
 		hosts = append(hosts, h)
 	}
 	reg.Hosts, reg.Static = hosts, false
 	next.byName[reg.Name] = reg
-	rs.snap.Store(next)
-	return nil
+	return next, nil
+}
+
+// SyncManaged makes the registries the API manages exactly managed (as
+// the metadata store has them: another replica's changes); static ones
+// stay, and keep their names and hosts. It returns the names added,
+// changed or removed.
+func (rs *Registries) SyncManaged(managed []Registry) []string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	cur := rs.snap.Load()
+	next := &registrySet{byName: map[string]Registry{}, byHost: map[string]string{}}
+	for name, r := range cur.byName {
+		if r.Static {
+			next.byName[name] = r
+			for _, h := range r.Hosts {
+				next.byHost[h] = name
+			}
+		}
+	}
+	for _, r := range managed {
+		name := strings.ToLower(r.Name)
+		if _, static := next.byName[name]; static {
+			continue
+		}
+		reg := Registry{Name: name, Hosts: []string{}}
+		for _, h := range r.Hosts {
+			if _, used := next.byHost[h]; !used && validHost(h) {
+				next.byHost[h] = name
+				reg.Hosts = append(reg.Hosts, h)
+			}
+		}
+		next.byName[name] = reg
+	}
+	var changed []string
+	for name, r := range next.byName {
+		if old, ok := cur.byName[name]; !ok || !slices.Equal(old.Hosts, r.Hosts) {
+			changed = append(changed, name)
+		}
+	}
+	for name := range cur.byName {
+		if _, ok := next.byName[name]; !ok {
+			changed = append(changed, name)
+		}
+	}
+	if len(changed) > 0 {
+		rs.snap.Store(next)
+	}
+	return changed
 }
 
 // Remove removes a registry the API manages.

@@ -3,6 +3,7 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -66,5 +67,49 @@ func TestRegistriesCreatedThroughAPI(t *testing.T) {
 	}
 	if _, cat := ts2.do("GET", "/v2/_catalog", "team2.example.com", nil); len(toStrings(cat["repositories"])) != 0 {
 		t.Fatalf("re-created registry has old content: %v", cat)
+	}
+}
+
+// A replica serves registries another replica created or deleted through
+// the API within a few seconds (both share the metadata store).
+func TestRegistriesFollowOtherReplicas(t *testing.T) {
+	dir := t.TempDir()
+	mo := ManagementOptions{AdminToken: testAdminToken}
+	a, _ := startServer(t, dir, &lockedBuffer{}, mo, PullThroughOptions{})
+	b, _ := startServer(t, dir, &lockedBuffer{}, mo, PullThroughOptions{})
+	a.token, b.token = testAdminToken, testAdminToken
+	const v = "?api-version=2025-04-01"
+	body := map[string]any{"sku": map[string]any{"name": "Standard"}, "properties": map[string]any{"hosts": []string{"team3.example.com"}}}
+	if st, m := a.do("PUT", armBase+"teamthree"+v, "", body); st != 201 {
+		t.Fatalf("create on a: %d %v", st, m)
+	}
+	d := digest.FromString("three")
+	if st, _ := a.do("POST", "/v2/team/three/blobs/uploads/?digest="+d.String(), "team3.example.com", "three"); st != 201 {
+		t.Fatalf("push on a: %d", st)
+	}
+	catalogOnB := func() string {
+		_, cat := b.do("GET", "/v2/_catalog", "team3.example.com", nil)
+		return strings.Join(toStrings(cat["repositories"]), ",")
+	}
+	deadline := time.Now().Add(3 * registrySyncInterval)
+	for catalogOnB() != "team/three" {
+		if time.Now().After(deadline) {
+			t.Fatalf("b's catalog on team3.example.com: %q", catalogOnB())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st, _ := a.do("DELETE", armBase+"teamthree"+v, "", nil); st != 200 {
+		t.Fatalf("delete on a: %d", st)
+	}
+	deadline = time.Now().Add(3 * registrySyncInterval)
+	for {
+		st, _ := b.do("GET", armBase+"teamthree"+v, "", nil)
+		if st == 404 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b still has the deleted registry: %d", st)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

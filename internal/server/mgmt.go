@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
@@ -138,4 +139,36 @@ func (s *Server) addManagedRegistries(ctx context.Context, regs *mgmt.Registries
 		}
 	}
 	return nil
+}
+
+// registrySyncInterval is how soon a replica serves registries another
+// replica created or deleted through the API.
+const registrySyncInterval = 5 * time.Second
+
+// syncRegistries follows the registries the metadata store has, until ctx
+// ends.
+func (s *Server) syncRegistries(ctx context.Context) {
+	t := time.NewTicker(registrySyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		managed, err := s.meta.ManagedRegistries(ctx)
+		if err != nil {
+			s.log.Warn("reading registries", "err", err)
+			continue
+		}
+		regs := make([]mgmt.Registry, len(managed))
+		for i, r := range managed {
+			regs[i] = mgmt.Registry{Name: r.Name, Hosts: r.Hosts}
+		}
+		for _, name := range s.regs.SyncManaged(regs) {
+			s.log.Info("registry changed by another replica", "registry", name)
+			s.access.Invalidate(name)
+			s.onRegistryChange(name)
+		}
+	}
 }

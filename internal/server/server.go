@@ -77,6 +77,9 @@ type Server struct {
 	handler http.Handler
 	metrics http.Handler // set when MetricsAddr has its own listener
 	access  *auth.Service
+	regs    *mgmt.Registries
+	// onRegistryChange refreshes what the data plane caches of a registry.
+	onRegistryChange func(registry string)
 }
 
 // New opens the stores under opts.DataDir and builds the handler tree.
@@ -153,6 +156,7 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	s.access = access
 	s.mgmt = mg
+	s.regs, s.onRegistryChange = regs, pt.rules.Invalidate
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
@@ -249,6 +253,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.opts.Ready(ln.Addr())
 	}
 	go s.janitor(ctx)
+	go s.syncRegistries(ctx)
 	go s.mgmt.RunHealthChecks(ctx)
 	syncDone := make(chan struct{})
 	go func() {
