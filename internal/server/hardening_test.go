@@ -136,3 +136,23 @@ func TestMetricsAddr(t *testing.T) {
 		t.Fatal("/metrics still served on the main listener")
 	}
 }
+
+// A client that does not finish its request headers within
+// --read-header-timeout is disconnected.
+func TestSlowHeadersCut(t *testing.T) {
+	addr := runServer(t, Options{DataDir: t.TempDir(), ReadHeaderTimeout: 300 * time.Millisecond})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /v2/ HTTP/1.1\r\nHost: x\r\n")); err != nil { // never finished
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(conn)
+	if err != nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("slow client kept for %s (%v)", time.Since(start), err)
+	}
+}

@@ -51,6 +51,10 @@ type Options struct {
 	PullThrough PullThroughOptions
 	// Sync configures active sync (see sync.go).
 	Sync SyncOptions
+	// ReadHeaderTimeout and IdleTimeout bound slow clients: the time to
+	// send request headers, and an idle keep-alive connection's life.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
 	// MetricsAddr, if set, serves /metrics on its own listener (say on a
 	// private interface) instead of the main one.
 	MetricsAddr string
@@ -92,6 +96,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.UploadMaxAge == 0 {
 		opts.UploadMaxAge = 24 * time.Hour
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 30 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 2 * time.Minute
 	}
 	s := &Server{opts: opts, log: opts.Logger}
 	if err := s.openStores(ctx); err != nil {
@@ -233,8 +243,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	scheme := "http"
