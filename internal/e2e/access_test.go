@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -400,5 +401,45 @@ func TestUploadSessionsCappedPerIdentity(t *testing.T) {
 	res.Body.Close()
 	if st, _ := start(admin); st != 202 {
 		t.Fatalf("after cancelling one: %d", st)
+	}
+}
+
+// The token endpoint as docker uses it: a refresh token from
+// offline_token=true, then POST grant_type=refresh_token; a regenerated
+// password revokes refresh tokens issued with the old one.
+func TestRefreshTokenRevokedByNewPassword(t *testing.T) {
+	a := startClosedArca(t)
+	pw := a.token(t, "refresher", "--repository", "team/*", "content/read")
+	st, _, body := a.getAs(t, basicAuth("refresher", pw), "/oauth2/token?service="+a.Addr+"&scope=repository:team/app:pull&offline_token=true")
+	var tr struct {
+		Token        string `json:"token"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := json.Unmarshal([]byte(body), &tr); st != 200 || err != nil || tr.RefreshToken == "" {
+		t.Fatalf("offline token: %d %s", st, body)
+	}
+	refresh := func() (int, string) {
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.RefreshToken}, "service": {a.Addr}, "scope": {"repository:team/app:pull"}}
+		res, err := http.PostForm(a.URL()+"/oauth2/token", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	st, body = refresh()
+	var at struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal([]byte(body), &at); st != 200 || err != nil || at.AccessToken == "" {
+		t.Fatalf("refresh: %d %s", st, body)
+	}
+	if st, _, _ := a.getAs(t, "Bearer "+at.AccessToken, "/v2/team/app/tags/list"); st == 401 || st == 403 {
+		t.Fatalf("refreshed access token refused: %d", st)
+	}
+	a.cli(t, "token", "credential", "generate", "-r", "default", "-n", "refresher", "--password1")
+	if st, body := refresh(); st != 401 {
+		t.Fatalf("refresh after a new password1: %d %s", st, body)
 	}
 }
