@@ -191,3 +191,31 @@ func retryAfter(h http.Header, def, maxWait time.Duration) time.Duration {
 	}
 	return def
 }
+
+// Stream GETs path and returns the response body unread, for downloads
+// larger than any ARM document; the caller closes it. A non-2xx answer
+// is returned as *Error.
+func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error) {
+	target, err := c.resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", c.opts.UserAgent)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.opts.HTTPClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", redact(target), unwrapURLError(err))
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+		return nil, newError(resp.StatusCode, b)
+	}
+	return resp.Body, nil
+}

@@ -6,11 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/arcacache/arca/internal/armclient"
 )
+
+// syncProgressDelay is how long `arca cache sync` waits for the server
+// before it shows progress.
+const syncProgressDelay = time.Second
 
 func newCacheSyncCmd(o *clientOpts) *cobra.Command {
 	var (
@@ -39,13 +47,39 @@ Calls POST .../cacheRules/{name}/sync?api-version=` + apiVersion + ` with {"tag"
 			if tag == "" {
 				return errors.New("the following arguments are required: --tag")
 			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cmd.SetContext(ctx)
 			return o.onResource(cmd, t, ruleKind, func(ctx context.Context, s *session, _, path string) error {
 				// Like the extension, read the rule first: a missing rule is
 				// reported as such, not as a missing sync endpoint.
-				if _, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil); err != nil {
+				_, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
+				if err != nil {
 					return err
 				}
-				raw, err := s.call(ctx, http.MethodPost, withAPIVersion(path+"/sync"), map[string]string{"tag": tag})
+				var raw json.RawMessage
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					raw, err = s.call(ctx, http.MethodPost, withAPIVersion(path+"/sync"), map[string]string{"tag": tag})
+				}()
+				// Progress only for a sync that takes a while: a quick
+				// answer (or error) stays the only output.
+				select {
+				case <-done:
+				case <-time.After(syncProgressDelay):
+					pr := newProgress(o.env.Stderr, "cache sync")
+					pr.Phase("tag "+tag, 1, 0)
+					<-done
+					if err == nil {
+						pr.Advance(1, 0)
+					}
+					pr.Close()
+				}
+				if errors.Is(ctx.Err(), context.Canceled) {
+					fmt.Fprintf(o.env.Stderr, "cache sync: interrupted while the server synced tag %s; it may still finish: `arca cache show` shows the rule's sync status\n", tag)
+					return &ExitError{Code: 130, Err: errors.New("cache sync interrupted")}
+				}
 				if err != nil {
 					return unsupported(err, "cache sync")
 				}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,5 +133,33 @@ func TestRateLimits(t *testing.T) {
 	rl, err := s.GetRateLimit(ctx, src)
 	if err != nil || rl.Remaining != 80 || rl.Window != 6*time.Hour || !rl.ObservedAt.Equal(now) {
 		t.Fatalf("got %+v %v", rl, err)
+	}
+}
+
+// A database migrated by a newer arca is refused, naming both versions,
+// and left as it was.
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "arca.db")
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := SchemaVersion() + 1
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO schema_migrations(version) VALUES (?)`, next); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_, err = OpenSQLite(ctx, path)
+	if !errors.Is(err, ErrSchemaNewer) {
+		t.Fatalf("open of a schema at version %d: %v, want ErrSchemaNewer", next, err)
+	}
+	for _, want := range []string{path, fmt.Sprintf("version %d", next), fmt.Sprintf("up to %d", SchemaVersion())} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("error is not one line: %q", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	_ "modernc.org/sqlite" // pure-Go SQLite driver: no cgo, no external service
 )
@@ -21,7 +22,12 @@ import (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict")
+	// ErrSchemaNewer: the database was migrated by a newer arca.
+	ErrSchemaNewer = errors.New("database schema is newer than this arca")
 )
+
+// SchemaVersion is the schema version this binary migrates to.
+func SchemaVersion() int { return len(migrations) }
 
 // SQLite is the embedded metadata store. Writes go through one connection
 // (SQLite has one writer; queuing in Go beats spinning on SQLITE_BUSY), reads
@@ -29,9 +35,17 @@ var (
 type SQLite struct {
 	w *sql.DB
 	r *sql.DB
+	// stmts caches prepared read statements by query text: the hot path
+	// (manifest and blob lookups) spent a quarter of its CPU preparing
+	// the same few queries again on every request.
+	stmts sync.Map // string -> *sql.Stmt
 }
 
-// Migrations are applied in order, once each; append, never edit.
+// Migrations are applied in order, once each; append, never edit. The
+// schema version is the number applied (schema_migrations records each);
+// a database at a higher version than len(migrations) was written by a
+// newer arca and is refused (ErrSchemaNewer): an older binary might
+// misread what it does not know.
 var migrations = []string{
 	schemaRegistry,
 	schemaRules,
@@ -64,6 +78,9 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	s := &SQLite{w: w, r: r}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
+		if errors.Is(err, ErrSchemaNewer) {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
 		return nil, err
 	}
 	return s, nil
@@ -71,7 +88,37 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 
 // Close closes the database.
 func (s *SQLite) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	var errs []error
+	s.stmts.Range(func(_, v any) bool {
+		errs = append(errs, v.(*sql.Stmt).Close())
+		return true
+	})
+	return errors.Join(append(errs, s.r.Close(), s.w.Close())...)
+}
+
+// queryRow runs a read query through a statement prepared once (database/sql
+// re-prepares it per pooled connection as needed and keeps it).
+func (s *SQLite) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return s.r.QueryRowContext(ctx, q, args...) // carries the error to Scan
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (s *SQLite) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if v, ok := s.stmts.Load(q); ok {
+		return v.(*sql.Stmt), nil
+	}
+	st, err := s.r.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if v, loaded := s.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 // Ping checks the database answers (readiness).
@@ -87,6 +134,9 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	var have int
 	if err := s.w.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
 		return fmt.Errorf("metadata migrate: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("%w: schema version %d, this arca knows up to %d; run the newer arca, or restore a backup taken before the upgrade", ErrSchemaNewer, have, len(migrations))
 	}
 	for v := have + 1; v <= len(migrations); v++ {
 		err := s.tx(ctx, func(tx *sql.Tx) error {

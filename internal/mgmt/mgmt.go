@@ -91,8 +91,12 @@ type Options struct {
 	// OnAccessChange, if set, is called after a registry's settings
 	// changed (the data plane drops what it cached).
 	OnAccessChange func(registry string)
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// Backup serves /arca/v1/backup/ (nil: 404); snapshots are staged in
+	// BackupTempDir (the system's temporary directory when empty).
+	Backup        BackupSource
+	BackupTempDir string
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 // Handler serves the management API.
@@ -218,6 +222,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, caller *Caller) 
 			return h.principals(w, r, c, strings.Join(seg[3:], ""))
 		case len(seg) == 3 && seg[2] == "audit":
 			return h.auditLog(w, r, c)
+		case seg[2] == "backup":
+			// The whole metadata store (secret hashes included): Owners
+			// of every registry only.
+			if !c.allows(levelOwner, "") {
+				return errForbidden(c, r)
+			}
+			return h.backup(w, r, seg[3:])
 		}
 		return errNotFound("InvalidResourceType", "Unknown arca API path.")
 	}

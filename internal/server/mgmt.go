@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/arcacache/arca/internal/backup"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/secrets"
@@ -55,6 +56,10 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	if err != nil {
 		return nil, nil, err
 	}
+	bsrc, err := backup.NewDirSource(s.opts.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
 	h, err := mgmt.New(mgmt.Options{
 		SubscriptionID: o.SubscriptionID,
 		ResourceGroup:  o.ResourceGroup,
@@ -70,6 +75,8 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		// s.access is built after the management plane (it needs its
 		// principals) and before the server serves.
 		OnAccessChange:    func(registry string) { s.access.Invalidate(registry) },
+		Backup:            bsrc,
+		BackupTempDir:     s.opts.DataDir,
 		ValidateSecretRef: secrets.Validate,
 		MaxRules:          o.MaxCacheRules,
 		OnChange: func(registry string) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
@@ -38,9 +39,13 @@ type Options struct {
 	TLSCert         string
 	TLSKey          string
 	ShutdownTimeout time.Duration
+	// PprofAddr, when set, serves net/http/pprof there (loopback only).
+	PprofAddr string
 	// UploadMaxAge is how long an abandoned upload is kept before purging.
 	UploadMaxAge time.Duration
-	Logger       *slog.Logger
+	// StorageMetricsMaxAge is how stale the arca_storage_* gauges may get.
+	StorageMetricsMaxAge time.Duration
+	Logger               *slog.Logger
 	// AccessLog logs every request at info level (see accesslog.go).
 	AccessLog bool
 	// Ready, if set, receives the bound address once the server listens.
@@ -77,6 +82,7 @@ type Server struct {
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
+	cache   *cache.Cache
 	mgmt    *mgmt.Handler
 	handler http.Handler
 	metrics http.Handler // set when MetricsAddr has its own listener
@@ -102,6 +108,14 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 2 * time.Minute
+	}
+	if opts.PprofAddr != "" {
+		if err := checkPprofAddr(opts.PprofAddr); err != nil {
+			return nil, err
+		}
+	}
+	if opts.StorageMetricsMaxAge == 0 {
+		opts.StorageMetricsMaxAge = time.Minute
 	}
 	s := &Server{opts: opts, log: opts.Logger}
 	if err := s.openStores(ctx); err != nil {
@@ -137,6 +151,7 @@ func (s *Server) build(ctx context.Context) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(promReg)
+	promReg.MustRegister(newStorageCollector(s.meta, s.log, s.opts.StorageMetricsMaxAge))
 	eg, err := egress.Parse(s.opts.PullThrough.UpstreamAllow)
 	if err != nil {
 		return err
@@ -149,6 +164,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.cache = pt.cache
 	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
 		return err
 	}
@@ -262,6 +278,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.opts.Ready != nil {
 		s.opts.Ready(ln.Addr())
 	}
+	if s.opts.PprofAddr != "" {
+		stop, err := s.servePprof()
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
+	}
 	go s.janitor(ctx)
 	go s.syncRegistries(ctx)
 	go s.mgmt.RunHealthChecks(ctx)
@@ -290,7 +314,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	err = srv.Shutdown(sctx)
+	// Fetches that clients left go on detached: within the same drain
+	// timeout they finish, or are aborted (storing nothing).
+	s.cache.Shutdown(sctx)
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/arcacache/arca/internal/backup"
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
+)
+
+// pushBlobs pushes n random blobs of size bytes to repo.
+func (a *arca) pushBlobs(t *testing.T, repo string, n, size int) {
+	t.Helper()
+	for i := range n {
+		a.pushBlob(t, repo, randomBytes(uint64(5000+i), size))
+	}
+}
+
+// cliCmd is the real arca CLI talking to endpoint with the test's admin token.
+func cliCmd(t *testing.T, endpoint string, args ...string) *exec.Cmd {
+	cmd := exec.Command(arcaBin, args...)
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(), "HOME="+home, "ARCA_CONFIG_DIR="+home, "ARCA_ENDPOINT="+endpoint, "ARCA_TOKEN="+ptAdminToken)
+	return cmd
+}
+
+// TestBackupProgressModes: on a pipe, `arca backup` prints plain progress
+// lines on stderr and only the JSON result on stdout; on a terminal it
+// draws a bar.
+func TestBackupProgressModes(t *testing.T) {
+	a := startCachingArca(t, nil, nil)
+	a.pushBlobs(t, "prog/blobs", 20, 64<<10)
+
+	t.Run("pipe", func(t *testing.T) {
+		cmd := cliCmd(t, a.URL(), "backup", "--to", filepath.Join(t.TempDir(), "b"), "-o", "json")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("backup: %v\n%s", err, stderr.String())
+		}
+		var res backup.Result
+		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil || res.Blobs != 20 {
+			t.Errorf("stdout is not only the JSON result of 20 blobs: %v\n%s", err, stdout.String())
+		}
+		lines := stderr.String()
+		for _, want := range []string{"backup: blobs: 0/20, 0 B/1.3 MiB", "backup: blobs: 20/20, 1.3 MiB/1.3 MiB"} {
+			if !strings.Contains(lines, want) {
+				t.Errorf("stderr has no line %q:\n%s", want, lines)
+			}
+		}
+		if strings.Contains(lines, "\r") {
+			t.Errorf("progress on a pipe has carriage returns (a bar):\n%q", lines)
+		}
+	})
+
+	t.Run("terminal", func(t *testing.T) {
+		cmd := cliCmd(t, a.URL(), "backup", "--to", filepath.Join(t.TempDir(), "b"), "-o", "none")
+		tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tty.Close()
+		var out bytes.Buffer
+		_, _ = io.Copy(&out, tty) // until the command exits (EIO)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("backup on a terminal: %v\n%s", err, out.String())
+		}
+		s := out.String()
+		if !strings.Contains(s, "\r") || !strings.Contains(s, "backup: blobs 20/20") || !strings.Contains(s, "100%") || !strings.Contains(s, "MiB") {
+			t.Errorf("no progress bar with items, bytes and percentage on the terminal:\n%q", s)
+		}
+		if strings.Contains(s, "backup: blobs: 0/20") {
+			t.Errorf("plain progress lines on a terminal:\n%q", s)
+		}
+	})
+}
+
+// TestBackupInterrupted: Ctrl-C during a backup stops it, says how far it
+// got, keeps no half snapshot; running it again finishes the copy
+// without copying again what was copied.
+func TestBackupInterrupted(t *testing.T) {
+	a := startCachingArca(t, nil, nil)
+	const n = 40
+	a.pushBlobs(t, "prog/many", n, 16<<10)
+	// A slow front: each blob download takes 50ms, so the backup is under
+	// way when the interrupt comes.
+	target, _ := url.Parse(a.URL())
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // the interrupt cancels a download
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/backup/blobs/") {
+			time.Sleep(50 * time.Millisecond)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer slow.Close()
+
+	dir := filepath.Join(t.TempDir(), "b")
+	cmd := cliCmd(t, slow.URL, "backup", "--to", dir, "-o", "json")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if strings.HasPrefix(sc.Text(), "backup: blobs: 0/") {
+			time.Sleep(300 * time.Millisecond) // some blobs copied
+			_ = cmd.Process.Signal(syscall.SIGINT)
+		}
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("interrupted backup: %v, want exit status 130\n%s", err, strings.Join(lines, "\n"))
+	}
+	all := strings.Join(lines, "\n")
+	var copied int
+	for _, l := range lines {
+		if _, err := fmt.Sscanf(l, "backup: interrupted after copying %d of", &copied); err == nil {
+			break
+		}
+	}
+	if !strings.Contains(all, fmt.Sprintf("of %d blobs", n)) || !strings.Contains(all, "the last complete backup in "+dir+" is intact") || copied == 0 || copied == n {
+		t.Errorf("interrupted backup says (copied %d):\n%s", copied, all)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("interrupted backup printed a result: %s", stdout.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, backup.DBFile)); !os.IsNotExist(err) {
+		t.Errorf("interrupted first backup left a snapshot (%v)", err)
+	}
+	res := a.backupResult(t, "backup", "--to", dir)
+	if res.Blobs != n || res.CopiedBlobs != n-copied {
+		t.Errorf("backup after the interrupt: %d blobs, %d copied; want %d, %d", res.Blobs, res.CopiedBlobs, n, n-copied)
+	}
+}
+
+// TestCacheSyncProgress: `arca cache sync` of a slow upstream shows
+// progress on stderr (lines on a pipe) and prints the result on stdout.
+func TestCacheSyncProgress(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	seedImage(t, up, "org/tool", "1.0", newImage(t, 5100, "amd64", 1000))
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	a := startCachingArca(t, []string{proxy.Host()}, nil)
+	a.cacheRule(t, "tool-sync", proxy.Host()+"/org/tool", "tool", "--sync", "ActiveSync", "--yes")
+	proxy.Inject(upstreamreg.Fault{PathContains: "/manifests/", Delay: 1500 * time.Millisecond, Count: -1})
+
+	cmd := cliCmd(t, a.URL(), "cache", "sync", "-r", "default", "-n", "tool-sync", "--tag", "1.0")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("cache sync: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"cache sync: tag 1.0: 0/1", "cache sync: tag 1.0: 1/1"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr has no line %q:\n%s", want, stderr.String())
+		}
+	}
+	var v map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &v); err != nil {
+		t.Errorf("stdout is not only the JSON result: %v\n%s", err, stdout.String())
+	}
+}
