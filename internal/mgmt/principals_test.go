@@ -43,6 +43,8 @@ func TestManagementRoles(t *testing.T) {
 		{"contrib", "PUT", base("default") + "/cacheRules/rule1", rule, 201},
 		{"contrib", "GET", "/arca/v1/principals", nil, 403},
 		{"contrib", "GET", "/arca/v1/audit", nil, 403},
+		{"contrib", "GET", "/arca/v1/backup/metadata", nil, 403}, // the whole store, secret hashes included
+		{"ci-rules", "GET", "/arca/v1/backup/metadata", nil, 403},
 		{"owner1", "GET", "/arca/v1/principals", nil, 200},
 		{"ci-rules", "PUT", base("teamreg") + "/cacheRules/rule2", rule, 201},
 		{"ci-rules", "PUT", base("default") + "/cacheRules/rule3", rule, 403},
