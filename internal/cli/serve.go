@@ -78,6 +78,7 @@ which wins over the file.`,
 	f.DurationVar(&opts.ReadHeaderTimeout, "read-header-timeout", 30*time.Second, "a client must send its request headers within this (slow-client protection)")
 	f.DurationVar(&opts.IdleTimeout, "idle-timeout", 2*time.Minute, "an idle keep-alive connection is closed after this")
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (HOST:PORT) instead of --addr, e.g. a private interface")
+	f.DurationVar(&opts.UploadSessionLifetime, "upload-session-lifetime", 24*time.Hour, "longest an upload session may take from its start (chunks after it are refused); 0: no limit")
 	f.IntVar(&opts.MaxUploadsPerIdentity, "max-uploads-per-identity", 64, "most upload sessions one identity (admin user, token, principal) may have open, started within --upload-max-age; 0: no cap")
 	f.DurationVar(&opts.AccessTokenTTL, "access-token-ttl", auth.DefaultAccessTTL, "lifetime of the data plane's JWT access tokens")
 	f.DurationVar(&opts.RefreshTokenTTL, "refresh-token-ttl", auth.DefaultRefreshTTL, "lifetime of refresh tokens (offline_token=true, access_type=offline)")

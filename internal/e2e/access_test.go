@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
@@ -441,5 +442,38 @@ func TestRefreshTokenRevokedByNewPassword(t *testing.T) {
 	a.cli(t, "token", "credential", "generate", "-r", "default", "-n", "refresher", "--password1")
 	if st, body := refresh(); st != 401 {
 		t.Fatalf("refresh after a new password1: %d %s", st, body)
+	}
+}
+
+// An upload session cannot be kept open past --upload-session-lifetime by
+// trickling chunks into it.
+func TestUploadSessionLifetime(t *testing.T) {
+	a := startArcaAt(t, freeAddr(t), t.TempDir(), "--upload-session-lifetime", "1s")
+	res, err := http.Post(a.URL()+"/v2/team/app/blobs/uploads/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	loc := a.resolve(t, res.Header.Get("Location"))
+	patch := func(b string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPatch, loc, strings.NewReader(b))
+		req.Header.Set("Content-Type", "application/octet-stream")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		if l := res.Header.Get("Location"); l != "" {
+			loc = a.resolve(t, l)
+		}
+		return res.StatusCode, string(body)
+	}
+	if st, body := patch("chunk1"); st != 202 {
+		t.Fatalf("first chunk: %d %s", st, body)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if st, body := patch("chunk2"); st != 404 || !strings.Contains(body, "BLOB_UPLOAD_UNKNOWN") || !strings.Contains(body, "expired") {
+		t.Fatalf("chunk after the session lifetime: %d %s", st, body)
 	}
 }

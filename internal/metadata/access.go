@@ -247,6 +247,20 @@ func (s *SQLite) CreateOwnedUpload(ctx context.Context, registry, repo, id, owne
 	})
 }
 
+// UploadStarted returns when upload session id of repo was started
+// (ok false if there is none).
+func (s *SQLite) UploadStarted(ctx context.Context, registry, repo, id string) (time.Time, bool, error) {
+	var c int64
+	err := s.r.QueryRowContext(ctx, `SELECT created_at FROM uploads WHERE id = ? AND registry = ? AND repo = ?`, id, registry, repo).Scan(&c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("upload: %w", err)
+	}
+	return time.UnixMilli(c), true, nil
+}
+
 // ScopeMap is a user-defined scope map: ACR action strings such as
 // repositories/team/*/content/read.
 type ScopeMap struct {

@@ -68,6 +68,29 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, reg string, 
 	return r, true
 }
 
+// StartedUploads tells when an upload session was started.
+type StartedUploads interface {
+	UploadStarted(ctx context.Context, registry, repo, id string) (time.Time, bool, error)
+}
+
+// uploadOpen reports whether upload session id of repo exists and is
+// younger than the session lifetime (a session cannot be kept open
+// forever by trickling chunks into it).
+func (h *Handler) uploadOpen(r *http.Request, reg, repo, id string) (bool, error) {
+	started, ok := h.meta.(StartedUploads)
+	if h.sessionLifetime <= 0 || !ok {
+		return h.meta.UploadExists(r.Context(), reg, repo, id)
+	}
+	at, exists, err := started.UploadStarted(r.Context(), reg, repo, id)
+	if err != nil || !exists {
+		return false, err
+	}
+	if time.Since(at) > h.sessionLifetime {
+		return false, errcode.New(errcode.BlobUploadUnknown, fmt.Sprintf("upload %q expired: sessions last at most %s; start a new one", id, h.sessionLifetime))
+	}
+	return true, nil
+}
+
 // OwnedUploads records upload sessions with the identity that started
 // them, refusing (metadata.ErrQuota) one over the identity's limit.
 type OwnedUploads interface {

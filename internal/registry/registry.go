@@ -100,6 +100,9 @@ type Options struct {
 	// open (started within UploadMaxAge); <= 0: no cap.
 	MaxUploadsPerIdentity int
 	UploadMaxAge          time.Duration
+	// UploadSessionLifetime is the longest an upload session may take
+	// from its start (<= 0: no limit).
+	UploadSessionLifetime time.Duration
 }
 
 // Resolver finds the cache rule serving a repository. ns is the upstream
@@ -125,7 +128,8 @@ type Handler struct {
 	maxUploads  int
 	// uploadMaxAge is how long a started session counts against its
 	// identity (abandoned ones are purged after it).
-	uploadMaxAge time.Duration
+	uploadMaxAge    time.Duration
+	sessionLifetime time.Duration
 }
 
 // New returns the /v2/ handler.
@@ -140,7 +144,7 @@ func New(o Options) *Handler {
 		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest,
 		content: &content.Store{Blobs: o.Blobs, Index: o.Meta},
 		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access,
-		maxUploads: o.MaxUploadsPerIdentity, uploadMaxAge: o.UploadMaxAge,
+		maxUploads: o.MaxUploadsPerIdentity, uploadMaxAge: o.UploadMaxAge, sessionLifetime: o.UploadSessionLifetime,
 	}
 }
 

@@ -76,7 +76,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 	if !blobstore.ValidID(id) {
 		return unknown
 	}
-	ok, err := h.meta.UploadExists(r.Context(), reg, repo, id)
+	ok, err := h.uploadOpen(r, reg, repo, id)
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,9 @@ type Options struct {
 	// MaxUploadsPerIdentity caps the open upload sessions of one
 	// identity (<= 0: no cap).
 	MaxUploadsPerIdentity int
+	// UploadSessionLifetime is the longest an upload session may take
+	// from its start (<= 0: no limit).
+	UploadSessionLifetime time.Duration
 	// AccessTokenTTL and RefreshTokenTTL are the lifetimes of issued
 	// tokens (0: auth's defaults, 5 minutes and 24 hours).
 	AccessTokenTTL  time.Duration
@@ -187,6 +190,7 @@ func (s *Server) build(ctx context.Context) error {
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
 		Access: access, MaxUploadsPerIdentity: s.opts.MaxUploadsPerIdentity, UploadMaxAge: s.opts.UploadMaxAge,
+		UploadSessionLifetime: s.opts.UploadSessionLifetime,
 	})
 
 	mux := http.NewServeMux()
