@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
@@ -102,7 +101,7 @@ func getToken(t *testing.T, svc *Service, authz, query string) (int, tokenRespon
 		r.Header.Set("Authorization", authz)
 	}
 	w := httptest.NewRecorder()
-	svc.TokenHandler(func(*http.Request) string { return "reg01" }).ServeHTTP(w, r)
+	svc.TokenHandler(func(string) string { return "reg01" }).ServeHTTP(w, r)
 	var tr tokenResponse
 	_ = json.Unmarshal(w.Body.Bytes(), &tr)
 	return w.Code, tr
@@ -290,7 +289,7 @@ func TestRefreshTokens(t *testing.T) {
 		r := httptest.NewRequest("POST", "http://reg.test/oauth2/token", strings.NewReader(form.Encode()))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		w := httptest.NewRecorder()
-		svc.TokenHandler(func(*http.Request) string { return "reg01" }).ServeHTTP(w, r)
+		svc.TokenHandler(func(string) string { return "reg01" }).ServeHTTP(w, r)
 		var out tokenResponse
 		_ = json.Unmarshal(w.Body.Bytes(), &out)
 		return w.Code, out

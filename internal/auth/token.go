@@ -93,8 +93,10 @@ type tokenResponse struct {
 	Scope        string `json:"scope,omitempty"`
 }
 
-// TokenHandler serves TokenPath for the registry each request addresses.
-func (s *Service) TokenHandler(registry func(*http.Request) string) http.Handler {
+// TokenHandler serves TokenPath. The registry is the one served at the
+// request's service (the host our challenge named), else at its Host: with
+// --external-url every registry's realm is the same host.
+func (s *Service) TokenHandler(forHost func(host string) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		if s.open {
@@ -111,7 +113,11 @@ func (s *Service) TokenHandler(registry func(*http.Request) string) http.Handler
 			errcode.Write(w, r, errcode.New(errcode.Unsupported, "invalid token request: "+err.Error()).WithStatus(http.StatusBadRequest))
 			return
 		}
-		reg := registry(r)
+		host := tr.Service
+		if host == "" {
+			host = r.Host
+		}
+		reg := forHost(host)
 		id, err := s.tokenIdentity(r.Context(), reg, tr, remoteHost(r))
 		if err != nil {
 			if errors.Is(err, errBadCredentials) {

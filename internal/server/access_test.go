@@ -1,6 +1,11 @@
 package server
 
 import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -111,5 +116,61 @@ func TestRegistriesFollowOtherReplicas(t *testing.T) {
 			t.Fatalf("b still has the deleted registry: %d", st)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// With --external-url every registry's token realm is the same host; the
+// token endpoint picks the registry by the service the challenge named.
+func TestTokenRealmSharedByRegistries(t *testing.T) {
+	s, err := New(context.Background(), Options{
+		Addr: "127.0.0.1:0", DataDir: t.TempDir(), RegistryName: "default",
+		Logger: slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)),
+		Management: ManagementOptions{AdminToken: testAdminToken, ExternalURL: "https://arca.example.com",
+			Registries: []string{"teamreg=team.example.com"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	do := func(method, host, path, authz string, body string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, "http://"+host+path, strings.NewReader(body))
+		if authz != "" {
+			r.Header.Set("Authorization", authz)
+		}
+		if body != "" {
+			r.Header.Set("Content-Type", "application/json")
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	mg := "Bearer " + testAdminToken
+	if w := do("PATCH", "arca.example.com", armBase+"teamreg?api-version=2025-04-01", mg, `{"properties":{"adminUserEnabled":true}}`); w.Code != 200 {
+		t.Fatalf("enable admin: %d %s", w.Code, w.Body)
+	}
+	w := do("POST", "arca.example.com", armBase+"teamreg/listCredentials?api-version=2025-04-01", mg, "")
+	var creds struct {
+		Passwords []struct{ Value string } `json:"passwords"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &creds); err != nil || len(creds.Passwords) == 0 {
+		t.Fatalf("listCredentials: %d %s", w.Code, w.Body)
+	}
+	w = do("GET", "team.example.com", "/v2/app/tags/list", "", "")
+	if got := w.Header().Get("WWW-Authenticate"); w.Code != 401 || !strings.Contains(got, `realm="https://arca.example.com/oauth2/token",service="team.example.com"`) {
+		t.Fatalf("challenge: %d %q", w.Code, got)
+	}
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("teamreg:"+creds.Passwords[0].Value))
+	w = do("GET", "arca.example.com", "/oauth2/token?service=team.example.com&scope=repository:app:pull", basic, "")
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &tok); err != nil || w.Code != 200 {
+		t.Fatalf("token: %d %s", w.Code, w.Body)
+	}
+	if w := do("GET", "team.example.com", "/v2/app/tags/list", "Bearer "+tok.Token, ""); w.Code == 401 || w.Code == 403 {
+		t.Fatalf("teamreg's token on teamreg: %d %s", w.Code, w.Body)
+	}
+	if w := do("GET", "other.example.com", "/v2/app/tags/list", "Bearer "+tok.Token, ""); w.Code != 401 {
+		t.Fatalf("teamreg's token on the default registry: %d", w.Code)
 	}
 }

@@ -207,7 +207,7 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
 	mux.Handle("/arca/", mg)
-	mux.Handle(auth.TokenPath, access.TokenHandler(regs.ForRequest))
+	mux.Handle(auth.TokenPath, access.TokenHandler(regs.ForHost))
 	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
 	// "//" with a redirect to a cleaned path instead of the spec's error.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
