@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/config"
 	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/server"
@@ -80,6 +81,14 @@ which wins over the file.`,
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	f.StringVar(&opts.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this loopback HOST:PORT; off when empty")
 	f.DurationVar(&opts.UploadMaxAge, "upload-max-age", 24*time.Hour, "abandoned uploads older than this are purged")
+	f.DurationVar(&opts.ReadHeaderTimeout, "read-header-timeout", 30*time.Second, "a client must send its request headers within this (slow-client protection)")
+	f.DurationVar(&opts.IdleTimeout, "idle-timeout", 2*time.Minute, "an idle keep-alive connection is closed after this")
+	f.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (HOST:PORT) instead of --addr, e.g. a private interface")
+	f.DurationVar(&opts.UploadSessionLifetime, "upload-session-lifetime", 24*time.Hour, "longest an upload session may take from its start (chunks after it are refused); 0: no limit")
+	f.IntVar(&opts.MaxUploadsPerIdentity, "max-uploads-per-identity", 64, "most upload sessions one identity (admin user, token, principal) may have open, started within --upload-max-age; 0: no cap")
+	f.DurationVar(&opts.AccessTokenTTL, "access-token-ttl", auth.DefaultAccessTTL, "lifetime of the data plane's JWT access tokens")
+	f.DurationVar(&opts.RefreshTokenTTL, "refresh-token-ttl", auth.DefaultRefreshTTL, "lifetime of refresh tokens (offline_token=true, access_type=offline)")
+	f.BoolVar(&opts.InsecureOpen, "insecure-open", false, "turn data-plane access control OFF: anyone may pull, push and delete (only with a loopback --addr; for trials and tests)")
 	f.DurationVar(&opts.StorageMetricsMaxAge, "storage-metrics-max-age", time.Minute, "how old the arca_storage_* gauges may get before a scrape recomputes them (grouped scans of the metadata)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -20,6 +20,7 @@ func addPullThroughFlags(f *pflag.FlagSet, o *server.PullThroughOptions) {
 	f.DurationVar(&o.UpstreamHeaderTimeout, "upstream-header-timeout", 15*time.Second, "how long to wait for an upstream's response headers (per attempt)")
 	f.DurationVar(&o.UpstreamIdleTimeout, "upstream-idle-timeout", 30*time.Second, "how long an upstream response body may pause before the transfer fails")
 	f.StringArrayVar(&o.UpstreamAllow, "upstream-allow", nil, "only connect to these hosts (HOST, HOST:PORT or CIDR; repeatable): upstreams, their token and blob hosts, secret stores; others are refused before any DNS lookup. Empty: public addresses, and loopback/private/link-local ones only for hosts a cache rule or credential set names")
+	f.StringArrayVar(&o.UpstreamCA, "upstream-ca", nil, "PEM file of a CA to trust for upstreams, besides the system's (repeatable; a private registry's CA)")
 	f.StringVar(&o.MirrorNamespace, "mirror-namespace", "docker.io", `upstream assumed for requests that match no rule and no repository (Docker's registry-mirrors); "" turns it off`)
 }
 

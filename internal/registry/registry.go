@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -94,6 +95,16 @@ type Options struct {
 	// match no rule and no local repository be read as mirror requests for
 	// that registry: Docker's registry-mirrors sends Docker Hub paths as is.
 	MirrorNamespace string
+	// Access checks every request (nil: no access control; the server
+	// always sets one, closed unless started with --insecure-open).
+	Access Access
+	// MaxUploadsPerIdentity caps the upload sessions one identity may have
+	// open (started within UploadMaxAge); <= 0: no cap.
+	MaxUploadsPerIdentity int
+	UploadMaxAge          time.Duration
+	// UploadSessionLifetime is the longest an upload session may take
+	// from its start (<= 0: no limit).
+	UploadSessionLifetime time.Duration
 	// Stats, if set, counts pull reads per cache rule.
 	Stats Stats
 }
@@ -124,7 +135,13 @@ type Handler struct {
 	rules       Resolver
 	cache       *cache.Cache
 	mirrorNS    string
-	stats       Stats
+	access      Access
+	maxUploads  int
+	// uploadMaxAge is how long a started session counts against its
+	// identity (abandoned ones are purged after it).
+	uploadMaxAge    time.Duration
+	sessionLifetime time.Duration
+	stats           Stats
 }
 
 // New returns the /v2/ handler.
@@ -141,7 +158,8 @@ func New(o Options) *Handler {
 	return &Handler{
 		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest, maxBlob: o.MaxBlobSize,
 		content: &content.Store{Blobs: o.Blobs, Index: o.Meta},
-		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, stats: o.Stats,
+		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access, stats: o.Stats,
+		maxUploads: o.MaxUploadsPerIdentity, uploadMaxAge: o.UploadMaxAge, sessionLifetime: o.UploadSessionLifetime,
 	}
 }
 
@@ -252,6 +270,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reg := h.registry(r)
 	ri := requestInfo(r.Context())
 	ri.Repo = rt.repo
+	var ok bool
 	if rt.repo != "" && h.rules != nil && h.cache != nil {
 		t, how, err := h.resolve(r, reg, rt)
 		if err != nil {
@@ -259,6 +278,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if how != notCached {
+			// Access is checked on the repository served (a mirror
+			// request names the upstream's), before any upstream request.
+			served := rt
+			served.repo = t.Repo
+			if r, ok = h.authorize(w, r, reg, served); !ok {
+				return
+			}
 			ri.Repo, ri.Rule, ri.Upstream = t.Repo, t.Rule, t.Upstream.String()
 			err = h.serveCached(w, r, reg, rt, t)
 			if err == nil {
@@ -276,6 +302,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.log.Debug("mirror namespace upstream failed; answering for our own repository", "repo", rt.repo, "rule", t.Rule, "err", err)
 			ri.Repo = rt.repo // the access log keeps the rule tried
 		}
+	}
+	if r, ok = h.authorize(w, r, reg, rt); !ok {
+		return
 	}
 	var err error
 	switch rt.kind {

@@ -65,7 +65,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 	if err := wr.Close(); err != nil {
 		return err
 	}
-	if err := h.meta.CreateUpload(r.Context(), reg, repo, id); err != nil {
+	if err := h.createUpload(r, reg, repo, id); err != nil {
 		_ = h.blobs.CancelUpload(r.Context(), id)
 		return err
 	}
@@ -77,7 +77,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 	if !blobstore.ValidID(id) {
 		return unknown
 	}
-	ok, err := h.meta.UploadExists(r.Context(), reg, repo, id)
+	ok, err := h.uploadOpen(r, reg, repo, id)
 	if err != nil {
 		return err
 	}

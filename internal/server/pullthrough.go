@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +48,9 @@ type PullThroughOptions struct {
 	// empty, upstream traffic may reach public addresses, and non-public
 	// ones only for hosts a cache rule or credential set names.
 	UpstreamAllow []string
+	// UpstreamCA are PEM files of CAs trusted for upstreams, besides the
+	// system's (a private registry's CA).
+	UpstreamCA []string
 }
 
 type pullThrough struct {
@@ -57,8 +63,13 @@ type pullThrough struct {
 func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretResolver, egress *egress.Policy) (*pullThrough, error) {
 	o := s.opts.PullThrough
 	rl := &rateLimitRecorder{meta: s.meta, log: s.log, last: map[string]upstream.RateLimit{}}
+	roots, err := upstreamRoots(o.UpstreamCA)
+	if err != nil {
+		return nil, err
+	}
 	named := &namedHosts{meta: s.meta, log: s.log}
 	up, err := upstream.New(upstream.Options{
+		RootCAs:        roots,
 		Insecure:       o.InsecureUpstreams,
 		ConnectTimeout: o.UpstreamConnectTimeout,
 		HeaderTimeout:  o.UpstreamHeaderTimeout,
@@ -190,4 +201,25 @@ func (n *namedHosts) has(ctx context.Context, hostport string) bool {
 	// A login server written without a port names the default ports.
 	host, port, err := net.SplitHostPort(hostport)
 	return err == nil && (port == "443" || port == "80") && hosts[host]
+}
+
+// upstreamRoots is the system's roots plus the CAs in files (nil: none given).
+func upstreamRoots(files []string) (*x509.CertPool, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--upstream-ca: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--upstream-ca %s: no PEM certificate in it", f)
+		}
+	}
+	return pool, nil
 }

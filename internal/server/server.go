@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
@@ -59,6 +60,26 @@ type Options struct {
 	Sync SyncOptions
 	// Limits bound clients, uploads and disk use (see resources.go).
 	Limits LimitOptions
+	// ReadHeaderTimeout and IdleTimeout bound slow clients: the time to
+	// send request headers, and an idle keep-alive connection's life.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// MetricsAddr, if set, serves /metrics on its own listener (say on a
+	// private interface) instead of the main one.
+	MetricsAddr string
+	// MaxUploadsPerIdentity caps the open upload sessions of one
+	// identity (<= 0: no cap).
+	MaxUploadsPerIdentity int
+	// UploadSessionLifetime is the longest an upload session may take
+	// from its start (<= 0: no limit).
+	UploadSessionLifetime time.Duration
+	// AccessTokenTTL and RefreshTokenTTL are the lifetimes of issued
+	// tokens (0: auth's defaults, 5 minutes and 24 hours).
+	AccessTokenTTL  time.Duration
+	RefreshTokenTTL time.Duration
+	// InsecureOpen turns data-plane access control off (anyone may pull,
+	// push and delete); refused unless Addr is a loopback address.
+	InsecureOpen bool
 }
 
 // Server is a running arca.
@@ -73,6 +94,11 @@ type Server struct {
 	stats   *stats.Recorder
 	mgmt    *mgmt.Handler
 	handler http.Handler
+	metrics http.Handler // set when MetricsAddr has its own listener
+	access  *auth.Service
+	regs    *mgmt.Registries
+	// onRegistryChange refreshes what the data plane caches of a registry.
+	onRegistryChange func(registry string)
 }
 
 // New opens the stores under opts.DataDir and builds the handler tree.
@@ -85,6 +111,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.UploadMaxAge == 0 {
 		opts.UploadMaxAge = 24 * time.Hour
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 30 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 2 * time.Minute
 	}
 	if opts.PprofAddr != "" {
 		if err := checkPprofAddr(opts.PprofAddr); err != nil {
@@ -153,6 +185,11 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	access, err := s.newAccess(mg.Principals())
+	if err != nil {
+		return err
+	}
+	s.access = access
 	s.mgmt = mg
 	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
 		return err
@@ -161,10 +198,13 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.regs, s.onRegistryChange = regs, pt.rules.Invalidate
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
 		MaxBlobSize: s.opts.Limits.MaxBlobSize, Stats: s.stats,
+		Access: access, MaxUploadsPerIdentity: s.opts.MaxUploadsPerIdentity, UploadMaxAge: s.opts.UploadMaxAge,
+		UploadSessionLifetime: s.opts.UploadSessionLifetime,
 	})
 	s.guard = newGuard(s.opts.Limits, s.opts.DataDir, promReg)
 
@@ -174,9 +214,15 @@ func (s *Server) build(ctx context.Context) error {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.ready)
-	mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(promReg, promhttp.HandlerOpts{})
+	if s.opts.MetricsAddr == "" {
+		mux.Handle("/metrics", metrics)
+	} else {
+		s.metrics = metrics // served on its own listener (Run)
+	}
 	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
 	mux.Handle("/arca/", mg)
+	mux.Handle(auth.TokenPath, access.TokenHandler(regs.ForHost))
 	mux.Handle("/portal/", po) // web portal (internal/portal)
 	mux.Handle("GET /{$}", http.RedirectHandler("/portal/", http.StatusFound))
 	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
@@ -197,7 +243,7 @@ func routeName(r *http.Request) string {
 	switch {
 	case strings.HasPrefix(p, "/v2/"):
 		return registry.RouteName(r.URL.EscapedPath())
-	case p == "/healthz", p == "/readyz", p == "/metrics":
+	case p == "/healthz", p == "/readyz", p == "/metrics", p == auth.TokenPath:
 		return p[1:]
 	case strings.HasPrefix(p, "/subscriptions/"), strings.HasPrefix(p, "/arca/"):
 		return "mgmt"
@@ -243,18 +289,18 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	scheme := "http"
 	if s.opts.TLSCert != "" || s.opts.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		certs, err := newCertReloader(s.opts.TLSCert, s.opts.TLSKey, s.log)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("tls: %w", err)
+			return err
 		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = &tls.Config{GetCertificate: certs.getCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		scheme = "https"
 	}
@@ -271,6 +317,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer stop()
 	}
 	go s.janitor(ctx)
+	go s.syncRegistries(ctx)
 	go s.mgmt.RunHealthChecks(ctx)
 	statsDone := make(chan struct{})
 	go func() {
@@ -285,8 +332,15 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if s.metrics != nil {
+		msrv, err := s.serveMetrics(errc)
+		if err != nil {
+			return err
+		}
+		defer msrv.Close()
+	}
 	select {
 	case err := <-errc:
 		return err

@@ -4,6 +4,8 @@ import (
 	"context"
 	_ "crypto/sha256" // digest algorithms go-digest verifies with
 	_ "crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +30,9 @@ type Options struct {
 	// Transport is the base transport (tests); default a tuned
 	// *http.Transport clone.
 	Transport http.RoundTripper
+	// RootCAs, when set, are the roots the default transport trusts
+	// (--upstream-ca adds a private CA to the system's).
+	RootCAs *x509.CertPool
 	// Dial, when set, replaces the default transport's dialer (an egress
 	// allow-list refuses hosts before they are resolved).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -110,7 +115,11 @@ func New(o Options) (*Client, error) {
 	if o.Transport == nil {
 		// The retry layer's watchdog enforces HeaderTimeout with a clearer
 		// error; the transport's own header timeout is only a backstop.
-		o.Transport = defaultTransport(o.ConnectTimeout, o.HeaderTimeout+5*time.Second, o.Dial)
+		t := defaultTransport(o.ConnectTimeout, o.HeaderTimeout+5*time.Second, o.Dial)
+		if o.RootCAs != nil {
+			t.TLSClientConfig = &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}
+		}
+		o.Transport = t
 	}
 	c := &Client{opts: o, insecure: map[string]bool{}, log: o.Logger}
 	for _, h := range o.Insecure {
