@@ -22,6 +22,9 @@ const apiVersion = "2026-03-01-preview"
 type api struct {
 	h     http.Handler
 	token string
+	// remote is the browser's address: the API throttles failed sign-ins
+	// and audits changes by it.
+	remote string
 	base  string // /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{reg}
 }
 
@@ -58,6 +61,7 @@ func (a *api) do(ctx context.Context, method, path string, v, out any) error {
 	if err != nil {
 		return fmt.Errorf("portal: %s %s: %w", method, path, err)
 	}
+	r.RemoteAddr = a.remote
 	r.Header.Set("Authorization", "Bearer "+a.token)
 	r.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()

@@ -170,7 +170,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) newCtx(w http.ResponseWriter, r *http.Request, se session) (*ctx, error) {
-	a := &api{h: h.opts.API, token: se.token}
+	a := &api{h: h.opts.API, token: se.token, remote: r.RemoteAddr}
 	var in info
 	if err := a.do(r.Context(), http.MethodGet, "/arca/v1/info", nil, &in); err != nil {
 		return nil, err
@@ -262,7 +262,7 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 		h.write(w, http.StatusOK, "signin", page{Title: "Sign in", Data: form{next}})
 	case http.MethodPost:
 		token := strings.TrimSpace(r.PostFormValue("token"))
-		a := &api{h: h.opts.API, token: token}
+		a := &api{h: h.opts.API, token: token, remote: r.RemoteAddr}
 		var in info
 		if err := a.do(r.Context(), http.MethodGet, "/arca/v1/info", nil, &in); err != nil {
 			msg := "Sign-in failed."
