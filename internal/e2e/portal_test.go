@@ -283,6 +283,24 @@ func TestPortalBrowser(t *testing.T) {
 	checkLayoutHas(t, out, im)
 	c.crane("pull", "--format", "oci", a.Ref("app:v1"), filepath.Join(t.TempDir(), "again"))
 
+	// Repositories: the cached one (by its rule) and a pushed one, each tag
+	// with its digest and a docker pull line.
+	pushed := newImage(t, 152, "arm64", 10<<10)
+	c.crane("push", pushed.writeLayout(t), a.Ref("mine/img:v2"))
+	b.do("repositories", C(css(`nav a[href^="/portal/repositories"]`)), W(css(`[id="repo-app"]`)), b.shot("10-repositories"))
+	if got := b.text(`[id="repo-app"] .badge`); got != "cached by rule app-cache" {
+		t.Errorf("repository app: badge %q", got)
+	}
+	if got := b.text(`[id="repo-mine/img"] .badge`); got != "pushed" {
+		t.Errorf("repository mine/img: badge %q", got)
+	}
+	if got := b.attr(`section[aria-labelledby="repo-app"] input.pull`, "value"); got != "docker pull "+a.Addr+"/app:v1" {
+		t.Errorf("pull line %q", got)
+	}
+	if html := get(b, "repositories html", chromedp.OuterHTML(css("main"))); !strings.Contains(html, im.Digest()) || !strings.Contains(html, pushed.Digest()) {
+		t.Errorf("repositories page lacks the tags' digests")
+	}
+
 	cell := func(stat string) string {
 		return fmt.Sprintf(`#rule-stats tr[data-rule="app-cache"] td[data-stat=%q]`, stat)
 	}
@@ -323,7 +341,7 @@ func TestPortalBrowser(t *testing.T) {
 
 	// Every form control has a label.
 	var unlabelled []string
-	for _, page := range []string{"/portal/cache/new", "/portal/credentials/new", "/portal/cache", "/portal/credentials", "/portal/stats"} {
+	for _, page := range []string{"/portal/cache/new", "/portal/credentials/new", "/portal/cache", "/portal/credentials", "/portal/stats", "/portal/repositories"} {
 		b.do("open "+page, N(base+page), W(css("h1")))
 		ids := get(b, "labels of "+page, chromedp.Evaluate[[]string](`[...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
 			.filter(e => e.labels.length === 0 && !e.getAttribute("aria-label")).map(e => e.name || e.id)`))
@@ -351,7 +369,7 @@ func TestPortalBrowser(t *testing.T) {
 	if storage != `{"local":{},"session":{},"cookie":""}` {
 		t.Errorf("browser storage: %s, want empty (the session cookie is HttpOnly)", storage)
 	}
-	for _, page := range []string{"/portal/cache", "/portal/credentials", "/portal/stats", "/portal/cache/app-cache/edit"} {
+	for _, page := range []string{"/portal/cache", "/portal/credentials", "/portal/stats", "/portal/repositories", "/portal/cache/app-cache/edit"} {
 		b.do("open "+page, N(base+page), W(css("h1")))
 		html := get(b, "html of "+page, chromedp.OuterHTML(css("html")))
 		for _, secret := range []string{up.Password, ptAdminToken} {

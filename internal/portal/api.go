@@ -25,7 +25,7 @@ type api struct {
 	// remote is the browser's address: the API throttles failed sign-ins
 	// and audits changes by it.
 	remote string
-	base  string // /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{reg}
+	base   string // /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{reg}
 }
 
 // armError is an ARM error body's code and message.

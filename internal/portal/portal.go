@@ -39,7 +39,9 @@ type Options struct {
 	// serves).
 	Metrics prometheus.Gatherer
 	// Stats is the time-bucketed history of the statistics page.
-	Stats  Stats
+	Stats Stats
+	// Repos, if set, serves the Repositories page.
+	Repos  Repos
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -53,7 +55,7 @@ type Handler struct {
 	static   http.Handler
 }
 
-var pageNames = []string{"signin", "cache", "rule", "confirm", "credentials", "credential", "stats"}
+var pageNames = []string{"signin", "cache", "rule", "confirm", "credentials", "credential", "stats", "repos"}
 
 // New returns a Handler.
 func New(opts Options) (*Handler, error) {
@@ -164,6 +166,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.credentials(c, seg[1:])
 	case seg[0] == "stats" && len(seg) == 1:
 		h.stats(c)
+	case seg[0] == "repositories" && len(seg) == 1:
+		h.repositories(c)
 	default:
 		http.NotFound(w, r)
 	}
@@ -175,13 +179,18 @@ func (h *Handler) newCtx(w http.ResponseWriter, r *http.Request, se session) (*c
 	if err := a.do(r.Context(), http.MethodGet, "/arca/v1/info", nil, &in); err != nil {
 		return nil, err
 	}
-	reg := r.URL.Query().Get("r")
-	found := false
-	for _, x := range in.Registries {
-		found = found || x.Name == reg
+	// The registry asked for, else the default one, else the first the
+	// caller may see (a registry-scoped principal sees one).
+	reg := ""
+	for _, want := range []string{r.URL.Query().Get("r"), in.DefaultRegistry} {
+		for _, x := range in.Registries {
+			if reg == "" && x.Name == want {
+				reg = want
+			}
+		}
 	}
-	if !found {
-		reg = in.DefaultRegistry
+	if reg == "" && len(in.Registries) > 0 {
+		reg = in.Registries[0].Name
 	}
 	a.base = registryBase(in, reg)
 	return &ctx{Context: r.Context(), w: w, r: r, se: se, api: a, reg: reg, in: in}, nil
