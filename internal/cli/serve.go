@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os/signal"
 	"regexp"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/arcacache/arca/internal/config"
+	"github.com/arcacache/arca/internal/sdnotify"
 	"github.com/arcacache/arca/internal/server"
 )
 
@@ -57,6 +60,7 @@ which wins over the file.`,
 			opts.Logger = log
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			notifySystemd(ctx, env, &opts)
 			srv, err := server.New(ctx, opts)
 			if err != nil {
 				return err
@@ -96,4 +100,30 @@ func newLogger(env Env, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(env.Stderr, o)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: must be text or json", format)
+}
+
+// notifySystemd tells a Type=notify unit's systemd (when $NOTIFY_SOCKET
+// is set) that arca is ready once it listens, and that it is stopping
+// when the shutdown signal comes.
+func notifySystemd(ctx context.Context, env Env, opts *server.Options) {
+	socket := env.Getenv("NOTIFY_SOCKET")
+	if socket == "" {
+		return
+	}
+	notify := func(state string) {
+		if err := sdnotify.Notify(socket, state); err != nil {
+			opts.Logger.Warn("systemd notification failed", "state", state, "err", err)
+		}
+	}
+	ready := opts.Ready
+	opts.Ready = func(addr net.Addr) {
+		if ready != nil {
+			ready(addr)
+		}
+		notify(sdnotify.Ready)
+		go func() {
+			<-ctx.Done()
+			notify(sdnotify.Stopping)
+		}()
+	}
 }
