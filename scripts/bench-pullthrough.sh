@@ -3,7 +3,9 @@
 # run against one real upstream (Debian's docker-registry) on loopback:
 #   - cold pull of an image with a 256 MiB layer through arca vs directly
 #     from the upstream, and through distribution 2.8 (Debian) and v3.1.2 in
-#     proxy mode; with a lean Go client and with `crane pull`;
+#     proxy mode; with a lean Go client and with `crane pull`; with the lean
+#     client also through a pass-through floor (upstream -> file + sha256 ->
+#     client in one loop, no fsync);
 #   - warm pulls of the same, and the layer from a plain file server
 #     (Go's http.ServeContent);
 #   - 32 concurrent cold pulls of a 32 MiB image vs one: wall time, upstream
@@ -64,6 +66,7 @@ END {
 		line("warm " c ": arca / dist2.8 throughput", r(v["Warm" c "/arca", "MB/s"], v["Warm" c "/dist2.8", "MB/s"]), "> 1")
 		line("warm " c ": arca / dist3 throughput", r(v["Warm" c "/arca", "MB/s"], v["Warm" c "/dist3", "MB/s"]), "> 1")
 	}
+	line("cold Lean: time via arca / pass-through floor", r(v["ColdLean/floor", "MB/s"], v["ColdLean/arca", "MB/s"]), "<= 1.15")
 	line("cold, 25 MiB/s upstream link: time via arca / direct", r(v["ColdWAN/direct", "MB/s"], v["ColdWAN/arca", "MB/s"]), "<= 1.10")
 	line("cold, 25 MiB/s upstream link: arca / dist2.8 throughput", r(v["ColdWAN/arca", "MB/s"], v["ColdWAN/dist2.8", "MB/s"]), "> 1")
 	line("cold, 25 MiB/s upstream link: arca / dist3 throughput", r(v["ColdWAN/arca", "MB/s"], v["ColdWAN/dist3", "MB/s"]), "> 1")

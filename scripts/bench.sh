@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks arca against Debian's docker-registry (distribution 2.8) and a
+# Benchmarks arca against Debian's docker-registry (distribution 2.8), distribution v3 and a
 # plain file served by Go's http.ServeContent, on loopback, in one run:
 #   - warm download of a 256 MiB blob by one client (MB/s);
 #   - manifest GET requests/s over 64 concurrent keep-alive connections;
@@ -17,6 +17,10 @@ COUNT=${COUNT:-5}
 export ARCA_TOOLS_BIN=$PWD/.tools/bin
 export PATH="$ARCA_TOOLS_BIN:$PATH"
 command -v docker-registry >/dev/null || bash scripts/test.sh --tools-only
+# distribution v3 (binary "registry"), hosted, for the manifest GET ratio.
+if [[ ! -x $ARCA_TOOLS_BIN/registry ]]; then
+	GOBIN=$ARCA_TOOLS_BIN go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2
+fi
 
 mkdir -p bench-results
 out=bench-results/bench-$(date +%Y%m%d-%H%M%S).txt
@@ -51,11 +55,15 @@ END {
 	for (i = 1; i <= nk; i++) { k = order[i]; printf "%-40s %12.1f  %s\n", k, m[k] = median(k), unit[k] }
 	a = m["BenchmarkBlobDownload/arca"]; d = m["BenchmarkBlobDownload/distribution"]; p = m["BenchmarkBlobDownload/plainfile"]
 	if (a && d) printf "\nblob download:  arca / distribution = %.2f   (goal >= 1.2)\n", a / d
+	d3 = m["BenchmarkBlobDownload/distribution3"]
+	if (a && d3) printf "blob download:  arca / distribution v3 = %.2f\n", a / d3
 	if (a && p) printf "blob download:  arca / plain file   = %.2f   (goal >= 0.80)\n", a / p
 	c = m["BenchmarkBlobDownload/plainfile-copy"]
 	if (p && c) printf "plain file: sendfile / read+write copy = %.2f   (which serving path is faster here)\n", p / c
 	a = m["BenchmarkManifestGet/arca"]; d = m["BenchmarkManifestGet/distribution"]
 	if (a && d) printf "manifest GET:   arca / distribution = %.2f   (goal >= 1.2)\n", a / d
+	d3 = m["BenchmarkManifestGet/distribution3"]
+	if (a && d3) printf "manifest GET:   arca / distribution v3 = %.2f   (goal >= 1.5)\n", a / d3
 	a = m["BenchmarkPeakRSS32/arca"]; d = m["BenchmarkPeakRSS32/distribution"]
 	if (a) printf "peak RSS, 32 x 256 MiB downloads: arca %.1f MiB (goal < 100), distribution %.1f MiB\n", a, d
 }' "$out" | tee -a "$out"

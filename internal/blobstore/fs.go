@@ -71,7 +71,7 @@ func (s *FS) Stat(_ context.Context, d digest.Digest) (int64, error) {
 		return 0, err
 	}
 	fi, err := os.Stat(p)
-	if errors.Is(err, os.ErrNotExist) {
+	if notExist(err) {
 		return 0, ErrNotFound
 	}
 	if err != nil {
@@ -88,13 +88,19 @@ func (s *FS) Open(_ context.Context, d digest.Digest) (io.ReadSeekCloser, error)
 		return nil, err
 	}
 	f, err := os.Open(p)
-	if errors.Is(err, os.ErrNotExist) {
+	if notExist(err) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blobstore open %s: %w", d, err)
 	}
 	return f, nil
+}
+
+// notExist: the path is missing, or a file stands where a directory of
+// it would be (ENOTDIR): either way no blob is there.
+func notExist(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 // Delete removes blob d. Callers make sure nothing references it.
@@ -139,6 +145,11 @@ type fsWriter struct {
 	h     hash.Hash
 	size  int64
 	done  bool
+	// broken: a write failed after its bytes were hashed, so the hash no
+	// longer describes the file; Verify and Commit refuse.
+	broken error
+	// verified is the digest Verify accepted (Commit need not rehash).
+	verified digest.Digest
 }
 
 // Create starts staging a new blob under upload id (see NewID).
@@ -264,10 +275,35 @@ func (w *fsWriter) StagedReader() (Staged, error) {
 	return f, nil
 }
 
+// parallelHashMin is the write size from which hashing runs alongside the
+// file write instead of after it (below it a goroutine costs more than it
+// saves).
+const parallelHashMin = 64 << 10
+
 func (w *fsWriter) Write(p []byte) (int, error) {
+	if w.broken != nil {
+		return 0, w.broken
+	}
+	if len(p) < parallelHashMin {
+		n, err := w.f.Write(p)
+		w.h.Write(p[:n])
+		w.size += int64(n)
+		return n, err
+	}
+	hashed := make(chan struct{})
+	go func() {
+		w.h.Write(p)
+		close(hashed)
+	}()
 	n, err := w.f.Write(p)
-	w.h.Write(p[:n])
+	<-hashed
 	w.size += int64(n)
+	if n < len(p) {
+		if err == nil {
+			err = io.ErrShortWrite
+		}
+		w.broken = fmt.Errorf("blobstore write: %w", err)
+	}
 	return n, err
 }
 
@@ -320,42 +356,72 @@ func (w *fsWriter) Cancel() error {
 	return os.RemoveAll(w.dir)
 }
 
-// Commit verifies that the staged bytes have digest expected (and size, when
-// size >= 0), then makes the blob visible durably. On a mismatch the upload
-// is discarded and nothing becomes visible.
-func (w *fsWriter) Commit(_ context.Context, expected digest.Digest, size int64) error {
+// Verify checks that the staged bytes have digest expected (and size, when
+// size >= 0) without making them visible or durable: a fetch releases the
+// bytes to its clients once they verify, and commits afterwards. A
+// mismatch discards the upload.
+func (w *fsWriter) Verify(_ context.Context, expected digest.Digest, size int64) error {
 	if w.done {
-		return errors.New("blobstore: commit after close")
+		return errors.New("blobstore: verify after close")
 	}
-	w.done = true
-	fail := func(err error) error {
-		w.f.Close()
-		os.RemoveAll(w.dir)
+	if err := w.verify(expected, size); err != nil {
+		w.discard()
 		return err
 	}
+	w.verified = expected
+	return nil
+}
+
+func (w *fsWriter) verify(expected digest.Digest, size int64) error {
+	if w.broken != nil {
+		return w.broken
+	}
 	if err := expected.Validate(); err != nil {
-		return fail(fmt.Errorf("%w: %v", ErrDigestMismatch, err))
+		return fmt.Errorf("%w: %v", ErrDigestMismatch, err)
 	}
 	if size >= 0 && size != w.size {
-		return fail(fmt.Errorf("%w: staged %d bytes, expected %d", ErrSizeMismatch, w.size, size))
+		return fmt.Errorf("%w: staged %d bytes, expected %d", ErrSizeMismatch, w.size, size)
 	}
 	var got digest.Digest
 	if expected.Algorithm() == digest.SHA256 {
 		got = w.Digest()
 	} else {
-		var err error
-		if err = w.f.Sync(); err != nil {
-			return fail(err)
-		}
 		h, err := hashFile(w.Path(), expected.Algorithm())
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		got = digest.NewDigest(expected.Algorithm(), h)
 	}
 	if got != expected {
-		return fail(fmt.Errorf("%w: content is %s, expected %s", ErrDigestMismatch, got, expected))
+		return fmt.Errorf("%w: content is %s, expected %s", ErrDigestMismatch, got, expected)
 	}
+	return nil
+}
+
+func (w *fsWriter) discard() {
+	w.done = true
+	w.f.Close()
+	os.RemoveAll(w.dir)
+}
+
+// Commit verifies that the staged bytes have digest expected (and size, when
+// size >= 0), unless Verify already did, then makes the blob visible
+// durably. On any failure the upload is discarded and nothing becomes
+// visible.
+func (w *fsWriter) Commit(_ context.Context, expected digest.Digest, size int64) error {
+	if w.done {
+		return errors.New("blobstore: commit after close")
+	}
+	fail := func(err error) error {
+		w.discard()
+		return err
+	}
+	if w.verified == "" || w.verified != expected {
+		if err := w.verify(expected, size); err != nil {
+			return fail(err)
+		}
+	}
+	w.done = true
 	if err := w.f.Sync(); err != nil {
 		return fail(fmt.Errorf("blobstore sync: %w", err))
 	}

@@ -23,8 +23,13 @@ type Writer interface {
 	StagedReader() (Staged, error)
 	// Digest is the sha256 of the bytes staged so far.
 	Digest() digest.Digest
-	// Commit verifies digest (and size when >= 0) and makes the blob visible.
-	// On any failure the staged bytes are discarded.
+	// Verify checks digest (and size when >= 0) without making the blob
+	// visible or durable; a following Commit with the same digest does not
+	// check again. On a mismatch the staged bytes are discarded.
+	Verify(ctx context.Context, expected digest.Digest, size int64) error
+	// Commit verifies digest (and size when >= 0) unless Verify did, and
+	// makes the blob visible durably. On any failure the staged bytes are
+	// discarded.
 	Commit(ctx context.Context, expected digest.Digest, size int64) error
 	// Close keeps the staged bytes for a later Resume.
 	Close() error

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/upstream"
 )
 
 // BlobSource is a blob ready to serve: either committed local content
@@ -19,32 +20,41 @@ import (
 type BlobSource struct {
 	Size int64 // -1 when the upstream did not say
 	// Reader follows an in-flight fetch. Its Read fails (never a clean EOF)
-	// if the fetch fails or the content does not match the digest.
+	// if the fetch fails or the content does not match the digest. It
+	// implements io.WriterTo, which writes from the fetch's memory.
 	Reader io.ReadCloser
 }
 
 // Blob makes blob d of target t available, fetching it from the upstream
 // when no replica has stored it yet.
 func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest) (*BlobSource, Status, error) {
-	if size, err := c.meta.BlobSize(ctx, reg, t.Repo, d); err == nil {
-		c.count("blob", Hit)
-		return &BlobSource{Size: size}, Hit, nil
-	} else if !errors.Is(err, metadata.ErrNotFound) {
-		return nil, "", err
-	}
-	// Content is addressed by digest: a blob stored for another repository
-	// is the same bytes, so link it rather than fetch it again.
-	if size, err := c.blobs.Stat(ctx, d); err == nil {
-		if err := c.meta.LinkBlob(ctx, reg, t.Repo, d, size); err != nil {
+	if size, ok, err := c.local(ctx, reg, t, d); err != nil || ok {
+		if err != nil {
+			c.count("blob", "error")
 			return nil, "", err
 		}
 		c.count("blob", Hit)
 		return &BlobSource{Size: size}, Hit, nil
 	}
-	f, leader := c.join(reg, t, d)
-	status := Coalesced
-	if leader {
-		status = Miss
+	f, status, err := c.follow(ctx, reg, t, d)
+	if err != nil {
+		c.count("blob", "error")
+		return nil, "", err
+	}
+	c.count("blob", status)
+	if f.stored { // stored by a fetch that ended just before ours began
+		f.release()
+		return &BlobSource{Size: f.size}, status, nil
+	}
+	return &BlobSource{Size: f.size, Reader: &follower{f: f, ctx: ctx}}, status, nil
+}
+
+// follow joins (or starts) the fetch of d for t and waits until its bytes
+// can be followed. The caller releases the fetch.
+func (c *Cache) follow(ctx context.Context, reg string, t Target, d digest.Digest) (*fetch, Status, error) {
+	f, leader, err := c.join(reg, t, d)
+	if err != nil {
+		return nil, "", err
 	}
 	select {
 	case <-f.started:
@@ -54,28 +64,22 @@ func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest)
 	}
 	if f.startErr != nil {
 		f.release()
-		c.count("blob", "error")
 		return nil, "", upstreamError(t, "blob "+d.String(), f.startErr)
 	}
-	if f.staged == nil { // committed before we got here
-		f.release()
-		c.count("blob", Hit)
-		return &BlobSource{Size: f.size}, Hit, nil
+	switch {
+	case f.stored:
+		return f, Hit, nil
+	case leader:
+		return f, Miss, nil
 	}
-	c.count("blob", status)
-	return &BlobSource{Size: f.size, Reader: &follower{f: f, ctx: ctx}}, status, nil
+	return f, Coalesced, nil
 }
 
 // StatBlob answers a HEAD: the size of blob d of t, from local content or,
 // when nothing is stored yet, from an upstream HEAD (nothing is fetched).
 func (c *Cache) StatBlob(ctx context.Context, reg string, t Target, d digest.Digest) (int64, Status, error) {
-	if size, err := c.meta.BlobSize(ctx, reg, t.Repo, d); err == nil {
-		return size, Hit, nil
-	} else if !errors.Is(err, metadata.ErrNotFound) {
-		return 0, "", err
-	}
-	if size, err := c.blobs.Stat(ctx, d); err == nil {
-		return size, Hit, c.meta.LinkBlob(ctx, reg, t.Repo, d, size)
+	if size, ok, err := c.local(ctx, reg, t, d); err != nil || ok {
+		return size, Hit, err
 	}
 	size, err := c.up.HeadBlob(ctx, t.Upstream, d)
 	if err != nil {
@@ -85,64 +89,198 @@ func (c *Cache) StatBlob(ctx context.Context, reg string, t Target, d digest.Dig
 }
 
 // Prefetch stores blob d of t without a client attached, waiting for the
-// result (active sync uses it: the same fetch path as pull-through).
+// result (active sync uses it: the same fetch path as pull-through). It
+// waits for the fetch to commit without reading what it staged.
 func (c *Cache) Prefetch(ctx context.Context, reg string, t Target, d digest.Digest) (Status, error) {
-	src, status, err := c.Blob(ctx, reg, t, d)
-	if err != nil || src.Reader == nil {
-		return status, err
+	if _, ok, err := c.local(ctx, reg, t, d); err != nil || ok {
+		return Hit, err
 	}
-	defer src.Reader.Close()
-	if _, err := io.Copy(io.Discard, src.Reader); err != nil {
-		return status, err
+	f, status, err := c.follow(ctx, reg, t, d)
+	if err != nil {
+		return "", err
+	}
+	defer f.release()
+	select {
+	case <-f.finished:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	if f.err != nil {
+		return "", upstreamError(t, "blob "+d.String(), f.err)
 	}
 	return status, nil
 }
 
-// join returns the in-flight fetch of d, starting one if there is none.
-// The caller holds a reference until release.
-func (c *Cache) join(reg string, t Target, d digest.Digest) (*fetch, bool) {
+// local returns the size of blob d when t's repository can serve it from
+// local content: linked to the repository, or stored (for another
+// repository) and allowed for this one, in which case it is linked now.
+func (c *Cache) local(ctx context.Context, reg string, t Target, d digest.Digest) (int64, bool, error) {
+	size, err := c.meta.BlobSize(ctx, reg, t.Repo, d)
+	if err == nil {
+		return size, true, nil
+	}
+	if !errors.Is(err, metadata.ErrNotFound) {
+		return 0, false, err
+	}
+	size, err = c.blobs.Stat(ctx, d)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	if err := c.allow(ctx, reg, t, d, false); err != nil {
+		return 0, false, err
+	}
+	if err := c.meta.LinkBlob(ctx, reg, t.Repo, d, size); err != nil {
+		return 0, false, fmt.Errorf("link stored blob %s to %s: %w", d, t.Repo, err)
+	}
+	return size, true, nil
+}
+
+// allow decides whether t's repository may take on content d that is
+// stored but not its own (stored for another repository, which may be
+// behind another rule, upstream or credential set): only when one of its
+// manifests references d, or when its own upstream confirms that its
+// source repository has d (a HEAD). Content is addressed by digest, but
+// who may read it is not: without this, asking any rule-backed repository
+// for a digest would read another repository's content. This is the one
+// place that decides it (blob GET and HEAD, sync, cross-repository mount
+// from a rule-backed repository); access control of the request to t.Repo
+// comes before it.
+func (c *Cache) allow(ctx context.Context, reg string, t Target, d digest.Digest, manifest bool) error {
+	ok, err := c.meta.References(ctx, reg, t.Repo, d)
+	if err != nil || ok {
+		return err
+	}
+	what := "blob " + d.String()
+	if manifest {
+		what = "manifest " + d.String()
+		var desc upstream.Descriptor
+		desc, err = c.up.HeadManifest(ctx, t.Upstream, d.String())
+		if err == nil && desc.Digest != "" && desc.Digest != d {
+			err = fmt.Errorf("upstream answered manifest %s for %s", desc.Digest, d)
+		}
+	} else {
+		_, err = c.up.HeadBlob(ctx, t.Upstream, d)
+	}
+	if err != nil {
+		return upstreamError(t, what, err)
+	}
+	return nil
+}
+
+// Allowed reports whether blob d may be served from t's repository without
+// fetching: linked to it, or stored and allowed for it (then linked). The
+// registry's cross-repository mount from a rule-backed repository asks it.
+func (c *Cache) Allowed(ctx context.Context, reg string, t Target, d digest.Digest) (int64, bool, error) {
+	size, ok, err := c.local(ctx, reg, t, d)
+	var refused *errcode.Error
+	if errors.As(err, &refused) { // not confirmed upstream: not mountable
+		return 0, false, nil
+	}
+	return size, ok, err
+}
+
+// join returns the in-flight fetch of d for t, starting one if there is
+// none, and records t's repository for linking once the fetch commits.
+// Fetches are keyed by what decides their outcome: the upstream
+// repository, the credentials and the digest. A request through another
+// rule (another upstream, registry or credential set) never rides on a
+// fetch whose failure or whose content it has no claim to. Only map
+// operations happen under c.mu. The caller holds a reference until release.
+func (c *Cache) join(reg string, t Target, d digest.Digest) (*fetch, bool, error) {
+	key := fetchKey{host: t.Upstream.Host, path: t.Upstream.Path, cred: t.Upstream.CredKey, d: d}
+	link := repoRef{reg: reg, repo: t.Repo}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if f := c.inflight[d]; f != nil {
+	if f := c.inflight[key]; f != nil {
+		f.addLink(link)
 		f.mu.Lock()
 		f.refs++
 		f.mu.Unlock()
-		return f, false
+		return f, false, nil
 	}
-	f := &fetch{d: d, started: make(chan struct{}), progress: make(chan struct{}), refs: 1}
-	// Re-check under the lock: a fetch that just finished has committed the
-	// blob before leaving the map.
-	if size, err := c.blobs.Stat(context.Background(), d); err == nil {
-		f.size = size
-		close(f.started)
-		f.done = true
-		_ = c.meta.LinkBlob(context.Background(), reg, t.Repo, d, size)
-		return f, false
+	if c.closing {
+		return nil, false, errShuttingDown
 	}
-	c.inflight[d] = f
+	f := newFetch(key)
+	f.addLink(link)
+	c.inflight[key] = f
 	c.wg.Add(1)
 	go c.run(f, reg, t)
-	return f, true
+	return f, true, nil
 }
 
-// run is the one upstream transfer of a blob: stream into a staged writer
-// while followers read behind it; commit only if the digest verifies.
+var errShuttingDown = errors.New("the server is shutting down")
+
+type fetchKey struct {
+	host, path, cred string
+	d                digest.Digest
+}
+
+type repoRef struct{ reg, repo string }
+
+// run is the one upstream transfer of a blob: stream it to its followers
+// from memory and into a staged writer; release the last byte once the
+// digest verifies; then commit and link every follower's repository.
 func (c *Cache) run(f *fetch, reg string, t Target) {
 	defer c.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	ctx, cancel := context.WithTimeout(c.base, c.timeout)
 	defer cancel()
 	err := c.transfer(ctx, f, reg, t)
-	c.mu.Lock()
-	delete(c.inflight, f.d)
-	c.mu.Unlock()
+	if err == nil {
+		c.linkAll(ctx, f, t)
+	} else {
+		c.mu.Lock()
+		delete(c.inflight, f.key)
+		c.mu.Unlock()
+	}
 	f.finish(err)
 	if err != nil {
-		c.log.Warn("upstream blob fetch failed", "rule", t.Rule, "upstream", t.Upstream.String(), "digest", f.d, "err", err)
+		c.log.Warn("blob fetch failed", "rule", t.Rule, "upstream", t.Upstream.String(), "digest", f.key.d, "err", err)
+	}
+}
+
+// linkAll links the blob to every repository that joined the fetch,
+// including those that join while it links; the fetch leaves the map only
+// when none is left, so a request that missed the stored blob just before
+// the commit still finds the fetch and is linked. A link that fails is
+// logged: the client already has verified bytes, and the next request
+// links again.
+func (c *Cache) linkAll(ctx context.Context, f *fetch, t Target) {
+	for {
+		c.mu.Lock()
+		pending := f.links[f.linked:]
+		f.linked = len(f.links)
+		if len(pending) == 0 {
+			delete(c.inflight, f.key)
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		for _, l := range pending {
+			if err := c.meta.LinkBlob(ctx, l.reg, l.repo, f.key.d, f.committed); err != nil {
+				c.log.Warn("link fetched blob", "rule", t.Rule, "repo", l.repo, "digest", f.key.d, "err", err)
+			}
+		}
 	}
 }
 
 func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) error {
-	rc, size, err := c.up.GetBlob(ctx, t.Upstream, f.d)
+	d := f.key.d
+	// A fetch that ended between the caller's look and its join may have
+	// stored d: take it under the same rule as any stored blob.
+	if size, err := c.blobs.Stat(ctx, d); err == nil {
+		if err := c.allow(ctx, reg, t, d, false); err != nil {
+			f.start(nil, 0, err)
+			return err
+		}
+		f.stored, f.committed = true, size
+		f.start(nil, size, nil)
+		return nil
+	}
+	rc, size, err := c.up.GetBlob(ctx, t.Upstream, d)
 	if err != nil {
 		f.start(nil, 0, err)
 		return err
@@ -161,204 +299,46 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 	}
 	f.start(staged, size, nil)
 	// Reading the upstream runs ahead of writing and hashing, so the
-	// upstream connection keeps flowing while a chunk is hashed.
+	// upstream connection keeps flowing while a chunk is written. Followers
+	// read each chunk from memory as soon as it arrives.
 	stop := make(chan struct{})
 	defer close(stop)
-	chunks := readAhead(rc, fetchChunks, fetchChunk, stop)
+	chunks := readAhead(rc, f.pool, fetchChunks, stop)
+	var got int64
 	for ch := range chunks {
 		if ch.err != nil {
 			w.Cancel()
-			return fmt.Errorf("upstream transfer cut after %d bytes: %w", w.Size(), ch.err)
+			return fmt.Errorf("upstream transfer cut after %d bytes: %w", got, ch.err)
 		}
-		n := len(ch.b)
-		if size >= 0 && w.Size()+int64(n) > size {
-			ch.release()
+		n := int64(len(ch.b))
+		if size >= 0 && got+n > size {
+			f.pool.put(ch.b)
 			w.Cancel()
 			return fmt.Errorf("upstream sent more than the %d bytes it announced", size)
 		}
+		got += n
+		mc := f.publish(ch.b)
 		_, werr := w.Write(ch.b)
-		ch.release()
+		f.wrote(mc)
 		if werr != nil {
 			w.Cancel()
 			return werr
 		}
 		c.metrics.bytesUpstream.Add(float64(n))
-		f.advance(int64(n))
 	}
-	return c.content.CommitBlob(ctx, w, reg, t.Repo, f.d, size)
-}
-
-// A fetch reads the upstream in fetchChunk pieces, at most fetchChunks
-// ahead of the writer: constant memory per transfer.
-const (
-	fetchChunk  = 256 << 10
-	fetchChunks = 8
-)
-
-type chunk struct {
-	b    []byte
-	err  error
-	free chan []byte
-}
-
-func (c chunk) release() { c.free <- c.b[:cap(c.b)] }
-
-// readAhead reads r into a ring of n buffers of size bytes and sends the
-// filled ones, then a final chunk carrying any error other than EOF, then
-// closes the channel. It gives up when stop is closed (the consumer left).
-func readAhead(r io.Reader, n, size int, stop <-chan struct{}) <-chan chunk {
-	out := make(chan chunk, n)
-	free := make(chan []byte, n)
-	for i := 0; i < n; i++ {
-		free <- make([]byte, size)
+	if err := w.Verify(ctx, d, size); err != nil {
+		return err
 	}
-	send := func(c chunk) bool {
-		select {
-		case out <- c:
-			return true
-		case <-stop:
-			return false
-		}
+	// Verified: followers may complete now. Durability (fsync, rename,
+	// metadata) follows off their path; if it fails, nothing is recorded
+	// and the next request fetches again.
+	f.verify()
+	if err := c.content.CommitBlob(ctx, w, reg, t.Repo, d, size); err != nil {
+		return fmt.Errorf("commit fetched blob: %w", err)
 	}
-	go func() {
-		defer close(out)
-		for {
-			var b []byte
-			select {
-			case b = <-free:
-			case <-stop:
-				return
-			}
-			m, err := io.ReadAtLeast(r, b, 1)
-			if m > 0 && !send(chunk{b: b[:m], free: free}) {
-				return
-			}
-			if m == 0 {
-				free <- b
-			}
-			if err == io.EOF {
-				return
-			}
-			if err != nil {
-				send(chunk{err: err})
-				return
-			}
-		}
-	}()
-	return out
-}
-
-// fetch is one in-flight upstream transfer shared by all its readers.
-type fetch struct {
-	d       digest.Digest
-	started chan struct{} // closed when bytes can be followed, or on failure to start
-
-	// Set before started is closed, read-only after.
-	staged   blobstore.Staged
-	size     int64
-	startErr error
-
-	mu       sync.Mutex
-	written  int64
-	done     bool
-	err      error
-	progress chan struct{} // closed and replaced on every advance
-	refs     int           // readers holding the staged file open
-	closed   bool          // staged file closed
-}
-
-func (f *fetch) start(staged blobstore.Staged, size int64, err error) {
-	f.staged, f.size, f.startErr = staged, size, err
-	close(f.started)
-}
-
-func (f *fetch) advance(n int64) {
-	f.mu.Lock()
-	f.written += n
-	ch := f.progress
-	f.progress = make(chan struct{})
-	f.mu.Unlock()
-	close(ch)
-}
-
-func (f *fetch) finish(err error) {
-	f.mu.Lock()
-	f.done, f.err = true, err
-	ch := f.progress
-	f.progress = make(chan struct{})
-	f.closeIfUnused()
-	f.mu.Unlock()
-	close(ch)
-}
-
-// release drops a reader's reference; the staged file closes once the
-// fetch is done and no reader is left.
-func (f *fetch) release() {
-	f.mu.Lock()
-	f.refs--
-	f.closeIfUnused()
-	f.mu.Unlock()
-}
-
-// closeIfUnused must be called with f.mu held.
-func (f *fetch) closeIfUnused() {
-	if f.refs == 0 && f.done && f.staged != nil && !f.closed {
-		f.closed = true
-		f.staged.Close()
-	}
-}
-
-// follower reads an in-flight fetch from the staged file. It holds back
-// the final byte until the digest is verified, so a client can never see a
-// complete body of content that failed verification.
-type follower struct {
-	f      *fetch
-	ctx    context.Context
-	off    int64
-	closed bool
-}
-
-func (r *follower) Read(p []byte) (int, error) {
-	for {
-		r.f.mu.Lock()
-		written, done, err, wait := r.f.written, r.f.done, r.f.err, r.f.progress
-		r.f.mu.Unlock()
-		if done && err != nil {
-			return 0, fmt.Errorf("upstream fetch failed: %w", err)
-		}
-		limit := written
-		if !done {
-			limit--
-		}
-		if r.off < limit {
-			n := int64(len(p))
-			if n > limit-r.off {
-				n = limit - r.off
-			}
-			m, rerr := r.f.staged.ReadAt(p[:n], r.off)
-			r.off += int64(m)
-			if m > 0 {
-				return m, nil
-			}
-			if rerr != nil {
-				return 0, rerr
-			}
-		}
-		if done {
-			return 0, io.EOF
-		}
-		select {
-		case <-wait:
-		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
-		}
-	}
-}
-
-func (r *follower) Close() error {
-	if !r.closed {
-		r.closed = true
-		r.f.release()
-	}
+	f.committed = got
+	c.mu.Lock()
+	f.linked = 1 // CommitBlob linked the leader's repository, links[0]
+	c.mu.Unlock()
 	return nil
 }

@@ -61,6 +61,8 @@ type Blobs interface {
 type Meta interface {
 	content.Index
 	BlobSize(ctx context.Context, registry, repo string, d digest.Digest) (int64, error)
+	// References reports whether a manifest of repo references d.
+	References(ctx context.Context, registry, repo string, d digest.Digest) (bool, error)
 	GetManifest(ctx context.Context, registry, repo string, d digest.Digest) (metadata.Manifest, error)
 	GetTag(ctx context.Context, registry, repo, tag string) (metadata.Tag, error)
 	TouchTag(ctx context.Context, registry, repo, tag string) error
@@ -95,11 +97,17 @@ type Cache struct {
 	timeout    time.Duration
 	metrics    *metrics
 
+	// base is the parent of detached fetches; abort cancels it when
+	// shutdown cannot wait for them any longer.
+	base  context.Context
+	abort context.CancelFunc
+
 	mu       sync.Mutex
-	inflight map[digest.Digest]*fetch
+	inflight map[fetchKey]*fetch
+	closing  bool               // Shutdown began: no new fetches
 	group    singleflight.Group // manifests and tag revalidation
 	tagPages tagSnapshots       // upstream tag lists, for follow-up pages
-	wg       sync.WaitGroup     // detached fetches, for Close
+	wg       sync.WaitGroup     // detached fetches
 }
 
 // New returns a Cache.
@@ -116,17 +124,64 @@ func New(o Options) *Cache {
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
 	}
+	base, abort := context.WithCancel(context.Background())
 	return &Cache{
 		blobs: o.Blobs, meta: o.Meta, up: o.Upstream, log: o.Logger,
 		content:    &content.Store{Blobs: o.Blobs, Index: o.Meta},
 		revalidate: o.Revalidate, timeout: o.FetchTimeout,
-		metrics:  newMetrics(o.Registerer),
-		inflight: map[digest.Digest]*fetch{},
+		metrics: newMetrics(o.Registerer),
+		base:    base, abort: abort,
+		inflight: map[fetchKey]*fetch{},
 	}
 }
 
-// Wait blocks until detached fetches finish (tests, shutdown).
+// Wait blocks until detached fetches finish (tests).
 func (c *Cache) Wait() { c.wg.Wait() }
+
+// Shutdown stops new upstream blob fetches, waits for those under way (a
+// client may have left them: they fill the cache detached) until ctx ends,
+// then aborts those still running, which store nothing. It logs which.
+func (c *Cache) Shutdown(ctx context.Context) {
+	c.mu.Lock()
+	c.closing = true
+	n := len(c.inflight)
+	c.mu.Unlock()
+	idle := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(idle)
+	}()
+	if n > 0 {
+		c.log.Info("shutting down: waiting for upstream blob fetches", "count", n)
+	}
+	select {
+	case <-idle:
+		if n > 0 {
+			c.log.Info("upstream blob fetches finished", "count", n)
+		}
+		return
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	var left []*fetch
+	for _, f := range c.inflight {
+		left = append(left, f)
+	}
+	c.mu.Unlock()
+	c.abort()
+	<-idle
+	for _, f := range left {
+		f.mu.Lock()
+		got, err := f.avail, f.err
+		f.mu.Unlock()
+		if err == nil { // it committed before the abort reached it
+			c.log.Info("upstream blob fetch finished", "upstream", f.key.host+"/"+f.key.path, "digest", f.key.d)
+			continue
+		}
+		c.log.Warn("shutdown timeout: aborted upstream blob fetch; nothing stored", "upstream", f.key.host+"/"+f.key.path,
+			"digest", f.key.d, "bytes_received", got, "err", err)
+	}
+}
 
 type metrics struct {
 	requests      *prometheus.CounterVec

@@ -53,9 +53,17 @@ type env struct {
 	srv   *httptest.Server
 	cache *cache.Cache
 	blobs *blobstore.FS
+	meta  *metadata.SQLite
+	dir   string
 }
 
 func newEnv(t testing.TB, upHost string, revalidate time.Duration, creds upstream.Credentials) *env {
+	t.Helper()
+	return newEnvRules(t, prefixRules{prefix: "cached", host: upHost, creds: creds}, revalidate, upHost)
+}
+
+// newEnvRules serves rules, allowing plain HTTP to the given upstreams.
+func newEnvRules(t testing.TB, rules registry.Resolver, revalidate time.Duration, upHosts ...string) *env {
 	t.Helper()
 	dir := t.TempDir()
 	blobs, err := blobstore.NewFS(filepath.Join(dir, "blobs"))
@@ -66,18 +74,18 @@ func newEnv(t testing.TB, upHost string, revalidate time.Duration, creds upstrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	up, err := upstream.New(upstream.Options{Insecure: []string{upHost}, MaxRetries: 2, TagPageSize: 64, Registerer: prometheus.NewRegistry()})
+	up, err := upstream.New(upstream.Options{Insecure: upHosts, MaxRetries: 2, TagPageSize: 64, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := cache.New(cache.Options{Blobs: blobs, Meta: meta, Upstream: up, Revalidate: revalidate, FetchTimeout: time.Minute})
 	h := registry.New(registry.Options{
 		Blobs: blobs, Meta: meta, Registry: func(*http.Request) string { return "default" },
-		Rules: prefixRules{prefix: "cached", host: upHost, creds: creds}, Cache: c,
+		Rules: rules, Cache: c,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { srv.Close(); c.Wait(); meta.Close() })
-	return &env{srv: srv, cache: c, blobs: blobs}
+	return &env{srv: srv, cache: c, blobs: blobs, meta: meta, dir: dir}
 }
 
 func randomBytes(n int) []byte {

@@ -123,8 +123,7 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 		if err != nil {
 			return nil, upstreamError(t, "manifest "+ref, err)
 		}
-		mt := oci.DetectMediaType(um.MediaType, um.Body)
-		parsed, err := oci.ParseManifest(mt, um.Body)
+		parsed, err := parseOnce(um.MediaType, um.Body)
 		if err != nil {
 			return nil, errcode.New(errcode.FailedDependency, fmt.Sprintf("upstream %s for cache rule '%s' served an unusable manifest for %s: %v", t.Upstream, t.Rule, ref, err))
 		}
@@ -191,4 +190,17 @@ func upstreamError(t Target, what string, err error) error {
 	}
 	e.Cause = err
 	return e
+}
+
+// parseOnce parses a manifest once, with the media type already known (the
+// upstream client determined it from the header and body); only when that
+// contradicts the body's own mediaType does it parse again by the body.
+func parseOnce(mediaType string, body []byte) (*oci.Manifest, error) {
+	parsed, err := oci.ParseManifest(mediaType, body)
+	if err != nil && mediaType != "" {
+		if p, err2 := oci.ParseManifest("", body); err2 == nil {
+			return p, nil
+		}
+	}
+	return parsed, err
 }

@@ -43,12 +43,16 @@ func (c *Cache) SyncManifest(ctx context.Context, reg string, t Target, d digest
 		return SyncedManifest{}, err
 	}
 	if _, err := c.blobs.Stat(ctx, d); err == nil {
-		// Same digest, same bytes: link them here instead of fetching.
+		// Same digest, same bytes: link them here instead of fetching, if
+		// this repository may have them (see allow).
+		if err := c.allow(ctx, reg, t, d, true); err != nil {
+			return SyncedManifest{}, err
+		}
 		body, err := c.readManifest(ctx, d)
 		if err != nil {
 			return SyncedManifest{}, err
 		}
-		return c.storeSynced(ctx, reg, t, d, body, keep, false)
+		return c.storeSynced(ctx, reg, t, d, "", body, keep, false)
 	}
 	if keep == nil {
 		rec, status, err := c.Manifest(ctx, reg, t, d.String())
@@ -72,11 +76,16 @@ func (c *Cache) SyncManifest(ctx context.Context, reg string, t Target, d digest
 		return SyncedManifest{}, fmt.Errorf("upstream %s served manifest %s for %s", t.Upstream, um.Digest, d)
 	}
 	c.count("manifest", Miss)
-	return c.storeSynced(dctx, reg, t, d, um.Body, keep, true)
+	return c.storeSynced(dctx, reg, t, d, um.MediaType, um.Body, keep, true)
 }
 
-func (c *Cache) storeSynced(ctx context.Context, reg string, t Target, d digest.Digest, body []byte, keep func(*oci.Manifest) bool, fetched bool) (SyncedManifest, error) {
-	parsed, err := oci.ParseManifest(oci.DetectMediaType("", body), body)
+// storeSynced stores body as manifest d of t unless keep refuses it.
+// mediaType is the upstream's, or "" for bytes stored without one at hand.
+func (c *Cache) storeSynced(ctx context.Context, reg string, t Target, d digest.Digest, mediaType string, body []byte, keep func(*oci.Manifest) bool, fetched bool) (SyncedManifest, error) {
+	if mediaType == "" {
+		mediaType = oci.DetectMediaType("", body)
+	}
+	parsed, err := parseOnce(mediaType, body)
 	if err != nil {
 		return SyncedManifest{}, fmt.Errorf("upstream %s for cache rule '%s' served an unusable manifest %s: %w", t.Upstream, t.Rule, d, err)
 	}
@@ -94,7 +103,7 @@ func (c *Cache) localManifest(ctx context.Context, d digest.Digest, rec metadata
 	if err != nil {
 		return SyncedManifest{}, err
 	}
-	parsed, err := oci.ParseManifest(oci.DetectMediaType(rec.MediaType, body), body)
+	parsed, err := parseOnce(rec.MediaType, body)
 	if err != nil {
 		return SyncedManifest{}, fmt.Errorf("stored manifest %s: %w", d, err)
 	}

@@ -76,6 +76,7 @@ which wins over the file.`,
 	f.StringVar(&opts.TLSCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
 	f.StringVar(&opts.TLSKey, "tls-key", "", "TLS private key file (PEM)")
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may take to finish on SIGTERM")
+	f.StringVar(&opts.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this loopback HOST:PORT; off when empty")
 	f.DurationVar(&opts.UploadMaxAge, "upload-max-age", 24*time.Hour, "abandoned uploads older than this are purged")
 	f.DurationVar(&opts.StorageMetricsMaxAge, "storage-metrics-max-age", time.Minute, "how old the arca_storage_* gauges may get before a scrape recomputes them (grouped scans of the metadata)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")

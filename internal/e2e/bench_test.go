@@ -34,7 +34,8 @@ type benchEnv struct {
 	blobDigest string
 	manifest   []byte
 	arca       *proc
-	dist       *proc
+	dist       *proc // Debian's docker-registry (distribution 2.8)
+	dist3      *proc // distribution v3 (.tools/bin/registry)
 	plainAddr  string
 	plain      *proc
 }
@@ -93,6 +94,7 @@ func benchTeardown() {
 	}
 	theBench.arca.stop()
 	theBench.dist.stop()
+	theBench.dist3.stop()
 	theBench.plain.stop()
 	os.RemoveAll(theBench.dir)
 }
@@ -109,12 +111,15 @@ func newBenchEnv(b *testing.B) (*benchEnv, error) {
 	if e.arca, err = startArcaProc(filepath.Join(dir, "arca-data")); err != nil {
 		return e, err
 	}
-	if e.dist, err = startDistribution(dir); err != nil {
+	if e.dist, err = startDistribution(dir, "distribution"); err != nil {
+		return e, err
+	}
+	if e.dist3, err = startDistribution(dir, "distribution3"); err != nil {
 		return e, err
 	}
 	im := newImage(b, 4242, "amd64", 4<<10)
 	e.manifest = im.Manifest
-	for _, p := range []*proc{e.arca, e.dist} {
+	for _, p := range []*proc{e.arca, e.dist, e.dist3} {
 		if err := pushBlobFile(p.addr, benchRepo, e.blobPath, e.blobDigest); err != nil {
 			return e, fmt.Errorf("%s: %w", p.name, err)
 		}
@@ -242,18 +247,23 @@ func startArcaProc(dataDir string) (*proc, error) {
 	return startProc("arca", addr, "/readyz", cmd)
 }
 
-// startDistribution runs Debian's docker-registry with a filesystem store
-// and its in-memory blob descriptor cache (its usual production setup).
-func startDistribution(dir string) (*proc, error) {
+// startDistribution runs a distribution registry with a filesystem store
+// and its in-memory blob descriptor cache (its usual production setup):
+// "distribution" is Debian's docker-registry (2.8), "distribution3" is v3
+// (.tools/bin/registry, installed by scripts/bench-pullthrough.sh).
+func startDistribution(dir, name string) (*proc, error) {
 	bin, err := exec.LookPath("docker-registry")
+	if name == "distribution3" {
+		bin, err = exec.LookPath("registry")
+	}
 	if err != nil {
-		return nil, fmt.Errorf("docker-registry not installed: run scripts/test.sh to install docker-registry")
+		return nil, fmt.Errorf("%s not installed: run scripts/test.sh and scripts/bench-pullthrough.sh to install it", name)
 	}
 	addr, err := arcaproc.FreeAddrErr()
 	if err != nil {
 		return nil, err
 	}
-	cfg := filepath.Join(dir, "distribution.yml")
+	cfg := filepath.Join(dir, name+".yml")
 	yml := fmt.Sprintf(`version: 0.1
 log:
   level: error
@@ -268,13 +278,13 @@ storage:
     enabled: true
 http:
   addr: %s
-`, filepath.Join(dir, "distribution-data"), addr)
+`, filepath.Join(dir, name+"-data"), addr)
 	if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", cfg)
-	cmd.Stderr = benchLog(filepath.Join(dir, "distribution.log"))
-	return startProc("distribution", addr, "/v2/", cmd)
+	cmd.Stderr = benchLog(filepath.Join(dir, name+".log"))
+	return startProc(name, addr, "/v2/", cmd)
 }
 
 // benchLog is where a benchmarked server's output goes (os.Stderr if the
@@ -292,7 +302,7 @@ type target struct{ name, addr, blobPath string }
 
 func (e *benchEnv) blobTargets() []target {
 	p := "/v2/" + benchRepo + "/blobs/" + e.blobDigest
-	return []target{{"arca", e.arca.addr, p}, {"distribution", e.dist.addr, p}, {"plainfile", e.plainAddr, "/blob"},
+	return []target{{"arca", e.arca.addr, p}, {"distribution", e.dist.addr, p}, {"distribution3", e.dist3.addr, p}, {"plainfile", e.plainAddr, "/blob"},
 		{"plainfile-copy", e.plainAddr, "/blob-copy"}}
 }
 
@@ -323,7 +333,7 @@ func BenchmarkBlobDownload(b *testing.B) {
 // keep-alive connections.
 func BenchmarkManifestGet(b *testing.B) {
 	e := getBenchEnv(b)
-	for _, p := range []*proc{e.arca, e.dist} {
+	for _, p := range []*proc{e.arca, e.dist, e.dist3} {
 		b.Run(p.name, func(b *testing.B) {
 			b.SetParallelism((64 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
 			path := "/v2/" + benchRepo + "/manifests/v1"
@@ -386,7 +396,7 @@ func restartFresh(b *testing.B, e *benchEnv, name string) *proc {
 		return e.arca
 	default:
 		e.dist.stop()
-		e.dist, err = startDistribution(e.dir)
+		e.dist, err = startDistribution(e.dir, "distribution")
 		if err != nil {
 			b.Fatal(err)
 		}

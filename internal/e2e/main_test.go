@@ -23,6 +23,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(plainFileEnv); path != "" {
 		servePlainFile(path) // benchmark helper process; never returns
 	}
+	if up := os.Getenv(floorUpstreamEnv); up != "" {
+		servePassThrough(up) // benchmark helper process; never returns
+	}
 	os.Exit(buildAndRun(m))
 }
 

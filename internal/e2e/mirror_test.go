@@ -314,7 +314,7 @@ func TestMirrorRequests(t *testing.T) {
 		}
 	}
 	for _, p := range []string{"/v2/library/nginx/manifests/latest", "/v2/nginx/manifests/latest"} {
-		if !accessLogged(a.Logs(), p, "rule=hub-library") {
+		if !waitAccessLogged(a.Logs, p, "rule=hub-library") {
 			t.Errorf("arca's access log has no line for %s through rule hub-library", p)
 		}
 	}
@@ -332,6 +332,21 @@ func TestMirrorRequests(t *testing.T) {
 
 // accessLogged reports whether logs have an access log line for path
 // (text format) holding every one of want.
+// waitAccessLogged polls the log: the access-log line is written after the
+// response, so a client can see the answer before the line exists.
+func waitAccessLogged(logs func() string, path string, want ...string) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if accessLogged(logs(), path, want...) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func accessLogged(logs, path string, want ...string) bool {
 	for _, l := range strings.Split(logs, "\n") {
 		if !strings.Contains(l, "msg=request") || !strings.Contains(l, "path="+path+" ") {

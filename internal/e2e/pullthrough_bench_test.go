@@ -22,7 +22,8 @@ import (
 // BenchmarkPullThrough measures pull-through caching against a real
 // upstream (Debian's docker-registry 2.8) on loopback, in one run:
 //
-//	Cold{Lean,Crane}/{direct,arca,dist2.8,dist3}  a pull with an empty cache
+//	Cold{Lean,Crane}/{direct,arca,dist2.8,dist3}  a pull with an empty cache (Lean also /floor:
+//	                              the pass-through floor, see servePassThrough)
 //	                              (every op starts a fresh cache); direct = from the upstream
 //	Warm{Lean,Crane}/{arca,dist2.8,dist3,plainfile}  pulls of cached content
 //	Wave32/{one,32}-{loopback,wan} one cold pull vs 32 at once of one image; wan = the
@@ -37,7 +38,11 @@ func BenchmarkPullThrough(b *testing.B) {
 	e := newPTBench(b)
 	for _, mode := range []string{"Lean", "Crane"} {
 		b.Run("Cold"+mode, func(b *testing.B) {
-			for _, tg := range []string{"direct", "arca", "dist2.8", "dist3"} {
+			targets := []string{"direct", "arca", "dist2.8", "dist3"}
+			if mode == "Lean" {
+				targets = append(targets, "floor")
+			}
+			for _, tg := range targets {
 				b.Run(tg, func(b *testing.B) { e.cold(b, tg, mode) })
 			}
 		})
@@ -175,6 +180,12 @@ func (e *ptBench) start(b *testing.B, tg, upstream string) *ptServer {
 		return &ptServer{addr: p.addr, repo: "library", pid: p.cmd.Process.Pid, stop: func() { p.stop(); os.RemoveAll(dir) }}
 	case "plainfile":
 		return &ptServer{addr: e.plain, stop: func() {}}
+	case "floor":
+		addr, dir := freeAddr(b), b.TempDir()
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), floorUpstreamEnv+"="+upstream, floorAddrEnv+"="+addr, floorDirEnv+"="+dir)
+		p := startBenchProc(b, "floor", addr, "/v2/", cmd)
+		return &ptServer{addr: addr, repo: "library", pid: p.cmd.Process.Pid, stop: func() { p.stop(); os.RemoveAll(dir) }}
 	}
 	b.Fatalf("unknown target %s", tg)
 	return nil
@@ -206,6 +217,53 @@ func (e *ptBench) pull(b *testing.B, s *ptServer, im *ptImage, mode string, veri
 		}
 	}
 	return nil
+}
+
+// The pass-through floor of a cold pull (target "floor"): a helper process
+// that answers each request by fetching it from the upstream and streaming
+// the body to the client through a new file and sha256, in one loop: what
+// any cache that stores and verifies must do at least. No fsync, no
+// metadata, no hold-back, no coalescing.
+const (
+	floorUpstreamEnv = "ARCA_BENCH_FLOOR_UPSTREAM"
+	floorAddrEnv     = "ARCA_BENCH_FLOOR_ADDR"
+	floorDirEnv      = "ARCA_BENCH_FLOOR_DIR"
+)
+
+func servePassThrough(upstream string) {
+	dir := os.Getenv(floorDirEnv)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, err := http.NewRequest(r.Method, "http://"+upstream+r.URL.RequestURI(), nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		req.Header.Set("Accept", r.Header.Get("Accept"))
+		resp, err := ptHTTP.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for _, k := range []string{"Content-Type", "Content-Length", "Docker-Content-Digest"} {
+			if v := resp.Header.Get(k); v != "" {
+				w.Header().Set(k, v)
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		f, err := os.CreateTemp(dir, "blob-")
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		defer f.Close()
+		hs := sha256.New()
+		// Plain writes (no sendfile or ReadFrom shortcuts): file, hash,
+		// client, chunk by chunk.
+		_, _ = io.CopyBuffer(io.MultiWriter(f, hs, w), struct{ io.Reader }{resp.Body}, make([]byte, 256<<10))
+	})
+	err := http.ListenAndServe(os.Getenv(floorAddrEnv), h)
+	fmt.Fprintln(os.Stderr, "pass-through floor:", err)
+	os.Exit(1)
 }
 
 var ptHTTP = &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Minute}

@@ -132,7 +132,7 @@ func (s *SQLite) LinkBlob(ctx context.Context, registry, repo string, d digest.D
 // BlobSize returns the size of blob d if it is linked to repo.
 func (s *SQLite) BlobSize(ctx context.Context, registry, repo string, d digest.Digest) (int64, error) {
 	var size int64
-	err := s.r.QueryRowContext(ctx, `SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.registry = ? AND rb.repo = ? AND rb.digest = ?`, registry, repo, d.String()).Scan(&size)
+	err := s.queryRow(ctx, `SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.registry = ? AND rb.repo = ? AND rb.digest = ?`, registry, repo, d.String()).Scan(&size)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, ErrNotFound
 	}
@@ -140,6 +140,20 @@ func (s *SQLite) BlobSize(ctx context.Context, registry, repo string, d digest.D
 		return 0, fmt.Errorf("blob size: %w", err)
 	}
 	return size, nil
+}
+
+// References reports whether a manifest of repo references d (a blob, or
+// a manifest of an index).
+func (s *SQLite) References(ctx context.Context, registry, repo string, d digest.Digest) (bool, error) {
+	var one int
+	err := s.queryRow(ctx, `SELECT 1 FROM manifest_refs WHERE child = ? AND registry = ? AND repo = ? LIMIT 1`, d.String(), registry, repo).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("references: %w", err)
+	}
+	return true, nil
 }
 
 // UnlinkBlob removes blob d from repo. The bytes stay until garbage collection.
@@ -165,7 +179,7 @@ func (s *SQLite) MissingRefs(ctx context.Context, registry, repo string, refs []
 			q = `SELECT 1 FROM manifests WHERE registry = ? AND repo = ? AND digest = ?`
 		}
 		var one int
-		err := s.r.QueryRowContext(ctx, q, registry, repo, ref.Digest.String()).Scan(&one)
+		err := s.queryRow(ctx, q, registry, repo, ref.Digest.String()).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			missing = append(missing, ref)
 			continue
@@ -233,7 +247,7 @@ func (s *SQLite) GetManifest(ctx context.Context, registry, repo string, d diges
 	m := Manifest{Registry: registry, Repo: repo, Digest: d}
 	var subject, ann string
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT media_type, size, artifact_type, subject, annotations, created_at FROM manifests WHERE registry = ? AND repo = ? AND digest = ?`,
+	err := s.queryRow(ctx, `SELECT media_type, size, artifact_type, subject, annotations, created_at FROM manifests WHERE registry = ? AND repo = ? AND digest = ?`,
 		registry, repo, d.String()).Scan(&m.MediaType, &m.Size, &m.ArtifactType, &subject, &ann, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, ErrNotFound
@@ -260,7 +274,7 @@ type Tag struct {
 func (s *SQLite) GetTag(ctx context.Context, registry, repo, tag string) (Tag, error) {
 	var d string
 	var updated, checked int64
-	err := s.r.QueryRowContext(ctx, `SELECT digest, updated_at, checked_at FROM tags WHERE registry = ? AND repo = ? AND tag = ?`, registry, repo, tag).Scan(&d, &updated, &checked)
+	err := s.queryRow(ctx, `SELECT digest, updated_at, checked_at FROM tags WHERE registry = ? AND repo = ? AND tag = ?`, registry, repo, tag).Scan(&d, &updated, &checked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Tag{}, ErrNotFound
 	}
@@ -354,7 +368,7 @@ func (s *SQLite) list(ctx context.Context, q string, n int, args ...any) ([]stri
 // RepositoryExists reports whether repo holds any content.
 func (s *SQLite) RepositoryExists(ctx context.Context, registry, repo string) (bool, error) {
 	var one int
-	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM repositories WHERE registry = ? AND name = ?`, registry, repo).Scan(&one)
+	err := s.queryRow(ctx, `SELECT 1 FROM repositories WHERE registry = ? AND name = ?`, registry, repo).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -405,7 +419,7 @@ func (s *SQLite) CreateUpload(ctx context.Context, registry, repo, id string) er
 // UploadRepo returns whether upload id exists for repo.
 func (s *SQLite) UploadExists(ctx context.Context, registry, repo, id string) (bool, error) {
 	var one int
-	err := s.r.QueryRowContext(ctx, `SELECT 1 FROM uploads WHERE id = ? AND registry = ? AND repo = ?`, id, registry, repo).Scan(&one)
+	err := s.queryRow(ctx, `SELECT 1 FROM uploads WHERE id = ? AND registry = ? AND repo = ?`, id, registry, repo).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -436,7 +450,7 @@ UPDATE repositories SET pushed = 1`
 // first time, keeping pushes free of an extra transaction.
 func (s *SQLite) MarkPushed(ctx context.Context, registry, repo string) error {
 	var pushed int
-	err := s.r.QueryRowContext(ctx, `SELECT pushed FROM repositories WHERE registry = ? AND name = ?`, registry, repo).Scan(&pushed)
+	err := s.queryRow(ctx, `SELECT pushed FROM repositories WHERE registry = ? AND name = ?`, registry, repo).Scan(&pushed)
 	if err == nil && pushed == 1 {
 		return nil
 	}

@@ -101,7 +101,7 @@ func (s *SQLite) SyncRegistries(ctx context.Context, regs []RegistryRecord) erro
 // credential set of registry changes (0 before the first change).
 func (s *SQLite) RulesGeneration(ctx context.Context, registry string) (int64, error) {
 	var g int64
-	err := s.r.QueryRowContext(ctx, `SELECT generation FROM rules_generation WHERE registry = ?`, strings.ToLower(registry)).Scan(&g)
+	err := s.queryRow(ctx, `SELECT generation FROM rules_generation WHERE registry = ?`, strings.ToLower(registry)).Scan(&g)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}

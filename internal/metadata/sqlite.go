@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	_ "modernc.org/sqlite" // pure-Go SQLite driver: no cgo, no external service
 )
@@ -34,6 +35,10 @@ func SchemaVersion() int { return len(migrations) }
 type SQLite struct {
 	w *sql.DB
 	r *sql.DB
+	// stmts caches prepared read statements by query text: the hot path
+	// (manifest and blob lookups) spent a quarter of its CPU preparing
+	// the same few queries again on every request.
+	stmts sync.Map // string -> *sql.Stmt
 }
 
 // Migrations are applied in order, once each; append, never edit. The
@@ -82,7 +87,37 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 
 // Close closes the database.
 func (s *SQLite) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	var errs []error
+	s.stmts.Range(func(_, v any) bool {
+		errs = append(errs, v.(*sql.Stmt).Close())
+		return true
+	})
+	return errors.Join(append(errs, s.r.Close(), s.w.Close())...)
+}
+
+// queryRow runs a read query through a statement prepared once (database/sql
+// re-prepares it per pooled connection as needed and keeps it).
+func (s *SQLite) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	st, err := s.stmt(ctx, q)
+	if err != nil {
+		return s.r.QueryRowContext(ctx, q, args...) // carries the error to Scan
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (s *SQLite) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if v, ok := s.stmts.Load(q); ok {
+		return v.(*sql.Stmt), nil
+	}
+	st, err := s.r.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if v, loaded := s.stmts.LoadOrStore(q, st); loaded {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
 }
 
 // Ping checks the database answers (readiness).

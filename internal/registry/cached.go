@@ -144,11 +144,8 @@ func (h *Handler) cachedBlob(w http.ResponseWriter, r *http.Request, reg, ref st
 		hd.Set("Content-Length", strconv.FormatInt(src.Size, 10))
 	}
 	w.WriteHeader(http.StatusOK)
-	bp := blobBuffers.Get().(*[]byte)
-	defer blobBuffers.Put(bp)
-	// writerOnly keeps io.CopyBuffer from handing the copy to the
-	// ResponseWriter's ReadFrom, which reads in 32 KiB steps.
-	if _, err := io.CopyBuffer(writerOnly{w}, src.Reader, *bp); err != nil {
+	// The follower writes straight from the fetch's memory (io.WriterTo).
+	if _, err := io.Copy(w, src.Reader); err != nil {
 		// The body is cut short on purpose: the client must see a failed
 		// transfer, never a complete-looking body of unverified bytes.
 		if !errors.Is(err, r.Context().Err()) {

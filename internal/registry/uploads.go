@@ -25,7 +25,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 			return err
 		}
 		if from := q.Get("from"); from != "" && oci.ValidRepository(from) {
-			size, err := h.meta.BlobSize(r.Context(), reg, from, d)
+			size, err := h.mountable(r, reg, from, d)
 			if err == nil {
 				if err := h.meta.LinkBlob(r.Context(), reg, repo, d, size); err != nil {
 					return err

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
@@ -37,6 +38,8 @@ type Options struct {
 	TLSCert         string
 	TLSKey          string
 	ShutdownTimeout time.Duration
+	// PprofAddr, when set, serves net/http/pprof there (loopback only).
+	PprofAddr string
 	// UploadMaxAge is how long an abandoned upload is kept before purging.
 	UploadMaxAge time.Duration
 	// StorageMetricsMaxAge is how stale the arca_storage_* gauges may get.
@@ -61,6 +64,7 @@ type Server struct {
 	meta    *metadata.SQLite
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
+	cache   *cache.Cache
 	mgmt    *mgmt.Handler
 	handler http.Handler
 }
@@ -75,6 +79,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.UploadMaxAge == 0 {
 		opts.UploadMaxAge = 24 * time.Hour
+	}
+	if opts.PprofAddr != "" {
+		if err := checkPprofAddr(opts.PprofAddr); err != nil {
+			return nil, err
+		}
 	}
 	if opts.StorageMetricsMaxAge == 0 {
 		opts.StorageMetricsMaxAge = time.Minute
@@ -126,6 +135,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.cache = pt.cache
 	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
 		return err
 	}
@@ -226,6 +236,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.opts.Ready != nil {
 		s.opts.Ready(ln.Addr())
 	}
+	if s.opts.PprofAddr != "" {
+		stop, err := s.servePprof()
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
+	}
 	go s.janitor(ctx)
 	go s.mgmt.RunHealthChecks(ctx)
 	syncDone := make(chan struct{})
@@ -246,7 +264,11 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down: draining in-flight requests", "timeout", s.opts.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	err = srv.Shutdown(sctx)
+	// Fetches that clients left go on detached: within the same drain
+	// timeout they finish, or are aborted (storing nothing).
+	s.cache.Shutdown(sctx)
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,96 @@
+package cache_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
+)
+
+// Verified bytes reach the client before they are made durable: when the
+// commit fails after that (here the blob's directory cannot be created),
+// the client still has the whole blob, nothing is visible in the store or
+// the metadata, nothing is left staged, and the next request fetches again.
+func TestCommitFailureAfterReleaseLeavesNothing(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	layer := randomBytes(6 << 20)
+	ld := digest.FromBytes(layer)
+	up.Push(t, "img", "v1", layer)
+	e := newEnv(t, up.Host, time.Hour, nil)
+	// A file where the commit needs a directory: a real failure of the
+	// rename step, after the bytes verified.
+	shard := filepath.Join(e.dir, "blobs", "blobs", "sha256", ld.Encoded()[:2])
+	if err := os.MkdirAll(filepath.Dir(shard), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(shard, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url := e.srv.URL + "/v2/cached/img/blobs/" + ld.String()
+	if r := get(t, url); r.err != nil || r.status != 200 || !bytes.Equal(r.body, layer) {
+		t.Fatalf("client: %d %v (%d bytes)", r.status, r.err, len(r.body))
+	}
+	e.cache.Wait()
+	ctx := context.Background()
+	if _, err := e.blobs.Stat(ctx, ld); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatalf("blob visible after a failed commit: %v", err)
+	}
+	if _, err := e.meta.BlobSize(ctx, "default", "cached/img", ld); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("blob recorded after a failed commit: %v", err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(e.dir, "blobs", "uploads")); len(left) != 0 {
+		t.Fatalf("staged uploads left: %d", len(left))
+	}
+	if err := os.Remove(shard); err != nil {
+		t.Fatal(err)
+	}
+	if r := get(t, url); r.status != 200 || r.cache != "miss" || !bytes.Equal(r.body, layer) {
+		t.Fatalf("after the fault: %d %q", r.status, r.cache)
+	}
+	e.cache.Wait()
+	if n := up.Requests(http.MethodGet, "/blobs/"+ld.String()); n != 2 {
+		t.Fatalf("upstream GETs = %d, want 2", n)
+	}
+	if _, err := e.blobs.Stat(ctx, ld); err != nil {
+		t.Fatalf("not stored after the second fetch: %v", err)
+	}
+}
+
+// A follower that falls behind the chunks kept in memory reads the rest
+// from the staged file and still gets exactly the blob.
+func TestSlowFollowerReadsStagedFile(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	layer := randomBytes(24 << 20)
+	ld := digest.FromBytes(layer)
+	up.Push(t, "img", "v1", layer)
+	e := newEnv(t, up.Host, time.Hour, nil)
+	res, err := http.Get(e.srv.URL + "/v2/cached/img/blobs/" + ld.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	// Let the fetch run far ahead (it does not wait for its client).
+	head := make([]byte, 1<<20)
+	if _, err := io.ReadFull(res.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	e.cache.Wait()
+	rest, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := append(head, rest...); !bytes.Equal(got, layer) {
+		t.Fatalf("slow follower got %d bytes, digest %s", len(got), digest.FromBytes(got))
+	}
+}
