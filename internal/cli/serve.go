@@ -13,9 +13,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/arcacache/arca/internal/buildinfo"
 	"github.com/arcacache/arca/internal/config"
 	"github.com/arcacache/arca/internal/sdnotify"
 	"github.com/arcacache/arca/internal/server"
+	"github.com/arcacache/arca/internal/tracing"
 )
 
 // registryNameRe is ACR's rule for registry names.
@@ -61,6 +63,19 @@ which wins over the file.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			notifySystemd(ctx, env, &opts)
+			tp, shutdownTracing, err := tracing.Setup(ctx, env.Getenv, buildinfo.Read().Version)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				// Flush the spans still buffered, within a bound.
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := shutdownTracing(sctx); err != nil {
+					log.Warn("tracing shutdown", "err", err)
+				}
+			}()
+			opts.TracerProvider = tp
 			srv, err := server.New(ctx, opts)
 			if err != nil {
 				return err

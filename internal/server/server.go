@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/cache"
@@ -55,6 +56,8 @@ type Options struct {
 	PullThrough PullThroughOptions
 	// Sync configures active sync (see sync.go).
 	Sync SyncOptions
+	// TracerProvider, if set, traces requests (see tracing.go).
+	TracerProvider trace.TracerProvider
 }
 
 // Server is a running arca.
@@ -171,7 +174,7 @@ func (s *Server) build(ctx context.Context) error {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, root))
+	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, traced(s.opts.TracerProvider, routeName, root)))
 	return nil
 }
 
