@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,10 +8,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/spf13/cobra"
 )
 
@@ -260,20 +260,23 @@ func (d *doctor) upstreamMetrics(ctx context.Context) map[string][2]float64 {
 	if resp.StatusCode != http.StatusOK {
 		return nil
 	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil
+	}
 	out := map[string][2]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if !strings.HasPrefix(l, "arca_upstream_requests_total{") {
-			continue
+	for _, m := range fams["arca_upstream_requests_total"].GetMetric() {
+		var up, status string
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "upstream":
+				up = l.GetValue()
+			case "status":
+				status = l.GetValue()
+			}
 		}
-		labels, val, ok := strings.Cut(strings.TrimPrefix(l, "arca_upstream_requests_total{"), "} ")
-		v, err := strconv.ParseFloat(val, 64)
-		if !ok || err != nil {
-			continue
-		}
-		up, status := promLabel(labels, "upstream"), promLabel(labels, "status")
+		v := m.GetCounter().GetValue()
 		c := out[up]
 		c[0] += v
 		if status == "error" || status == "429" || strings.HasPrefix(status, "5") {
@@ -282,17 +285,6 @@ func (d *doctor) upstreamMetrics(ctx context.Context) map[string][2]float64 {
 		out[up] = c
 	}
 	return out
-}
-
-// promLabel finds name="value" in a Prometheus label set (arca's label
-// values carry no quotes or commas).
-func promLabel(labels, name string) string {
-	for _, kv := range strings.Split(labels, ",") {
-		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
-			return strings.Trim(v, `"`)
-		}
-	}
-	return ""
 }
 
 type credentialHealth struct {
