@@ -89,6 +89,11 @@ func TestBackupInterruptedKeepsPreviousSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range []string{to, filepath.Join(to, DBFile)} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: mode %v (%v); the snapshot holds secrets' hashes and signing keys: owner only", p, fi.Mode(), err)
+		}
+	}
 
 	meta, err := metadata.OpenSQLite(ctx, filepath.Join(src, DBFile))
 	if err != nil {
