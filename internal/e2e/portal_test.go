@@ -276,6 +276,36 @@ func TestPortalBrowser(t *testing.T) {
 		t.Errorf("overlapping wildcard: #target aria-invalid=%q", v)
 	}
 
+	// "Create new credentials" inside the rule form: the set is created
+	// with the source's login server, then the rule using it.
+	b.do("rule with new credentials",
+		C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+		K(css("#name"), "app-inline"),
+		choose("#sourceRegistry", "custom"), W(css("#customLoginServer")),
+		K(css("#customLoginServer"), up.Host),
+		K(css("#repositoryPath"), "library/app"),
+		C(css("#auth")), W(css("#authMode-new")),
+		C(css("#authMode-new")), W(css("#newCredName")),
+		K(css("#newCredName"), "inline-creds"),
+		K(css("#newCredUsername"), "file://"+userFile),
+		K(css("#newCredPassword"), "env://"+passEnv),
+		K(css("#target"), "app-inline"),
+		C(css(`button[value="save"]`)), W(css(".notice")),
+		C(css(`nav a[href^="/portal/credentials"]`)), W(css("table")))
+	if html := get(b, "credentials html", chromedp.OuterHTML(css("main"))); !strings.Contains(html, "inline-creds") || !strings.Contains(html, "app-inline") {
+		t.Errorf("credentials page after Create new credentials lacks inline-creds used by app-inline")
+	}
+	// An empty rule name: the API's name check, at the name field.
+	b.do("empty rule name",
+		C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+		K(css("#repositoryPath"), "library/x"), K(css("#target"), "x"),
+		C(css(`button[value="save"]`)), W(css("#err-name")))
+	if msg := b.text("#err-name"); !strings.Contains(msg, "InvalidResourceName") {
+		t.Errorf("empty rule name: %q at the name field", msg)
+	}
+
 	// Pull through the rule: a cold pull (misses), then a warm one (hits).
 	c := crane(t)
 	out := filepath.Join(t.TempDir(), "pulled")
@@ -358,8 +388,8 @@ func TestPortalBrowser(t *testing.T) {
 		C(css(`a[aria-label="Delete lib-wild"]`)), W(css("button.danger")), b.shot("08-delete-confirm"),
 		C(css("button.danger")), W(css(".notice")))
 	rows := get(b, "rows", chromedp.Evaluate[int](`document.querySelectorAll("tbody th[scope=row]").length`))
-	if msg := b.text(".notice"); !strings.Contains(msg, "lib-wild deleted") || rows != 1 {
-		t.Errorf("after delete: notice %q, %d rules left (want 1)", msg, rows)
+	if msg := b.text(".notice"); !strings.Contains(msg, "lib-wild deleted") || rows != 2 {
+		t.Errorf("after delete: notice %q, %d rules left (want 2)", msg, rows)
 	}
 	b.do("credentials page", N(base+"/portal/credentials"), W(css("table")), b.shot("09-credentials"))
 

@@ -272,6 +272,12 @@ func (h *Handler) estimate(c *ctx, f *ruleForm) int {
 // saveRule creates the new credential set when the form asks for one,
 // then creates (PUT) or updates (PATCH) the rule.
 func (h *Handler) saveRule(c *ctx, f *ruleForm) int {
+	if !checkName(f.Errors, "name", "cache rule", f.Name) {
+		return http.StatusBadRequest
+	}
+	if f.Auth && f.AuthMode == "new" && !checkName(f.Errors, "newCred.name", "credential set", f.NewCredName) {
+		return http.StatusBadRequest
+	}
 	if f.Auth && f.AuthMode == "new" {
 		body := credentialSetBody(f.NewCredName, f.loginServer(), f.NewCredUsername, f.NewCredPassword)
 		if err := c.api.do(c, http.MethodPut, "credentialSets/"+url.PathEscape(f.NewCredName), body, nil); err != nil {

@@ -111,6 +111,10 @@ func (h *Handler) credCreate(c *ctx) {
 		return
 	}
 	f.parse(c.r)
+	if !checkName(f.Errors, "name", "credential set", f.Name) {
+		h.render(c, http.StatusBadRequest, "credential", page{Title: title, Nav: "credentials", Data: f})
+		return
+	}
 	user, pass := f.refs()
 	err := c.api.do(c, http.MethodPut, "credentialSets/"+url.PathEscape(f.Name), credentialSetBody(f.Name, f.LoginServer, user, pass), nil)
 	if err != nil {

@@ -3,6 +3,8 @@ package portal
 import (
 	"errors"
 	"strings"
+
+	"github.com/arcacache/arca/internal/rules"
 )
 
 // fieldOf names the form field an API error is about, so the message is
@@ -43,6 +45,17 @@ func fieldOf(err *armError) string {
 		return "syncMode"
 	}
 	return ""
+}
+
+// checkName runs the API's own name check on a form's name before it
+// goes into the resource path (an empty name would address the collection).
+func checkName(fe formErrors, field, noun, name string) bool {
+	var re *rules.Error
+	if err := rules.ValidateName(noun, name); errors.As(err, &re) {
+		fe[field] = "(" + re.Code + ") " + re.Message
+		return false
+	}
+	return true
 }
 
 // formErrors are a form's messages by field ("" for the form as a whole).
