@@ -478,3 +478,49 @@ func TestPortalClosedByDefault(t *testing.T) {
 		t.Errorf("a refused POST created the rule:\n%s", out)
 	}
 }
+
+// TestPortalStatisticsSurviveRestart: the counts are flushed to the
+// metadata store at shutdown, so the statistics page shows them after a
+// restart (when /metrics starts from zero).
+func TestPortalStatisticsSurviveRestart(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	im := newImage(t, 153, "amd64", 30<<10)
+	seedImage(t, up, "library/app", "v1", im)
+	addr, dir := freeAddr(t), t.TempDir()
+	start := func() *arca {
+		return &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Addr: addr, DataDir: dir,
+			Args: []string{"--insecure-upstream", up.Host}, Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken}})}
+	}
+	a := start()
+	a.cacheRule(t, "app-cache", up.Host+"/library/app", "app")
+	c := crane(t)
+	c.crane("pull", a.Ref("app:v1"), filepath.Join(t.TempDir(), "img.tar"))
+	c.crane("pull", a.Ref("app:v1"), filepath.Join(t.TempDir(), "img.tar"))
+	hits := metricSum(t, a.URL(), "arca_cache_rule_requests_total", `rule="app-cache"`, `result="hit"`)
+	if hits == 0 {
+		t.Fatal("no hits counted after a warm pull")
+	}
+	a.Stop()
+
+	a = start()
+	jar, _ := cookiejar.New(nil)
+	cl := &http.Client{Jar: jar}
+	resp, err := cl.PostForm(a.URL()+"/portal/signin", url.Values{"token": {ptAdminToken}, "next": {"/portal/stats"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	html := string(body)
+	i := strings.Index(html, `data-rule="app-cache"`)
+	if i < 0 {
+		t.Fatalf("statistics page has no row for app-cache:\n%s", html)
+	}
+	want := fmt.Sprintf(`data-stat="hit">%.0f<`, hits)
+	if !strings.Contains(html[i:], want) {
+		t.Errorf("after a restart the statistics page lacks %s (the hits before it)", want)
+	}
+	if v := metricSum(t, a.URL(), "arca_cache_rule_requests_total", `rule="app-cache"`); v != 0 {
+		t.Errorf("/metrics after a restart: %v requests (counters start at zero)", v)
+	}
+}
