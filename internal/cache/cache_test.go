@@ -53,7 +53,7 @@ type env struct {
 	srv   *httptest.Server
 	cache *cache.Cache
 	blobs *blobstore.FS
-	meta  *metadata.SQLite
+	meta  metadata.Store
 	dir   string
 }
 

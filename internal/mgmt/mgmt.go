@@ -21,7 +21,7 @@ import (
 
 // Store is where the management plane keeps its resources.
 type Store interface {
-	UpdateRules(ctx context.Context, registry string, fn func(*metadata.RulesTx) error) error
+	UpdateRules(ctx context.Context, registry string, fn func(metadata.RulesTx) error) error
 	GetCacheRule(ctx context.Context, registry, name string) (rules.Rule, error)
 	ListCacheRulesPage(ctx context.Context, registry, after string, n int) ([]rules.Rule, bool, error)
 	GetCredentialSet(ctx context.Context, registry, name string) (rules.CredentialSet, error)

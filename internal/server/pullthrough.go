@@ -99,7 +99,7 @@ func (c loginChecker) Check(ctx context.Context, loginServer, usernameRef, passw
 // replica's `credential-set show` sees them. Writes are skipped while
 // nothing changed, to keep the metadata store out of the pull path.
 type rateLimitRecorder struct {
-	meta *metadata.SQLite
+	meta metadata.Store
 	log  *slog.Logger
 	mu   sync.Mutex
 	last map[string]upstream.RateLimit

@@ -34,6 +34,9 @@ import (
 type Options struct {
 	Addr            string
 	DataDir         string
+	// Metadata names the metadata store (metadata.Open): "" for the
+	// embedded SQLite database under DataDir, or a postgres:// URL.
+	Metadata string
 	RegistryName    string
 	TLSCert         string
 	TLSKey          string
@@ -61,7 +64,7 @@ type Options struct {
 type Server struct {
 	opts    Options
 	log     *slog.Logger
-	meta    *metadata.SQLite
+	meta    metadata.Store
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
@@ -108,7 +111,7 @@ func (s *Server) openStores(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	meta, err := metadata.OpenSQLite(ctx, filepath.Join(s.opts.DataDir, "arca.db"))
+	meta, err := metadata.Open(ctx, s.opts.Metadata, s.opts.DataDir)
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ import (
 var (
 	_ syncer.Fetcher  = (*cache.Cache)(nil)
 	_ syncer.Resolver = (*cache.RuleSet)(nil)
-	_ syncer.Store    = (*metadata.SQLite)(nil)
+	_ syncer.Store    = (metadata.Store)(nil)
 	_ syncer.Upstream = (*upstream.Client)(nil)
 )
 
@@ -48,7 +48,7 @@ const testRegistry = "arcatest"
 type env struct {
 	t      *testing.T
 	dir    string
-	meta   *metadata.SQLite
+	meta   metadata.Store
 	blobs  *blobstore.FS
 	cache  *cache.Cache
 	rules  *cache.RuleSet
@@ -126,7 +126,7 @@ func (e *env) putRule(r rules.Rule) {
 	r.ProvisioningState = rules.StateSucceeded
 	now := time.Now()
 	r.CreatedAt, r.ModifiedAt = now, now
-	err := e.meta.UpdateRules(context.Background(), testRegistry, func(tx *metadata.RulesTx) error { return tx.PutCacheRule(r) })
+	err := e.meta.UpdateRules(context.Background(), testRegistry, func(tx metadata.RulesTx) error { return tx.PutCacheRule(r) })
 	if err != nil {
 		e.t.Fatal(err)
 	}
