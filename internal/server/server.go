@@ -32,11 +32,11 @@ import (
 
 // Options configure a server. cmd/arca fills them from flags, env and file.
 type Options struct {
-	Addr            string
-	DataDir         string
+	Addr    string
+	DataDir string
 	// Metadata names the metadata store (metadata.Open): "" for the
 	// embedded SQLite database under DataDir, or a postgres:// URL.
-	Metadata string
+	Metadata        string
 	RegistryName    string
 	TLSCert         string
 	TLSKey          string
