@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -40,6 +41,7 @@ func Run(t *testing.T, open Opener) {
 		{"Pagination", testPagination},
 		{"MissingRefsBatch", testMissingRefsBatch},
 		{"TwoRuleWritersOneWins", testTwoRuleWritersOneWins},
+		{"RulesTxSerialised", testRulesTxSerialised},
 		{"UploadsConflict", testUploadsConflict},
 		{"NamesIgnoreCase", testNamesIgnoreCase},
 		{"BlobLinksAndUsage", testBlobLinksAndUsage},
@@ -179,6 +181,37 @@ func testTwoRuleWritersOneWins(t *testing.T, open Opener) {
 	}
 	if g, _ := s.RulesGeneration(ctx, "default"); g != 5 {
 		t.Fatalf("generation = %d, want 5 (failed transactions do not move it)", g)
+	}
+}
+
+// Rules transactions of one registry see each other's writes: a check
+// made in one (here: at most one rule, as the management API checks
+// limits and overlaps) holds at its commit, however many run at once.
+func testRulesTxSerialised(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.UpdateRules(ctx, "default", func(tx metadata.RulesTx) error {
+				list, err := tx.CacheRules()
+				if err != nil || len(list) > 0 {
+					return err
+				}
+				time.Sleep(20 * time.Millisecond) // let the others read too, if they can
+				return tx.PutCacheRule(rules.Rule{Name: fmt.Sprint("only-", i), Source: "quay.io/x", Target: fmt.Sprint("t", i),
+					ProvisioningState: rules.StateSucceeded})
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if list, _ := s.ListCacheRules(ctx, "default"); len(list) != 1 {
+		t.Fatalf("%d rules after 8 transactions that each add one only if there is none", len(list))
 	}
 }
 

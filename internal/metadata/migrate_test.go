@@ -1,0 +1,142 @@
+package metadata
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/testutil/pgtest"
+)
+
+// A database migrated by a newer arca is refused, naming both versions,
+// and left as it was, on both engines.
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "arca.db")
+	engines := []struct {
+		name string
+		open func() (Store, error)
+		say  string // what the error names
+	}{
+		{"sqlite", func() (Store, error) { return OpenSQLite(ctx, path) }, path},
+	}
+	if pgtest.Available() {
+		url := pgtest.NewDatabase(t)
+		engines = append(engines, struct {
+			name string
+			open func() (Store, error)
+			say  string
+		}{"postgres", func() (Store, error) { return OpenPostgres(ctx, url) }, "arca@127.0.0.1"})
+	} else {
+		pgtest.SkipIfMissing(t) // fails when required; otherwise SQLite only
+	}
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			s, err := e.open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := s.(*db)
+			next := len(d.d.migrations) + 1
+			if _, err := d.w.ExecContext(ctx, `INSERT INTO schema_migrations(version) VALUES ($1)`, next); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			_, err = e.open()
+			if !errors.Is(err, ErrSchemaNewer) {
+				t.Fatalf("open of a schema at version %d: %v, want ErrSchemaNewer", next, err)
+			}
+			for _, want := range []string{e.say, fmt.Sprintf("version %d", next), fmt.Sprintf("up to %d", next-1)} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+// Migration 6 carries a version-5 database's rows over: names unique
+// ignoring case keep working through their keys, sync state follows its
+// rule whatever the case it was written with, and millisecond timestamps
+// become microseconds.
+func TestSQLiteMigration6KeepsData(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "arca.db")
+	old, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	// Roll the fresh file back to version 5 by building it with the first
+	// five migrations only.
+	raw, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	mustExec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := raw.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for _, tbl := range []string{"repositories", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "uploads", "registries",
+		"cache_rules", "credential_sets", "rules_generation", "operations", "sync_leases", "sync_runs", "sync_tags", "upstream_ratelimits", "schema_migrations"} {
+		mustExec(`DROP TABLE ` + tbl)
+	}
+	v5 := &db{w: raw, r: raw, d: sqliteDialect}
+	v5.d.migrations = sqliteMigrations[:5]
+	if err := v5.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ms := time.Date(2026, 6, 1, 12, 0, 0, 123_000_000, time.UTC)
+	us := time.Date(2026, 6, 1, 12, 0, 0, 123_456_000, time.UTC)
+	d := digest.FromString("m")
+	mustExec(`INSERT INTO manifests(registry, repo, digest, media_type, size, created_at) VALUES ('default', 'app', $1, 'mt', 3, $2)`, d.String(), ms.UnixMilli())
+	mustExec(`INSERT INTO tags(registry, repo, tag, digest, updated_at, checked_at) VALUES ('default', 'app', 'v1', $1, $2, $2)`, d.String(), ms.UnixMilli())
+	mustExec(`INSERT INTO cache_rules(registry, name, source, target, provisioning_state, created_at, modified_at)
+		VALUES ('default', 'MyRule', 'quay.io/a', 'a', 'Succeeded', $1, $1)`, us.UnixMicro())
+	mustExec(`INSERT INTO credential_sets(registry, name, login_server, username_ref, password_ref, principal_id, provisioning_state, created_at, modified_at)
+		VALUES ('default', 'Hub', 'docker.io', 'u', 'p', 'x', 'Succeeded', $1, $1)`, us.UnixMicro())
+	mustExec(`INSERT INTO sync_runs(registry, rule, run_id, result, started_at) VALUES ('default', 'MyRule', 'r1', 'Succeeded', $1)`, ms.UnixMilli())
+	mustExec(`INSERT INTO sync_tags(registry, rule, repo, tag, state, error, updated_at) VALUES ('default', 'MyRule', 'app', 'v1', 'failed', 'boom', $1)`, ms.UnixMilli())
+	raw.Close()
+
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, _ := s.SchemaVersion(ctx); v != 6 {
+		t.Fatalf("schema version %d, want 6", v)
+	}
+	m, err := s.GetManifest(ctx, "default", "app", d)
+	if err != nil || !m.CreatedAt.Equal(ms) {
+		t.Fatalf("manifest created %v (%v), want %v", m.CreatedAt, err, ms)
+	}
+	if tg, err := s.GetTag(ctx, "default", "app", "v1"); err != nil || !tg.UpdatedAt.Equal(ms) || !tg.CheckedAt.Equal(ms) {
+		t.Fatalf("tag %+v %v", tg, err)
+	}
+	if r, err := s.GetCacheRule(ctx, "default", "myrule"); err != nil || r.Name != "MyRule" || !r.CreatedAt.Equal(us) {
+		t.Fatalf("rule %+v %v", r, err)
+	}
+	if c, err := s.GetCredentialSet(ctx, "default", "HUB"); err != nil || c.Name != "Hub" {
+		t.Fatalf("credential set %+v %v", c, err)
+	}
+	if run, err := s.GetSyncRun(ctx, "default", "myRule"); err != nil || !run.StartedAt.Equal(ms) {
+		t.Fatalf("sync run %+v %v", run, err)
+	}
+	if n, err := s.CountSyncTagErrors(ctx, "default", "MYRULE"); err != nil || n != 1 {
+		t.Fatalf("sync tag errors %d %v", n, err)
+	}
+}
