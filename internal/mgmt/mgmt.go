@@ -86,7 +86,9 @@ type Options struct {
 	Syncer Syncer
 	// Backup serves /arca/v1/backup/ (nil: 404); snapshots are staged in
 	// BackupTempDir (the system's temporary directory when empty).
-	Backup        BackupSource
+	Backup BackupSource
+	// NoBackup, when Backup is nil, says why (and what to use instead).
+	NoBackup      string
 	BackupTempDir string
 	Logger        *slog.Logger
 	Now           func() time.Time

@@ -40,18 +40,23 @@ var (
 	dbSeq   atomic.Int64
 )
 
-// Main runs the tests and stops the shared cluster, if one was started:
-// call it from TestMain.
+// Main runs the tests and stops the shared cluster: call it from TestMain
+// (or defer Stop there).
 func Main(m *testing.M) int {
-	code := m.Run()
+	defer Stop()
+	return m.Run()
+}
+
+// Stop stops the shared cluster, if one was started, and removes it.
+func Stop() {
 	mu.Lock()
 	defer mu.Unlock()
 	if shared != nil {
 		if err := shared.stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "pgtest:", err)
 		}
+		shared = nil
 	}
-	return code
 }
 
 // Available reports whether the PostgreSQL binaries are installed.
