@@ -96,6 +96,35 @@ func NewDatabase(tb testing.TB) string {
 	return c.URL(name)
 }
 
+// PasswordUser is the role that needs a password (see NewPasswordDatabase).
+const PasswordUser = "arca_pw"
+
+// NewPasswordDatabase creates a database owned by PasswordUser, which
+// logs in only with password, and returns its URL (without the password)
+// and the password.
+func NewPasswordDatabase(tb testing.TB) (url, password string) {
+	tb.Helper()
+	SkipIfMissing(tb)
+	c, err := sharedCluster()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	password = "pw-" + strconv.FormatInt(dbSeq.Add(1), 10) + "-" + strconv.Itoa(os.Getpid()) + "-s3cr3t"
+	// The role is shared by the cluster's tests; each sets its password.
+	if err := c.exec("DO $$BEGIN CREATE ROLE " + PasswordUser + " LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END$$"); err != nil {
+		tb.Fatal(err)
+	}
+	if err := c.exec("ALTER ROLE " + PasswordUser + " PASSWORD '" + password + "'"); err != nil {
+		tb.Fatal(err)
+	}
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
+	if err := c.exec("CREATE DATABASE " + name + " OWNER " + PasswordUser); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)") })
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", PasswordUser, c.port, name), password
+}
+
 // URL is the libpq URL of database name on c.
 func (c *Cluster) URL(name string) string {
 	return fmt.Sprintf("postgres://arca@127.0.0.1:%d/%s?sslmode=disable", c.port, name)
@@ -135,6 +164,18 @@ func start() (*Cluster, error) {
 	data := filepath.Join(dir, "data")
 	if err := c.run(filepath.Join(BinDir, "initdb"), "-D", data, "-U", "arca", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
 		return nil, err
+	}
+	// Role PasswordUser must authenticate with a password (scram), so that
+	// tests can check passwords reach the server and nothing else; every
+	// other role is trusted. The first matching pg_hba line wins.
+	hba := filepath.Join(data, "pg_hba.conf")
+	conf, err := os.ReadFile(hba)
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	conf = append([]byte("host all "+PasswordUser+" 127.0.0.1/32 scram-sha-256\n"), conf...)
+	if err := os.WriteFile(hba, conf, 0o600); err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
 	}
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", c.port, dir)
 	if err := c.run(filepath.Join(BinDir, "pg_ctl"), "start", "-w", "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts); err != nil {
