@@ -41,6 +41,6 @@ func NewRootCmd(env Env) *cobra.Command {
 	root.SetErr(env.Stderr)
 	root.AddCommand(newServeCmd(env))
 	root.AddCommand(newCacheCmd(env), newCredentialSetCmd(env), newLoginCmd(env), newLogoutCmd(env), newApplyCmd(env), newVersionCmd(env))
-	root.AddCommand(newBackupCmd(env), newRestoreCmd(env))
+	root.AddCommand(newBackupCmd(env), newRestoreCmd(env), newMigrateCmd(env), newCopyStoreCmd(env))
 	return root
 }

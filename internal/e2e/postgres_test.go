@@ -68,3 +68,48 @@ func TestServePostgresCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyStoreToPostgres moves an embedded instance's metadata to
+// PostgreSQL: arca migrate prepares the database, copy-store copies (twice:
+// a rerun resumes and changes nothing), and serve on the same data dir's
+// blobs with --metadata serves what was pushed before.
+func TestCopyStoreToPostgres(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	dataDir := t.TempDir()
+	// --metadata "": the source is the embedded store whatever ARCA_TEST_METADATA says.
+	a := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: dataDir, Args: []string{"--metadata", ""}})}
+	im := newImage(t, 12, "arm64", 3000, 100)
+	a.pushImage(t, "moved/app", "v1", im)
+	a.Stop()
+
+	arcaCmd := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, arcaBin, args...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := arcaCmd("migrate", "--metadata", url); err != nil || !strings.Contains(out, "metadata (postgres) at schema version") {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if out, err := arcaCmd("copy-store", "--from-data-dir", dataDir, "--to-metadata", url); err == nil || !strings.HasPrefix(out, "arca: ") {
+		t.Fatalf("copy-store without --metadata-only: %v\n%s", err, out)
+	}
+	if out, err := arcaCmd("copy-store", "--from-data-dir", t.TempDir(), "--to-metadata", url, "--metadata-only"); err == nil {
+		t.Fatalf("copy-store from an empty dir: %v\n%s", err, out)
+	}
+	for range 2 {
+		out, err := arcaCmd("copy-store", "--from-data-dir", dataDir, "--to-metadata", url, "--metadata-only")
+		if err != nil || !strings.Contains(out, "manifests: 1 rows") || !strings.Contains(out, "copied metadata from sqlite to postgres") {
+			t.Fatalf("copy-store: %v\n%s", err, out)
+		}
+	}
+	b := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: dataDir, Args: []string{"--metadata", url}})}
+	checkImage(t, b, "moved/app", "v1", im)
+	// Removing the embedded database proves the server reads PostgreSQL.
+	b.Stop()
+	if err := os.Remove(filepath.Join(dataDir, "arca.db")); err != nil {
+		t.Fatal(err)
+	}
+	c := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: dataDir, Args: []string{"--metadata", url}})}
+	checkImage(t, c, "moved/app", "v1", im)
+}

@@ -58,6 +58,7 @@ type Store interface {
 	UploadExists(ctx context.Context, registry, repo, id string) (bool, error)
 	DeleteUpload(ctx context.Context, id string) error
 	Usage(ctx context.Context) ([]RepoUsage, error)
+	ListBlobs(ctx context.Context, after digest.Digest, n int) ([]BlobRef, bool, error)
 
 	// Management plane.
 	SyncRegistries(ctx context.Context, regs []RegistryRecord) error

@@ -329,6 +329,19 @@ func testBlobLinksAndUsage(t *testing.T, open Opener) {
 	if b := got["b"]; b.Blobs != 1 || b.Manifests != 0 {
 		t.Fatalf("usage of b: %+v", b)
 	}
+	// Blobs are listed once each, in digest order, a page at a time.
+	if err := s.LinkBlob(ctx, "r", "c", digest.FromString("other"), 5); err != nil {
+		t.Fatal(err)
+	}
+	first, more, err := s.ListBlobs(ctx, "", 1)
+	if err != nil || !more || len(first) != 1 {
+		t.Fatalf("first blob page: %v %v %v", first, more, err)
+	}
+	rest, more, err := s.ListBlobs(ctx, first[0].Digest, 0)
+	// Three blobs: the shared layer, the manifest, "other".
+	if err != nil || more || len(rest) != 2 || rest[0].Digest <= first[0].Digest || rest[1].Digest <= rest[0].Digest {
+		t.Fatalf("rest of the blobs after %s: %v %v %v", first[0].Digest, rest, more, err)
+	}
 	if err := s.UnlinkBlob(ctx, "r", "b", d); err != nil {
 		t.Fatal(err)
 	}
