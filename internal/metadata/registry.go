@@ -362,6 +362,27 @@ func (s *db) ListTags(ctx context.Context, registry, repo, last string, n int) (
 	return s.list(ctx, `SELECT tag FROM tags WHERE registry = $1 AND repo = $2 AND tag > $3 ORDER BY tag`, n, registry, repo, last)
 }
 
+// ListManifests returns up to n manifest digests of repo after `after`,
+// in digest order, and whether more follow. n <= 0 means all.
+func (s *db) ListManifests(ctx context.Context, registry, repo string, after digest.Digest, n int) ([]digest.Digest, bool, error) {
+	return s.listDigests(ctx, `SELECT digest FROM manifests WHERE registry = $1 AND repo = $2 AND digest > $3 ORDER BY digest`, n, registry, repo, after.String())
+}
+
+// ListRepoBlobs returns up to n digests of the blobs linked to repo (not
+// its manifests) after `after`, in digest order, and whether more follow.
+func (s *db) ListRepoBlobs(ctx context.Context, registry, repo string, after digest.Digest, n int) ([]digest.Digest, bool, error) {
+	return s.listDigests(ctx, `SELECT digest FROM repo_blobs WHERE registry = $1 AND repo = $2 AND digest > $3 ORDER BY digest`, n, registry, repo, after.String())
+}
+
+func (s *db) listDigests(ctx context.Context, q string, n int, args ...any) ([]digest.Digest, bool, error) {
+	list, more, err := s.list(ctx, q, n, args...)
+	out := make([]digest.Digest, len(list))
+	for i, d := range list {
+		out[i] = digest.Digest(d)
+	}
+	return out, more, err
+}
+
 // ListRepositories returns up to n repositories after last, and whether
 // more follow.
 func (s *db) ListRepositories(ctx context.Context, registry, last string, n int) ([]string, bool, error) {

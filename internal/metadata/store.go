@@ -52,6 +52,8 @@ type Store interface {
 	DeleteTag(ctx context.Context, registry, repo, tag string) error
 	ListTags(ctx context.Context, registry, repo, last string, n int) ([]string, bool, error)
 	ListRepositories(ctx context.Context, registry, last string, n int) ([]string, bool, error)
+	ListManifests(ctx context.Context, registry, repo string, after digest.Digest, n int) ([]digest.Digest, bool, error)
+	ListRepoBlobs(ctx context.Context, registry, repo string, after digest.Digest, n int) ([]digest.Digest, bool, error)
 	RepositoryExists(ctx context.Context, registry, repo string) (bool, error)
 	MarkPushed(ctx context.Context, registry, repo string) error
 	CreateUpload(ctx context.Context, registry, repo, id string) error

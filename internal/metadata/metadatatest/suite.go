@@ -329,6 +329,15 @@ func testBlobLinksAndUsage(t *testing.T, open Opener) {
 	if b := got["b"]; b.Blobs != 1 || b.Manifests != 0 {
 		t.Fatalf("usage of b: %+v", b)
 	}
+	if list, more, err := s.ListManifests(ctx, "r", "a", "", 0); err != nil || more || len(list) != 1 || list[0] != m.Digest {
+		t.Fatalf("manifests of a: %v %v %v", list, more, err)
+	}
+	if list, _, err := s.ListRepoBlobs(ctx, "r", "a", "", 0); err != nil || len(list) != 1 || list[0] != d {
+		t.Fatalf("blobs of a (manifests not included): %v %v", list, err)
+	}
+	if list, _, _ := s.ListManifests(ctx, "r", "b", "", 0); len(list) != 0 {
+		t.Fatalf("manifests of b: %v", list)
+	}
 	// Blobs are listed once each, in digest order, a page at a time.
 	if err := s.LinkBlob(ctx, "r", "c", digest.FromString("other"), 5); err != nil {
 		t.Fatal(err)
