@@ -37,6 +37,9 @@ type dialect struct {
 	// lock serialises transactions on key across every process using the
 	// database. SQLite needs none: its write transactions are exclusive.
 	lock func(ctx context.Context, tx *sql.Tx, key string) error
+	// retryable reports a transaction the engine aborted to resolve
+	// concurrency (a deadlock between writers): running it again succeeds.
+	retryable func(error) bool
 }
 
 // Close closes the database.
@@ -144,8 +147,18 @@ func (s *db) migrate(ctx context.Context) error {
 	}
 }
 
-// tx runs fn in a write transaction.
+// tx runs fn in a write transaction, again (up to 3 times) when the
+// engine aborted it to break a deadlock between concurrent writers.
 func (s *db) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.tx1(ctx, fn)
+		if err == nil || attempt == 3 || !s.d.retryable(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (s *db) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("metadata begin: %w", err)

@@ -189,6 +189,10 @@ var pgDialect = dialect{
 		var pe *pgconn.PgError
 		return errors.As(err, &pe) && pe.Code == "23505" // unique_violation
 	},
+	retryable: func(err error) bool {
+		var pe *pgconn.PgError
+		return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001") // deadlock_detected, serialization_failure
+	},
 	// A transaction-scoped advisory lock: held in the database, so it
 	// serialises every replica, and released at commit or rollback.
 	lock: func(ctx context.Context, tx *sql.Tx, key string) error {

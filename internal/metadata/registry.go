@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -251,7 +252,9 @@ func (s *db) PutManifest(ctx context.Context, m Manifest, tags ...string) error 
 				}
 			}
 		}
-		for _, tag := range tags {
+		// In one order, so that two pushes setting the same tags never
+		// wait on each other's rows in a cycle.
+		for _, tag := range slices.Sorted(slices.Values(tags)) {
 			if err := setTag(ctx, tx, m.Registry, m.Repo, tag, m.Digest, t); err != nil {
 				return err
 			}

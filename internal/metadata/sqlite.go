@@ -40,6 +40,8 @@ var sqliteDialect = dialect{
 	// Write transactions begin IMMEDIATE: they already exclude each other
 	// across processes.
 	lock: func(context.Context, *sql.Tx, string) error { return nil },
+	// One writer at a time (busy_timeout waits for other processes).
+	retryable: func(error) bool { return false },
 }
 
 // OpenSQLite opens (creating if needed) the embedded database file at

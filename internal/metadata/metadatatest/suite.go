@@ -40,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"ActiveSyncRules", testActiveSyncRules},
 		{"Pagination", testPagination},
 		{"MissingRefsBatch", testMissingRefsBatch},
+		{"ConcurrentTagWriters", testConcurrentTagWriters},
 		{"TwoRuleWritersOneWins", testTwoRuleWritersOneWins},
 		{"RulesTxSerialised", testRulesTxSerialised},
 		{"UploadsConflict", testUploadsConflict},
@@ -100,6 +101,37 @@ func testPagination(t *testing.T, open Opener) {
 	}
 	if repos, _, _ := s.ListRepositories(ctx, "other", "", 0); len(repos) != 0 {
 		t.Fatalf("other registry: %v", repos)
+	}
+}
+
+// Pushes that set the same tags, in opposite orders, at once all succeed
+// and leave each tag on one of the manifests.
+func testConcurrentTagWriters(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tags := []string{"a", "b", "c"}
+			if w == 1 {
+				tags = []string{"c", "b", "a"}
+			}
+			for i := range 20 {
+				m := metadata.Manifest{Registry: "r", Repo: "app", Digest: digest.FromString(fmt.Sprint(w, "/", i)), MediaType: "mt", Size: 1}
+				if err := s.PutManifest(ctx, m, tags...); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, tag := range []string{"a", "b", "c"} {
+		if _, err := s.GetTag(ctx, "r", "app", tag); err != nil {
+			t.Fatalf("tag %s: %v", tag, err)
+		}
 	}
 }
 

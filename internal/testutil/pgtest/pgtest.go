@@ -125,6 +125,29 @@ func NewPasswordDatabase(tb testing.TB) (url, password string) {
 	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", PasswordUser, c.port, name), password
 }
 
+// Statements returns how many statements (BEGIN and COMMIT included) the
+// server has run in the database of url: the round trips its clients
+// made. Take differences.
+func Statements(tb testing.TB, url string) int64 {
+	tb.Helper()
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		tb.Fatal(err)
+	}
+	var n int64
+	err = db.QueryRowContext(ctx, `SELECT COALESCE(SUM(calls), 0)::BIGINT FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%pg_stat_statements%'`).Scan(&n)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
 // URL is the libpq URL of database name on c.
 func (c *Cluster) URL(name string) string {
 	return fmt.Sprintf("postgres://arca@127.0.0.1:%d/%s?sslmode=disable", c.port, name)
@@ -177,7 +200,7 @@ func start() (*Cluster, error) {
 	if err := os.WriteFile(hba, conf, 0o600); err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", c.port, dir)
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c shared_preload_libraries=pg_stat_statements", c.port, dir)
 	if err := c.run(filepath.Join(BinDir, "pg_ctl"), "start", "-w", "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		return nil, fmt.Errorf("%w\n%s", err, log)
