@@ -20,26 +20,24 @@ import (
 func TestOpenRefusesNewerSchema(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "arca.db")
-	engines := []struct {
+	type engine struct {
 		name string
-		open func() (Store, error)
+		open func(t *testing.T) (Store, error)
 		say  string // what the error names
-	}{
-		{"sqlite", func() (Store, error) { return OpenSQLite(ctx, path) }, path},
 	}
-	if pgtest.Available() {
-		url := pgtest.NewDatabase(t)
-		engines = append(engines, struct {
-			name string
-			open func() (Store, error)
-			say  string
-		}{"postgres", func() (Store, error) { return OpenPostgres(ctx, url) }, "arca@127.0.0.1"})
-	} else {
-		pgtest.SkipIfMissing(t) // fails when required; otherwise SQLite only
+	var url string // the postgres subtest's database, made on first open
+	engines := []engine{
+		{"sqlite", func(*testing.T) (Store, error) { return OpenSQLite(ctx, path) }, path},
+		{"postgres", func(t *testing.T) (Store, error) {
+			if url == "" {
+				url = pgtest.NewDatabase(t) // skips or fails without PostgreSQL
+			}
+			return OpenPostgres(ctx, url)
+		}, "arca@127.0.0.1"},
 	}
 	for _, e := range engines {
 		t.Run(e.name, func(t *testing.T) {
-			s, err := e.open()
+			s, err := e.open(t)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -49,7 +47,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.Close()
-			_, err = e.open()
+			_, err = e.open(t)
 			if !errors.Is(err, ErrSchemaNewer) {
 				t.Fatalf("open of a schema at version %d: %v, want ErrSchemaNewer", next, err)
 			}
