@@ -235,25 +235,50 @@ func (s *FS) CancelUpload(_ context.Context, id string) error {
 	return os.RemoveAll(dir)
 }
 
-// PurgeUploads removes staged uploads older than age (abandoned by clients
-// or by a crash) and returns how many it removed.
-func (s *FS) PurgeUploads(age time.Duration) (int, error) {
+// PurgeUploads removes staged uploads not written to for age (abandoned
+// by clients or by a crash) and returns their ids. An upload a request is
+// writing (it holds the lock) is left alone.
+func (s *FS) PurgeUploads(age time.Duration) ([]string, error) {
 	entries, err := os.ReadDir(filepath.Join(s.root, "uploads"))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var ids []string
 	cutoff := time.Now().Add(-age)
 	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil || info.ModTime().After(cutoff) {
+		dir := filepath.Join(s.root, "uploads", e.Name())
+		if !stagingIdleSince(dir, cutoff) {
 			continue
 		}
-		if os.RemoveAll(filepath.Join(s.root, "uploads", e.Name())) == nil {
-			n++
+		if os.RemoveAll(dir) == nil {
+			ids = append(ids, e.Name())
 		}
 	}
-	return n, nil
+	return ids, nil
+}
+
+// stagingIdleSince reports whether upload dir saw no write after cutoff
+// and no writer holds it.
+func stagingIdleSince(dir string, cutoff time.Time) bool {
+	info, err := os.Stat(dir)
+	if err != nil || info.ModTime().After(cutoff) {
+		return false
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return true // a crash between mkdir and create
+	}
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.ModTime().After(cutoff) {
+		return false
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return false // being written
+	}
+	return true
 }
 
 // ID is the upload id.

@@ -160,15 +160,35 @@ func TestPurgeUploads(t *testing.T) {
 	old, _ := s.Create(ctx, NewID())
 	old.Close()
 	past := time.Now().Add(-48 * time.Hour)
-	os.Chtimes(filepath.Join(s.root, "uploads", old.ID()), past, past)
+	age := func(id string) {
+		os.Chtimes(filepath.Join(s.root, "uploads", id, "data"), past, past)
+		os.Chtimes(filepath.Join(s.root, "uploads", id), past, past)
+	}
+	age(old.ID())
 	fresh, _ := s.Create(ctx, NewID())
 	fresh.Close()
-	n, err := s.PurgeUploads(24 * time.Hour)
-	if err != nil || n != 1 {
-		t.Fatalf("purged %d, %v", n, err)
+	// Created long ago but written to just now: not abandoned.
+	busy, _ := s.Create(ctx, NewID())
+	busy.Close()
+	age(busy.ID())
+	os.Chtimes(filepath.Join(s.root, "uploads", busy.ID(), "data"), time.Now(), time.Now())
+	// Old, but a request holds it.
+	held, _ := s.Create(ctx, NewID())
+	held.Close()
+	age(held.ID())
+	hw, err := s.Resume(ctx, held.ID())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := s.Resume(ctx, fresh.ID()); err != nil {
-		t.Fatalf("fresh upload purged: %v", err)
+	defer hw.Close()
+	ids, err := s.PurgeUploads(24 * time.Hour)
+	if err != nil || len(ids) != 1 || ids[0] != old.ID() {
+		t.Fatalf("purged %v, %v; want only %s", ids, err, old.ID())
+	}
+	for _, id := range []string{fresh.ID(), busy.ID()} {
+		if _, err := s.UploadSize(ctx, id); err != nil {
+			t.Errorf("upload %s purged: %v", id, err)
+		}
 	}
 }
 

@@ -16,29 +16,39 @@ type copyTable struct {
 	name string
 	cols []string
 	keys int
+	// identity: the key is generated on insert; after a copy the
+	// destination's generator must continue past the copied keys.
+	identity bool
 }
 
 // copyTables are copied in this order (blobs before the links that
 // reference them). Every table is either here or in copySkipped
 // (TestCopyCoversEveryTable checks).
 var copyTables = []copyTable{
-	{"registries", []string{"name", "hosts", "created_at"}, 1},
-	{"repositories", []string{"registry", "name", "created_at", "pushed"}, 2},
-	{"blobs", []string{"digest", "size", "created_at"}, 1},
-	{"repo_blobs", []string{"registry", "repo", "digest"}, 3},
-	{"manifests", []string{"registry", "repo", "digest", "media_type", "size", "artifact_type", "subject", "annotations", "created_at"}, 3},
-	{"manifest_refs", []string{"registry", "repo", "manifest", "child", "kind"}, 4},
-	{"tags", []string{"registry", "repo", "tag", "digest", "updated_at", "checked_at"}, 3},
+	{"registries", []string{"name", "hosts", "created_at", "admin_enabled", "anonymous_pull", "admin_password1", "admin_password2",
+		"sku", "tags", "public_network_access", "data_endpoint_enabled", "role_assignment_mode", "managed"}, 1, false},
+	{"repositories", []string{"registry", "name", "created_at", "pushed"}, 2, false},
+	{"blobs", []string{"digest", "size", "created_at"}, 1, false},
+	{"repo_blobs", []string{"registry", "repo", "digest"}, 3, false},
+	{"manifests", []string{"registry", "repo", "digest", "media_type", "size", "artifact_type", "subject", "annotations", "created_at"}, 3, false},
+	{"manifest_refs", []string{"registry", "repo", "manifest", "child", "kind"}, 4, false},
+	{"tags", []string{"registry", "repo", "tag", "digest", "updated_at", "checked_at"}, 3, false},
 	{"cache_rules", []string{"registry", "name_key", "name", "source", "target", "credential_set", "identity", "sync_mode",
-		"sync_referrers", "filters", "sync_status", "provisioning_state", "created_at", "modified_at"}, 2},
+		"sync_referrers", "filters", "sync_status", "provisioning_state", "created_at", "modified_at"}, 2, false},
 	{"credential_sets", []string{"registry", "name_key", "name", "login_server", "username_ref", "password_ref", "health_status",
-		"health_code", "health_message", "principal_id", "provisioning_state", "created_at", "modified_at"}, 2},
-	{"rules_generation", []string{"registry", "generation"}, 1},
-	{"operations", []string{"id", "registry", "resource", "status", "error_code", "error_msg", "started_at", "ended_at"}, 1},
+		"health_code", "health_message", "principal_id", "provisioning_state", "created_at", "modified_at"}, 2, false},
+	{"rules_generation", []string{"registry", "generation"}, 1, false},
+	{"operations", []string{"id", "registry", "resource", "status", "error_code", "error_msg", "started_at", "ended_at"}, 1, false},
 	{"sync_runs", []string{"registry", "rule", "run_id", "result", "started_at", "ended_at", "next_at", "tags_synced",
-		"tags_unchanged", "tags_excluded", "tags_failed", "bytes_fetched", "error", "config_hash"}, 2},
-	{"sync_tags", []string{"registry", "rule", "repo", "tag", "digest", "state", "error", "config_hash", "updated_at"}, 4},
-	{"upstream_ratelimits", []string{"source", "lim", "remaining", "window_ms", "observed_at"}, 1},
+		"tags_unchanged", "tags_excluded", "tags_failed", "bytes_fetched", "error", "config_hash"}, 2, false},
+	{"sync_tags", []string{"registry", "rule", "repo", "tag", "digest", "state", "error", "config_hash", "updated_at"}, 4, false},
+	{"upstream_ratelimits", []string{"source", "lim", "remaining", "window_ms", "observed_at"}, 1, false},
+	{"scope_maps", []string{"registry", "name_key", "name", "description", "actions", "created_at", "modified_at"}, 2, false},
+	{"tokens", []string{"registry", "name_key", "name", "scope_map", "status", "passwords", "created_at", "modified_at"}, 2, false},
+	{"signing_keys", []string{"kid", "secret", "created_at"}, 1, false},
+	{"refresh_tokens", []string{"hash", "registry", "kind", "subject", "stamp", "created_at", "expires_at", "revoked"}, 1, false},
+	{"principals", []string{"name_key", "name", "role", "registry", "salt", "hash", "created_at"}, 1, false},
+	{"audit_log", []string{"id", "at", "who", "action", "resource", "result", "remote"}, 1, true},
 }
 
 // copySkipped are not copied: the migration bookkeeping (each store has its
@@ -63,6 +73,11 @@ func Copy(ctx context.Context, from, to Store, progress CopyProgress) error {
 	for _, t := range copyTables {
 		if err := copyRows(ctx, src, dst, t, progress); err != nil {
 			return fmt.Errorf("metadata copy %s: %w", t.name, err)
+		}
+		if t.identity {
+			if err := dst.d.resumeIdentity(ctx, dst.w, t.name, t.cols[0]); err != nil {
+				return fmt.Errorf("metadata copy %s: %w", t.name, err)
+			}
 		}
 	}
 	return nil

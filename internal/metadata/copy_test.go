@@ -102,6 +102,12 @@ func fill(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := s.AddAudit(ctx, AuditEntry{At: time.Now(), Who: "admin", Action: "create", Resource: "/x", Result: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateToken(ctx, "default", "CI", func(tk *Token, _ bool) error { tk.Status = "enabled"; return nil }); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.PutSyncRun(ctx, SyncRun{Registry: "default", Rule: "Hub", RunID: "r", Result: "Succeeded", StartedAt: time.Unix(1700000000, 0)}); err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +142,16 @@ func check(t *testing.T, s Store) {
 	}
 	if _, err := s.GetSyncRun(ctx, "default", "hub"); err != nil {
 		t.Fatalf("%s: sync run %v", s.Backend(), err)
+	}
+	if tk, err := s.GetToken(ctx, "default", "ci"); err != nil || tk.Name != "CI" {
+		t.Fatalf("%s: token %+v %v", s.Backend(), tk, err)
+	}
+	// The audit log goes on after the copied entries.
+	if err := s.AddAudit(ctx, AuditEntry{At: time.Now(), Who: "admin", Action: "delete", Resource: "/x", Result: "ok"}); err != nil {
+		t.Fatalf("%s: audit after copy: %v", s.Backend(), err)
+	}
+	if log, err := s.ListAudit(ctx, time.Time{}, 10); err != nil || len(log) < 2 || log[0].Action != "delete" {
+		t.Fatalf("%s: audit %+v %v", s.Backend(), log, err)
 	}
 	err = s.UpdateRules(ctx, "default", func(tx RulesTx) error {
 		if ok, err := tx.RepositoryExists("app"); err != nil || !ok {

@@ -40,6 +40,9 @@ type dialect struct {
 	// retryable reports a transaction the engine aborted to resolve
 	// concurrency (a deadlock between writers): running it again succeeds.
 	retryable func(error) bool
+	// resumeIdentity moves the generator of table's identity column past
+	// the rows copied in with explicit values.
+	resumeIdentity func(ctx context.Context, w *sql.DB, table, col string) error
 }
 
 // Close closes the database.

@@ -63,11 +63,11 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	}
 }
 
-// Migration 6 carries a version-5 database's rows over: names unique
+// Migration 7 carries a version-6 database's rows over: names unique
 // ignoring case keep working through their keys, sync state follows its
 // rule whatever the case it was written with, and millisecond timestamps
 // become microseconds.
-func TestSQLiteMigration6KeepsData(t *testing.T) {
+func TestSQLiteMigration7KeepsData(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "arca.db")
 	old, err := OpenSQLite(ctx, path)
@@ -75,8 +75,8 @@ func TestSQLiteMigration6KeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	old.Close()
-	// Roll the fresh file back to version 5 by building it with the first
-	// five migrations only.
+	// Roll the fresh file back to version 6 by building it with the first
+	// six migrations only.
 	raw, err := sql.Open("sqlite", "file:"+path)
 	if err != nil {
 		t.Fatal(err)
@@ -89,12 +89,13 @@ func TestSQLiteMigration6KeepsData(t *testing.T) {
 		}
 	}
 	for _, tbl := range []string{"repositories", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "uploads", "registries",
-		"cache_rules", "credential_sets", "rules_generation", "operations", "sync_leases", "sync_runs", "sync_tags", "upstream_ratelimits", "schema_migrations"} {
+		"cache_rules", "credential_sets", "rules_generation", "operations", "sync_leases", "sync_runs", "sync_tags", "upstream_ratelimits", "schema_migrations",
+		"scope_maps", "tokens", "signing_keys", "refresh_tokens", "principals", "audit_log"} {
 		mustExec(`DROP TABLE ` + tbl)
 	}
-	v5 := &db{w: raw, r: raw, d: sqliteDialect}
-	v5.d.migrations = sqliteMigrations[:5]
-	if err := v5.migrate(ctx); err != nil {
+	v6 := &db{w: raw, r: raw, d: sqliteDialect}
+	v6.d.migrations = sqliteMigrations[:6]
+	if err := v6.migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ms := time.Date(2026, 6, 1, 12, 0, 0, 123_000_000, time.UTC)
@@ -108,6 +109,9 @@ func TestSQLiteMigration6KeepsData(t *testing.T) {
 		VALUES ('default', 'Hub', 'docker.io', 'u', 'p', 'x', 'Succeeded', $1, $1)`, us.UnixMicro())
 	mustExec(`INSERT INTO sync_runs(registry, rule, run_id, result, started_at) VALUES ('default', 'MyRule', 'r1', 'Succeeded', $1)`, ms.UnixMilli())
 	mustExec(`INSERT INTO sync_tags(registry, rule, repo, tag, state, error, updated_at) VALUES ('default', 'MyRule', 'app', 'v1', 'failed', 'boom', $1)`, ms.UnixMilli())
+	mustExec(`INSERT INTO tokens(registry, name, scope_map, status, created_at, modified_at) VALUES ('default', 'CI-Token', 'Pull', 'enabled', $1, $1)`, ms.UnixMilli())
+	mustExec(`INSERT INTO scope_maps(registry, name, actions, created_at, modified_at) VALUES ('default', 'Pull', '["repositories/*/content/read"]', $1, $1)`, ms.UnixMilli())
+	mustExec(`INSERT INTO audit_log(at, who, action, resource, result) VALUES ($1, 'admin', 'create', '/x', 'ok')`, ms.UnixMilli())
 	raw.Close()
 
 	s, err := OpenSQLite(ctx, path)
@@ -115,8 +119,8 @@ func TestSQLiteMigration6KeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if v, _ := s.SchemaVersion(ctx); v != 6 {
-		t.Fatalf("schema version %d, want 6", v)
+	if v, _ := s.SchemaVersion(ctx); v != 7 {
+		t.Fatalf("schema version %d, want 7", v)
 	}
 	m, err := s.GetManifest(ctx, "default", "app", d)
 	if err != nil || !m.CreatedAt.Equal(ms) {
@@ -136,5 +140,15 @@ func TestSQLiteMigration6KeepsData(t *testing.T) {
 	}
 	if n, err := s.CountSyncTagErrors(ctx, "default", "MYRULE"); err != nil || n != 1 {
 		t.Fatalf("sync tag errors %d %v", n, err)
+	}
+	if tk, err := s.GetToken(ctx, "default", "ci-token"); err != nil || tk.Name != "CI-Token" || !tk.Created.Equal(ms) {
+		t.Fatalf("token %+v %v", tk, err)
+	}
+	// A scope map in use (by a name in another case) is not deleted.
+	if err := s.DeleteScopeMap(ctx, "default", "pull"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("delete of a used scope map: %v, want ErrConflict", err)
+	}
+	if log, err := s.ListAudit(ctx, ms.Add(-time.Second), 10); err != nil || len(log) != 1 || !log[0].At.Equal(ms) {
+		t.Fatalf("audit %+v %v", log, err)
 	}
 }

@@ -24,6 +24,7 @@ var sqliteMigrations = [][]string{
 	schemaSync,
 	schemaRateLimits,
 	schemaPushed,
+	schemaAccess,
 	sqliteNormalise,
 }
 
@@ -42,6 +43,8 @@ var sqliteDialect = dialect{
 	lock: func(context.Context, *sql.Tx, string) error { return nil },
 	// One writer at a time (busy_timeout waits for other processes).
 	retryable: func(error) bool { return false },
+	// AUTOINCREMENT continues after the largest key, explicit ones included.
+	resumeIdentity: func(context.Context, *sql.DB, string, string) error { return nil },
 }
 
 // OpenSQLite opens (creating if needed) the embedded database file at
@@ -78,11 +81,11 @@ func OpenSQLite(ctx context.Context, path string) (Store, error) {
 	return s, nil
 }
 
-// sqliteNormalise (migration 6) takes the dialect out of the data: names
+// sqliteNormalise (migration 7) takes the dialect out of the data: names
 // unique ignoring case get a lower-cased key column instead of COLLATE
 // NOCASE (tables rebuilt: SQLite cannot drop a collation), sync state keys
-// rules by that key, and every timestamp is in microseconds (registry and
-// sync tables held milliseconds).
+// rules by that key, and every timestamp is in microseconds (registry,
+// sync and access tables held milliseconds).
 var sqliteNormalise = []string{
 	`CREATE TABLE cache_rules_v6 (
 	registry           TEXT NOT NULL,
@@ -180,4 +183,46 @@ var sqliteNormalise = []string{
 	`UPDATE uploads SET created_at = created_at * 1000`,
 	`UPDATE registries SET created_at = created_at * 1000`,
 	`UPDATE upstream_ratelimits SET observed_at = observed_at * 1000`,
+	`CREATE TABLE scope_maps_v7 (
+	registry    TEXT NOT NULL,
+	name_key    TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	description TEXT NOT NULL DEFAULT '',
+	actions     TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	modified_at INTEGER NOT NULL,
+	PRIMARY KEY (registry, name_key)
+)`,
+	`INSERT OR IGNORE INTO scope_maps_v7 SELECT registry, lower(name), name, description, actions, created_at * 1000, modified_at * 1000 FROM scope_maps`,
+	`DROP TABLE scope_maps`,
+	`ALTER TABLE scope_maps_v7 RENAME TO scope_maps`,
+	`CREATE TABLE tokens_v7 (
+	registry    TEXT NOT NULL,
+	name_key    TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	scope_map   TEXT NOT NULL DEFAULT '',
+	status      TEXT NOT NULL,
+	passwords   TEXT NOT NULL DEFAULT '[]',
+	created_at  INTEGER NOT NULL,
+	modified_at INTEGER NOT NULL,
+	PRIMARY KEY (registry, name_key)
+)`,
+	`INSERT OR IGNORE INTO tokens_v7 SELECT registry, lower(name), name, scope_map, status, passwords, created_at * 1000, modified_at * 1000 FROM tokens`,
+	`DROP TABLE tokens`,
+	`ALTER TABLE tokens_v7 RENAME TO tokens`,
+	`CREATE TABLE principals_v7 (
+	name_key   TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	role       TEXT NOT NULL,
+	registry   TEXT NOT NULL DEFAULT '',
+	salt       BLOB NOT NULL,
+	hash       BLOB NOT NULL,
+	created_at INTEGER NOT NULL
+)`,
+	`INSERT OR IGNORE INTO principals_v7 SELECT lower(name), name, role, registry, salt, hash, created_at * 1000 FROM principals`,
+	`DROP TABLE principals`,
+	`ALTER TABLE principals_v7 RENAME TO principals`,
+	`UPDATE signing_keys SET created_at = created_at * 1000`,
+	`UPDATE refresh_tokens SET created_at = created_at * 1000, expires_at = expires_at * 1000`,
+	`UPDATE audit_log SET at = at * 1000`,
 }

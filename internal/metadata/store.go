@@ -88,9 +88,45 @@ type Store interface {
 	SyncTagErrors(ctx context.Context, registry, rule string, n int) ([]SyncTag, error)
 	CountSyncTagErrors(ctx context.Context, registry, rule string) (int, error)
 
-	// Upstream rate limits.
+	// Upstream rate limits and hosts.
 	RecordRateLimit(ctx context.Context, source string, rl RateLimit) error
 	GetRateLimit(ctx context.Context, source string) (RateLimit, error)
+	LoginServers(ctx context.Context) ([]string, error)
+
+	// Registries as resources.
+	GetRegistrySettings(ctx context.Context, registry string) (RegistrySettings, error)
+	UpdateRegistrySettings(ctx context.Context, registry string, fn func(*RegistrySettings) error) error
+	CreateRegistry(ctx context.Context, r RegistryRecord, set RegistrySettings) error
+	SetRegistryHosts(ctx context.Context, name string, hosts []string) error
+	ManagedRegistries(ctx context.Context) ([]RegistryRecord, error)
+	DeleteRegistry(ctx context.Context, name string) error
+
+	// Upload sessions with an owner (quotas, lifetime, the janitor).
+	CreateOwnedUpload(ctx context.Context, registry, repo, id, owner string, max int, maxAge time.Duration) error
+	UploadStarted(ctx context.Context, registry, repo, id string) (time.Time, bool, error)
+	UploadsBefore(ctx context.Context, cutoff time.Time) ([]string, error)
+
+	// Access control: scope maps, tokens, signing keys, refresh tokens,
+	// management principals, audit log.
+	GetScopeMap(ctx context.Context, registry, name string) (ScopeMap, error)
+	ListScopeMaps(ctx context.Context, registry string) ([]ScopeMap, error)
+	PutScopeMap(ctx context.Context, registry string, m ScopeMap) (bool, error)
+	DeleteScopeMap(ctx context.Context, registry, name string) error
+	GetToken(ctx context.Context, registry, name string) (Token, error)
+	ListTokens(ctx context.Context, registry string) ([]Token, error)
+	UpdateToken(ctx context.Context, registry, name string, fn func(tk *Token, created bool) error) (bool, error)
+	DeleteToken(ctx context.Context, registry, name string) error
+	SigningKeys(ctx context.Context) ([]SigningKey, error)
+	AddSigningKey(ctx context.Context, k SigningKey, notAfter, pruneBefore time.Time) error
+	PutRefreshToken(ctx context.Context, t RefreshToken) error
+	GetRefreshToken(ctx context.Context, hash string) (RefreshToken, error)
+	RevokeRefreshTokens(ctx context.Context, registry, kind, subject string) error
+	GetPrincipal(ctx context.Context, name string) (Principal, error)
+	ListPrincipals(ctx context.Context) ([]Principal, error)
+	PutPrincipal(ctx context.Context, p Principal) error
+	DeletePrincipal(ctx context.Context, name string) error
+	AddAudit(ctx context.Context, e AuditEntry) error
+	ListAudit(ctx context.Context, since time.Time, n int) ([]AuditEntry, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

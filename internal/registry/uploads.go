@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -50,7 +51,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 		if err != nil {
 			return err
 		}
-		if err := copyBody(wr, r); err != nil {
+		if _, err := h.copyBody(wr, r); err != nil {
 			wr.Cancel()
 			return err
 		}
@@ -64,7 +65,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 	if err := wr.Close(); err != nil {
 		return err
 	}
-	if err := h.meta.CreateUpload(r.Context(), reg, repo, id); err != nil {
+	if err := h.createUpload(r, reg, repo, id); err != nil {
 		_ = h.blobs.CancelUpload(r.Context(), id)
 		return err
 	}
@@ -76,7 +77,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 	if !blobstore.ValidID(id) {
 		return unknown
 	}
-	ok, err := h.meta.UploadExists(r.Context(), reg, repo, id)
+	ok, err := h.uploadOpen(r, reg, repo, id)
 	if err != nil {
 		return err
 	}
@@ -108,8 +109,15 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 		wr.Close()
 		return err
 	}
-	if err := copyBody(wr, r); err != nil {
-		wr.Close()
+	if lost, err := h.copyBody(wr, r); err != nil {
+		if lost {
+			// Past the size limit or out of space: the session can never
+			// complete, so its bytes and row go now, not at the purge.
+			wr.Cancel()
+			_ = h.meta.DeleteUpload(r.Context(), id)
+		} else {
+			wr.Close()
+		}
 		return err
 	}
 	if r.Method == http.MethodPatch {
@@ -187,17 +195,31 @@ func checkContentRange(r *http.Request, size int64) error {
 	return nil
 }
 
-// copyBody appends the request body to wr. A body shorter than its declared
-// Content-Length (a cut connection) is an error, never a silent success.
-func copyBody(wr blobstore.Writer, r *http.Request) error {
-	n, err := wr.ReadFrom(r.Body)
+// copyBody appends the request body to wr, at most up to the blob size
+// limit. A body shorter than its declared Content-Length (a cut
+// connection) is an error, never a silent success. lost says the upload
+// cannot be completed any more (too large, or no space left).
+func (h *Handler) copyBody(wr blobstore.Writer, r *http.Request) (lost bool, err error) {
+	room := h.maxBlob - wr.Size()
+	tooLarge := errcode.New(errcode.SizeInvalid, fmt.Sprintf("the blob is larger than this registry accepts (%d bytes)", h.maxBlob)).
+		WithStatus(http.StatusRequestEntityTooLarge)
+	if r.ContentLength > room {
+		return true, tooLarge
+	}
+	n, err := wr.ReadFrom(io.LimitReader(r.Body, room+1))
 	if err != nil {
-		return errcode.New(errcode.BlobUploadInvalid, "reading upload body: "+err.Error())
+		if isStorageFull(err) {
+			return true, errStorageFull(err)
+		}
+		return false, errcode.New(errcode.BlobUploadInvalid, "reading upload body: "+err.Error())
+	}
+	if n > room {
+		return true, tooLarge
 	}
 	if r.ContentLength >= 0 && n != r.ContentLength {
-		return errcode.New(errcode.SizeInvalid, fmt.Sprintf("received %d bytes, Content-Length said %d", n, r.ContentLength))
+		return false, errcode.New(errcode.SizeInvalid, fmt.Sprintf("received %d bytes, Content-Length said %d", n, r.ContentLength))
 	}
-	return nil
+	return false, nil
 }
 
 func uploadAccepted(w http.ResponseWriter, repo, id string, size int64, status int) error {
