@@ -47,6 +47,11 @@ func Run(t *testing.T, open Opener) {
 		{"NamesIgnoreCase", testNamesIgnoreCase},
 		{"BlobLinksAndUsage", testBlobLinksAndUsage},
 		{"CredentialHealth", testCredentialHealth},
+		{"Registries", testRegistries},
+		{"ScopeMapsAndTokens", testScopeMapsAndTokens},
+		{"SigningKeysAndRefreshTokens", testSigningKeysAndRefreshTokens},
+		{"PrincipalsAndAudit", testPrincipalsAndAudit},
+		{"OwnedUploads", testOwnedUploads},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
