@@ -10,15 +10,28 @@ import (
 // schemaStats: request and byte counts per rule in time buckets, for the
 // portal's statistics. Writers add batched deltas (one transaction per
 // flush, not a write per request); old buckets are pruned.
-const schemaStats = `
-CREATE TABLE rule_stats (
+var schemaStats = []string{
+	`CREATE TABLE rule_stats (
 	bucket   INTEGER NOT NULL,
 	registry TEXT NOT NULL,
 	rule     TEXT NOT NULL,
 	name     TEXT NOT NULL,
 	value    INTEGER NOT NULL,
 	PRIMARY KEY (bucket, registry, rule, name)
-)`
+)`,
+}
+
+// pgSchemaStats is schemaStats for PostgreSQL.
+var pgSchemaStats = []string{
+	`CREATE TABLE rule_stats (
+	bucket   BIGINT NOT NULL,
+	registry TEXT COLLATE "C" NOT NULL,
+	rule     TEXT COLLATE "C" NOT NULL,
+	name     TEXT COLLATE "C" NOT NULL,
+	value    BIGINT NOT NULL,
+	PRIMARY KEY (bucket, registry, rule, name)
+)`,
+}
 
 // StatRow is one counter of one rule in one time bucket.
 type StatRow struct {
@@ -30,19 +43,19 @@ type StatRow struct {
 }
 
 // AddStats adds each row's value to its bucket's counter, in one transaction.
-func (s *SQLite) AddStats(ctx context.Context, rows []StatRow) error {
+func (s *db) AddStats(ctx context.Context, rows []StatRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO rule_stats(bucket, registry, rule, name, value) VALUES (?, ?, ?, ?, ?)
+		st, err := tx.PrepareContext(ctx, `INSERT INTO rule_stats(bucket, registry, rule, name, value) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT(bucket, registry, rule, name) DO UPDATE SET value = rule_stats.value + excluded.value`)
 		if err != nil {
 			return fmt.Errorf("add stats: %w", err)
 		}
 		defer st.Close()
 		for _, r := range rows {
-			if _, err := st.ExecContext(ctx, r.Bucket.Unix(), r.Registry, r.Rule, r.Name, r.Value); err != nil {
+			if _, err := st.ExecContext(ctx, micros(r.Bucket), r.Registry, r.Rule, r.Name, r.Value); err != nil {
 				return fmt.Errorf("add stats: %w", err)
 			}
 		}
@@ -51,9 +64,9 @@ func (s *SQLite) AddStats(ctx context.Context, rows []StatRow) error {
 }
 
 // ListStats returns registry's counters in buckets starting at or after since.
-func (s *SQLite) ListStats(ctx context.Context, registry string, since time.Time) ([]StatRow, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT bucket, rule, name, value FROM rule_stats WHERE registry = ? AND bucket >= ? ORDER BY bucket`,
-		registry, since.Unix())
+func (s *db) ListStats(ctx context.Context, registry string, since time.Time) ([]StatRow, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT bucket, rule, name, value FROM rule_stats WHERE registry = $1 AND bucket >= $2 ORDER BY bucket`,
+		registry, micros(since))
 	if err != nil {
 		return nil, fmt.Errorf("list stats: %w", err)
 	}
@@ -65,7 +78,7 @@ func (s *SQLite) ListStats(ctx context.Context, registry string, since time.Time
 		if err := rows.Scan(&b, &r.Rule, &r.Name, &r.Value); err != nil {
 			return nil, fmt.Errorf("list stats: %w", err)
 		}
-		r.Bucket = time.Unix(b, 0).UTC()
+		r.Bucket = fromMicros(b).UTC()
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -75,9 +88,9 @@ func (s *SQLite) ListStats(ctx context.Context, registry string, since time.Time
 }
 
 // PruneStats deletes buckets that start before before.
-func (s *SQLite) PruneStats(ctx context.Context, before time.Time) error {
+func (s *db) PruneStats(ctx context.Context, before time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM rule_stats WHERE bucket < ?`, before.Unix()); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM rule_stats WHERE bucket < $1`, micros(before)); err != nil {
 			return fmt.Errorf("prune stats: %w", err)
 		}
 		return nil

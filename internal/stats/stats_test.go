@@ -15,7 +15,7 @@ import (
 
 // failingOnce is the real store whose next AddStats fails.
 type failingOnce struct {
-	*metadata.SQLite
+	metadata.Store
 	fail bool
 }
 
@@ -24,7 +24,7 @@ func (f *failingOnce) AddStats(ctx context.Context, rows []metadata.StatRow) err
 		f.fail = false
 		return errors.New("disk on fire")
 	}
-	return f.SQLite.AddStats(ctx, rows)
+	return f.Store.AddStats(ctx, rows)
 }
 
 func sums(t *testing.T, r *Recorder, reg string, since time.Time) map[string]int64 {
@@ -47,7 +47,7 @@ func TestRecorderCountsFlushesAndAgreesWithPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	store := &failingOnce{SQLite: db}
+	store := &failingOnce{Store: db}
 	now := time.Date(2026, 12, 1, 12, 3, 0, 0, time.UTC)
 	preg := prometheus.NewRegistry()
 	r, err := New(store, preg, nil, func() time.Time { return now })
