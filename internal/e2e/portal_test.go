@@ -317,6 +317,11 @@ func TestPortalBrowser(t *testing.T) {
 	// with its digest and a docker pull line.
 	pushed := newImage(t, 152, "arm64", 10<<10)
 	c.crane("push", pushed.writeLayout(t), a.Ref("mine/img:v2"))
+	// A multi-platform index: each platform with its own image size.
+	amd, arm := newImage(t, 153, "amd64", 20<<10), newImage(t, 154, "arm64", 30<<10, 5<<10)
+	c.crane("push", amd.writeLayout(t), a.Ref("mine/multi:amd"))
+	c.crane("push", arm.writeLayout(t), a.Ref("mine/multi:arm"))
+	c.crane("index", "append", "-m", a.Ref("mine/multi:amd"), "-m", a.Ref("mine/multi:arm"), "-t", a.Ref("mine/multi:both"))
 	b.do("repositories", C(css(`nav a[href^="/portal/repositories"]`)), W(css(`[id="repo-app"]`)), b.shot("10-repositories"))
 	if got := b.text(`[id="repo-app"] .badge`); got != "cached by rule app-cache" {
 		t.Errorf("repository app: badge %q", got)
@@ -329,6 +334,24 @@ func TestPortalBrowser(t *testing.T) {
 	}
 	if html := get(b, "repositories html", chromedp.OuterHTML(css("main"))); !strings.Contains(html, im.Digest()) || !strings.Contains(html, pushed.Digest()) {
 		t.Errorf("repositories page lacks the tags' digests")
+	}
+	imageSize := func(im *testImage) string {
+		n := len(im.Config)
+		for _, l := range im.Layers {
+			n += len(l)
+		}
+		return strconv.Itoa(n)
+	}
+	for _, chk := range []struct{ row, platform, size string }{
+		{"repo-mine/img", "linux/arm64", imageSize(pushed)},
+		{"repo-mine/multi", "linux/amd64", imageSize(amd)},
+		{"repo-mine/multi", "linux/arm64", imageSize(arm)},
+		{"repo-app", "linux/amd64", imageSize(im)},
+	} {
+		sel := fmt.Sprintf(`section[aria-labelledby=%q] .platform[data-platform=%q] [data-size]`, chk.row, chk.platform)
+		if got := b.attr(sel, "data-size"); got != chk.size {
+			t.Errorf("%s %s: image size %q, want %s", chk.row, chk.platform, got, chk.size)
+		}
 	}
 
 	cell := func(stat string) string {

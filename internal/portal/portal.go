@@ -41,7 +41,9 @@ type Options struct {
 	// Stats is the time-bucketed history of the statistics page.
 	Stats Stats
 	// Repos, if set, serves the Repositories page.
-	Repos  Repos
+	Repos Repos
+	// Blobs, with Repos, adds platforms and image sizes to that page.
+	Blobs  Blobs
 	Logger *slog.Logger
 	Now    func() time.Time
 }

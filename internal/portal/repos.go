@@ -2,15 +2,25 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/oci"
 )
+
+// Blobs opens stored content by digest (manifest and config bytes).
+type Blobs interface {
+	Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error)
+}
 
 // Repos reads what a registry holds (the metadata store); nil leaves the
 // Repositories page out.
@@ -25,6 +35,11 @@ type Repos interface {
 const (
 	reposPerPage = 50
 	tagsPerRepo  = 20
+	// Bounds on what one tag costs to describe: manifests and configs are
+	// small; an index with more children is summarised by its first ones.
+	maxManifestRead = 4 << 20
+	maxConfigRead   = 1 << 20
+	platformsPerTag = 16
 )
 
 type repoTag struct {
@@ -32,6 +47,16 @@ type repoTag struct {
 	Size                         float64
 	Updated                      string
 	Referrers                    []string // artifact types
+	Platforms                    []tagPlatform
+	MorePlatforms                bool
+}
+
+// tagPlatform is one image of a tag: its platform and total size (config +
+// layers). Cached is false for an index child not (yet) in the store.
+type tagPlatform struct {
+	Platform string
+	Size     float64
+	Cached   bool
 }
 
 type repoRow struct {
@@ -117,6 +142,11 @@ func (h *Handler) repoTag(c *ctx, repo, tag, host string) (repoTag, error) {
 		return rt, err
 	}
 	rt.MediaType, rt.Size = m.MediaType, float64(m.Size)
+	if err == nil && h.opts.Blobs != nil {
+		if err := h.describeImages(c, &rt, m); err != nil {
+			return rt, err
+		}
+	}
 	refs, err := h.opts.Repos.Referrers(c, c.reg, repo, t.Digest, "")
 	if err != nil {
 		return rt, err
@@ -129,4 +159,106 @@ func (h *Handler) repoTag(c *ctx, repo, tag, host string) (repoTag, error) {
 		rt.Referrers = append(rt.Referrers, at)
 	}
 	return rt, nil
+}
+
+// describeImages fills rt.Platforms from the stored manifest: one entry for
+// an image, one per child (the first platformsPerTag) for an index. Content
+// missing from the store is shown as not cached, not as an error: a pull
+// through cache holds only what was pulled.
+func (h *Handler) describeImages(c *ctx, rt *repoTag, m metadata.Manifest) error {
+	pm, err := h.readManifest(c, m.Digest, m.MediaType)
+	if err != nil || pm == nil {
+		return err
+	}
+	if !oci.IsIndex(pm.MediaType) {
+		p, err := h.imagePlatform(c, pm)
+		if err != nil || p == nil {
+			return err
+		}
+		rt.Platforms = append(rt.Platforms, *p)
+		return nil
+	}
+	for i, d := range pm.Manifests {
+		if i == platformsPerTag {
+			rt.MorePlatforms = true
+			break
+		}
+		tp := tagPlatform{Platform: d.Platform.String()}
+		child, err := h.readManifest(c, d.Digest, d.MediaType)
+		if err != nil {
+			return err
+		}
+		if child != nil && !oci.IsIndex(child.MediaType) {
+			p, err := h.imagePlatform(c, child)
+			if err != nil {
+				return err
+			}
+			if p != nil {
+				tp.Size, tp.Cached = p.Size, true
+				if tp.Platform == "" {
+					tp.Platform = p.Platform
+				}
+			}
+		}
+		rt.Platforms = append(rt.Platforms, tp)
+	}
+	return nil
+}
+
+// imagePlatform is an image manifest's platform (from its config, when the
+// config is stored and is an image config) and size.
+func (h *Handler) imagePlatform(c *ctx, pm *oci.Manifest) (*tagPlatform, error) {
+	if pm.Config == nil {
+		return nil, nil
+	}
+	size := pm.Config.Size
+	for _, l := range pm.Layers {
+		size += l.Size
+	}
+	tp := &tagPlatform{Size: float64(size), Cached: true}
+	b, err := h.readBlob(c, pm.Config.Digest, maxConfigRead)
+	if err != nil || b == nil {
+		return tp, err
+	}
+	var p oci.Platform
+	if json.Unmarshal(b, &p) == nil && p.OS != "" && p.Architecture != "" {
+		tp.Platform = p.String()
+	}
+	return tp, nil
+}
+
+// readManifest parses a stored manifest; nil when it is not stored or does
+// not parse (it was validated on the way in, so that is not this page's
+// error to report).
+func (h *Handler) readManifest(c *ctx, d digest.Digest, mediaType string) (*oci.Manifest, error) {
+	b, err := h.readBlob(c, d, maxManifestRead)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	pm, err := oci.ParseManifest(mediaType, b)
+	if err != nil {
+		return nil, nil
+	}
+	return pm, nil
+}
+
+// readBlob reads at most limit bytes of a stored blob; nil when it is not
+// stored or larger than limit.
+func (h *Handler) readBlob(c *ctx, d digest.Digest, limit int64) ([]byte, error) {
+	f, err := h.opts.Blobs.Open(c, d)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", d, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", d, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, nil
+	}
+	return b, nil
 }

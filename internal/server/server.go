@@ -200,7 +200,7 @@ func (s *Server) build(ctx context.Context) error {
 	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
 		return err
 	}
-	po, err := portal.New(portal.Options{API: mg, Metrics: promReg, Stats: s.stats, Repos: s.meta, Logger: s.log})
+	po, err := portal.New(portal.Options{API: mg, Metrics: promReg, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
 	if err != nil {
 		return err
 	}
