@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -557,5 +558,30 @@ func TestPortalStatisticsSurviveRestart(t *testing.T) {
 	}
 	if v := metricSum(t, a.URL(), "arca_cache_rule_requests_total", `rule="app-cache"`); v != 0 {
 		t.Errorf("/metrics after a restart: %v requests (counters start at zero)", v)
+	}
+}
+
+// Served over TLS, the session cookie carries Secure as well (over plain
+// HTTP it must not: TestPortalClosedByDefault).
+func TestPortalSessionCookieSecureUnderTLS(t *testing.T) {
+	cert, key := selfSignedCert(t)
+	a := startClosedArca(t, "--tls-cert", cert, "--tls-key", key)
+	cl := &http.Client{
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the test's own self-signed cert
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := cl.PostForm(a.URL()+"/portal/signin", url.Values{"token": {ptAdminToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in over TLS: %d, want 303", resp.StatusCode)
+	}
+	ck := resp.Header.Get("Set-Cookie")
+	for _, want := range []string{"Secure", "HttpOnly", "SameSite=Strict"} {
+		if !strings.Contains(ck, want) {
+			t.Errorf("session cookie over TLS %q lacks %s", ck, want)
+		}
 	}
 }
