@@ -53,6 +53,7 @@ var migrations = []string{
 	schemaRateLimits,
 	schemaPushed,
 	schemaAccess,
+	schemaIdentity,
 }
 
 // OpenSQLite opens (creating if needed) the database file at path.

@@ -73,6 +73,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		UpstreamHealth: health,
 		Syncer:         sy,
 		Access:         s.meta,
+		Identities:     s.meta,
 		// s.access is built after the management plane (it needs its
 		// principals) and before the server serves.
 		OnAccessChange:    func(registry string) { s.access.Invalidate(registry) },

@@ -213,6 +213,7 @@ func (s *Server) build(ctx context.Context) error {
 	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
 	mux.Handle("/arca/", mg)
 	mux.Handle(auth.TokenPath, access.TokenHandler(regs.ForHost))
+	mux.Handle(auth.ExchangePath, access.ExchangeHandler(regs.ForHost))
 	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
 	// "//" with a redirect to a cleaned path instead of the spec's error.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -231,7 +232,7 @@ func routeName(r *http.Request) string {
 	switch {
 	case strings.HasPrefix(p, "/v2/"):
 		return registry.RouteName(r.URL.EscapedPath())
-	case p == "/healthz", p == "/readyz", p == "/metrics", p == auth.TokenPath:
+	case p == "/healthz", p == "/readyz", p == "/metrics", p == auth.TokenPath, p == auth.ExchangePath:
 		return p[1:]
 	case strings.HasPrefix(p, "/subscriptions/"), strings.HasPrefix(p, "/arca/"):
 		return "mgmt"
