@@ -94,6 +94,9 @@ type Options struct {
 	// OnAccessChange, if set, is called after a registry's settings
 	// changed (the data plane drops what it cached).
 	OnAccessChange func(registry string)
+	// IdentityChecker, if set, reports on GET of a cache rule whether its
+	// identity can pull from the upstream.
+	IdentityChecker IdentityChecker
 	// Identities keeps user-assigned identities and role assignments (nil:
 	// those resources answer 501).
 	Identities IdentityStore

@@ -178,7 +178,7 @@ func (s *Server) build(ctx context.Context) error {
 		pt.rules.Invalidate(registry)
 		s.syncer.Trigger(registry, "")
 	}
-	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, pt.health, onChange)
+	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, pt.health, pt, onChange)
 	if err != nil {
 		return err
 	}
