@@ -151,7 +151,7 @@ func (e *Exchanger) refreshToken(ctx context.Context, k key) (string, error) {
 func (e *Exchanger) exchange(ctx context.Context, k key) (entry, error) {
 	tok, exp, err := e.src.Token(ctx, k.identity)
 	if err != nil {
-		return entry{}, fmt.Errorf("identity %s: token not obtainable: %w", k.identity, err)
+		return entry{}, fmt.Errorf("token not obtainable: %w", err)
 	}
 	form := url.Values{"grant_type": {"access_token"}, "service": {k.loginServer}, "access_token": {tok}}
 	if e.tenant != "" {
@@ -159,16 +159,16 @@ func (e *Exchanger) exchange(ctx context.Context, k key) (entry, error) {
 	}
 	status, body, err := e.post.PostForm(ctx, k.loginServer, ExchangePath, form)
 	if err != nil {
-		return entry{}, fmt.Errorf("identity %s: token exchange at %s failed: %w", k.identity, k.loginServer, err)
+		return entry{}, fmt.Errorf("token exchange at %s failed: %w", k.loginServer, err)
 	}
 	if status != http.StatusOK {
-		return entry{}, fmt.Errorf("identity %s: token exchange refused by %s: HTTP %d: %s", k.identity, k.loginServer, status, errorText(body))
+		return entry{}, fmt.Errorf("token exchange refused by %s: HTTP %d: %s", k.loginServer, status, errorText(body))
 	}
 	var out struct {
 		RefreshToken string `json:"refresh_token"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil || out.RefreshToken == "" {
-		return entry{}, fmt.Errorf("identity %s: token exchange at %s answered without a refresh_token", k.identity, k.loginServer)
+		return entry{}, fmt.Errorf("token exchange at %s answered without a refresh_token", k.loginServer)
 	}
 	until := e.now().Add(maxCacheFor)
 	for _, t := range []time.Time{exp, jwtExpiry(out.RefreshToken)} {

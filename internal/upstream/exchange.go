@@ -37,3 +37,17 @@ func (c *Client) PostForm(ctx context.Context, loginServer, path string, form ur
 	}
 	return resp.StatusCode, b, nil
 }
+
+// CredentialsError is a failure to obtain a request's credentials (a
+// secret that does not resolve, an identity token not obtainable or
+// refused at the exchange): no request went out.
+type CredentialsError struct {
+	Key string // the credential key (credential set or identity)
+	Err error
+}
+
+func (e *CredentialsError) Error() string {
+	return fmt.Sprintf("credentials %q could not be obtained: %v", e.Key, e.Err)
+}
+
+func (e *CredentialsError) Unwrap() error { return e.Err }
