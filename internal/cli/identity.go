@@ -336,8 +336,11 @@ func newRoleAssignmentCreateCmd(env Env) *cobra.Command {
 	}
 	o := clientCmd(env, cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "role", "assignee", "scope"); err != nil {
+		if err := requireFlags(cmd, "role", "scope"); err != nil {
 			return err
+		}
+		if assignee == "" {
+			return errors.New("the following arguments are required: --assignee")
 		}
 		if err := checkScope(scope); err != nil {
 			return err

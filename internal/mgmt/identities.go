@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,12 +35,11 @@ type IdentityStore interface {
 
 // ARM names of the identity and authorization providers.
 const (
-	identityType         = "Microsoft.ManagedIdentity/userAssignedIdentities"
-	ficType              = identityType + "/federatedIdentityCredentials"
-	roleAssignmentType   = "Microsoft.Authorization/roleAssignments"
-	defaultFICAudience   = "api://AzureADTokenExchange"
-	maxFICsPerIdentity   = 20 // Azure's limit
-	identityNameMaxBytes = 128
+	identityType       = "Microsoft.ManagedIdentity/userAssignedIdentities"
+	ficType            = identityType + "/federatedIdentityCredentials"
+	roleAssignmentType = "Microsoft.Authorization/roleAssignments"
+	defaultFICAudience = "api://AzureADTokenExchange"
+	maxFICsPerIdentity = 20 // Azure's limit
 )
 
 var (
@@ -261,17 +261,13 @@ func (h *Handler) federatedCredentials(w http.ResponseWriter, r *http.Request, s
 		if err := validateFIC(&f); err != nil {
 			return err
 		}
-		if list, err := st.ListFederatedCredentials(ctx, ir.rg, ir.name); err != nil {
+		list, err := st.ListFederatedCredentials(ctx, ir.rg, ir.name)
+		if err != nil {
 			return err
-		} else if len(list) >= maxFICsPerIdentity {
-			for _, o := range list {
-				if eq(o.Name, f.Name) {
-					goto store
-				}
-			}
+		}
+		if len(list) >= maxFICsPerIdentity && !slices.ContainsFunc(list, func(o metadata.FederatedCredential) bool { return eq(o.Name, f.Name) }) {
 			return errBadRequest("BadRequest", "An identity has at most 20 federated identity credentials.")
 		}
-	store:
 		created, err := st.PutFederatedCredential(ctx, f)
 		if errors.Is(err, metadata.ErrNotFound) {
 			return errIdentityNotFound(ir)
