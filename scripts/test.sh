@@ -16,7 +16,7 @@ export ARCA_TOOLS_BIN="$TOOLS_BIN"
 export DEBIAN_FRONTEND=noninteractive
 
 # Debian packages the tests drive. Add one word here to add a package.
-APT_PACKAGES=(skopeo docker-registry containerd podman prometheus)
+APT_PACKAGES=(skopeo docker-registry containerd podman prometheus systemd)
 
 # Go tools: name -> module@version installed with `go install`.
 declare -A GO_TOOLS=(
