@@ -13,6 +13,9 @@ type ExchangeRequest struct {
 	Service     string
 	Tenant      string
 	AccessToken string
+	// Identity (an arca extension) is the resource id of the identity
+	// wanted, when the token's workload holds several.
+	Identity string
 }
 
 // ParseExchangeRequest reads ACR's exchange form: grant_type=access_token,
@@ -30,7 +33,7 @@ func ParseExchangeRequest(r *http.Request) (ExchangeRequest, error) {
 	if g := q.Get("grant_type"); g != "access_token" {
 		return er, errors.New("grant_type must be access_token")
 	}
-	er.Service, er.Tenant, er.AccessToken = q.Get("service"), q.Get("tenant"), q.Get("access_token")
+	er.Service, er.Tenant, er.AccessToken, er.Identity = q.Get("service"), q.Get("tenant"), q.Get("access_token"), q.Get("identity")
 	if er.AccessToken == "" {
 		return er, errors.New("access_token is required")
 	}
@@ -72,7 +75,7 @@ func (s *Service) ExchangeHandler(forHost func(host string) string) http.Handler
 			s.tokenError(w, r, errThrottled)
 			return
 		}
-		principal, err := s.federatedPrincipal(r.Context(), er.AccessToken)
+		principal, err := s.federatedPrincipal(r.Context(), er.AccessToken, er.Identity)
 		if errors.Is(err, errUntrusted) {
 			s.throttle.Fail(ipKey)
 			s.audit(r.Context(), reg, "federated token", remote, err.Error())

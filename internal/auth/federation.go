@@ -142,8 +142,9 @@ var errUntrusted = errors.New("the token matches no federated credential")
 
 // federatedPrincipal verifies token and returns the principal id of the
 // identity whose federated credential accepts it: issuer, subject and one
-// audience match.
-func (s *Service) federatedPrincipal(ctx context.Context, token string) (string, error) {
+// audience match. want, if not empty, is the resource id of the identity
+// asked for; without it a token matching several identities is refused.
+func (s *Service) federatedPrincipal(ctx context.Context, token, want string) (string, error) {
 	if s.identities == nil {
 		return "", errUntrusted
 	}
@@ -169,8 +170,13 @@ func (s *Service) federatedPrincipal(ctx context.Context, token string) (string,
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", errUntrusted, err)
 	}
+	wantRG, wantName := identityIDParts(want)
+	found := ""
 	for _, f := range fics {
 		if f.Subject != idt.Subject || !slices.ContainsFunc(idt.Audience, func(a string) bool { return slices.Contains(f.Audiences, a) }) {
+			continue
+		}
+		if want != "" && (!strings.EqualFold(f.ResourceGroup, wantRG) || !strings.EqualFold(f.Identity, wantName)) {
 			continue
 		}
 		u, err := s.identityOf(ctx, f)
@@ -180,7 +186,30 @@ func (s *Service) federatedPrincipal(ctx context.Context, token string) (string,
 		if err != nil {
 			return "", err
 		}
-		return u.PrincipalID, nil
+		if found != "" && found != u.PrincipalID {
+			return "", fmt.Errorf("%w: the token matches federated credentials of several identities; name the one wanted (identity=<resource id>)", errUntrusted)
+		}
+		found = u.PrincipalID
+	}
+	if found != "" {
+		return found, nil
+	}
+	if want != "" {
+		return "", fmt.Errorf("%w: no federated credential of identity %s trusts issuer %q, subject %q and audiences %q", errUntrusted, want, iss, idt.Subject, idt.Audience)
 	}
 	return "", fmt.Errorf("%w: no federated credential of issuer %q has subject %q and one of audiences %q", errUntrusted, iss, idt.Subject, idt.Audience)
+}
+
+// identityIDParts splits .../resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}.
+func identityIDParts(id string) (rg, name string) {
+	seg := strings.Split(strings.Trim(id, "/"), "/")
+	for i := 0; i+1 < len(seg); i++ {
+		switch {
+		case strings.EqualFold(seg[i], "resourceGroups"):
+			rg = seg[i+1]
+		case strings.EqualFold(seg[i], "userAssignedIdentities"):
+			name = seg[i+1]
+		}
+	}
+	return rg, name
 }

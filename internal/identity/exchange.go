@@ -157,6 +157,12 @@ func (e *Exchanger) exchange(ctx context.Context, k key) (entry, error) {
 	if e.tenant != "" {
 		form.Set("tenant", e.tenant)
 	}
+	if _, direct := e.src.(*FileSource); direct {
+		// A federated token names a workload, which may hold several
+		// identities: say which one (an arca upstream's extension; Entra
+		// ID tokens name their identity themselves).
+		form.Set("identity", k.identity)
+	}
 	status, body, err := e.post.PostForm(ctx, k.loginServer, ExchangePath, form)
 	if err != nil {
 		return entry{}, fmt.Errorf("token exchange at %s failed: %w", k.loginServer, err)
