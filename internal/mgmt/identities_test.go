@@ -52,7 +52,7 @@ func TestIdentityResources(t *testing.T) {
 		{"role: condition", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
 			map[string]any{"properties": map[string]any{"roleDefinitionId": "b93aa761-3e63-49ed-ac28-beffa264f7ac", "principalId": principal, "condition": "@Request[x] StringEquals 'y'"}}, 400, "InvalidRoleAssignmentRequest"},
 		{"role: repository reader", http.MethodPut, reg + "/repositories/myapp/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
-			roleBody("/subscriptions/" + testSub + "/providers/Microsoft.Authorization/roleDefinitions/b93aa761-3e63-49ed-ac28-beffa264f7ac", principal), 201, ""},
+			roleBody("/subscriptions/"+testSub+"/providers/Microsoft.Authorization/roleDefinitions/b93aa761-3e63-49ed-ac28-beffa264f7ac", principal), 201, ""},
 		{"role: the same again", http.MethodPut, reg + "/repositories/myapp/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000002",
 			roleBody("b93aa761-3e63-49ed-ac28-beffa264f7ac", principal), 409, "RoleAssignmentExists"},
 	} {
