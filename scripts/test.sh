@@ -14,9 +14,11 @@ mkdir -p "$TOOLS_BIN"
 export PATH="$TOOLS_BIN:$PATH"
 export ARCA_TOOLS_BIN="$TOOLS_BIN"
 export DEBIAN_FRONTEND=noninteractive
+# Tests whose real parts are missing fail instead of skipping.
+export ARCA_REQUIRE_TOOLS=1
 
 # Debian packages the tests drive. Add one word here to add a package.
-APT_PACKAGES=(skopeo docker-registry containerd podman prometheus systemd)
+APT_PACKAGES=(skopeo docker-registry containerd podman prometheus systemd postgresql)
 
 # Go tools: name -> module@version installed with `go install`.
 declare -A GO_TOOLS=(
@@ -126,6 +128,15 @@ else
 fi
 pkg_ok=$(grep -cE '^ok[[:space:]]' "$TEST_LOG" || true)
 pkg_fail=$(grep -cE '^FAIL[[:space:]]' "$TEST_LOG" || true)
+
+# The end-to-end tests (real clients, crash, pull-through, sync) once more
+# with the servers' metadata in PostgreSQL.
+step "go test -race ./internal/e2e/... with ARCA_TEST_METADATA=postgres"
+if ARCA_TEST_METADATA=postgres go test -race -count=1 -timeout 30m ./internal/e2e/... 2>&1 | tee -a "$TEST_LOG"; then
+	record "e2e, metadata in PostgreSQL" PASS
+else
+	record "e2e, metadata in PostgreSQL" FAIL
+fi
 
 step "summary ($(($(date +%s) - START))s)"
 printf '%s\n' "${RESULTS[@]}"

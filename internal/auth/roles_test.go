@@ -100,7 +100,7 @@ func TestValidIssuer(t *testing.T) {
 // seed 001 (plus AcrPush on the whole registry, which ABAC mode ignores).
 type identityFixture struct {
 	svc       *Service
-	meta      *metadata.SQLite
+	meta      metadata.Store
 	iss       *oidcfixture.Issuer
 	principal string
 }

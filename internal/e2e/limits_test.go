@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
 )
 
 // Bounded resources against the real binary: slow request bodies, uploads
@@ -104,9 +106,15 @@ func TestSlowUploadsAreBounded(t *testing.T) {
 		t.Errorf("the slow uploads held on for %s, want about the 2s idle window", took)
 	}
 	// Descriptors come back (the server closes the connections it cut).
+	// On PostgreSQL the metadata pool may keep up to 16 idle connections
+	// (sockets) it opened for the burst: pooled, not leaked.
+	slack := 2
+	if arcaproc.MetadataBackend(t) == "postgres" {
+		slack += 16
+	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		now := openFDs(t, a.Pid())
-		if now <= base+2 {
+		if now <= base+slack {
 			break
 		}
 		if time.Now().After(deadline) {

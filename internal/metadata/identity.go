@@ -10,41 +10,50 @@ import (
 	"time"
 )
 
-// schemaIdentity holds user-assigned identities (principals that prove
+// identitySchema holds user-assigned identities (principals that prove
 // who they are with a federated token), their federated credentials and
-// role assignments (ARM's: a role for a principal at a scope).
-const schemaIdentity = `
-CREATE TABLE identities (
-	resource_group TEXT NOT NULL COLLATE NOCASE,
-	name           TEXT NOT NULL COLLATE NOCASE,
+// role assignments (ARM's: a role for a principal at a scope). Names are
+// unique ignoring case through *_key columns; c is the collation of
+// ordered keys (PostgreSQL: "C", byte order as SQLite).
+func identitySchema(c string) []string {
+	return []string{
+		`CREATE TABLE identities (
+	rg_key         TEXT` + c + ` NOT NULL,
+	name_key       TEXT` + c + ` NOT NULL,
+	resource_group TEXT NOT NULL,
+	name           TEXT NOT NULL,
 	principal_id   TEXT NOT NULL UNIQUE,
 	client_id      TEXT NOT NULL UNIQUE,
 	tenant_id      TEXT NOT NULL,
 	location       TEXT NOT NULL,
 	tags           TEXT NOT NULL DEFAULT '{}',
-	created_at     INTEGER NOT NULL,
-	PRIMARY KEY (resource_group, name)
-);
-CREATE TABLE federated_credentials (
-	resource_group TEXT NOT NULL COLLATE NOCASE,
-	identity       TEXT NOT NULL COLLATE NOCASE,
-	name           TEXT NOT NULL COLLATE NOCASE,
-	issuer         TEXT NOT NULL,
-	subject        TEXT NOT NULL,
-	audiences      TEXT NOT NULL,
-	created_at     INTEGER NOT NULL,
-	PRIMARY KEY (resource_group, identity, name)
-);
-CREATE INDEX federated_credentials_issuer ON federated_credentials(issuer);
-CREATE TABLE role_assignments (
-	name         TEXT PRIMARY KEY COLLATE NOCASE,
+	created_at     BIGINT NOT NULL,
+	PRIMARY KEY (rg_key, name_key)
+)`,
+		`CREATE TABLE federated_credentials (
+	rg_key       TEXT` + c + ` NOT NULL,
+	identity_key TEXT` + c + ` NOT NULL,
+	name_key     TEXT` + c + ` NOT NULL,
+	name         TEXT NOT NULL,
+	issuer       TEXT NOT NULL,
+	subject      TEXT NOT NULL,
+	audiences    TEXT NOT NULL,
+	created_at   BIGINT NOT NULL,
+	PRIMARY KEY (rg_key, identity_key, name_key)
+)`,
+		`CREATE INDEX federated_credentials_issuer ON federated_credentials(issuer)`,
+		`CREATE TABLE role_assignments (
+	name         TEXT` + c + ` PRIMARY KEY,
 	role         TEXT NOT NULL,
 	principal_id TEXT NOT NULL,
 	scope        TEXT NOT NULL,
+	scope_key    TEXT NOT NULL,
 	description  TEXT NOT NULL DEFAULT '',
-	created_at   INTEGER NOT NULL
-);
-CREATE INDEX role_assignments_principal ON role_assignments(principal_id)`
+	created_at   BIGINT NOT NULL
+)`,
+		`CREATE INDEX role_assignments_principal ON role_assignments(principal_id)`,
+	}
+}
 
 // UserIdentity is a user-assigned identity (Microsoft.ManagedIdentity/
 // userAssignedIdentities): one principal across every registry of the
@@ -83,6 +92,7 @@ type RoleAssignment struct {
 }
 
 const identityColumns = `resource_group, name, principal_id, client_id, tenant_id, location, tags, created_at`
+const identityInsertColumns = `rg_key, name_key, ` + identityColumns
 
 func scanIdentity(sc interface{ Scan(...any) error }) (UserIdentity, error) {
 	var u UserIdentity
@@ -98,23 +108,23 @@ func scanIdentity(sc interface{ Scan(...any) error }) (UserIdentity, error) {
 	if err := json.Unmarshal([]byte(tags), &u.Tags); err != nil {
 		return u, fmt.Errorf("identity tags: %w", err)
 	}
-	u.Created = time.UnixMilli(c).UTC()
+	u.Created = fromMicros(c)
 	return u, nil
 }
 
 // GetIdentity returns the identity rg/name (ErrNotFound if none).
-func (s *SQLite) GetIdentity(ctx context.Context, rg, name string) (UserIdentity, error) {
-	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE resource_group = ? AND name = ?`, rg, name))
+func (s *db) GetIdentity(ctx context.Context, rg, name string) (UserIdentity, error) {
+	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE rg_key = $1 AND name_key = $2`, nameKey(rg), nameKey(name)))
 }
 
 // GetIdentityByPrincipal returns the identity whose principal id is id.
-func (s *SQLite) GetIdentityByPrincipal(ctx context.Context, id string) (UserIdentity, error) {
-	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE principal_id = ?`, strings.ToLower(id)))
+func (s *db) GetIdentityByPrincipal(ctx context.Context, id string) (UserIdentity, error) {
+	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE principal_id = $1`, strings.ToLower(id)))
 }
 
 // ListIdentities returns the identities of rg ("" = all), by group and name.
-func (s *SQLite) ListIdentities(ctx context.Context, rg string) ([]UserIdentity, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE ? = '' OR resource_group = ? ORDER BY resource_group, name`, rg, rg)
+func (s *db) ListIdentities(ctx context.Context, rg string) ([]UserIdentity, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE $1 = '' OR rg_key = $1 ORDER BY rg_key, name_key`, nameKey(rg))
 	if err != nil {
 		return nil, fmt.Errorf("list identities: %w", err)
 	}
@@ -133,22 +143,22 @@ func (s *SQLite) ListIdentities(ctx context.Context, rg string) ([]UserIdentity,
 // PutIdentity creates an identity, or updates the location and tags of
 // the existing one (its ids never change); it returns the stored identity
 // and whether it was created.
-func (s *SQLite) PutIdentity(ctx context.Context, u UserIdentity) (UserIdentity, bool, error) {
+func (s *db) PutIdentity(ctx context.Context, u UserIdentity) (UserIdentity, bool, error) {
 	tags, err := json.Marshal(u.Tags)
 	if err != nil {
 		return u, false, err
 	}
 	var created bool
 	err = s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE identities SET location = ?, tags = ? WHERE resource_group = ? AND name = ?`,
-			u.Location, string(tags), u.ResourceGroup, u.Name)
+		res, err := tx.ExecContext(ctx, `UPDATE identities SET location = $1, tags = $2 WHERE rg_key = $3 AND name_key = $4`,
+			u.Location, string(tags), nameKey(u.ResourceGroup), nameKey(u.Name))
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			created = true
-			_, err = tx.ExecContext(ctx, `INSERT INTO identities(`+identityColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-				u.ResourceGroup, u.Name, strings.ToLower(u.PrincipalID), strings.ToLower(u.ClientID), u.TenantID, u.Location, string(tags), now())
+			_, err = tx.ExecContext(ctx, `INSERT INTO identities(`+identityInsertColumns+`) VALUES (`+placeholders(1, 10)+`)`,
+				nameKey(u.ResourceGroup), nameKey(u.Name), u.ResourceGroup, u.Name, strings.ToLower(u.PrincipalID), strings.ToLower(u.ClientID), u.TenantID, u.Location, string(tags), now())
 		}
 		return err
 	})
@@ -162,23 +172,24 @@ func (s *SQLite) PutIdentity(ctx context.Context, u UserIdentity) (UserIdentity,
 // DeleteIdentity deletes an identity and its federated credentials
 // (ErrNotFound if none). Role assignments naming its principal stay, as in
 // Azure, and grant nothing: the principal no longer exists.
-func (s *SQLite) DeleteIdentity(ctx context.Context, rg, name string) error {
+func (s *db) DeleteIdentity(ctx context.Context, rg, name string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM identities WHERE resource_group = ? AND name = ?`, rg, name)
+		res, err := tx.ExecContext(ctx, `DELETE FROM identities WHERE rg_key = $1 AND name_key = $2`, nameKey(rg), nameKey(name))
 		if err != nil {
 			return fmt.Errorf("delete identity: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrNotFound
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM federated_credentials WHERE resource_group = ? AND identity = ?`, rg, name); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM federated_credentials WHERE rg_key = $1 AND identity_key = $2`, nameKey(rg), nameKey(name)); err != nil {
 			return fmt.Errorf("delete federated credentials: %w", err)
 		}
 		return nil
 	})
 }
 
-const ficColumns = `resource_group, identity, name, issuer, subject, audiences, created_at`
+const ficColumns = `i.resource_group, i.name, f.name, f.issuer, f.subject, f.audiences, f.created_at`
+const ficFrom = ` FROM federated_credentials f JOIN identities i ON i.rg_key = f.rg_key AND i.name_key = f.identity_key`
 
 func scanFIC(sc interface{ Scan(...any) error }) (FederatedCredential, error) {
 	var f FederatedCredential
@@ -194,12 +205,12 @@ func scanFIC(sc interface{ Scan(...any) error }) (FederatedCredential, error) {
 	if err := json.Unmarshal([]byte(aud), &f.Audiences); err != nil {
 		return f, fmt.Errorf("federated credential audiences: %w", err)
 	}
-	f.Created = time.UnixMilli(c).UTC()
+	f.Created = fromMicros(c)
 	return f, nil
 }
 
-func queryFICs(ctx context.Context, db *sql.DB, q string, args ...any) ([]FederatedCredential, error) {
-	rows, err := db.QueryContext(ctx, `SELECT `+ficColumns+` FROM federated_credentials WHERE `+q+` ORDER BY resource_group, identity, name`, args...)
+func queryFICs(ctx context.Context, q1 *sql.DB, q string, args ...any) ([]FederatedCredential, error) {
+	rows, err := q1.QueryContext(ctx, `SELECT `+ficColumns+ficFrom+` WHERE `+q+` ORDER BY f.rg_key, f.identity_key, f.name_key`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list federated credentials: %w", err)
 	}
@@ -216,24 +227,24 @@ func queryFICs(ctx context.Context, db *sql.DB, q string, args ...any) ([]Federa
 }
 
 // GetFederatedCredential returns one federated credential of an identity.
-func (s *SQLite) GetFederatedCredential(ctx context.Context, rg, identity, name string) (FederatedCredential, error) {
-	return scanFIC(s.r.QueryRowContext(ctx, `SELECT `+ficColumns+` FROM federated_credentials WHERE resource_group = ? AND identity = ? AND name = ?`, rg, identity, name))
+func (s *db) GetFederatedCredential(ctx context.Context, rg, identity, name string) (FederatedCredential, error) {
+	return scanFIC(s.r.QueryRowContext(ctx, `SELECT `+ficColumns+ficFrom+` WHERE f.rg_key = $1 AND f.identity_key = $2 AND f.name_key = $3`, nameKey(rg), nameKey(identity), nameKey(name)))
 }
 
 // ListFederatedCredentials returns an identity's federated credentials.
-func (s *SQLite) ListFederatedCredentials(ctx context.Context, rg, identity string) ([]FederatedCredential, error) {
-	return queryFICs(ctx, s.r, `resource_group = ? AND identity = ?`, rg, identity)
+func (s *db) ListFederatedCredentials(ctx context.Context, rg, identity string) ([]FederatedCredential, error) {
+	return queryFICs(ctx, s.r, `f.rg_key = $1 AND f.identity_key = $2`, nameKey(rg), nameKey(identity))
 }
 
 // FederatedCredentialsByIssuer returns every federated credential trusting
 // issuer (compared exactly, as OIDC compares issuers).
-func (s *SQLite) FederatedCredentialsByIssuer(ctx context.Context, issuer string) ([]FederatedCredential, error) {
-	return queryFICs(ctx, s.r, `issuer = ?`, issuer)
+func (s *db) FederatedCredentialsByIssuer(ctx context.Context, issuer string) ([]FederatedCredential, error) {
+	return queryFICs(ctx, s.r, `f.issuer = $1`, issuer)
 }
 
 // PutFederatedCredential creates or replaces a federated credential of an
 // existing identity (ErrNotFound if the identity does not exist).
-func (s *SQLite) PutFederatedCredential(ctx context.Context, f FederatedCredential) (bool, error) {
+func (s *db) PutFederatedCredential(ctx context.Context, f FederatedCredential) (bool, error) {
 	aud, err := json.Marshal(f.Audiences)
 	if err != nil {
 		return false, err
@@ -241,21 +252,21 @@ func (s *SQLite) PutFederatedCredential(ctx context.Context, f FederatedCredenti
 	var created bool
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identities WHERE resource_group = ? AND name = ?`, f.ResourceGroup, f.Identity).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM identities WHERE rg_key = $1 AND name_key = $2`, nameKey(f.ResourceGroup), nameKey(f.Identity)).Scan(&n); err != nil {
 			return err
 		}
 		if n == 0 {
 			return ErrNotFound
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE federated_credentials SET issuer = ?, subject = ?, audiences = ? WHERE resource_group = ? AND identity = ? AND name = ?`,
-			f.Issuer, f.Subject, string(aud), f.ResourceGroup, f.Identity, f.Name)
+		res, err := tx.ExecContext(ctx, `UPDATE federated_credentials SET issuer = $1, subject = $2, audiences = $3 WHERE rg_key = $4 AND identity_key = $5 AND name_key = $6`,
+			f.Issuer, f.Subject, string(aud), nameKey(f.ResourceGroup), nameKey(f.Identity), nameKey(f.Name))
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			created = true
-			_, err = tx.ExecContext(ctx, `INSERT INTO federated_credentials(`+ficColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				f.ResourceGroup, f.Identity, f.Name, f.Issuer, f.Subject, string(aud), now())
+			_, err = tx.ExecContext(ctx, `INSERT INTO federated_credentials(rg_key, identity_key, name_key, name, issuer, subject, audiences, created_at) VALUES (`+placeholders(1, 8)+`)`,
+				nameKey(f.ResourceGroup), nameKey(f.Identity), nameKey(f.Name), f.Name, f.Issuer, f.Subject, string(aud), now())
 		}
 		return err
 	})
@@ -266,8 +277,8 @@ func (s *SQLite) PutFederatedCredential(ctx context.Context, f FederatedCredenti
 }
 
 // DeleteFederatedCredential deletes one (ErrNotFound if none).
-func (s *SQLite) DeleteFederatedCredential(ctx context.Context, rg, identity, name string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM federated_credentials WHERE resource_group = ? AND identity = ? AND name = ?`, rg, identity, name)
+func (s *db) DeleteFederatedCredential(ctx context.Context, rg, identity, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM federated_credentials WHERE rg_key = $1 AND identity_key = $2 AND name_key = $3`, nameKey(rg), nameKey(identity), nameKey(name))
 	if err != nil {
 		return fmt.Errorf("delete federated credential: %w", err)
 	}
@@ -279,8 +290,8 @@ func (s *SQLite) DeleteFederatedCredential(ctx context.Context, rg, identity, na
 
 const roleAssignmentColumns = `name, role, principal_id, scope, description, created_at`
 
-func queryRoleAssignments(ctx context.Context, db *sql.DB, where string, args ...any) ([]RoleAssignment, error) {
-	rows, err := db.QueryContext(ctx, `SELECT `+roleAssignmentColumns+` FROM role_assignments `+where+` ORDER BY created_at, name`, args...)
+func queryRoleAssignments(ctx context.Context, q1 *sql.DB, where string, args ...any) ([]RoleAssignment, error) {
+	rows, err := q1.QueryContext(ctx, `SELECT `+roleAssignmentColumns+` FROM role_assignments `+where+` ORDER BY created_at, name`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list role assignments: %w", err)
 	}
@@ -292,25 +303,25 @@ func queryRoleAssignments(ctx context.Context, db *sql.DB, where string, args ..
 		if err := rows.Scan(&a.Name, &a.Role, &a.PrincipalID, &a.Scope, &a.Description, &c); err != nil {
 			return nil, fmt.Errorf("list role assignments: %w", err)
 		}
-		a.Created = time.UnixMilli(c).UTC()
+		a.Created = fromMicros(c)
 		out = append(out, a)
 	}
 	return out, rows.Err()
 }
 
 // ListRoleAssignments returns every role assignment.
-func (s *SQLite) ListRoleAssignments(ctx context.Context) ([]RoleAssignment, error) {
+func (s *db) ListRoleAssignments(ctx context.Context) ([]RoleAssignment, error) {
 	return queryRoleAssignments(ctx, s.r, "")
 }
 
 // RoleAssignmentsOf returns the role assignments of a principal.
-func (s *SQLite) RoleAssignmentsOf(ctx context.Context, principalID string) ([]RoleAssignment, error) {
-	return queryRoleAssignments(ctx, s.r, "WHERE principal_id = ?", strings.ToLower(principalID))
+func (s *db) RoleAssignmentsOf(ctx context.Context, principalID string) ([]RoleAssignment, error) {
+	return queryRoleAssignments(ctx, s.r, "WHERE principal_id = $1", strings.ToLower(principalID))
 }
 
 // GetRoleAssignment returns one role assignment by name.
-func (s *SQLite) GetRoleAssignment(ctx context.Context, name string) (RoleAssignment, error) {
-	list, err := queryRoleAssignments(ctx, s.r, "WHERE name = ?", name)
+func (s *db) GetRoleAssignment(ctx context.Context, name string) (RoleAssignment, error) {
+	list, err := queryRoleAssignments(ctx, s.r, "WHERE name = $1", strings.ToLower(name))
 	if err != nil {
 		return RoleAssignment{}, err
 	}
@@ -323,13 +334,13 @@ func (s *SQLite) GetRoleAssignment(ctx context.Context, name string) (RoleAssign
 // PutRoleAssignment creates a role assignment; one with the same role,
 // principal and scope (ARM's RoleAssignmentExists) is returned instead,
 // with created false.
-func (s *SQLite) PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleAssignment, bool, error) {
+func (s *db) PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleAssignment, bool, error) {
 	var out RoleAssignment
 	var created bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var name string
-		err := tx.QueryRowContext(ctx, `SELECT name FROM role_assignments WHERE role = ? AND principal_id = ? AND scope = ? COLLATE NOCASE`,
-			a.Role, strings.ToLower(a.PrincipalID), a.Scope).Scan(&name)
+		err := tx.QueryRowContext(ctx, `SELECT name FROM role_assignments WHERE role = $1 AND principal_id = $2 AND scope_key = $3`,
+			a.Role, strings.ToLower(a.PrincipalID), strings.ToLower(a.Scope)).Scan(&name)
 		switch {
 		case err == nil:
 			a.Name = name
@@ -338,8 +349,8 @@ func (s *SQLite) PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleA
 			return err
 		}
 		created = true
-		_, err = tx.ExecContext(ctx, `INSERT INTO role_assignments(`+roleAssignmentColumns+`) VALUES (?, ?, ?, ?, ?, ?)`,
-			a.Name, a.Role, strings.ToLower(a.PrincipalID), a.Scope, a.Description, now())
+		_, err = tx.ExecContext(ctx, `INSERT INTO role_assignments(name, role, principal_id, scope, scope_key, description, created_at) VALUES (`+placeholders(1, 7)+`)`,
+			strings.ToLower(a.Name), a.Role, strings.ToLower(a.PrincipalID), a.Scope, strings.ToLower(a.Scope), a.Description, now())
 		return err
 	})
 	if err != nil {
@@ -350,8 +361,8 @@ func (s *SQLite) PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleA
 }
 
 // DeleteRoleAssignment deletes one by name (ErrNotFound if none).
-func (s *SQLite) DeleteRoleAssignment(ctx context.Context, name string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM role_assignments WHERE name = ?`, name)
+func (s *db) DeleteRoleAssignment(ctx context.Context, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM role_assignments WHERE name = $1`, strings.ToLower(name))
 	if err != nil {
 		return fmt.Errorf("delete role assignment: %w", err)
 	}

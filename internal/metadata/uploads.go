@@ -8,8 +8,8 @@ import (
 
 // UploadsBefore lists the upload sessions created before cutoff (the
 // janitor forgets those whose staged bytes are gone).
-func (s *SQLite) UploadsBefore(ctx context.Context, cutoff time.Time) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM uploads WHERE created_at < ?`, cutoff.UnixMilli())
+func (s *db) UploadsBefore(ctx context.Context, cutoff time.Time) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM uploads WHERE created_at < $1`, micros(cutoff))
 	if err != nil {
 		return nil, fmt.Errorf("uploads: %w", err)
 	}

@@ -34,8 +34,11 @@ import (
 
 // Options configure a server. cmd/arca fills them from flags, env and file.
 type Options struct {
-	Addr            string
-	DataDir         string
+	Addr    string
+	DataDir string
+	// Metadata names the metadata store (metadata.Open): "" for the
+	// embedded SQLite database under DataDir, or a postgres:// URL.
+	Metadata        string
 	RegistryName    string
 	TLSCert         string
 	TLSKey          string
@@ -88,7 +91,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	guard   *guard
-	meta    *metadata.SQLite
+	meta    metadata.Store
 	blobs   *blobstore.FS
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
@@ -146,7 +149,7 @@ func (s *Server) openStores(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	meta, err := metadata.OpenSQLite(ctx, filepath.Join(s.opts.DataDir, "arca.db"))
+	meta, err := metadata.Open(ctx, s.opts.Metadata, s.opts.DataDir)
 	if err != nil {
 		return err
 	}
