@@ -128,6 +128,10 @@ type Store interface {
 	AddAudit(ctx context.Context, e AuditEntry) error
 	ListAudit(ctx context.Context, since time.Time, n int) ([]AuditEntry, error)
 
+	// Per-rule statistics in time buckets (the portal's history).
+	AddStats(ctx context.Context, rows []StatRow) error
+	ListStats(ctx context.Context, registry string, since time.Time) ([]StatRow, error)
+	PruneStats(ctx context.Context, before time.Time) error
 	// User-assigned identities, federated credentials, role assignments.
 	GetIdentity(ctx context.Context, rg, name string) (UserIdentity, error)
 	GetIdentityByPrincipal(ctx context.Context, principalID string) (UserIdentity, error)
