@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -482,10 +483,25 @@ func TestPortalClosedByDefault(t *testing.T) {
 
 	jar, _ := cookiejar.New(nil)
 	cl := noRedirect(jar)
-	resp, err := cl.PostForm(a.URL()+"/portal/signin", url.Values{"token": {ptAdminToken}})
-	if err != nil {
+	// Login CSRF: a sign-in post without the form's token (as another site
+	// would send it) is refused and starts no session, even when the
+	// browser holds a sign-in form's cookie.
+	if resp, err := cl.Get(a.URL() + "/portal/signin"); err != nil {
 		t.Fatal(err)
+	} else {
+		resp.Body.Close()
 	}
+	for _, csrf := range []string{"", "wrong"} {
+		resp, err := cl.PostForm(a.URL()+"/portal/signin", url.Values{"token": {ptAdminToken}, "csrf": {csrf}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Set-Cookie") != "" {
+			t.Errorf("sign-in with CSRF token %q: %d, Set-Cookie %q; want 403 and no cookie", csrf, resp.StatusCode, resp.Header.Get("Set-Cookie"))
+		}
+	}
+	resp := portalSignIn(t, cl, a.URL(), "")
 	resp.Body.Close()
 	ck := resp.Header.Get("Set-Cookie")
 	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/portal/"} {
@@ -541,10 +557,7 @@ func TestPortalStatisticsSurviveRestart(t *testing.T) {
 	a = start()
 	jar, _ := cookiejar.New(nil)
 	cl := &http.Client{Jar: jar}
-	resp, err := cl.PostForm(a.URL()+"/portal/signin", url.Values{"token": {ptAdminToken}, "next": {"/portal/stats"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := portalSignIn(t, cl, a.URL(), "/portal/stats")
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	html := string(body)
@@ -566,14 +579,13 @@ func TestPortalStatisticsSurviveRestart(t *testing.T) {
 func TestPortalSessionCookieSecureUnderTLS(t *testing.T) {
 	cert, key := selfSignedCert(t)
 	a := startClosedArca(t, "--tls-cert", cert, "--tls-key", key)
+	jar, _ := cookiejar.New(nil)
 	cl := &http.Client{
+		Jar:           jar,
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the test's own self-signed cert
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	resp, err := cl.PostForm(a.URL()+"/portal/signin", url.Values{"token": {ptAdminToken}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := portalSignIn(t, cl, a.URL(), "")
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("sign-in over TLS: %d, want 303", resp.StatusCode)
@@ -584,4 +596,31 @@ func TestPortalSessionCookieSecureUnderTLS(t *testing.T) {
 			t.Errorf("session cookie over TLS %q lacks %s", ck, want)
 		}
 	}
+}
+
+var signinCSRF = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// portalSignIn signs cl (which needs a cookie jar) in as the admin: it gets
+// the form for its CSRF token, then posts it. The caller closes the body.
+func portalSignIn(t *testing.T, cl *http.Client, base, next string) *http.Response {
+	t.Helper()
+	resp, err := cl.Get(base + "/portal/signin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := signinCSRF.FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("sign-in form has no CSRF token:\n%s", body)
+	}
+	f := url.Values{"token": {ptAdminToken}, "csrf": {string(m[1])}}
+	if next != "" {
+		f.Set("next", next)
+	}
+	resp, err = cl.PostForm(base+"/portal/signin", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
 }

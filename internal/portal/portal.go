@@ -267,11 +267,17 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(next, "/portal/") || strings.HasPrefix(next, "//") {
 		next = "/portal/cache"
 	}
-	type form struct{ Next string }
+	type form struct{ Next, CSRF string }
 	switch r.Method {
 	case http.MethodGet:
-		h.write(w, http.StatusOK, "signin", page{Title: "Sign in", Data: form{next}})
+		h.write(w, http.StatusOK, "signin", page{Title: "Sign in", Data: form{next, loginCSRF(w, r)}})
 	case http.MethodPost:
+		// Login CSRF: without it another site could sign the browser in
+		// with the attacker's token.
+		if !loginCSRFOK(r) {
+			http.Error(w, "missing or wrong CSRF token: reload the sign-in page and try again", http.StatusForbidden)
+			return
+		}
 		token := strings.TrimSpace(r.PostFormValue("token"))
 		a := &api{h: h.opts.API, token: token, remote: r.RemoteAddr}
 		var in info
@@ -281,7 +287,7 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 			if errors.As(err, &ae) {
 				msg = "(" + ae.Code + ") " + ae.Message
 			}
-			h.write(w, http.StatusUnauthorized, "signin", page{Title: "Sign in", Error: msg, Data: form{next}})
+			h.write(w, http.StatusUnauthorized, "signin", page{Title: "Sign in", Error: msg, Data: form{next, r.PostFormValue("csrf")}})
 			return
 		}
 		h.sessions.start(w, r, token)

@@ -93,3 +93,23 @@ func csrfOK(se session, r *http.Request) bool {
 	got := r.PostFormValue("csrf")
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(se.csrf)) == 1
 }
+
+// loginCookie holds the sign-in form's CSRF token (double submit: there is
+// no session yet to keep it in).
+const loginCookie = "arca_portal_login"
+
+// loginCSRF sets a fresh sign-in CSRF token in its cookie and returns it
+// for the form.
+func loginCSRF(w http.ResponseWriter, r *http.Request) string {
+	t := randomID()
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: t, Path: "/portal/signin", MaxAge: int(sessionIdle.Seconds()),
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	return t
+}
+
+// loginCSRFOK checks the sign-in form's token against its cookie.
+func loginCSRFOK(r *http.Request) bool {
+	c, err := r.Cookie(loginCookie)
+	got := r.PostFormValue("csrf")
+	return err == nil && got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(c.Value)) == 1
+}
