@@ -420,6 +420,27 @@ func TestPortalBrowser(t *testing.T) {
 		t.Errorf("form controls without a label: %v", unlabelled)
 	}
 
+	// Sync now: make app-cache ActiveSync through its Edit form, then sync
+	// a tag only the upstream has; the run's result is shown and the tag is
+	// in the repository afterwards.
+	seedImage(t, up, "library/app", "v9", newImage(t, 155, "amd64", 8<<10))
+	b.do("edit to ActiveSync", N(base+"/portal/cache/app-cache/edit"), W(css("#syncMode")),
+		chromedp.SetValue(css("#syncMode"), "ActiveSync"), C(css(`button[value="save"]`)), W(css(".notice")))
+	if got := b.text(`tr[data-rule="app-cache"] td[data-label="Sync mode"]`); got != "ActiveSync" {
+		t.Errorf("after edit: app-cache sync mode %q", got)
+	}
+	b.do("sync now", K(css("#tag-app-cache"), "v9"), S(css("#tag-app-cache")), W(css(".notice")), b.shot("11-sync-now"))
+	if msg := b.text(".notice"); msg != "Synced app-cache:v9." {
+		t.Errorf("sync now: notice %q", msg)
+	}
+	if got := b.text(`tr[data-rule="app-cache"] td[data-label="Last sync"]`); !strings.HasPrefix(got, "Succeeded at ") {
+		t.Errorf("after sync now: app-cache last sync %q, want Succeeded at …", got)
+	}
+	b.do("repositories after sync", N(base+"/portal/repositories"), W(css(`[id="repo-app"]`)))
+	if got := b.attr(`section[aria-labelledby="repo-app"] input.pull[value$=":v9"]`, "value"); got != "docker pull "+a.Addr+"/app:v9" {
+		t.Errorf("after sync now: pull line %q", got)
+	}
+
 	// Delete with confirmation: the link asks first; Delete deletes.
 	b.do("delete", N(base+"/portal/cache"),
 		C(css(`a[aria-label="Delete lib-wild"]`)), W(css("button.danger")), b.shot("08-delete-confirm"),
