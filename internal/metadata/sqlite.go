@@ -52,6 +52,7 @@ var migrations = []string{
 	schemaSync,
 	schemaRateLimits,
 	schemaPushed,
+	schemaUploadState,
 }
 
 // OpenSQLite opens (creating if needed) the database file at path.

@@ -52,7 +52,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	if err != nil {
 		return nil, nil, err
 	}
-	bsrc, err := backup.NewDirSource(s.opts.DataDir)
+	bsrc, err := backup.NewStoreSource(s.opts.DataDir, s.blobs)
 	if err != nil {
 		return nil, nil, err
 	}

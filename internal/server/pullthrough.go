@@ -61,7 +61,7 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 	}
 	rs := cache.NewRuleSet(s.meta, secrets)
 	c := cache.New(cache.Options{
-		Blobs: s.blobs, Meta: s.meta, Upstream: up, Logger: s.log,
+		Blobs: s.blobs, SpoolDir: s.opts.DataDir, Meta: s.meta, Upstream: up, Logger: s.log,
 		Revalidate: o.Revalidate, FetchTimeout: o.FetchTimeout, Registerer: reg,
 	})
 	return &pullThrough{up: up, rules: rs, cache: c}, nil

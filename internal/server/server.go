@@ -32,8 +32,15 @@ import (
 
 // Options configure a server. cmd/arca fills them from flags, env and file.
 type Options struct {
-	Addr            string
-	DataDir         string
+	Addr    string
+	DataDir string
+	// Blobs is where blobs live: "" for the filesystem under DataDir, or
+	// s3://BUCKET/PREFIX?endpoint=...&region=...&path-style=... (see
+	// blobstore.ParseS3URL; credentials from the AWS environment).
+	Blobs string
+	// BlobRedirect, when > 0 and the blob backend presigns URLs (S3),
+	// answers blob GETs with a redirect to a URL valid this long.
+	BlobRedirect    time.Duration
 	RegistryName    string
 	TLSCert         string
 	TLSKey          string
@@ -62,7 +69,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	meta    *metadata.SQLite
-	blobs   *blobstore.FS
+	blobs   blobstore.Backend
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
 	mgmt    *mgmt.Handler
@@ -104,7 +111,7 @@ func (s *Server) openStores(ctx context.Context) error {
 	if err := os.MkdirAll(s.opts.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	blobs, err := blobstore.NewFS(filepath.Join(s.opts.DataDir, "blobs"))
+	blobs, err := openBlobs(ctx, s.opts)
 	if err != nil {
 		return err
 	}
@@ -114,6 +121,24 @@ func (s *Server) openStores(ctx context.Context) error {
 	}
 	s.blobs, s.meta = blobs, meta
 	return nil
+}
+
+// openBlobs opens the blob backend opts.Blobs names. The URL is never
+// echoed: it may be all a misconfiguration shows of an endpoint.
+func openBlobs(ctx context.Context, opts Options) (blobstore.Backend, error) {
+	if opts.Blobs == "" {
+		return blobstore.NewFS(filepath.Join(opts.DataDir, "blobs"))
+	}
+	cfg, err := blobstore.ParseS3URL(opts.Blobs)
+	if err != nil {
+		return nil, err
+	}
+	b, err := blobstore.NewS3(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger.Info("blobs in S3", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "endpoint", cfg.Endpoint)
+	return b, nil
 }
 
 // build wires the pull-through cache, active sync, the management plane
@@ -151,6 +176,7 @@ func (s *Server) build(ctx context.Context) error {
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
+		BlobRedirect: s.opts.BlobRedirect,
 	})
 
 	mux := http.NewServeMux()
@@ -195,9 +221,9 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "metadata store: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	probe := filepath.Join(s.opts.DataDir, ".ready-probe")
-	if err := os.WriteFile(probe, []byte("ok"), 0o644); err != nil {
-		http.Error(w, "data dir not writable", http.StatusServiceUnavailable)
+	if err := s.blobs.Check(ctx); err != nil {
+		s.log.Warn("readiness: blob store", "err", err)
+		http.Error(w, "blob store not ready", http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain")
@@ -284,7 +310,7 @@ func (s *Server) janitor(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		if n, err := s.blobs.PurgeUploads(s.opts.UploadMaxAge); err != nil {
+		if n, err := blobstore.PurgeStaged(ctx, s.blobs, s.opts.UploadMaxAge); err != nil {
 			s.log.Warn("purge uploads", "err", err)
 		} else if n > 0 {
 			s.log.Info("purged abandoned uploads", "count", n)
