@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -58,7 +59,8 @@ type uploadState struct {
 // algorithm is hashed, and no byte past size is accepted.
 func (s *Store) NewWriter(ctx context.Context, expected digest.Digest, size int64) (*Writer, error) {
 	w := &Writer{store: s, limit: s.limit(size)}
-	switch expected.Algorithm() {
+	alg, _, _ := strings.Cut(string(expected), ":")
+	switch digest.Algorithm(alg) {
 	case digest.SHA256:
 		w.h256 = sha256.New()
 	case digest.SHA512:
@@ -328,7 +330,7 @@ func (w *Writer) verify(expected digest.Digest, size int64) error {
 		return fmt.Errorf("%w: staged %d bytes, expected %d", blobstore.ErrSizeMismatch, w.size, size)
 	}
 	var h hash.Hash
-	switch expected.Algorithm() {
+	switch expected.Algorithm() { // valid: checked above
 	case digest.SHA256:
 		h = w.h256
 	case digest.SHA512:
