@@ -103,14 +103,16 @@ func Start(t testing.TB, o Options) *Proc {
 		o.DataDir = t.TempDir()
 	}
 	args := append([]string{"serve", "--addr", o.Addr, "--data-dir", o.DataDir}, o.Args...)
+	blobArgs, blobEnv := blobsFlags(t, o)
+	args = append(args, blobArgs...)
 	if !slices.Contains(o.Args, "--upstream-allow") {
 		// Tests stay on loopback: names such as docker.io or a Key Vault
 		// host in a test's rules are refused, never resolved.
 		args = append(args, LoopbackOnly...)
 	}
 	cmd := exec.Command(o.Bin, args...)
-	if o.Env != nil {
-		cmd.Env = append(os.Environ(), o.Env...)
+	if o.Env != nil || blobEnv != nil {
+		cmd.Env = append(append(os.Environ(), o.Env...), blobEnv...)
 	}
 	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out

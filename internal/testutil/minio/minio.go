@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -112,6 +113,9 @@ func StartIn(bin, dir string) (*Server, error) {
 		s.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
 			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "HOME="+dir)
 		s.cmd.Stdout, s.cmd.Stderr = s.stderr, s.stderr
+		// Killed if the test binary dies without stopping it (a server
+		// shared by a test binary is never stopped otherwise).
+		s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := s.cmd.Start(); err != nil {
 			return nil, fmt.Errorf("minio: start: %w", err)
 		}
