@@ -119,6 +119,10 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	return s, nil
 }
 
+// Bucket and Prefix say where the blobs are (for logs).
+func (s *S3) Bucket() string { return s.bucket }
+func (s *S3) Prefix() string { return s.prefix }
+
 func (s *S3) blobKey(d digest.Digest) (string, error) {
 	if err := d.Validate(); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNotFound, err)

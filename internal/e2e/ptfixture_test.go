@@ -69,6 +69,7 @@ func (a *arca) tryCLI(args ...string) (string, error) {
 	defer os.RemoveAll(home)
 	cmd.Env = append(os.Environ(), "HOME="+home, "ARCA_CONFIG_DIR="+home,
 		"ARCA_ENDPOINT="+a.URL(), "ARCA_TOKEN="+ptAdminToken)
+	cmd.Env = append(cmd.Env, a.BlobEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -123,21 +123,15 @@ func (s *Server) openStores(ctx context.Context) error {
 	return nil
 }
 
-// openBlobs opens the blob backend opts.Blobs names. The URL is never
-// echoed: it may be all a misconfiguration shows of an endpoint.
+// openBlobs opens the blob backend opts.Blobs names.
 func openBlobs(ctx context.Context, opts Options) (blobstore.Backend, error) {
-	if opts.Blobs == "" {
-		return blobstore.NewFS(filepath.Join(opts.DataDir, "blobs"))
-	}
-	cfg, err := blobstore.ParseS3URL(opts.Blobs)
+	b, err := blobstore.Open(ctx, opts.Blobs, filepath.Join(opts.DataDir, "blobs"))
 	if err != nil {
 		return nil, err
 	}
-	b, err := blobstore.NewS3(ctx, cfg)
-	if err != nil {
-		return nil, err
+	if s3, ok := b.(*blobstore.S3); ok {
+		opts.Logger.Info("blobs in S3", "bucket", s3.Bucket(), "prefix", s3.Prefix())
 	}
-	opts.Logger.Info("blobs in S3", "bucket", cfg.Bucket, "prefix", cfg.Prefix, "endpoint", cfg.Endpoint)
 	return b, nil
 }
 

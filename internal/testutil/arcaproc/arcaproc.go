@@ -84,6 +84,10 @@ var LoopbackOnly = []string{"--upstream-allow", "127.0.0.0/8", "--upstream-allow
 type Proc struct {
 	Addr    string // host:port
 	DataDir string
+	// BlobArgs and BlobEnv are the --blobs flag and the credentials the
+	// server got from ARCA_TEST_BLOBS (none for the default filesystem):
+	// what an offline command on its data directory needs too.
+	BlobArgs, BlobEnv []string
 
 	t       testing.TB
 	cmd     *exec.Cmd
@@ -114,7 +118,7 @@ func Start(t testing.TB, o Options) *Proc {
 	if o.Env != nil || blobEnv != nil {
 		cmd.Env = append(append(os.Environ(), o.Env...), blobEnv...)
 	}
-	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
+	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, BlobArgs: blobArgs, BlobEnv: blobEnv, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	// Own process group (a kill -9 hits only arca); killed if the test
 	// binary dies without cleaning up.
