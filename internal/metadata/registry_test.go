@@ -163,3 +163,31 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 		t.Errorf("error is not one line: %q", err)
 	}
 }
+
+// An upload row keeps the session's progress; saving is conditional on
+// the offset the writer started from, so one of two writers wins.
+func TestUploadState(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	if _, _, err := s.LoadUploadState(ctx, "nope-nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("load of no session: %v", err)
+	}
+	if err := s.SaveUploadState(ctx, "nope-nope", 0, 1, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("save of no session: %v", err)
+	}
+	if err := s.CreateUpload(ctx, "reg", "repo", "sess-0001"); err != nil {
+		t.Fatal(err)
+	}
+	if size, st, err := s.LoadUploadState(ctx, "sess-0001"); err != nil || size != 0 || st != nil {
+		t.Fatalf("new session: %d %q %v", size, st, err)
+	}
+	if err := s.SaveUploadState(ctx, "sess-0001", 0, 10, []byte("ten")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveUploadState(ctx, "sess-0001", 0, 7, []byte("seven")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second writer from offset 0: %v, want ErrConflict", err)
+	}
+	if size, st, err := s.LoadUploadState(ctx, "sess-0001"); err != nil || size != 10 || string(st) != "ten" {
+		t.Fatalf("after the race: %d %q %v", size, st, err)
+	}
+}
