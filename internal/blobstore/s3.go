@@ -170,20 +170,80 @@ func (s *S3) Stat(ctx context.Context, d digest.Digest) (int64, error) {
 	return info.Size, nil
 }
 
-// Open returns blob d; each Seek followed by a Read issues one ranged GET.
+// Open returns blob d. Reading issues one GET from the current offset to
+// the end and streams its body; a Seek drops it, and the next Read issues
+// a ranged GET from there (http.ServeContent seeks once per range).
 func (s *S3) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
 	key, err := s.blobKey(d)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.Stat(ctx, d); err != nil {
+	size, err := s.Stat(ctx, d)
+	if err != nil {
 		return nil, err
 	}
-	o, err := s.c.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("blobstore s3 open %s: %w", d, err)
+	return &s3Reader{ctx: ctx, core: minio.Core{Client: s.c}, bucket: s.bucket, key: key, size: size}, nil
+}
+
+type s3Reader struct {
+	ctx         context.Context
+	core        minio.Core
+	bucket, key string
+	size, off   int64
+	body        io.ReadCloser
+}
+
+func (r *s3Reader) Read(p []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
 	}
-	return o, nil
+	if r.body == nil {
+		var opts minio.GetObjectOptions
+		if r.off > 0 {
+			if err := opts.SetRange(r.off, 0); err != nil {
+				return 0, err
+			}
+		}
+		body, _, _, err := r.core.GetObject(r.ctx, r.bucket, r.key, opts)
+		if err != nil {
+			return 0, fmt.Errorf("blobstore s3 read %s at %d: %w", r.key, r.off, err)
+		}
+		r.body = body
+	}
+	n, err := r.body.Read(p)
+	r.off += int64(n)
+	if err == io.EOF && r.off < r.size {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (r *s3Reader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		offset += r.off
+	case io.SeekEnd:
+		offset += r.size
+	}
+	if offset < 0 {
+		return 0, errors.New("blobstore s3: seek before the start")
+	}
+	if offset > r.size {
+		return 0, fmt.Errorf("blobstore s3: seek to %d past the end (%d)", offset, r.size)
+	}
+	if offset != r.off && r.body != nil {
+		r.body.Close()
+		r.body = nil
+	}
+	r.off = offset
+	return offset, nil
+}
+
+func (r *s3Reader) Close() error {
+	if r.body != nil {
+		return r.body.Close()
+	}
+	return nil
 }
 
 // RedirectURL presigns a GET of blob d valid for ttl.
