@@ -38,6 +38,10 @@ func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest)
 		c.count("blob", Hit)
 		return &BlobSource{Size: size}, Hit, nil
 	}
+	if err := c.negative.notFound(t, "GET blob", blobRef(d)); err != nil {
+		c.count("blob", "error")
+		return nil, "", upstreamError(t, "blob "+d.String(), err)
+	}
 	f, status, err := c.follow(ctx, reg, t, d)
 	if err != nil {
 		c.count("blob", "error")
@@ -66,6 +70,7 @@ func (c *Cache) follow(ctx context.Context, reg string, t Target, d digest.Diges
 	}
 	if f.startErr != nil {
 		f.release()
+		c.negative.remember(t, blobRef(d), f.startErr, c.negative.ttl)
 		return nil, "", upstreamError(t, "blob "+d.String(), f.startErr)
 	}
 	switch {
@@ -83,9 +88,13 @@ func (c *Cache) StatBlob(ctx context.Context, reg string, t Target, d digest.Dig
 	if size, ok, err := c.local(ctx, reg, t, d); err != nil || ok {
 		return size, Hit, err
 	}
+	if err := c.negative.notFound(t, "HEAD blob", blobRef(d)); err != nil {
+		return 0, "", upstreamError(t, "blob "+d.String(), err)
+	}
 	size, err := c.up.HeadBlob(ctx, t.Upstream, d)
 	if err != nil {
-		return 0, "", upstreamError(t, "blob "+d.String(), err)
+		c.negative.remember(t, blobRef(d), err, c.negative.ttl)
+		return 0, "", c.upstreamFailed(t, "blob "+d.String(), err)
 	}
 	return size, Miss, nil
 }

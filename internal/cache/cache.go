@@ -77,6 +77,14 @@ type Options struct {
 	// Revalidate is how old a cached tag may be before a pull checks the
 	// upstream again (default 5 minutes, ACR's documented maximum delay).
 	Revalidate time.Duration
+	// RevalidateTimeout is how long a pull waits for a tag's revalidation
+	// before it serves the cached manifest (stale); the revalidation goes
+	// on in the background (default 2s).
+	RevalidateTimeout time.Duration
+	// NegativeTTL is how long an upstream 404 for a digest is remembered
+	// per source repository (default 30s; tags: at most Revalidate;
+	// negative: off).
+	NegativeTTL time.Duration
 	// FetchTimeout bounds one upstream blob transfer, which goes on even
 	// when the client that started it leaves (default 1 hour).
 	FetchTimeout time.Duration
@@ -93,8 +101,10 @@ type Cache struct {
 	content    *content.Store
 	log        *slog.Logger
 	revalidate time.Duration
+	revalWait  time.Duration
 	timeout    time.Duration
 	metrics    *metrics
+	negative   *negativeCache
 
 	// base is the parent of detached fetches; abort cancels it when
 	// shutdown cannot wait for them any longer.
@@ -117,6 +127,12 @@ func New(o Options) *Cache {
 	if o.Revalidate == 0 {
 		o.Revalidate = 5 * time.Minute
 	}
+	if o.RevalidateTimeout <= 0 {
+		o.RevalidateTimeout = 2 * time.Second
+	}
+	if o.NegativeTTL == 0 {
+		o.NegativeTTL = 30 * time.Second
+	}
 	if o.FetchTimeout == 0 {
 		o.FetchTimeout = time.Hour
 	}
@@ -127,9 +143,10 @@ func New(o Options) *Cache {
 	return &Cache{
 		blobs: o.Blobs, spoolDir: o.SpoolDir, meta: o.Meta, up: o.Upstream, log: o.Logger,
 		content:    &content.Store{Blobs: o.Blobs, Index: o.Meta},
-		revalidate: o.Revalidate, timeout: o.FetchTimeout,
-		metrics: newMetrics(o.Registerer),
-		base:    base, abort: abort,
+		revalidate: o.Revalidate, revalWait: o.RevalidateTimeout, timeout: o.FetchTimeout,
+		negative: newNegativeCache(o.NegativeTTL),
+		metrics:  newMetrics(o.Registerer),
+		base:     base, abort: abort,
 		inflight: map[fetchKey]*fetch{},
 	}
 }

@@ -53,8 +53,20 @@ type env struct {
 	srv   *httptest.Server
 	cache *cache.Cache
 	blobs blobstore.Backend
+	up    *upstream.Client
 	meta  *metadata.SQLite
 	dir   string
+}
+
+// waitHealthy waits until the upstream client's health probe has seen
+// host answer again (a failing host is marked unhealthy for a while).
+func (e *env) waitHealthy(t *testing.T, host string) {
+	t.Helper()
+	for start := time.Now(); !e.up.HostHealth(host).Healthy; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%s still unhealthy after 5s: %+v", host, e.up.HostHealth(host))
+		}
+	}
 }
 
 func newEnv(t testing.TB, upHost string, revalidate time.Duration, creds upstream.Credentials) *env {
@@ -91,7 +103,7 @@ func newEnvBlobs(t testing.TB, rules registry.Resolver, revalidate time.Duration
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() { srv.Close(); c.Wait(); meta.Close() })
-	return &env{srv: srv, cache: c, blobs: blobs, meta: meta, dir: dir}
+	return &env{srv: srv, cache: c, blobs: blobs, up: up, meta: meta, dir: dir}
 }
 
 func randomBytes(n int) []byte {
@@ -295,6 +307,7 @@ func TestTagFreshnessAndStaleIfError(t *testing.T) {
 		t.Fatalf("upstream 503: %d %q", r.status, r.cache)
 	}
 	proxy.Reset()
+	e.waitHealthy(t, proxy.Host())
 	second := up.Push(t, "img", "latest", randomBytes(1000))
 	time.Sleep(5 * time.Millisecond)
 	if r := get(t, url); r.cache != "miss" || digest.FromBytes(r.body) != second {
@@ -335,6 +348,7 @@ func TestUpstreamErrors(t *testing.T) {
 		t.Fatalf("503 upstream: %d %s", r.status, r.body)
 	}
 	proxy.Reset()
+	e.waitHealthy(t, proxy.Host())
 	proxy.TooManyRequests(1, "1")
 	start := time.Now()
 	r = get(t, e.srv.URL+"/v2/cached/img/manifests/v1")

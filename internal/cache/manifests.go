@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -62,14 +63,24 @@ func (c *Cache) Manifest(ctx context.Context, reg string, t Target, ref string) 
 // upstream 404, serves the cached manifest: a cache exists to keep clusters
 // pulling when the upstream misbehaves, and a tag that vanished upstream
 // stays pullable here until someone deletes it (as ACR keeps tags deleted
-// upstream).
+// upstream). A revalidation slower than the revalidation timeout serves
+// the cached manifest too and finishes in the background.
 func (c *Cache) revalidateTag(ctx context.Context, reg string, t Target, tag string, cached metadata.Manifest) (metadata.Manifest, Status, error) {
 	key := "revalidate\x00" + reg + "\x00" + t.Repo + "\x00" + tag
 	type result struct {
 		m      metadata.Manifest
 		status Status
 	}
-	v, err, _ := c.group.Do(key, func() (any, error) {
+	stale := func(err error) (metadata.Manifest, Status, error) {
+		c.log.Warn("upstream revalidation failed; serving cached manifest", "rule", t.Rule,
+			"upstream", t.Upstream.String(), "tag", tag, "digest", cached.Digest, "err", err)
+		c.count("manifest", Stale)
+		return cached, Stale, nil
+	}
+	if err := c.negative.notFound(t, "HEAD manifest", tag); err != nil {
+		return stale(err)
+	}
+	ch := c.group.DoChan(key, func() (any, error) {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestFetchTimeout)
 		defer cancel()
 		if m, ok := c.storedFor(dctx, reg, t, tag, tag); ok { // revalidated by a flight that just ended
@@ -89,24 +100,36 @@ func (c *Cache) revalidateTag(ctx context.Context, reg string, t Target, tag str
 			}
 			err = ferr
 		}
-		c.log.Warn("upstream revalidation failed; serving cached manifest", "rule", t.Rule,
-			"upstream", t.Upstream.String(), "tag", tag, "digest", cached.Digest, "err", err)
-		return result{cached, Stale}, nil
+		c.negative.remember(t, tag, err, c.revalidate)
+		return result{cached, Stale}, err
 	})
-	if err != nil {
-		return cached, "", err
+	timer := time.NewTimer(c.revalWait)
+	defer timer.Stop()
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return stale(res.Err)
+		}
+		r := res.Val.(result)
+		if r.status != Miss {
+			c.count("manifest", r.status)
+		}
+		return r.m, r.status, nil
+	case <-timer.C:
+		return stale(fmt.Errorf("no answer within the revalidation timeout (%s); revalidation goes on in the background", c.revalWait))
+	case <-ctx.Done():
+		return cached, "", ctx.Err()
 	}
-	r := v.(result)
-	if r.status != Miss {
-		c.count("manifest", r.status)
-	}
-	return r.m, r.status, nil
 }
 
 // fetchManifest fetches ref from the upstream and stores it (tagged tag
 // when tag is not empty). Concurrent fetches of the same ref share one
 // upstream request.
 func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, tag string) (metadata.Manifest, Status, error) {
+	if err := c.negative.notFound(t, "GET manifest", ref); err != nil {
+		c.count("manifest", "error")
+		return metadata.Manifest{}, "", upstreamError(t, "manifest "+ref, err)
+	}
 	key := "manifest\x00" + reg + "\x00" + t.Repo + "\x00" + ref
 	leader, stored := false, false
 	v, err, _ := c.group.Do(key, func() (any, error) {
@@ -121,7 +144,12 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 		}
 		um, err := c.up.GetManifest(dctx, t.Upstream, ref)
 		if err != nil {
-			return nil, upstreamError(t, "manifest "+ref, err)
+			ttl := c.revalidate // a tag may appear upstream any time
+			if tag == "" {
+				ttl = c.negative.ttl
+			}
+			c.negative.remember(t, ref, err, ttl)
+			return nil, c.upstreamFailed(t, "manifest "+ref, err)
 		}
 		parsed, err := parseOnce(um.MediaType, um.Body)
 		if err != nil {
@@ -166,9 +194,22 @@ func (c *Cache) storedFor(ctx context.Context, reg string, t Target, ref, tag st
 	return m, err == nil
 }
 
+// upstreamFailed logs an upstream failure in full (the client's answer
+// leaves the upstream's words out) and returns the client's answer.
+func (c *Cache) upstreamFailed(t Target, what string, err error) error {
+	lvl := slog.LevelWarn
+	if upstream.IsNotFound(err) {
+		lvl = slog.LevelDebug
+	}
+	c.log.Log(context.Background(), lvl, "upstream request failed", "rule", t.Rule, "upstream", t.Upstream.String(), "what", what, "err", err)
+	return upstreamError(t, what, err)
+}
+
 // upstreamError turns an upstream failure into the client's answer: an
 // upstream 404 stays a 404; anything else is ACR's 424 Failed Dependency,
-// naming the rule and what the upstream said.
+// naming the rule and what went wrong in words of ours: the upstream's
+// status and code, never its error body (which may come from an internal
+// service a redirect pointed at).
 func upstreamError(t Target, what string, err error) error {
 	var ee *errcode.Error
 	if errors.As(err, &ee) {
@@ -176,6 +217,10 @@ func upstreamError(t Target, what string, err error) error {
 	}
 	var e *errcode.Error
 	var ue *upstream.Error
+	reason := err.Error()
+	if errors.As(err, &ue) {
+		reason = ue.Summary()
+	}
 	switch {
 	case upstream.IsNotFound(err):
 		code := errcode.ManifestUnknown
@@ -183,10 +228,10 @@ func upstreamError(t Target, what string, err error) error {
 			code = errcode.BlobUnknown
 		}
 		e = errcode.New(code, fmt.Sprintf("%s not found in source '%s' for cache rule '%s'", what, t.Upstream, t.Rule))
-	case errors.As(err, &ue) && ue.StatusCode == http.StatusTooManyRequests:
-		e = errcode.New(errcode.FailedDependency, fmt.Sprintf("too many requests to source registry for cache rule '%s' (%s)", t.Rule, ue.Error()))
+	case ue != nil && ue.StatusCode == http.StatusTooManyRequests:
+		e = errcode.New(errcode.FailedDependency, fmt.Sprintf("too many requests to source registry for cache rule '%s' (%s)", t.Rule, reason))
 	default:
-		e = errcode.New(errcode.FailedDependency, fmt.Sprintf("request to pull %s from source '%s' for cache rule '%s' has failed: %v", what, t.Upstream, t.Rule, err))
+		e = errcode.New(errcode.FailedDependency, fmt.Sprintf("request to pull %s from source '%s' for cache rule '%s' has failed: %s", what, t.Upstream, t.Rule, reason))
 	}
 	e.Cause = err
 	return e

@@ -14,7 +14,7 @@ import (
 func (c *Cache) Referrers(ctx context.Context, t Target, subject digest.Digest, artifactType string) ([]oci.Descriptor, error) {
 	list, err := c.up.Referrers(ctx, t.Upstream, subject, artifactType)
 	if err != nil {
-		return nil, upstreamError(t, "referrers of "+subject.String(), err)
+		return nil, c.upstreamFailed(t, "referrers of "+subject.String(), err)
 	}
 	return list, nil
 }

@@ -70,7 +70,7 @@ func (c *Cache) SyncManifest(ctx context.Context, reg string, t Target, d digest
 	um, err := c.up.GetManifest(dctx, t.Upstream, d.String())
 	if err != nil {
 		c.count("manifest", "error")
-		return SyncedManifest{}, upstreamError(t, "manifest "+d.String(), err)
+		return SyncedManifest{}, c.upstreamFailed(t, "manifest "+d.String(), err)
 	}
 	if um.Digest != d {
 		return SyncedManifest{}, fmt.Errorf("upstream %s served manifest %s for %s", t.Upstream, um.Digest, d)

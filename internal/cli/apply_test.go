@@ -140,3 +140,19 @@ func TestApplyFileErrors(t *testing.T) {
 		t.Errorf("empty file from stdin: %v %q", res.err, res.stderr)
 	}
 }
+
+// An endless input (/dev/zero) is refused after 16 MiB with a clear
+// error, from a file and from stdin alike, instead of filling memory.
+func TestApplyInputIsBounded(t *testing.T) {
+	_, url := newFakeARM(t)
+	env := cliEnv(t, url)
+	res := runCLI(t, env, "", "apply", "-f", "/dev/zero")
+	if res.err == nil || !strings.Contains(res.err.Error(), "larger than 16 MiB") {
+		t.Errorf("apply -f /dev/zero: %v, want a too-large error", res.err)
+	}
+	big := "registry: myregistry\n#" + strings.Repeat("x", 17<<20) + "\n"
+	res = runCLI(t, env, big, "apply", "-f", "-")
+	if res.err == nil || !strings.Contains(res.err.Error(), "larger than 16 MiB") {
+		t.Errorf("apply -f - with 17 MiB: %v, want a too-large error (not a silently truncated file)", res.err)
+	}
+}

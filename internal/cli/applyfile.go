@@ -50,24 +50,32 @@ type applyRule struct {
 	ExcludeImageTypes    []string   `yaml:"excludeImageTypes"`
 }
 
-// maxApplyFile bounds the file we read.
-const maxApplyFile = 8 << 20
+// maxApplyFile bounds the file we read (a file of rules is kilobytes;
+// /dev/zero must not eat the machine's memory).
+const maxApplyFile = 16 << 20
 
 // readApplyFile reads path ("-" is stdin) strictly: unknown keys are
 // errors with their line, so a typo never silently drops a setting.
 func readApplyFile(path string, stdin io.Reader) (*applyFile, error) {
-	var b []byte
-	var err error
+	in := stdin
 	if path == "-" {
 		if stdin == nil {
 			return nil, errors.New("-f -: no standard input")
 		}
-		b, err = io.ReadAll(io.LimitReader(stdin, maxApplyFile))
 	} else {
-		b, err = os.ReadFile(path)
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
+		defer f.Close()
+		in = f
 	}
+	b, err := io.ReadAll(io.LimitReader(in, maxApplyFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(b) > maxApplyFile {
+		return nil, fmt.Errorf("%s: larger than %d MiB; an apply file holds rules and credential sets, not data", path, maxApplyFile>>20)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)

@@ -5,13 +5,17 @@ import (
 	"log/slog"
 	"os/signal"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/config"
+	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/server"
 )
 
@@ -46,6 +50,9 @@ which wins over the file.`,
 			if err := config.Apply(cmd.Flags(), configPath); err != nil {
 				return err
 			}
+			if err := checkSettings(cmd.Flags()); err != nil {
+				return err
+			}
 			if !registryNameRe.MatchString(opts.RegistryName) {
 				return fmt.Errorf("--registry-name %q: must be 5 to 50 alphanumeric characters", opts.RegistryName)
 			}
@@ -76,6 +83,14 @@ which wins over the file.`,
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	f.StringVar(&opts.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this loopback HOST:PORT; off when empty")
 	f.DurationVar(&opts.UploadMaxAge, "upload-max-age", 24*time.Hour, "abandoned uploads older than this are purged")
+	f.DurationVar(&opts.ReadHeaderTimeout, "read-header-timeout", 30*time.Second, "a client must send its request headers within this (slow-client protection)")
+	f.DurationVar(&opts.IdleTimeout, "idle-timeout", 2*time.Minute, "an idle keep-alive connection is closed after this")
+	f.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (HOST:PORT) instead of --addr, e.g. a private interface")
+	f.DurationVar(&opts.UploadSessionLifetime, "upload-session-lifetime", 24*time.Hour, "longest an upload session may take from its start (chunks after it are refused); 0: no limit")
+	f.IntVar(&opts.MaxUploadsPerIdentity, "max-uploads-per-identity", 64, "most upload sessions one identity (admin user, token, principal) may have open, started within --upload-max-age; 0: no cap")
+	f.DurationVar(&opts.AccessTokenTTL, "access-token-ttl", auth.DefaultAccessTTL, "lifetime of the data plane's JWT access tokens")
+	f.DurationVar(&opts.RefreshTokenTTL, "refresh-token-ttl", auth.DefaultRefreshTTL, "lifetime of refresh tokens (offline_token=true, access_type=offline)")
+	f.BoolVar(&opts.InsecureOpen, "insecure-open", false, "turn data-plane access control OFF: anyone may pull, push and delete (only with a loopback --addr; for trials and tests)")
 	f.DurationVar(&opts.StorageMetricsMaxAge, "storage-metrics-max-age", time.Minute, "how old the arca_storage_* gauges may get before a scrape recomputes them (grouped scans of the metadata)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -83,7 +98,58 @@ which wins over the file.`,
 	addManagementFlags(f, &opts.Management, env)
 	addPullThroughFlags(f, &opts.PullThrough)
 	addSyncFlags(f, &opts.Sync)
+	addLimitFlags(f, &opts.Limits)
 	return cmd
+}
+
+// addLimitFlags adds `arca serve`'s bounds on clients, uploads and disk use.
+func addLimitFlags(f *pflag.FlagSet, o *server.LimitOptions) {
+	o.MaxBlobSize = registry.DefaultMaxBlobSize
+	f.Var((*config.Size)(&o.MaxBlobSize), "max-blob-size", "largest blob one upload may push (bytes, or with a unit: 512MiB, 32GiB)")
+	o.MinFreeSpace = config.FreeSpace{Bytes: 1 << 30, Percent: 5}
+	f.Var(&o.MinFreeSpace, "min-free-space", `free space kept on --data-dir: below it /readyz fails and pushes are refused with 507 while pulls go on; a size, a percentage of the file system, or both ("1GiB,5%": whichever is smaller); "0" turns it off`)
+	f.DurationVar(&o.BodyIdleTimeout, "body-idle-timeout", 30*time.Second, "a request body that sends nothing for this long fails (a stalled upload)")
+	o.BodyMinRate = 1 << 10
+	f.Var((*config.Size)(&o.BodyMinRate), "body-min-rate", "least bytes per second a request body must send over each --body-idle-timeout window")
+	f.IntVar(&o.MaxUploadsPerClient, "max-uploads-per-client", 32, "blob upload requests one client address may have in progress at once")
+}
+
+// zeroTurnsOff lists the duration settings for which 0 means "off"; every
+// other duration must be positive.
+var zeroTurnsOff = map[string]bool{"negative-cache-ttl": true}
+
+// positiveInts lists the integer settings that must be at least 1.
+var positiveInts = map[string]bool{"max-uploads-per-client": true, "sync-concurrency": true, "max-cache-rules": true}
+
+// checkSettings refuses nonsensical durations and counts with a one-line
+// reason, before anything starts.
+func checkSettings(fs *pflag.FlagSet) error {
+	var errs []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		switch f.Value.Type() {
+		case "duration":
+			d, err := time.ParseDuration(f.Value.String())
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Sprintf("--%s %s: %v", f.Name, f.Value, err))
+			case d < 0:
+				errs = append(errs, fmt.Sprintf("--%s %s: must not be negative", f.Name, f.Value))
+			case d == 0 && !zeroTurnsOff[f.Name]:
+				errs = append(errs, fmt.Sprintf("--%s 0s: must be positive", f.Name))
+			}
+		case "int":
+			if n, err := strconv.Atoi(f.Value.String()); positiveInts[f.Name] && (err != nil || n < 1) {
+				errs = append(errs, fmt.Sprintf("--%s %s: must be at least 1", f.Name, f.Value))
+			}
+		}
+	})
+	if b := fs.Lookup("max-blob-size"); b != nil && b.Value.String() == "0" {
+		errs = append(errs, "--max-blob-size 0: must be positive")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid setting: %s", strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 func newLogger(env Env, format, level string) (*slog.Logger, error) {

@@ -13,9 +13,14 @@ import (
 func addPullThroughFlags(f *pflag.FlagSet, o *server.PullThroughOptions) {
 	f.StringArrayVar(&o.InsecureUpstreams, "insecure-upstream", nil, "upstream login server HOST:PORT to reach over plain HTTP (repeatable; everything else is HTTPS)")
 	f.DurationVar(&o.Revalidate, "revalidate-after", 5*time.Minute, "a cached tag older than this is checked upstream (with a HEAD) on its next pull")
+	f.DurationVar(&o.RevalidateTimeout, "revalidate-timeout", 2*time.Second, "how long a pull waits for that check before it serves the cached manifest (stale); the check goes on in the background")
+	f.DurationVar(&o.NegativeTTL, "negative-cache-ttl", 30*time.Second, "how long an upstream 404 for a digest is remembered per source repository (tags: at most --revalidate-after; 0: off)")
 	f.DurationVar(&o.FetchTimeout, "fetch-timeout", time.Hour, "longest an upstream blob transfer may take (it goes on when the client leaves)")
-	f.DurationVar(&o.UpstreamTimeout, "upstream-timeout", 30*time.Second, "how long to wait for an upstream's response headers")
-	f.StringArrayVar(&o.UpstreamAllow, "upstream-allow", nil, "only connect to these hosts (HOST, HOST:PORT or CIDR; repeatable): upstreams, their token and blob hosts, secret stores; others are refused before any DNS lookup. Empty: any")
+	f.DurationVar(&o.UpstreamConnectTimeout, "upstream-connect-timeout", 5*time.Second, "how long a TCP connect and TLS handshake to an upstream may take")
+	f.DurationVar(&o.UpstreamHeaderTimeout, "upstream-header-timeout", 15*time.Second, "how long to wait for an upstream's response headers (per attempt)")
+	f.DurationVar(&o.UpstreamIdleTimeout, "upstream-idle-timeout", 30*time.Second, "how long an upstream response body may pause before the transfer fails")
+	f.StringArrayVar(&o.UpstreamAllow, "upstream-allow", nil, "only connect to these hosts (HOST, HOST:PORT or CIDR; repeatable): upstreams, their token and blob hosts, secret stores; others are refused before any DNS lookup. Empty: public addresses, and loopback/private/link-local ones only for hosts a cache rule or credential set names")
+	f.StringArrayVar(&o.UpstreamCA, "upstream-ca", nil, "PEM file of a CA to trust for upstreams, besides the system's (repeatable; a private registry's CA)")
 	f.StringVar(&o.MirrorNamespace, "mirror-namespace", "docker.io", `upstream assumed for requests that match no rule and no repository (Docker's registry-mirrors); "" turns it off`)
 }
 

@@ -398,16 +398,28 @@ func (s *Store) UploadSize(ctx context.Context, id string) (int64, error) {
 // DiscardUpload removes the parts upload session id staged (its row is
 // the caller's to delete).
 func (s *Store) DiscardUpload(ctx context.Context, id string) error {
-	_, raw, err := s.Uploads.LoadUploadState(ctx, id)
-	if errors.Is(err, metadata.ErrNotFound) || raw == nil {
+	parts, err := s.UploadParts(ctx, id)
+	if errors.Is(err, blobstore.ErrUploadNotFound) || len(parts) == 0 {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	return s.Blobs.DeleteStaged(ctx, parts...)
+}
+
+// UploadParts lists the staged parts upload session id recorded so far.
+func (s *Store) UploadParts(ctx context.Context, id string) ([]string, error) {
+	_, raw, err := s.Uploads.LoadUploadState(ctx, id)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return nil, blobstore.ErrUploadNotFound
+	}
+	if err != nil || raw == nil {
+		return nil, err
+	}
 	var st uploadState
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("upload %s state: %w", id, err)
+		return nil, fmt.Errorf("upload %s state: %w", id, err)
 	}
-	return s.Blobs.DeleteStaged(ctx, st.Parts...)
+	return st.Parts, nil
 }

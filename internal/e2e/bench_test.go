@@ -242,7 +242,7 @@ func startArcaProc(dataDir string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(arcaBin, "serve", "--addr", addr, "--data-dir", dataDir, "--log-level", "warn")
+	cmd := exec.Command(arcaBin, "serve", "--addr", addr, "--data-dir", dataDir, "--log-level", "warn", "--insecure-open")
 	cmd.Stderr = benchLog(dataDir + ".log")
 	return startProc("arca", addr, "/readyz", cmd)
 }

@@ -19,6 +19,8 @@ type leanClient struct {
 	conn net.Conn
 	br   *bufio.Reader
 	buf  []byte
+	// authz, if set, is sent as the Authorization header.
+	authz string
 }
 
 func newLeanClient(addr string) *leanClient {
@@ -55,6 +57,9 @@ func (c *leanClient) try(path, accept string, sink io.Writer) (int, int64, error
 	req := "GET " + path + " HTTP/1.1\r\nHost: " + c.addr + "\r\nUser-Agent: arca-bench\r\n"
 	if accept != "" {
 		req += "Accept: " + accept + "\r\n"
+	}
+	if c.authz != "" {
+		req += "Authorization: " + c.authz + "\r\n"
 	}
 	if _, err := io.WriteString(c.conn, req+"\r\n"); err != nil {
 		c.Close()

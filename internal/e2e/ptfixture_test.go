@@ -58,7 +58,10 @@ func (a *arca) cli(t testing.TB, args ...string) string {
 	return out
 }
 
-func (a *arca) tryCLI(args ...string) (string, error) {
+func (a *arca) tryCLI(args ...string) (string, error) { return a.tryCLIAs(ptAdminToken, args...) }
+
+// tryCLIAs runs the CLI with another management token.
+func (a *arca) tryCLIAs(token string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, arcaBin, args...)
@@ -68,7 +71,7 @@ func (a *arca) tryCLI(args ...string) (string, error) {
 	}
 	defer os.RemoveAll(home)
 	cmd.Env = append(os.Environ(), "HOME="+home, "ARCA_CONFIG_DIR="+home,
-		"ARCA_ENDPOINT="+a.URL(), "ARCA_TOKEN="+ptAdminToken)
+		"ARCA_ENDPOINT="+a.URL(), "ARCA_TOKEN="+token)
 	cmd.Env = append(cmd.Env, a.BlobEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

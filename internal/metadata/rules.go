@@ -81,14 +81,15 @@ type RegistryRecord struct {
 }
 
 // SyncRegistries records regs (the configured registries), replacing the
-// host names of those already known. Registries no longer configured keep
+// host names of those already known (a registry the API created becomes
+// configured: startup flags win). Registries no longer configured keep
 // their rows (and rules) so that configuring them again restores them.
 func (s *SQLite) SyncRegistries(ctx context.Context, regs []RegistryRecord) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		for _, r := range regs {
 			hosts, _ := json.Marshal(append([]string{}, r.Hosts...))
 			_, err := tx.ExecContext(ctx, `INSERT INTO registries(name, hosts, created_at) VALUES (?, ?, ?)
-				ON CONFLICT(name) DO UPDATE SET hosts = excluded.hosts`, strings.ToLower(r.Name), string(hosts), now())
+				ON CONFLICT(name) DO UPDATE SET hosts = excluded.hosts, managed = 0`, strings.ToLower(r.Name), string(hosts), now())
 			if err != nil {
 				return fmt.Errorf("sync registries: %w", err)
 			}

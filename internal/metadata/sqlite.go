@@ -52,6 +52,7 @@ var migrations = []string{
 	schemaSync,
 	schemaRateLimits,
 	schemaPushed,
+	schemaAccess,
 	schemaUploadState,
 }
 

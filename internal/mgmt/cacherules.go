@@ -24,6 +24,7 @@ func (h *Handler) getCacheRule(w http.ResponseWriter, req *request) error {
 	out := h.cacheRuleJSONOf(req.registry, r, req.v)
 	if src, err := rules.ParseSource(r.Source); err == nil {
 		out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, r.CredentialSet, src.LoginServer)
+		out.Properties.UpstreamHealth = h.upstreamHealthOf(src.LoginServer)
 	}
 	if h.opts.Syncer != nil && req.v.extended && r.Mode() == rules.ActiveSync {
 		if st, err := h.opts.Syncer.Status(req.r.Context(), req.registry, r.Name); err == nil {

@@ -108,7 +108,7 @@ func TestCredentialHealthRecheckedPeriodically(t *testing.T) {
 	}
 	f := newFixture(t, func(o *Options) { o.Checker, o.HealthInterval = resolveOnly(t), 20*time.Millisecond })
 	mustStatus(t, "create", f.do("PUT", base("teamreg")+"/credentialSets/expiring", credSetBody("ghcr.io", "file://"+user, "file://"+user)), 201)
-	h, err := New(Options{Registries: mustRegistries(t), Store: f.meta, Token: mustToken(t), Checker: resolveOnly(t), HealthInterval: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	h, err := New(Options{Registries: mustRegistries(t), Store: f.meta, Principals: mustPrincipals(t, f.meta), Checker: resolveOnly(t), HealthInterval: 20 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +144,13 @@ func mustRegistries(t *testing.T) *Registries {
 	return regs
 }
 
-func mustToken(t *testing.T) *AdminToken {
-	tok, err := NewAdminToken(testToken)
+func mustPrincipals(t *testing.T, store PrincipalStore) *Principals {
+	p, err := NewPrincipals(store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tok
+	if err := p.SetAdminToken(context.Background(), testToken); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -71,10 +71,23 @@ func newFixtureWith(t testing.TB, srvOpt fixtureServerOpt, mods ...fixtureOpt) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := NewAdminToken(testToken)
+	var recs []metadata.RegistryRecord
+	for _, r := range regs.List() {
+		recs = append(recs, metadata.RegistryRecord{Name: r.Name, Hosts: r.Hosts})
+	}
+	if err := meta.SyncRegistries(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	principals, err := NewPrincipals(meta, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := principals.SetAdminToken(context.Background(), testToken); err != nil {
+		t.Fatal(err)
+	}
 	f := &fixture{t: t, meta: meta, logs: &syncBuffer{}}
 	opts := Options{
-		SubscriptionID: testSub, ResourceGroup: testRG, Registries: regs, Store: meta, Token: tok,
+		SubscriptionID: testSub, ResourceGroup: testRG, Registries: regs, Store: meta, Principals: principals, Access: meta,
 		Logger:   slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		OnChange: func(reg string) { f.mu.Lock(); f.changes = append(f.changes, reg); f.mu.Unlock() },
 	}

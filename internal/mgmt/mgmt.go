@@ -60,7 +60,8 @@ type Options struct {
 	ExternalURL string
 	Registries  *Registries
 	Store       Store
-	Token       *AdminToken
+	// Principals authenticates callers (admin token, principals' tokens).
+	Principals *Principals
 	// Checker computes credentialHealth (nil: always Unhealthy "not checked").
 	Checker CredentialChecker
 	// CheckTimeout bounds one credential check. Default 30s.
@@ -82,8 +83,17 @@ type Options struct {
 	// for a credential set (or anonymous pulls) on a login server, shown by
 	// GET of a cache rule or credential set.
 	RateLimits RateLimitStore
+	// UpstreamHealth, if set, reports how the data plane sees the host of
+	// a login server (shown by GET of a cache rule).
+	UpstreamHealth func(loginServer string) UpstreamHealth
 	// Syncer serves the estimate and on-demand sync endpoints (nil: 501).
 	Syncer Syncer
+	// Access keeps registry settings, scope maps and tokens (nil: those
+	// resources answer 501).
+	Access AccessStore
+	// OnAccessChange, if set, is called after a registry's settings
+	// changed (the data plane drops what it cached).
+	OnAccessChange func(registry string)
 	// Backup serves /arca/v1/backup/ (nil: 404); snapshots are staged in
 	// BackupTempDir (the system's temporary directory when empty).
 	Backup        BackupSource
@@ -101,8 +111,8 @@ type Handler struct {
 
 // New returns a Handler.
 func New(opts Options) (*Handler, error) {
-	if opts.Registries == nil || opts.Store == nil || opts.Token == nil {
-		return nil, errors.New("mgmt: Registries, Store and Token are required")
+	if opts.Registries == nil || opts.Store == nil || opts.Principals == nil {
+		return nil, errors.New("mgmt: Registries, Store and Principals are required")
 	}
 	if opts.SubscriptionID == "" {
 		opts.SubscriptionID = DefaultSubscriptionID
@@ -164,6 +174,7 @@ type request struct {
 	kind     string // "cacheRules", "credentialSets" or ""
 	name     string // resource name, "" for a collection
 	opID     string // operationStatuses / operationResults ID
+	caller   Caller
 }
 
 // ServeHTTP authenticates, checks the api-version and routes.
@@ -175,7 +186,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		corr = reqID
 	}
 	w.Header().Set("x-ms-correlation-request-id", corr)
-	err := h.serve(w, r)
+	sw := &statusWriter{ResponseWriter: w}
+	var c Caller
+	err := h.serve(sw, r, &c)
+	defer func() {
+		if r.Method != http.MethodGet && c.Name != "" {
+			h.auditCall(r, c, r.Method, r.URL.Path, http.StatusText(sw.status))
+		}
+	}()
 	if err == nil {
 		return
 	}
@@ -188,20 +206,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeError(w, ae)
 }
 
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
-	if err := h.opts.Token.check(r); err != nil {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, caller *Caller) error {
+	c, err := h.opts.Principals.Authenticate(r)
+	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="arca", error="invalid_token"`)
 		return err
 	}
+	*caller = c
 	seg := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-	if len(seg) == 3 && seg[0] == "arca" && seg[1] == "v1" && seg[2] == "info" {
-		if r.Method != http.MethodGet {
-			return errMethod(r)
+	if len(seg) >= 3 && seg[0] == "arca" && seg[1] == "v1" {
+		switch {
+		case len(seg) == 3 && seg[2] == "info":
+			if r.Method != http.MethodGet {
+				return errMethod(r)
+			}
+			return h.info(w, c)
+		case seg[2] == "principals" && len(seg) <= 4:
+			return h.principals(w, r, c, strings.Join(seg[3:], ""))
+		case len(seg) == 3 && seg[2] == "audit":
+			return h.auditLog(w, r, c)
+		case seg[2] == "backup":
+			// The whole metadata store (secret hashes included): Owners
+			// of every registry only.
+			if !c.allows(levelOwner, "") {
+				return errForbidden(c, r)
+			}
+			return h.backup(w, r, seg[3:])
 		}
-		return h.info(w)
-	}
-	if len(seg) >= 3 && seg[0] == "arca" && seg[1] == "v1" && seg[2] == "backup" {
-		return h.backup(w, r, seg[3:])
+		return errNotFound("InvalidResourceType", "Unknown arca API path.")
 	}
 	q := r.URL.Query()
 	_, present := q["api-version"]
@@ -212,6 +244,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	req, err := h.route(r, seg, v)
 	if err != nil {
 		return err
+	}
+	req.caller = c
+	if !c.allows(callLevel(req), req.registry) {
+		return errForbidden(c, r)
 	}
 	return h.dispatch(w, req)
 }
@@ -232,6 +268,17 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 		req.opID = seg[7]
 		return req, nil
 	}
+	// .../providers/Microsoft.ContainerRegistry/checkNameAvailability and
+	// .../providers/Microsoft.ContainerRegistry/registries (by subscription)
+	if len(seg) == 5 && eq(seg[2], "providers") && eq(seg[3], "Microsoft.ContainerRegistry") {
+		switch {
+		case eq(seg[4], "checkNameAvailability"):
+			req.kind = "checkNameAvailability"
+			return req, nil
+		case eq(seg[4], "registries"):
+			return req, nil
+		}
+	}
 	if len(seg) < 4 || !eq(seg[2], "resourceGroups") {
 		return nil, errNotFound("InvalidResourceType", "The resource type could not be found under subscription '"+seg[1]+"'.")
 	}
@@ -245,15 +292,30 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 		return req, nil // the registries collection
 	}
 	reg, ok := h.opts.Registries.Lookup(seg[7])
+	rest := seg[8:]
 	if !ok {
+		if len(rest) == 0 && (r.Method == http.MethodPut || r.Method == http.MethodDelete) {
+			req.registry = strings.ToLower(seg[7]) // create, or delete of nothing
+			return req, nil
+		}
 		return nil, errNotFound("ResourceNotFound", "The Resource 'Microsoft.ContainerRegistry/registries/"+seg[7]+"' under resource group '"+seg[3]+"' was not found.")
 	}
 	req.registry = reg.Name
-	rest := seg[8:]
 	switch {
 	case len(rest) == 0:
 	case len(rest) == 1 && eq(rest[0], "checkCacheRuleArtifactSyncEstimate"):
 		req.kind = "checkCacheRuleArtifactSyncEstimate"
+	case len(rest) == 1 && (eq(rest[0], "listCredentials") || eq(rest[0], "regenerateCredential") || eq(rest[0], "generateCredentials")):
+		req.kind = map[string]string{"listcredentials": "listCredentials", "regeneratecredential": "regenerateCredential",
+			"generatecredentials": "generateCredentials"}[strings.ToLower(rest[0])]
+	case (eq(rest[0], "scopeMaps") || eq(rest[0], "tokens")) && len(rest) <= 2:
+		req.kind = "scopeMaps"
+		if eq(rest[0], "tokens") {
+			req.kind = "tokens"
+		}
+		if len(rest) == 2 {
+			req.name = rest[1]
+		}
 	case eq(rest[0], "cacheRules") || eq(rest[0], "credentialSets"):
 		req.kind = "cacheRules"
 		if eq(rest[0], "credentialSets") {
@@ -304,7 +366,19 @@ func (h *Handler) dispatch(w http.ResponseWriter, req *request) error {
 			return errMethod(req.r)
 		}
 		return h.syncNow(w, req)
-	case req.registry == "" || req.kind == "":
+	case req.kind == "checkNameAvailability":
+		return h.checkNameAvailability(w, req)
+	case req.kind == "listCredentials" || req.kind == "regenerateCredential":
+		return h.adminCredentials(w, req)
+	case req.kind == "generateCredentials":
+		return h.generateCredentials(w, req)
+	case req.kind == "scopeMaps":
+		return h.scopeMaps(w, req)
+	case req.kind == "tokens":
+		return h.tokens(w, req)
+	case req.registry != "" && req.kind == "":
+		return h.registryResource(w, req)
+	case req.registry == "":
 		if m != http.MethodGet {
 			return errMethod(req.r)
 		}
@@ -329,38 +403,51 @@ func (h *Handler) baseURL(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-// info is GET /arca/v1/info, for arca's CLI.
-func (h *Handler) info(w http.ResponseWriter) error {
+// info is GET /arca/v1/info, for arca's CLI: the registries the caller
+// may see.
+func (h *Handler) info(w http.ResponseWriter, c Caller) error {
+	regs := []Registry{}
+	for _, r := range h.opts.Registries.List() {
+		if c.sees(r.Name) {
+			regs = append(regs, r)
+		}
+	}
 	writeJSON(w, http.StatusOK, struct {
 		SubscriptionID  string     `json:"subscriptionId"`
 		ResourceGroup   string     `json:"resourceGroup"`
 		DefaultRegistry string     `json:"defaultRegistry"`
 		Registries      []Registry `json:"registries"`
-	}{h.opts.SubscriptionID, h.opts.ResourceGroup, h.opts.Registries.Default(), h.opts.Registries.List()})
+	}{h.opts.SubscriptionID, h.opts.ResourceGroup, h.opts.Registries.Default(), regs})
 	return nil
 }
 
-// getRegistries serves GET on a registry or the registries collection:
-// read-only views so ARM clients can discover what the server hosts.
+// callLevel is the access a routed call needs: reading, or changing (and
+// reading secrets, which listCredentials and generateCredentials return).
+func callLevel(req *request) int {
+	switch req.r.Method {
+	case http.MethodGet:
+		return levelRead
+	case http.MethodPost:
+		if req.kind == "checkNameAvailability" || req.kind == "checkCacheRuleArtifactSyncEstimate" {
+			return levelRead
+		}
+	}
+	return levelWrite
+}
+
+// getRegistries lists the registries (by resource group or subscription:
+// arca has one of each).
 func (h *Handler) getRegistries(w http.ResponseWriter, req *request) error {
-	view := func(reg Registry) map[string]any {
-		login := ""
-		if len(reg.Hosts) > 0 {
-			login = reg.Hosts[0]
-		}
-		return map[string]any{
-			"id": h.registryID(reg.Name), "name": reg.Name, "type": typeRegistry, "location": h.opts.Location,
-			"properties": map[string]any{"loginServer": login, "provisioningState": rules.StateSucceeded},
-		}
-	}
-	if req.registry != "" {
-		reg, _ := h.opts.Registries.Lookup(req.registry)
-		writeJSON(w, http.StatusOK, view(reg))
-		return nil
-	}
 	list := []map[string]any{}
 	for _, reg := range h.opts.Registries.List() {
-		list = append(list, view(reg))
+		if !req.caller.sees(reg.Name) {
+			continue
+		}
+		v, err := h.registryView(req.r, reg)
+		if err != nil {
+			return err
+		}
+		list = append(list, v)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"value": list})
 	return nil

@@ -63,16 +63,17 @@ type cacheRuleJSON struct {
 }
 
 type cacheRulePropsJSON struct {
-	CredentialSetResourceID *string         `json:"credentialSetResourceId,omitempty"`
-	SourceRepository        string          `json:"sourceRepository"`
-	TargetRepository        string          `json:"targetRepository"`
-	CreationDate            string          `json:"creationDate,omitempty"`
-	ProvisioningState       string          `json:"provisioningState,omitempty"`
-	SyncMode                string          `json:"syncMode,omitempty"`
-	SyncReferrers           string          `json:"syncReferrers,omitempty"`
-	ArtifactSyncFilters     *filtersJSON    `json:"artifactSyncFilters,omitempty"`
-	ArtifactSyncStatus      *syncStatusJSON `json:"artifactSyncStatus,omitempty"`
-	UpstreamRateLimit       *rateLimitJSON  `json:"upstreamRateLimit,omitempty"`
+	CredentialSetResourceID *string             `json:"credentialSetResourceId,omitempty"`
+	SourceRepository        string              `json:"sourceRepository"`
+	TargetRepository        string              `json:"targetRepository"`
+	CreationDate            string              `json:"creationDate,omitempty"`
+	ProvisioningState       string              `json:"provisioningState,omitempty"`
+	SyncMode                string              `json:"syncMode,omitempty"`
+	SyncReferrers           string              `json:"syncReferrers,omitempty"`
+	ArtifactSyncFilters     *filtersJSON        `json:"artifactSyncFilters,omitempty"`
+	ArtifactSyncStatus      *syncStatusJSON     `json:"artifactSyncStatus,omitempty"`
+	UpstreamRateLimit       *rateLimitJSON      `json:"upstreamRateLimit,omitempty"`
+	UpstreamHealth          *upstreamHealthJSON `json:"upstreamHealth,omitempty"`
 	// ArtifactSyncRun is an arca extension: the last active-sync run in
 	// detail (artifactSyncStatus is the summary ACR shows).
 	ArtifactSyncRun any `json:"artifactSyncRun,omitempty"`
@@ -102,6 +103,36 @@ func (h *Handler) rateLimitOf(ctx context.Context, reg, credSet, loginServer str
 		return nil
 	}
 	return &rateLimitJSON{Limit: rl.Limit, Remaining: rl.Remaining, WindowSeconds: int64(rl.Window.Seconds()), ObservedAt: armTime(rl.ObservedAt)}
+}
+
+// UpstreamHealth is the data plane's view of an upstream host.
+type UpstreamHealth struct {
+	Healthy     bool
+	RateLimited bool // holding requests back after a 429
+	Reason      string
+	Until       time.Time
+}
+
+// upstreamHealthJSON is an arca extension: whether pulls through the rule
+// reach its upstream now, or fail fast (and serve cached content) until Until.
+type upstreamHealthJSON struct {
+	Status string `json:"status"` // Healthy, Unhealthy or RateLimited
+	Reason string `json:"reason,omitempty"`
+	Until  string `json:"until,omitempty"`
+}
+
+func (h *Handler) upstreamHealthOf(loginServer string) *upstreamHealthJSON {
+	if h.opts.UpstreamHealth == nil {
+		return nil
+	}
+	st := h.opts.UpstreamHealth(loginServer)
+	switch {
+	case st.Healthy:
+		return &upstreamHealthJSON{Status: "Healthy"}
+	case st.RateLimited:
+		return &upstreamHealthJSON{Status: "RateLimited", Reason: st.Reason, Until: armTime(st.Until)}
+	}
+	return &upstreamHealthJSON{Status: "Unhealthy", Reason: st.Reason, Until: armTime(st.Until)}
 }
 
 type syncStatusJSON struct {

@@ -1,13 +1,16 @@
 package mgmt
 
 import (
-	"errors"
-	"io/fs"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/arcacache/arca/internal/metadata"
 )
 
 func TestRegistriesForHost(t *testing.T) {
@@ -76,47 +79,76 @@ func TestRegistriesInvalid(t *testing.T) {
 	}
 }
 
-func TestAdminTokenStore(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := ReadAdminToken(dir); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("empty dir: %v", err)
+func TestAdminTokenInMetadataStore(t *testing.T) {
+	ctx := context.Background()
+	open := func() *metadata.SQLite {
+		meta, err := metadata.OpenSQLite(ctx, filepath.Join(t.TempDir(), "arca.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { meta.Close() })
+		return meta
 	}
-	token, tok, err := GenerateAdminToken()
-	if err != nil || !strings.HasPrefix(token, "arca_") || len(token) < 40 {
+	meta := open()
+	p, _ := NewPrincipals(meta, nil)
+	token, store, err := p.EnsureAdmin(ctx, t.TempDir())
+	if err != nil || !strings.HasPrefix(token, "arca_") || len(token) < 40 || store == nil {
 		t.Fatalf("generate: %q %v", token, err)
 	}
-	if err := StoreAdminToken(dir, tok); err != nil {
+	if _, ok, _ := p.Verify(ctx, token); ok {
+		t.Fatal("generated token works before it is stored")
+	}
+	if err := store(); err != nil {
 		t.Fatal(err)
 	}
-	stored, err := os.ReadFile(filepath.Join(dir, AdminTokenFile))
-	if err != nil || strings.Contains(string(stored), token) {
-		t.Fatalf("stored %q (err %v): must be the hash, not the token", stored, err)
+	if c, ok, _ := p.Verify(ctx, token); !ok || c.Role != RoleOwner || c.Name != AdminPrincipal {
+		t.Fatalf("stored token: %+v %v", c, ok)
 	}
-	if fi, _ := os.Stat(filepath.Join(dir, AdminTokenFile)); fi.Mode().Perm() != 0o600 {
-		t.Errorf("token file mode %v", fi.Mode().Perm())
+	if _, ok, _ := p.Verify(ctx, token+"x"); ok {
+		t.Fatal("wrong token accepted")
 	}
-	check := func(tok *AdminToken, bearer string) bool {
-		r, _ := http.NewRequest(http.MethodGet, "/", nil)
-		r.Header.Set("Authorization", "Bearer "+bearer)
-		return tok.check(r) == nil
+	pr, _ := meta.GetPrincipal(ctx, AdminPrincipal)
+	if len(pr.Salt) != 16 || strings.Contains(string(pr.Hash), token) {
+		t.Fatalf("stored principal: salt %d bytes", len(pr.Salt))
 	}
-	read, err := ReadAdminToken(dir)
-	if err != nil || !check(read, token) || check(read, token+"x") {
-		t.Fatalf("read back: %v", err)
+	// A second start keeps it.
+	if again, _, err := p.EnsureAdmin(ctx, t.TempDir()); err != nil || again != "" {
+		t.Fatalf("second start: %q %v", again, err)
 	}
-	// A second store (another replica, a second first start) does not overwrite.
-	_, other, _ := GenerateAdminToken()
-	if err := StoreAdminToken(dir, other); !errors.Is(err, fs.ErrExist) {
-		t.Fatalf("second store: %v", err)
+	// Weak configured secrets are refused; a strong one replaces the old.
+	for _, weak := range []string{"x", "change-me", "tok", strings.Repeat("a", 64), "abcdefgh12345678"} {
+		if err := p.SetAdminToken(ctx, weak); err == nil {
+			t.Errorf("weak admin token %q accepted", weak)
+		}
 	}
-	// A corrupt file is an error, not a silent new token.
-	if err := os.WriteFile(filepath.Join(dir, AdminTokenFile), []byte("garbage"), 0o600); err != nil {
+	strong := "Kq3v9Zt1xW8pLr2Ny6Bc4Hs7Jd0Fg5Me"
+	if err := p.SetAdminToken(ctx, strong); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadAdminToken(dir); err == nil || errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "corrupt") {
+	if _, ok, _ := p.Verify(ctx, token); ok {
+		t.Fatal("replaced token still accepted")
+	}
+
+	// An earlier version's unsalted hash file is imported once.
+	dir := t.TempDir()
+	sum := sha256.Sum256([]byte(token))
+	if err := os.WriteFile(filepath.Join(dir, legacyAdminTokenFile), []byte(hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p2, _ := NewPrincipals(open(), nil)
+	if tok, _, err := p2.EnsureAdmin(ctx, dir); err != nil || tok != "" {
+		t.Fatalf("import: %q %v", tok, err)
+	}
+	if _, ok, _ := p2.Verify(ctx, token); !ok {
+		t.Fatal("imported token refused")
+	}
+	if err := os.WriteFile(filepath.Join(dir, legacyAdminTokenFile), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := func() (string, func() error, error) {
+		p3, _ := NewPrincipals(open(), nil)
+		return p3.EnsureAdmin(ctx, dir)
+	}(); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt file: %v", err)
-	}
-	if _, err := NewAdminToken(""); err == nil {
-		t.Fatal("empty token accepted")
 	}
 }

@@ -113,7 +113,7 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, reg string) er
 	repos := []string{}
 	more := false
 	if n > 0 {
-		if repos, more, err = h.meta.ListRepositories(r.Context(), reg, last, n); err != nil {
+		if repos, more, err = h.listRepositories(r.Context(), reg, last, n); err != nil {
 			return err
 		}
 	}

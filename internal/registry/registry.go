@@ -76,7 +76,7 @@ type Options struct {
 	Registry func(*http.Request) string
 	// MaxManifest bounds manifest bodies (default oci.MaxManifestSize).
 	MaxManifest int64
-	// MaxBlobSize refuses pushed blobs larger than it (0: no limit).
+	// MaxBlobSize bounds one uploaded blob (default DefaultMaxBlobSize).
 	MaxBlobSize int64
 	// BlobRedirect sends blob GETs to a presigned backend URL valid this
 	// long when the backend can presign (0: stream them).
@@ -88,6 +88,16 @@ type Options struct {
 	// match no rule and no local repository be read as mirror requests for
 	// that registry: Docker's registry-mirrors sends Docker Hub paths as is.
 	MirrorNamespace string
+	// Access checks every request (nil: no access control; the server
+	// always sets one, closed unless started with --insecure-open).
+	Access Access
+	// MaxUploadsPerIdentity caps the upload sessions one identity may have
+	// open (started within UploadMaxAge); <= 0: no cap.
+	MaxUploadsPerIdentity int
+	UploadMaxAge          time.Duration
+	// UploadSessionLifetime is the longest an upload session may take
+	// from its start (<= 0: no limit).
+	UploadSessionLifetime time.Duration
 }
 
 // Resolver finds the cache rule serving a repository. ns is the upstream
@@ -105,11 +115,18 @@ type Handler struct {
 	log         *slog.Logger
 	registry    func(*http.Request) string
 	maxManifest int64
+	maxBlob     int64
 	content     *content.Store
 	rules       Resolver
 	cache       *cache.Cache
 	mirrorNS    string
 	redirect    time.Duration
+	access      Access
+	maxUploads  int
+	// uploadMaxAge is how long a started session counts against its
+	// identity (abandoned ones are purged after it).
+	uploadMaxAge    time.Duration
+	sessionLifetime time.Duration
 }
 
 // New returns the /v2/ handler.
@@ -117,13 +134,17 @@ func New(o Options) *Handler {
 	if o.MaxManifest <= 0 {
 		o.MaxManifest = oci.MaxManifestSize
 	}
+	if o.MaxBlobSize <= 0 {
+		o.MaxBlobSize = DefaultMaxBlobSize
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	return &Handler{
-		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest,
+		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest, maxBlob: o.MaxBlobSize,
 		content: &content.Store{Blobs: o.Blobs, Index: o.Meta, Uploads: o.Meta, MaxBlobSize: o.MaxBlobSize},
-		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, redirect: o.BlobRedirect,
+		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access, redirect: o.BlobRedirect,
+		maxUploads: o.MaxUploadsPerIdentity, uploadMaxAge: o.UploadMaxAge, sessionLifetime: o.UploadSessionLifetime,
 	}
 }
 
@@ -234,6 +255,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reg := h.registry(r)
 	ri := requestInfo(r.Context())
 	ri.Repo = rt.repo
+	var ok bool
 	if rt.repo != "" && h.rules != nil && h.cache != nil {
 		t, how, err := h.resolve(r, reg, rt)
 		if err != nil {
@@ -241,6 +263,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if how != notCached {
+			// Access is checked on the repository served (a mirror
+			// request names the upstream's), before any upstream request.
+			served := rt
+			served.repo = t.Repo
+			if r, ok = h.authorize(w, r, reg, served); !ok {
+				return
+			}
 			ri.Repo, ri.Rule, ri.Upstream = t.Repo, t.Rule, t.Upstream.String()
 			err = h.serveCached(w, r, reg, rt, t)
 			if err == nil {
@@ -258,6 +287,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.log.Debug("mirror namespace upstream failed; answering for our own repository", "repo", rt.repo, "rule", t.Rule, "err", err)
 			ri.Repo = rt.repo // the access log keeps the rule tried
 		}
+	}
+	if r, ok = h.authorize(w, r, reg, rt); !ok {
+		return
 	}
 	var err error
 	switch rt.kind {
@@ -296,6 +328,9 @@ func methodAllowed(kind, method string) bool {
 // fail writes err; anything that is not a registry error is logged, since
 // the client only sees a generic UNKNOWN.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if h.clientGone(w, r, err) || h.storageFull(w, r, err) {
+		return
+	}
 	if errcode.Status(err) >= 500 {
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}

@@ -51,14 +51,14 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 		if err != nil {
 			return err
 		}
-		if err := copyBody(wr, r); err != nil {
+		if _, err := h.copyBody(wr, r); err != nil {
 			wr.Cancel()
 			return err
 		}
 		return h.commitUpload(w, r, reg, repo, wr, d, "")
 	}
 	id := blobstore.NewID()
-	if err := h.meta.CreateUpload(r.Context(), reg, repo, id); err != nil {
+	if err := h.createUpload(r, reg, repo, id); err != nil {
 		return err
 	}
 	return uploadAccepted(w, repo, id, 0, http.StatusAccepted)
@@ -69,7 +69,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 	if !blobstore.ValidID(id) {
 		return unknown
 	}
-	ok, err := h.meta.UploadExists(r.Context(), reg, repo, id)
+	ok, err := h.uploadOpen(r, reg, repo, id)
 	if err != nil {
 		return err
 	}
@@ -111,8 +111,14 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 		wr.Cancel()
 		return err
 	}
-	if err := copyBody(wr, r); err != nil {
+	if lost, err := h.copyBody(wr, r); err != nil {
 		wr.Cancel()
+		if lost {
+			// Past the size limit or out of space: the session can never
+			// complete, so its bytes and row go now, not at the purge.
+			_ = h.content.DiscardUpload(r.Context(), id)
+			_ = h.meta.DeleteUpload(r.Context(), id)
+		}
 		return err
 	}
 	if r.Method == http.MethodPatch {
@@ -183,20 +189,30 @@ func checkContentRange(r *http.Request, size int64) error {
 	return nil
 }
 
-// copyBody appends the request body to wr. A body shorter than its declared
-// Content-Length (a cut connection) is an error, never a silent success.
-func copyBody(wr *content.Writer, r *http.Request) error {
+// copyBody appends the request body to wr; the writer refuses bytes past
+// the blob size limit. A body shorter than its declared Content-Length (a
+// cut connection) is an error, never a silent success. lost says the
+// upload cannot be completed any more (too large, or no space left).
+func (h *Handler) copyBody(wr *content.Writer, r *http.Request) (lost bool, err error) {
+	tooLarge := errcode.New(errcode.SizeInvalid, fmt.Sprintf("the blob is larger than this registry accepts (%d bytes)", h.maxBlob)).
+		WithStatus(http.StatusRequestEntityTooLarge)
+	if r.ContentLength > h.maxBlob-wr.Size() {
+		return true, tooLarge
+	}
 	n, err := wr.ReadFrom(r.Body)
 	if errors.Is(err, blobstore.ErrTooLarge) {
-		return errcode.New(errcode.SizeInvalid, err.Error())
+		return true, tooLarge
 	}
 	if err != nil {
-		return errcode.New(errcode.BlobUploadInvalid, "reading upload body: "+err.Error())
+		if isStorageFull(err) {
+			return true, errStorageFull(err)
+		}
+		return false, errcode.New(errcode.BlobUploadInvalid, "reading upload body: "+err.Error())
 	}
 	if r.ContentLength >= 0 && n != r.ContentLength {
-		return errcode.New(errcode.SizeInvalid, fmt.Sprintf("received %d bytes, Content-Length said %d", n, r.ContentLength))
+		return false, errcode.New(errcode.SizeInvalid, fmt.Sprintf("received %d bytes, Content-Length said %d", n, r.ContentLength))
 	}
-	return nil
+	return false, nil
 }
 
 func uploadAccepted(w http.ResponseWriter, repo, id string, size int64, status int) error {

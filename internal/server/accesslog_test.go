@@ -19,13 +19,13 @@ func TestAccessLog(t *testing.T) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	up.Push(t, "library/app", "v1", []byte("layer"))
 	logs := &lockedBuffer{}
-	ts, _ := startServerWith(t, t.TempDir(), logs, ManagementOptions{AdminToken: "tok"},
+	ts, _ := startServerWith(t, t.TempDir(), logs, ManagementOptions{AdminToken: testAdminToken},
 		PullThroughOptions{InsecureUpstreams: []string{up.Host}, Revalidate: time.Minute},
 		func(o *Options) {
 			o.AccessLog = true
 			o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		})
-	ts.token = "tok"
+	ts.token = testAdminToken
 	ts.rule("library-wild", up.Host+"/library/*", "lib/*")
 
 	req, _ := http.NewRequest("GET", ts.url+"/v2/lib/app/manifests/v1?ns=arca.example&password=hunter2-planted&access_token=tok-planted&X-Amz-Signature=sig-planted", nil)

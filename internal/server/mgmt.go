@@ -3,8 +3,9 @@ package server
 import (
 	"context"
 	"errors"
-	"io/fs"
+	"fmt"
 	"net"
+	"time"
 
 	"github.com/arcacache/arca/internal/backup"
 	"github.com/arcacache/arca/internal/metadata"
@@ -35,7 +36,7 @@ type ManagementOptions struct {
 }
 
 // management builds the registries and the management API handler.
-func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker mgmt.CredentialChecker, sy mgmt.Syncer, onChange func(string)) (*mgmt.Handler, *mgmt.Registries, error) {
+func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker mgmt.CredentialChecker, sy mgmt.Syncer, health func(string) mgmt.UpstreamHealth, onChange func(string)) (*mgmt.Handler, *mgmt.Registries, error) {
 	o := s.opts.Management
 	regs, err := mgmt.NewRegistries(s.opts.RegistryName, o.Registries)
 	if err != nil {
@@ -48,7 +49,10 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	if err := s.meta.SyncRegistries(ctx, recs); err != nil {
 		return nil, nil, err
 	}
-	tok, err := s.adminToken(o)
+	if err := s.addManagedRegistries(ctx, regs); err != nil {
+		return nil, nil, err
+	}
+	principals, err := s.principals(ctx, o)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -57,16 +61,21 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		return nil, nil, err
 	}
 	h, err := mgmt.New(mgmt.Options{
-		SubscriptionID:    o.SubscriptionID,
-		ResourceGroup:     o.ResourceGroup,
-		TenantID:          o.TenantID,
-		ExternalURL:       o.ExternalURL,
-		Registries:        regs,
-		Store:             s.meta,
-		Token:             tok,
-		Checker:           checker,
-		RateLimits:        s.meta,
-		Syncer:            sy,
+		SubscriptionID: o.SubscriptionID,
+		ResourceGroup:  o.ResourceGroup,
+		TenantID:       o.TenantID,
+		ExternalURL:    o.ExternalURL,
+		Registries:     regs,
+		Store:          s.meta,
+		Principals:     principals,
+		Checker:        checker,
+		RateLimits:     s.meta,
+		UpstreamHealth: health,
+		Syncer:         sy,
+		Access:         s.meta,
+		// s.access is built after the management plane (it needs its
+		// principals) and before the server serves.
+		OnAccessChange:    func(registry string) { s.access.Invalidate(registry) },
 		Backup:            bsrc,
 		BackupTempDir:     s.opts.DataDir,
 		ValidateSecretRef: secrets.Validate,
@@ -85,35 +94,89 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	return h, regs, nil
 }
 
-// adminToken returns the management API's token verifier: the configured
-// token, the one generated at an earlier start, or a new one. A new one is
-// stored and shown once the server listens (after the "arca listening" log
-// line), so a start that fails, say on a taken port, leaves no token
-// nobody has seen.
-func (s *Server) adminToken(o ManagementOptions) (*mgmt.AdminToken, error) {
-	if o.AdminToken != "" {
-		return mgmt.NewAdminToken(o.AdminToken)
+// principals returns the management identities with the admin token in
+// place: the configured one (at least 128 bits of entropy), the one kept
+// in the metadata store, or a new one. A new one is stored and shown once
+// the server listens (after the "arca listening" log line), so a start
+// that fails, say on a taken port, leaves no token nobody has seen.
+func (s *Server) principals(ctx context.Context, o ManagementOptions) (*mgmt.Principals, error) {
+	p, err := mgmt.NewPrincipals(s.meta, nil)
+	if err != nil {
+		return nil, err
 	}
-	tok, err := mgmt.ReadAdminToken(s.opts.DataDir)
-	if !errors.Is(err, fs.ErrNotExist) {
-		return tok, err
+	if o.AdminToken != "" {
+		if err := p.SetAdminToken(ctx, o.AdminToken); err != nil {
+			return nil, fmt.Errorf("refusing to start: %w", err)
+		}
+		return p, nil
+	}
+	token, store, err := p.EnsureAdmin(ctx, s.opts.DataDir)
+	if err != nil || token == "" {
+		return p, err
 	}
 	if o.AdminTokenGenerated == nil {
 		return nil, errors.New("no admin token configured (set ARCA_ADMIN_TOKEN) and none to show a generated one to")
 	}
-	token, tok, err := mgmt.GenerateAdminToken()
-	if err != nil {
-		return nil, err
-	}
 	ready := s.opts.Ready
 	s.opts.Ready = func(addr net.Addr) {
-		if err := mgmt.StoreAdminToken(s.opts.DataDir, tok); err != nil {
-			s.log.Error("could not store the generated admin token: it works until this process stops; set ARCA_ADMIN_TOKEN", "err", err)
+		if err := store(); err != nil {
+			s.log.Error("could not store the generated admin token: it does not work; set ARCA_ADMIN_TOKEN", "err", err)
+		} else {
+			o.AdminTokenGenerated(token)
 		}
-		o.AdminTokenGenerated(token)
 		if ready != nil {
 			ready(addr)
 		}
 	}
-	return tok, nil
+	return p, nil
+}
+
+// addManagedRegistries adds the registries created through the API. A
+// name or host the startup flags configure stays theirs.
+func (s *Server) addManagedRegistries(ctx context.Context, regs *mgmt.Registries) error {
+	managed, err := s.meta.ManagedRegistries(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range managed {
+		if err := regs.Add(mgmt.Registry{Name: r.Name, Hosts: r.Hosts}); err != nil {
+			s.log.Warn("registry created through the API not served as stored: startup flags win", "registry", r.Name, "err", err)
+			if errors.Is(err, mgmt.ErrRegistryHostUsed) {
+				_ = regs.Add(mgmt.Registry{Name: r.Name})
+			}
+		}
+	}
+	return nil
+}
+
+// registrySyncInterval is how soon a replica serves registries another
+// replica created or deleted through the API.
+const registrySyncInterval = 5 * time.Second
+
+// syncRegistries follows the registries the metadata store has, until ctx
+// ends.
+func (s *Server) syncRegistries(ctx context.Context) {
+	t := time.NewTicker(registrySyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		managed, err := s.meta.ManagedRegistries(ctx)
+		if err != nil {
+			s.log.Warn("reading registries", "err", err)
+			continue
+		}
+		regs := make([]mgmt.Registry, len(managed))
+		for i, r := range managed {
+			regs[i] = mgmt.Registry{Name: r.Name, Hosts: r.Hosts}
+		}
+		for _, name := range s.regs.SyncManaged(regs) {
+			s.log.Info("registry changed by another replica", "registry", name)
+			s.access.Invalidate(name)
+			s.onRegistryChange(name)
+		}
+	}
 }

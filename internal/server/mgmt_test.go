@@ -64,7 +64,7 @@ func startServerWith(t *testing.T, dataDir string, logs *lockedBuffer, mo Manage
 	}
 	ready := make(chan net.Addr, 1)
 	opts := Options{
-		Addr: "127.0.0.1:0", DataDir: dataDir, RegistryName: "default",
+		Addr: "127.0.0.1:0", DataDir: dataDir, RegistryName: "default", InsecureOpen: true,
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Management:  mo,
 		PullThrough: pt,

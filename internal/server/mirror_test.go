@@ -48,9 +48,9 @@ func (ts *testServer) rule(name, source, target string) {
 // repository is ours: mirror mapping applies to pulls only. Deletes are
 // about our names too.
 func TestPushNotMirrorMapped(t *testing.T) {
-	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"},
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: testAdminToken},
 		PullThroughOptions{MirrorNamespace: "docker.io", Revalidate: time.Minute})
-	ts.token = "tok"
+	ts.token = testAdminToken
 	t.Setenv("ARCA_TEST_HUB_USER", "u")
 	if st, m := ts.do("PUT", armBase+"default/credentialSets/hubcreds?api-version=2023-07-01", "", map[string]any{"properties": map[string]any{
 		"loginServer": "docker.io", "authCredentials": []any{map[string]any{"name": "Credential1",
@@ -107,9 +107,9 @@ func TestMirrorNamespaceOfNoRule(t *testing.T) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	desc := up.PushImage(t, "library/app", "v1", &oci.Platform{OS: "linux", Architecture: "amd64"}, []byte("app layer"))
 	sbom := up.PushReferrer(t, "library/app", desc, "application/spdx+json", nil)
-	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"},
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: testAdminToken},
 		PullThroughOptions{InsecureUpstreams: []string{up.Host}, Revalidate: time.Minute})
-	ts.token = "tok"
+	ts.token = testAdminToken
 	ts.rule("library-wild", up.Host+"/library/*", "lib/*")
 
 	const ns = "?ns=arca.example.com:5000" // regctl: the host it was configured for

@@ -2,8 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,17 +28,29 @@ type PullThroughOptions struct {
 	// Revalidate is how old a cached tag may get before a pull checks it
 	// upstream with a HEAD.
 	Revalidate time.Duration
+	// RevalidateTimeout is how long a pull waits for that check before it
+	// serves the cached manifest (the check goes on in the background).
+	RevalidateTimeout time.Duration
+	// NegativeTTL is how long an upstream 404 is remembered.
+	NegativeTTL time.Duration
 	// FetchTimeout bounds one upstream blob transfer.
 	FetchTimeout time.Duration
 	// MirrorNamespace is the upstream assumed for requests that match no
 	// rule and no repository (Docker's registry-mirrors); "" turns it off.
 	MirrorNamespace string
-	// UpstreamTimeout bounds waiting for an upstream's response headers.
-	UpstreamTimeout time.Duration
+	// UpstreamConnectTimeout, UpstreamHeaderTimeout and UpstreamIdleTimeout
+	// bound a connect (and TLS handshake), the wait for response headers,
+	// and a pause in a response body.
+	UpstreamConnectTimeout, UpstreamHeaderTimeout, UpstreamIdleTimeout time.Duration
 	// UpstreamAllow, when not empty, lists the only hosts (HOST, HOST:PORT
 	// or CIDR) arca connects to: upstreams, token services, blob storage
-	// they redirect to, secret stores. Others are refused unresolved.
+	// they redirect to, secret stores. Others are refused unresolved. When
+	// empty, upstream traffic may reach public addresses, and non-public
+	// ones only for hosts a cache rule or credential set names.
 	UpstreamAllow []string
+	// UpstreamCA are PEM files of CAs trusted for upstreams, besides the
+	// system's (a private registry's CA).
+	UpstreamCA []string
 }
 
 type pullThrough struct {
@@ -47,14 +63,26 @@ type pullThrough struct {
 func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretResolver, egress *egress.Policy) (*pullThrough, error) {
 	o := s.opts.PullThrough
 	rl := &rateLimitRecorder{meta: s.meta, log: s.log, last: map[string]upstream.RateLimit{}}
+	roots, err := upstreamRoots(o.UpstreamCA)
+	if err != nil {
+		return nil, err
+	}
+	named := &namedHosts{meta: s.meta, log: s.log}
 	up, err := upstream.New(upstream.Options{
-		Insecure:    o.InsecureUpstreams,
-		Timeout:     o.UpstreamTimeout,
-		UserAgent:   "arca",
-		Logger:      s.log,
-		Registerer:  reg,
-		OnRateLimit: rl.record,
-		Dial:        egress.DialContext((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext),
+		RootCAs:        roots,
+		Insecure:       o.InsecureUpstreams,
+		ConnectTimeout: o.UpstreamConnectTimeout,
+		HeaderTimeout:  o.UpstreamHeaderTimeout,
+		IdleTimeout:    o.UpstreamIdleTimeout,
+		// A pull does not sit out a long Retry-After: it is answered (stale
+		// content, or a 424) while the host is held back; active sync
+		// defers itself on the 429 it then sees.
+		MaxRetryAfter: o.RevalidateTimeout,
+		UserAgent:     "arca",
+		Logger:        s.log,
+		Registerer:    reg,
+		OnRateLimit:   rl.record,
+		Dial:          egress.UpstreamDial(&net.Dialer{KeepAlive: 30 * time.Second}, named.has),
 	})
 	if err != nil {
 		return nil, err
@@ -62,9 +90,17 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 	rs := cache.NewRuleSet(s.meta, secrets)
 	c := cache.New(cache.Options{
 		Blobs: s.blobs, SpoolDir: s.opts.DataDir, Meta: s.meta, Upstream: up, Logger: s.log,
-		Revalidate: o.Revalidate, FetchTimeout: o.FetchTimeout, Registerer: reg,
+		Revalidate: o.Revalidate, RevalidateTimeout: o.RevalidateTimeout, NegativeTTL: o.NegativeTTL,
+		FetchTimeout: o.FetchTimeout, Registerer: reg,
 	})
 	return &pullThrough{up: up, rules: rs, cache: c}, nil
+}
+
+// health is the data plane's view of loginServer's host, for the
+// management API.
+func (p *pullThrough) health(loginServer string) mgmt.UpstreamHealth {
+	st := p.up.HostHealth(loginServer)
+	return mgmt.UpstreamHealth{Healthy: st.Healthy, RateLimited: st.RateLimited, Reason: st.Reason, Until: st.Until}
 }
 
 // loginChecker computes credential health as ACR does: both secrets must
@@ -124,4 +160,66 @@ func (r *rateLimitRecorder) record(credKey, host string, rl upstream.RateLimit) 
 			r.log.Warn("record upstream rate limit", "source", source, "err", err)
 		}
 	}()
+}
+
+// namedHosts answers the egress policy's question "does a cache rule or
+// credential set name this host?" from the metadata store, re-read at most
+// every namedHostsTTL (only dials to non-public addresses ask).
+type namedHosts struct {
+	meta *metadata.SQLite
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	hosts  map[string]bool
+	readAt time.Time
+}
+
+const namedHostsTTL = 2 * time.Second
+
+func (n *namedHosts) has(ctx context.Context, hostport string) bool {
+	n.mu.Lock()
+	hosts, fresh := n.hosts, time.Since(n.readAt) < namedHostsTTL
+	n.mu.Unlock()
+	if !fresh {
+		list, err := n.meta.LoginServers(ctx)
+		if err != nil {
+			n.log.Warn("egress: reading the hosts rules name", "err", err)
+			return false
+		}
+		hosts = map[string]bool{}
+		for _, h := range list {
+			hosts[h] = true
+			hosts[strings.ToLower(upstream.Endpoint(h))] = true
+		}
+		n.mu.Lock()
+		n.hosts, n.readAt = hosts, time.Now()
+		n.mu.Unlock()
+	}
+	if hosts[hostport] {
+		return true
+	}
+	// A login server written without a port names the default ports.
+	host, port, err := net.SplitHostPort(hostport)
+	return err == nil && (port == "443" || port == "80") && hosts[host]
+}
+
+// upstreamRoots is the system's roots plus the CAs in files (nil: none given).
+func upstreamRoots(files []string) (*x509.CertPool, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--upstream-ca: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--upstream-ca %s: no PEM certificate in it", f)
+		}
+	}
+	return pool, nil
 }

@@ -19,9 +19,9 @@ func TestRateLimitsShown(t *testing.T) {
 	proxy.SetHeader("ratelimit-limit", "100;w=21600")
 	proxy.SetHeader("ratelimit-remaining", "42;w=21600")
 
-	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"},
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: testAdminToken},
 		PullThroughOptions{InsecureUpstreams: []string{proxy.Host()}, Revalidate: time.Minute})
-	ts.token = "tok"
+	ts.token = testAdminToken
 	rule := armBase + "default/cacheRules/app-rule?api-version=2023-07-01"
 	if st, m := ts.do("PUT", rule, "", map[string]any{"properties": map[string]any{
 		"sourceRepository": proxy.Host() + "/library/app", "targetRepository": "app"}}); st != http.StatusCreated {
@@ -62,8 +62,8 @@ func TestRateLimitsShown(t *testing.T) {
 // With --upstream-allow, a rule naming another host fails with the policy's
 // reason and no connection (or DNS lookup) is attempted.
 func TestUpstreamAllowRefuses(t *testing.T) {
-	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"}, PullThroughOptions{})
-	ts.token = "tok"
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: testAdminToken}, PullThroughOptions{})
+	ts.token = testAdminToken
 	rule := armBase + "default/cacheRules/mcr-rule?api-version=2023-07-01"
 	if st, m := ts.do("PUT", rule, "", map[string]any{"properties": map[string]any{
 		"sourceRepository": "mcr.microsoft.com/dotnet/runtime", "targetRepository": "runtime"}}); st != http.StatusCreated {
@@ -92,9 +92,9 @@ func TestRateLimitsFromActiveSyncShownOnCredentialSet(t *testing.T) {
 	t.Setenv("ARCA_TEST_RL_USER", up.Username)
 	t.Setenv("ARCA_TEST_RL_PASS", up.Password)
 
-	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"},
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: testAdminToken},
 		PullThroughOptions{InsecureUpstreams: []string{proxy.Host()}, Revalidate: time.Minute})
-	ts.token = "tok"
+	ts.token = testAdminToken
 	const v = "?api-version=2025-09-01-preview"
 	set := armBase + "default/credentialSets/hubcreds" + v
 	if st, m := ts.do("PUT", set, "", map[string]any{"identity": map[string]any{"type": "SystemAssigned"}, "properties": map[string]any{

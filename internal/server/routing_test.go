@@ -14,8 +14,8 @@ import (
 // an OCI error, not ServeMux's redirect to a cleaned path.
 func TestDotSegmentsNotRedirected(t *testing.T) {
 	s, err := New(context.Background(), Options{
-		Addr: "127.0.0.1:0", DataDir: t.TempDir(), RegistryName: "default",
-		Logger: slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), Management: ManagementOptions{AdminToken: "tok"},
+		Addr: "127.0.0.1:0", DataDir: t.TempDir(), RegistryName: "default", InsecureOpen: true,
+		Logger: slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)), Management: ManagementOptions{AdminToken: testAdminToken},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
@@ -62,18 +63,46 @@ type Options struct {
 	PullThrough PullThroughOptions
 	// Sync configures active sync (see sync.go).
 	Sync SyncOptions
+	// Limits bound clients, uploads and disk use (see resources.go).
+	Limits LimitOptions
+	// ReadHeaderTimeout and IdleTimeout bound slow clients: the time to
+	// send request headers, and an idle keep-alive connection's life.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// MetricsAddr, if set, serves /metrics on its own listener (say on a
+	// private interface) instead of the main one.
+	MetricsAddr string
+	// MaxUploadsPerIdentity caps the open upload sessions of one
+	// identity (<= 0: no cap).
+	MaxUploadsPerIdentity int
+	// UploadSessionLifetime is the longest an upload session may take
+	// from its start (<= 0: no limit).
+	UploadSessionLifetime time.Duration
+	// AccessTokenTTL and RefreshTokenTTL are the lifetimes of issued
+	// tokens (0: auth's defaults, 5 minutes and 24 hours).
+	AccessTokenTTL  time.Duration
+	RefreshTokenTTL time.Duration
+	// InsecureOpen turns data-plane access control off (anyone may pull,
+	// push and delete); refused unless Addr is a loopback address.
+	InsecureOpen bool
 }
 
 // Server is a running arca.
 type Server struct {
 	opts    Options
 	log     *slog.Logger
+	guard   *guard
 	meta    *metadata.SQLite
 	blobs   blobstore.Backend
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
 	mgmt    *mgmt.Handler
 	handler http.Handler
+	metrics http.Handler // set when MetricsAddr has its own listener
+	access  *auth.Service
+	regs    *mgmt.Registries
+	// onRegistryChange refreshes what the data plane caches of a registry.
+	onRegistryChange func(registry string)
 }
 
 // New opens the stores under opts.DataDir and builds the handler tree.
@@ -86,6 +115,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.UploadMaxAge == 0 {
 		opts.UploadMaxAge = 24 * time.Hour
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 30 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 2 * time.Minute
 	}
 	if opts.PprofAddr != "" {
 		if err := checkPprofAddr(opts.PprofAddr); err != nil {
@@ -162,16 +197,26 @@ func (s *Server) build(ctx context.Context) error {
 		pt.rules.Invalidate(registry)
 		s.syncer.Trigger(registry, "")
 	}
-	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, onChange)
+	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, pt.health, onChange)
 	if err != nil {
 		return err
 	}
+	access, err := s.newAccess(mg.Principals())
+	if err != nil {
+		return err
+	}
+	s.access = access
 	s.mgmt = mg
+	s.regs, s.onRegistryChange = regs, pt.rules.Invalidate
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
 		BlobRedirect: s.opts.BlobRedirect,
+		MaxBlobSize:  s.opts.Limits.MaxBlobSize,
+		Access:       access, MaxUploadsPerIdentity: s.opts.MaxUploadsPerIdentity, UploadMaxAge: s.opts.UploadMaxAge,
+		UploadSessionLifetime: s.opts.UploadSessionLifetime,
 	})
+	s.guard = newGuard(s.opts.Limits, s.opts.DataDir, promReg)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -179,9 +224,15 @@ func (s *Server) build(ctx context.Context) error {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.ready)
-	mux.Handle("/metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(promReg, promhttp.HandlerOpts{})
+	if s.opts.MetricsAddr == "" {
+		mux.Handle("/metrics", metrics)
+	} else {
+		s.metrics = metrics // served on its own listener (Run)
+	}
 	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
 	mux.Handle("/arca/", mg)
+	mux.Handle(auth.TokenPath, access.TokenHandler(regs.ForHost))
 	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
 	// "//" with a redirect to a cleaned path instead of the spec's error.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -191,7 +242,7 @@ func (s *Server) build(ctx context.Context) error {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, root))
+	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, s.guard.wrap(root)))
 	return nil
 }
 
@@ -200,7 +251,7 @@ func routeName(r *http.Request) string {
 	switch {
 	case strings.HasPrefix(p, "/v2/"):
 		return registry.RouteName(r.URL.EscapedPath())
-	case p == "/healthz", p == "/readyz", p == "/metrics":
+	case p == "/healthz", p == "/readyz", p == "/metrics", p == auth.TokenPath:
 		return p[1:]
 	case strings.HasPrefix(p, "/subscriptions/"), strings.HasPrefix(p, "/arca/"):
 		return "mgmt"
@@ -213,6 +264,10 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if err := s.meta.Ping(ctx); err != nil {
 		http.Error(w, "metadata store: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if free, need, low := s.guard.space.low(); low {
+		http.Error(w, fmt.Sprintf("data dir low on space: %d bytes free, below --min-free-space (%d bytes)", free, need), http.StatusServiceUnavailable)
 		return
 	}
 	if err := s.blobs.Check(ctx); err != nil {
@@ -237,18 +292,18 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	scheme := "http"
 	if s.opts.TLSCert != "" || s.opts.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(s.opts.TLSCert, s.opts.TLSKey)
+		certs, err := newCertReloader(s.opts.TLSCert, s.opts.TLSKey, s.log)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("tls: %w", err)
+			return err
 		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = &tls.Config{GetCertificate: certs.getCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		scheme = "https"
 	}
@@ -265,6 +320,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer stop()
 	}
 	go s.janitor(ctx)
+	go s.syncRegistries(ctx)
 	go s.mgmt.RunHealthChecks(ctx)
 	syncDone := make(chan struct{})
 	go func() {
@@ -274,8 +330,15 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if s.metrics != nil {
+		msrv, err := s.serveMetrics(errc)
+		if err != nil {
+			return err
+		}
+		defer msrv.Close()
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -297,24 +360,6 @@ func (s *Server) Run(ctx context.Context) error {
 	<-syncDone // runs under way record where they were
 	s.log.Info("stopped")
 	return nil
-}
-
-// janitor purges abandoned uploads.
-func (s *Server) janitor(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		if n, err := blobstore.PurgeStaged(ctx, s.blobs, s.opts.UploadMaxAge); err != nil {
-			s.log.Warn("purge uploads", "err", err)
-		} else if n > 0 {
-			s.log.Info("purged abandoned uploads", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // egressClient is the HTTP client of secret stores and identity endpoints,

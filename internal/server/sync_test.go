@@ -18,9 +18,9 @@ func TestActiveSyncWired(t *testing.T) {
 	for _, tag := range []string{"1.0", "1.1", "2.0", "dev"} {
 		up.PushImage(t, "org/tool", tag, amd64, []byte("layer "+tag))
 	}
-	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"},
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: testAdminToken},
 		PullThroughOptions{InsecureUpstreams: []string{up.Host}, Revalidate: time.Minute})
-	ts.token = "tok"
+	ts.token = testAdminToken
 	const v = "?api-version=2025-09-01-preview"
 	base := armBase + "default"
 	props := map[string]any{
@@ -105,9 +105,9 @@ func TestSyncTagUpstreamDown(t *testing.T) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	up.Push(t, "org/tool", "1.0", []byte("layer"))
 	proxy := upstreamreg.NewFaultProxy(t, up)
-	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: "tok"},
+	ts, _ := startServer(t, t.TempDir(), &lockedBuffer{}, ManagementOptions{AdminToken: testAdminToken},
 		PullThroughOptions{InsecureUpstreams: []string{proxy.Host()}, Revalidate: time.Minute})
-	ts.token = "tok"
+	ts.token = testAdminToken
 	const v = "?api-version=2025-09-01-preview"
 	rule := armBase + "default/cacheRules/tool-sync"
 	proxy.Down()

@@ -40,9 +40,9 @@ func TestServesTLS(t *testing.T) {
 
 	ready := make(chan net.Addr, 1)
 	s, err := New(context.Background(), Options{
-		Addr: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"), RegistryName: "default",
+		Addr: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"), RegistryName: "default", InsecureOpen: true,
 		TLSCert: certFile, TLSKey: keyFile, Logger: slog.New(slog.NewTextHandler(&lockedBuffer{}, nil)),
-		Management: ManagementOptions{AdminToken: "tok"}, Ready: func(a net.Addr) { ready <- a },
+		Management: ManagementOptions{AdminToken: testAdminToken}, Ready: func(a net.Addr) { ready <- a },
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 // GetBlob opens a blob for streaming. size is the Content-Length (-1 when
 // unknown). Redirects (to blob storage) are followed without our
 // Authorization header. The caller verifies the bytes; a stream that stalls
-// for Options.Timeout fails its Read.
+// for Options.IdleTimeout fails its Read.
 func (c *Client) GetBlob(ctx context.Context, r Repo, d digest.Digest) (io.ReadCloser, int64, error) {
 	p, err := c.prepare(r)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	_ "crypto/sha256" // digest algorithms go-digest verifies with
 	_ "crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -28,12 +30,22 @@ type Options struct {
 	// Transport is the base transport (tests); default a tuned
 	// *http.Transport clone.
 	Transport http.RoundTripper
+	// RootCAs, when set, are the roots the default transport trusts
+	// (--upstream-ca adds a private CA to the system's).
+	RootCAs *x509.CertPool
 	// Dial, when set, replaces the default transport's dialer (an egress
 	// allow-list refuses hosts before they are resolved).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Timeout bounds the wait for response headers of each attempt, and
-	// each body Read (a stalled stream); bodies may stream longer. Default 30s.
-	Timeout time.Duration
+	// ConnectTimeout bounds a TCP connect and a TLS handshake. Default 5s.
+	ConnectTimeout time.Duration
+	// HeaderTimeout bounds the wait for response headers of each attempt.
+	// Default 15s.
+	HeaderTimeout time.Duration
+	// IdleTimeout bounds each body Read (a stalled stream); bodies may
+	// stream longer. Default 30s.
+	IdleTimeout time.Duration
+	// Health tunes the host health tracker (see health.go).
+	Health HealthOptions
 	// MaxRetries is the number of retries after the first attempt on network
 	// errors, 408, 429 and 5xx. Default 3; negative means none.
 	MaxRetries int
@@ -62,6 +74,8 @@ type Client struct {
 	opts     Options
 	insecure map[string]bool
 	http     *http.Client
+	probe    http.RoundTripper // health probes: metered, no retries
+	health   *health
 	auths    sync.Map // credKey -> *auth.Client
 	limits   *rateLimits
 	log      *slog.Logger
@@ -69,8 +83,14 @@ type Client struct {
 
 // New builds a Client.
 func New(o Options) (*Client, error) {
-	if o.Timeout <= 0 {
-		o.Timeout = 30 * time.Second
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	if o.HeaderTimeout <= 0 {
+		o.HeaderTimeout = 15 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 30 * time.Second
 	}
 	if o.MaxRetries == 0 {
 		o.MaxRetries = 3
@@ -93,9 +113,13 @@ func New(o Options) (*Client, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Transport == nil {
-		// The retry layer's watchdog enforces Timeout with a clearer error;
-		// the transport's own header timeout is only a backstop.
-		o.Transport = defaultTransport(o.Timeout+5*time.Second, o.Dial)
+		// The retry layer's watchdog enforces HeaderTimeout with a clearer
+		// error; the transport's own header timeout is only a backstop.
+		t := defaultTransport(o.ConnectTimeout, o.HeaderTimeout+5*time.Second, o.Dial)
+		if o.RootCAs != nil {
+			t.TLSClientConfig = &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}
+		}
+		o.Transport = t
 	}
 	c := &Client{opts: o, insecure: map[string]bool{}, log: o.Logger}
 	for _, h := range o.Insecure {
@@ -109,9 +133,13 @@ func New(o Options) (*Client, error) {
 		return nil, fmt.Errorf("upstream: register metrics: %w", err)
 	}
 	c.limits = &rateLimits{byKey: map[limitKey]RateLimit{}, metrics: m, hook: o.OnRateLimit}
+	c.probe = &meterTransport{next: o.Transport, metrics: m, limits: c.limits}
+	if c.health, err = newHealth(o.Health, c.probeHost, o.Logger, o.Registerer); err != nil {
+		return nil, fmt.Errorf("upstream: register metrics: %w", err)
+	}
 	rt := &retryTransport{
-		next:       &meterTransport{next: o.Transport, metrics: m, limits: c.limits},
-		maxRetries: o.MaxRetries, timeout: o.Timeout,
+		next: c.probe, health: c.health,
+		maxRetries: o.MaxRetries, headerTimeout: o.HeaderTimeout, idleTimeout: o.IdleTimeout,
 		backoff: o.RetryBackoff, maxBackoff: 10 * time.Second, maxRetryAfter: o.MaxRetryAfter,
 		log: o.Logger,
 	}
@@ -191,7 +219,13 @@ func (c *Client) do(ctx context.Context, op string, p prepared, method string, u
 	}
 	resp, err := c.authFor(p.repo.CredKey).Do(req)
 	if err != nil {
-		return nil, authError(op, p.repo.String(), withHint(err, p.repo.Host))
+		e := authError(op, p.repo.String(), withHint(err, p.repo.Host))
+		var down *HostDownError
+		if errors.As(err, &down) && down.RateLimited {
+			// Held back by an earlier 429: the caller sees a 429 too.
+			e.StatusCode, e.RetryAfter = http.StatusTooManyRequests, time.Until(down.Until)
+		}
+		return nil, e
 	}
 	return resp, nil
 }

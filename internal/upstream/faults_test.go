@@ -138,14 +138,78 @@ func TestUpstreamDownThenUp(t *testing.T) {
 	if e := asError(t, err); e.StatusCode != 0 || !upstream.IsUnavailable(err) || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("down: %v, want connection refused, unavailable", err)
 	}
+	// Marked unhealthy: the next request fails at once, without traffic.
+	start := time.Now()
+	_, err = c.HeadManifest(t.Context(), repo, "v1")
+	var down *upstream.HostDownError
+	if !errors.As(err, &down) || !upstream.IsUnavailable(err) || time.Since(start) > 200*time.Millisecond {
+		t.Fatalf("while down: %v after %s, want a fast HostDownError", err, time.Since(start))
+	}
+	if st := c.HostHealth(proxy.Host()); st.Healthy || !strings.Contains(st.Reason, "refused") {
+		t.Errorf("HostHealth while down = %+v", st)
+	}
+	// Up again: a probe ends the 10s window early.
 	proxy.Up(t)
+	waitHealthy(t, c, proxy.Host(), 5*time.Second)
 	if _, err := c.HeadManifest(t.Context(), repo, "v1"); err != nil {
 		t.Fatalf("up again: %v", err)
 	}
 }
 
+// waitHealthy waits until host's health probe has ended its window.
+func waitHealthy(t *testing.T, c *upstream.Client, host string, within time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for !c.HostHealth(host).Healthy {
+		if time.Since(start) > within {
+			t.Fatalf("%s still unhealthy after %s: %+v", host, within, c.HostHealth(host))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%s healthy again after %s", host, time.Since(start))
+}
+
+// A 429 whose Retry-After is too long to wait for holds every later
+// request to the host back (reported as a 429, no traffic) until then.
+func TestTooManyRequestsHoldsHostBack(t *testing.T) {
+	_, proxy, c, repo, _ := faultSetup(t, upstream.Options{})
+	proxy.TooManyRequests(1, "3600")
+	if _, err := c.GetManifest(t.Context(), repo, "v1"); asError(t, err).StatusCode != 429 {
+		t.Fatalf("first: %v", err)
+	}
+	before := proxy.Requests("", "")
+	_, err := c.HeadManifest(t.Context(), repo, "v1")
+	if e := asError(t, err); e.StatusCode != 429 || e.RetryAfter < 59*time.Minute || !upstream.IsUnavailable(err) {
+		t.Errorf("held back: %v (RetryAfter %s), want a 429 with about 1h to wait", err, e.RetryAfter)
+	}
+	if n := proxy.Requests("", "") - before; n != 0 {
+		t.Errorf("held back: %d requests reached the upstream, want 0", n)
+	}
+	if st := c.HostHealth(proxy.Host()); st.Healthy || !st.RateLimited {
+		t.Errorf("HostHealth = %+v, want rate limited", st)
+	}
+}
+
+// A host that times out is marked unhealthy after one attempt: the
+// request does not pay the timeout once per retry, the next not at all.
+func TestTimeoutMarksHostAtOnce(t *testing.T) {
+	_, proxy, c, repo, _ := faultSetup(t, upstream.Options{HeaderTimeout: 300 * time.Millisecond})
+	proxy.Inject(upstreamreg.Fault{Count: -1, Delay: time.Hour})
+	start := time.Now()
+	_, err := c.HeadManifest(t.Context(), repo, "v1")
+	if !upstream.IsUnavailable(err) || time.Since(start) > 2*time.Second {
+		t.Fatalf("blackhole: %v after %s, want a timeout after about 300ms (one attempt)", err, time.Since(start))
+	}
+	start = time.Now()
+	_, err = c.HeadManifest(t.Context(), repo, "v1")
+	var down *upstream.HostDownError
+	if !errors.As(err, &down) || time.Since(start) > 200*time.Millisecond {
+		t.Fatalf("second request: %v after %s, want a fast HostDownError", err, time.Since(start))
+	}
+}
+
 func TestTimeouts(t *testing.T) {
-	_, proxy, c, repo, layer := faultSetup(t, upstream.Options{Timeout: 300 * time.Millisecond, MaxRetries: -1})
+	_, proxy, c, repo, layer := faultSetup(t, upstream.Options{HeaderTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, MaxRetries: -1, Health: upstream.HealthOptions{Off: true}})
 	readBlob(t, c, repo, layer)
 
 	proxy.Inject(upstreamreg.Fault{PathContains: "/manifests/", Count: 1, Delay: 3 * time.Second})

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -123,7 +124,7 @@ func TestCheckRedirectStripsAuthorizationOnHostChange(t *testing.T) {
 		{[]string{"https://reg.example/v2/a/blobs/x"}, "https://reg.example/v2/b/blobs/x", true},
 		{[]string{"https://reg.example/v2/a/blobs/x"}, "https://reg.example:8443/x", false},  // port change: net/http keeps it
 		{[]string{"https://reg.example/v2/a/blobs/x"}, "https://blobs.reg.example/x", false}, // subdomain: net/http keeps it
-		{[]string{"https://reg.example/v2/a/blobs/x"}, "http://reg.example/v2/a/blobs/x", false},
+		{[]string{"http://reg.example:5000/v2/a/blobs/x"}, "http://reg.example:5001/v2/a/blobs/x", false},
 		{[]string{"https://reg.example/a", "https://s3.example/b"}, "https://reg.example/c", false}, // came back: still stripped
 	}
 	for _, tt := range tests {
@@ -137,6 +138,16 @@ func TestCheckRedirectStripsAuthorizationOnHostChange(t *testing.T) {
 		}
 		if got := req.Header.Get("Authorization") != ""; got != tt.keep {
 			t.Errorf("redirect %v -> %s: Authorization kept = %v, want %v", tt.via, tt.to, got, tt.keep)
+		}
+	}
+	// Never from TLS to plain HTTP, on any hop.
+	for _, via := range [][]string{{"https://reg.example/v2/a"}, {"http://reg.example/v2/a", "https://s3.example/b"}} {
+		var reqs []*http.Request
+		for _, v := range via {
+			reqs = append(reqs, mk(v))
+		}
+		if err := checkRedirect(mk("http://s3.example/c"), reqs); !errors.Is(err, errDowngrade) {
+			t.Errorf("redirect %v -> http://s3.example/c: err = %v, want a refused downgrade", via, err)
 		}
 	}
 	via := make([]*http.Request, maxRedirects)

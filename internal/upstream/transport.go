@@ -15,12 +15,16 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/arcacache/arca/internal/egress"
 )
 
 // The HTTP stack under the auth client, outermost first:
 //
-//	http.Client (redirects; Authorization stripped on any host change)
-//	retryTransport (per-attempt header timeout, body stall timeout, retries)
+//	http.Client (redirects; Authorization stripped on any host change; no
+//	            HTTPS to HTTP downgrade)
+//	retryTransport (host health, per-attempt header timeout, body idle
+//	                timeout, retries)
 //	meterTransport (metrics and rate-limit headers of every attempt)
 //	base transport (tuned *http.Transport)
 //
@@ -28,13 +32,19 @@ import (
 // request carries the token it was sent with. A response body is handed up
 // only from the final attempt, so nothing is retried once a caller reads it.
 
-func defaultTransport(headerTimeout time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+func defaultTransport(connectTimeout, headerTimeout time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	if dial == nil {
-		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		dial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
 	}
-	t.DialContext = dial
-	t.TLSHandshakeTimeout = 10 * time.Second
+	// The connect timeout applies whatever dialer was given; the
+	// connection outlives the dial's context once established.
+	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+		defer cancel()
+		return dial(ctx, network, addr)
+	}
+	t.TLSHandshakeTimeout = connectTimeout
 	t.ResponseHeaderTimeout = headerTimeout
 	t.ExpectContinueTimeout = time.Second
 	t.IdleConnTimeout = 90 * time.Second
@@ -58,6 +68,11 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("stopped after %d redirects", maxRedirects)
 	}
 	first := via[0].URL
+	if req.URL.Scheme == "http" && via[len(via)-1].URL.Scheme == "https" {
+		// A redirect must not take the request (and what it reveals, such
+		// as a signed storage URL) off TLS.
+		return fmt.Errorf("%w (to %s)", errDowngrade, logURL(req.URL))
+	}
 	left := req.URL.Scheme != first.Scheme || req.URL.Host != first.Host
 	for _, hop := range via[1:] {
 		left = left || hop.URL.Scheme != first.Scheme || hop.URL.Host != first.Host
@@ -70,8 +85,10 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 
 type retryTransport struct {
 	next          http.RoundTripper
+	health        *health
 	maxRetries    int
-	timeout       time.Duration // per attempt until headers; per body Read
+	headerTimeout time.Duration // per attempt until headers
+	idleTimeout   time.Duration // per body Read
 	backoff       time.Duration // first wait; doubles per attempt
 	maxBackoff    time.Duration
 	maxRetryAfter time.Duration
@@ -84,6 +101,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := t.attempt(req)
 		if attempt >= t.maxRetries || ctx.Err() != nil || !retryable(resp, err) || !replayable(req) {
 			return resp, err
+		}
+		var down *HostDownError
+		if errors.As(t.health.check(hostKey(req.URL)), &down) && !down.RateLimited {
+			return resp, err // this failure marked the host down: it is the answer
 		}
 		wait := t.wait(attempt)
 		if resp != nil {
@@ -136,26 +157,38 @@ func reason(resp *http.Response, err error) string {
 	return resp.Status
 }
 
-// attempt makes one request with a watchdog that cancels it when headers
-// take longer than the timeout, or later when one body Read does.
+// attempt makes one request, unless the host is marked down, with a
+// watchdog that cancels it when headers take longer than the header
+// timeout, or later when one body Read takes longer than the idle timeout.
+// Its outcome goes into the host's health.
 func (t *retryTransport) attempt(req *http.Request) (*http.Response, error) {
+	host := hostKey(req.URL)
+	if err := t.health.check(host); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(req.Context())
 	w := &watchdog{cancel: cancel}
-	w.timer = time.AfterFunc(t.timeout, w.fire)
+	w.timer = time.AfterFunc(t.headerTimeout, w.fire)
 	resp, err := t.next.RoundTrip(req.WithContext(ctx))
 	w.timer.Stop()
 	if err != nil {
 		cancel()
 		if w.fired.Load() && req.Context().Err() == nil {
-			err = fmt.Errorf("no response headers within %s: %w", t.timeout, errTimeout)
+			err = fmt.Errorf("no response headers within %s: %w", t.headerTimeout, errTimeout)
 		}
+		t.health.observe(host, nil, err, req.Context().Err() != nil)
 		return nil, err
 	}
-	resp.Body = &watchedBody{ReadCloser: resp.Body, w: w, timeout: t.timeout}
+	t.health.observe(host, resp, nil, false)
+	resp.Body = &watchedBody{ReadCloser: resp.Body, w: w, timeout: t.idleTimeout,
+		stalled: func(err error) { t.health.observe(host, nil, err, req.Context().Err() != nil) }}
 	return resp, nil
 }
 
-var errTimeout = errors.New("upstream timeout")
+var (
+	errTimeout   = errors.New("upstream timeout")
+	errDowngrade = errors.New("refused a redirect from https to plain http")
+)
 
 type watchdog struct {
 	timer  *time.Timer
@@ -175,6 +208,7 @@ type watchedBody struct {
 	io.ReadCloser
 	w       *watchdog
 	timeout time.Duration
+	stalled func(error) // reports a stall to the host's health
 }
 
 func (b *watchedBody) Read(p []byte) (int, error) {
@@ -183,6 +217,7 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	b.w.timer.Stop()
 	if err != nil && err != io.EOF && b.w.fired.Load() {
 		err = fmt.Errorf("upstream sent no data for %s: %w", b.timeout, errTimeout)
+		b.stalled(err)
 	}
 	return n, err
 }
@@ -210,6 +245,10 @@ func retryable(resp *http.Response, err error) bool {
 }
 
 func permanent(err error) bool {
+	var down *HostDownError
+	if errors.As(err, &down) || egress.IsRefused(err) {
+		return true // a decision of ours: retrying now changes nothing
+	}
 	var (
 		unknownAuthority x509.UnknownAuthorityError
 		hostname         x509.HostnameError

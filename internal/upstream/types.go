@@ -13,10 +13,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/egress"
 )
 
 // Credentials returns the username and password to log in with. It is
@@ -87,6 +92,49 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Summary says what went wrong in words of ours, fit for a client: the
+// upstream's status and OCI code, or the kind of transport failure. The
+// upstream's own message and addresses are left out (a redirect may have
+// pointed at an internal service); Error has them, for logs.
+func (e *Error) Summary() string {
+	if e.StatusCode != 0 {
+		s := fmt.Sprintf("upstream answered %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+		if e.Code != "" {
+			s += " (" + e.Code + ")"
+		}
+		return s
+	}
+	return transportSummary(e.Err)
+}
+
+func transportSummary(err error) string {
+	var (
+		down *HostDownError
+		dns  *net.DNSError
+	)
+	switch {
+	case errors.As(err, &down) && down.RateLimited:
+		return "upstream asked to wait (429 Too Many Requests); requests are held back until " + down.Until.UTC().Format(time.RFC3339)
+	case errors.As(err, &down):
+		return "upstream is marked unhealthy after failing (" + down.Reason + "); requests fail fast until " + down.Until.UTC().Format(time.RFC3339) + " or until a probe succeeds"
+	case errors.Is(err, errTimeout), errors.Is(err, context.DeadlineExceeded):
+		return "upstream did not answer in time"
+	case errors.Is(err, errDowngrade):
+		return errDowngrade.Error()
+	case egress.IsRefused(err):
+		return "arca's egress policy refused the connection: " + egress.RefusalRule(err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "upstream refused the connection"
+	case errors.As(err, &dns):
+		return "upstream host name could not be resolved"
+	case err != nil && strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return "upstream speaks plain HTTP (arca needs --insecure-upstream for it)"
+	case err != nil && permanent(err):
+		return "TLS or certificate error talking to the upstream"
+	}
+	return "network error talking to the upstream"
+}
 
 // IsNotFound reports whether err is the upstream saying the thing does not exist.
 func IsNotFound(err error) bool {

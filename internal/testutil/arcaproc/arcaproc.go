@@ -8,6 +8,7 @@ package arcaproc
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -73,6 +74,15 @@ type Options struct {
 	DataDir string   // data directory (reused across restarts); "" = t.TempDir()
 	Args    []string // more serve flags
 	Env     []string // added to the test binary's environment
+	// DefaultEgress runs arca with its default egress policy instead of
+	// LoopbackOnly (tests of that policy; their rules name loopback
+	// upstreams explicitly).
+	DefaultEgress bool
+	// Closed keeps data-plane access control on. Without it the harness
+	// starts arca with --insecure-open (anyone may pull, push and delete),
+	// so tests about other things need no credentials; access-control
+	// tests set Closed and create the identities they use.
+	Closed bool
 }
 
 // LoopbackOnly are the serve flags that keep arca's outbound connections
@@ -88,6 +98,8 @@ type Proc struct {
 	// server got from ARCA_TEST_BLOBS (none for the default filesystem):
 	// what an offline command on its data directory needs too.
 	BlobArgs, BlobEnv []string
+	// HTTPS is set when the server was started with --tls-cert.
+	HTTPS bool
 
 	t       testing.TB
 	cmd     *exec.Cmd
@@ -109,7 +121,10 @@ func Start(t testing.TB, o Options) *Proc {
 	args := append([]string{"serve", "--addr", o.Addr, "--data-dir", o.DataDir}, o.Args...)
 	blobArgs, blobEnv := blobsFlags(t, o)
 	args = append(args, blobArgs...)
-	if !slices.Contains(o.Args, "--upstream-allow") {
+	if !o.Closed && !slices.Contains(o.Args, "--insecure-open") {
+		args = append(args, "--insecure-open")
+	}
+	if !slices.Contains(o.Args, "--upstream-allow") && !o.DefaultEgress {
 		// Tests stay on loopback: names such as docker.io or a Key Vault
 		// host in a test's rules are refused, never resolved.
 		args = append(args, LoopbackOnly...)
@@ -118,7 +133,7 @@ func Start(t testing.TB, o Options) *Proc {
 	if o.Env != nil || blobEnv != nil {
 		cmd.Env = append(append(os.Environ(), o.Env...), blobEnv...)
 	}
-	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, BlobArgs: blobArgs, BlobEnv: blobEnv, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
+	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, HTTPS: slices.Contains(o.Args, "--tls-cert"), BlobArgs: blobArgs, BlobEnv: blobEnv, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	// Own process group (a kill -9 hits only arca); killed if the test
 	// binary dies without cleaning up.
@@ -155,7 +170,8 @@ func WaitReady(url string, timeout time.Duration, exited <-chan struct{}, status
 	if len(statuses) == 0 {
 		statuses = []int{http.StatusOK}
 	}
-	c := &http.Client{Timeout: 5 * time.Second}
+	// Readiness only: the test's own clients check the certificate.
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		select {
 		case <-exited:
@@ -193,7 +209,12 @@ func RepoRoot() (string, error) {
 }
 
 // URL returns the base URL, e.g. http://127.0.0.1:5000.
-func (p *Proc) URL() string { return "http://" + p.Addr }
+func (p *Proc) URL() string {
+	if p.HTTPS {
+		return "https://" + p.Addr
+	}
+	return "http://" + p.Addr
+}
 
 // Pid is the server's process id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }

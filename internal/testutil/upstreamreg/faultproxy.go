@@ -2,14 +2,24 @@ package upstreamreg
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -41,8 +51,21 @@ type Fault struct {
 	// body bytes (then goes on, or cuts if Cut is set too).
 	Stall time.Duration
 	// Delay holds the request this long before anything else (a slow
-	// upstream that has not sent headers yet).
+	// upstream that has not sent headers yet; a long Delay is a blackhole:
+	// the connection is accepted and never answered).
 	Delay time.Duration
+	// Location, when set, answers 307 Temporary Redirect to it (an
+	// upstream pointing arca at an internal or metadata address, or from
+	// HTTPS down to HTTP).
+	Location string
+}
+
+// Blackhole accepts every request and never answers it (until Reset).
+func (p *FaultProxy) Blackhole() { p.Inject(Fault{Count: -1, Delay: time.Hour}) }
+
+// RedirectTo answers every blob GET with a 307 to location (until Reset).
+func (p *FaultProxy) RedirectTo(location string) {
+	p.Inject(Fault{Method: http.MethodGet, PathContains: "/blobs/", Count: -1, Location: location})
 }
 
 // ProxyRequest is one request the proxy received.
@@ -66,6 +89,9 @@ type FaultProxy struct {
 	proxy   *httputil.ReverseProxy
 	storage net.Listener
 
+	tls    *tls.Config // nil: plain HTTP
+	caFile string
+
 	mu       sync.Mutex
 	ln       net.Listener
 	conns    map[net.Conn]struct{}
@@ -80,11 +106,57 @@ type FaultProxy struct {
 // stops when the test ends.
 func NewFaultProxy(t testing.TB, target *Registry) *FaultProxy {
 	t.Helper()
+	return newFaultProxy(t, target, nil, "")
+}
+
+// NewTLSFaultProxy is NewFaultProxy serving HTTPS with a fresh self-signed
+// certificate for 127.0.0.1, whose PEM is in CAFile (point SSL_CERT_FILE
+// at it to make a client trust it).
+func NewTLSFaultProxy(t testing.TB, target *Registry) *FaultProxy {
+	t.Helper()
+	cfg, pemBytes, err := selfSignedTLS()
+	if err != nil {
+		t.Fatalf("upstreamreg: tls: %v", err)
+	}
+	caFile := filepath.Join(t.TempDir(), "fault-proxy-ca.pem")
+	if err := os.WriteFile(caFile, pemBytes, 0o644); err != nil {
+		t.Fatalf("upstreamreg: %v", err)
+	}
+	return newFaultProxy(t, target, cfg, caFile)
+}
+
+// CAFile is the PEM certificate of a TLS proxy ("" for plain HTTP).
+func (p *FaultProxy) CAFile() string { return p.caFile }
+
+func selfSignedTLS() (*tls.Config, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "upstreamreg fault proxy"},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+func newFaultProxy(t testing.TB, target *Registry, tlsCfg *tls.Config, caFile string) *FaultProxy {
+	t.Helper()
 	u, err := url.Parse(target.URL())
 	if err != nil {
 		t.Fatalf("upstreamreg: %v", err)
 	}
-	p := &FaultProxy{target: target, conns: map[net.Conn]struct{}{}, headers: http.Header{}}
+	p := &FaultProxy{target: target, conns: map[net.Conn]struct{}{}, headers: http.Header{}, tls: tlsCfg, caFile: caFile}
 	p.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
@@ -99,7 +171,7 @@ func NewFaultProxy(t testing.TB, target *Registry) *FaultProxy {
 		t.Fatalf("upstreamreg: fault proxy listen: %v", err)
 	}
 	p.addr, p.ln = ln.Addr().String(), ln
-	go func() { _ = p.srv.Serve(ln) }()
+	go func() { _ = p.srv.Serve(p.wrapTLS(ln)) }()
 	if p.storage, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		t.Fatalf("upstreamreg: storage listen: %v", err)
 	}
@@ -110,6 +182,13 @@ func NewFaultProxy(t testing.TB, target *Registry) *FaultProxy {
 		_ = p.srv.Close()
 	})
 	return p
+}
+
+func (p *FaultProxy) wrapTLS(ln net.Listener) net.Listener {
+	if p.tls == nil {
+		return ln
+	}
+	return tls.NewListener(ln, p.tls)
 }
 
 // Host is the proxy's "127.0.0.1:port".
@@ -219,7 +298,7 @@ func (p *FaultProxy) Up(t testing.TB) {
 		var ln net.Listener
 		if ln, err = net.Listen("tcp", p.addr); err == nil {
 			p.ln = ln
-			go func() { _ = p.srv.Serve(ln) }()
+			go func() { _ = p.srv.Serve(p.wrapTLS(ln)) }()
 			return
 		}
 		if time.Now().After(deadline) {
@@ -279,6 +358,8 @@ func (p *FaultProxy) take(r *http.Request) (f Fault, redirect bool, hdr http.Hea
 
 func describe(f Fault, redirect bool) string {
 	switch {
+	case f.Location != "":
+		return "redirect to " + f.Location
 	case f.Status != 0:
 		return fmt.Sprintf("status %d", f.Status)
 	case f.Stall > 0:
@@ -306,6 +387,8 @@ func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()[k] = v
 	}
 	switch {
+	case f.Location != "":
+		http.Redirect(w, r, f.Location, http.StatusTemporaryRedirect)
 	case f.Status != 0:
 		writeFault(w, r, f)
 	case redirect:

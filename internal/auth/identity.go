@@ -1,0 +1,350 @@
+package auth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/arcacache/arca/internal/metadata"
+)
+
+// Identity kinds.
+const (
+	KindAdmin     = "admin"     // the registry's admin user (name = registry name)
+	KindToken     = "token"     // a token with a scope map
+	KindAnonymous = "anonymous" // nobody, where anonymous pull is enabled
+	KindPrincipal = "principal" // a management principal (its role's data-plane rights)
+)
+
+// NullUser is the user name under which the password is a refresh token,
+// as in ACR (00000000-0000-0000-0000-000000000000).
+const NullUser = "00000000-0000-0000-0000-000000000000"
+
+// Token statuses.
+const (
+	StatusEnabled  = "enabled"
+	StatusDisabled = "disabled"
+)
+
+// Identity is an authenticated caller of one registry.
+type Identity struct {
+	Registry string
+	Kind     string
+	Name     string
+	// Stamp names the credential used (for refresh tokens): a changed
+	// password changes it.
+	Stamp string
+	Perms Perms
+}
+
+var (
+	errBadCredentials = errors.New("invalid username or password")
+	errThrottled      = errors.New("too many failed attempts")
+)
+
+func stampOf(hash string) string {
+	s := sha256.Sum256([]byte(hash))
+	return hex.EncodeToString(s[:8])
+}
+
+// dummyHash is checked when the user is unknown, so that a wrong user
+// name costs the same time as a wrong password.
+var dummyHash = func() string {
+	h, err := HashPassword("arca-dummy-password")
+	if err != nil {
+		panic(err)
+	}
+	return h
+}()
+
+// verifiedCache remembers (hash, password) pairs that verified, so a
+// client sending Basic credentials on every request pays the slow hash
+// once. Keys are SHA-256 of hash and password: the password itself is not
+// kept, and a changed password (new hash, new salt) never matches.
+type verifiedCache struct {
+	ttl time.Duration
+	// slots bounds concurrent argon2id checks (19 MiB each), so a burst
+	// of first logins cannot take the server's memory.
+	slots chan struct{}
+	mu    sync.Mutex
+	m     map[[32]byte]time.Time
+}
+
+// maxConcurrentChecks is the number of argon2id checks run at once.
+const maxConcurrentChecks = 4
+
+func newVerifiedCache(ttl time.Duration) *verifiedCache {
+	return &verifiedCache{ttl: ttl, slots: make(chan struct{}, maxConcurrentChecks), m: map[[32]byte]time.Time{}}
+}
+
+const maxVerified = 10_000
+
+func (c *verifiedCache) key(hash, password string) [32]byte {
+	return sha256.Sum256([]byte(hash + "\x00" + password))
+}
+
+func (c *verifiedCache) check(ctx context.Context, hash, password string, now time.Time) (bool, error) {
+	k := c.key(hash, password)
+	c.mu.Lock()
+	until, ok := c.m[k]
+	c.mu.Unlock()
+	if ok && now.Before(until) {
+		return true, nil
+	}
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	good, err := CheckPassword(hash, password)
+	<-c.slots
+	if err != nil || !good {
+		return false, err
+	}
+	c.mu.Lock()
+	if len(c.m) >= maxVerified {
+		c.m = map[[32]byte]time.Time{}
+	}
+	c.m[k] = now.Add(c.ttl)
+	c.mu.Unlock()
+	return true, nil
+}
+
+// checkPassword authenticates user:password against registry, throttled
+// per source address and per identity.
+func (s *Service) checkPassword(ctx context.Context, registry, user, password, remote string) (Identity, error) {
+	ipKey, idKey := "ip:"+remote, "id:"+registry+"/"+strings.ToLower(user)
+	for _, k := range []string{ipKey, idKey} {
+		if _, blocked := s.throttle.Blocked(k); blocked {
+			s.audit(ctx, registry, user, remote, "throttled")
+			return Identity{}, errThrottled
+		}
+	}
+	id, err := s.lookupPassword(ctx, registry, user, password)
+	if errors.Is(err, errBadCredentials) {
+		s.throttle.Fail(ipKey)
+		s.throttle.Fail(idKey)
+		s.audit(ctx, registry, user, remote, "invalid credentials")
+	}
+	return id, err
+}
+
+// audit records a failed login: a log line and a row of the audit table
+// (the user name given, never the password).
+func (s *Service) audit(ctx context.Context, registry, user, remote, result string) {
+	s.log.WarnContext(ctx, "authentication failed", "registry", registry, "user", user, "remote", remote, "result", result)
+	e := metadata.AuditEntry{At: s.now().UTC(), Who: user, Action: "login", Resource: "registries/" + registry, Result: result, Remote: remote}
+	if err := s.store.AddAudit(ctx, e); err != nil {
+		s.log.ErrorContext(ctx, "audit log write failed", "err", err)
+	}
+}
+
+func (s *Service) lookupPassword(ctx context.Context, registry, user, password string) (Identity, error) {
+	if user == NullUser {
+		return s.fromRefreshToken(ctx, registry, password)
+	}
+	if user == "" || password == "" {
+		return Identity{}, errBadCredentials
+	}
+	if s.principals != nil {
+		name, perms, ok, err := s.principals.VerifyPrincipal(ctx, registry, password)
+		if err != nil {
+			return Identity{}, err
+		}
+		if ok && strings.EqualFold(name, user) {
+			return Identity{Registry: registry, Kind: KindPrincipal, Name: name, Perms: perms}, nil
+		}
+	}
+	checked := false
+	if strings.EqualFold(user, registry) {
+		acc, err := s.store.GetRegistrySettings(ctx, registry)
+		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return Identity{}, err
+		}
+		if acc.AdminEnabled {
+			for _, h := range acc.AdminPasswords {
+				if h == "" {
+					continue
+				}
+				checked = true
+				if ok, err := s.verified.check(ctx, h, password, s.now()); err != nil {
+					return Identity{}, fmt.Errorf("admin password hash: %w", err)
+				} else if ok {
+					return Identity{Registry: registry, Kind: KindAdmin, Name: registry, Stamp: stampOf(h), Perms: AllPerms}, nil
+				}
+			}
+		}
+	}
+	tk, err := s.store.GetToken(ctx, registry, user)
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return Identity{}, err
+	}
+	if err == nil && tk.Status == StatusEnabled {
+		for _, p := range tk.Passwords {
+			if p.Hash == "" || (!p.Expiry.IsZero() && !s.now().Before(p.Expiry)) {
+				continue
+			}
+			checked = true
+			ok, err := s.verified.check(ctx, p.Hash, password, s.now())
+			if err != nil {
+				return Identity{}, fmt.Errorf("token password hash: %w", err)
+			}
+			if ok {
+				perms, err := s.scopeMapPerms(ctx, registry, tk.ScopeMap)
+				if err != nil {
+					return Identity{}, err
+				}
+				return Identity{Registry: registry, Kind: KindToken, Name: tk.Name, Stamp: stampOf(p.Hash), Perms: perms}, nil
+			}
+		}
+	}
+	if !checked {
+		_, _ = s.verified.check(ctx, dummyHash, password+"\x00", s.now())
+	}
+	return Identity{}, errBadCredentials
+}
+
+// scopeMapPerms resolves a token's scope map (system or user-defined).
+func (s *Service) scopeMapPerms(ctx context.Context, registry, name string) (Perms, error) {
+	if name == "" {
+		return nil, nil
+	}
+	var actions []string
+	if sm, ok := LookupSystemScopeMap(name); ok {
+		actions = sm.Actions
+	} else {
+		m, err := s.store.GetScopeMap(ctx, registry, name)
+		if errors.Is(err, metadata.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		actions = m.Actions
+	}
+	p, err := ParseScopeMapActions(actions)
+	if err != nil {
+		return nil, fmt.Errorf("scope map %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// current re-reads an identity as it is now: nil perms (and ok false) if
+// it no longer exists, is disabled or lost the credential of stamp (when
+// stamp is not empty).
+func (s *Service) current(ctx context.Context, registry, kind, name, stamp string) (Identity, bool, error) {
+	id := Identity{Registry: registry, Kind: kind, Name: name, Stamp: stamp}
+	switch kind {
+	case KindAnonymous:
+		on, err := s.anonymousPull(ctx, registry)
+		if err != nil || !on {
+			return id, false, err
+		}
+		id.Perms = anonymousPerms
+		return id, true, nil
+	case KindAdmin:
+		acc, err := s.store.GetRegistrySettings(ctx, registry)
+		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return id, false, err
+		}
+		if !acc.AdminEnabled || (stamp != "" && stamp != stampOf(acc.AdminPasswords[0]) && stamp != stampOf(acc.AdminPasswords[1])) {
+			return id, false, nil
+		}
+		id.Perms = AllPerms
+		return id, true, nil
+	case KindPrincipal:
+		if s.principals == nil {
+			return id, false, nil
+		}
+		perms, ok, err := s.principals.PrincipalPerms(ctx, registry, name)
+		id.Perms = perms
+		return id, ok, err
+	case KindToken:
+		tk, err := s.store.GetToken(ctx, registry, name)
+		if errors.Is(err, metadata.ErrNotFound) {
+			return id, false, nil
+		}
+		if err != nil {
+			return id, false, err
+		}
+		if tk.Status != StatusEnabled {
+			return id, false, nil
+		}
+		if stamp != "" {
+			found := false
+			for _, p := range tk.Passwords {
+				if p.Hash != "" && stampOf(p.Hash) == stamp && (p.Expiry.IsZero() || s.now().Before(p.Expiry)) {
+					found = true
+				}
+			}
+			if !found {
+				return id, false, nil
+			}
+		}
+		perms, err := s.scopeMapPerms(ctx, registry, tk.ScopeMap)
+		if err != nil {
+			return id, false, err
+		}
+		id.Perms = perms
+		return id, true, nil
+	}
+	return id, false, nil
+}
+
+// anonymousPerms are what anonymous pull grants: read on every repository.
+var anonymousPerms = Perms{{Pattern: "*", Actions: []Action{Pull, MetadataRead}}}
+
+const refreshPrefix = "arca_rt_"
+
+func hashRefresh(token string) string {
+	s := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(s[:])
+}
+
+// newRefreshToken issues a refresh token for id.
+func (s *Service) newRefreshToken(ctx context.Context, id Identity) (string, error) {
+	sec, err := GenerateSecret()
+	if err != nil {
+		return "", err
+	}
+	tok := refreshPrefix + sec
+	now := s.now()
+	err = s.store.PutRefreshToken(ctx, metadata.RefreshToken{Hash: hashRefresh(tok), Registry: id.Registry, Kind: id.Kind,
+		Subject: id.Name, Stamp: id.Stamp, Created: now, Expires: now.Add(s.refreshTTL)})
+	if err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// fromRefreshToken authenticates a refresh token: unexpired, not revoked,
+// issued by this registry, and its identity still holding the credential
+// it was issued for.
+func (s *Service) fromRefreshToken(ctx context.Context, registry, token string) (Identity, error) {
+	if !strings.HasPrefix(token, refreshPrefix) {
+		return Identity{}, errBadCredentials
+	}
+	rt, err := s.store.GetRefreshToken(ctx, hashRefresh(token))
+	if errors.Is(err, metadata.ErrNotFound) {
+		return Identity{}, errBadCredentials
+	}
+	if err != nil {
+		return Identity{}, err
+	}
+	if rt.Revoked || !s.now().Before(rt.Expires) || !strings.EqualFold(rt.Registry, registry) {
+		return Identity{}, errBadCredentials
+	}
+	id, ok, err := s.current(ctx, registry, rt.Kind, rt.Subject, rt.Stamp)
+	if err != nil {
+		return Identity{}, err
+	}
+	if !ok {
+		return Identity{}, errBadCredentials
+	}
+	return id, nil
+}

@@ -1,0 +1,716 @@
+package metadata
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// schemaAccess holds data-plane access control: registry access settings
+// (on the registries table), scope maps, tokens, JWT signing keys and
+// refresh tokens. Passwords and refresh tokens are stored only as hashes.
+const schemaAccess = `
+ALTER TABLE registries ADD COLUMN admin_enabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registries ADD COLUMN anonymous_pull INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registries ADD COLUMN admin_password1 TEXT NOT NULL DEFAULT '';
+ALTER TABLE registries ADD COLUMN admin_password2 TEXT NOT NULL DEFAULT '';
+ALTER TABLE registries ADD COLUMN sku TEXT NOT NULL DEFAULT 'Standard';
+ALTER TABLE registries ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE registries ADD COLUMN public_network_access TEXT NOT NULL DEFAULT 'Enabled';
+ALTER TABLE registries ADD COLUMN data_endpoint_enabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registries ADD COLUMN role_assignment_mode TEXT NOT NULL DEFAULT 'LegacyRegistryPermissions';
+ALTER TABLE registries ADD COLUMN managed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE INDEX uploads_owner ON uploads(owner, created_at) WHERE owner <> '';
+CREATE TABLE scope_maps (
+	registry    TEXT NOT NULL,
+	name        TEXT NOT NULL COLLATE NOCASE,
+	description TEXT NOT NULL DEFAULT '',
+	actions     TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	modified_at INTEGER NOT NULL,
+	PRIMARY KEY (registry, name)
+);
+CREATE TABLE tokens (
+	registry    TEXT NOT NULL,
+	name        TEXT NOT NULL COLLATE NOCASE,
+	scope_map   TEXT NOT NULL DEFAULT '',
+	status      TEXT NOT NULL,
+	passwords   TEXT NOT NULL DEFAULT '[]',
+	created_at  INTEGER NOT NULL,
+	modified_at INTEGER NOT NULL,
+	PRIMARY KEY (registry, name)
+);
+CREATE TABLE signing_keys (
+	kid        TEXT PRIMARY KEY,
+	secret     BLOB NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE refresh_tokens (
+	hash       TEXT PRIMARY KEY,
+	registry   TEXT NOT NULL,
+	kind       TEXT NOT NULL,
+	subject    TEXT NOT NULL,
+	stamp      TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL,
+	revoked    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
+CREATE TABLE principals (
+	name       TEXT PRIMARY KEY COLLATE NOCASE,
+	role       TEXT NOT NULL,
+	registry   TEXT NOT NULL DEFAULT '',
+	salt       BLOB NOT NULL,
+	hash       BLOB NOT NULL,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE audit_log (
+	id       INTEGER PRIMARY KEY AUTOINCREMENT,
+	at       INTEGER NOT NULL,
+	who      TEXT NOT NULL,
+	action   TEXT NOT NULL,
+	resource TEXT NOT NULL,
+	result   TEXT NOT NULL,
+	remote   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_log_at ON audit_log(at)`
+
+// RegistrySettings are a registry's resource properties, data-plane
+// access settings included.
+type RegistrySettings struct {
+	AdminEnabled  bool
+	AnonymousPull bool
+	// AdminPasswords are the argon2id hashes of the admin user's two
+	// passwords ("" = not generated yet).
+	AdminPasswords [2]string
+	// SKU is Basic, Standard or Premium: recorded, changes nothing.
+	SKU                 string
+	Tags                map[string]string
+	PublicNetworkAccess string // Enabled or Disabled
+	DataEndpointEnabled bool
+	RoleAssignmentMode  string
+	Created             time.Time
+}
+
+const settingsColumns = `admin_enabled, anonymous_pull, admin_password1, admin_password2, sku, tags, public_network_access, data_endpoint_enabled, role_assignment_mode, created_at`
+
+func scanSettings(row *sql.Row) (RegistrySettings, error) {
+	var a RegistrySettings
+	var tags string
+	var created int64
+	err := row.Scan(&a.AdminEnabled, &a.AnonymousPull, &a.AdminPasswords[0], &a.AdminPasswords[1], &a.SKU, &tags,
+		&a.PublicNetworkAccess, &a.DataEndpointEnabled, &a.RoleAssignmentMode, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, ErrNotFound
+	}
+	if err != nil {
+		return a, fmt.Errorf("registry settings: %w", err)
+	}
+	if err := json.Unmarshal([]byte(tags), &a.Tags); err != nil {
+		return a, fmt.Errorf("registry tags: %w", err)
+	}
+	a.Created = time.UnixMilli(created).UTC()
+	return a, nil
+}
+
+// GetRegistrySettings returns registry's settings.
+func (s *SQLite) GetRegistrySettings(ctx context.Context, registry string) (RegistrySettings, error) {
+	return scanSettings(s.r.QueryRowContext(ctx, `SELECT `+settingsColumns+` FROM registries WHERE name = ?`, strings.ToLower(registry)))
+}
+
+// UpdateRegistrySettings changes registry's settings in one transaction.
+func (s *SQLite) UpdateRegistrySettings(ctx context.Context, registry string, fn func(*RegistrySettings) error) error {
+	registry = strings.ToLower(registry)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		a, err := scanSettings(tx.QueryRowContext(ctx, `SELECT `+settingsColumns+` FROM registries WHERE name = ?`, registry))
+		if err != nil {
+			return err
+		}
+		if err := fn(&a); err != nil {
+			return err
+		}
+		tags, _ := json.Marshal(a.Tags)
+		if a.Tags == nil {
+			tags = []byte("{}")
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE registries SET admin_enabled = ?, anonymous_pull = ?, admin_password1 = ?, admin_password2 = ?,
+			sku = ?, tags = ?, public_network_access = ?, data_endpoint_enabled = ?, role_assignment_mode = ? WHERE name = ?`,
+			a.AdminEnabled, a.AnonymousPull, a.AdminPasswords[0], a.AdminPasswords[1], a.SKU, string(tags),
+			a.PublicNetworkAccess, a.DataEndpointEnabled, a.RoleAssignmentMode, registry)
+		if err != nil {
+			return fmt.Errorf("registry settings: %w", err)
+		}
+		return nil
+	})
+}
+
+// CreateRegistry records a registry created through the management API
+// (managed), with its settings; an existing row (say of a registry no
+// longer configured) is taken over.
+func (s *SQLite) CreateRegistry(ctx context.Context, r RegistryRecord, set RegistrySettings) error {
+	hosts, _ := json.Marshal(append([]string{}, r.Hosts...))
+	tags, _ := json.Marshal(set.Tags)
+	if set.Tags == nil {
+		tags = []byte("{}")
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO registries(name, hosts, created_at, managed, admin_enabled, anonymous_pull, sku, tags, public_network_access, data_endpoint_enabled, role_assignment_mode)
+		VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET hosts = excluded.hosts, managed = 1, admin_enabled = excluded.admin_enabled,
+			anonymous_pull = excluded.anonymous_pull, sku = excluded.sku, tags = excluded.tags, public_network_access = excluded.public_network_access,
+			data_endpoint_enabled = excluded.data_endpoint_enabled, role_assignment_mode = excluded.role_assignment_mode`,
+		strings.ToLower(r.Name), string(hosts), now(), set.AdminEnabled, set.AnonymousPull, set.SKU, string(tags),
+		set.PublicNetworkAccess, set.DataEndpointEnabled, set.RoleAssignmentMode)
+	if err != nil {
+		return fmt.Errorf("create registry: %w", err)
+	}
+	return nil
+}
+
+// SetRegistryHosts changes the hosts of a managed registry.
+func (s *SQLite) SetRegistryHosts(ctx context.Context, name string, hosts []string) error {
+	b, _ := json.Marshal(append([]string{}, hosts...))
+	if _, err := s.w.ExecContext(ctx, `UPDATE registries SET hosts = ? WHERE name = ?`, string(b), strings.ToLower(name)); err != nil {
+		return fmt.Errorf("registry hosts: %w", err)
+	}
+	return nil
+}
+
+// ManagedRegistries returns the registries created through the API.
+func (s *SQLite) ManagedRegistries(ctx context.Context) ([]RegistryRecord, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name, hosts FROM registries WHERE managed = 1 ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("managed registries: %w", err)
+	}
+	defer rows.Close()
+	var out []RegistryRecord
+	for rows.Next() {
+		var r RegistryRecord
+		var hosts string
+		if err := rows.Scan(&r.Name, &hosts); err != nil {
+			return nil, fmt.Errorf("managed registries: %w", err)
+		}
+		if err := json.Unmarshal([]byte(hosts), &r.Hosts); err != nil {
+			return nil, fmt.Errorf("managed registry %s: %w", r.Name, err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// registryTables hold rows of one registry; DeleteRegistry clears them.
+var registryTables = []string{"repositories", "repo_blobs", "manifests", "manifest_refs", "tags", "uploads", "cache_rules",
+	"credential_sets", "rules_generation", "operations", "sync_leases", "sync_runs", "sync_tags", "scope_maps", "tokens", "refresh_tokens"}
+
+// DeleteRegistry deletes a managed registry and everything recorded for
+// it (blobs stay in the blob store: other registries may share them).
+func (s *SQLite) DeleteRegistry(ctx context.Context, name string) error {
+	name = strings.ToLower(name)
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, t := range registryTables {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE registry = ?`, name); err != nil {
+				return fmt.Errorf("delete registry %s (%s): %w", name, t, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM registries WHERE name = ? AND managed = 1`, name); err != nil {
+			return fmt.Errorf("delete registry %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// ErrQuota is returned when an identity is at its limit.
+var ErrQuota = errors.New("quota exceeded")
+
+// CreateOwnedUpload records an upload session started by owner, unless
+// owner already has max sessions started within maxAge (ErrQuota).
+func (s *SQLite) CreateOwnedUpload(ctx context.Context, registry, repo, id, owner string, max int, maxAge time.Duration) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		t := now()
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM uploads WHERE owner = ? AND created_at > ?`,
+			owner, t-maxAge.Milliseconds()).Scan(&n); err != nil {
+			return fmt.Errorf("create upload: %w", err)
+		}
+		if n >= max {
+			return fmt.Errorf("%s has %d open upload sessions: %w", owner, n, ErrQuota)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO uploads(id, registry, repo, created_at, owner) VALUES (?, ?, ?, ?, ?)`,
+			id, registry, repo, t, owner); err != nil {
+			return fmt.Errorf("create upload: %w", err)
+		}
+		return nil
+	})
+}
+
+// UploadStarted returns when upload session id of repo was started
+// (ok false if there is none).
+func (s *SQLite) UploadStarted(ctx context.Context, registry, repo, id string) (time.Time, bool, error) {
+	var c int64
+	err := s.r.QueryRowContext(ctx, `SELECT created_at FROM uploads WHERE id = ? AND registry = ? AND repo = ?`, id, registry, repo).Scan(&c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("upload: %w", err)
+	}
+	return time.UnixMilli(c), true, nil
+}
+
+// ScopeMap is a user-defined scope map: ACR action strings such as
+// repositories/team/*/content/read.
+type ScopeMap struct {
+	Name        string
+	Description string
+	Actions     []string
+	Created     time.Time
+	Modified    time.Time
+}
+
+// GetScopeMap returns a scope map (ErrNotFound if none).
+func (s *SQLite) GetScopeMap(ctx context.Context, registry, name string) (ScopeMap, error) {
+	var m ScopeMap
+	var acts string
+	var c, mod int64
+	err := s.r.QueryRowContext(ctx, `SELECT name, description, actions, created_at, modified_at FROM scope_maps WHERE registry = ? AND name = ?`,
+		strings.ToLower(registry), name).Scan(&m.Name, &m.Description, &acts, &c, &mod)
+	if errors.Is(err, sql.ErrNoRows) {
+		return m, ErrNotFound
+	}
+	if err != nil {
+		return m, fmt.Errorf("get scope map: %w", err)
+	}
+	if err := json.Unmarshal([]byte(acts), &m.Actions); err != nil {
+		return m, fmt.Errorf("get scope map %s: %w", name, err)
+	}
+	m.Created, m.Modified = time.UnixMilli(c).UTC(), time.UnixMilli(mod).UTC()
+	return m, nil
+}
+
+// ListScopeMaps returns registry's scope maps by name.
+func (s *SQLite) ListScopeMaps(ctx context.Context, registry string) ([]ScopeMap, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM scope_maps WHERE registry = ? ORDER BY name`, strings.ToLower(registry))
+	if err != nil {
+		return nil, fmt.Errorf("list scope maps: %w", err)
+	}
+	names, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list scope maps: %w", err)
+	}
+	out := make([]ScopeMap, 0, len(names))
+	for _, n := range names {
+		m, err := s.GetScopeMap(ctx, registry, n)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		if err == nil {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// PutScopeMap creates or replaces a scope map, keeping its creation time.
+// It reports whether it was created.
+func (s *SQLite) PutScopeMap(ctx context.Context, registry string, m ScopeMap) (bool, error) {
+	acts, _ := json.Marshal(append([]string{}, m.Actions...))
+	t := now()
+	var created bool
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE scope_maps SET description = ?, actions = ?, modified_at = ? WHERE registry = ? AND name = ?`,
+			m.Description, string(acts), t, strings.ToLower(registry), m.Name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		created = true
+		_, err = tx.ExecContext(ctx, `INSERT INTO scope_maps(registry, name, description, actions, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			strings.ToLower(registry), m.Name, m.Description, string(acts), t, t)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("put scope map: %w", err)
+	}
+	return created, nil
+}
+
+// DeleteScopeMap deletes a scope map; ErrConflict if a token uses it.
+func (s *SQLite) DeleteScopeMap(ctx context.Context, registry, name string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens WHERE registry = ? AND scope_map = ? COLLATE NOCASE`,
+			strings.ToLower(registry), name).Scan(&n); err != nil {
+			return fmt.Errorf("delete scope map: %w", err)
+		}
+		if n > 0 {
+			return fmt.Errorf("scope map %s is used by %d token(s): %w", name, n, ErrConflict)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM scope_maps WHERE registry = ? AND name = ?`, strings.ToLower(registry), name)
+		if err != nil {
+			return fmt.Errorf("delete scope map: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+}
+
+// TokenPassword is one of a token's two passwords.
+type TokenPassword struct {
+	Name    string    `json:"name"` // password1 or password2
+	Hash    string    `json:"hash"` // argon2id
+	Created time.Time `json:"created"`
+	Expiry  time.Time `json:"expiry,omitzero"` // zero: never
+}
+
+// Token is a repository-scoped access token.
+type Token struct {
+	Name      string
+	ScopeMap  string // scope map name ("" = none: no access)
+	Status    string // enabled or disabled
+	Passwords []TokenPassword
+	Created   time.Time
+	Modified  time.Time
+}
+
+// GetToken returns a token (ErrNotFound if none).
+func (s *SQLite) GetToken(ctx context.Context, registry, name string) (Token, error) {
+	return getToken(ctx, s.r, registry, name)
+}
+
+type queryRower interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+func getToken(ctx context.Context, q queryRower, registry, name string) (Token, error) {
+	var tk Token
+	var pw string
+	var c, mod int64
+	err := q.QueryRowContext(ctx, `SELECT name, scope_map, status, passwords, created_at, modified_at FROM tokens WHERE registry = ? AND name = ?`,
+		strings.ToLower(registry), name).Scan(&tk.Name, &tk.ScopeMap, &tk.Status, &pw, &c, &mod)
+	if errors.Is(err, sql.ErrNoRows) {
+		return tk, ErrNotFound
+	}
+	if err != nil {
+		return tk, fmt.Errorf("get token: %w", err)
+	}
+	if err := json.Unmarshal([]byte(pw), &tk.Passwords); err != nil {
+		return tk, fmt.Errorf("get token %s: %w", name, err)
+	}
+	tk.Created, tk.Modified = time.UnixMilli(c).UTC(), time.UnixMilli(mod).UTC()
+	return tk, nil
+}
+
+// ListTokens returns registry's tokens by name.
+func (s *SQLite) ListTokens(ctx context.Context, registry string) ([]Token, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM tokens WHERE registry = ? ORDER BY name`, strings.ToLower(registry))
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	names, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	out := make([]Token, 0, len(names))
+	for _, n := range names {
+		tk, err := s.GetToken(ctx, registry, n)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		if err == nil {
+			out = append(out, tk)
+		}
+	}
+	return out, nil
+}
+
+// UpdateToken creates or changes a token in one transaction: fn gets the
+// current token (created false) or a zero Token with Name set (created
+// true). It reports whether the token was created.
+func (s *SQLite) UpdateToken(ctx context.Context, registry, name string, fn func(tk *Token, created bool) error) (bool, error) {
+	var created bool
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		tk, err := getToken(ctx, tx, registry, name)
+		created = errors.Is(err, ErrNotFound)
+		if err != nil && !created {
+			return err
+		}
+		if created {
+			tk = Token{Name: name}
+		}
+		if err := fn(&tk, created); err != nil {
+			return err
+		}
+		pw, _ := json.Marshal(append([]TokenPassword{}, tk.Passwords...))
+		t := now()
+		if created {
+			_, err = tx.ExecContext(ctx, `INSERT INTO tokens(registry, name, scope_map, status, passwords, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+				strings.ToLower(registry), tk.Name, tk.ScopeMap, tk.Status, string(pw), t, t)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE tokens SET scope_map = ?, status = ?, passwords = ?, modified_at = ? WHERE registry = ? AND name = ?`,
+				tk.ScopeMap, tk.Status, string(pw), t, strings.ToLower(registry), name)
+		}
+		if err != nil {
+			return fmt.Errorf("update token: %w", err)
+		}
+		return nil
+	})
+	return created, err
+}
+
+// DeleteToken deletes a token.
+func (s *SQLite) DeleteToken(ctx context.Context, registry, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM tokens WHERE registry = ? AND name = ?`, strings.ToLower(registry), name)
+	if err != nil {
+		return fmt.Errorf("delete token: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// SigningKey is a JWT signing key (HMAC secret) shared by all replicas.
+type SigningKey struct {
+	ID      string
+	Secret  []byte
+	Created time.Time
+}
+
+// SigningKeys returns the signing keys, newest first.
+func (s *SQLite) SigningKeys(ctx context.Context) ([]SigningKey, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT kid, secret, created_at FROM signing_keys ORDER BY created_at DESC, kid`)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	defer rows.Close()
+	var out []SigningKey
+	for rows.Next() {
+		var k SigningKey
+		var c int64
+		if err := rows.Scan(&k.ID, &k.Secret, &c); err != nil {
+			return nil, fmt.Errorf("signing keys: %w", err)
+		}
+		k.Created = time.UnixMilli(c).UTC()
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// AddSigningKey stores k unless a key newer than notAfter exists (another
+// replica rotated first), and deletes keys created before pruneBefore.
+func (s *SQLite) AddSigningKey(ctx context.Context, k SigningKey, notAfter, pruneBefore time.Time) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM signing_keys WHERE created_at > ?`, notAfter.UnixMilli()).Scan(&n); err != nil {
+			return fmt.Errorf("add signing key: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO signing_keys(kid, secret, created_at) VALUES (?, ?, ?)`, k.ID, k.Secret, k.Created.UnixMilli()); err != nil {
+			return fmt.Errorf("add signing key: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM signing_keys WHERE created_at < ?`, pruneBefore.UnixMilli()); err != nil {
+			return fmt.Errorf("prune signing keys: %w", err)
+		}
+		return nil
+	})
+}
+
+// RefreshToken is an issued refresh token, known by its hash.
+type RefreshToken struct {
+	Hash     string
+	Registry string
+	Kind     string // identity kind: admin or token
+	Subject  string
+	// Stamp identifies the credential it was issued for; a changed
+	// password or disabled identity makes it invalid.
+	Stamp   string
+	Created time.Time
+	Expires time.Time
+	Revoked bool
+}
+
+// PutRefreshToken records an issued refresh token and drops expired ones.
+func (s *SQLite) PutRefreshToken(ctx context.Context, t RefreshToken) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE expires_at < ?`, now()); err != nil {
+			return fmt.Errorf("refresh tokens: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens(hash, registry, kind, subject, stamp, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			t.Hash, strings.ToLower(t.Registry), t.Kind, t.Subject, t.Stamp, t.Created.UnixMilli(), t.Expires.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("put refresh token: %w", err)
+		}
+		return nil
+	})
+}
+
+// GetRefreshToken returns the refresh token with this hash.
+func (s *SQLite) GetRefreshToken(ctx context.Context, hash string) (RefreshToken, error) {
+	t := RefreshToken{Hash: hash}
+	var c, e int64
+	err := s.r.QueryRowContext(ctx, `SELECT registry, kind, subject, stamp, created_at, expires_at, revoked FROM refresh_tokens WHERE hash = ?`, hash).
+		Scan(&t.Registry, &t.Kind, &t.Subject, &t.Stamp, &c, &e, &t.Revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, ErrNotFound
+	}
+	if err != nil {
+		return t, fmt.Errorf("get refresh token: %w", err)
+	}
+	t.Created, t.Expires = time.UnixMilli(c).UTC(), time.UnixMilli(e).UTC()
+	return t, nil
+}
+
+// RevokeRefreshTokens revokes every refresh token of an identity.
+func (s *SQLite) RevokeRefreshTokens(ctx context.Context, registry, kind, subject string) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE refresh_tokens SET revoked = 1 WHERE registry = ? AND kind = ? AND subject = ? COLLATE NOCASE`,
+		strings.ToLower(registry), kind, subject)
+	if err != nil {
+		return fmt.Errorf("revoke refresh tokens: %w", err)
+	}
+	return nil
+}
+
+// Principal is a management identity: a role, optionally limited to one
+// registry, and the salted SHA-256 of its secret (secrets are generated,
+// or checked for 128 bits of entropy, so a fast hash suffices).
+type Principal struct {
+	Name     string
+	Role     string
+	Registry string // "" = every registry
+	Salt     []byte
+	Hash     []byte
+	Created  time.Time
+}
+
+// GetPrincipal returns a principal (ErrNotFound if none).
+func (s *SQLite) GetPrincipal(ctx context.Context, name string) (Principal, error) {
+	var p Principal
+	var c int64
+	err := s.r.QueryRowContext(ctx, `SELECT name, role, registry, salt, hash, created_at FROM principals WHERE name = ?`, name).
+		Scan(&p.Name, &p.Role, &p.Registry, &p.Salt, &p.Hash, &c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, ErrNotFound
+	}
+	if err != nil {
+		return p, fmt.Errorf("get principal: %w", err)
+	}
+	p.Created = time.UnixMilli(c).UTC()
+	return p, nil
+}
+
+// ListPrincipals returns every principal by name.
+func (s *SQLite) ListPrincipals(ctx context.Context) ([]Principal, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM principals ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list principals: %w", err)
+	}
+	names, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list principals: %w", err)
+	}
+	out := make([]Principal, 0, len(names))
+	for _, n := range names {
+		p, err := s.GetPrincipal(ctx, n)
+		if err == nil {
+			out = append(out, p)
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// PutPrincipal creates or replaces a principal.
+func (s *SQLite) PutPrincipal(ctx context.Context, p Principal) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO principals(name, role, registry, salt, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET role = excluded.role, registry = excluded.registry, salt = excluded.salt, hash = excluded.hash`,
+		p.Name, p.Role, strings.ToLower(p.Registry), p.Salt, p.Hash, now())
+	if err != nil {
+		return fmt.Errorf("put principal: %w", err)
+	}
+	return nil
+}
+
+// DeletePrincipal deletes a principal.
+func (s *SQLite) DeletePrincipal(ctx context.Context, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM principals WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("delete principal: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// AuditEntry is one line of the audit log: management changes and
+// authentication failures, never secret values.
+type AuditEntry struct {
+	At       time.Time `json:"time"`
+	Who      string    `json:"who"`
+	Action   string    `json:"action"`
+	Resource string    `json:"resource"`
+	Result   string    `json:"result"`
+	Remote   string    `json:"remote,omitempty"`
+}
+
+// AuditRetention is how long audit entries are kept.
+const AuditRetention = 90 * 24 * time.Hour
+
+// AddAudit records an entry and drops entries past AuditRetention.
+func (s *SQLite) AddAudit(ctx context.Context, e AuditEntry) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log(at, who, action, resource, result, remote) VALUES (?, ?, ?, ?, ?, ?)`,
+			e.At.UnixMilli(), e.Who, e.Action, e.Resource, e.Result, e.Remote); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_log WHERE at < ?`, e.At.Add(-AuditRetention).UnixMilli()); err != nil {
+			return fmt.Errorf("audit retention: %w", err)
+		}
+		return nil
+	})
+}
+
+// ListAudit returns up to n entries at or after since, newest first.
+func (s *SQLite) ListAudit(ctx context.Context, since time.Time, n int) ([]AuditEntry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT at, who, action, resource, result, remote FROM audit_log WHERE at >= ? ORDER BY id DESC LIMIT ?`,
+		since.UnixMilli(), n)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	out := []AuditEntry{}
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		if err := rows.Scan(&at, &e.Who, &e.Action, &e.Resource, &e.Result, &e.Remote); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		e.At = time.UnixMilli(at).UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,106 @@
+package mgmt
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// newPrincipalToken creates a principal through the API and returns its token.
+func (f *fixture) newPrincipalToken(name, role, registry string) string {
+	f.t.Helper()
+	r := f.do("PUT", "/arca/v1/principals/"+name, map[string]any{"role": role, "registry": registry})
+	if r.status != 200 {
+		f.t.Fatalf("create principal %s: %d %s", name, r.status, r.body)
+	}
+	tok, _ := r.json(f.t.(*testing.T))["token"].(string)
+	if !strings.HasPrefix(tok, principalTokenPrefix+name+"_") {
+		f.t.Fatalf("principal token %q", tok)
+	}
+	return tok
+}
+
+func TestManagementRoles(t *testing.T) {
+	f := newFixture(t)
+	tokens := map[string]string{}
+	for _, p := range []struct{ name, role, reg string }{
+		{"owner1", RoleOwner, ""}, {"contrib", RoleContributor, ""}, {"reader", RoleReader, ""},
+		{"ci-rules", RoleContributor, "teamreg"}, {"puller", RoleAcrPull, ""},
+	} {
+		tokens[p.name] = "Bearer " + f.newPrincipalToken(p.name, p.role, p.reg)
+	}
+	rule := ruleBody("mcr.microsoft.com/dotnet/runtime", "dotnet/runtime", "")
+	cases := []struct {
+		who, method, path string
+		body              any
+		want              int
+	}{
+		{"reader", "GET", base("default") + "/cacheRules", nil, 200},
+		{"reader", "PUT", base("default") + "/cacheRules/rule1", rule, 403},
+		{"reader", "POST", base("default") + "/listCredentials", nil, 403}, // secrets need write
+		{"contrib", "PUT", base("default") + "/cacheRules/rule1", rule, 201},
+		{"contrib", "GET", "/arca/v1/principals", nil, 403},
+		{"contrib", "GET", "/arca/v1/audit", nil, 403},
+		{"contrib", "GET", "/arca/v1/backup/metadata", nil, 403}, // the whole store, secret hashes included
+		{"ci-rules", "GET", "/arca/v1/backup/metadata", nil, 403},
+		{"owner1", "GET", "/arca/v1/principals", nil, 200},
+		{"ci-rules", "PUT", base("teamreg") + "/cacheRules/rule2", rule, 201},
+		{"ci-rules", "PUT", base("default") + "/cacheRules/rule3", rule, 403},
+		{"ci-rules", "GET", base("default"), nil, 403},
+		{"puller", "GET", base("default") + "/cacheRules", nil, 403},
+		{"puller", "GET", "/arca/v1/info", nil, 200},
+	}
+	for _, c := range cases {
+		r := f.doAuth(c.method, c.path, c.body, tokens[c.who])
+		if r.status != c.want {
+			t.Errorf("%s %s %s: %d, want %d (%s)", c.who, c.method, c.path, r.status, c.want, r.body)
+		}
+		if c.want == 403 && r.errorCode() != "AuthorizationFailed" {
+			t.Errorf("%s %s %s: code %q", c.who, c.method, c.path, r.errorCode())
+		}
+	}
+	// A registry-scoped caller sees only its registry.
+	r := f.doAuth("GET", "/subscriptions/"+testSub+"/providers/Microsoft.ContainerRegistry/registries", nil, tokens["ci-rules"])
+	if v, _ := r.json(t)["value"].([]any); len(v) != 1 {
+		t.Errorf("scoped list: %s", r.body)
+	}
+	// Deleted principals stop working at once.
+	if r := f.do("DELETE", "/arca/v1/principals/reader", nil); r.status != 200 {
+		t.Fatalf("delete: %d", r.status)
+	}
+	if r := f.doAuth("GET", base("default")+"/cacheRules", nil, tokens["reader"]); r.status != 401 {
+		t.Errorf("deleted principal: %d", r.status)
+	}
+	// The audit log has who did what, never a token.
+	r = f.do("GET", "/arca/v1/audit", nil)
+	if r.status != 200 || !strings.Contains(string(r.body), `"who":"contrib"`) || !strings.Contains(string(r.body), "/cacheRules/rule1") {
+		t.Fatalf("audit: %d %s", r.status, r.body)
+	}
+	for _, tok := range tokens {
+		if strings.Contains(string(r.body), strings.TrimPrefix(tok, "Bearer ")) {
+			t.Fatal("audit log holds a token")
+		}
+	}
+	if strings.Contains(f.logs.String(), strings.TrimPrefix(tokens["owner1"], "Bearer ")) {
+		t.Fatal("server log holds a token")
+	}
+}
+
+func TestManagementAuthThrottled(t *testing.T) {
+	f := newFixture(t)
+	for i := 0; i < 10; i++ {
+		if r := f.doAuth("GET", base("default"), nil, "Bearer wrong-token"); r.status != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %d", i, r.status)
+		}
+	}
+	// Over budget: refused without checking, even the right token.
+	if r := f.do("GET", base("default"), nil); r.status != http.StatusTooManyRequests || r.errorCode() != "TooManyRequests" {
+		t.Fatalf("after 10 failures: %d %s", r.status, r.body)
+	}
+	list, err := f.meta.ListAudit(context.Background(), time.Time{}, 100)
+	if err != nil || len(list) != 10 || list[0].Result != "invalid token" {
+		t.Fatalf("audit of failures: %v %+v", err, list)
+	}
+}
