@@ -116,7 +116,7 @@ func addLimitFlags(f *pflag.FlagSet, o *server.LimitOptions) {
 
 // zeroTurnsOff lists the duration settings for which 0 means "off"; every
 // other duration must be positive.
-var zeroTurnsOff = map[string]bool{"negative-cache-ttl": true}
+var zeroTurnsOff = map[string]bool{"negative-cache-ttl": true, "blob-redirect": true}
 
 // positiveInts lists the integer settings that must be at least 1.
 var positiveInts = map[string]bool{"max-uploads-per-client": true, "sync-concurrency": true, "max-cache-rules": true}
