@@ -329,8 +329,8 @@ func (s *S3) DeleteStaged(ctx context.Context, ids ...string) error {
 }
 
 // s3PartSize is the multipart part size of a staged part: the memory one
-// part being written holds.
-const s3PartSize = 16 << 20
+// part being written holds (S3's 10,000 parts make 80 GB the largest part).
+const s3PartSize = 8 << 20
 
 // s3Part streams its bytes through a pipe into one PutObject, which
 // uploads them as a multipart upload; the object exists only once Close

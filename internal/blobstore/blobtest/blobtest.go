@@ -206,7 +206,7 @@ func testPartsInOrder(t *testing.T, b blobstore.Backend) {
 // testLargeParts crosses multipart boundaries: parts big enough for S3 to
 // join server-side, and one larger than a multipart part.
 func testLargeParts(t *testing.T, b blobstore.Backend) {
-	parts := [][]byte{random(t, 6<<20), random(t, 17<<20), random(t, 1000)}
+	parts := [][]byte{random(t, 6<<20), random(t, 9<<20), random(t, 1000)}
 	body := bytes.Join(parts, nil)
 	d := digest.FromBytes(body)
 	if err := b.Commit(ctx(t), d, stage(t, b, parts...)); err != nil {

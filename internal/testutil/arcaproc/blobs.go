@@ -70,6 +70,9 @@ func blobsFlags(t testing.TB, o Options) (args, env []string) {
 	if shared.err != nil {
 		t.Fatalf("ARCA_TEST_BLOBS=s3: start MinIO: %v (install it with `%s`)", shared.err, minio.Install)
 	}
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(o.DataDir, bucketFile)
 	bucket, err := os.ReadFile(path)
 	if err != nil {
