@@ -81,7 +81,8 @@ func Backup(ctx context.Context, src Source, dir string, p Progress) (Result, er
 		p = nopProgress{}
 	}
 	res := Result{Dir: dir}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// The snapshot holds token hashes and JWT signing keys: owner only.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
 	store, err := blobstore.NewFS(filepath.Join(dir, BlobsDir))
@@ -94,6 +95,10 @@ func Backup(ctx context.Context, src Source, dir string, p Progress) (Result, er
 		return res, fmt.Errorf("backup: %w", err)
 	}
 	if err := src.SnapshotTo(ctx, partial); err != nil {
+		os.Remove(partial)
+		return res, fmt.Errorf("backup: %w", err)
+	}
+	if err := os.Chmod(partial, 0o600); err != nil {
 		os.Remove(partial)
 		return res, fmt.Errorf("backup: %w", err)
 	}

@@ -8,11 +8,14 @@ import (
 	"os"
 
 	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/tracing"
 	"github.com/arcacache/arca/internal/upstream"
 )
 
@@ -30,6 +33,14 @@ type BlobSource struct {
 // Blob makes blob d of target t available, fetching it from the upstream
 // when no replica has stored it yet.
 func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest) (*BlobSource, Status, error) {
+	ctx, span := tracing.Start(ctx, "cache lookup blob", attribute.String("arca.rule", t.Rule), attribute.String("oci.digest", d.String()))
+	src, st, err := c.blob(ctx, reg, t, d)
+	span.SetAttributes(attribute.String("arca.cache", string(st)))
+	tracing.End(span, err)
+	return src, st, err
+}
+
+func (c *Cache) blob(ctx context.Context, reg string, t Target, d digest.Digest) (*BlobSource, Status, error) {
 	if size, ok, err := c.local(ctx, reg, t, d); err != nil || ok {
 		if err != nil {
 			c.count("blob", "error")
@@ -58,7 +69,7 @@ func (c *Cache) Blob(ctx context.Context, reg string, t Target, d digest.Digest)
 // follow joins (or starts) the fetch of d for t and waits until its bytes
 // can be followed. The caller releases the fetch.
 func (c *Cache) follow(ctx context.Context, reg string, t Target, d digest.Digest) (*fetch, Status, error) {
-	f, leader, err := c.join(reg, t, d)
+	f, leader, err := c.join(ctx, reg, t, d)
 	if err != nil {
 		return nil, "", err
 	}
@@ -200,7 +211,7 @@ func (c *Cache) Allowed(ctx context.Context, reg string, t Target, d digest.Dige
 // rule (another upstream, registry or credential set) never rides on a
 // fetch whose failure or whose content it has no claim to. Only map
 // operations happen under c.mu. The caller holds a reference until release.
-func (c *Cache) join(reg string, t Target, d digest.Digest) (*fetch, bool, error) {
+func (c *Cache) join(ctx context.Context, reg string, t Target, d digest.Digest) (*fetch, bool, error) {
 	key := fetchKey{host: t.Upstream.Host, path: t.Upstream.Path, cred: t.Upstream.CredKey, d: d}
 	link := repoRef{reg: reg, repo: t.Repo}
 	c.mu.Lock()
@@ -216,6 +227,7 @@ func (c *Cache) join(reg string, t Target, d digest.Digest) (*fetch, bool, error
 		return nil, false, errShuttingDown
 	}
 	f := newFetch(key)
+	f.trace = trace.SpanFromContext(ctx) // the leader's request: the fetch's spans are its children
 	f.addLink(link)
 	c.inflight[key] = f
 	c.wg.Add(1)
@@ -237,9 +249,11 @@ type repoRef struct{ reg, repo string }
 // digest verifies; then commit and link every follower's repository.
 func (c *Cache) run(f *fetch, reg string, t Target) {
 	defer c.wg.Done()
-	ctx, cancel := context.WithTimeout(c.base, c.timeout)
+	ctx, cancel := context.WithTimeout(trace.ContextWithSpan(c.base, f.trace), c.timeout)
 	defer cancel()
+	ctx, span := tracing.Start(ctx, "fetch blob", attribute.String("arca.upstream", t.Upstream.String()), attribute.String("oci.digest", f.key.d.String()))
 	err := c.transfer(ctx, f, reg, t)
+	tracing.End(span, err)
 	if err == nil {
 		c.linkAll(ctx, f, t)
 	} else {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/arcacache/arca/internal/blobstore"
 )
 
@@ -25,6 +27,7 @@ const (
 // fetch is one in-flight upstream transfer shared by all its readers.
 type fetch struct {
 	key      fetchKey
+	trace    trace.Span // the leader's request span (tracing)
 	pool     *bufPool
 	started  chan struct{} // closed when bytes can be followed, or on failure to start
 	finished chan struct{} // closed when the fetch is committed and linked, or failed

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
+	"github.com/arcacache/arca/internal/tracing"
 	"github.com/arcacache/arca/internal/upstream"
 )
 
@@ -26,6 +28,14 @@ const manifestFetchTimeout = 2 * time.Minute
 // never need the upstream. Tags are revalidated with a HEAD when their last
 // check is older than the revalidation interval.
 func (c *Cache) Manifest(ctx context.Context, reg string, t Target, ref string) (metadata.Manifest, Status, error) {
+	ctx, span := tracing.Start(ctx, "cache lookup manifest", attribute.String("arca.rule", t.Rule), attribute.String("oci.reference", ref))
+	m, st, err := c.manifest(ctx, reg, t, ref)
+	span.SetAttributes(attribute.String("arca.cache", string(st)))
+	tracing.End(span, err)
+	return m, st, err
+}
+
+func (c *Cache) manifest(ctx context.Context, reg string, t Target, ref string) (metadata.Manifest, Status, error) {
 	if d, err := digest.Parse(ref); err == nil {
 		m, err := c.meta.GetManifest(ctx, reg, t.Repo, d)
 		if err == nil {

@@ -7,7 +7,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/arcacache/arca/internal/rules"
+	"github.com/arcacache/arca/internal/tracing"
 	"github.com/arcacache/arca/internal/upstream"
 )
 
@@ -92,6 +95,16 @@ func (s *RuleSet) load(ctx context.Context, registry string) (*regRules, error) 
 // containerd mirror parameter, or "docker.io" for Docker's registry-mirrors)
 // repo is an upstream path on host ns, mapped back through the rules.
 func (s *RuleSet) Resolve(ctx context.Context, registry, repo, ns string) (Target, bool, error) {
+	ctx, span := tracing.Start(ctx, "rule resolve", attribute.String("arca.repository", repo))
+	t, ok, err := s.resolve(ctx, registry, repo, ns)
+	if ok {
+		span.SetAttributes(attribute.String("arca.rule", t.Rule))
+	}
+	tracing.End(span, err)
+	return t, ok, err
+}
+
+func (s *RuleSet) resolve(ctx context.Context, registry, repo, ns string) (Target, bool, error) {
 	rr, err := s.load(ctx, registry)
 	if err != nil {
 		return Target{}, false, err

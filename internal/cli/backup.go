@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -151,7 +150,7 @@ func (o *clientOpts) remoteBackupSource() (backup.Source, error) {
 	}
 	// No overall timeout: blobs take as long as their bytes; the command's
 	// context bounds it.
-	c, err := armclient.New(endpoint, token, armclient.Options{HTTPClient: &http.Client{}, UserAgent: "arca-cli"})
+	c, err := armclient.New(endpoint, token, armclient.Options{HTTPClient: o.httpClient(0), UserAgent: "arca-cli"})
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,7 @@ type clientOpts struct {
 	output   string
 	query    string
 	timeout  time.Duration
+	debug    bool
 }
 
 func newClientOpts(env Env) *clientOpts { return &clientOpts{env: env} }
@@ -41,6 +42,7 @@ func (o *clientOpts) addFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&o.output, "output", "o", "json", "output format: json, jsonc, table, tsv, yaml or none")
 	fs.StringVar(&o.query, "query", "", "JMESPath query string, applied to the output (see https://jmespath.org)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on the server after this long")
+	fs.BoolVar(&o.debug, "debug", false, "show each HTTP request and answer on stderr (credentials redacted)")
 }
 
 // serverInfo is GET /arca/v1/info: what the server calls its
@@ -76,7 +78,7 @@ func (o *clientOpts) connect() (*session, error) {
 		return nil, err
 	}
 	c, err := armclient.New(endpoint, token, armclient.Options{
-		HTTPClient: &http.Client{Timeout: 60 * time.Second},
+		HTTPClient: o.httpClient(60 * time.Second),
 		UserAgent:  "arca-cli",
 	})
 	if err != nil {

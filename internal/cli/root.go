@@ -25,6 +25,25 @@ func OSEnv() Env {
 	return Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
 }
 
+// rootExamples are the everyday commands, as the seed documents use them
+// (az acr cache / credential-set), plus arca's own.
+const rootExamples = `  # Run the registry (all state in ./arca-data; the admin token is printed at first start)
+  arca serve --addr 0.0.0.0:5000 --data-dir /var/lib/arca
+  arca login --endpoint http://127.0.0.1:5000 --token "$ARCA_ADMIN_TOKEN"
+
+  # A credential set whose secrets live in Key Vault, and a cache rule that uses it
+  arca credential-set create -r MyRegistry -n MyDockerHubCredSet -l docker.io -u https://MyKeyvault.vault.azure.net/secrets/usernamesecret -p https://MyKeyvault.vault.azure.net/secrets/passwordsecret
+  arca cache create -r MyRegistry -n MyRule -s docker.io/library/ubuntu -t ubuntu -c MyDockerHubCredSet
+  arca cache show -r MyRegistry -n MyRule
+  arca cache update -r MyRegistry -n MyRule --remove-cred-set
+  arca cache list -r MyRegistry
+  arca cache delete -r MyRegistry -n MyRule
+
+  # Operate it
+  arca doctor
+  arca backup --to /backup/arca
+  arca completion bash > /etc/bash_completion.d/arca`
+
 // NewRootCmd returns the `arca` command with all subcommands.
 func NewRootCmd(env Env) *cobra.Command {
 	root := &cobra.Command{
@@ -34,6 +53,7 @@ func NewRootCmd(env Env) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       buildinfo.Read().String(),
+		Example:       rootExamples,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetIn(env.Stdin)
@@ -43,6 +63,6 @@ func NewRootCmd(env Env) *cobra.Command {
 	root.AddCommand(newCacheCmd(env), newCredentialSetCmd(env), newLoginCmd(env), newLogoutCmd(env), newApplyCmd(env), newVersionCmd(env))
 	root.AddCommand(newRegistryCmd(env), newCredentialCmd(env), newScopeMapCmd(env), newTokenCmd(env), newPrincipalCmd(env), newAuditCmd(env))
 	root.AddCommand(registryCmds(env)...) // arca create|update|show|list|delete, as az acr
-	root.AddCommand(newBackupCmd(env), newRestoreCmd(env))
+	root.AddCommand(newBackupCmd(env), newRestoreCmd(env), newDoctorCmd(env))
 	return root
 }

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os/signal"
 	"regexp"
 	"strconv"
@@ -14,9 +16,12 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/arcacache/arca/internal/auth"
+	"github.com/arcacache/arca/internal/buildinfo"
 	"github.com/arcacache/arca/internal/config"
 	"github.com/arcacache/arca/internal/registry"
+	"github.com/arcacache/arca/internal/sdnotify"
 	"github.com/arcacache/arca/internal/server"
+	"github.com/arcacache/arca/internal/tracing"
 )
 
 // registryNameRe is ACR's rule for registry names.
@@ -64,6 +69,20 @@ which wins over the file.`,
 			opts.Logger = log
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			notifySystemd(ctx, env, &opts)
+			tp, shutdownTracing, err := tracing.Setup(ctx, env.Getenv, buildinfo.Read().Version)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				// Flush the spans still buffered, within a bound.
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := shutdownTracing(sctx); err != nil {
+					log.Warn("tracing shutdown", "err", err)
+				}
+			}()
+			opts.TracerProvider = tp
 			srv, err := server.New(ctx, opts)
 			if err != nil {
 				return err
@@ -165,4 +184,30 @@ func newLogger(env Env, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(env.Stderr, o)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: must be text or json", format)
+}
+
+// notifySystemd tells a Type=notify unit's systemd (when $NOTIFY_SOCKET
+// is set) that arca is ready once it listens, and that it is stopping
+// when the shutdown signal comes.
+func notifySystemd(ctx context.Context, env Env, opts *server.Options) {
+	socket := env.Getenv("NOTIFY_SOCKET")
+	if socket == "" {
+		return
+	}
+	notify := func(state string) {
+		if err := sdnotify.Notify(socket, state); err != nil {
+			opts.Logger.Warn("systemd notification failed", "state", state, "err", err)
+		}
+	}
+	ready := opts.Ready
+	opts.Ready = func(addr net.Addr) {
+		if ready != nil {
+			ready(addr)
+		}
+		notify(sdnotify.Ready)
+		go func() {
+			<-ctx.Done()
+			notify(sdnotify.Stopping)
+		}()
+	}
 }

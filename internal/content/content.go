@@ -10,10 +10,12 @@ import (
 	"errors"
 
 	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
+	"github.com/arcacache/arca/internal/tracing"
 )
 
 // Uploads keeps upload sessions' progress where every replica sees it (the
@@ -40,7 +42,9 @@ type Store struct {
 
 // CommitBlob verifies and commits staged bytes as blob d, then links it to
 // repo. size < 0 means "whatever was staged".
-func (s *Store) CommitBlob(ctx context.Context, w *Writer, registry, repo string, d digest.Digest, size int64) error {
+func (s *Store) CommitBlob(ctx context.Context, w *Writer, registry, repo string, d digest.Digest, size int64) (err error) {
+	ctx, span := tracing.Start(ctx, "store blob", attribute.String("oci.digest", d.String()))
+	defer func() { tracing.End(span, err) }()
 	staged := w.Size()
 	if err := w.Commit(ctx, d, size); err != nil {
 		return err
@@ -51,7 +55,9 @@ func (s *Store) CommitBlob(ctx context.Context, w *Writer, registry, repo string
 // PutManifest commits body as manifest d (the caller computed d from body
 // with the algorithm it was asked for) and records it with its references
 // and tags. parsed is body parsed by oci.ParseManifest.
-func (s *Store) PutManifest(ctx context.Context, registry, repo string, d digest.Digest, body []byte, parsed *oci.Manifest, tags ...string) (metadata.Manifest, error) {
+func (s *Store) PutManifest(ctx context.Context, registry, repo string, d digest.Digest, body []byte, parsed *oci.Manifest, tags ...string) (_ metadata.Manifest, err error) {
+	ctx, span := tracing.Start(ctx, "store manifest", attribute.String("oci.digest", d.String()))
+	defer func() { tracing.End(span, err) }()
 	if err := s.putBytes(ctx, d, body); err != nil {
 		return metadata.Manifest{}, err
 	}

@@ -116,3 +116,25 @@ func TestErrorsNeverContainValue(t *testing.T) {
 		}
 	}
 }
+
+// An empty read (a file caught between truncate and write) is not cached:
+// the next read sees the value written since.
+func TestEmptyValueNotCached(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "user")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Options{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.Resolve(context.Background(), "file://"+p); err != nil || v != "" {
+		t.Fatalf("empty file: %q, %v", v, err)
+	}
+	if err := os.WriteFile(p, []byte("u"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.Resolve(context.Background(), "file://"+p); err != nil || v != "u" {
+		t.Fatalf("after the write: %q, %v; want the new value, not a cached empty one", v, err)
+	}
+}

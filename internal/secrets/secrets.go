@@ -130,7 +130,12 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("resolve secret %s: %w", ref, err)
 	}
-	r.store(ref, v)
+	// An empty value is not cached: it is what a reader sees of a file
+	// being rewritten in place (truncated, then written), and caching it
+	// would pin a broken secret for the whole TTL.
+	if v != "" {
+		r.store(ref, v)
+	}
 	return v, nil
 }
 

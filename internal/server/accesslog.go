@@ -3,10 +3,9 @@ package server
 import (
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
+	"github.com/arcacache/arca/internal/redact"
 	"github.com/arcacache/arca/internal/registry"
 )
 
@@ -45,7 +44,7 @@ func accessLog(log *slog.Logger, on bool, route func(*http.Request) string, h ht
 				slog.String("repository", ri.Repo), slog.Int("status", status), slog.Int64("bytes", sw.bytes),
 				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 			}
-			if q := redactQuery(r.URL.RawQuery); q != "" {
+			if q := redact.Query(r.URL.RawQuery); q != "" {
 				attrs = append(attrs, slog.String("query", q))
 			}
 			if c := sw.Header().Get("X-Arca-Cache"); c != "" {
@@ -63,44 +62,4 @@ func accessLog(log *slog.Logger, on bool, route func(*http.Request) string, h ht
 		h.ServeHTTP(sw, r)
 		aborted = false
 	})
-}
-
-// redactedValue replaces the value of a credential-like query parameter.
-const redactedValue = "REDACTED"
-
-// secretParams are substrings of query parameter names whose values are
-// never logged (lower case): passwords, tokens, keys, signatures (the
-// "sig" of a SAS URL), OAuth codes.
-var secretParams = []string{"pass", "pwd", "secret", "token", "key", "sig", "auth", "credential", "code", "session"}
-
-// redactQuery returns raw with the values of credential-like parameters
-// replaced; names and order are kept. A parameter whose name cannot be
-// unescaped is redacted whole.
-func redactQuery(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	parts := strings.Split(raw, "&")
-	for i, p := range parts {
-		k, _, hasValue := strings.Cut(p, "=")
-		name, err := url.QueryUnescape(k)
-		if err != nil {
-			parts[i] = redactedValue
-			continue
-		}
-		if hasValue && isSecretParam(name) {
-			parts[i] = k + "=" + redactedValue
-		}
-	}
-	return strings.Join(parts, "&")
-}
-
-func isSecretParam(name string) bool {
-	n := strings.ToLower(name)
-	for _, s := range secretParams {
-		if strings.Contains(n, s) {
-			return true
-		}
-	}
-	return false
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arcacache/arca/internal/redact"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
@@ -83,8 +84,8 @@ func TestRedactQuery(t *testing.T) {
 		{"%zz=secret", "REDACTED"},
 		{"token", "token"}, // a bare name carries no value
 	} {
-		if got := redactQuery(c.in); got != c.want {
-			t.Errorf("redactQuery(%q) = %q, want %q", c.in, got, c.want)
+		if got := redact.Query(c.in); got != c.want {
+			t.Errorf("redact.Query(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }
@@ -96,18 +97,18 @@ func FuzzRedactQuery(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		out := redactQuery(raw)
+		out := redact.Query(raw)
 		q, err := url.ParseQuery(out)
 		if err != nil {
 			q, _ = url.ParseQuery(out) // ParseQuery keeps what it could parse
 		}
 		for name, vals := range q {
-			if !isSecretParam(name) {
+			if !redact.IsSecretParam(name) {
 				continue
 			}
 			for _, v := range vals {
-				if v != "" && v != redactedValue {
-					t.Fatalf("redactQuery(%q) = %q keeps %s=%q", raw, out, name, v)
+				if v != "" && v != redact.Redacted {
+					t.Fatalf("redact.Query(%q) = %q keeps %s=%q", raw, out, name, v)
 				}
 			}
 		}

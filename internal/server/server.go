@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/blobstore"
@@ -85,6 +86,8 @@ type Options struct {
 	// InsecureOpen turns data-plane access control off (anyone may pull,
 	// push and delete); refused unless Addr is a loopback address.
 	InsecureOpen bool
+	// TracerProvider, if set, traces requests (see tracing.go).
+	TracerProvider trace.TracerProvider
 }
 
 // Server is a running arca.
@@ -242,7 +245,7 @@ func (s *Server) build(ctx context.Context) error {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, s.guard.wrap(root)))
+	s.handler = accessLog(s.log, s.opts.AccessLog, routeName, newHTTPMetrics(promReg).instrument(routeName, traced(s.opts.TracerProvider, routeName, s.guard.wrap(root))))
 	return nil
 }
 

@@ -18,8 +18,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
+
+	"github.com/arcacache/arca/internal/tracing"
 )
 
 // Options configures a Client.
@@ -204,7 +207,14 @@ func (c *Client) authFor(credKey string) *auth.Client {
 
 // do sends one request for p's repository with pull scope and returns the
 // response whatever its status; errors are *Error.
-func (c *Client) do(ctx context.Context, op string, p prepared, method string, u *url.URL, accept string) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, op string, p prepared, method string, u *url.URL, accept string) (resp *http.Response, err error) {
+	ctx, span := tracing.Start(ctx, "upstream "+method, attribute.String("arca.upstream", p.repo.String()), attribute.String("arca.op", op))
+	defer func() {
+		if resp != nil {
+			span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+		}
+		tracing.End(span, err)
+	}()
 	info := &reqInfo{upstream: CanonicalHost(p.repo.Host), apiHost: p.apiHost, credKey: p.repo.CredKey, creds: p.repo.Creds, recordLimits: true}
 	ctx = context.WithValue(ctx, infoKey{}, info)
 	// The scope hint lets a cached token go out with the first request
@@ -217,7 +227,7 @@ func (c *Client) do(ctx context.Context, op string, p prepared, method string, u
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	resp, err := c.authFor(p.repo.CredKey).Do(req)
+	resp, err = c.authFor(p.repo.CredKey).Do(req)
 	if err != nil {
 		e := authError(op, p.repo.String(), withHint(err, p.repo.Host))
 		var down *HostDownError
