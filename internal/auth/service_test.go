@@ -31,7 +31,7 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newTestService(t testing.TB, now func() time.Time) (*Service, *metadata.SQLite) {
+func newTestService(t testing.TB, now func() time.Time) (*Service, metadata.Store) {
 	t.Helper()
 	meta, err := metadata.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "arca.db"))
 	if err != nil {
@@ -58,7 +58,7 @@ func signedToken(t testing.TB, svc *Service, reg, kind, sub string, access []Sco
 }
 
 // addToken creates token name with scope map actions and returns its password.
-func addToken(t *testing.T, meta *metadata.SQLite, name string, actions ...string) string {
+func addToken(t *testing.T, meta metadata.Store, name string, actions ...string) string {
 	t.Helper()
 	ctx := context.Background()
 	sm := name + "-scope-map"
@@ -150,7 +150,7 @@ func TestAnonymousChallengeAndAnonymousPull(t *testing.T) {
 
 func TestScopedTokenBasicAndBearer(t *testing.T) {
 	svc, _ := newTestService(t, nil)
-	_, meta := svc, svc.store.(*metadata.SQLite)
+	_, meta := svc, svc.store.(metadata.Store)
 	pw := addToken(t, meta, "reader", "repositories/team/*/content/read")
 
 	if w := authorize(svc, basic("reader", pw), RepoScope("team/app", Pull)); w.Code != 200 {

@@ -35,7 +35,7 @@ func dataDir(t *testing.T, n int) string {
 	return dir
 }
 
-func addBlobs(t *testing.T, meta *metadata.SQLite, store *blobstore.FS, from, to int) {
+func addBlobs(t *testing.T, meta metadata.Store, store *blobstore.FS, from, to int) {
 	t.Helper()
 	ctx := context.Background()
 	for i := from; i < to; i++ {

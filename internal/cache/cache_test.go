@@ -54,7 +54,7 @@ type env struct {
 	cache *cache.Cache
 	blobs blobstore.Backend
 	up    *upstream.Client
-	meta  *metadata.SQLite
+	meta  metadata.Store
 	dir   string
 }
 

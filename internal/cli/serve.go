@@ -41,7 +41,9 @@ func newServeCmd(env Env) *cobra.Command {
 		Use:   "serve",
 		Short: "Run the registry",
 		Long: `Run the arca registry with embedded storage: blobs on the filesystem under
---data-dir and metadata in an embedded SQLite database in the same directory.
+--data-dir and metadata in an embedded SQLite database in the same directory,
+or metadata in PostgreSQL with --metadata postgres://USER@HOST:PORT/DB (the
+schema is migrated at start, under a lock; see also arca migrate).
 
 Every setting can also come from the YAML file given by --config (the key is
 the flag name, e.g. "data-dir: /var/lib/arca") or from an environment
@@ -49,6 +51,7 @@ variable ARCA_<NAME> (e.g. ARCA_DATA_DIR). Flags win over the environment,
 which wins over the file.`,
 		Example: `  arca serve
   arca serve --addr 127.0.0.1:5000 --data-dir /tmp/arca
+  PGPASSWORD=... arca serve --metadata 'postgres://arca@db:5432/arca?sslmode=require'
   ARCA_ADDR=:5000 arca serve --config /etc/arca/arca.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -96,6 +99,7 @@ which wins over the file.`,
 	f.StringVar(&opts.DataDir, "data-dir", "./arca-data", "directory holding all state (blobs and metadata)")
 	f.StringVar(&opts.Blobs, "blobs", "", "where blobs live: empty for the filesystem under --data-dir, or s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the shared AWS files)")
 	f.DurationVar(&opts.BlobRedirect, "blob-redirect", 0, "answer blob GETs with a redirect to a presigned URL valid this long, when the blob store can presign (S3); 0 streams them")
+	f.StringVar(&opts.Metadata, "metadata", "", "metadata store: a postgres:// URL (any libpq URL; password from PGPASSWORD or ~/.pgpass rather than the URL); empty: embedded SQLite under --data-dir")
 	f.StringVar(&opts.RegistryName, "registry-name", DefaultRegistryName, "name of the default registry (5 to 50 alphanumerics)")
 	f.StringVar(&opts.TLSCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
 	f.StringVar(&opts.TLSKey, "tls-key", "", "TLS private key file (PEM)")

@@ -49,7 +49,7 @@ func backends(t *testing.T, fn func(t *testing.T, b blobstore.Backend)) {
 	})
 }
 
-func newMeta(t *testing.T) *metadata.SQLite {
+func newMeta(t *testing.T) metadata.Store {
 	m, err := metadata.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "arca.db"))
 	if err != nil {
 		t.Fatal(err)

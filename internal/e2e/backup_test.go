@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arcacache/arca/internal/backup"
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
 )
 
 // restoredBlobs: a restore writes an embedded data directory, blobs
@@ -68,6 +69,7 @@ func snapshotContent(t *testing.T, dir string) (manifests []string, blobs []stri
 // directory: the restored server serves every manifest of the snapshot
 // byte for byte as the original does, and every blob.
 func TestBackupRestoreUnderLoad(t *testing.T) {
+	arcaproc.SkipUnlessSQLite(t, "arca backup (a VACUUM INTO snapshot of the embedded database)")
 	a := startCachingArca(t, nil, nil)
 	for _, p := range []string{"/arca/v1/backup/metadata", "/arca/v1/backup/blobs/" + sha([]byte("x"))} {
 		if r := do(t, "GET", a.URL()+p, nil, nil); r.Status != http.StatusUnauthorized {
@@ -190,6 +192,7 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 // one whose blob was altered or lost is refused at restore, naming that
 // blob's digest, and leaves no data directory behind.
 func TestRestoreRefusesCorruptBackup(t *testing.T) {
+	arcaproc.SkipUnlessSQLite(t, "arca backup (a VACUUM INTO snapshot of the embedded database)")
 	dataDir := t.TempDir()
 	a := startArcaAt(t, freeAddr(t), dataDir)
 	im := newImage(t, 3200, "amd64", 100<<10)

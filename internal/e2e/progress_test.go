@@ -23,6 +23,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/arcacache/arca/internal/backup"
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
@@ -46,6 +47,7 @@ func cliCmd(t *testing.T, endpoint string, args ...string) *exec.Cmd {
 // lines on stderr and only the JSON result on stdout; on a terminal it
 // draws a bar.
 func TestBackupProgressModes(t *testing.T) {
+	arcaproc.SkipUnlessSQLite(t, "arca backup (a VACUUM INTO snapshot of the embedded database)")
 	a := startCachingArca(t, nil, nil)
 	a.pushBlobs(t, "prog/blobs", 20, 64<<10)
 
@@ -97,6 +99,7 @@ func TestBackupProgressModes(t *testing.T) {
 // got, keeps no half snapshot; running it again finishes the copy
 // without copying again what was copied.
 func TestBackupInterrupted(t *testing.T) {
+	arcaproc.SkipUnlessSQLite(t, "arca backup (a VACUUM INTO snapshot of the embedded database)")
 	a := startCachingArca(t, nil, nil)
 	const n = 40
 	a.pushBlobs(t, "prog/many", n, 16<<10)

@@ -50,6 +50,7 @@ func buildAt(t *testing.T, commit string) string {
 // its migrations ran, byte for byte; pushed content still blocks a cache
 // rule over it.
 func TestUpgradeFromPreviousRelease(t *testing.T) {
+	arcaproc.SkipUnlessSQLite(t, "the embedded database file of a data directory")
 	old := buildAt(t, previousRelease)
 	dataDir, addr := t.TempDir(), freeAddr(t)
 
@@ -109,6 +110,7 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 // TestRefusesNewerSchema: a data directory migrated by a newer arca makes
 // serve exit at once with one line naming both schema versions.
 func TestRefusesNewerSchema(t *testing.T) {
+	arcaproc.SkipUnlessSQLite(t, "the embedded database file of a data directory")
 	dataDir := t.TempDir()
 	a := startArcaAt(t, freeAddr(t), dataDir)
 	a.Stop()

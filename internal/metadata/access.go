@@ -13,20 +13,20 @@ import (
 // schemaAccess holds data-plane access control: registry access settings
 // (on the registries table), scope maps, tokens, JWT signing keys and
 // refresh tokens. Passwords and refresh tokens are stored only as hashes.
-const schemaAccess = `
-ALTER TABLE registries ADD COLUMN admin_enabled INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE registries ADD COLUMN anonymous_pull INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE registries ADD COLUMN admin_password1 TEXT NOT NULL DEFAULT '';
-ALTER TABLE registries ADD COLUMN admin_password2 TEXT NOT NULL DEFAULT '';
-ALTER TABLE registries ADD COLUMN sku TEXT NOT NULL DEFAULT 'Standard';
-ALTER TABLE registries ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
-ALTER TABLE registries ADD COLUMN public_network_access TEXT NOT NULL DEFAULT 'Enabled';
-ALTER TABLE registries ADD COLUMN data_endpoint_enabled INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE registries ADD COLUMN role_assignment_mode TEXT NOT NULL DEFAULT 'LegacyRegistryPermissions';
-ALTER TABLE registries ADD COLUMN managed INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT '';
-CREATE INDEX uploads_owner ON uploads(owner, created_at) WHERE owner <> '';
-CREATE TABLE scope_maps (
+var schemaAccess = []string{
+	`ALTER TABLE registries ADD COLUMN admin_enabled INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE registries ADD COLUMN anonymous_pull INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE registries ADD COLUMN admin_password1 TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE registries ADD COLUMN admin_password2 TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE registries ADD COLUMN sku TEXT NOT NULL DEFAULT 'Standard'`,
+	`ALTER TABLE registries ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'`,
+	`ALTER TABLE registries ADD COLUMN public_network_access TEXT NOT NULL DEFAULT 'Enabled'`,
+	`ALTER TABLE registries ADD COLUMN data_endpoint_enabled INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE registries ADD COLUMN role_assignment_mode TEXT NOT NULL DEFAULT 'LegacyRegistryPermissions'`,
+	`ALTER TABLE registries ADD COLUMN managed INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT ''`,
+	`CREATE INDEX uploads_owner ON uploads(owner, created_at) WHERE owner <> ''`,
+	`CREATE TABLE scope_maps (
 	registry    TEXT NOT NULL,
 	name        TEXT NOT NULL COLLATE NOCASE,
 	description TEXT NOT NULL DEFAULT '',
@@ -34,8 +34,8 @@ CREATE TABLE scope_maps (
 	created_at  INTEGER NOT NULL,
 	modified_at INTEGER NOT NULL,
 	PRIMARY KEY (registry, name)
-);
-CREATE TABLE tokens (
+)`,
+	`CREATE TABLE tokens (
 	registry    TEXT NOT NULL,
 	name        TEXT NOT NULL COLLATE NOCASE,
 	scope_map   TEXT NOT NULL DEFAULT '',
@@ -44,13 +44,13 @@ CREATE TABLE tokens (
 	created_at  INTEGER NOT NULL,
 	modified_at INTEGER NOT NULL,
 	PRIMARY KEY (registry, name)
-);
-CREATE TABLE signing_keys (
+)`,
+	`CREATE TABLE signing_keys (
 	kid        TEXT PRIMARY KEY,
 	secret     BLOB NOT NULL,
 	created_at INTEGER NOT NULL
-);
-CREATE TABLE refresh_tokens (
+)`,
+	`CREATE TABLE refresh_tokens (
 	hash       TEXT PRIMARY KEY,
 	registry   TEXT NOT NULL,
 	kind       TEXT NOT NULL,
@@ -59,17 +59,17 @@ CREATE TABLE refresh_tokens (
 	created_at INTEGER NOT NULL,
 	expires_at INTEGER NOT NULL,
 	revoked    INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
-CREATE TABLE principals (
+)`,
+	`CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at)`,
+	`CREATE TABLE principals (
 	name       TEXT PRIMARY KEY COLLATE NOCASE,
 	role       TEXT NOT NULL,
 	registry   TEXT NOT NULL DEFAULT '',
 	salt       BLOB NOT NULL,
 	hash       BLOB NOT NULL,
 	created_at INTEGER NOT NULL
-);
-CREATE TABLE audit_log (
+)`,
+	`CREATE TABLE audit_log (
 	id       INTEGER PRIMARY KEY AUTOINCREMENT,
 	at       INTEGER NOT NULL,
 	who      TEXT NOT NULL,
@@ -77,8 +77,9 @@ CREATE TABLE audit_log (
 	resource TEXT NOT NULL,
 	result   TEXT NOT NULL,
 	remote   TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX audit_log_at ON audit_log(at)`
+)`,
+	`CREATE INDEX audit_log_at ON audit_log(at)`,
+}
 
 // RegistrySettings are a registry's resource properties, data-plane
 // access settings included.
@@ -114,20 +115,23 @@ func scanSettings(row *sql.Row) (RegistrySettings, error) {
 	if err := json.Unmarshal([]byte(tags), &a.Tags); err != nil {
 		return a, fmt.Errorf("registry tags: %w", err)
 	}
-	a.Created = time.UnixMilli(created).UTC()
+	a.Created = fromMicros(created)
 	return a, nil
 }
 
 // GetRegistrySettings returns registry's settings.
-func (s *SQLite) GetRegistrySettings(ctx context.Context, registry string) (RegistrySettings, error) {
-	return scanSettings(s.r.QueryRowContext(ctx, `SELECT `+settingsColumns+` FROM registries WHERE name = ?`, strings.ToLower(registry)))
+func (s *db) GetRegistrySettings(ctx context.Context, registry string) (RegistrySettings, error) {
+	return scanSettings(s.r.QueryRowContext(ctx, `SELECT `+settingsColumns+` FROM registries WHERE name = $1`, strings.ToLower(registry)))
 }
 
 // UpdateRegistrySettings changes registry's settings in one transaction.
-func (s *SQLite) UpdateRegistrySettings(ctx context.Context, registry string, fn func(*RegistrySettings) error) error {
+func (s *db) UpdateRegistrySettings(ctx context.Context, registry string, fn func(*RegistrySettings) error) error {
 	registry = strings.ToLower(registry)
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		a, err := scanSettings(tx.QueryRowContext(ctx, `SELECT `+settingsColumns+` FROM registries WHERE name = ?`, registry))
+		if err := s.d.lock(ctx, tx, "registry:"+registry); err != nil {
+			return err
+		}
+		a, err := scanSettings(tx.QueryRowContext(ctx, `SELECT `+settingsColumns+` FROM registries WHERE name = $1`, registry))
 		if err != nil {
 			return err
 		}
@@ -138,10 +142,10 @@ func (s *SQLite) UpdateRegistrySettings(ctx context.Context, registry string, fn
 		if a.Tags == nil {
 			tags = []byte("{}")
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE registries SET admin_enabled = ?, anonymous_pull = ?, admin_password1 = ?, admin_password2 = ?,
-			sku = ?, tags = ?, public_network_access = ?, data_endpoint_enabled = ?, role_assignment_mode = ? WHERE name = ?`,
-			a.AdminEnabled, a.AnonymousPull, a.AdminPasswords[0], a.AdminPasswords[1], a.SKU, string(tags),
-			a.PublicNetworkAccess, a.DataEndpointEnabled, a.RoleAssignmentMode, registry)
+		_, err = tx.ExecContext(ctx, `UPDATE registries SET admin_enabled = $1, anonymous_pull = $2, admin_password1 = $3, admin_password2 = $4,
+			sku = $5, tags = $6, public_network_access = $7, data_endpoint_enabled = $8, role_assignment_mode = $9 WHERE name = $10`,
+			b2i(a.AdminEnabled), b2i(a.AnonymousPull), a.AdminPasswords[0], a.AdminPasswords[1], a.SKU, string(tags),
+			a.PublicNetworkAccess, b2i(a.DataEndpointEnabled), a.RoleAssignmentMode, registry)
 		if err != nil {
 			return fmt.Errorf("registry settings: %w", err)
 		}
@@ -152,19 +156,19 @@ func (s *SQLite) UpdateRegistrySettings(ctx context.Context, registry string, fn
 // CreateRegistry records a registry created through the management API
 // (managed), with its settings; an existing row (say of a registry no
 // longer configured) is taken over.
-func (s *SQLite) CreateRegistry(ctx context.Context, r RegistryRecord, set RegistrySettings) error {
+func (s *db) CreateRegistry(ctx context.Context, r RegistryRecord, set RegistrySettings) error {
 	hosts, _ := json.Marshal(append([]string{}, r.Hosts...))
 	tags, _ := json.Marshal(set.Tags)
 	if set.Tags == nil {
 		tags = []byte("{}")
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO registries(name, hosts, created_at, managed, admin_enabled, anonymous_pull, sku, tags, public_network_access, data_endpoint_enabled, role_assignment_mode)
-		VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)
+		VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10)
 		ON CONFLICT(name) DO UPDATE SET hosts = excluded.hosts, managed = 1, admin_enabled = excluded.admin_enabled,
 			anonymous_pull = excluded.anonymous_pull, sku = excluded.sku, tags = excluded.tags, public_network_access = excluded.public_network_access,
 			data_endpoint_enabled = excluded.data_endpoint_enabled, role_assignment_mode = excluded.role_assignment_mode`,
-		strings.ToLower(r.Name), string(hosts), now(), set.AdminEnabled, set.AnonymousPull, set.SKU, string(tags),
-		set.PublicNetworkAccess, set.DataEndpointEnabled, set.RoleAssignmentMode)
+		strings.ToLower(r.Name), string(hosts), now(), b2i(set.AdminEnabled), b2i(set.AnonymousPull), set.SKU, string(tags),
+		set.PublicNetworkAccess, b2i(set.DataEndpointEnabled), set.RoleAssignmentMode)
 	if err != nil {
 		return fmt.Errorf("create registry: %w", err)
 	}
@@ -172,16 +176,16 @@ func (s *SQLite) CreateRegistry(ctx context.Context, r RegistryRecord, set Regis
 }
 
 // SetRegistryHosts changes the hosts of a managed registry.
-func (s *SQLite) SetRegistryHosts(ctx context.Context, name string, hosts []string) error {
+func (s *db) SetRegistryHosts(ctx context.Context, name string, hosts []string) error {
 	b, _ := json.Marshal(append([]string{}, hosts...))
-	if _, err := s.w.ExecContext(ctx, `UPDATE registries SET hosts = ? WHERE name = ?`, string(b), strings.ToLower(name)); err != nil {
+	if _, err := s.w.ExecContext(ctx, `UPDATE registries SET hosts = $1 WHERE name = $2`, string(b), strings.ToLower(name)); err != nil {
 		return fmt.Errorf("registry hosts: %w", err)
 	}
 	return nil
 }
 
 // ManagedRegistries returns the registries created through the API.
-func (s *SQLite) ManagedRegistries(ctx context.Context) ([]RegistryRecord, error) {
+func (s *db) ManagedRegistries(ctx context.Context) ([]RegistryRecord, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT name, hosts FROM registries WHERE managed = 1 ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("managed registries: %w", err)
@@ -208,15 +212,15 @@ var registryTables = []string{"repositories", "repo_blobs", "manifests", "manife
 
 // DeleteRegistry deletes a managed registry and everything recorded for
 // it (blobs stay in the blob store: other registries may share them).
-func (s *SQLite) DeleteRegistry(ctx context.Context, name string) error {
+func (s *db) DeleteRegistry(ctx context.Context, name string) error {
 	name = strings.ToLower(name)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		for _, t := range registryTables {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE registry = ?`, name); err != nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t+` WHERE registry = $1`, name); err != nil {
 				return fmt.Errorf("delete registry %s (%s): %w", name, t, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM registries WHERE name = ? AND managed = 1`, name); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM registries WHERE name = $1 AND managed = 1`, name); err != nil {
 			return fmt.Errorf("delete registry %s: %w", name, err)
 		}
 		return nil
@@ -228,18 +232,22 @@ var ErrQuota = errors.New("quota exceeded")
 
 // CreateOwnedUpload records an upload session started by owner, unless
 // owner already has max sessions started within maxAge (ErrQuota).
-func (s *SQLite) CreateOwnedUpload(ctx context.Context, registry, repo, id, owner string, max int, maxAge time.Duration) error {
+func (s *db) CreateOwnedUpload(ctx context.Context, registry, repo, id, owner string, max int, maxAge time.Duration) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		// The count and the insert see the same sessions (replicas too).
+		if err := s.d.lock(ctx, tx, "uploads:"+owner); err != nil {
+			return err
+		}
 		var n int
 		t := now()
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM uploads WHERE owner = ? AND created_at > ?`,
-			owner, t-maxAge.Milliseconds()).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM uploads WHERE owner = $1 AND created_at > $2`,
+			owner, t-maxAge.Microseconds()).Scan(&n); err != nil {
 			return fmt.Errorf("create upload: %w", err)
 		}
 		if n >= max {
 			return fmt.Errorf("%s has %d open upload sessions: %w", owner, n, ErrQuota)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO uploads(id, registry, repo, created_at, owner) VALUES (?, ?, ?, ?, ?)`,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO uploads(id, registry, repo, created_at, owner) VALUES ($1, $2, $3, $4, $5)`,
 			id, registry, repo, t, owner); err != nil {
 			return fmt.Errorf("create upload: %w", err)
 		}
@@ -249,16 +257,16 @@ func (s *SQLite) CreateOwnedUpload(ctx context.Context, registry, repo, id, owne
 
 // UploadStarted returns when upload session id of repo was started
 // (ok false if there is none).
-func (s *SQLite) UploadStarted(ctx context.Context, registry, repo, id string) (time.Time, bool, error) {
+func (s *db) UploadStarted(ctx context.Context, registry, repo, id string) (time.Time, bool, error) {
 	var c int64
-	err := s.r.QueryRowContext(ctx, `SELECT created_at FROM uploads WHERE id = ? AND registry = ? AND repo = ?`, id, registry, repo).Scan(&c)
+	err := s.r.QueryRowContext(ctx, `SELECT created_at FROM uploads WHERE id = $1 AND registry = $2 AND repo = $3`, id, registry, repo).Scan(&c)
 	if errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, false, nil
 	}
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("upload: %w", err)
 	}
-	return time.UnixMilli(c), true, nil
+	return fromMicros(c), true, nil
 }
 
 // ScopeMap is a user-defined scope map: ACR action strings such as
@@ -272,12 +280,12 @@ type ScopeMap struct {
 }
 
 // GetScopeMap returns a scope map (ErrNotFound if none).
-func (s *SQLite) GetScopeMap(ctx context.Context, registry, name string) (ScopeMap, error) {
+func (s *db) GetScopeMap(ctx context.Context, registry, name string) (ScopeMap, error) {
 	var m ScopeMap
 	var acts string
 	var c, mod int64
-	err := s.r.QueryRowContext(ctx, `SELECT name, description, actions, created_at, modified_at FROM scope_maps WHERE registry = ? AND name = ?`,
-		strings.ToLower(registry), name).Scan(&m.Name, &m.Description, &acts, &c, &mod)
+	err := s.r.QueryRowContext(ctx, `SELECT name, description, actions, created_at, modified_at FROM scope_maps WHERE registry = $1 AND name_key = $2`,
+		strings.ToLower(registry), nameKey(name)).Scan(&m.Name, &m.Description, &acts, &c, &mod)
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, ErrNotFound
 	}
@@ -287,13 +295,13 @@ func (s *SQLite) GetScopeMap(ctx context.Context, registry, name string) (ScopeM
 	if err := json.Unmarshal([]byte(acts), &m.Actions); err != nil {
 		return m, fmt.Errorf("get scope map %s: %w", name, err)
 	}
-	m.Created, m.Modified = time.UnixMilli(c).UTC(), time.UnixMilli(mod).UTC()
+	m.Created, m.Modified = fromMicros(c), fromMicros(mod)
 	return m, nil
 }
 
 // ListScopeMaps returns registry's scope maps by name.
-func (s *SQLite) ListScopeMaps(ctx context.Context, registry string) ([]ScopeMap, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT name FROM scope_maps WHERE registry = ? ORDER BY name`, strings.ToLower(registry))
+func (s *db) ListScopeMaps(ctx context.Context, registry string) ([]ScopeMap, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM scope_maps WHERE registry = $1 ORDER BY name_key`, strings.ToLower(registry))
 	if err != nil {
 		return nil, fmt.Errorf("list scope maps: %w", err)
 	}
@@ -316,13 +324,16 @@ func (s *SQLite) ListScopeMaps(ctx context.Context, registry string) ([]ScopeMap
 
 // PutScopeMap creates or replaces a scope map, keeping its creation time.
 // It reports whether it was created.
-func (s *SQLite) PutScopeMap(ctx context.Context, registry string, m ScopeMap) (bool, error) {
+func (s *db) PutScopeMap(ctx context.Context, registry string, m ScopeMap) (bool, error) {
 	acts, _ := json.Marshal(append([]string{}, m.Actions...))
 	t := now()
 	var created bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE scope_maps SET description = ?, actions = ?, modified_at = ? WHERE registry = ? AND name = ?`,
-			m.Description, string(acts), t, strings.ToLower(registry), m.Name)
+		if err := s.d.lock(ctx, tx, "access:"+strings.ToLower(registry)); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE scope_maps SET description = $1, actions = $2, modified_at = $3 WHERE registry = $4 AND name_key = $5`,
+			m.Description, string(acts), t, strings.ToLower(registry), nameKey(m.Name))
 		if err != nil {
 			return err
 		}
@@ -330,8 +341,8 @@ func (s *SQLite) PutScopeMap(ctx context.Context, registry string, m ScopeMap) (
 			return nil
 		}
 		created = true
-		_, err = tx.ExecContext(ctx, `INSERT INTO scope_maps(registry, name, description, actions, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			strings.ToLower(registry), m.Name, m.Description, string(acts), t, t)
+		_, err = tx.ExecContext(ctx, `INSERT INTO scope_maps(registry, name_key, name, description, actions, created_at, modified_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			strings.ToLower(registry), nameKey(m.Name), m.Name, m.Description, string(acts), t, t)
 		return err
 	})
 	if err != nil {
@@ -340,18 +351,32 @@ func (s *SQLite) PutScopeMap(ctx context.Context, registry string, m ScopeMap) (
 	return created, nil
 }
 
+// b2i stores a flag as the INTEGER 0 or 1 both engines compare.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // DeleteScopeMap deletes a scope map; ErrConflict if a token uses it.
-func (s *SQLite) DeleteScopeMap(ctx context.Context, registry, name string) error {
+func (s *db) DeleteScopeMap(ctx context.Context, registry, name string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		// Tokens are written under the same lock: none starts using the
+		// scope map between the count and the delete.
+		if err := s.d.lock(ctx, tx, "access:"+strings.ToLower(registry)); err != nil {
+			return err
+		}
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens WHERE registry = ? AND scope_map = ? COLLATE NOCASE`,
-			strings.ToLower(registry), name).Scan(&n); err != nil {
+		// Tokens name their scope map as written; names ignore ASCII case.
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM tokens WHERE registry = $1 AND lower(scope_map) = $2`,
+			strings.ToLower(registry), nameKey(name)).Scan(&n); err != nil {
 			return fmt.Errorf("delete scope map: %w", err)
 		}
 		if n > 0 {
 			return fmt.Errorf("scope map %s is used by %d token(s): %w", name, n, ErrConflict)
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM scope_maps WHERE registry = ? AND name = ?`, strings.ToLower(registry), name)
+		res, err := tx.ExecContext(ctx, `DELETE FROM scope_maps WHERE registry = $1 AND name_key = $2`, strings.ToLower(registry), nameKey(name))
 		if err != nil {
 			return fmt.Errorf("delete scope map: %w", err)
 		}
@@ -381,7 +406,7 @@ type Token struct {
 }
 
 // GetToken returns a token (ErrNotFound if none).
-func (s *SQLite) GetToken(ctx context.Context, registry, name string) (Token, error) {
+func (s *db) GetToken(ctx context.Context, registry, name string) (Token, error) {
 	return getToken(ctx, s.r, registry, name)
 }
 
@@ -393,8 +418,8 @@ func getToken(ctx context.Context, q queryRower, registry, name string) (Token, 
 	var tk Token
 	var pw string
 	var c, mod int64
-	err := q.QueryRowContext(ctx, `SELECT name, scope_map, status, passwords, created_at, modified_at FROM tokens WHERE registry = ? AND name = ?`,
-		strings.ToLower(registry), name).Scan(&tk.Name, &tk.ScopeMap, &tk.Status, &pw, &c, &mod)
+	err := q.QueryRowContext(ctx, `SELECT name, scope_map, status, passwords, created_at, modified_at FROM tokens WHERE registry = $1 AND name_key = $2`,
+		strings.ToLower(registry), nameKey(name)).Scan(&tk.Name, &tk.ScopeMap, &tk.Status, &pw, &c, &mod)
 	if errors.Is(err, sql.ErrNoRows) {
 		return tk, ErrNotFound
 	}
@@ -404,13 +429,13 @@ func getToken(ctx context.Context, q queryRower, registry, name string) (Token, 
 	if err := json.Unmarshal([]byte(pw), &tk.Passwords); err != nil {
 		return tk, fmt.Errorf("get token %s: %w", name, err)
 	}
-	tk.Created, tk.Modified = time.UnixMilli(c).UTC(), time.UnixMilli(mod).UTC()
+	tk.Created, tk.Modified = fromMicros(c), fromMicros(mod)
 	return tk, nil
 }
 
 // ListTokens returns registry's tokens by name.
-func (s *SQLite) ListTokens(ctx context.Context, registry string) ([]Token, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT name FROM tokens WHERE registry = ? ORDER BY name`, strings.ToLower(registry))
+func (s *db) ListTokens(ctx context.Context, registry string) ([]Token, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM tokens WHERE registry = $1 ORDER BY name_key`, strings.ToLower(registry))
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
@@ -434,9 +459,12 @@ func (s *SQLite) ListTokens(ctx context.Context, registry string) ([]Token, erro
 // UpdateToken creates or changes a token in one transaction: fn gets the
 // current token (created false) or a zero Token with Name set (created
 // true). It reports whether the token was created.
-func (s *SQLite) UpdateToken(ctx context.Context, registry, name string, fn func(tk *Token, created bool) error) (bool, error) {
+func (s *db) UpdateToken(ctx context.Context, registry, name string, fn func(tk *Token, created bool) error) (bool, error) {
 	var created bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.d.lock(ctx, tx, "access:"+strings.ToLower(registry)); err != nil {
+			return err
+		}
 		tk, err := getToken(ctx, tx, registry, name)
 		created = errors.Is(err, ErrNotFound)
 		if err != nil && !created {
@@ -451,11 +479,11 @@ func (s *SQLite) UpdateToken(ctx context.Context, registry, name string, fn func
 		pw, _ := json.Marshal(append([]TokenPassword{}, tk.Passwords...))
 		t := now()
 		if created {
-			_, err = tx.ExecContext(ctx, `INSERT INTO tokens(registry, name, scope_map, status, passwords, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-				strings.ToLower(registry), tk.Name, tk.ScopeMap, tk.Status, string(pw), t, t)
+			_, err = tx.ExecContext(ctx, `INSERT INTO tokens(registry, name_key, name, scope_map, status, passwords, created_at, modified_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+				strings.ToLower(registry), nameKey(tk.Name), tk.Name, tk.ScopeMap, tk.Status, string(pw), t, t)
 		} else {
-			_, err = tx.ExecContext(ctx, `UPDATE tokens SET scope_map = ?, status = ?, passwords = ?, modified_at = ? WHERE registry = ? AND name = ?`,
-				tk.ScopeMap, tk.Status, string(pw), t, strings.ToLower(registry), name)
+			_, err = tx.ExecContext(ctx, `UPDATE tokens SET scope_map = $1, status = $2, passwords = $3, modified_at = $4 WHERE registry = $5 AND name_key = $6`,
+				tk.ScopeMap, tk.Status, string(pw), t, strings.ToLower(registry), nameKey(name))
 		}
 		if err != nil {
 			return fmt.Errorf("update token: %w", err)
@@ -466,8 +494,8 @@ func (s *SQLite) UpdateToken(ctx context.Context, registry, name string, fn func
 }
 
 // DeleteToken deletes a token.
-func (s *SQLite) DeleteToken(ctx context.Context, registry, name string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM tokens WHERE registry = ? AND name = ?`, strings.ToLower(registry), name)
+func (s *db) DeleteToken(ctx context.Context, registry, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM tokens WHERE registry = $1 AND name_key = $2`, strings.ToLower(registry), nameKey(name))
 	if err != nil {
 		return fmt.Errorf("delete token: %w", err)
 	}
@@ -485,7 +513,7 @@ type SigningKey struct {
 }
 
 // SigningKeys returns the signing keys, newest first.
-func (s *SQLite) SigningKeys(ctx context.Context) ([]SigningKey, error) {
+func (s *db) SigningKeys(ctx context.Context) ([]SigningKey, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT kid, secret, created_at FROM signing_keys ORDER BY created_at DESC, kid`)
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
@@ -498,7 +526,7 @@ func (s *SQLite) SigningKeys(ctx context.Context) ([]SigningKey, error) {
 		if err := rows.Scan(&k.ID, &k.Secret, &c); err != nil {
 			return nil, fmt.Errorf("signing keys: %w", err)
 		}
-		k.Created = time.UnixMilli(c).UTC()
+		k.Created = fromMicros(c)
 		out = append(out, k)
 	}
 	return out, rows.Err()
@@ -506,19 +534,23 @@ func (s *SQLite) SigningKeys(ctx context.Context) ([]SigningKey, error) {
 
 // AddSigningKey stores k unless a key newer than notAfter exists (another
 // replica rotated first), and deletes keys created before pruneBefore.
-func (s *SQLite) AddSigningKey(ctx context.Context, k SigningKey, notAfter, pruneBefore time.Time) error {
+func (s *db) AddSigningKey(ctx context.Context, k SigningKey, notAfter, pruneBefore time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		// Replicas rotating at once: the second sees the first's key.
+		if err := s.d.lock(ctx, tx, "signing_keys"); err != nil {
+			return err
+		}
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM signing_keys WHERE created_at > ?`, notAfter.UnixMilli()).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM signing_keys WHERE created_at > $1`, micros(notAfter)).Scan(&n); err != nil {
 			return fmt.Errorf("add signing key: %w", err)
 		}
 		if n > 0 {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO signing_keys(kid, secret, created_at) VALUES (?, ?, ?)`, k.ID, k.Secret, k.Created.UnixMilli()); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO signing_keys(kid, secret, created_at) VALUES ($1, $2, $3)`, k.ID, k.Secret, micros(k.Created)); err != nil {
 			return fmt.Errorf("add signing key: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM signing_keys WHERE created_at < ?`, pruneBefore.UnixMilli()); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM signing_keys WHERE created_at < $1`, micros(pruneBefore)); err != nil {
 			return fmt.Errorf("prune signing keys: %w", err)
 		}
 		return nil
@@ -540,13 +572,13 @@ type RefreshToken struct {
 }
 
 // PutRefreshToken records an issued refresh token and drops expired ones.
-func (s *SQLite) PutRefreshToken(ctx context.Context, t RefreshToken) error {
+func (s *db) PutRefreshToken(ctx context.Context, t RefreshToken) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE expires_at < ?`, now()); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE expires_at < $1`, now()); err != nil {
 			return fmt.Errorf("refresh tokens: %w", err)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens(hash, registry, kind, subject, stamp, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			t.Hash, strings.ToLower(t.Registry), t.Kind, t.Subject, t.Stamp, t.Created.UnixMilli(), t.Expires.UnixMilli())
+		_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens(hash, registry, kind, subject, stamp, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			t.Hash, strings.ToLower(t.Registry), t.Kind, t.Subject, t.Stamp, micros(t.Created), micros(t.Expires))
 		if err != nil {
 			return fmt.Errorf("put refresh token: %w", err)
 		}
@@ -555,10 +587,10 @@ func (s *SQLite) PutRefreshToken(ctx context.Context, t RefreshToken) error {
 }
 
 // GetRefreshToken returns the refresh token with this hash.
-func (s *SQLite) GetRefreshToken(ctx context.Context, hash string) (RefreshToken, error) {
+func (s *db) GetRefreshToken(ctx context.Context, hash string) (RefreshToken, error) {
 	t := RefreshToken{Hash: hash}
 	var c, e int64
-	err := s.r.QueryRowContext(ctx, `SELECT registry, kind, subject, stamp, created_at, expires_at, revoked FROM refresh_tokens WHERE hash = ?`, hash).
+	err := s.r.QueryRowContext(ctx, `SELECT registry, kind, subject, stamp, created_at, expires_at, revoked FROM refresh_tokens WHERE hash = $1`, hash).
 		Scan(&t.Registry, &t.Kind, &t.Subject, &t.Stamp, &c, &e, &t.Revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, ErrNotFound
@@ -566,14 +598,14 @@ func (s *SQLite) GetRefreshToken(ctx context.Context, hash string) (RefreshToken
 	if err != nil {
 		return t, fmt.Errorf("get refresh token: %w", err)
 	}
-	t.Created, t.Expires = time.UnixMilli(c).UTC(), time.UnixMilli(e).UTC()
+	t.Created, t.Expires = fromMicros(c), fromMicros(e)
 	return t, nil
 }
 
 // RevokeRefreshTokens revokes every refresh token of an identity.
-func (s *SQLite) RevokeRefreshTokens(ctx context.Context, registry, kind, subject string) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE refresh_tokens SET revoked = 1 WHERE registry = ? AND kind = ? AND subject = ? COLLATE NOCASE`,
-		strings.ToLower(registry), kind, subject)
+func (s *db) RevokeRefreshTokens(ctx context.Context, registry, kind, subject string) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE refresh_tokens SET revoked = 1 WHERE registry = $1 AND kind = $2 AND lower(subject) = $3`,
+		strings.ToLower(registry), kind, nameKey(subject))
 	if err != nil {
 		return fmt.Errorf("revoke refresh tokens: %w", err)
 	}
@@ -593,10 +625,10 @@ type Principal struct {
 }
 
 // GetPrincipal returns a principal (ErrNotFound if none).
-func (s *SQLite) GetPrincipal(ctx context.Context, name string) (Principal, error) {
+func (s *db) GetPrincipal(ctx context.Context, name string) (Principal, error) {
 	var p Principal
 	var c int64
-	err := s.r.QueryRowContext(ctx, `SELECT name, role, registry, salt, hash, created_at FROM principals WHERE name = ?`, name).
+	err := s.r.QueryRowContext(ctx, `SELECT name, role, registry, salt, hash, created_at FROM principals WHERE name_key = $1`, nameKey(name)).
 		Scan(&p.Name, &p.Role, &p.Registry, &p.Salt, &p.Hash, &c)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, ErrNotFound
@@ -604,13 +636,13 @@ func (s *SQLite) GetPrincipal(ctx context.Context, name string) (Principal, erro
 	if err != nil {
 		return p, fmt.Errorf("get principal: %w", err)
 	}
-	p.Created = time.UnixMilli(c).UTC()
+	p.Created = fromMicros(c)
 	return p, nil
 }
 
 // ListPrincipals returns every principal by name.
-func (s *SQLite) ListPrincipals(ctx context.Context) ([]Principal, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT name FROM principals ORDER BY name`)
+func (s *db) ListPrincipals(ctx context.Context) ([]Principal, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM principals ORDER BY name_key`)
 	if err != nil {
 		return nil, fmt.Errorf("list principals: %w", err)
 	}
@@ -631,10 +663,10 @@ func (s *SQLite) ListPrincipals(ctx context.Context) ([]Principal, error) {
 }
 
 // PutPrincipal creates or replaces a principal.
-func (s *SQLite) PutPrincipal(ctx context.Context, p Principal) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO principals(name, role, registry, salt, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT(name) DO UPDATE SET role = excluded.role, registry = excluded.registry, salt = excluded.salt, hash = excluded.hash`,
-		p.Name, p.Role, strings.ToLower(p.Registry), p.Salt, p.Hash, now())
+func (s *db) PutPrincipal(ctx context.Context, p Principal) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO principals(name_key, name, role, registry, salt, hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT(name_key) DO UPDATE SET name = excluded.name, role = excluded.role, registry = excluded.registry, salt = excluded.salt, hash = excluded.hash`,
+		nameKey(p.Name), p.Name, p.Role, strings.ToLower(p.Registry), p.Salt, p.Hash, now())
 	if err != nil {
 		return fmt.Errorf("put principal: %w", err)
 	}
@@ -642,8 +674,8 @@ func (s *SQLite) PutPrincipal(ctx context.Context, p Principal) error {
 }
 
 // DeletePrincipal deletes a principal.
-func (s *SQLite) DeletePrincipal(ctx context.Context, name string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM principals WHERE name = ?`, name)
+func (s *db) DeletePrincipal(ctx context.Context, name string) error {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM principals WHERE name_key = $1`, nameKey(name))
 	if err != nil {
 		return fmt.Errorf("delete principal: %w", err)
 	}
@@ -668,13 +700,13 @@ type AuditEntry struct {
 const AuditRetention = 90 * 24 * time.Hour
 
 // AddAudit records an entry and drops entries past AuditRetention.
-func (s *SQLite) AddAudit(ctx context.Context, e AuditEntry) error {
+func (s *db) AddAudit(ctx context.Context, e AuditEntry) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log(at, who, action, resource, result, remote) VALUES (?, ?, ?, ?, ?, ?)`,
-			e.At.UnixMilli(), e.Who, e.Action, e.Resource, e.Result, e.Remote); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log(at, who, action, resource, result, remote) VALUES ($1, $2, $3, $4, $5, $6)`,
+			micros(e.At), e.Who, e.Action, e.Resource, e.Result, e.Remote); err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_log WHERE at < ?`, e.At.Add(-AuditRetention).UnixMilli()); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_log WHERE at < $1`, micros(e.At.Add(-AuditRetention))); err != nil {
 			return fmt.Errorf("audit retention: %w", err)
 		}
 		return nil
@@ -682,9 +714,9 @@ func (s *SQLite) AddAudit(ctx context.Context, e AuditEntry) error {
 }
 
 // ListAudit returns up to n entries at or after since, newest first.
-func (s *SQLite) ListAudit(ctx context.Context, since time.Time, n int) ([]AuditEntry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT at, who, action, resource, result, remote FROM audit_log WHERE at >= ? ORDER BY id DESC LIMIT ?`,
-		since.UnixMilli(), n)
+func (s *db) ListAudit(ctx context.Context, since time.Time, n int) ([]AuditEntry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT at, who, action, resource, result, remote FROM audit_log WHERE at >= $1 ORDER BY id DESC LIMIT $2`,
+		micros(since), n)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
@@ -696,7 +728,7 @@ func (s *SQLite) ListAudit(ctx context.Context, since time.Time, n int) ([]Audit
 		if err := rows.Scan(&at, &e.Who, &e.Action, &e.Resource, &e.Result, &e.Remote); err != nil {
 			return nil, fmt.Errorf("list audit: %w", err)
 		}
-		e.At = time.UnixMilli(at).UTC()
+		e.At = fromMicros(at)
 		out = append(out, e)
 	}
 	return out, rows.Err()

@@ -14,12 +14,12 @@ import (
 // references (a write since the check has its own, newer result). It
 // reports whether it stored h. Health does not change what the data plane
 // serves, so the rules generation stays.
-func (s *SQLite) SetCredentialSetHealth(ctx context.Context, registry string, checked rules.CredentialSet, h rules.Health) (bool, error) {
+func (s *db) SetCredentialSetHealth(ctx context.Context, registry string, checked rules.CredentialSet, h rules.Health) (bool, error) {
 	var stored bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE credential_sets SET health_status = ?, health_code = ?, health_message = ?
-			WHERE registry = ? AND name = ? AND login_server = ? AND username_ref = ? AND password_ref = ?`,
-			h.Status, h.ErrorCode, h.ErrorMessage, strings.ToLower(registry), checked.Name,
+		res, err := tx.ExecContext(ctx, `UPDATE credential_sets SET health_status = $1, health_code = $2, health_message = $3
+			WHERE registry = $4 AND name_key = $5 AND login_server = $6 AND username_ref = $7 AND password_ref = $8`,
+			h.Status, h.ErrorCode, h.ErrorMessage, strings.ToLower(registry), nameKey(checked.Name),
 			checked.LoginServer, checked.UsernameRef, checked.PasswordRef)
 		if err != nil {
 			return fmt.Errorf("set credential set health: %w", err)

@@ -6,31 +6,32 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 )
 
-const schemaRegistry = `
-CREATE TABLE repositories (
+var schemaRegistry = []string{
+	`CREATE TABLE repositories (
 	registry   TEXT NOT NULL,
 	name       TEXT NOT NULL,
 	created_at INTEGER NOT NULL,
 	PRIMARY KEY (registry, name)
-);
-CREATE TABLE blobs (
+)`,
+	`CREATE TABLE blobs (
 	digest     TEXT PRIMARY KEY,
 	size       INTEGER NOT NULL,
 	created_at INTEGER NOT NULL
-);
-CREATE TABLE repo_blobs (
+)`,
+	`CREATE TABLE repo_blobs (
 	registry TEXT NOT NULL,
 	repo     TEXT NOT NULL,
 	digest   TEXT NOT NULL REFERENCES blobs(digest),
 	PRIMARY KEY (registry, repo, digest)
-);
-CREATE INDEX repo_blobs_digest ON repo_blobs(digest);
-CREATE TABLE manifests (
+)`,
+	`CREATE INDEX repo_blobs_digest ON repo_blobs(digest)`,
+	`CREATE TABLE manifests (
 	registry      TEXT NOT NULL,
 	repo          TEXT NOT NULL,
 	digest        TEXT NOT NULL,
@@ -41,18 +42,18 @@ CREATE TABLE manifests (
 	annotations   TEXT NOT NULL DEFAULT '',
 	created_at    INTEGER NOT NULL,
 	PRIMARY KEY (registry, repo, digest)
-);
-CREATE INDEX manifests_subject ON manifests(registry, repo, subject) WHERE subject <> '';
-CREATE TABLE manifest_refs (
+)`,
+	`CREATE INDEX manifests_subject ON manifests(registry, repo, subject) WHERE subject <> ''`,
+	`CREATE TABLE manifest_refs (
 	registry TEXT NOT NULL,
 	repo     TEXT NOT NULL,
 	manifest TEXT NOT NULL,
 	child    TEXT NOT NULL,
 	kind     TEXT NOT NULL,
 	PRIMARY KEY (registry, repo, manifest, child)
-);
-CREATE INDEX manifest_refs_child ON manifest_refs(child);
-CREATE TABLE tags (
+)`,
+	`CREATE INDEX manifest_refs_child ON manifest_refs(child)`,
+	`CREATE TABLE tags (
 	registry   TEXT NOT NULL,
 	repo       TEXT NOT NULL,
 	tag        TEXT NOT NULL,
@@ -60,14 +61,15 @@ CREATE TABLE tags (
 	updated_at INTEGER NOT NULL,
 	checked_at INTEGER NOT NULL DEFAULT 0,
 	PRIMARY KEY (registry, repo, tag)
-);
-CREATE INDEX tags_digest ON tags(registry, repo, digest);
-CREATE TABLE uploads (
+)`,
+	`CREATE INDEX tags_digest ON tags(registry, repo, digest)`,
+	`CREATE TABLE uploads (
 	id         TEXT PRIMARY KEY,
 	registry   TEXT NOT NULL,
 	repo       TEXT NOT NULL,
 	created_at INTEGER NOT NULL
-)`
+)`,
+}
 
 // Ref kinds recorded for a manifest's references.
 const (
@@ -104,24 +106,22 @@ type Referrer struct {
 	Annotations  map[string]string
 }
 
-func now() int64 { return time.Now().UnixMilli() }
-
 func ensureRepo(ctx context.Context, tx *sql.Tx, registry, repo string) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO repositories(registry, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, registry, repo, now())
+	_, err := tx.ExecContext(ctx, `INSERT INTO repositories(registry, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, registry, repo, now())
 	return err
 }
 
 // LinkBlob records that blob d (size bytes, already committed to the blob
 // store) belongs to repository repo.
-func (s *SQLite) LinkBlob(ctx context.Context, registry, repo string, d digest.Digest, size int64) error {
+func (s *db) LinkBlob(ctx context.Context, registry, repo string, d digest.Digest, size int64) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		if err := ensureRepo(ctx, tx, registry, repo); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs(digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, d.String(), size, now()); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs(digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, d.String(), size, now()); err != nil {
 			return fmt.Errorf("link blob: %w", err)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO repo_blobs(registry, repo, digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, registry, repo, d.String())
+		_, err := tx.ExecContext(ctx, `INSERT INTO repo_blobs(registry, repo, digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, registry, repo, d.String())
 		if err != nil {
 			return fmt.Errorf("link blob: %w", err)
 		}
@@ -130,9 +130,9 @@ func (s *SQLite) LinkBlob(ctx context.Context, registry, repo string, d digest.D
 }
 
 // BlobSize returns the size of blob d if it is linked to repo.
-func (s *SQLite) BlobSize(ctx context.Context, registry, repo string, d digest.Digest) (int64, error) {
+func (s *db) BlobSize(ctx context.Context, registry, repo string, d digest.Digest) (int64, error) {
 	var size int64
-	err := s.queryRow(ctx, `SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.registry = ? AND rb.repo = ? AND rb.digest = ?`, registry, repo, d.String()).Scan(&size)
+	err := s.queryRow(ctx, `SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.registry = $1 AND rb.repo = $2 AND rb.digest = $3`, registry, repo, d.String()).Scan(&size)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, ErrNotFound
 	}
@@ -144,9 +144,9 @@ func (s *SQLite) BlobSize(ctx context.Context, registry, repo string, d digest.D
 
 // References reports whether a manifest of repo references d (a blob, or
 // a manifest of an index).
-func (s *SQLite) References(ctx context.Context, registry, repo string, d digest.Digest) (bool, error) {
+func (s *db) References(ctx context.Context, registry, repo string, d digest.Digest) (bool, error) {
 	var one int
-	err := s.queryRow(ctx, `SELECT 1 FROM manifest_refs WHERE child = ? AND registry = ? AND repo = ? LIMIT 1`, d.String(), registry, repo).Scan(&one)
+	err := s.queryRow(ctx, `SELECT 1 FROM manifest_refs WHERE child = $1 AND registry = $2 AND repo = $3 LIMIT 1`, d.String(), registry, repo).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -157,9 +157,9 @@ func (s *SQLite) References(ctx context.Context, registry, repo string, d digest
 }
 
 // UnlinkBlob removes blob d from repo. The bytes stay until garbage collection.
-func (s *SQLite) UnlinkBlob(ctx context.Context, registry, repo string, d digest.Digest) error {
+func (s *db) UnlinkBlob(ctx context.Context, registry, repo string, d digest.Digest) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM repo_blobs WHERE registry = ? AND repo = ? AND digest = ?`, registry, repo, d.String())
+		res, err := tx.ExecContext(ctx, `DELETE FROM repo_blobs WHERE registry = $1 AND repo = $2 AND digest = $3`, registry, repo, d.String())
 		if err != nil {
 			return fmt.Errorf("unlink blob: %w", err)
 		}
@@ -170,22 +170,53 @@ func (s *SQLite) UnlinkBlob(ctx context.Context, registry, repo string, d digest
 	})
 }
 
-// MissingRefs returns the references of m that repo does not hold.
-func (s *SQLite) MissingRefs(ctx context.Context, registry, repo string, refs []Ref) ([]Ref, error) {
+// MissingRefs returns the references of m that repo does not hold, in
+// one query per kind of reference (blobs, manifests), whatever their
+// number.
+func (s *db) MissingRefs(ctx context.Context, registry, repo string, refs []Ref) ([]Ref, error) {
+	byKind := map[bool][]any{} // manifest? -> digests
+	for _, ref := range refs {
+		isManifest := ref.Kind == RefManifest
+		byKind[isManifest] = append(byKind[isManifest], ref.Digest.String())
+	}
+	held := map[string]bool{}
+	for isManifest, digests := range byKind {
+		table := "repo_blobs"
+		if isManifest {
+			table = "manifests"
+		}
+		// Chunks stay far below either engine's parameter limit.
+		for len(digests) > 0 {
+			chunk := digests[:min(len(digests), 500)]
+			digests = digests[len(chunk):]
+			q := `SELECT digest FROM ` + table + ` WHERE registry = $1 AND repo = $2 AND digest IN (` + placeholders(3, len(chunk)) + `)`
+			rows, err := s.r.QueryContext(ctx, q, append([]any{registry, repo}, chunk...)...)
+			if err != nil {
+				return nil, fmt.Errorf("check refs: %w", err)
+			}
+			for rows.Next() {
+				var d string
+				if err := rows.Scan(&d); err != nil {
+					rows.Close()
+					return nil, fmt.Errorf("check refs: %w", err)
+				}
+				held[table+" "+d] = true
+			}
+			err = rows.Err()
+			rows.Close()
+			if err != nil {
+				return nil, fmt.Errorf("check refs: %w", err)
+			}
+		}
+	}
 	var missing []Ref
 	for _, ref := range refs {
-		q := `SELECT 1 FROM repo_blobs WHERE registry = ? AND repo = ? AND digest = ?`
+		table := "repo_blobs"
 		if ref.Kind == RefManifest {
-			q = `SELECT 1 FROM manifests WHERE registry = ? AND repo = ? AND digest = ?`
+			table = "manifests"
 		}
-		var one int
-		err := s.queryRow(ctx, q, registry, repo, ref.Digest.String()).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
+		if !held[table+" "+ref.Digest.String()] {
 			missing = append(missing, ref)
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("check refs: %w", err)
 		}
 	}
 	return missing, nil
@@ -193,7 +224,7 @@ func (s *SQLite) MissingRefs(ctx context.Context, registry, repo string, refs []
 
 // PutManifest records m (whose bytes are committed in the blob store) and
 // points tags at it, in one transaction.
-func (s *SQLite) PutManifest(ctx context.Context, m Manifest, tags ...string) error {
+func (s *db) PutManifest(ctx context.Context, m Manifest, tags ...string) error {
 	var ann string
 	if m.Subject != "" && len(m.Annotations) > 0 {
 		b, _ := json.Marshal(m.Annotations)
@@ -204,24 +235,26 @@ func (s *SQLite) PutManifest(ctx context.Context, m Manifest, tags ...string) er
 			return fmt.Errorf("put manifest: %w", err)
 		}
 		t := now()
-		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs(digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, m.Digest.String(), m.Size, t); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs(digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, m.Digest.String(), m.Size, t); err != nil {
 			return fmt.Errorf("put manifest: %w", err)
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO manifests(registry, repo, digest, media_type, size, artifact_type, subject, annotations, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
 			m.Registry, m.Repo, m.Digest.String(), m.MediaType, m.Size, m.ArtifactType, m.Subject.String(), ann, t)
 		if err != nil {
 			return fmt.Errorf("put manifest: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n > 0 {
 			for _, ref := range m.Refs {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_refs(registry, repo, manifest, child, kind) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+				if _, err := tx.ExecContext(ctx, `INSERT INTO manifest_refs(registry, repo, manifest, child, kind) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
 					m.Registry, m.Repo, m.Digest.String(), ref.Digest.String(), ref.Kind); err != nil {
 					return fmt.Errorf("put manifest refs: %w", err)
 				}
 			}
 		}
-		for _, tag := range tags {
+		// In one order, so that two pushes setting the same tags never
+		// wait on each other's rows in a cycle.
+		for _, tag := range slices.Sorted(slices.Values(tags)) {
 			if err := setTag(ctx, tx, m.Registry, m.Repo, tag, m.Digest, t); err != nil {
 				return err
 			}
@@ -231,7 +264,7 @@ func (s *SQLite) PutManifest(ctx context.Context, m Manifest, tags ...string) er
 }
 
 func setTag(ctx context.Context, tx *sql.Tx, registry, repo, tag string, d digest.Digest, t int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO tags(registry, repo, tag, digest, updated_at, checked_at) VALUES (?, ?, ?, ?, ?, ?)
+	_, err := tx.ExecContext(ctx, `INSERT INTO tags(registry, repo, tag, digest, updated_at, checked_at) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT(registry, repo, tag) DO UPDATE SET digest = excluded.digest,
 			updated_at = CASE WHEN tags.digest = excluded.digest THEN tags.updated_at ELSE excluded.updated_at END,
 			checked_at = excluded.checked_at`,
@@ -243,11 +276,11 @@ func setTag(ctx context.Context, tx *sql.Tx, registry, repo, tag string, d diges
 }
 
 // GetManifest returns manifest d of repo.
-func (s *SQLite) GetManifest(ctx context.Context, registry, repo string, d digest.Digest) (Manifest, error) {
+func (s *db) GetManifest(ctx context.Context, registry, repo string, d digest.Digest) (Manifest, error) {
 	m := Manifest{Registry: registry, Repo: repo, Digest: d}
 	var subject, ann string
 	var created int64
-	err := s.queryRow(ctx, `SELECT media_type, size, artifact_type, subject, annotations, created_at FROM manifests WHERE registry = ? AND repo = ? AND digest = ?`,
+	err := s.queryRow(ctx, `SELECT media_type, size, artifact_type, subject, annotations, created_at FROM manifests WHERE registry = $1 AND repo = $2 AND digest = $3`,
 		registry, repo, d.String()).Scan(&m.MediaType, &m.Size, &m.ArtifactType, &subject, &ann, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, ErrNotFound
@@ -256,7 +289,7 @@ func (s *SQLite) GetManifest(ctx context.Context, registry, repo string, d diges
 		return m, fmt.Errorf("get manifest: %w", err)
 	}
 	m.Subject = digest.Digest(subject)
-	m.CreatedAt = time.UnixMilli(created)
+	m.CreatedAt = fromMicros(created)
 	if ann != "" {
 		_ = json.Unmarshal([]byte(ann), &m.Annotations)
 	}
@@ -271,31 +304,31 @@ type Tag struct {
 }
 
 // GetTag resolves tag in repo.
-func (s *SQLite) GetTag(ctx context.Context, registry, repo, tag string) (Tag, error) {
+func (s *db) GetTag(ctx context.Context, registry, repo, tag string) (Tag, error) {
 	var d string
 	var updated, checked int64
-	err := s.queryRow(ctx, `SELECT digest, updated_at, checked_at FROM tags WHERE registry = ? AND repo = ? AND tag = ?`, registry, repo, tag).Scan(&d, &updated, &checked)
+	err := s.queryRow(ctx, `SELECT digest, updated_at, checked_at FROM tags WHERE registry = $1 AND repo = $2 AND tag = $3`, registry, repo, tag).Scan(&d, &updated, &checked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Tag{}, ErrNotFound
 	}
 	if err != nil {
 		return Tag{}, fmt.Errorf("get tag: %w", err)
 	}
-	return Tag{Digest: digest.Digest(d), UpdatedAt: time.UnixMilli(updated), CheckedAt: time.UnixMilli(checked)}, nil
+	return Tag{Digest: digest.Digest(d), UpdatedAt: fromMicros(updated), CheckedAt: fromMicros(checked)}, nil
 }
 
 // TouchTag records that tag was revalidated against its upstream now.
-func (s *SQLite) TouchTag(ctx context.Context, registry, repo, tag string) error {
+func (s *db) TouchTag(ctx context.Context, registry, repo, tag string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE tags SET checked_at = ? WHERE registry = ? AND repo = ? AND tag = ?`, now(), registry, repo, tag)
+		_, err := tx.ExecContext(ctx, `UPDATE tags SET checked_at = $1 WHERE registry = $2 AND repo = $3 AND tag = $4`, now(), registry, repo, tag)
 		return err
 	})
 }
 
 // DeleteTag removes tag from repo.
-func (s *SQLite) DeleteTag(ctx context.Context, registry, repo, tag string) error {
+func (s *db) DeleteTag(ctx context.Context, registry, repo, tag string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE registry = ? AND repo = ? AND tag = ?`, registry, repo, tag)
+		res, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE registry = $1 AND repo = $2 AND tag = $3`, registry, repo, tag)
 		if err != nil {
 			return fmt.Errorf("delete tag: %w", err)
 		}
@@ -307,19 +340,19 @@ func (s *SQLite) DeleteTag(ctx context.Context, registry, repo, tag string) erro
 }
 
 // DeleteManifest removes manifest d from repo, with the tags that point at it.
-func (s *SQLite) DeleteManifest(ctx context.Context, registry, repo string, d digest.Digest) error {
+func (s *db) DeleteManifest(ctx context.Context, registry, repo string, d digest.Digest) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE registry = ? AND repo = ? AND digest = ?`, registry, repo, d.String())
+		res, err := tx.ExecContext(ctx, `DELETE FROM manifests WHERE registry = $1 AND repo = $2 AND digest = $3`, registry, repo, d.String())
 		if err != nil {
 			return fmt.Errorf("delete manifest: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrNotFound
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE registry = ? AND repo = ? AND digest = ?`, registry, repo, d.String()); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tags WHERE registry = $1 AND repo = $2 AND digest = $3`, registry, repo, d.String()); err != nil {
 			return fmt.Errorf("delete manifest tags: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM manifest_refs WHERE registry = ? AND repo = ? AND manifest = ?`, registry, repo, d.String()); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM manifest_refs WHERE registry = $1 AND repo = $2 AND manifest = $3`, registry, repo, d.String()); err != nil {
 			return fmt.Errorf("delete manifest refs: %w", err)
 		}
 		return nil
@@ -328,22 +361,40 @@ func (s *SQLite) DeleteManifest(ctx context.Context, registry, repo string, d di
 
 // ListTags returns up to n tags of repo after last, in lexical order, and
 // whether more follow. n <= 0 means all.
-func (s *SQLite) ListTags(ctx context.Context, registry, repo, last string, n int) ([]string, bool, error) {
-	return s.list(ctx, `SELECT tag FROM tags WHERE registry = ? AND repo = ? AND tag > ? ORDER BY tag LIMIT ?`, n, registry, repo, last)
+func (s *db) ListTags(ctx context.Context, registry, repo, last string, n int) ([]string, bool, error) {
+	return s.list(ctx, `SELECT tag FROM tags WHERE registry = $1 AND repo = $2 AND tag > $3 ORDER BY tag`, n, registry, repo, last)
+}
+
+// ListManifests returns up to n manifest digests of repo after `after`,
+// in digest order, and whether more follow. n <= 0 means all.
+func (s *db) ListManifests(ctx context.Context, registry, repo string, after digest.Digest, n int) ([]digest.Digest, bool, error) {
+	return s.listDigests(ctx, `SELECT digest FROM manifests WHERE registry = $1 AND repo = $2 AND digest > $3 ORDER BY digest`, n, registry, repo, after.String())
+}
+
+// ListRepoBlobs returns up to n digests of the blobs linked to repo (not
+// its manifests) after `after`, in digest order, and whether more follow.
+func (s *db) ListRepoBlobs(ctx context.Context, registry, repo string, after digest.Digest, n int) ([]digest.Digest, bool, error) {
+	return s.listDigests(ctx, `SELECT digest FROM repo_blobs WHERE registry = $1 AND repo = $2 AND digest > $3 ORDER BY digest`, n, registry, repo, after.String())
+}
+
+func (s *db) listDigests(ctx context.Context, q string, n int, args ...any) ([]digest.Digest, bool, error) {
+	list, more, err := s.list(ctx, q, n, args...)
+	out := make([]digest.Digest, len(list))
+	for i, d := range list {
+		out[i] = digest.Digest(d)
+	}
+	return out, more, err
 }
 
 // ListRepositories returns up to n repositories after last, and whether
 // more follow.
-func (s *SQLite) ListRepositories(ctx context.Context, registry, last string, n int) ([]string, bool, error) {
-	return s.list(ctx, `SELECT name FROM repositories WHERE registry = ? AND name > ? ORDER BY name LIMIT ?`, n, registry, last)
+func (s *db) ListRepositories(ctx context.Context, registry, last string, n int) ([]string, bool, error) {
+	return s.list(ctx, `SELECT name FROM repositories WHERE registry = $1 AND name > $2 ORDER BY name`, n, registry, last)
 }
 
-func (s *SQLite) list(ctx context.Context, q string, n int, args ...any) ([]string, bool, error) {
-	limit := n + 1
-	if n <= 0 {
-		limit = -1
-	}
-	rows, err := s.r.QueryContext(ctx, q, append(args, limit)...)
+func (s *db) list(ctx context.Context, q string, n int, args ...any) ([]string, bool, error) {
+	q, args = limit(q, len(args)+1, n, args)
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("list: %w", err)
 	}
@@ -366,22 +417,25 @@ func (s *SQLite) list(ctx context.Context, q string, n int, args ...any) ([]stri
 }
 
 // RepositoryExists reports whether repo holds any content.
-func (s *SQLite) RepositoryExists(ctx context.Context, registry, repo string) (bool, error) {
+func (s *db) RepositoryExists(ctx context.Context, registry, repo string) (bool, error) {
 	var one int
-	err := s.queryRow(ctx, `SELECT 1 FROM repositories WHERE registry = ? AND name = ?`, registry, repo).Scan(&one)
+	err := s.queryRow(ctx, `SELECT 1 FROM repositories WHERE registry = $1 AND name = $2`, registry, repo).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
-	return err == nil, err
+	if err != nil {
+		return false, fmt.Errorf("repository exists: %w", err)
+	}
+	return true, nil
 }
 
 // Referrers lists the manifests of repo whose subject is d, optionally
 // only those of artifactType.
-func (s *SQLite) Referrers(ctx context.Context, registry, repo string, d digest.Digest, artifactType string) ([]Referrer, error) {
-	q := `SELECT digest, media_type, size, artifact_type, annotations FROM manifests WHERE registry = ? AND repo = ? AND subject = ?`
+func (s *db) Referrers(ctx context.Context, registry, repo string, d digest.Digest, artifactType string) ([]Referrer, error) {
+	q := `SELECT digest, media_type, size, artifact_type, annotations FROM manifests WHERE registry = $1 AND repo = $2 AND subject = $3`
 	args := []any{registry, repo, d.String()}
 	if artifactType != "" {
-		q += ` AND artifact_type = ?`
+		q += ` AND artifact_type = $4`
 		args = append(args, artifactType)
 	}
 	rows, err := s.r.QueryContext(ctx, q+` ORDER BY created_at, digest`, args...)
@@ -406,20 +460,20 @@ func (s *SQLite) Referrers(ctx context.Context, registry, repo string, d digest.
 }
 
 // CreateUpload records upload id for repo.
-func (s *SQLite) CreateUpload(ctx context.Context, registry, repo, id string) error {
+func (s *db) CreateUpload(ctx context.Context, registry, repo, id string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO uploads(id, registry, repo, created_at) VALUES (?, ?, ?, ?)`, id, registry, repo, now())
+		_, err := tx.ExecContext(ctx, `INSERT INTO uploads(id, registry, repo, created_at) VALUES ($1, $2, $3, $4)`, id, registry, repo, now())
 		if err != nil {
-			return fmt.Errorf("create upload: %w", err)
+			return s.conflict(err, "create upload")
 		}
 		return nil
 	})
 }
 
-// UploadRepo returns whether upload id exists for repo.
-func (s *SQLite) UploadExists(ctx context.Context, registry, repo, id string) (bool, error) {
+// UploadExists returns whether upload id exists for repo.
+func (s *db) UploadExists(ctx context.Context, registry, repo, id string) (bool, error) {
 	var one int
-	err := s.queryRow(ctx, `SELECT 1 FROM uploads WHERE id = ? AND registry = ? AND repo = ?`, id, registry, repo).Scan(&one)
+	err := s.queryRow(ctx, `SELECT 1 FROM uploads WHERE id = $1 AND registry = $2 AND repo = $3`, id, registry, repo).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -430,56 +484,10 @@ func (s *SQLite) UploadExists(ctx context.Context, registry, repo, id string) (b
 }
 
 // DeleteUpload forgets upload id.
-func (s *SQLite) DeleteUpload(ctx context.Context, id string) error {
+func (s *db) DeleteUpload(ctx context.Context, id string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM uploads WHERE id = ?`, id)
+		_, err := tx.ExecContext(ctx, `DELETE FROM uploads WHERE id = $1`, id)
 		return err
-	})
-}
-
-// schemaUploadState keeps an upload session's progress in its row, so
-// that any replica can continue it: staged_size is how many bytes it holds,
-// state the ingest writer's opaque state (staged parts, hash states).
-const schemaUploadState = `ALTER TABLE uploads ADD COLUMN staged_size INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE uploads ADD COLUMN state BLOB`
-
-// LoadUploadState returns how many bytes upload id holds and the state
-// saved with them (nil for a new session), or ErrNotFound.
-func (s *SQLite) LoadUploadState(ctx context.Context, id string) (int64, []byte, error) {
-	var size int64
-	var state []byte
-	err := s.queryRow(ctx, `SELECT staged_size, state FROM uploads WHERE id = ?`, id).Scan(&size, &state)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil, ErrNotFound
-	}
-	if err != nil {
-		return 0, nil, fmt.Errorf("load upload state: %w", err)
-	}
-	return size, state, nil
-}
-
-// SaveUploadState records that upload id now holds size bytes described by
-// state, only if it still holds from bytes: of two requests writing the
-// same session, one wins and the other gets ErrConflict (ErrNotFound when
-// the session is gone).
-func (s *SQLite) SaveUploadState(ctx context.Context, id string, from, size int64, state []byte) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE uploads SET staged_size = ?, state = ? WHERE id = ? AND staged_size = ?`, size, state, id, from)
-		if err != nil {
-			return fmt.Errorf("save upload state: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 1 {
-			return err
-		}
-		var one int
-		err = tx.QueryRowContext(ctx, `SELECT 1 FROM uploads WHERE id = ?`, id).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return fmt.Errorf("save upload state: %w", err)
-		}
-		return fmt.Errorf("%w: upload %s no longer holds %d bytes", ErrConflict, id, from)
 	})
 }
 
@@ -489,14 +497,16 @@ func (s *SQLite) SaveUploadState(ctx context.Context, id string, from, size int6
 // pushed: a rule over them is refused rather than hiding pushed images
 // (the UPDATE was added later; it changes nothing for databases already
 // past this migration, and a new database has no rows to update).
-const schemaPushed = `ALTER TABLE repositories ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0;
-UPDATE repositories SET pushed = 1`
+var schemaPushed = []string{
+	`ALTER TABLE repositories ADD COLUMN pushed INTEGER NOT NULL DEFAULT 0`,
+	`UPDATE repositories SET pushed = 1`,
+}
 
 // MarkPushed records that repo received pushed content. It writes only the
 // first time, keeping pushes free of an extra transaction.
-func (s *SQLite) MarkPushed(ctx context.Context, registry, repo string) error {
+func (s *db) MarkPushed(ctx context.Context, registry, repo string) error {
 	var pushed int
-	err := s.queryRow(ctx, `SELECT pushed FROM repositories WHERE registry = ? AND name = ?`, registry, repo).Scan(&pushed)
+	err := s.queryRow(ctx, `SELECT pushed FROM repositories WHERE registry = $1 AND name = $2`, registry, repo).Scan(&pushed)
 	if err == nil && pushed == 1 {
 		return nil
 	}
@@ -507,7 +517,7 @@ func (s *SQLite) MarkPushed(ctx context.Context, registry, repo string) error {
 		if err := ensureRepo(ctx, tx, registry, repo); err != nil {
 			return fmt.Errorf("mark pushed: %w", err)
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE repositories SET pushed = 1 WHERE registry = ? AND name = ?`, registry, repo)
+		_, err := tx.ExecContext(ctx, `UPDATE repositories SET pushed = 1 WHERE registry = $1 AND name = $2`, registry, repo)
 		return err
 	})
 }

@@ -15,14 +15,15 @@ import (
 // schemaRules holds the management plane's resources. Registry names are
 // stored lower-case; rule and credential-set names keep their case but are
 // unique ignoring it, as ARM names are. Secret values are never stored:
-// credential sets hold references only.
-const schemaRules = `
-CREATE TABLE registries (
+// credential sets hold references only. (Migration 6, sqliteNormalise,
+// replaced the NOCASE collations with name keys.)
+var schemaRules = []string{
+	`CREATE TABLE registries (
 	name       TEXT PRIMARY KEY,
 	hosts      TEXT NOT NULL DEFAULT '[]',
 	created_at INTEGER NOT NULL
-);
-CREATE TABLE cache_rules (
+)`,
+	`CREATE TABLE cache_rules (
 	registry           TEXT NOT NULL,
 	name               TEXT NOT NULL COLLATE NOCASE,
 	source             TEXT NOT NULL,
@@ -38,9 +39,9 @@ CREATE TABLE cache_rules (
 	modified_at        INTEGER NOT NULL,
 	PRIMARY KEY (registry, name),
 	UNIQUE (registry, target)
-);
-CREATE INDEX cache_rules_credential_set ON cache_rules(registry, credential_set COLLATE NOCASE);
-CREATE TABLE credential_sets (
+)`,
+	`CREATE INDEX cache_rules_credential_set ON cache_rules(registry, credential_set COLLATE NOCASE)`,
+	`CREATE TABLE credential_sets (
 	registry           TEXT NOT NULL,
 	name               TEXT NOT NULL COLLATE NOCASE,
 	login_server       TEXT NOT NULL,
@@ -54,12 +55,12 @@ CREATE TABLE credential_sets (
 	created_at         INTEGER NOT NULL,
 	modified_at        INTEGER NOT NULL,
 	PRIMARY KEY (registry, name)
-);
-CREATE TABLE rules_generation (
+)`,
+	`CREATE TABLE rules_generation (
 	registry   TEXT PRIMARY KEY,
 	generation INTEGER NOT NULL
-);
-CREATE TABLE operations (
+)`,
+	`CREATE TABLE operations (
 	id         TEXT PRIMARY KEY,
 	registry   TEXT NOT NULL,
 	resource   TEXT NOT NULL,
@@ -68,8 +69,9 @@ CREATE TABLE operations (
 	error_msg  TEXT NOT NULL DEFAULT '',
 	started_at INTEGER NOT NULL,
 	ended_at   INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX operations_started ON operations(started_at)`
+)`,
+	`CREATE INDEX operations_started ON operations(started_at)`,
+}
 
 // OperationRetention is how long finished operation-status documents are kept.
 const OperationRetention = 24 * time.Hour
@@ -84,11 +86,11 @@ type RegistryRecord struct {
 // host names of those already known (a registry the API created becomes
 // configured: startup flags win). Registries no longer configured keep
 // their rows (and rules) so that configuring them again restores them.
-func (s *SQLite) SyncRegistries(ctx context.Context, regs []RegistryRecord) error {
+func (s *db) SyncRegistries(ctx context.Context, regs []RegistryRecord) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		for _, r := range regs {
 			hosts, _ := json.Marshal(append([]string{}, r.Hosts...))
-			_, err := tx.ExecContext(ctx, `INSERT INTO registries(name, hosts, created_at) VALUES (?, ?, ?)
+			_, err := tx.ExecContext(ctx, `INSERT INTO registries(name, hosts, created_at) VALUES ($1, $2, $3)
 				ON CONFLICT(name) DO UPDATE SET hosts = excluded.hosts, managed = 0`, strings.ToLower(r.Name), string(hosts), now())
 			if err != nil {
 				return fmt.Errorf("sync registries: %w", err)
@@ -100,9 +102,9 @@ func (s *SQLite) SyncRegistries(ctx context.Context, regs []RegistryRecord) erro
 
 // RulesGeneration returns a counter that moves whenever a cache rule or
 // credential set of registry changes (0 before the first change).
-func (s *SQLite) RulesGeneration(ctx context.Context, registry string) (int64, error) {
+func (s *db) RulesGeneration(ctx context.Context, registry string) (int64, error) {
 	var g int64
-	err := s.queryRow(ctx, `SELECT generation FROM rules_generation WHERE registry = ?`, strings.ToLower(registry)).Scan(&g)
+	err := s.queryRow(ctx, `SELECT generation FROM rules_generation WHERE registry = $1`, strings.ToLower(registry)).Scan(&g)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -115,14 +117,14 @@ func (s *SQLite) RulesGeneration(ctx context.Context, registry string) (int64, e
 const ruleColumns = `name, source, target, credential_set, identity, sync_mode, sync_referrers, filters, sync_status, provisioning_state, created_at, modified_at`
 
 // ListCacheRules returns all cache rules of registry, by name.
-func (s *SQLite) ListCacheRules(ctx context.Context, registry string) ([]rules.Rule, error) {
+func (s *db) ListCacheRules(ctx context.Context, registry string) ([]rules.Rule, error) {
 	out, _, err := s.ListCacheRulesPage(ctx, registry, "", 0)
 	return out, err
 }
 
 // ListCacheRulesPage returns up to n rules (n <= 0: all) named after
 // `after` (case-insensitive order), and whether more follow.
-func (s *SQLite) ListCacheRulesPage(ctx context.Context, registry, after string, n int) ([]rules.Rule, bool, error) {
+func (s *db) ListCacheRulesPage(ctx context.Context, registry, after string, n int) ([]rules.Rule, bool, error) {
 	return listCacheRules(ctx, s.r, registry, after, n)
 }
 
@@ -132,12 +134,9 @@ type querier interface {
 }
 
 func listCacheRules(ctx context.Context, q querier, registry, after string, n int) ([]rules.Rule, bool, error) {
-	limit := n + 1
-	if n <= 0 {
-		limit = -1
-	}
-	rows, err := q.QueryContext(ctx, `SELECT `+ruleColumns+` FROM cache_rules WHERE registry = ? AND name > ? ORDER BY name LIMIT ?`,
-		strings.ToLower(registry), after, limit)
+	query, args := limit(`SELECT `+ruleColumns+` FROM cache_rules WHERE registry = $1 AND name_key > $2 ORDER BY name_key`, 3, n,
+		[]any{strings.ToLower(registry), nameKey(after)})
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("list cache rules: %w", err)
 	}
@@ -160,7 +159,7 @@ func listCacheRules(ctx context.Context, q querier, registry, after string, n in
 }
 
 // GetCacheRule returns cache rule name of registry, or ErrNotFound.
-func (s *SQLite) GetCacheRule(ctx context.Context, registry, name string) (rules.Rule, error) {
+func (s *db) GetCacheRule(ctx context.Context, registry, name string) (rules.Rule, error) {
 	r, ok, err := getCacheRule(ctx, s.r, registry, name)
 	if err == nil && !ok {
 		err = ErrNotFound
@@ -169,7 +168,7 @@ func (s *SQLite) GetCacheRule(ctx context.Context, registry, name string) (rules
 }
 
 func getCacheRule(ctx context.Context, q querier, registry, name string) (rules.Rule, bool, error) {
-	r, err := scanRule(q.QueryRowContext(ctx, `SELECT `+ruleColumns+` FROM cache_rules WHERE registry = ? AND name = ?`, strings.ToLower(registry), name))
+	r, err := scanRule(q.QueryRowContext(ctx, `SELECT `+ruleColumns+` FROM cache_rules WHERE registry = $1 AND name_key = $2`, strings.ToLower(registry), nameKey(name)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return rules.Rule{}, false, nil
 	}
@@ -219,7 +218,7 @@ func scanRule(sc scanner) (rules.Rule, error) {
 		return r, fmt.Errorf("read cache rule: %w", err)
 	}
 	r.SyncMode = rules.SyncMode(mode)
-	r.CreatedAt, r.ModifiedAt = time.UnixMicro(created).UTC(), time.UnixMicro(modified).UTC()
+	r.CreatedAt, r.ModifiedAt = fromMicros(created), fromMicros(modified)
 	if filters != "" {
 		var f storedFilters
 		if err := json.Unmarshal([]byte(filters), &f); err != nil {
@@ -239,13 +238,13 @@ func scanRule(sc scanner) (rules.Rule, error) {
 
 // SetCacheRuleSyncStatus records active-sync progress for a rule. It does
 // not move the rules generation: matching does not depend on it.
-func (s *SQLite) SetCacheRuleSyncStatus(ctx context.Context, registry, name string, st rules.SyncStatus) error {
+func (s *db) SetCacheRuleSyncStatus(ctx context.Context, registry, name string, st rules.SyncStatus) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("sync status: %w", err)
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE cache_rules SET sync_status = ? WHERE registry = ? AND name = ?`, string(b), strings.ToLower(registry), name)
+		res, err := tx.ExecContext(ctx, `UPDATE cache_rules SET sync_status = $1 WHERE registry = $2 AND name_key = $3`, string(b), strings.ToLower(registry), nameKey(name))
 		if err != nil {
 			return fmt.Errorf("sync status: %w", err)
 		}
@@ -269,12 +268,12 @@ func scanCredSet(sc scanner) (rules.CredentialSet, error) {
 		}
 		return c, fmt.Errorf("read credential set: %w", err)
 	}
-	c.CreatedAt, c.ModifiedAt = time.UnixMicro(created).UTC(), time.UnixMicro(modified).UTC()
+	c.CreatedAt, c.ModifiedAt = fromMicros(created), fromMicros(modified)
 	return c, nil
 }
 
 // GetCredentialSet returns credential set name of registry, or ErrNotFound.
-func (s *SQLite) GetCredentialSet(ctx context.Context, registry, name string) (rules.CredentialSet, error) {
+func (s *db) GetCredentialSet(ctx context.Context, registry, name string) (rules.CredentialSet, error) {
 	c, ok, err := getCredSet(ctx, s.r, registry, name)
 	if err == nil && !ok {
 		err = ErrNotFound
@@ -283,7 +282,7 @@ func (s *SQLite) GetCredentialSet(ctx context.Context, registry, name string) (r
 }
 
 func getCredSet(ctx context.Context, q querier, registry, name string) (rules.CredentialSet, bool, error) {
-	c, err := scanCredSet(q.QueryRowContext(ctx, `SELECT `+credSetColumns+` FROM credential_sets WHERE registry = ? AND name = ?`, strings.ToLower(registry), name))
+	c, err := scanCredSet(q.QueryRowContext(ctx, `SELECT `+credSetColumns+` FROM credential_sets WHERE registry = $1 AND name_key = $2`, strings.ToLower(registry), nameKey(name)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, false, nil
 	}
@@ -292,13 +291,10 @@ func getCredSet(ctx context.Context, q querier, registry, name string) (rules.Cr
 
 // ListCredentialSetsPage returns up to n credential sets (n <= 0: all)
 // named after `after`, and whether more follow.
-func (s *SQLite) ListCredentialSetsPage(ctx context.Context, registry, after string, n int) ([]rules.CredentialSet, bool, error) {
-	limit := n + 1
-	if n <= 0 {
-		limit = -1
-	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+credSetColumns+` FROM credential_sets WHERE registry = ? AND name > ? ORDER BY name LIMIT ?`,
-		strings.ToLower(registry), after, limit)
+func (s *db) ListCredentialSetsPage(ctx context.Context, registry, after string, n int) ([]rules.CredentialSet, bool, error) {
+	query, args := limit(`SELECT `+credSetColumns+` FROM credential_sets WHERE registry = $1 AND name_key > $2 ORDER BY name_key`, 3, n,
+		[]any{strings.ToLower(registry), nameKey(after)})
+	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("list credential sets: %w", err)
 	}

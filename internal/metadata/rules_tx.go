@@ -12,12 +12,9 @@ import (
 	"github.com/arcacache/arca/internal/rules"
 )
 
-// RulesTx is one write transaction over a registry's cache rules and
-// credential sets. The management API validates and writes inside it, so
-// checks (overlap, limits, references) and the write see the same state
-// even with concurrent requests or replicas. Every write moves the
-// registry's rules generation in the same transaction.
-type RulesTx struct {
+// rulesTx implements RulesTx on a database transaction.
+type rulesTx struct {
+	s        *db
 	ctx      context.Context
 	tx       *sql.Tx
 	registry string
@@ -25,17 +22,20 @@ type RulesTx struct {
 }
 
 // UpdateRules runs fn in a write transaction on registry's rules.
-func (s *SQLite) UpdateRules(ctx context.Context, registry string, fn func(*RulesTx) error) error {
+func (s *db) UpdateRules(ctx context.Context, registry string, fn func(RulesTx) error) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		rt := &RulesTx{ctx: ctx, tx: tx, registry: strings.ToLower(registry)}
+		rt := &rulesTx{s: s, ctx: ctx, tx: tx, registry: strings.ToLower(registry)}
+		if err := s.d.lock(ctx, tx, "rules:"+rt.registry); err != nil {
+			return err
+		}
 		if err := fn(rt); err != nil {
 			return err
 		}
 		if !rt.changed {
 			return nil
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO rules_generation(registry, generation) VALUES (?, 1)
-			ON CONFLICT(registry) DO UPDATE SET generation = generation + 1`, rt.registry)
+		_, err := tx.ExecContext(ctx, `INSERT INTO rules_generation(registry, generation) VALUES ($1, 1)
+			ON CONFLICT(registry) DO UPDATE SET generation = rules_generation.generation + 1`, rt.registry)
 		if err != nil {
 			return fmt.Errorf("rules generation: %w", err)
 		}
@@ -44,18 +44,18 @@ func (s *SQLite) UpdateRules(ctx context.Context, registry string, fn func(*Rule
 }
 
 // CacheRules returns the registry's rules.
-func (t *RulesTx) CacheRules() ([]rules.Rule, error) {
+func (t *rulesTx) CacheRules() ([]rules.Rule, error) {
 	out, _, err := listCacheRules(t.ctx, t.tx, t.registry, "", 0)
 	return out, err
 }
 
 // CacheRule returns rule name, if it exists.
-func (t *RulesTx) CacheRule(name string) (rules.Rule, bool, error) {
+func (t *rulesTx) CacheRule(name string) (rules.Rule, bool, error) {
 	return getCacheRule(t.ctx, t.tx, t.registry, name)
 }
 
 // PutCacheRule creates or replaces rule r (by name, ignoring case).
-func (t *RulesTx) PutCacheRule(r rules.Rule) error {
+func (t *rulesTx) PutCacheRule(r rules.Rule) error {
 	var filters string
 	if !r.Filters.IsZero() {
 		b, err := json.Marshal(storedFilters{Tags: r.Filters.Tags, Platforms: r.Filters.Platforms,
@@ -70,26 +70,23 @@ func (t *RulesTx) PutCacheRule(r rules.Rule) error {
 		b, _ := json.Marshal(r.SyncStatus)
 		status = string(b)
 	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO cache_rules(registry, `+ruleColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT(registry, name) DO UPDATE SET source = excluded.source, target = excluded.target,
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO cache_rules(registry, name_key, `+ruleColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+		ON CONFLICT(registry, name_key) DO UPDATE SET name = excluded.name, source = excluded.source, target = excluded.target,
 			credential_set = excluded.credential_set, identity = excluded.identity, sync_mode = excluded.sync_mode,
 			sync_referrers = excluded.sync_referrers, filters = excluded.filters, sync_status = excluded.sync_status,
 			provisioning_state = excluded.provisioning_state, modified_at = excluded.modified_at`,
-		t.registry, r.Name, r.Source, r.Target, r.CredentialSet, r.Identity, string(r.SyncMode), r.SyncReferrers,
+		t.registry, nameKey(r.Name), r.Name, r.Source, r.Target, r.CredentialSet, r.Identity, string(r.SyncMode), r.SyncReferrers,
 		filters, status, r.ProvisioningState, micros(r.CreatedAt), micros(r.ModifiedAt))
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
-			return fmt.Errorf("put cache rule %s: target %s: %w", r.Name, r.Target, ErrConflict)
-		}
-		return fmt.Errorf("put cache rule: %w", err)
+		return t.s.conflict(err, fmt.Sprintf("put cache rule %s: target %s", r.Name, r.Target))
 	}
 	t.changed = true
 	return nil
 }
 
 // DeleteCacheRule removes rule name; false if there was none.
-func (t *RulesTx) DeleteCacheRule(name string) (bool, error) {
-	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM cache_rules WHERE registry = ? AND name = ?`, t.registry, name)
+func (t *rulesTx) DeleteCacheRule(name string) (bool, error) {
+	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM cache_rules WHERE registry = $1 AND name_key = $2`, t.registry, nameKey(name))
 	if err != nil {
 		return false, fmt.Errorf("delete cache rule: %w", err)
 	}
@@ -99,28 +96,28 @@ func (t *RulesTx) DeleteCacheRule(name string) (bool, error) {
 }
 
 // CredentialSet returns credential set name, if it exists.
-func (t *RulesTx) CredentialSet(name string) (rules.CredentialSet, bool, error) {
+func (t *rulesTx) CredentialSet(name string) (rules.CredentialSet, bool, error) {
 	return getCredSet(t.ctx, t.tx, t.registry, name)
 }
 
 // PutCredentialSet creates or replaces credential set c (by name).
-func (t *RulesTx) PutCredentialSet(c rules.CredentialSet) error {
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO credential_sets(registry, `+credSetColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT(registry, name) DO UPDATE SET login_server = excluded.login_server, username_ref = excluded.username_ref,
+func (t *rulesTx) PutCredentialSet(c rules.CredentialSet) error {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO credential_sets(registry, name_key, `+credSetColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		ON CONFLICT(registry, name_key) DO UPDATE SET name = excluded.name, login_server = excluded.login_server, username_ref = excluded.username_ref,
 			password_ref = excluded.password_ref, health_status = excluded.health_status, health_code = excluded.health_code,
 			health_message = excluded.health_message, provisioning_state = excluded.provisioning_state, modified_at = excluded.modified_at`,
-		t.registry, c.Name, c.LoginServer, c.UsernameRef, c.PasswordRef, c.Health.Status, c.Health.ErrorCode,
+		t.registry, nameKey(c.Name), c.Name, c.LoginServer, c.UsernameRef, c.PasswordRef, c.Health.Status, c.Health.ErrorCode,
 		c.Health.ErrorMessage, c.PrincipalID, c.ProvisioningState, micros(c.CreatedAt), micros(c.ModifiedAt))
 	if err != nil {
-		return fmt.Errorf("put credential set: %w", err)
+		return t.s.conflict(err, "put credential set "+c.Name)
 	}
 	t.changed = true
 	return nil
 }
 
 // DeleteCredentialSet removes credential set name; false if there was none.
-func (t *RulesTx) DeleteCredentialSet(name string) (bool, error) {
-	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM credential_sets WHERE registry = ? AND name = ?`, t.registry, name)
+func (t *rulesTx) DeleteCredentialSet(name string) (bool, error) {
+	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM credential_sets WHERE registry = $1 AND name_key = $2`, t.registry, nameKey(name))
 	if err != nil {
 		return false, fmt.Errorf("delete credential set: %w", err)
 	}
@@ -130,9 +127,9 @@ func (t *RulesTx) DeleteCredentialSet(name string) (bool, error) {
 }
 
 // RepositoryExists reports whether repository repo of the registry holds content.
-func (t *RulesTx) RepositoryExists(repo string) (bool, error) {
+func (t *rulesTx) RepositoryExists(repo string) (bool, error) {
 	var one int
-	err := t.tx.QueryRowContext(t.ctx, `SELECT 1 FROM repositories WHERE registry = ? AND name = ? AND pushed = 1`, t.registry, repo).Scan(&one)
+	err := t.tx.QueryRowContext(t.ctx, `SELECT 1 FROM repositories WHERE registry = $1 AND name = $2 AND pushed = 1`, t.registry, repo).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -144,12 +141,12 @@ func (t *RulesTx) RepositoryExists(repo string) (bool, error) {
 
 // RepositoryUnder returns the first repository whose name starts with
 // prefix ("" = any), if there is one.
-func (t *RulesTx) RepositoryUnder(prefix string) (string, bool, error) {
-	q := `SELECT name FROM repositories WHERE registry = ? AND pushed = 1 ORDER BY name LIMIT 1`
+func (t *rulesTx) RepositoryUnder(prefix string) (string, bool, error) {
+	q := `SELECT name FROM repositories WHERE registry = $1 AND pushed = 1 ORDER BY name LIMIT 1`
 	args := []any{t.registry}
 	if prefix != "" {
 		// A range instead of LIKE: repository names contain "_", a LIKE wildcard.
-		q = `SELECT name FROM repositories WHERE registry = ? AND pushed = 1 AND name >= ? AND name < ? ORDER BY name LIMIT 1`
+		q = `SELECT name FROM repositories WHERE registry = $1 AND pushed = 1 AND name >= $2 AND name < $3 ORDER BY name LIMIT 1`
 		args = append(args, prefix, prefix+"\U0010FFFF")
 	}
 	var name string
@@ -178,16 +175,16 @@ type Operation struct {
 
 // PutOperation records op (in the rules transaction, so an operation is
 // visible exactly when its change is) and drops expired ones.
-func (t *RulesTx) PutOperation(op Operation) error {
+func (t *rulesTx) PutOperation(op Operation) error {
 	return putOperation(t.ctx, t.tx, op)
 }
 
 func putOperation(ctx context.Context, tx *sql.Tx, op Operation) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM operations WHERE started_at < ?`, micros(time.Now().Add(-OperationRetention))); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM operations WHERE started_at < $1`, micros(time.Now().Add(-OperationRetention))); err != nil {
 		return fmt.Errorf("expire operations: %w", err)
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO operations(id, registry, resource, status, error_code, error_msg, started_at, ended_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, error_code = excluded.error_code,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT(id) DO UPDATE SET status = excluded.status, error_code = excluded.error_code,
 			error_msg = excluded.error_msg, ended_at = excluded.ended_at`,
 		op.ID, strings.ToLower(op.Registry), op.Resource, op.Status, op.ErrorCode, op.ErrorMsg, micros(op.StartedAt), micros(op.EndedAt))
 	if err != nil {
@@ -197,15 +194,15 @@ func putOperation(ctx context.Context, tx *sql.Tx, op Operation) error {
 }
 
 // PutOperation records op outside a rules change.
-func (s *SQLite) PutOperation(ctx context.Context, op Operation) error {
+func (s *db) PutOperation(ctx context.Context, op Operation) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return putOperation(ctx, tx, op) })
 }
 
 // GetOperation returns operation id, or ErrNotFound.
-func (s *SQLite) GetOperation(ctx context.Context, id string) (Operation, error) {
+func (s *db) GetOperation(ctx context.Context, id string) (Operation, error) {
 	op := Operation{ID: id}
 	var started, ended int64
-	err := s.r.QueryRowContext(ctx, `SELECT registry, resource, status, error_code, error_msg, started_at, ended_at FROM operations WHERE id = ?`, id).
+	err := s.r.QueryRowContext(ctx, `SELECT registry, resource, status, error_code, error_msg, started_at, ended_at FROM operations WHERE id = $1`, id).
 		Scan(&op.Registry, &op.Resource, &op.Status, &op.ErrorCode, &op.ErrorMsg, &started, &ended)
 	if errors.Is(err, sql.ErrNoRows) {
 		return op, ErrNotFound
@@ -213,16 +210,6 @@ func (s *SQLite) GetOperation(ctx context.Context, id string) (Operation, error)
 	if err != nil {
 		return op, fmt.Errorf("get operation: %w", err)
 	}
-	op.StartedAt = time.UnixMicro(started).UTC()
-	if ended != 0 {
-		op.EndedAt = time.UnixMicro(ended).UTC()
-	}
+	op.StartedAt, op.EndedAt = fromMicros(started), fromMicros(ended)
 	return op, nil
-}
-
-func micros(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMicro()
 }

@@ -25,7 +25,7 @@ func SnapshotSQLite(ctx context.Context, path, dst string) error {
 		return fmt.Errorf("metadata snapshot: %w", err)
 	}
 	defer db.Close()
-	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, dst); err != nil {
+	if _, err := db.ExecContext(ctx, `VACUUM INTO $1`, dst); err != nil {
 		return fmt.Errorf("metadata snapshot: %w", err)
 	}
 	return nil

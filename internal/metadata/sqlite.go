@@ -1,8 +1,3 @@
-// Package metadata records what the registry knows: repositories, manifests
-// and the references between them, tags, blob links, and (from the
-// management plane) cache rules and credential sets. SQLite is the embedded
-// implementation; everything shared between replicas lives here, never in
-// process memory.
 package metadata
 
 import (
@@ -12,52 +7,52 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 
-	_ "modernc.org/sqlite" // pure-Go SQLite driver: no cgo, no external service
+	"modernc.org/sqlite" // pure-Go SQLite driver: no cgo, no external service
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// Errors.
-var (
-	ErrNotFound = errors.New("not found")
-	ErrConflict = errors.New("conflict")
-	// ErrSchemaNewer: the database was migrated by a newer arca.
-	ErrSchemaNewer = errors.New("database schema is newer than this arca")
-)
+// SchemaVersion is the embedded (SQLite) schema version this binary
+// migrates to; backups are SQLite snapshots and carry it.
+func SchemaVersion() int { return len(sqliteMigrations) }
 
-// SchemaVersion is the schema version this binary migrates to.
-func SchemaVersion() int { return len(migrations) }
-
-// SQLite is the embedded metadata store. Writes go through one connection
-// (SQLite has one writer; queuing in Go beats spinning on SQLITE_BUSY), reads
-// through a pool, in WAL mode so readers never block the writer.
-type SQLite struct {
-	w *sql.DB
-	r *sql.DB
-	// stmts caches prepared read statements by query text: the hot path
-	// (manifest and blob lookups) spent a quarter of its CPU preparing
-	// the same few queries again on every request.
-	stmts sync.Map // string -> *sql.Stmt
-}
-
-// Migrations are applied in order, once each; append, never edit. The
-// schema version is the number applied (schema_migrations records each);
-// a database at a higher version than len(migrations) was written by a
-// newer arca and is refused (ErrSchemaNewer): an older binary might
-// misread what it does not know.
-var migrations = []string{
+// sqliteMigrations: the version is the number applied (schema_migrations
+// records each).
+var sqliteMigrations = [][]string{
 	schemaRegistry,
 	schemaRules,
 	schemaSync,
 	schemaRateLimits,
 	schemaPushed,
 	schemaAccess,
-	schemaUploadState,
+	sqliteNormalise,
+	sqliteUploadState,
 }
 
-// OpenSQLite opens (creating if needed) the database file at path.
-func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+var sqliteDialect = dialect{
+	name:       "sqlite",
+	migrations: sqliteMigrations,
+	isConflict: func(err error) bool {
+		var se *sqlite.Error
+		if !errors.As(err, &se) {
+			return false
+		}
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	},
+	// Write transactions begin IMMEDIATE: they already exclude each other
+	// across processes.
+	lock: func(context.Context, *sql.Tx, string) error { return nil },
+	// One writer at a time (busy_timeout waits for other processes).
+	retryable: func(error) bool { return false },
+	// AUTOINCREMENT continues after the largest key, explicit ones included.
+	resumeIdentity: func(context.Context, *sql.DB, string, string) error { return nil },
+}
+
+// OpenSQLite opens (creating if needed) the embedded database file at
+// path. Writes go through one connection (SQLite has one writer; queuing
+// in Go beats spinning on SQLITE_BUSY), reads through a pool, in WAL mode
+// so readers never block the writer.
+func OpenSQLite(ctx context.Context, path string) (Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
@@ -76,7 +71,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	}
 	r.SetMaxOpenConns(16)
 	r.SetMaxIdleConns(16)
-	s := &SQLite{w: w, r: r}
+	s := &db{w: w, r: r, d: sqliteDialect}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		if errors.Is(err, ErrSchemaNewer) {
@@ -87,90 +82,148 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return s, nil
 }
 
-// Close closes the database.
-func (s *SQLite) Close() error {
-	var errs []error
-	s.stmts.Range(func(_, v any) bool {
-		errs = append(errs, v.(*sql.Stmt).Close())
-		return true
-	})
-	return errors.Join(append(errs, s.r.Close(), s.w.Close())...)
-}
-
-// queryRow runs a read query through a statement prepared once (database/sql
-// re-prepares it per pooled connection as needed and keeps it).
-func (s *SQLite) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	st, err := s.stmt(ctx, q)
-	if err != nil {
-		return s.r.QueryRowContext(ctx, q, args...) // carries the error to Scan
-	}
-	return st.QueryRowContext(ctx, args...)
-}
-
-func (s *SQLite) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
-	if v, ok := s.stmts.Load(q); ok {
-		return v.(*sql.Stmt), nil
-	}
-	st, err := s.r.PrepareContext(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	if v, loaded := s.stmts.LoadOrStore(q, st); loaded {
-		st.Close()
-		return v.(*sql.Stmt), nil
-	}
-	return st, nil
-}
-
-// Ping checks the database answers (readiness).
-func (s *SQLite) Ping(ctx context.Context) error {
-	var one int
-	return s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one)
-}
-
-func (s *SQLite) migrate(ctx context.Context) error {
-	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
-		return fmt.Errorf("metadata migrate: %w", err)
-	}
-	var have int
-	if err := s.w.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
-		return fmt.Errorf("metadata migrate: %w", err)
-	}
-	if have > len(migrations) {
-		return fmt.Errorf("%w: schema version %d, this arca knows up to %d; run the newer arca, or restore a backup taken before the upgrade", ErrSchemaNewer, have, len(migrations))
-	}
-	for v := have + 1; v <= len(migrations); v++ {
-		err := s.tx(ctx, func(tx *sql.Tx) error {
-			for _, stmt := range strings.Split(migrations[v-1], ";\n") {
-				if strings.TrimSpace(stmt) == "" {
-					continue
-				}
-				if _, err := tx.ExecContext(ctx, stmt); err != nil {
-					return fmt.Errorf("migration %d: %w", v, err)
-				}
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version) VALUES (?)`, v)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("metadata migrate: %w", err)
-		}
-	}
-	return nil
-}
-
-// tx runs fn in a write transaction.
-func (s *SQLite) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("metadata begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("metadata commit: %w", err)
-	}
-	return nil
+// sqliteNormalise (migration 7) takes the dialect out of the data: names
+// unique ignoring case get a lower-cased key column instead of COLLATE
+// NOCASE (tables rebuilt: SQLite cannot drop a collation), sync state keys
+// rules by that key, and every timestamp is in microseconds (registry,
+// sync and access tables held milliseconds).
+var sqliteNormalise = []string{
+	`CREATE TABLE cache_rules_v6 (
+	registry           TEXT NOT NULL,
+	name_key           TEXT NOT NULL,
+	name               TEXT NOT NULL,
+	source             TEXT NOT NULL,
+	target             TEXT NOT NULL,
+	credential_set     TEXT NOT NULL DEFAULT '',
+	identity           TEXT NOT NULL DEFAULT '',
+	sync_mode          TEXT NOT NULL DEFAULT '',
+	sync_referrers     TEXT NOT NULL DEFAULT '',
+	filters            TEXT NOT NULL DEFAULT '',
+	sync_status        TEXT NOT NULL DEFAULT '',
+	provisioning_state TEXT NOT NULL,
+	created_at         INTEGER NOT NULL,
+	modified_at        INTEGER NOT NULL,
+	PRIMARY KEY (registry, name_key),
+	UNIQUE (registry, target)
+)`,
+	`INSERT INTO cache_rules_v6 SELECT registry, lower(name), name, source, target, credential_set, identity, sync_mode,
+	sync_referrers, filters, sync_status, provisioning_state, created_at, modified_at FROM cache_rules`,
+	`DROP TABLE cache_rules`,
+	`ALTER TABLE cache_rules_v6 RENAME TO cache_rules`,
+	`CREATE TABLE credential_sets_v6 (
+	registry           TEXT NOT NULL,
+	name_key           TEXT NOT NULL,
+	name               TEXT NOT NULL,
+	login_server       TEXT NOT NULL,
+	username_ref       TEXT NOT NULL,
+	password_ref       TEXT NOT NULL,
+	health_status      TEXT NOT NULL DEFAULT '',
+	health_code        TEXT NOT NULL DEFAULT '',
+	health_message     TEXT NOT NULL DEFAULT '',
+	principal_id       TEXT NOT NULL,
+	provisioning_state TEXT NOT NULL,
+	created_at         INTEGER NOT NULL,
+	modified_at        INTEGER NOT NULL,
+	PRIMARY KEY (registry, name_key)
+)`,
+	`INSERT INTO credential_sets_v6 SELECT registry, lower(name), name, login_server, username_ref, password_ref, health_status,
+	health_code, health_message, principal_id, provisioning_state, created_at, modified_at FROM credential_sets`,
+	`DROP TABLE credential_sets`,
+	`ALTER TABLE credential_sets_v6 RENAME TO credential_sets`,
+	`CREATE TABLE sync_leases_v6 (
+	registry   TEXT NOT NULL,
+	rule       TEXT NOT NULL,
+	holder     TEXT NOT NULL,
+	expires_at INTEGER NOT NULL,
+	PRIMARY KEY (registry, rule)
+)`,
+	`INSERT OR IGNORE INTO sync_leases_v6 SELECT registry, lower(rule), holder, expires_at * 1000 FROM sync_leases`,
+	`DROP TABLE sync_leases`,
+	`ALTER TABLE sync_leases_v6 RENAME TO sync_leases`,
+	`CREATE TABLE sync_runs_v6 (
+	registry       TEXT NOT NULL,
+	rule           TEXT NOT NULL,
+	run_id         TEXT NOT NULL,
+	result         TEXT NOT NULL,
+	started_at     INTEGER NOT NULL,
+	ended_at       INTEGER NOT NULL DEFAULT 0,
+	next_at        INTEGER NOT NULL DEFAULT 0,
+	tags_synced    INTEGER NOT NULL DEFAULT 0,
+	tags_unchanged INTEGER NOT NULL DEFAULT 0,
+	tags_excluded  INTEGER NOT NULL DEFAULT 0,
+	tags_failed    INTEGER NOT NULL DEFAULT 0,
+	bytes_fetched  INTEGER NOT NULL DEFAULT 0,
+	error          TEXT NOT NULL DEFAULT '',
+	config_hash    TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (registry, rule)
+)`,
+	`INSERT OR IGNORE INTO sync_runs_v6 SELECT registry, lower(rule), run_id, result, started_at * 1000, ended_at * 1000, next_at * 1000,
+	tags_synced, tags_unchanged, tags_excluded, tags_failed, bytes_fetched, error, config_hash FROM sync_runs`,
+	`DROP TABLE sync_runs`,
+	`ALTER TABLE sync_runs_v6 RENAME TO sync_runs`,
+	`CREATE TABLE sync_tags_v6 (
+	registry    TEXT NOT NULL,
+	rule        TEXT NOT NULL,
+	repo        TEXT NOT NULL,
+	tag         TEXT NOT NULL,
+	digest      TEXT NOT NULL DEFAULT '',
+	state       TEXT NOT NULL,
+	error       TEXT NOT NULL DEFAULT '',
+	config_hash TEXT NOT NULL DEFAULT '',
+	updated_at  INTEGER NOT NULL,
+	PRIMARY KEY (registry, rule, repo, tag)
+)`,
+	`INSERT OR IGNORE INTO sync_tags_v6 SELECT registry, lower(rule), repo, tag, digest, state, error, config_hash, updated_at * 1000 FROM sync_tags`,
+	`DROP TABLE sync_tags`,
+	`ALTER TABLE sync_tags_v6 RENAME TO sync_tags`,
+	`CREATE INDEX sync_tags_errors ON sync_tags(registry, rule) WHERE error <> ''`,
+	`UPDATE repositories SET created_at = created_at * 1000`,
+	`UPDATE blobs SET created_at = created_at * 1000`,
+	`UPDATE manifests SET created_at = created_at * 1000`,
+	`UPDATE tags SET updated_at = updated_at * 1000, checked_at = checked_at * 1000`,
+	`UPDATE uploads SET created_at = created_at * 1000`,
+	`UPDATE registries SET created_at = created_at * 1000`,
+	`UPDATE upstream_ratelimits SET observed_at = observed_at * 1000`,
+	`CREATE TABLE scope_maps_v7 (
+	registry    TEXT NOT NULL,
+	name_key    TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	description TEXT NOT NULL DEFAULT '',
+	actions     TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	modified_at INTEGER NOT NULL,
+	PRIMARY KEY (registry, name_key)
+)`,
+	`INSERT OR IGNORE INTO scope_maps_v7 SELECT registry, lower(name), name, description, actions, created_at * 1000, modified_at * 1000 FROM scope_maps`,
+	`DROP TABLE scope_maps`,
+	`ALTER TABLE scope_maps_v7 RENAME TO scope_maps`,
+	`CREATE TABLE tokens_v7 (
+	registry    TEXT NOT NULL,
+	name_key    TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	scope_map   TEXT NOT NULL DEFAULT '',
+	status      TEXT NOT NULL,
+	passwords   TEXT NOT NULL DEFAULT '[]',
+	created_at  INTEGER NOT NULL,
+	modified_at INTEGER NOT NULL,
+	PRIMARY KEY (registry, name_key)
+)`,
+	`INSERT OR IGNORE INTO tokens_v7 SELECT registry, lower(name), name, scope_map, status, passwords, created_at * 1000, modified_at * 1000 FROM tokens`,
+	`DROP TABLE tokens`,
+	`ALTER TABLE tokens_v7 RENAME TO tokens`,
+	`CREATE TABLE principals_v7 (
+	name_key   TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	role       TEXT NOT NULL,
+	registry   TEXT NOT NULL DEFAULT '',
+	salt       BLOB NOT NULL,
+	hash       BLOB NOT NULL,
+	created_at INTEGER NOT NULL
+)`,
+	`INSERT OR IGNORE INTO principals_v7 SELECT lower(name), name, role, registry, salt, hash, created_at * 1000 FROM principals`,
+	`DROP TABLE principals`,
+	`ALTER TABLE principals_v7 RENAME TO principals`,
+	`UPDATE signing_keys SET created_at = created_at * 1000`,
+	`UPDATE refresh_tokens SET created_at = created_at * 1000, expires_at = expires_at * 1000`,
+	`UPDATE audit_log SET at = at * 1000`,
 }

@@ -13,17 +13,17 @@ import (
 // one replica syncs a rule at a time), the rule's last run, and one row per
 // synced tag (what it last resolved to, and its last error). The per-tag
 // rows are what lets an interrupted run resume: a tag recorded as done at
-// the digest the upstream still serves is not walked again. Plain SQL that
-// PostgreSQL accepts as well (upsert with a WHERE on the update).
-const schemaSync = `
-CREATE TABLE sync_leases (
+// the digest the upstream still serves is not walked again. Rules are
+// keyed by their name key (sqliteNormalise replaced the collation).
+var schemaSync = []string{
+	`CREATE TABLE sync_leases (
 	registry   TEXT NOT NULL,
 	rule       TEXT NOT NULL COLLATE NOCASE,
 	holder     TEXT NOT NULL,
 	expires_at INTEGER NOT NULL,
 	PRIMARY KEY (registry, rule)
-);
-CREATE TABLE sync_runs (
+)`,
+	`CREATE TABLE sync_runs (
 	registry       TEXT NOT NULL,
 	rule           TEXT NOT NULL COLLATE NOCASE,
 	run_id         TEXT NOT NULL,
@@ -39,8 +39,8 @@ CREATE TABLE sync_runs (
 	error          TEXT NOT NULL DEFAULT '',
 	config_hash    TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (registry, rule)
-);
-CREATE TABLE sync_tags (
+)`,
+	`CREATE TABLE sync_tags (
 	registry    TEXT NOT NULL,
 	rule        TEXT NOT NULL COLLATE NOCASE,
 	repo        TEXT NOT NULL,
@@ -51,8 +51,9 @@ CREATE TABLE sync_tags (
 	config_hash TEXT NOT NULL DEFAULT '',
 	updated_at  INTEGER NOT NULL,
 	PRIMARY KEY (registry, rule, repo, tag)
-);
-CREATE INDEX sync_tags_errors ON sync_tags(registry, rule) WHERE error <> ''`
+)`,
+	`CREATE INDEX sync_tags_errors ON sync_tags(registry, rule) WHERE error <> ''`,
+}
 
 // RuleRef names a cache rule.
 type RuleRef struct {
@@ -89,8 +90,8 @@ type SyncTag struct {
 
 // ActiveSyncRules lists the rules of every registry whose sync mode is
 // ActiveSync.
-func (s *SQLite) ActiveSyncRules(ctx context.Context) ([]RuleRef, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT registry, name FROM cache_rules WHERE lower(sync_mode) = 'activesync' ORDER BY registry, name`)
+func (s *db) ActiveSyncRules(ctx context.Context) ([]RuleRef, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT registry, name FROM cache_rules WHERE lower(sync_mode) = 'activesync' ORDER BY registry, name_key`)
 	if err != nil {
 		return nil, fmt.Errorf("active sync rules: %w", err)
 	}
@@ -113,14 +114,14 @@ func (s *SQLite) ActiveSyncRules(ctx context.Context) ([]RuleRef, error) {
 // rule until now+ttl. It reports false when another holder's lease has not
 // expired. Expiry compares this replica's clock with the holder's: keep
 // replica clocks in sync (NTP), and ttl well above their skew.
-func (s *SQLite) AcquireSyncLease(ctx context.Context, registry, rule, holder string, ttl time.Duration) (bool, error) {
+func (s *db) AcquireSyncLease(ctx context.Context, registry, rule, holder string, ttl time.Duration) (bool, error) {
 	t := time.Now()
 	var got bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO sync_leases(registry, rule, holder, expires_at) VALUES (?, ?, ?, ?)
+		res, err := tx.ExecContext(ctx, `INSERT INTO sync_leases(registry, rule, holder, expires_at) VALUES ($1, $2, $3, $4)
 			ON CONFLICT(registry, rule) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-			WHERE sync_leases.expires_at < ? OR sync_leases.holder = excluded.holder`,
-			strings.ToLower(registry), rule, holder, t.Add(ttl).UnixMilli(), t.UnixMilli())
+			WHERE sync_leases.expires_at < $5 OR sync_leases.holder = excluded.holder`,
+			strings.ToLower(registry), nameKey(rule), holder, t.Add(ttl).UnixMicro(), t.UnixMicro())
 		if err != nil {
 			return fmt.Errorf("sync lease: %w", err)
 		}
@@ -132,9 +133,9 @@ func (s *SQLite) AcquireSyncLease(ctx context.Context, registry, rule, holder st
 }
 
 // ReleaseSyncLease gives the lease up, if holder still holds it.
-func (s *SQLite) ReleaseSyncLease(ctx context.Context, registry, rule, holder string) error {
+func (s *db) ReleaseSyncLease(ctx context.Context, registry, rule, holder string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM sync_leases WHERE registry = ? AND rule = ? AND holder = ?`, strings.ToLower(registry), rule, holder)
+		_, err := tx.ExecContext(ctx, `DELETE FROM sync_leases WHERE registry = $1 AND rule = $2 AND holder = $3`, strings.ToLower(registry), nameKey(rule), holder)
 		if err != nil {
 			return fmt.Errorf("sync lease: %w", err)
 		}
@@ -145,10 +146,10 @@ func (s *SQLite) ReleaseSyncLease(ctx context.Context, registry, rule, holder st
 const syncRunColumns = `registry, rule, run_id, result, started_at, ended_at, next_at, tags_synced, tags_unchanged, tags_excluded, tags_failed, bytes_fetched, error, config_hash`
 
 // GetSyncRun returns the rule's current or last run, or ErrNotFound.
-func (s *SQLite) GetSyncRun(ctx context.Context, registry, rule string) (SyncRun, error) {
+func (s *db) GetSyncRun(ctx context.Context, registry, rule string) (SyncRun, error) {
 	var r SyncRun
 	var started, ended, next int64
-	err := s.r.QueryRowContext(ctx, `SELECT `+syncRunColumns+` FROM sync_runs WHERE registry = ? AND rule = ?`, strings.ToLower(registry), rule).
+	err := s.r.QueryRowContext(ctx, `SELECT `+syncRunColumns+` FROM sync_runs WHERE registry = $1 AND rule = $2`, strings.ToLower(registry), nameKey(rule)).
 		Scan(&r.Registry, &r.Rule, &r.RunID, &r.Result, &started, &ended, &next, &r.TagsSynced, &r.TagsUnchanged,
 			&r.TagsExcluded, &r.TagsFailed, &r.BytesFetched, &r.Error, &r.ConfigHash)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -157,20 +158,21 @@ func (s *SQLite) GetSyncRun(ctx context.Context, registry, rule string) (SyncRun
 	if err != nil {
 		return r, fmt.Errorf("get sync run: %w", err)
 	}
-	r.StartedAt, r.EndedAt, r.NextAt = fromMillis(started), fromMillis(ended), fromMillis(next)
+	r.Rule = rule // the stored key is lower-cased
+	r.StartedAt, r.EndedAt, r.NextAt = fromMicros(started), fromMicros(ended), fromMicros(next)
 	return r, nil
 }
 
 // PutSyncRun records r as the rule's current or last run.
-func (s *SQLite) PutSyncRun(ctx context.Context, r SyncRun) error {
+func (s *db) PutSyncRun(ctx context.Context, r SyncRun) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sync_runs(`+syncRunColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		_, err := tx.ExecContext(ctx, `INSERT INTO sync_runs(`+syncRunColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			ON CONFLICT(registry, rule) DO UPDATE SET run_id = excluded.run_id, result = excluded.result,
 				started_at = excluded.started_at, ended_at = excluded.ended_at, next_at = excluded.next_at,
 				tags_synced = excluded.tags_synced, tags_unchanged = excluded.tags_unchanged,
 				tags_excluded = excluded.tags_excluded, tags_failed = excluded.tags_failed,
 				bytes_fetched = excluded.bytes_fetched, error = excluded.error, config_hash = excluded.config_hash`,
-			strings.ToLower(r.Registry), r.Rule, r.RunID, r.Result, toMillis(r.StartedAt), toMillis(r.EndedAt), toMillis(r.NextAt),
+			strings.ToLower(r.Registry), nameKey(r.Rule), r.RunID, r.Result, micros(r.StartedAt), micros(r.EndedAt), micros(r.NextAt),
 			r.TagsSynced, r.TagsUnchanged, r.TagsExcluded, r.TagsFailed, r.BytesFetched, r.Error, r.ConfigHash)
 		if err != nil {
 			return fmt.Errorf("put sync run: %w", err)
@@ -180,28 +182,28 @@ func (s *SQLite) PutSyncRun(ctx context.Context, r SyncRun) error {
 }
 
 // GetSyncTag returns the sync state of a tag, or ErrNotFound.
-func (s *SQLite) GetSyncTag(ctx context.Context, registry, rule, repo, tag string) (SyncTag, error) {
+func (s *db) GetSyncTag(ctx context.Context, registry, rule, repo, tag string) (SyncTag, error) {
 	st := SyncTag{Registry: strings.ToLower(registry), Rule: rule, Repo: repo, Tag: tag}
 	var updated int64
-	err := s.r.QueryRowContext(ctx, `SELECT digest, state, error, config_hash, updated_at FROM sync_tags WHERE registry = ? AND rule = ? AND repo = ? AND tag = ?`,
-		st.Registry, rule, repo, tag).Scan(&st.Digest, &st.State, &st.Error, &st.ConfigHash, &updated)
+	err := s.r.QueryRowContext(ctx, `SELECT digest, state, error, config_hash, updated_at FROM sync_tags WHERE registry = $1 AND rule = $2 AND repo = $3 AND tag = $4`,
+		st.Registry, nameKey(rule), repo, tag).Scan(&st.Digest, &st.State, &st.Error, &st.ConfigHash, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, ErrNotFound
 	}
 	if err != nil {
 		return st, fmt.Errorf("get sync tag: %w", err)
 	}
-	st.UpdatedAt = fromMillis(updated)
+	st.UpdatedAt = fromMicros(updated)
 	return st, nil
 }
 
 // PutSyncTag records the sync state of a tag.
-func (s *SQLite) PutSyncTag(ctx context.Context, st SyncTag) error {
+func (s *db) PutSyncTag(ctx context.Context, st SyncTag) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO sync_tags(registry, rule, repo, tag, digest, state, error, config_hash, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		_, err := tx.ExecContext(ctx, `INSERT INTO sync_tags(registry, rule, repo, tag, digest, state, error, config_hash, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 			ON CONFLICT(registry, rule, repo, tag) DO UPDATE SET digest = excluded.digest, state = excluded.state,
 				error = excluded.error, config_hash = excluded.config_hash, updated_at = excluded.updated_at`,
-			strings.ToLower(st.Registry), st.Rule, st.Repo, st.Tag, st.Digest, st.State, st.Error, st.ConfigHash, now())
+			strings.ToLower(st.Registry), nameKey(st.Rule), st.Repo, st.Tag, st.Digest, st.State, st.Error, st.ConfigHash, now())
 		if err != nil {
 			return fmt.Errorf("put sync tag: %w", err)
 		}
@@ -211,9 +213,9 @@ func (s *SQLite) PutSyncTag(ctx context.Context, st SyncTag) error {
 
 // SyncTagErrors returns up to n tags of a rule whose last sync failed,
 // most recent first.
-func (s *SQLite) SyncTagErrors(ctx context.Context, registry, rule string, n int) ([]SyncTag, error) {
+func (s *db) SyncTagErrors(ctx context.Context, registry, rule string, n int) ([]SyncTag, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT repo, tag, digest, state, error, config_hash, updated_at FROM sync_tags
-		WHERE registry = ? AND rule = ? AND error <> '' ORDER BY updated_at DESC, repo, tag LIMIT ?`, strings.ToLower(registry), rule, n)
+		WHERE registry = $1 AND rule = $2 AND error <> '' ORDER BY updated_at DESC, repo, tag LIMIT $3`, strings.ToLower(registry), nameKey(rule), n)
 	if err != nil {
 		return nil, fmt.Errorf("sync tag errors: %w", err)
 	}
@@ -225,7 +227,7 @@ func (s *SQLite) SyncTagErrors(ctx context.Context, registry, rule string, n int
 		if err := rows.Scan(&st.Repo, &st.Tag, &st.Digest, &st.State, &st.Error, &st.ConfigHash, &updated); err != nil {
 			return nil, fmt.Errorf("sync tag errors: %w", err)
 		}
-		st.UpdatedAt = fromMillis(updated)
+		st.UpdatedAt = fromMicros(updated)
 		out = append(out, st)
 	}
 	if err := rows.Err(); err != nil {
@@ -235,26 +237,12 @@ func (s *SQLite) SyncTagErrors(ctx context.Context, registry, rule string, n int
 }
 
 // CountSyncTagErrors counts the tags of a rule whose last sync failed.
-func (s *SQLite) CountSyncTagErrors(ctx context.Context, registry, rule string) (int, error) {
+func (s *db) CountSyncTagErrors(ctx context.Context, registry, rule string) (int, error) {
 	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM sync_tags WHERE registry = ? AND rule = ? AND error <> ''`,
-		strings.ToLower(registry), rule).Scan(&n)
+	err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM sync_tags WHERE registry = $1 AND rule = $2 AND error <> ''`,
+		strings.ToLower(registry), nameKey(rule)).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count sync tag errors: %w", err)
 	}
 	return n, nil
-}
-
-func toMillis(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-func fromMillis(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms).UTC()
 }

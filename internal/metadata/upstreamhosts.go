@@ -10,7 +10,7 @@ import (
 // of their source) and credential sets name, in every registry: the hosts
 // arca's configuration names explicitly (the egress policy lets these,
 // and only these, be on non-public addresses).
-func (s *SQLite) LoginServers(ctx context.Context) ([]string, error) {
+func (s *db) LoginServers(ctx context.Context) ([]string, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT source FROM cache_rules UNION SELECT login_server FROM credential_sets`)
 	if err != nil {
 		return nil, fmt.Errorf("login servers: %w", err)

@@ -17,7 +17,7 @@ type RepoUsage struct {
 // Usage returns what each repository holds, from two grouped scans
 // (repo_blobs by its primary key, manifests by theirs). A blob shared by
 // two repositories counts in each.
-func (s *SQLite) Usage(ctx context.Context) ([]RepoUsage, error) {
+func (s *db) Usage(ctx context.Context) ([]RepoUsage, error) {
 	type key struct{ reg, repo string }
 	byRepo := map[key]*RepoUsage{}
 	var order []key
@@ -34,9 +34,9 @@ func (s *SQLite) Usage(ctx context.Context) ([]RepoUsage, error) {
 		sql  string
 		dest func(*RepoUsage) (*int64, *int64)
 	}{
-		{`SELECT rb.registry, rb.repo, COUNT(*), COALESCE(SUM(b.size), 0) FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest GROUP BY rb.registry, rb.repo`,
+		{`SELECT rb.registry, rb.repo, COUNT(*), CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest GROUP BY rb.registry, rb.repo`,
 			func(u *RepoUsage) (*int64, *int64) { return &u.Blobs, &u.BlobBytes }},
-		{`SELECT registry, repo, COUNT(*), COALESCE(SUM(size), 0) FROM manifests GROUP BY registry, repo`,
+		{`SELECT registry, repo, COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM manifests GROUP BY registry, repo`,
 			func(u *RepoUsage) (*int64, *int64) { return &u.Manifests, &u.ManifestBytes }},
 	} {
 		rows, err := s.r.QueryContext(ctx, q.sql)
@@ -72,8 +72,8 @@ type CredentialHealthRow struct {
 }
 
 // CredentialHealth lists every credential set's last health status.
-func (s *SQLite) CredentialHealth(ctx context.Context) ([]CredentialHealthRow, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT registry, name, health_status FROM credential_sets ORDER BY registry, name`)
+func (s *db) CredentialHealth(ctx context.Context) ([]CredentialHealthRow, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT registry, name, health_status FROM credential_sets ORDER BY registry, name_key`)
 	if err != nil {
 		return nil, fmt.Errorf("credential health: %w", err)
 	}

@@ -26,7 +26,11 @@ type BackupSource interface {
 // verifies what it gets: these only stream.
 func (h *Handler) backup(w http.ResponseWriter, r *http.Request, rest []string) error {
 	if h.opts.Backup == nil {
-		return errNotFound("InvalidResourceType", "This server does not serve backups.")
+		msg := "This server does not serve backups."
+		if h.opts.NoBackup != "" {
+			msg = h.opts.NoBackup
+		}
+		return errNotFound("InvalidResourceType", msg)
 	}
 	if r.Method != http.MethodGet {
 		return errMethod(r)

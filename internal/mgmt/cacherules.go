@@ -51,7 +51,7 @@ func (h *Handler) writeCacheRule(w http.ResponseWriter, req *request, patch bool
 	var out rules.Rule
 	var created bool
 	var op metadata.Operation
-	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx *metadata.RulesTx) error {
+	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx metadata.RulesTx) error {
 		var err error
 		out, created, err = h.putCacheRule(tx, req, body, patch)
 		if err != nil || !(created || patch) {
@@ -73,7 +73,7 @@ func (h *Handler) writeCacheRule(w http.ResponseWriter, req *request, patch bool
 
 // putCacheRule applies body to the stored rule (or a new one), checks the
 // result against the registry and writes it.
-func (h *Handler) putCacheRule(tx *metadata.RulesTx, req *request, body cacheRuleBody, patch bool) (rules.Rule, bool, error) {
+func (h *Handler) putCacheRule(tx metadata.RulesTx, req *request, body cacheRuleBody, patch bool) (rules.Rule, bool, error) {
 	prev, exists, err := tx.CacheRule(req.name)
 	if err != nil {
 		return rules.Rule{}, false, err
@@ -141,7 +141,7 @@ func (h *Handler) respondWrite(w http.ResponseWriter, req *request, op metadata.
 }
 
 func (h *Handler) deleteCacheRule(w http.ResponseWriter, req *request) error {
-	return h.deleteResource(w, req, "cacheRules", "cache rule", func(tx *metadata.RulesTx) (bool, error) {
+	return h.deleteResource(w, req, "cacheRules", "cache rule", func(tx metadata.RulesTx) (bool, error) {
 		return tx.DeleteCacheRule(req.name)
 	})
 }

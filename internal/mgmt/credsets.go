@@ -68,7 +68,7 @@ func (h *Handler) writeCredentialSet(w http.ResponseWriter, req *request, patch 
 
 	var op metadata.Operation
 	var created bool
-	err = h.opts.Store.UpdateRules(ctx, req.registry, func(tx *metadata.RulesTx) error {
+	err = h.opts.Store.UpdateRules(ctx, req.registry, func(tx metadata.RulesTx) error {
 		var err error
 		if created, err = h.putCredentialSet(tx, req, &c, patch); err != nil || !(created || patch) {
 			return err
@@ -88,7 +88,7 @@ func (h *Handler) writeCredentialSet(w http.ResponseWriter, req *request, patch 
 
 // putCredentialSet writes c, keeping the stored set's name case, identity
 // and creation date; it reports whether the set is new.
-func (h *Handler) putCredentialSet(tx *metadata.RulesTx, req *request, c *rules.CredentialSet, patch bool) (bool, error) {
+func (h *Handler) putCredentialSet(tx metadata.RulesTx, req *request, c *rules.CredentialSet, patch bool) (bool, error) {
 	cur, found, err := tx.CredentialSet(req.name)
 	if err != nil {
 		return false, err
@@ -122,7 +122,7 @@ func (h *Handler) checkCredentials(ctx context.Context, c rules.CredentialSet) r
 
 // loginServerChangeAllowed refuses to move a set that rules use to another
 // login server: their sources would no longer match it.
-func loginServerChangeAllowed(tx *metadata.RulesTx, cur, next rules.CredentialSet) error {
+func loginServerChangeAllowed(tx metadata.RulesTx, cur, next rules.CredentialSet) error {
 	if rules.CanonicalLoginServer(cur.LoginServer) == rules.CanonicalLoginServer(next.LoginServer) {
 		return nil
 	}
@@ -139,7 +139,7 @@ func loginServerChangeAllowed(tx *metadata.RulesTx, cur, next rules.CredentialSe
 }
 
 func (h *Handler) deleteCredentialSet(w http.ResponseWriter, req *request) error {
-	return h.deleteResource(w, req, "credentialSets", "credential set", func(tx *metadata.RulesTx) (bool, error) {
+	return h.deleteResource(w, req, "credentialSets", "credential set", func(tx metadata.RulesTx) (bool, error) {
 		all, err := tx.CacheRules()
 		if err != nil {
 			return false, err

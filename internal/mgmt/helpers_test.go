@@ -43,7 +43,7 @@ func (s *syncBuffer) String() string {
 type fixture struct {
 	t       testing.TB
 	srv     *httptest.Server
-	meta    *metadata.SQLite
+	meta    metadata.Store
 	logs    *syncBuffer
 	changes []string
 	mu      sync.Mutex

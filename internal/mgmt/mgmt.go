@@ -21,7 +21,7 @@ import (
 
 // Store is where the management plane keeps its resources.
 type Store interface {
-	UpdateRules(ctx context.Context, registry string, fn func(*metadata.RulesTx) error) error
+	UpdateRules(ctx context.Context, registry string, fn func(metadata.RulesTx) error) error
 	GetCacheRule(ctx context.Context, registry, name string) (rules.Rule, error)
 	ListCacheRulesPage(ctx context.Context, registry, after string, n int) ([]rules.Rule, bool, error)
 	GetCredentialSet(ctx context.Context, registry, name string) (rules.CredentialSet, error)
@@ -96,7 +96,9 @@ type Options struct {
 	OnAccessChange func(registry string)
 	// Backup serves /arca/v1/backup/ (nil: 404); snapshots are staged in
 	// BackupTempDir (the system's temporary directory when empty).
-	Backup        BackupSource
+	Backup BackupSource
+	// NoBackup, when Backup is nil, says why (and what to use instead).
+	NoBackup      string
 	BackupTempDir string
 	Logger        *slog.Logger
 	Now           func() time.Time

@@ -81,7 +81,7 @@ func TestRegistriesInvalid(t *testing.T) {
 
 func TestAdminTokenInMetadataStore(t *testing.T) {
 	ctx := context.Background()
-	open := func() *metadata.SQLite {
+	open := func() metadata.Store {
 		meta, err := metadata.OpenSQLite(ctx, filepath.Join(t.TempDir(), "arca.db"))
 		if err != nil {
 			t.Fatal(err)

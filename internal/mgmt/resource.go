@@ -46,7 +46,7 @@ func (h *Handler) serveResource(w http.ResponseWriter, req *request, ops resourc
 
 // recordOperation stores the (finished) operation of a change to the
 // resource kind/name in the change's own transaction.
-func (h *Handler) recordOperation(tx *metadata.RulesTx, req *request, kind, name string) (metadata.Operation, error) {
+func (h *Handler) recordOperation(tx metadata.RulesTx, req *request, kind, name string) (metadata.Operation, error) {
 	op := h.newOperation(kind, req.registry, h.resourceID(req.registry, kind, name))
 	return op, tx.PutOperation(op)
 }
@@ -54,10 +54,10 @@ func (h *Handler) recordOperation(tx *metadata.RulesTx, req *request, kind, name
 // deleteResource serves DELETE as ACR does: 204 when there was nothing to
 // delete, else 202 with a Location to poll. del removes req.name inside the
 // transaction and reports whether it existed.
-func (h *Handler) deleteResource(w http.ResponseWriter, req *request, kind, noun string, del func(*metadata.RulesTx) (bool, error)) error {
+func (h *Handler) deleteResource(w http.ResponseWriter, req *request, kind, noun string, del func(metadata.RulesTx) (bool, error)) error {
 	var op metadata.Operation
 	var deleted bool
-	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx *metadata.RulesTx) error {
+	err := h.opts.Store.UpdateRules(req.r.Context(), req.registry, func(tx metadata.RulesTx) error {
 		var err error
 		if deleted, err = del(tx); err != nil || !deleted {
 			return err

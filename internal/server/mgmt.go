@@ -56,9 +56,16 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	if err != nil {
 		return nil, nil, err
 	}
-	bsrc, err := backup.NewStoreSource(s.opts.DataDir, s.blobs)
-	if err != nil {
-		return nil, nil, err
+	// arca backup snapshots the embedded database; PostgreSQL has its
+	// own tools (pg_dump, base backups), which see the whole store.
+	var bsrc mgmt.BackupSource
+	noBackup := ""
+	if s.meta.Backend() == "sqlite" {
+		if bsrc, err = backup.NewStoreSource(s.opts.DataDir, s.blobs); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		noBackup = "The metadata is in " + s.meta.Backend() + ": back it up with its own tools (pg_dump); arca backup covers the embedded store only."
 	}
 	h, err := mgmt.New(mgmt.Options{
 		SubscriptionID: o.SubscriptionID,
@@ -77,6 +84,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		// principals) and before the server serves.
 		OnAccessChange:    func(registry string) { s.access.Invalidate(registry) },
 		Backup:            bsrc,
+		NoBackup:          noBackup,
 		BackupTempDir:     s.opts.DataDir,
 		ValidateSecretRef: secrets.Validate,
 		MaxRules:          o.MaxCacheRules,

@@ -135,7 +135,7 @@ func (c loginChecker) Check(ctx context.Context, loginServer, usernameRef, passw
 // replica's `credential-set show` sees them. Writes are skipped while
 // nothing changed, to keep the metadata store out of the pull path.
 type rateLimitRecorder struct {
-	meta *metadata.SQLite
+	meta metadata.Store
 	log  *slog.Logger
 	mu   sync.Mutex
 	last map[string]upstream.RateLimit
@@ -166,7 +166,7 @@ func (r *rateLimitRecorder) record(credKey, host string, rl upstream.RateLimit) 
 // credential set name this host?" from the metadata store, re-read at most
 // every namedHostsTTL (only dials to non-public addresses ask).
 type namedHosts struct {
-	meta *metadata.SQLite
+	meta metadata.Store
 	log  *slog.Logger
 
 	mu     sync.Mutex

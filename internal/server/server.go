@@ -42,7 +42,10 @@ type Options struct {
 	Blobs string
 	// BlobRedirect, when > 0 and the blob backend presigns URLs (S3),
 	// answers blob GETs with a redirect to a URL valid this long.
-	BlobRedirect    time.Duration
+	BlobRedirect time.Duration
+	// Metadata names the metadata store (metadata.Open): "" for the
+	// embedded SQLite database under DataDir, or a postgres:// URL.
+	Metadata        string
 	RegistryName    string
 	TLSCert         string
 	TLSKey          string
@@ -95,7 +98,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	guard   *guard
-	meta    *metadata.SQLite
+	meta    metadata.Store
 	blobs   blobstore.Backend
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
@@ -153,7 +156,7 @@ func (s *Server) openStores(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	meta, err := metadata.OpenSQLite(ctx, filepath.Join(s.opts.DataDir, "arca.db"))
+	meta, err := metadata.Open(ctx, s.opts.Metadata, s.opts.DataDir)
 	if err != nil {
 		return err
 	}

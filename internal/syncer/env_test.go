@@ -3,7 +3,6 @@ package syncer_test
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,7 +36,7 @@ import (
 var (
 	_ syncer.Fetcher  = (*cache.Cache)(nil)
 	_ syncer.Resolver = (*cache.RuleSet)(nil)
-	_ syncer.Store    = (*metadata.SQLite)(nil)
+	_ syncer.Store    = (metadata.Store)(nil)
 	_ syncer.Upstream = (*upstream.Client)(nil)
 )
 
@@ -48,12 +47,11 @@ const testRegistry = "arcatest"
 type env struct {
 	t      *testing.T
 	dir    string
-	meta   *metadata.SQLite
+	meta   metadata.Store
 	blobs  *blobstore.FS
 	cache  *cache.Cache
 	rules  *cache.RuleSet
 	client *upstream.Client
-	ro     *sql.DB // read-only view of the metadata, for "what does arca hold"
 }
 
 func newEnv(t *testing.T, upstreamHosts ...string) *env {
@@ -82,12 +80,8 @@ func openEnv(t *testing.T, dir string, upstreamHosts ...string) *env {
 	}
 	c := cache.New(cache.Options{Blobs: blobs, Meta: meta, Upstream: client, FetchTimeout: time.Minute,
 		Logger: quietLogger(), Registerer: prometheus.NewRegistry()})
-	ro, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro&_pragma=busy_timeout(5000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, dir: dir, meta: meta, blobs: blobs, cache: c, rules: cache.NewRuleSet(meta, nil), client: client, ro: ro}
-	t.Cleanup(func() { c.Wait(); ro.Close(); meta.Close() })
+	e := &env{t: t, dir: dir, meta: meta, blobs: blobs, cache: c, rules: cache.NewRuleSet(meta, nil), client: client}
+	t.Cleanup(func() { c.Wait(); meta.Close() })
 	return e
 }
 
@@ -126,7 +120,7 @@ func (e *env) putRule(r rules.Rule) {
 	r.ProvisioningState = rules.StateSucceeded
 	now := time.Now()
 	r.CreatedAt, r.ModifiedAt = now, now
-	err := e.meta.UpdateRules(context.Background(), testRegistry, func(tx *metadata.RulesTx) error { return tx.PutCacheRule(r) })
+	err := e.meta.UpdateRules(context.Background(), testRegistry, func(tx metadata.RulesTx) error { return tx.PutCacheRule(r) })
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -141,46 +135,43 @@ func (e *env) syncRule(s *syncer.Syncer, rule string) syncer.Status {
 	return st
 }
 
-// query returns the first column of a read-only query, sorted.
-func (e *env) query(q string, args ...any) []string {
+// names sorts a listing, failing the test on err.
+func (e *env) names(list []string, _ bool, err error) []string {
 	e.t.Helper()
-	rows, err := e.ro.Query(q, args...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, v)
+	sort.Strings(list)
+	return append([]string{}, list...)
+}
+
+// digestNames sorts a listing of digests as strings, failing the test on err.
+func (e *env) digestNames(list []digest.Digest, more bool, err error) []string {
+	e.t.Helper()
+	out := make([]string, len(list))
+	for i, d := range list {
+		out[i] = d.String()
 	}
-	if err := rows.Err(); err != nil {
-		e.t.Fatal(err)
-	}
-	sort.Strings(out)
-	return out
+	return e.names(out, more, err)
 }
 
 // tags are the tags arca holds for repo.
 func (e *env) tags(repo string) []string {
-	return e.query(`SELECT tag FROM tags WHERE registry = ? AND repo = ?`, testRegistry, repo)
+	return e.names(e.meta.ListTags(context.Background(), testRegistry, repo, "", 0))
 }
 
 // manifests are the manifest digests arca holds for repo.
 func (e *env) manifests(repo string) []string {
-	return e.query(`SELECT digest FROM manifests WHERE registry = ? AND repo = ?`, testRegistry, repo)
+	return e.digestNames(e.meta.ListManifests(context.Background(), testRegistry, repo, "", 0))
 }
 
 // blobsOf are the blob digests linked to repo (manifest bytes excluded).
 func (e *env) blobsOf(repo string) []string {
-	return e.query(`SELECT digest FROM repo_blobs WHERE registry = ? AND repo = ?`, testRegistry, repo)
+	return e.digestNames(e.meta.ListRepoBlobs(context.Background(), testRegistry, repo, "", 0))
 }
 
 func (e *env) repos() []string {
-	return e.query(`SELECT name FROM repositories WHERE registry = ?`, testRegistry)
+	return e.names(e.meta.ListRepositories(context.Background(), testRegistry, "", 0))
 }
 
 // handler serves arca's /v2/ over env (pull-through and referrers).

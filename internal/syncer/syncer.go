@@ -75,7 +75,7 @@ type Store interface {
 type Options struct {
 	Cache    Fetcher  // required: *cache.Cache
 	Rules    Resolver // required: *cache.RuleSet
-	Store    Store    // required: *metadata.SQLite
+	Store    Store    // required: metadata.Store
 	Upstream Upstream // required: *upstream.Client (the one the cache uses)
 	Logger   *slog.Logger
 	// Registerer receives the arca_sync_* metrics (nil: a private registry).

@@ -22,10 +22,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arcacache/arca/internal/testutil/pgtest"
 )
 
 // Build compiles cmd/arca into a fresh temporary directory, for TestMain;
-// cleanup removes it. Under `go test -race` the server is built with the
+// cleanup removes it (and stops the PostgreSQL cluster of
+// ARCA_TEST_METADATA=postgres, if one was started). Under `go test -race` the server is built with the
 // race detector too, so real clients hammering it find data races in the
 // handlers (Stop reports them).
 func Build() (bin string, cleanup func(), err error) {
@@ -44,7 +47,7 @@ func Build() (bin string, cleanup func(), err error) {
 		os.RemoveAll(dir)
 		return "", nil, fmt.Errorf("building arca: %w", err)
 	}
-	return bin, func() { os.RemoveAll(dir) }, nil
+	return bin, func() { pgtest.Stop(); os.RemoveAll(dir) }, nil
 }
 
 // FreeAddr returns a loopback address with a port nobody listens on.
@@ -121,6 +124,9 @@ func Start(t testing.TB, o Options) *Proc {
 	args := append([]string{"serve", "--addr", o.Addr, "--data-dir", o.DataDir}, o.Args...)
 	blobArgs, blobEnv := blobsFlags(t, o)
 	args = append(args, blobArgs...)
+	if MetadataBackend(t) == "postgres" && !slices.Contains(o.Args, "--metadata") {
+		args = append(args, "--metadata", databaseFor(t, o.DataDir))
+	}
 	if !o.Closed && !slices.Contains(o.Args, "--insecure-open") {
 		args = append(args, "--insecure-open")
 	}
@@ -148,6 +154,52 @@ func Start(t testing.TB, o Options) *Proc {
 	t.Cleanup(p.Stop)
 	p.waitReady()
 	return p
+}
+
+// MetadataBackend is the metadata store the tests' servers use:
+// ARCA_TEST_METADATA=postgres runs them on PostgreSQL (a private cluster
+// per test binary, a database per data directory), unset on SQLite.
+func MetadataBackend(t testing.TB) string {
+	switch v := os.Getenv("ARCA_TEST_METADATA"); v {
+	case "", "sqlite":
+		return "sqlite"
+	case "postgres":
+		return v
+	default:
+		t.Fatalf("ARCA_TEST_METADATA=%q: want postgres or sqlite", v)
+		return ""
+	}
+}
+
+// SkipUnlessSQLite skips a test of what only the embedded store does.
+func SkipUnlessSQLite(t testing.TB, what string) {
+	t.Helper()
+	if b := MetadataBackend(t); b != "sqlite" {
+		t.Skipf("%s is SQLite-specific; metadata is %s (ARCA_TEST_METADATA)", what, b)
+	}
+}
+
+var (
+	databasesMu sync.Mutex
+	databases   = map[string]string{} // data dir -> database URL
+)
+
+// databaseFor returns the database of the server on dataDir: restarts on
+// the same data directory find their metadata again.
+func databaseFor(t testing.TB, dataDir string) string {
+	databasesMu.Lock()
+	defer databasesMu.Unlock()
+	if url, ok := databases[dataDir]; ok {
+		return url
+	}
+	url := pgtest.NewDatabase(t)
+	databases[dataDir] = url
+	t.Cleanup(func() {
+		databasesMu.Lock()
+		delete(databases, dataDir)
+		databasesMu.Unlock()
+	})
+	return url
 }
 
 func (p *Proc) waitReady() {

@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/arcacache/arca/internal/config"
+	"github.com/arcacache/arca/internal/metadata"
+)
+
+func newMigrateCmd(env Env) *cobra.Command {
+	var spec, dataDir string
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Migrate the metadata store's schema to this arca's version",
+		Long: `Apply the pending schema migrations of the metadata store: the embedded
+database under --data-dir, or the PostgreSQL database --metadata names.
+arca serve does the same at start; migrate lets an upgrade migrate first,
+with the servers stopped or (PostgreSQL) while replicas wait on the same
+migration lock. A store migrated by a newer arca is refused.
+
+Settings also come from ARCA_METADATA and ARCA_DATA_DIR, as for serve.`,
+		Example: `  arca migrate --data-dir /var/lib/arca
+  PGPASSWORD=... arca migrate --metadata 'postgres://arca@db:5432/arca?sslmode=require'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := config.Apply(cmd.Flags(), ""); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			s, err := metadata.Open(ctx, spec, dataDir)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			v, err := s.SchemaVersion(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "metadata (%s) at schema version %d\n", s.Backend(), v)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&spec, "metadata", "", "metadata store: a postgres:// URL; empty: the embedded database under --data-dir")
+	f.StringVar(&dataDir, "data-dir", "./arca-data", "data directory of the embedded database")
+	return cmd
+}
+
+func newCopyStoreCmd(env Env) *cobra.Command {
+	var fromMeta, fromDir, toMeta, toDir string
+	var metadataOnly bool
+	cmd := &cobra.Command{
+		Use:   "copy-store --from-data-dir DIR --to-metadata URL --metadata-only",
+		Short: "Copy an instance's metadata into another store (e.g. embedded to PostgreSQL)",
+		Long: `Copy every metadata record (repositories, manifests, tags, blob links,
+cache rules, credential sets, sync state, operations, rate limits) from one
+store into another, both migrated to this arca's schema first. Each store is
+the embedded database of a data directory (--from-data-dir, --to-data-dir)
+or a PostgreSQL database (--from-metadata, --to-metadata).
+
+Rows are upserted in batches, one transaction each: an interrupted copy
+resumes by running the same command again. Stop the source's server before
+the last run (a row deleted at the source after it was copied stays).
+
+Blobs are not copied by this build: --metadata-only is required; copy the
+blob store (the data directory's blobs/) yourself, before the metadata.`,
+		Example: `  PGPASSWORD=... arca copy-store --from-data-dir /var/lib/arca --to-metadata 'postgres://arca@db/arca' --metadata-only`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !metadataOnly {
+				return errors.New("copy-store copies metadata only in this build: pass --metadata-only and copy the blobs yourself")
+			}
+			if (fromMeta == "") == (fromDir == "") || (toMeta == "") == (toDir == "") {
+				return errors.New("name one source (--from-data-dir or --from-metadata) and one destination (--to-data-dir or --to-metadata)")
+			}
+			if fromDir != "" && toDir != "" && fromDir == toDir {
+				return errors.New("source and destination are the same data directory")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if fromDir != "" {
+				// Open would create an empty database: a mistyped source
+				// must fail instead.
+				if _, err := os.Stat(filepath.Join(fromDir, metadata.DBFile)); err != nil {
+					return fmt.Errorf("--from-data-dir: %w", err)
+				}
+			}
+			from, err := metadata.Open(ctx, fromMeta, fromDir)
+			if err != nil {
+				return fmt.Errorf("source: %w", err)
+			}
+			defer from.Close()
+			to, err := metadata.Open(ctx, toMeta, toDir)
+			if err != nil {
+				return fmt.Errorf("destination: %w", err)
+			}
+			defer to.Close()
+			err = metadata.Copy(ctx, from, to, func(table string, n int64) {
+				fmt.Fprintf(env.Stderr, "copy-store: %s: %d rows\n", table, n)
+			})
+			if err != nil {
+				if ctx.Err() != nil {
+					fmt.Fprintln(env.Stderr, "copy-store: interrupted; run the same command again to go on")
+					return &ExitError{Code: 130, Err: errors.New("copy-store interrupted")}
+				}
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "copied metadata from %s to %s\n", from.Backend(), to.Backend())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&fromDir, "from-data-dir", "", "source: the embedded database of this data directory")
+	f.StringVar(&fromMeta, "from-metadata", "", "source: this postgres:// URL")
+	f.StringVar(&toDir, "to-data-dir", "", "destination: the embedded database of this data directory")
+	f.StringVar(&toMeta, "to-metadata", "", "destination: this postgres:// URL")
+	f.BoolVar(&metadataOnly, "metadata-only", false, "copy the metadata only (required until copy-store copies blobs)")
+	return cmd
+}
