@@ -3,16 +3,20 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
 	"github.com/arcacache/arca/internal/testutil/minio"
+	"github.com/arcacache/arca/internal/testutil/pgtest"
 )
 
 // Blobs in S3 (MinIO on loopback): a crane push and pull round trip, blob
@@ -74,4 +78,66 @@ func TestS3BlobsStreamAndRedirect(t *testing.T) {
 			t.Fatal("the secret key is in the log")
 		}
 	}
+}
+
+// TestCopyStoreToPostgresAndS3 moves an embedded instance (filesystem
+// blobs, SQLite) to PostgreSQL + S3 with copy-store: every blob goes
+// through the verifying ingest (a spoiled one stops the copy, naming it),
+// a rerun copies nothing again, and a server on PostgreSQL + S3 alone
+// (the data directory's blobs and database removed) serves the image.
+func TestCopyStoreToPostgresAndS3(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	srv := minio.Start(t)
+	bucket, err := srv.NewBucket(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobsURL := srv.BlobsURL(bucket, "moved")
+	dataDir := t.TempDir()
+	a := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: dataDir, Args: []string{"--metadata", "", "--blobs", ""}})}
+	im := newImage(t, 13, "amd64", 3<<20, 1000)
+	a.pushImage(t, "moved/app", "v1", im)
+	a.Stop()
+
+	copyStore := func() (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, arcaBin, "copy-store", "--from-data-dir", dataDir, "--to-metadata", url, "--to-blobs", blobsURL)
+		cmd.Env = append(os.Environ(), srv.Env()...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	layer := digest.FromBytes(im.Layers[0])
+	path := filepath.Join(dataDir, "blobs", "blobs", "sha256", layer.Encoded()[:2], layer.Encoded())
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), good...)
+	bad[len(bad)/2] ^= 0xff
+	if err := os.WriteFile(path, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := copyStore(); err == nil || !strings.Contains(out, layer.String()) || !strings.Contains(out, "digest mismatch") {
+		t.Fatalf("copy-store of a spoiled blob: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(path, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The image's blobs and its manifest's bytes; the failed run copied
+	// some of them already (resumed), the last run none.
+	n := len(im.blobs()) + 1
+	for i, want := range []string{fmt.Sprintf("copy-store: blobs: %d (", n), fmt.Sprintf(", 0 copied, %d already there", n)} {
+		out, err := copyStore()
+		if err != nil || !strings.Contains(out, want) || !strings.Contains(out, "copied metadata from sqlite to postgres") {
+			t.Fatalf("copy-store run %d: %v\n%s", i+1, err, out)
+		}
+	}
+	for _, p := range []string{filepath.Join(dataDir, "blobs"), filepath.Join(dataDir, "arca.db")} {
+		if err := os.RemoveAll(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: dataDir, Args: []string{"--metadata", url, "--blobs", blobsURL}, Env: srv.Env()})}
+	checkImage(t, b, "moved/app", "v1", im)
 }
