@@ -18,7 +18,7 @@ export DEBIAN_FRONTEND=noninteractive
 export ARCA_REQUIRE_TOOLS=1
 
 # Debian packages the tests drive. Add one word here to add a package.
-APT_PACKAGES=(skopeo docker-registry containerd podman prometheus systemd postgresql)
+APT_PACKAGES=(skopeo docker-registry containerd podman prometheus systemd postgresql chromium)
 
 # Go tools: name -> module@version installed with `go install`.
 declare -A GO_TOOLS=(

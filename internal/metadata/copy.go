@@ -49,6 +49,7 @@ var copyTables = []copyTable{
 	{"refresh_tokens", []string{"hash", "registry", "kind", "subject", "stamp", "created_at", "expires_at", "revoked"}, 1, false},
 	{"principals", []string{"name_key", "name", "role", "registry", "salt", "hash", "created_at"}, 1, false},
 	{"audit_log", []string{"id", "at", "who", "action", "resource", "result", "remote"}, 1, true},
+	{"rule_stats", []string{"bucket", "registry", "rule", "name", "value"}, 4, false},
 }
 
 // copySkipped are not copied: the migration bookkeeping (each store has its

@@ -26,6 +26,7 @@ var sqliteMigrations = [][]string{
 	schemaPushed,
 	schemaAccess,
 	sqliteNormalise,
+	schemaStats,
 	sqliteUploadState,
 }
 

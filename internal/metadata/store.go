@@ -131,6 +131,11 @@ type Store interface {
 	DeletePrincipal(ctx context.Context, name string) error
 	AddAudit(ctx context.Context, e AuditEntry) error
 	ListAudit(ctx context.Context, since time.Time, n int) ([]AuditEntry, error)
+
+	// Per-rule statistics in time buckets (the portal's history).
+	AddStats(ctx context.Context, rows []StatRow) error
+	ListStats(ctx context.Context, registry string, since time.Time) ([]StatRow, error)
+	PruneStats(ctx context.Context, before time.Time) error
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

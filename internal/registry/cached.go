@@ -75,8 +75,25 @@ func mirrorRead(r *http.Request, rt route) bool {
 	return false
 }
 
-// serveCached answers requests for a repository served by a cache rule.
+// serveCached answers requests for a repository served by a cache rule,
+// counting the pull reads per rule (their cache result and body bytes).
 func (h *Handler) serveCached(w http.ResponseWriter, r *http.Request, reg string, rt route, t cache.Target) error {
+	if h.stats == nil || !mirrorRead(r, rt) {
+		return h.serveCachedKind(w, r, reg, rt, t)
+	}
+	cw := &countingWriter{ResponseWriter: w}
+	err := h.serveCachedKind(cw, r, reg, rt, t)
+	result := w.Header().Get("X-Arca-Cache")
+	if err != nil {
+		result = "error"
+	}
+	if result != "" {
+		h.stats.Served(reg, t.Rule, rt.kind, result, cw.n)
+	}
+	return err
+}
+
+func (h *Handler) serveCachedKind(w http.ResponseWriter, r *http.Request, reg string, rt route, t cache.Target) error {
 	switch {
 	case rt.kind == kindManifest && r.Method == http.MethodDelete:
 		return h.deleteManifest(w, r, reg, t.Repo, rt.ref)
@@ -190,3 +207,24 @@ func (h *Handler) cachedReferrers(w http.ResponseWriter, r *http.Request, reg, r
 	}
 	return writeJSON(w, oci.MediaTypeOCIIndex, idx)
 }
+
+// countingWriter counts body bytes; ReadFrom keeps the underlying
+// writer's sendfile path for blobs served from files.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) ReadFrom(src io.Reader) (int64, error) {
+	n, err := io.Copy(c.ResponseWriter, src)
+	c.n += n
+	return n, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }

@@ -98,6 +98,14 @@ type Options struct {
 	// UploadSessionLifetime is the longest an upload session may take
 	// from its start (<= 0: no limit).
 	UploadSessionLifetime time.Duration
+	// Stats, if set, counts pull reads per cache rule.
+	Stats Stats
+}
+
+// Stats counts a response served through cache rule rule: its kind, cache
+// result and body bytes.
+type Stats interface {
+	Served(registry, rule, kind, result string, bytes int64)
 }
 
 // Resolver finds the cache rule serving a repository. ns is the upstream
@@ -127,6 +135,7 @@ type Handler struct {
 	// identity (abandoned ones are purged after it).
 	uploadMaxAge    time.Duration
 	sessionLifetime time.Duration
+	stats           Stats
 }
 
 // New returns the /v2/ handler.
@@ -143,7 +152,7 @@ func New(o Options) *Handler {
 	return &Handler{
 		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest, maxBlob: o.MaxBlobSize,
 		content: &content.Store{Blobs: o.Blobs, Index: o.Meta, Uploads: o.Meta, MaxBlobSize: o.MaxBlobSize},
-		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access, redirect: o.BlobRedirect,
+		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access, redirect: o.BlobRedirect, stats: o.Stats,
 		maxUploads: o.MaxUploadsPerIdentity, uploadMaxAge: o.UploadMaxAge, sessionLifetime: o.UploadSessionLifetime,
 	}
 }

@@ -27,8 +27,10 @@ import (
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
+	"github.com/arcacache/arca/internal/portal"
 	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/secrets"
+	"github.com/arcacache/arca/internal/stats"
 	"github.com/arcacache/arca/internal/syncer"
 )
 
@@ -102,6 +104,7 @@ type Server struct {
 	blobs   blobstore.Backend
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
+	stats   *stats.Recorder
 	mgmt    *mgmt.Handler
 	handler http.Handler
 	metrics http.Handler // set when MetricsAddr has its own listener
@@ -213,13 +216,20 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	s.access = access
 	s.mgmt = mg
+	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
+		return err
+	}
+	po, err := portal.New(portal.Options{API: mg, Metrics: promReg, Stats: s.stats, Repos: s.meta, Logger: s.log})
+	if err != nil {
+		return err
+	}
 	s.regs, s.onRegistryChange = regs, pt.rules.Invalidate
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
 		BlobRedirect: s.opts.BlobRedirect,
-		MaxBlobSize:  s.opts.Limits.MaxBlobSize,
-		Access:       access, MaxUploadsPerIdentity: s.opts.MaxUploadsPerIdentity, UploadMaxAge: s.opts.UploadMaxAge,
+		MaxBlobSize:  s.opts.Limits.MaxBlobSize, Stats: s.stats,
+		Access: access, MaxUploadsPerIdentity: s.opts.MaxUploadsPerIdentity, UploadMaxAge: s.opts.UploadMaxAge,
 		UploadSessionLifetime: s.opts.UploadSessionLifetime,
 	})
 	s.guard = newGuard(s.opts.Limits, s.opts.DataDir, promReg)
@@ -239,6 +249,8 @@ func (s *Server) build(ctx context.Context) error {
 	mux.Handle("/subscriptions/", mg) // management plane (ARM-compatible API)
 	mux.Handle("/arca/", mg)
 	mux.Handle(auth.TokenPath, access.TokenHandler(regs.ForHost))
+	mux.Handle("/portal/", po) // web portal (internal/portal)
+	mux.Handle("GET /{$}", http.RedirectHandler("/portal/", http.StatusFound))
 	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
 	// "//" with a redirect to a cleaned path instead of the spec's error.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -261,6 +273,8 @@ func routeName(r *http.Request) string {
 		return p[1:]
 	case strings.HasPrefix(p, "/subscriptions/"), strings.HasPrefix(p, "/arca/"):
 		return "mgmt"
+	case strings.HasPrefix(p, "/portal/"):
+		return "portal"
 	}
 	return "other"
 }
@@ -284,6 +298,9 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = w.Write([]byte("ready\n"))
 }
+
+// statsFlushInterval is how often per-rule statistics are written.
+const statsFlushInterval = 30 * time.Second
 
 // Handler is the full handler tree (for in-process tests).
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -328,6 +345,11 @@ func (s *Server) Run(ctx context.Context) error {
 	go s.janitor(ctx)
 	go s.syncRegistries(ctx)
 	go s.mgmt.RunHealthChecks(ctx)
+	statsDone := make(chan struct{})
+	go func() {
+		defer close(statsDone)
+		s.stats.Run(ctx, statsFlushInterval)
+	}()
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
@@ -364,6 +386,12 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	<-syncDone // runs under way record where they were
+	<-statsDone
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	if err := s.stats.Flush(fctx); err != nil {
+		s.log.Warn("statistics: final flush failed; the last counts are lost", "err", err)
+	}
 	s.log.Info("stopped")
 	return nil
 }

@@ -53,6 +53,7 @@ func Run(t *testing.T, open Opener) {
 		{"PrincipalsAndAudit", testPrincipalsAndAudit},
 		{"OwnedUploads", testOwnedUploads},
 		{"UploadStateOneWriterWins", testUploadState},
+		{"RuleStats", testRuleStats},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}

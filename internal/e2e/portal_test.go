@@ -1,0 +1,526 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
+)
+
+// chromiumPath is Debian's chromium (scripts/test.sh installs it).
+const chromiumPath = "/usr/bin/chromium"
+
+// browser starts headless Chromium for the test at 1280×800.
+func browser(t *testing.T) *tab {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("chromium not installed (scripts/test.sh installs Debian's chromium): %v", err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		// Back loads the page again rather than restoring it from the
+		// back-forward cache, whose restores chromedp's DOM view misses.
+		chromedp.Flag("disable-features", "BackForwardCache"),
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.WindowSize(1280, 800),
+		chromedp.UserDataDir(t.TempDir()),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	// The first call starts the browser: no timeout on its context.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return &tab{t: t, ctx: ctx, shots: screenshotDir(t)}
+}
+
+// tab is the browser tab a test drives; every step has a time limit and
+// fails the test naming the step, with the page's main element.
+type tab struct {
+	t     *testing.T
+	ctx   context.Context
+	shots string
+}
+
+func (b *tab) fail(step string, err error) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	html, _ := chromedp.Run(ctx, chromedp.OuterHTML(chromedp.CSS("body")))
+	b.t.Fatalf("%s: %v\nat %s:\n%s", step, err, loc, html)
+}
+
+func (b *tab) do(step string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.fail(step, err)
+	}
+}
+
+func get[T any](b *tab, step string, a chromedp.Action[T]) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		b.fail(step, err)
+	}
+	return v
+}
+
+func (b *tab) text(sel string) string {
+	return get(b, "text of "+sel, chromedp.Text(chromedp.CSS(sel)))
+}
+
+func (b *tab) attr(sel, name string) string {
+	return get(b, "attribute "+name+" of "+sel, chromedp.AttributeValue(chromedp.CSS(sel), name)).Value
+}
+
+func (b *tab) location() string { return get(b, "location", chromedp.Location()) }
+
+// shot saves a full-page screenshot as name.png.
+func (b *tab) shot(name string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		png, err := chromedp.FullScreenshot(100)(ctx, tg)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(b.shots, name+".png"), png, 0o644)
+	})
+}
+
+// screenshotDir is where page screenshots go: $ARCA_TEST_ARTIFACTS/portal,
+// else the git-ignored test-artifacts/portal at the repository root.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("ARCA_TEST_ARTIFACTS")
+	if base == "" {
+		root, err := arcaproc.RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		base = filepath.Join(root, "test-artifacts")
+	}
+	dir := filepath.Join(base, "portal")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func css(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+
+// choose selects value in a <select> as a user would (the change event
+// included, which shows or hides the form's dependent fields).
+func choose(sel, value string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.SetValue(css(sel), value),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Evaluate[any](fmt.Sprintf(`document.querySelector(%q).dispatchEvent(new Event("change", {bubbles: true})); null`, sel))(ctx, tg)
+			return err
+		}))
+}
+
+// metricLines are the /metrics lines that start with prefix.
+func metricLines(t *testing.T, base, prefix string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// metricSum adds up the samples of name on /metrics whose labels contain
+// every one of labels (`key="value"`).
+func metricSum(t *testing.T, base, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(line, l)
+		}
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// TestPortalBrowser walks the portal in headless Chromium against the real
+// binary and a real upstream that needs credentials, as seed 002 walks the
+// Azure portal: sign in; Credentials > Create credentials; Cache > Create
+// Rule with the Authentication box and the credentials dropdown; pull
+// through the rule with crane; the statistics page counts the pulls as
+// /metrics does; an overlapping wildcard rule's error is shown at the
+// Destination field; delete with confirmation.
+func TestPortalBrowser(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{Auth: upstreamreg.Htpasswd, Username: "puller", Password: "portal-upstream-s3cret"})
+	im := newImage(t, 151, "amd64", 1<<20, 20<<10)
+	seedImage(t, up, "library/app", "v1", im)
+	userFile := filepath.Join(t.TempDir(), "user")
+	if err := os.WriteFile(userFile, []byte(up.Username+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const passEnv = "ARCA_E2E_PORTAL_PASSWORD"
+	a := startCachingArca(t, []string{up.Host}, []string{passEnv + "=" + up.Password})
+	base := a.URL()
+	b := browser(t)
+	N, C, W, K, S := chromedp.Navigate, chromedp.Click[chromedp.CSS], chromedp.WaitVisible[chromedp.CSS], chromedp.SendKeys[chromedp.CSS], chromedp.Submit[chromedp.CSS]
+
+	// No session: every page sends the browser to sign-in, keeping the deep link.
+	b.do("deep link without a session", N(base+"/portal/stats?range=day"), W(css("#token")), b.shot("01-signin"))
+	if loc := b.location(); !strings.Contains(loc, "/portal/signin?next=") || !strings.Contains(loc, url.QueryEscape("/portal/stats?range=day")) {
+		t.Errorf("without a session: at %s, want the sign-in page with next=the deep link", loc)
+	}
+	// A wrong token is refused with the API's message.
+	b.do("wrong token", K(css("#token"), "not-the-token"), S(css("#token")), W(css("#form-error")))
+	if msg := b.text("#form-error"); !strings.Contains(msg, "InvalidAuthenticationToken") {
+		t.Errorf("wrong token: message %q, want InvalidAuthenticationToken", msg)
+	}
+	b.do("sign in", K(css("#token"), ptAdminToken), S(css("#token")), W(css("#registry-stats")))
+	if loc := b.location(); !strings.HasSuffix(loc, "/portal/stats?range=day") {
+		t.Errorf("after sign-in at %s, want the deep link /portal/stats?range=day", loc)
+	}
+
+	// Credentials > Create credentials (Enter secret URIs).
+	b.do("create credentials",
+		C(css(`nav a[href^="/portal/credentials"]`)), W(css(`a[href^="/portal/credentials/new"]`)),
+		C(css(`a[href^="/portal/credentials/new"]`)), W(css("#name")),
+		K(css("#name"), "upcreds"),
+		K(css("#loginServer"), up.Host),
+		C(css("#source-uri")),
+		K(css("#usernameUri"), "file://"+userFile),
+		K(css("#passwordUri"), "env://"+passEnv),
+		b.shot("02-create-credentials"),
+		C(css("button.primary")), W(css(".notice")))
+	if health := b.text(".health"); health != "Healthy" {
+		t.Errorf("credential set health %q, want Healthy", health)
+	}
+
+	// Cache > Create Rule: Rule name, Source Registry, Repository Path, the
+	// Authentication box with existing credentials, Destination.
+	createRule := func(name, repoPath, target string) chromedp.Action[chromedp.Void] {
+		return chromedp.Steps(
+			C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+			C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+			K(css("#name"), name),
+			choose("#sourceRegistry", "custom"), W(css("#customLoginServer")),
+			K(css("#customLoginServer"), up.Host),
+			K(css("#repositoryPath"), repoPath),
+			C(css("#auth")), W(css("#authMode-existing")),
+			C(css("#authMode-existing")), W(css("#credentialSet")),
+			choose("#credentialSet", "upcreds"),
+			K(css("#target"), target))
+	}
+	b.do("create rule", createRule("app-cache", "library/app", "app"), b.shot("03-create-rule"),
+		C(css(`button[value="save"]`)), W(css(".notice")))
+	if msg := b.text(".notice"); !strings.Contains(msg, "app-cache created") {
+		t.Errorf("after Save: notice %q", msg)
+	}
+
+	// A wildcard rule, then one whose target overlaps it: the API's error
+	// is shown next to the Destination field.
+	b.do("wildcard rule", createRule("lib-wild", "library/*", "lib/*"), C(css(`button[value="save"]`)), W(css(".notice")))
+	b.do("overlapping wildcard rule", createRule("lib-sub-wild", "library/sub/*", "lib/sub/*"),
+		C(css(`button[value="save"]`)), W(css("#err-target")), b.shot("04-validation-error"))
+	if msg := b.text("#err-target"); !strings.Contains(msg, "WildcardCacheRuleConflict") {
+		t.Errorf("overlapping wildcard: message at the Destination field %q, want WildcardCacheRuleConflict", msg)
+	}
+	if v := b.attr("#target", "aria-invalid"); v != "true" {
+		t.Errorf("overlapping wildcard: #target aria-invalid=%q", v)
+	}
+
+	// "Create new credentials" inside the rule form: the set is created
+	// with the source's login server, then the rule using it.
+	b.do("rule with new credentials",
+		C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+		K(css("#name"), "app-inline"),
+		choose("#sourceRegistry", "custom"), W(css("#customLoginServer")),
+		K(css("#customLoginServer"), up.Host),
+		K(css("#repositoryPath"), "library/app"),
+		C(css("#auth")), W(css("#authMode-new")),
+		C(css("#authMode-new")), W(css("#newCredName")),
+		K(css("#newCredName"), "inline-creds"),
+		K(css("#newCredUsername"), "file://"+userFile),
+		K(css("#newCredPassword"), "env://"+passEnv),
+		K(css("#target"), "app-inline"),
+		C(css(`button[value="save"]`)), W(css(".notice")),
+		C(css(`nav a[href^="/portal/credentials"]`)), W(css("table")))
+	if html := get(b, "credentials html", chromedp.OuterHTML(css("main"))); !strings.Contains(html, "inline-creds") || !strings.Contains(html, "app-inline") {
+		t.Errorf("credentials page after Create new credentials lacks inline-creds used by app-inline")
+	}
+	// An empty rule name: the API's name check, at the name field.
+	b.do("empty rule name",
+		C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+		K(css("#repositoryPath"), "library/x"), K(css("#target"), "x"),
+		C(css(`button[value="save"]`)), W(css("#err-name")))
+	if msg := b.text("#err-name"); !strings.Contains(msg, "InvalidResourceName") {
+		t.Errorf("empty rule name: %q at the name field", msg)
+	}
+
+	// Pull through the rule: a cold pull (misses), then a warm one (hits).
+	c := crane(t)
+	out := filepath.Join(t.TempDir(), "pulled")
+	c.crane("pull", "--format", "oci", a.Ref("app:v1"), out)
+	checkLayoutHas(t, out, im)
+	c.crane("pull", "--format", "oci", a.Ref("app:v1"), filepath.Join(t.TempDir(), "again"))
+
+	// Repositories: the cached one (by its rule) and a pushed one, each tag
+	// with its digest and a docker pull line.
+	pushed := newImage(t, 152, "arm64", 10<<10)
+	c.crane("push", pushed.writeLayout(t), a.Ref("mine/img:v2"))
+	b.do("repositories", C(css(`nav a[href^="/portal/repositories"]`)), W(css(`[id="repo-app"]`)), b.shot("10-repositories"))
+	if got := b.text(`[id="repo-app"] .badge`); got != "cached by rule app-cache" {
+		t.Errorf("repository app: badge %q", got)
+	}
+	if got := b.text(`[id="repo-mine/img"] .badge`); got != "pushed" {
+		t.Errorf("repository mine/img: badge %q", got)
+	}
+	if got := b.attr(`section[aria-labelledby="repo-app"] input.pull`, "value"); got != "docker pull "+a.Addr+"/app:v1" {
+		t.Errorf("pull line %q", got)
+	}
+	if html := get(b, "repositories html", chromedp.OuterHTML(css("main"))); !strings.Contains(html, im.Digest()) || !strings.Contains(html, pushed.Digest()) {
+		t.Errorf("repositories page lacks the tags' digests")
+	}
+
+	cell := func(stat string) string {
+		return fmt.Sprintf(`#rule-stats tr[data-rule="app-cache"] td[data-stat=%q]`, stat)
+	}
+	b.do("statistics", C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		C(css(`nav a[href^="/portal/stats"]`)), W(css("#rule-stats")), b.shot("05-statistics"))
+	rule := `rule="app-cache"`
+	for _, chk := range []struct {
+		what, page string
+		metric     float64
+	}{
+		{"hits", b.text(cell("hit")), metricSum(t, base, "arca_cache_rule_requests_total", rule, `result="hit"`)},
+		{"misses", b.text(cell("miss")), metricSum(t, base, "arca_cache_rule_requests_total", rule, `result="miss"`)},
+		{"bytes from cache", b.attr(cell("bytes_cache"), "data-value"), metricSum(t, base, "arca_cache_rule_bytes_total", rule, `source="cache"`)},
+		{"bytes from upstream", b.attr(cell("bytes_upstream"), "data-value"), metricSum(t, base, "arca_cache_rule_bytes_total", rule, `source="upstream"`)},
+	} {
+		got, err := strconv.ParseFloat(strings.TrimSpace(chk.page), 64)
+		if err != nil || got != chk.metric {
+			t.Errorf("statistics page %s = %q, /metrics says %v", chk.what, chk.page, chk.metric)
+		}
+		if chk.metric == 0 {
+			t.Errorf("%s: 0 after a cold and a warm pull", chk.what)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", metricLines(t, base, "arca_cache_rule_"))
+	}
+
+	// Back button and phone width.
+	b.do("back", chromedp.NavigateBack(), W(css(`a[href^="/portal/cache/new"]`)))
+	if loc := b.location(); !strings.Contains(loc, "/portal/cache") {
+		t.Errorf("back from statistics: at %s, want the cache page", loc)
+	}
+	b.do("phone width", chromedp.EmulateViewport(390, 844), b.shot("06-cache-phone"))
+	if wide := get(b, "scroll width", chromedp.Evaluate[int](`document.documentElement.scrollWidth - document.documentElement.clientWidth`)); wide > 1 {
+		t.Errorf("cache page at phone width scrolls sideways by %d px", wide)
+	}
+	b.do("desktop width", chromedp.EmulateViewport(1280, 800), b.shot("07-cache"))
+
+	// Every form control has a label.
+	var unlabelled []string
+	for _, page := range []string{"/portal/cache/new", "/portal/credentials/new", "/portal/cache", "/portal/credentials", "/portal/stats", "/portal/repositories"} {
+		b.do("open "+page, N(base+page), W(css("h1")))
+		ids := get(b, "labels of "+page, chromedp.Evaluate[[]string](`[...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+			.filter(e => e.labels.length === 0 && !e.getAttribute("aria-label")).map(e => e.name || e.id)`))
+		for _, id := range ids {
+			unlabelled = append(unlabelled, page+" "+id)
+		}
+	}
+	if len(unlabelled) > 0 {
+		t.Errorf("form controls without a label: %v", unlabelled)
+	}
+
+	// Delete with confirmation: the link asks first; Delete deletes.
+	b.do("delete", N(base+"/portal/cache"),
+		C(css(`a[aria-label="Delete lib-wild"]`)), W(css("button.danger")), b.shot("08-delete-confirm"),
+		C(css("button.danger")), W(css(".notice")))
+	rows := get(b, "rows", chromedp.Evaluate[int](`document.querySelectorAll("tbody th[scope=row]").length`))
+	if msg := b.text(".notice"); !strings.Contains(msg, "lib-wild deleted") || rows != 2 {
+		t.Errorf("after delete: notice %q, %d rules left (want 2)", msg, rows)
+	}
+	b.do("credentials page", N(base+"/portal/credentials"), W(css("table")), b.shot("09-credentials"))
+
+	// No secret in any page or in the browser's storage; the session cookie
+	// is out of JavaScript's reach.
+	storage := get(b, "storage", chromedp.Evaluate[string](`JSON.stringify({local: {...localStorage}, session: {...sessionStorage}, cookie: document.cookie})`))
+	if storage != `{"local":{},"session":{},"cookie":""}` {
+		t.Errorf("browser storage: %s, want empty (the session cookie is HttpOnly)", storage)
+	}
+	for _, page := range []string{"/portal/cache", "/portal/credentials", "/portal/stats", "/portal/repositories", "/portal/cache/app-cache/edit"} {
+		b.do("open "+page, N(base+page), W(css("h1")))
+		html := get(b, "html of "+page, chromedp.OuterHTML(css("html")))
+		for _, secret := range []string{up.Password, ptAdminToken} {
+			if strings.Contains(html, secret) {
+				t.Errorf("page %s shows a secret", page)
+			}
+		}
+	}
+	if strings.Contains(a.Logs(), up.Password) {
+		t.Errorf("the upstream password is in the server log")
+	}
+}
+
+// TestPortalClosedByDefault: without a session every portal route is
+// refused (GETs go to sign-in), and a signed-in POST without the CSRF
+// token is refused before anything changes.
+func TestPortalClosedByDefault(t *testing.T) {
+	a := startCachingArca(t, nil, nil)
+	noRedirect := func(jar http.CookieJar) *http.Client {
+		return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	anon := noRedirect(nil)
+	for _, p := range []string{"/portal/", "/portal/cache", "/portal/cache/new", "/portal/credentials", "/portal/stats", "/portal/cache/x/edit", "/portal/nope"} {
+		resp, err := anon.Get(a.URL() + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/portal/signin") {
+			t.Errorf("GET %s without a session: %d to %q, want 303 to sign-in", p, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+	form := url.Values{"name": {"sneaky-rule"}, "sourceRegistry": {"mcr.microsoft.com"}, "repositoryPath": {"*"}, "target": {"*"}, "action": {"save"}}
+	for _, p := range []string{"/portal/cache/new", "/portal/credentials/new", "/portal/cache/x/delete", "/portal/signout"} {
+		resp, err := anon.PostForm(a.URL()+p, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("POST %s without a session: %d, want 401", p, resp.StatusCode)
+		}
+	}
+
+	jar, _ := cookiejar.New(nil)
+	cl := noRedirect(jar)
+	resp, err := cl.PostForm(a.URL()+"/portal/signin", url.Values{"token": {ptAdminToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ck := resp.Header.Get("Set-Cookie")
+	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/portal/"} {
+		if !strings.Contains(ck, want) {
+			t.Errorf("session cookie %q lacks %s", ck, want)
+		}
+	}
+	if strings.Contains(ck, "Secure") {
+		t.Errorf("session cookie %q is Secure over plain HTTP (the browser would drop it)", ck)
+	}
+	for _, csrf := range []string{"", "wrong"} {
+		f := url.Values{"csrf": {csrf}}
+		for k, v := range form {
+			f[k] = v
+		}
+		resp, err := cl.PostForm(a.URL()+"/portal/cache/new", f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST with CSRF token %q: %d, want 403", csrf, resp.StatusCode)
+		}
+	}
+	if out := a.cli(t, "cache", "list", "-r", "default", "-o", "json"); strings.Contains(out, "sneaky-rule") {
+		t.Errorf("a refused POST created the rule:\n%s", out)
+	}
+}
+
+// TestPortalStatisticsSurviveRestart: the counts are flushed to the
+// metadata store at shutdown, so the statistics page shows them after a
+// restart (when /metrics starts from zero).
+func TestPortalStatisticsSurviveRestart(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	im := newImage(t, 153, "amd64", 30<<10)
+	seedImage(t, up, "library/app", "v1", im)
+	addr, dir := freeAddr(t), t.TempDir()
+	start := func() *arca {
+		return &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Addr: addr, DataDir: dir,
+			Args: []string{"--insecure-upstream", up.Host}, Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken}})}
+	}
+	a := start()
+	a.cacheRule(t, "app-cache", up.Host+"/library/app", "app")
+	c := crane(t)
+	c.crane("pull", a.Ref("app:v1"), filepath.Join(t.TempDir(), "img.tar"))
+	c.crane("pull", a.Ref("app:v1"), filepath.Join(t.TempDir(), "img.tar"))
+	hits := metricSum(t, a.URL(), "arca_cache_rule_requests_total", `rule="app-cache"`, `result="hit"`)
+	if hits == 0 {
+		t.Fatal("no hits counted after a warm pull")
+	}
+	a.Stop()
+
+	a = start()
+	jar, _ := cookiejar.New(nil)
+	cl := &http.Client{Jar: jar}
+	resp, err := cl.PostForm(a.URL()+"/portal/signin", url.Values{"token": {ptAdminToken}, "next": {"/portal/stats"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	html := string(body)
+	i := strings.Index(html, `data-rule="app-cache"`)
+	if i < 0 {
+		t.Fatalf("statistics page has no row for app-cache:\n%s", html)
+	}
+	want := fmt.Sprintf(`data-stat="hit">%.0f<`, hits)
+	if !strings.Contains(html[i:], want) {
+		t.Errorf("after a restart the statistics page lacks %s (the hits before it)", want)
+	}
+	if v := metricSum(t, a.URL(), "arca_cache_rule_requests_total", `rule="app-cache"`); v != 0 {
+		t.Errorf("/metrics after a restart: %v requests (counters start at zero)", v)
+	}
+}

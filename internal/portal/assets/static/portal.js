@@ -1,0 +1,42 @@
+// Progressive enhancement only: every page works without JavaScript.
+// Sections marked data-show-when="control=value" are shown only while the
+// named form control has that value (checkboxes: "on" when checked).
+function value(form, name) {
+  const els = form.querySelectorAll(`[name="${name}"]`);
+  for (const el of els) {
+    if (el.type === "checkbox") return el.checked ? "on" : "";
+    if (el.type === "radio") { if (el.checked) return el.value; continue; }
+    return el.value;
+  }
+  return "";
+}
+
+function update(form) {
+  for (const el of form.querySelectorAll("[data-show-when]")) {
+    const [name, want] = el.dataset.showWhen.split("=");
+    el.hidden = value(form, name) !== want;
+  }
+}
+
+for (const form of document.querySelectorAll("form")) {
+  if (!form.querySelector("[data-show-when]")) continue;
+  form.addEventListener("change", () => update(form));
+  update(form);
+}
+
+for (const sel of document.querySelectorAll("select[data-autosubmit]")) {
+  sel.addEventListener("change", () => sel.form.submit());
+}
+
+// Copy buttons: data-copy holds the text.
+for (const btn of document.querySelectorAll("button[data-copy]")) {
+  btn.hidden = false;
+  btn.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(btn.dataset.copy);
+      btn.textContent = "Copied";
+    } catch {
+      btn.textContent = "Select the text to copy";
+    }
+  });
+}
