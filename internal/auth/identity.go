@@ -19,6 +19,7 @@ const (
 	KindToken     = "token"     // a token with a scope map
 	KindAnonymous = "anonymous" // nobody, where anonymous pull is enabled
 	KindPrincipal = "principal" // a management principal (its role's data-plane rights)
+	KindIdentity  = "identity"  // a user-assigned identity (name = principal id; its role assignments' rights)
 )
 
 // NullUser is the user name under which the password is a refresh token,
@@ -262,6 +263,10 @@ func (s *Service) current(ctx context.Context, registry, kind, name, stamp strin
 			return id, false, nil
 		}
 		perms, ok, err := s.principals.PrincipalPerms(ctx, registry, name)
+		id.Perms = perms
+		return id, ok, err
+	case KindIdentity:
+		perms, ok, err := s.identityPerms(ctx, registry, name)
 		id.Perms = perms
 		return id, ok, err
 	case KindToken:

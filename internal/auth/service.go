@@ -48,6 +48,10 @@ const (
 	// refused for the rest of the window.
 	DefaultMaxFailures   = 10
 	DefaultFailureWindow = time.Minute
+	// DefaultSubscriptionID and DefaultResourceGroup are the management
+	// API's defaults (mgmt.DefaultSubscriptionID, mgmt.DefaultResourceGroup).
+	DefaultSubscriptionID = "00000000-0000-0000-0000-000000000000"
+	DefaultResourceGroup  = "arca"
 )
 
 // Options configure a Service.
@@ -55,6 +59,16 @@ type Options struct {
 	Store Store
 	// Principals, if set, lets management principals log in.
 	Principals PrincipalLookup
+	// Identities, if set, lets user-assigned identities authenticate
+	// (POST /oauth2/exchange) with the rights of their role assignments.
+	Identities IdentityStore
+	// OIDCClient fetches federated issuers' discovery documents and keys
+	// (nil: a client with a 15 s timeout).
+	OIDCClient *http.Client
+	// SubscriptionID and ResourceGroup place the registries in ARM
+	// scopes (role assignments' scopes name them).
+	SubscriptionID string
+	ResourceGroup  string
 	// Open turns access control off: every request may pull, push and
 	// delete. Only for trials on loopback; the server refuses it elsewhere.
 	Open bool
@@ -73,19 +87,23 @@ type Options struct {
 // Service authenticates and authorizes data-plane requests and issues
 // tokens.
 type Service struct {
-	store       Store
-	principals  PrincipalLookup
-	open        bool
-	externalURL string
-	accessTTL   time.Duration
-	refreshTTL  time.Duration
-	keys        *Keyring
-	throttle    *Throttle
-	verified    *verifiedCache
-	anon        anonCache
-	bearers     bearerCache
-	log         *slog.Logger
-	now         func() time.Time
+	store      Store
+	principals PrincipalLookup
+	identities IdentityStore
+	federation *federation
+	// subscription and resourceGroup are the ARM scope of the registries.
+	subscription, resourceGroup string
+	open                        bool
+	externalURL                 string
+	accessTTL                   time.Duration
+	refreshTTL                  time.Duration
+	keys                        *Keyring
+	throttle                    *Throttle
+	verified                    *verifiedCache
+	anon                        anonCache
+	bearers                     bearerCache
+	log                         *slog.Logger
+	now                         func() time.Time
 }
 
 // New returns a Service.
@@ -114,7 +132,14 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Service{store: o.Store, principals: o.Principals, open: o.Open, externalURL: strings.TrimSuffix(o.ExternalURL, "/"),
+	if o.SubscriptionID == "" {
+		o.SubscriptionID = DefaultSubscriptionID
+	}
+	if o.ResourceGroup == "" {
+		o.ResourceGroup = DefaultResourceGroup
+	}
+	s := &Service{store: o.Store, principals: o.Principals, identities: o.Identities, federation: newFederation(o.OIDCClient, o.Now),
+		subscription: o.SubscriptionID, resourceGroup: o.ResourceGroup, open: o.Open, externalURL: strings.TrimSuffix(o.ExternalURL, "/"),
 		accessTTL: o.AccessTTL, refreshTTL: o.RefreshTTL, throttle: NewThrottle(o.MaxFailures, o.FailureWindow, o.Now),
 		verified: newVerifiedCache(5 * time.Minute), log: o.Logger, now: o.Now}
 	if o.Store != nil {

@@ -34,6 +34,7 @@ type SecretResolver interface {
 type RuleSet struct {
 	store        RuleStore
 	secrets      SecretResolver
+	identities   IdentityCredentials
 	recheckEvery time.Duration
 
 	mu   sync.Mutex
@@ -46,6 +47,16 @@ type regRules struct {
 	index     *rules.Index
 	reverse   *reverseIndex
 }
+
+// IdentityCredentials are the upstream credentials of a rule's
+// user-assigned identity (identity.Exchanger).
+type IdentityCredentials interface {
+	Credentials(identityID, loginServer string) func(context.Context) (string, string, error)
+}
+
+// UseIdentities makes rules with an identity authenticate as it; without
+// it their upstream requests fail (never an anonymous pull).
+func (s *RuleSet) UseIdentities(ic IdentityCredentials) { s.identities = ic }
 
 // NewRuleSet returns a RuleSet over store.
 func NewRuleSet(store RuleStore, secrets SecretResolver) *RuleSet {
@@ -138,6 +149,9 @@ func (s *RuleSet) target(registry string, r *rules.Rule, local, up string) Targe
 	if r.CredentialSet != "" {
 		t.Upstream.CredKey = rules.CredentialKey(registry, r.CredentialSet)
 		t.Upstream.Creds = s.credentials(registry, r.CredentialSet)
+	} else if r.Identity != "" {
+		t.Upstream.CredKey = "identity:" + strings.ToLower(r.Identity)
+		t.Upstream.Creds = s.IdentityCredentials(r.Identity, host)
 	}
 	return t
 }
@@ -151,6 +165,17 @@ func (s *RuleSet) MirrorsHost(ctx context.Context, registry, host string) (bool,
 		return false, err
 	}
 	return rr.reverse.hosts[rules.CanonicalLoginServer(host)], nil
+}
+
+// IdentityCredentials returns the upstream credentials of identity id at
+// host, as rule-backed pulls use them.
+func (s *RuleSet) IdentityCredentials(id, host string) upstream.Credentials {
+	if s.identities == nil {
+		return func(context.Context) (string, string, error) {
+			return "", "", fmt.Errorf("identity %s: this server obtains no identity tokens", id)
+		}
+	}
+	return s.identities.Credentials(id, host)
 }
 
 // credentials resolves a credential set's secret references when the

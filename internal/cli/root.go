@@ -62,6 +62,7 @@ func NewRootCmd(env Env) *cobra.Command {
 	root.AddCommand(newServeCmd(env))
 	root.AddCommand(newCacheCmd(env), newCredentialSetCmd(env), newLoginCmd(env), newLogoutCmd(env), newApplyCmd(env), newVersionCmd(env))
 	root.AddCommand(newRegistryCmd(env), newCredentialCmd(env), newScopeMapCmd(env), newTokenCmd(env), newPrincipalCmd(env), newAuditCmd(env))
+	root.AddCommand(newIdentityCmd(env), newRoleCmd(env))
 	root.AddCommand(registryCmds(env)...) // arca create|update|show|list|delete, as az acr
 	root.AddCommand(newBackupCmd(env), newRestoreCmd(env), newDoctorCmd(env), newMigrateCmd(env), newCopyStoreCmd(env))
 	return root

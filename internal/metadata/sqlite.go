@@ -27,6 +27,7 @@ var sqliteMigrations = [][]string{
 	schemaAccess,
 	sqliteNormalise,
 	schemaStats,
+	identitySchema(""),
 	sqliteUploadState,
 }
 

@@ -136,6 +136,22 @@ type Store interface {
 	AddStats(ctx context.Context, rows []StatRow) error
 	ListStats(ctx context.Context, registry string, since time.Time) ([]StatRow, error)
 	PruneStats(ctx context.Context, before time.Time) error
+	// User-assigned identities, federated credentials, role assignments.
+	GetIdentity(ctx context.Context, rg, name string) (UserIdentity, error)
+	GetIdentityByPrincipal(ctx context.Context, principalID string) (UserIdentity, error)
+	ListIdentities(ctx context.Context, rg string) ([]UserIdentity, error)
+	PutIdentity(ctx context.Context, u UserIdentity) (UserIdentity, bool, error)
+	DeleteIdentity(ctx context.Context, rg, name string) error
+	GetFederatedCredential(ctx context.Context, rg, identity, name string) (FederatedCredential, error)
+	ListFederatedCredentials(ctx context.Context, rg, identity string) ([]FederatedCredential, error)
+	FederatedCredentialsByIssuer(ctx context.Context, issuer string) ([]FederatedCredential, error)
+	PutFederatedCredential(ctx context.Context, f FederatedCredential) (bool, error)
+	DeleteFederatedCredential(ctx context.Context, rg, identity, name string) error
+	ListRoleAssignments(ctx context.Context) ([]RoleAssignment, error)
+	RoleAssignmentsOf(ctx context.Context, principalID string) ([]RoleAssignment, error)
+	GetRoleAssignment(ctx context.Context, name string) (RoleAssignment, error)
+	PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleAssignment, bool, error)
+	DeleteRoleAssignment(ctx context.Context, name string) error
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -25,6 +26,12 @@ func (h *Handler) getCacheRule(w http.ResponseWriter, req *request) error {
 	if src, err := rules.ParseSource(r.Source); err == nil {
 		out.Properties.UpstreamRateLimit = h.rateLimitOf(req.r.Context(), req.registry, r.CredentialSet, src.LoginServer)
 		out.Properties.UpstreamHealth = h.upstreamHealthOf(src.LoginServer)
+	}
+	if r.Identity != "" && h.opts.IdentityChecker != nil {
+		ctx, cancel := context.WithTimeout(req.r.Context(), h.opts.CheckTimeout)
+		st := h.opts.IdentityChecker.CheckIdentity(ctx, req.registry, r)
+		cancel()
+		out.Properties.IdentityStatus = &st
 	}
 	if h.opts.Syncer != nil && req.v.extended && r.Mode() == rules.ActiveSync {
 		if st, err := h.opts.Syncer.Status(req.r.Context(), req.registry, r.Name); err == nil {

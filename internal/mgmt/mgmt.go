@@ -94,6 +94,12 @@ type Options struct {
 	// OnAccessChange, if set, is called after a registry's settings
 	// changed (the data plane drops what it cached).
 	OnAccessChange func(registry string)
+	// IdentityChecker, if set, reports on GET of a cache rule whether its
+	// identity can pull from the upstream.
+	IdentityChecker IdentityChecker
+	// Identities keeps user-assigned identities and role assignments (nil:
+	// those resources answer 501).
+	Identities IdentityStore
 	// Backup serves /arca/v1/backup/ (nil: 404); snapshots are staged in
 	// BackupTempDir (the system's temporary directory when empty).
 	Backup BackupSource
@@ -236,6 +242,20 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, caller *Caller) 
 			return h.backup(w, r, seg[3:])
 		}
 		return errNotFound("InvalidResourceType", "Unknown arca API path.")
+	}
+	if len(seg) >= 2 && eq(seg[0], "subscriptions") && eq(seg[1], h.opts.SubscriptionID) {
+		if scope, name, ok := routeRoleAssignment(seg); ok {
+			if err := identityAccess(c, r); err != nil {
+				return err
+			}
+			return h.roleAssignments(w, r, scope, name)
+		}
+		if ir, ok := routeIdentity(seg[2:]); ok {
+			if err := identityAccess(c, r); err != nil {
+				return err
+			}
+			return h.identities(w, r, ir)
+		}
 	}
 	q := r.URL.Query()
 	_, present := q["api-version"]

@@ -74,6 +74,9 @@ type cacheRulePropsJSON struct {
 	ArtifactSyncStatus      *syncStatusJSON     `json:"artifactSyncStatus,omitempty"`
 	UpstreamRateLimit       *rateLimitJSON      `json:"upstreamRateLimit,omitempty"`
 	UpstreamHealth          *upstreamHealthJSON `json:"upstreamHealth,omitempty"`
+	// IdentityStatus is an arca extension: whether the rule's identity
+	// can pull from the upstream now (token obtained, exchanged, role).
+	IdentityStatus *IdentityStatus `json:"identityStatus,omitempty"`
 	// ArtifactSyncRun is an arca extension: the last active-sync run in
 	// detail (artifactSyncStatus is the summary ACR shows).
 	ArtifactSyncRun any `json:"artifactSyncRun,omitempty"`
@@ -103,6 +106,19 @@ func (h *Handler) rateLimitOf(ctx context.Context, reg, credSet, loginServer str
 		return nil
 	}
 	return &rateLimitJSON{Limit: rl.Limit, Remaining: rl.Remaining, WindowSeconds: int64(rl.Window.Seconds()), ObservedAt: armTime(rl.ObservedAt)}
+}
+
+// IdentityStatus is the outcome of a rule's identity at its upstream:
+// Healthy, or Unhealthy with the reason (token not obtainable, exchange
+// refused, role missing).
+type IdentityStatus struct {
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// IdentityChecker checks a rule's identity against its upstream.
+type IdentityChecker interface {
+	CheckIdentity(ctx context.Context, registry string, r rules.Rule) IdentityStatus
 }
 
 // UpstreamHealth is the data plane's view of an upstream host.

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math/big"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/arcacache/arca/internal/testutil/oidcfixture"
 )
 
 const (
@@ -40,6 +43,10 @@ type fakeKeyVault struct {
 	gets      int
 	apiVers   []string
 	challenge int
+	// readers, when set, are the identities (token subjects) granted
+	// `get`; others are refused with 403 as Key Vault does. Unset, only
+	// testToken is accepted.
+	readers map[string]bool
 }
 
 func (f *fakeKeyVault) set(name, value string) {
@@ -51,7 +58,14 @@ func (f *fakeKeyVault) set(name, value string) {
 func (f *fakeKeyVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if r.Header.Get("Authorization") != "Bearer "+testToken {
+	auth := r.Header.Get("Authorization")
+	if f.readers != nil && strings.HasPrefix(auth, "Bearer ") && auth != "Bearer "+testToken {
+		if sub := tokenSubject(strings.TrimPrefix(auth, "Bearer ")); !f.readers[sub] {
+			writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]string{"code": "Forbidden",
+				"message": fmt.Sprintf("The user, group or application 'oid=%s' does not have secrets get permission on key vault.", sub)}})
+			return
+		}
+	} else if auth != "Bearer "+testToken {
 		f.challenge++
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf(
 			`Bearer authorization="https://login.microsoftonline.com/%s", resource="%s"`, testTenant, f.resource))
@@ -115,8 +129,13 @@ func startKeyVault(t *testing.T, f *fakeKeyVault) *http.Client {
 	addr := srv.Listener.Addr().String()
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool},
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		// Vault hosts go to the fixture; others (a loopback token
+		// endpoint) are dialled as addressed.
+		DialContext: func(ctx context.Context, network, target string) (net.Conn, error) {
+			if host, _, _ := net.SplitHostPort(target); strings.HasSuffix(host, ".vault.azure.net") {
+				target = addr
+			}
+			return (&net.Dialer{}).DialContext(ctx, network, target)
 		},
 	}
 	t.Cleanup(tr.CloseIdleConnections)
@@ -234,5 +253,60 @@ func TestKeyVaultRotation(t *testing.T) {
 	now = now.Add(31 * time.Second)
 	if v := resolve(); v != "new" || kv.gets != 2 {
 		t.Fatalf("after TTL: got %q after %d GETs, want new value", v, kv.gets)
+	}
+}
+
+// tokenSubject reads a JWT's sub without verifying it: the fixture vault
+// only needs to tell identities apart.
+func tokenSubject(tok string) string {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Sub string `json:"sub"`
+	}
+	_ = json.Unmarshal(b, &c)
+	return c.Sub
+}
+
+// Each Key Vault identity gets its own token from the managed identity
+// endpoint (App Service protocol, loopback fixture) and only reads the
+// vaults that grant it `get`; a value read as one identity is not served
+// from the cache to another.
+func TestKeyVaultResolveAsIdentity(t *testing.T) {
+	iss := oidcfixture.Start(t)
+	t.Setenv("IDENTITY_ENDPOINT", iss.URL()+oidcfixture.MSIPath)
+	t.Setenv("IDENTITY_HEADER", iss.Header)
+	const uami = "6f1c2d3e-0000-4000-8000-00000000a11c"
+	kv := &fakeKeyVault{t: t, resource: "https://vault.azure.net", secrets: map[string]string{"pw": "planted-pw-51c2"},
+		readers: map[string]bool{uami: true}}
+	r, err := New(Options{HTTPClient: startKeyVault(t, kv), KeyVault: KeyVaultOptions{Credential: &fakeCredential{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := "https://myvault.vault.azure.net/secrets/pw"
+	ctx := context.Background()
+	userAssigned := KeyVaultIdentity{ManagedIdentity: true, ClientID: uami}
+	if v, err := r.ResolveAs(ctx, ref, userAssigned); err != nil || v != "planted-pw-51c2" {
+		t.Fatalf("as user-assigned %s: %q, %v", uami, v, err)
+	}
+	if iss.MSIRequests() == 0 {
+		t.Fatal("no token was asked of the managed identity endpoint")
+	}
+	_, err = r.ResolveAs(ctx, ref, KeyVaultIdentity{ManagedIdentity: true})
+	if err == nil || !strings.Contains(err.Error(), "403 (Forbidden)") || !strings.Contains(err.Error(), "system-assigned") {
+		t.Fatalf("as the system-assigned identity (no get on the vault): %v, want 403 naming it", err)
+	}
+	// The server-wide credential is a third identity.
+	if v, err := r.Resolve(ctx, ref); err != nil || v != "planted-pw-51c2" {
+		t.Fatalf("server-wide: %q, %v", v, err)
+	}
+	if _, err := r.ResolveAs(ctx, ref, KeyVaultIdentity{ClientID: uami}); err == nil {
+		t.Fatal("an identity that is not a managed identity was accepted")
 	}
 }

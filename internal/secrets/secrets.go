@@ -7,6 +7,7 @@ package secrets
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -61,6 +62,17 @@ type KeyVaultOptions struct {
 	DisableChallengeResourceVerification bool
 }
 
+// KeyVaultIdentity names the Azure identity that reads a Key Vault
+// secret, so that each credential set can be granted `get` on its own
+// vault instead of sharing the server's credential. The zero value is the
+// server-wide credential of KeyVaultOptions.
+type KeyVaultIdentity struct {
+	// ManagedIdentity selects the host's managed identity: the
+	// system-assigned one, or the user-assigned one ClientID names.
+	ManagedIdentity bool
+	ClientID        string
+}
+
 // VaultOptions configure HashiCorp Vault / OpenBao access. Empty fields
 // fall back to VAULT_ADDR, VAULT_TOKEN and VAULT_NAMESPACE (BAO_ADDR,
 // BAO_TOKEN and BAO_NAMESPACE are read too).
@@ -73,11 +85,19 @@ type VaultOptions struct {
 // Resolver turns references into values. It is safe for concurrent use.
 type Resolver struct {
 	opts Options
-	kv   *keyVault
+	kv   *keyVault // the server-wide identity
 	bao  *vaultKV
 
 	mu    sync.Mutex
-	cache map[string]cached
+	kvs   map[KeyVaultIdentity]*keyVault // other identities, built on first use
+	cache map[cacheKey]cached
+}
+
+// cacheKey keeps values read as one identity from being served to
+// another: a vault that grants `get` to one must not leak to the other.
+type cacheKey struct {
+	id  KeyVaultIdentity
+	ref string
 }
 
 type cached struct {
@@ -112,21 +132,32 @@ func New(opts Options) (*Resolver, error) {
 		opts:  opts,
 		kv:    kv,
 		bao:   newVaultKV(opts.Vault, opts.Getenv, opts.HTTPClient),
-		cache: map[string]cached{},
+		kvs:   map[KeyVaultIdentity]*keyVault{},
+		cache: map[cacheKey]cached{},
 	}, nil
 }
 
 // Resolve returns the value ref points to. Errors name ref and the cause,
 // never the value.
 func (r *Resolver) Resolve(ctx context.Context, ref string) (string, error) {
-	if v, ok := r.fromCache(ref); ok {
-		return v, nil
-	}
+	return r.ResolveAs(ctx, ref, KeyVaultIdentity{})
+}
+
+// ResolveAs is Resolve reading Key Vault references as id; other kinds of
+// reference do not depend on an Azure identity.
+func (r *Resolver) ResolveAs(ctx context.Context, ref string, id KeyVaultIdentity) (string, error) {
 	p, err := Parse(ref)
 	if err != nil {
 		return "", err
 	}
-	v, err := r.fetch(ctx, p)
+	if p.Kind != KindKeyVault {
+		id = KeyVaultIdentity{}
+	}
+	key := cacheKey{id: id, ref: ref}
+	if v, ok := r.fromCache(key); ok {
+		return v, nil
+	}
+	v, err := r.fetch(ctx, p, id)
 	if err != nil {
 		return "", fmt.Errorf("resolve secret %s: %w", ref, err)
 	}
@@ -134,7 +165,7 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (string, error) {
 	// being rewritten in place (truncated, then written), and caching it
 	// would pin a broken secret for the whole TTL.
 	if v != "" {
-		r.store(ref, v)
+		r.store(key, v)
 	}
 	return v, nil
 }
@@ -144,13 +175,21 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (string, error) {
 func (r *Resolver) Forget(ref string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.cache, ref)
+	for k := range r.cache {
+		if k.ref == ref {
+			delete(r.cache, k)
+		}
+	}
 }
 
-func (r *Resolver) fetch(ctx context.Context, p Ref) (string, error) {
+func (r *Resolver) fetch(ctx context.Context, p Ref, id KeyVaultIdentity) (string, error) {
 	switch p.Kind {
 	case KindKeyVault:
-		return r.kv.get(ctx, p)
+		kv, err := r.keyVaultAs(id)
+		if err != nil {
+			return "", err
+		}
+		return kv.get(ctx, p)
 	case KindVault:
 		return r.bao.get(ctx, p)
 	case KindFile:
@@ -178,28 +217,52 @@ func trimNewline(s string) string {
 	return strings.TrimSuffix(s, "\n")
 }
 
-func (r *Resolver) fromCache(ref string) (string, bool) {
+// keyVaultAs returns the Key Vault reader for id: the server-wide one for
+// the zero identity, else one per identity (each with its own credential
+// and token cache).
+func (r *Resolver) keyVaultAs(id KeyVaultIdentity) (*keyVault, error) {
+	if id == (KeyVaultIdentity{}) {
+		return r.kv, nil
+	}
+	if !id.ManagedIdentity {
+		return nil, errors.New("key vault identity: only a managed identity can be chosen per credential set")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if kv, ok := r.kvs[id]; ok {
+		return kv, nil
+	}
+	kv, err := newKeyVault(KeyVaultOptions{ManagedIdentity: true, ClientID: id.ClientID,
+		DisableChallengeResourceVerification: r.opts.KeyVault.DisableChallengeResourceVerification}, r.opts.HTTPClient)
+	if err != nil {
+		return nil, err
+	}
+	r.kvs[id] = kv
+	return kv, nil
+}
+
+func (r *Resolver) fromCache(key cacheKey) (string, bool) {
 	if r.opts.TTL < 0 {
 		return "", false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c, ok := r.cache[ref]
+	c, ok := r.cache[key]
 	if !ok {
 		return "", false
 	}
 	if !r.opts.Now().Before(c.expires) {
-		delete(r.cache, ref)
+		delete(r.cache, key)
 		return "", false
 	}
 	return c.value, true
 }
 
-func (r *Resolver) store(ref, v string) {
+func (r *Resolver) store(key cacheKey, v string) {
 	if r.opts.TTL < 0 {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cache[ref] = cached{value: v, expires: r.opts.Now().Add(r.opts.TTL)}
+	r.cache[key] = cached{value: v, expires: r.opts.Now().Add(r.opts.TTL)}
 }

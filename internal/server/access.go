@@ -18,7 +18,8 @@ func (s *Server) newAccess(principals auth.PrincipalLookup) (*auth.Service, erro
 		s.log.Warn("data-plane access control is OFF (--insecure-open): anyone who can reach " + s.opts.Addr + " may pull, push and delete")
 		return auth.New(auth.Options{Open: true, Logger: s.log})
 	}
-	return auth.New(auth.Options{Store: s.meta, Principals: principals, ExternalURL: s.opts.Management.ExternalURL,
+	return auth.New(auth.Options{Store: s.meta, Principals: principals, Identities: s.meta, ExternalURL: s.opts.Management.ExternalURL,
+		SubscriptionID: s.opts.Management.SubscriptionID, ResourceGroup: s.opts.Management.ResourceGroup,
 		AccessTTL: s.opts.AccessTokenTTL, RefreshTTL: s.opts.RefreshTokenTTL, Logger: s.log})
 }
 

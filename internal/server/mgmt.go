@@ -36,7 +36,7 @@ type ManagementOptions struct {
 }
 
 // management builds the registries and the management API handler.
-func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker mgmt.CredentialChecker, sy mgmt.Syncer, health func(string) mgmt.UpstreamHealth, onChange func(string)) (*mgmt.Handler, *mgmt.Registries, error) {
+func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker mgmt.CredentialChecker, sy mgmt.Syncer, health func(string) mgmt.UpstreamHealth, idCheck mgmt.IdentityChecker, onChange func(string)) (*mgmt.Handler, *mgmt.Registries, error) {
 	o := s.opts.Management
 	regs, err := mgmt.NewRegistries(s.opts.RegistryName, o.Registries)
 	if err != nil {
@@ -68,18 +68,20 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		noBackup = "The metadata is in " + s.meta.Backend() + ": back it up with its own tools (pg_dump); arca backup covers the embedded store only."
 	}
 	h, err := mgmt.New(mgmt.Options{
-		SubscriptionID: o.SubscriptionID,
-		ResourceGroup:  o.ResourceGroup,
-		TenantID:       o.TenantID,
-		ExternalURL:    o.ExternalURL,
-		Registries:     regs,
-		Store:          s.meta,
-		Principals:     principals,
-		Checker:        checker,
-		RateLimits:     s.meta,
-		UpstreamHealth: health,
-		Syncer:         sy,
-		Access:         s.meta,
+		SubscriptionID:  o.SubscriptionID,
+		ResourceGroup:   o.ResourceGroup,
+		TenantID:        o.TenantID,
+		ExternalURL:     o.ExternalURL,
+		Registries:      regs,
+		Store:           s.meta,
+		Principals:      principals,
+		Checker:         checker,
+		RateLimits:      s.meta,
+		UpstreamHealth:  health,
+		Syncer:          sy,
+		Access:          s.meta,
+		Identities:      s.meta,
+		IdentityChecker: idCheck,
 		// s.access is built after the management plane (it needs its
 		// principals) and before the server serves.
 		OnAccessChange:    func(registry string) { s.access.Invalidate(registry) },

@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
+	"github.com/arcacache/arca/internal/identity"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/rules"
@@ -57,6 +60,7 @@ type pullThrough struct {
 	up    *upstream.Client
 	rules *cache.RuleSet
 	cache *cache.Cache
+	ids   *identity.Exchanger
 }
 
 // newPullThrough builds the upstream client, the rule resolver and the cache.
@@ -88,12 +92,19 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 		return nil, err
 	}
 	rs := cache.NewRuleSet(s.meta, secrets)
+	// Rules with --identity: tokens from this process's environment
+	// (workload identity file, managed identity), exchanged at the upstream.
+	ex, err := identity.NewExchanger(identity.FromEnvironment(os.Getenv), up, os.Getenv("AZURE_TENANT_ID"), nil)
+	if err != nil {
+		return nil, err
+	}
+	rs.UseIdentities(ex)
 	c := cache.New(cache.Options{
 		Blobs: s.blobs, SpoolDir: s.opts.DataDir, Meta: s.meta, Upstream: up, Logger: s.log,
 		Revalidate: o.Revalidate, RevalidateTimeout: o.RevalidateTimeout, NegativeTTL: o.NegativeTTL,
 		FetchTimeout: o.FetchTimeout, Registerer: reg,
 	})
-	return &pullThrough{up: up, rules: rs, cache: c}, nil
+	return &pullThrough{up: up, rules: rs, cache: c, ids: ex}, nil
 }
 
 // health is the data plane's view of loginServer's host, for the
@@ -222,4 +233,31 @@ func upstreamRoots(files []string) (*x509.CertPool, error) {
 		}
 	}
 	return pool, nil
+}
+
+// CheckIdentity is a rule's identity status: the identity's token is
+// obtained and exchanged at the upstream, and (for a rule with one
+// source repository) the upstream lets it list that repository's tags.
+func (p *pullThrough) CheckIdentity(ctx context.Context, registry string, r rules.Rule) mgmt.IdentityStatus {
+	src, err := rules.ParseSource(r.Source)
+	if err != nil {
+		return mgmt.IdentityStatus{Status: rules.Unhealthy, Reason: err.Error()}
+	}
+	t, ok := p.rules.TargetFor(registry, r, r.Target)
+	if !ok || strings.HasSuffix(r.Source, "/*") {
+		if _, _, err := p.rules.IdentityCredentials(r.Identity, src.LoginServer)(ctx); err != nil {
+			return mgmt.IdentityStatus{Status: rules.Unhealthy, Reason: err.Error()}
+		}
+		return mgmt.IdentityStatus{Status: rules.Healthy}
+	}
+	errStop := errors.New("stop")
+	if err := p.up.Tags(ctx, t.Upstream, func([]string) error { return errStop }); err != nil && !errors.Is(err, errStop) {
+		reason := err.Error()
+		var ue *upstream.Error
+		if errors.As(err, &ue) && (ue.StatusCode == http.StatusUnauthorized || ue.StatusCode == http.StatusForbidden) {
+			reason = "role missing: " + t.Upstream.Host + " refused pull of " + t.Upstream.Path + " to identity " + r.Identity + ": " + reason
+		}
+		return mgmt.IdentityStatus{Status: rules.Unhealthy, Reason: reason}
+	}
+	return mgmt.IdentityStatus{Status: rules.Healthy}
 }

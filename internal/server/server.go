@@ -206,7 +206,7 @@ func (s *Server) build(ctx context.Context) error {
 		pt.rules.Invalidate(registry)
 		s.syncer.Trigger(registry, "")
 	}
-	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, pt.health, onChange)
+	mg, regs, err := s.management(ctx, res, loginChecker{secrets: res, up: pt.up}, syncAPI{s.syncer}, pt.health, pt, onChange)
 	if err != nil {
 		return err
 	}
@@ -251,6 +251,7 @@ func (s *Server) build(ctx context.Context) error {
 	mux.Handle(auth.TokenPath, access.TokenHandler(regs.ForHost))
 	mux.Handle("/portal/", po) // web portal (internal/portal)
 	mux.Handle("GET /{$}", http.RedirectHandler("/portal/", http.StatusFound))
+	mux.Handle(auth.ExchangePath, access.ExchangeHandler(regs.ForHost))
 	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
 	// "//" with a redirect to a cleaned path instead of the spec's error.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -269,7 +270,7 @@ func routeName(r *http.Request) string {
 	switch {
 	case strings.HasPrefix(p, "/v2/"):
 		return registry.RouteName(r.URL.EscapedPath())
-	case p == "/healthz", p == "/readyz", p == "/metrics", p == auth.TokenPath:
+	case p == "/healthz", p == "/readyz", p == "/metrics", p == auth.TokenPath, p == auth.ExchangePath:
 		return p[1:]
 	case strings.HasPrefix(p, "/subscriptions/"), strings.HasPrefix(p, "/arca/"):
 		return "mgmt"

@@ -182,7 +182,7 @@ func credential(ctx context.Context, hostport string) (auth.Credential, error) {
 	}
 	user, pass, err := info.creds(ctx)
 	if err != nil {
-		return auth.EmptyCredential, fmt.Errorf("resolve credentials %q: %w", info.credKey, err)
+		return auth.EmptyCredential, &CredentialsError{Key: info.credKey, Err: err}
 	}
 	return auth.Credential{Username: user, Password: pass}, nil
 }

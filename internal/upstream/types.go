@@ -113,7 +113,10 @@ func transportSummary(err error) string {
 		down *HostDownError
 		dns  *net.DNSError
 	)
+	var creds *CredentialsError
 	switch {
+	case errors.As(err, &creds):
+		return creds.Error()
 	case errors.As(err, &down) && down.RateLimited:
 		return "upstream asked to wait (429 Too Many Requests); requests are held back until " + down.Until.UTC().Format(time.RFC3339)
 	case errors.As(err, &down):

@@ -14,10 +14,14 @@ import (
 // split as a POSIX shell would split it (quotes, backslash-newline and
 // the "\ " the seeds' flattened line continuations leave behind).
 func toArgs(text string, vars map[string]string) ([]string, error) {
-	if !strings.HasPrefix(text, "az acr ") {
-		return nil, fmt.Errorf("not an az acr command: %q", text)
+	switch {
+	case strings.HasPrefix(text, "az acr "):
+		text = text[len("az acr "):]
+	case strings.HasPrefix(text, "az identity "), strings.HasPrefix(text, "az role "):
+		text = text[len("az "):] // arca identity, arca role, as az's
+	default:
+		return nil, fmt.Errorf("not an az acr, identity or role command: %q", text)
 	}
-	text = text[len("az acr "):]
 	for k, v := range vars {
 		if strings.HasPrefix(k, "<") {
 			text = strings.ReplaceAll(text, k, v)

@@ -54,6 +54,7 @@ func Run(t *testing.T, open Opener) {
 		{"OwnedUploads", testOwnedUploads},
 		{"UploadStateOneWriterWins", testUploadState},
 		{"RuleStats", testRuleStats},
+		{"Identities", testIdentities},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}

@@ -1,0 +1,292 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/testutil/oidcfixture"
+)
+
+const testSub = DefaultSubscriptionID
+
+func TestParseRoleScope(t *testing.T) {
+	reg := "/subscriptions/" + testSub + "/resourceGroups/arca/providers/Microsoft.ContainerRegistry/registries/Reg01"
+	for _, tc := range []struct {
+		scope string
+		want  RoleScope
+		err   string
+	}{
+		{"/subscriptions/" + testSub, RoleScope{}, ""},
+		{"/subscriptions/" + testSub + "/resourceGroups/arca", RoleScope{ResourceGroup: "arca"}, ""},
+		{reg, RoleScope{ResourceGroup: "arca", Registry: "reg01"}, ""},
+		{reg + "/repositories/myapp", RoleScope{"arca", "reg01", "myapp"}, ""},
+		{reg + "/repositories/Team/App", RoleScope{"arca", "reg01", "team/app"}, ""},
+		{reg + "/repositories/team/*", RoleScope{"arca", "reg01", "team/*"}, ""},
+		{reg + "/repositories/*", RoleScope{"arca", "reg01", "*"}, ""},
+		{reg + "/repositories/team*", RoleScope{}, "want a repository name"},
+		{reg + "/repositories/a/*/b", RoleScope{}, "want a repository name"},
+		{reg + "/repositories", RoleScope{}, "repositories/{repository}"},
+		{reg + "/tokens/x", RoleScope{}, "repositories/{repository}"},
+		{"/subscriptions/11111111-1111-1111-1111-111111111111", RoleScope{}, "not this deployment's"},
+		{"/subscriptions/" + testSub + "/resourceGroups/arca/providers/Microsoft.Storage/storageAccounts/x", RoleScope{}, "Microsoft.ContainerRegistry"},
+		{"registries/x", RoleScope{}, "want /subscriptions/"},
+		{"", RoleScope{}, "want /subscriptions/"},
+	} {
+		got, err := ParseRoleScope(tc.scope, testSub)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: err %v, want %q", tc.scope, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %+v %v, want %+v", tc.scope, got, err, tc.want)
+		}
+	}
+}
+
+func TestValidateRoleAssignment(t *testing.T) {
+	reg := "/subscriptions/" + testSub + "/resourceGroups/arca/providers/Microsoft.ContainerRegistry/registries/reg01"
+	for _, tc := range []struct{ role, scope, err string }{
+		{"AcrPull", reg, ""},
+		{"acrpush", reg, ""},
+		{"/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/b93aa761-3e63-49ed-ac28-beffa264f7ac", reg + "/repositories/myapp", ""},
+		{"Container Registry Repository Writer", reg + "/repositories/team/*", ""},
+		{"AcrPull", reg + "/repositories/myapp", "applies to whole registries"},
+		{"Owner", reg, "want one of"},
+		{"Container Registry Repository Reader", "/nope", "want /subscriptions/"},
+	} {
+		_, _, err := ValidateRoleAssignment(tc.role, tc.scope, testSub)
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s at %s: %v, want %q", tc.role, tc.scope, err, tc.err)
+		}
+	}
+}
+
+func TestValidIssuer(t *testing.T) {
+	for iss, ok := range map[string]bool{
+		"https://token.actions.githubusercontent.com": true,
+		"https://oidc.example.com/tenant/v2.0":        true,
+		"http://127.0.0.1:5556/dex":                   true,
+		"http://[::1]:80":                             true,
+		"http://localhost:8080":                       true,
+		"http://oidc.example.com":                     false,
+		"http://10.0.0.1":                             false,
+		"ftp://x":                                     false,
+		"https://":                                    false,
+		"https://user@x":                              false,
+		"https://x?a=b":                               false,
+		"not a url":                                   false,
+	} {
+		if err := ValidIssuer(iss); (err == nil) != ok {
+			t.Errorf("%q: %v, want ok=%v", iss, err, ok)
+		}
+	}
+}
+
+// identityFixture is a service with identities, a loopback OIDC issuer, an
+// identity with a federated credential for subject "ci" and the roles of
+// seed 001 (plus AcrPush on the whole registry, which ABAC mode ignores).
+type identityFixture struct {
+	svc       *Service
+	meta      metadata.Store
+	iss       *oidcfixture.Issuer
+	principal string
+}
+
+func newIdentityFixture(t *testing.T) *identityFixture {
+	t.Helper()
+	ctx := context.Background()
+	_, meta := newTestService(t, nil)
+	svc, err := New(Options{Store: meta, Identities: meta})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &identityFixture{svc: svc, meta: meta, iss: oidcfixture.Start(t)}
+	u, _, err := meta.PutIdentity(ctx, metadata.UserIdentity{ResourceGroup: "rg", Name: "cacheid", PrincipalID: "5b0c8f3e-0000-4000-8000-000000000001",
+		ClientID: "5b0c8f3e-0000-4000-8000-000000000002", TenantID: testSub, Location: "local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.principal = u.PrincipalID
+	if _, err := meta.PutFederatedCredential(ctx, metadata.FederatedCredential{ResourceGroup: "rg", Identity: "cacheid", Name: "ci",
+		Issuer: f.iss.URL(), Subject: "ci", Audiences: []string{"api://AzureADTokenExchange"}}); err != nil {
+		t.Fatal(err)
+	}
+	reg := "/subscriptions/" + testSub + "/resourceGroups/arca/providers/Microsoft.ContainerRegistry/registries/reg01"
+	for i, a := range [][2]string{{"Container Registry Repository Reader", reg + "/repositories/myapp"}, {"AcrPush", reg}} {
+		if _, _, err := meta.PutRoleAssignment(ctx, metadata.RoleAssignment{Name: "00000000-0000-4000-8000-00000000000" + string(rune('1'+i)),
+			Role: a[0], PrincipalID: f.principal, Scope: a[1]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.setMode(t, ModeABAC)
+	return f
+}
+
+func (f *identityFixture) setMode(t *testing.T, mode string) {
+	t.Helper()
+	if err := f.meta.UpdateRegistrySettings(context.Background(), "reg01", func(s *metadata.RegistrySettings) error {
+		s.RoleAssignmentMode = mode
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *identityFixture) post(t *testing.T, h http.Handler, form url.Values) (int, map[string]any) {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "http://reg01.localhost/x", strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	var m map[string]any
+	_ = json.Unmarshal(w.Body.Bytes(), &m)
+	return w.Code, m
+}
+
+func (f *identityFixture) exchange(t *testing.T, tok string) (int, string, map[string]any) {
+	t.Helper()
+	code, m := f.post(t, f.svc.ExchangeHandler(func(string) string { return "reg01" }),
+		url.Values{"grant_type": {"access_token"}, "service": {"reg01.localhost"}, "access_token": {tok}})
+	rt, _ := m["refresh_token"].(string)
+	return code, rt, m
+}
+
+// grant asks the token endpoint for scope with a refresh token.
+func (f *identityFixture) grant(t *testing.T, rt, scope string) (int, string) {
+	t.Helper()
+	code, m := f.post(t, f.svc.TokenHandler(func(string) string { return "reg01" }),
+		url.Values{"grant_type": {"refresh_token"}, "service": {"reg01.localhost"}, "scope": {scope}, "refresh_token": {rt}})
+	s, _ := m["scope"].(string)
+	return code, s
+}
+
+func TestIdentityExchangeAndRoles(t *testing.T) {
+	f := newIdentityFixture(t)
+	code, rt, body := f.exchange(t, f.iss.Token(t, "ci", "api://AzureADTokenExchange", time.Hour))
+	if code != 200 || !strings.HasPrefix(rt, refreshPrefix) {
+		t.Fatalf("exchange: %d %v", code, body)
+	}
+	// ABAC mode: the repository role counts, AcrPush does not.
+	for scope, want := range map[string]string{
+		"repository:myapp:pull,push": "repository:myapp:pull",
+		"repository:other:pull":      "",
+	} {
+		if code, got := f.grant(t, rt, scope); code != 200 || got != want {
+			t.Errorf("ABAC %s: %d %q, want %q", scope, code, got, want)
+		}
+	}
+	// Legacy mode: AcrPush on the registry counts, the repository role not.
+	f.setMode(t, ModeLegacy)
+	if code, got := f.grant(t, rt, "repository:other:pull,push"); code != 200 || got != "repository:other:pull,push" {
+		t.Errorf("legacy other: %d %q", code, got)
+	}
+	f.setMode(t, ModeABAC)
+
+	// Tokens the federated credential does not accept.
+	for name, tok := range map[string]string{
+		"wrong subject":  f.iss.Token(t, "someone-else", "api://AzureADTokenExchange", time.Hour),
+		"wrong audience": f.iss.Token(t, "ci", "https://management.azure.com", time.Hour),
+		"expired":        f.iss.Token(t, "ci", "api://AzureADTokenExchange", -time.Hour),
+		"garbage":        "not.a.jwt",
+	} {
+		if code, _, body := f.exchange(t, tok); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d %v", name, code, body)
+		}
+	}
+	// Claims the issuer would sign, signed with a key it does not publish
+	// (under the kid of its own key): refused.
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"iss": f.iss.URL(), "sub": "ci", "aud": "api://AzureADTokenExchange",
+		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()})
+	forged.Header["kid"] = "k1"
+	forgedTok, err := forged.SignedString(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, body := f.exchange(t, forgedTok); code != http.StatusUnauthorized {
+		t.Errorf("forged signature: %d %v", code, body)
+	}
+	if code, _, body := f.exchange(t, oidcfixture.Start(t).Token(t, "ci", "api://AzureADTokenExchange", time.Hour)); code != http.StatusUnauthorized {
+		t.Errorf("untrusted issuer: %d %v", code, body)
+	}
+	// A rotated key is fetched when a token names it.
+	f.iss.Rotate(t)
+	if code, _, body := f.exchange(t, f.iss.Token(t, "ci", "api://AzureADTokenExchange", time.Hour)); code != 200 {
+		t.Errorf("after key rotation: %d %v", code, body)
+	}
+
+	// The identity deleted: its refresh token grants nothing any more.
+	if err := f.meta.DeleteIdentity(context.Background(), "rg", "cacheid"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := f.grant(t, rt, "repository:myapp:pull"); code != http.StatusUnauthorized {
+		t.Errorf("deleted identity's refresh token: %d", code)
+	}
+	if code, _, _ := f.exchange(t, f.iss.Token(t, "ci", "api://AzureADTokenExchange", time.Hour)); code != http.StatusUnauthorized {
+		t.Errorf("deleted identity's exchange: %d", code)
+	}
+}
+
+func FuzzParseRoleScope(f *testing.F) {
+	reg := "/subscriptions/" + testSub + "/resourceGroups/arca/providers/Microsoft.ContainerRegistry/registries/reg01"
+	for _, s := range []string{reg, reg + "/repositories/myapp", reg + "/repositories/a/*", "/subscriptions/" + testSub, reg + "/repositories/", "//", "/subscriptions//resourceGroups/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		rs, err := ParseRoleScope(s, testSub)
+		if err != nil {
+			return
+		}
+		if rs.Repository != "" && (rs.Registry == "" || ValidRepositoryPattern(rs.Repository) != nil) {
+			t.Fatalf("%q: %+v", s, rs)
+		}
+		if rs.Registry != "" && rs.ResourceGroup == "" {
+			t.Fatalf("%q: registry without group: %+v", s, rs)
+		}
+	})
+}
+
+func FuzzExchangeRequest(f *testing.F) {
+	for _, s := range []string{"grant_type=access_token&service=x&access_token=a.b.c", "grant_type=refresh_token", "access_token=%zz", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		r := httptest.NewRequest(http.MethodPost, "/oauth2/exchange", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		er, err := ParseExchangeRequest(r)
+		if err == nil && er.AccessToken == "" {
+			t.Fatalf("%q: accepted without an access token", body)
+		}
+		if er.AccessToken != "" {
+			_, _ = unverifiedIssuer(er.AccessToken)
+		}
+	})
+}
+
+func FuzzUnverifiedIssuer(f *testing.F) {
+	for _, s := range []string{"eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJodHRwczovL3gifQ.c2ln", "a.b.c", "...", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		iss, err := unverifiedIssuer(s)
+		if err == nil && iss == "" {
+			t.Fatalf("%q: empty issuer accepted", s)
+		}
+	})
+}

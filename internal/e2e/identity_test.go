@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/oidcfixture"
+)
+
+// upstreamWithIdentity is arca A (closed) holding myapp:v1 and other:v1,
+// an identity with a federated credential for the fixture's subject sub,
+// in ABAC mode with Container Registry Repository Reader on
+// repositories/myapp only (seed 001's setup, az → arca).
+type upstreamWithIdentity struct {
+	a            *arca
+	identityID   string
+	principalID  string
+	admin        *tool
+	myapp, other *testImage
+}
+
+func setupUpstreamIdentity(t *testing.T, iss *oidcfixture.Issuer, sub string, extra ...string) *upstreamWithIdentity {
+	t.Helper()
+	u := &upstreamWithIdentity{a: startClosedArca(t, extra...)}
+	a := u.a
+	u.myapp, u.other = newImage(t, 141, "amd64", 16<<10), newImage(t, 142, "amd64", 16<<10)
+	u.admin = crane(t)
+	u.admin.run("auth", "login", a.Addr, "-u", "default", "-p", a.adminPassword(t))
+	u.admin.crane("push", u.myapp.writeLayout(t), a.Ref("myapp:v1"))
+	u.admin.crane("push", u.other.writeLayout(t), a.Ref("other:v1"))
+
+	a.cli(t, "identity", "create", "--name", "MyACRCacheIdentity", "--resource-group", "MyResourceGroup")
+	u.principalID = strings.TrimSpace(a.cli(t, "identity", "show", "--name", "MyACRCacheIdentity", "--resource-group", "MyResourceGroup", "--query", "principalId", "-o", "tsv"))
+	u.identityID = strings.TrimSpace(a.cli(t, "identity", "show", "--name", "MyACRCacheIdentity", "--resource-group", "MyResourceGroup", "--query", "id", "-o", "tsv"))
+	if len(u.principalID) != 36 || !strings.HasSuffix(u.identityID, "/resourceGroups/MyResourceGroup/providers/Microsoft.ManagedIdentity/userAssignedIdentities/MyACRCacheIdentity") {
+		t.Fatalf("identity show: principalId %q id %q", u.principalID, u.identityID)
+	}
+	a.cli(t, "identity", "federated-credential", "create", "--identity-name", "MyACRCacheIdentity", "-g", "MyResourceGroup",
+		"-n", "downstream", "--issuer", iss.URL(), "--subject", sub, "--audiences", "api://AzureADTokenExchange")
+	a.cli(t, "update", "--name", "default", "--role-assignment-mode", "rbac-abac")
+	upstreamID := strings.TrimSpace(a.cli(t, "show", "--name", "default", "--query", "id", "-o", "tsv"))
+	a.cli(t, "role", "assignment", "create", "--role", "Container Registry Repository Reader",
+		"--assignee", u.principalID, "--scope", upstreamID+"/repositories/myapp")
+	return u
+}
+
+func writeToken(t *testing.T, path, tok string) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Registry-to-registry caching with an identity: B holds no credential,
+// only the rule's identity id and a federated token file; A accepts the
+// token through the identity's federated credential and grants what the
+// role assignment allows.
+func TestIdentityRegistryToRegistry(t *testing.T) {
+	iss := oidcfixture.Start(t)
+	const sub = "system:serviceaccount:arca:downstream"
+	// Short access tokens on A, so B has to come back for new ones.
+	u := setupUpstreamIdentity(t, iss, sub, "--access-token-ttl", "3s")
+	a := u.a
+
+	tokFile := filepath.Join(t.TempDir(), "azure-identity-token")
+	writeToken(t, tokFile, iss.Token(t, sub, "api://AzureADTokenExchange", 62*time.Second))
+	b := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Args: []string{"--insecure-upstream", a.Addr},
+		Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken, "AZURE_FEDERATED_TOKEN_FILE=" + tokFile}})}
+	b.cli(t, "cache", "create", "-r", "default", "-n", "MyRule", "-s", a.Addr+"/myapp", "-t", "myapp", "--identity", u.identityID)
+	b.cli(t, "cache", "create", "-r", "default", "-n", "OtherRule", "-s", a.Addr+"/other", "-t", "other", "--identity", u.identityID)
+
+	c := crane(t)
+	if got := c.crane("digest", b.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp through B: %s, want %s", got, u.myapp.Digest())
+	}
+	c.crane("pull", "--format", "oci", b.Ref("myapp:v1"), t.TempDir())
+	if got := b.cli(t, "cache", "show", "-r", "default", "-n", "MyRule", "--query", "identityStatus.status", "-o", "tsv"); strings.TrimSpace(got) != "Healthy" {
+		t.Errorf("MyRule identityStatus: %q", got)
+	}
+
+	// other: the identity has no role on it; refused upstream, and said so.
+	out, err := c.try("--insecure", "digest", b.Ref("other:v1"))
+	if err == nil || !strings.Contains(out, "OtherRule") {
+		t.Errorf("other through B: want a 424 naming OtherRule, got %v\n%s", err, out)
+	}
+	st := b.cli(t, "cache", "show", "-r", "default", "-n", "OtherRule", "--query", "identityStatus", "-o", "json")
+	if !strings.Contains(st, "Unhealthy") || !strings.Contains(st, "role missing") {
+		t.Errorf("OtherRule identityStatus: %s", st)
+	}
+
+	// The federated token expires: new upstream requests fail, naming the
+	// rule and the reason; a fresh token (signed with a rotated key, so A
+	// must re-read the JWKS) makes them work again.
+	u.admin.crane("tag", a.Ref("myapp:v1"), "v2")
+	u.admin.crane("tag", a.Ref("myapp:v1"), "v3")
+	time.Sleep(4 * time.Second) // B's cached access and refresh tokens are past their time
+	writeToken(t, tokFile, iss.Token(t, sub, "api://AzureADTokenExchange", -time.Minute))
+	out, err = c.try("--insecure", "digest", b.Ref("myapp:v2"))
+	if err == nil || !strings.Contains(out, "MyRule") || !strings.Contains(out, "expired") {
+		t.Errorf("expired token: want a 424 naming MyRule and the expiry, got %v\n%s", err, out)
+	}
+	jwks := iss.JWKSRequests()
+	iss.Rotate(t)
+	writeToken(t, tokFile, iss.Token(t, sub, "api://AzureADTokenExchange", 62*time.Second))
+	if got := c.crane("digest", b.Ref("myapp:v2")); got != u.myapp.Digest() {
+		t.Fatalf("after a fresh token: %s", got)
+	}
+	if iss.JWKSRequests() <= jwks {
+		t.Errorf("A did not re-read the JWKS after the key rotation")
+	}
+
+	// A token for another subject is no identity.
+	writeToken(t, tokFile, iss.Token(t, "system:serviceaccount:arca:intruder", "api://AzureADTokenExchange", 62*time.Second))
+	time.Sleep(4 * time.Second)
+	out, err = c.try("--insecure", "digest", b.Ref("myapp:v3"))
+	if err == nil || !strings.Contains(out, "MyRule") || !strings.Contains(out, "no federated credential") {
+		t.Errorf("foreign subject: want refused naming MyRule, got %v\n%s", err, out)
+	}
+	writeToken(t, tokFile, iss.Token(t, sub, "api://AzureADTokenExchange", 62*time.Second))
+	time.Sleep(4 * time.Second)
+
+	// The identity deleted: refused, even with tokens issued before.
+	a.cli(t, "identity", "delete", "-n", "MyACRCacheIdentity", "-g", "MyResourceGroup")
+	time.Sleep(4 * time.Second)
+	out, err = c.try("--insecure", "digest", b.Ref("myapp:v3"))
+	if err == nil || !strings.Contains(out, "MyRule") {
+		t.Errorf("deleted identity: want refused naming MyRule, got %v\n%s", err, out)
+	}
+	t.Logf("deleted identity: %s", out)
+}
+
+// A downstream on a host with a managed identity: azidentity's managed
+// identity credential (App Service protocol: IDENTITY_ENDPOINT and
+// IDENTITY_HEADER) gets an ACR-audience token for the rule's identity from
+// the fixture, and arca's own /oauth2/exchange is the ACR-protocol
+// upstream that accepts it.
+func TestIdentityManagedIdentityEndpoint(t *testing.T) {
+	iss := oidcfixture.Start(t)
+	// The fixture's tokens name the identity asked for (mi_res_id) as sub.
+	idID := "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/MyResourceGroup/providers/Microsoft.ManagedIdentity/userAssignedIdentities/MyACRCacheIdentity"
+	u := setupUpstreamIdentity(t, iss, strings.ToLower(idID))
+	a := u.a
+	if !strings.EqualFold(u.identityID, idID) {
+		t.Fatalf("identity id %q", u.identityID)
+	}
+	a.cli(t, "identity", "federated-credential", "create", "--identity-name", "MyACRCacheIdentity", "-g", "MyResourceGroup",
+		"-n", "entra", "--issuer", iss.URL(), "--subject", strings.ToLower(idID), "--audiences", "https://containerregistry.azure.net")
+
+	b := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Args: []string{"--insecure-upstream", a.Addr},
+		Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken, "IDENTITY_ENDPOINT=" + iss.URL() + oidcfixture.MSIPath, "IDENTITY_HEADER=" + iss.Header}})}
+	b.cli(t, "cache", "create", "-r", "default", "-n", "MyRule", "-s", a.Addr+"/myapp", "-t", "myapp", "--identity", u.identityID)
+	c := crane(t)
+	if got := c.crane("digest", b.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp through B: %s, want %s", got, u.myapp.Digest())
+	}
+	if iss.MSIRequests() == 0 {
+		t.Fatal("the managed identity endpoint was not used")
+	}
+}

@@ -1,0 +1,73 @@
+package metadatatest
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/arcacache/arca/internal/metadata"
+)
+
+// Identities, federated credentials and role assignments: names ignore
+// case, ids never change on update, deleting an identity takes its
+// federated credentials, a duplicate role assignment returns the first.
+func testIdentities(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	u, created, err := s.PutIdentity(ctx, metadata.UserIdentity{ResourceGroup: "MyRG", Name: "CacheId", PrincipalID: "AAAAAAAA-0000-4000-8000-000000000001",
+		ClientID: "aaaaaaaa-0000-4000-8000-000000000002", TenantID: "t", Location: "local", Tags: map[string]string{"a": "b"}})
+	if err != nil || !created || u.PrincipalID != "aaaaaaaa-0000-4000-8000-000000000001" || u.Name != "CacheId" || u.Tags["a"] != "b" {
+		t.Fatalf("put identity: %+v %v %v", u, created, err)
+	}
+	again, created, err := s.PutIdentity(ctx, metadata.UserIdentity{ResourceGroup: "myrg", Name: "cacheid", PrincipalID: "other", ClientID: "other2", Location: "west"})
+	if err != nil || created || again.PrincipalID != u.PrincipalID || again.Location != "west" {
+		t.Fatalf("update identity: %+v %v %v", again, created, err)
+	}
+	if got, err := s.GetIdentityByPrincipal(ctx, "AAAAAAAA-0000-4000-8000-000000000001"); err != nil || got.Name != "CacheId" {
+		t.Fatalf("by principal: %+v %v", got, err)
+	}
+	if list, err := s.ListIdentities(ctx, "MYRG"); err != nil || len(list) != 1 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	if list, err := s.ListIdentities(ctx, ""); err != nil || len(list) != 1 {
+		t.Fatalf("list all: %v %v", list, err)
+	}
+	fic := metadata.FederatedCredential{ResourceGroup: "myrg", Identity: "CACHEID", Name: "Ci", Issuer: "https://iss", Subject: "s", Audiences: []string{"a"}}
+	if created, err := s.PutFederatedCredential(ctx, fic); err != nil || !created {
+		t.Fatalf("put fic: %v %v", created, err)
+	}
+	if _, err := s.PutFederatedCredential(ctx, metadata.FederatedCredential{ResourceGroup: "myrg", Identity: "nobody", Name: "x", Issuer: "https://iss", Subject: "s", Audiences: []string{"a"}}); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("fic of a missing identity: %v", err)
+	}
+	got, err := s.FederatedCredentialsByIssuer(ctx, "https://iss")
+	if err != nil || len(got) != 1 || got[0].Identity != "CacheId" || got[0].ResourceGroup != "MyRG" || got[0].Audiences[0] != "a" {
+		t.Fatalf("by issuer: %+v %v", got, err)
+	}
+	a := metadata.RoleAssignment{Name: "BBBBBBBB-0000-4000-8000-000000000001", Role: "AcrPull", PrincipalID: u.PrincipalID, Scope: "/subscriptions/s/resourceGroups/arca"}
+	if out, created, err := s.PutRoleAssignment(ctx, a); err != nil || !created || out.Name != "bbbbbbbb-0000-4000-8000-000000000001" {
+		t.Fatalf("put role assignment: %+v %v %v", out, created, err)
+	}
+	a2 := a
+	a2.Name, a2.Scope = "bbbbbbbb-0000-4000-8000-000000000002", "/SUBSCRIPTIONS/s/resourcegroups/ARCA"
+	if out, created, err := s.PutRoleAssignment(ctx, a2); err != nil || created || out.Name != "bbbbbbbb-0000-4000-8000-000000000001" {
+		t.Fatalf("duplicate role assignment: %+v %v %v", out, created, err)
+	}
+	if list, err := s.RoleAssignmentsOf(ctx, u.PrincipalID); err != nil || len(list) != 1 {
+		t.Fatalf("assignments of: %v %v", list, err)
+	}
+	if err := s.DeleteIdentity(ctx, "MYRG", "CACHEID"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.FederatedCredentialsByIssuer(ctx, "https://iss"); err != nil || len(got) != 0 {
+		t.Fatalf("fics after identity delete: %v %v", got, err)
+	}
+	if err := s.DeleteIdentity(ctx, "myrg", "cacheid"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	if err := s.DeleteRoleAssignment(ctx, "BBBBBBBB-0000-4000-8000-000000000001"); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := s.ListRoleAssignments(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("assignments after delete: %v %v", list, err)
+	}
+}

@@ -1,0 +1,75 @@
+package mgmt
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func withIdentities(o *Options) { o.Identities = o.Store.(IdentityStore) }
+
+// The identity, federated credential and role assignment resources: shapes
+// and the validation rules, one call each.
+func TestIdentityResources(t *testing.T) {
+	f := newFixture(t, withIdentities)
+	idPath := "/subscriptions/" + testSub + "/resourceGroups/MyResourceGroup/providers/Microsoft.ManagedIdentity/userAssignedIdentities/cacheid"
+	r := f.do(http.MethodPut, idPath, map[string]any{"location": "westeurope"})
+	mustStatus(t, "identity create", r, http.StatusCreated)
+	id := r.json(t)
+	props, _ := id["properties"].(map[string]any)
+	principal, _ := props["principalId"].(string)
+	if id["id"] != idPath || id["type"] != "Microsoft.ManagedIdentity/userAssignedIdentities" || len(principal) != 36 || len(props["clientId"].(string)) != 36 {
+		t.Fatalf("identity: %v", id)
+	}
+	// PUT again keeps the ids.
+	if again := f.do(http.MethodPut, idPath, map[string]any{}).json(t); again["properties"].(map[string]any)["principalId"] != principal {
+		t.Fatalf("re-PUT changed the principal id: %v", again)
+	}
+	reg := base("default")
+	for _, tc := range []struct {
+		what, method, path string
+		body               any
+		status             int
+		code               string
+	}{
+		{"bad identity name", http.MethodPut, strings.Replace(idPath, "cacheid", "x", 1), map[string]any{}, 400, "InvalidResourceName"},
+		{"fic http issuer off loopback", http.MethodPut, idPath + "/federatedIdentityCredentials/fic1",
+			map[string]any{"properties": map[string]any{"issuer": "http://oidc.example.com", "subject": "s"}}, 400, "BadRequest"},
+		{"fic without subject", http.MethodPut, idPath + "/federatedIdentityCredentials/fic1",
+			map[string]any{"properties": map[string]any{"issuer": "https://oidc.example.com"}}, 400, "BadRequest"},
+		{"fic two audiences", http.MethodPut, idPath + "/federatedIdentityCredentials/fic1",
+			map[string]any{"properties": map[string]any{"issuer": "https://oidc.example.com", "subject": "s", "audiences": []string{"a", "b"}}}, 400, "BadRequest"},
+		{"fic of a missing identity", http.MethodPut, strings.Replace(idPath, "cacheid", "nobody", 1) + "/federatedIdentityCredentials/fic1",
+			map[string]any{"properties": map[string]any{"issuer": "https://oidc.example.com", "subject": "s"}}, 404, "ResourceNotFound"},
+		{"fic ok", http.MethodPut, idPath + "/federatedIdentityCredentials/fic1",
+			map[string]any{"properties": map[string]any{"issuer": "https://oidc.example.com", "subject": "s"}}, 201, ""},
+		{"role: AcrPull on a repository", http.MethodPut, reg + "/repositories/myapp/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
+			roleBody("7f951dda-4ed3-4680-a7ca-43fe172d538d", principal), 400, "InvalidRoleAssignmentRequest"},
+		{"role: unknown principal", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
+			roleBody("7f951dda-4ed3-4680-a7ca-43fe172d538d", "0b7a6f0e-0000-4000-8000-0000000000ff"), 400, "PrincipalNotFound"},
+		{"role: name not a GUID", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/x",
+			roleBody("7f951dda-4ed3-4680-a7ca-43fe172d538d", principal), 400, "InvalidRoleAssignmentId"},
+		{"role: condition", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
+			map[string]any{"properties": map[string]any{"roleDefinitionId": "b93aa761-3e63-49ed-ac28-beffa264f7ac", "principalId": principal, "condition": "@Request[x] StringEquals 'y'"}}, 400, "InvalidRoleAssignmentRequest"},
+		{"role: repository reader", http.MethodPut, reg + "/repositories/myapp/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
+			roleBody("/subscriptions/"+testSub+"/providers/Microsoft.Authorization/roleDefinitions/b93aa761-3e63-49ed-ac28-beffa264f7ac", principal), 201, ""},
+		{"role: the same again", http.MethodPut, reg + "/repositories/myapp/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000002",
+			roleBody("b93aa761-3e63-49ed-ac28-beffa264f7ac", principal), 409, "RoleAssignmentExists"},
+	} {
+		r := f.do(tc.method, tc.path, tc.body)
+		if r.status != tc.status || (tc.code != "" && r.errorCode() != tc.code) {
+			t.Errorf("%s: %d %s, want %d %s: %s", tc.what, r.status, r.errorCode(), tc.status, tc.code, r.body)
+		}
+	}
+	list := f.do(http.MethodGet, "/subscriptions/"+testSub+"/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'"+principal+"'", nil).json(t)
+	if v, _ := list["value"].([]any); len(v) != 1 || !strings.HasSuffix(v[0].(map[string]any)["properties"].(map[string]any)["scope"].(string), "/repositories/myapp") {
+		t.Fatalf("role assignment list: %v", list)
+	}
+	mustStatus(t, "identity delete", f.do(http.MethodDelete, idPath, nil), http.StatusOK)
+	mustStatus(t, "identity show after delete", f.do(http.MethodGet, idPath, nil), http.StatusNotFound)
+	mustStatus(t, "fic list after delete", f.do(http.MethodGet, idPath+"/federatedIdentityCredentials", nil), http.StatusNotFound)
+}
+
+func roleBody(role, principal string) map[string]any {
+	return map[string]any{"properties": map[string]any{"roleDefinitionId": role, "principalId": principal}}
+}
