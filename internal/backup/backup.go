@@ -27,6 +27,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/metadata"
 )
 
@@ -133,21 +134,21 @@ func Backup(ctx context.Context, src Source, dir string, p Progress) (Result, er
 	return res, writeResult(dir, res)
 }
 
-// copyBlob stages what open streams in store and commits it as b: the
-// store refuses bytes whose digest or size is not b's.
-func copyBlob(ctx context.Context, store *blobstore.FS, b metadata.BlobRef, open func() (io.ReadCloser, error)) (int64, error) {
+// copyBlob stages what open streams in store and commits it as b through
+// the verifying ingest, which refuses bytes whose digest or size is not b's.
+func copyBlob(ctx context.Context, store blobstore.Backend, b metadata.BlobRef, open func() (io.ReadCloser, error)) (int64, error) {
 	r, err := open()
 	if err != nil {
 		return 0, err
 	}
 	defer r.Close()
-	w, err := store.Create(ctx, blobstore.NewID())
+	w, err := (&content.Store{Blobs: store}).NewWriter(ctx, b.Digest, b.Size)
 	if err != nil {
 		return 0, err
 	}
 	n, err := w.ReadFrom(r)
 	if err != nil {
-		_ = w.Cancel()
+		w.Cancel()
 		return n, err
 	}
 	return n, w.Commit(ctx, b.Digest, b.Size)
@@ -224,7 +225,7 @@ func Restore(ctx context.Context, from, dataDir string, p Progress) (Result, err
 		switch {
 		case errors.Is(err, blobstore.ErrNotFound):
 			return res, &CorruptError{Digest: b.Digest, Err: errors.New("missing from the backup")}
-		case errors.Is(err, blobstore.ErrDigestMismatch), errors.Is(err, blobstore.ErrSizeMismatch):
+		case errors.Is(err, blobstore.ErrDigestMismatch), errors.Is(err, blobstore.ErrSizeMismatch), errors.Is(err, blobstore.ErrTooLarge):
 			return res, &CorruptError{Digest: b.Digest, Err: err}
 		case err != nil:
 			return res, fmt.Errorf("restore: blob %s: %w", b.Digest, err)
@@ -288,7 +289,7 @@ func copyFile(src, dst string) error {
 // be running on it: the snapshot is consistent all the same).
 type DirSource struct {
 	db    string
-	blobs *blobstore.FS
+	blobs blobstore.Backend
 }
 
 // NewDirSource reads the data directory dataDir.
@@ -300,6 +301,16 @@ func NewDirSource(dataDir string) (*DirSource, error) {
 	blobs, err := blobstore.NewFS(filepath.Join(dataDir, BlobsDir))
 	if err != nil {
 		return nil, err
+	}
+	return NewStoreSource(dataDir, blobs)
+}
+
+// NewStoreSource reads the metadata in dataDir and the blobs in blobs (a
+// server whose blobs are not under its data directory).
+func NewStoreSource(dataDir string, blobs blobstore.Backend) (*DirSource, error) {
+	db := filepath.Join(dataDir, DBFile)
+	if _, err := os.Stat(db); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", dataDir, err)
 	}
 	return &DirSource{db: db, blobs: blobs}, nil
 }

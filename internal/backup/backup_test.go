@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/metadata"
 )
 
@@ -40,7 +41,7 @@ func addBlobs(t *testing.T, meta metadata.Store, store *blobstore.FS, from, to i
 	for i := from; i < to; i++ {
 		b := []byte(fmt.Sprintf("blob %d %s", i, bytes.Repeat([]byte("x"), i)))
 		d := digest.FromBytes(b)
-		w, err := store.Create(ctx, blobstore.NewID())
+		w, err := (&content.Store{Blobs: store}).NewWriter(ctx, d, int64(len(b)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/opencontainers/go-digest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/tracing"
@@ -309,12 +311,12 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 		return err
 	}
 	defer rc.Close()
-	w, err := c.blobs.Create(ctx, blobstore.NewID())
+	w, err := c.content.NewWriter(ctx, d, size)
 	if err != nil {
 		f.start(nil, 0, err)
 		return err
 	}
-	staged, err := w.StagedReader()
+	staged, sink, err := c.followable(w)
 	if err != nil {
 		w.Cancel()
 		f.start(nil, 0, err)
@@ -341,7 +343,7 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 		}
 		got += n
 		mc := f.publish(ch.b)
-		_, werr := w.Write(ch.b)
+		_, werr := sink.Write(ch.b)
 		f.wrote(mc)
 		if werr != nil {
 			w.Cancel()
@@ -364,4 +366,40 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 	f.linked = 1 // CommitBlob linked the leader's repository, links[0]
 	c.mu.Unlock()
 	return nil
+}
+
+// followable returns what followers of w read when they fall behind the
+// fetch's memory, and where the fetch writes. A backend that can read a
+// part while it is written (the filesystem) serves them itself. For one
+// that cannot (S3, where a part is a multipart upload), the bytes also go
+// to a local spool file, unlinked at once: its space is freed when the
+// last follower closes it, and a crash leaves nothing behind.
+func (c *Cache) followable(w *content.Writer) (blobstore.Staged, io.Writer, error) {
+	staged, ok, err := w.StagedReader()
+	if err != nil || ok {
+		return staged, w, err
+	}
+	spool, err := os.CreateTemp(c.spoolDir, "fetch-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("spool fetched blob: %w", err)
+	}
+	if err := os.Remove(spool.Name()); err != nil {
+		spool.Close()
+		return nil, nil, fmt.Errorf("spool fetched blob: %w", err)
+	}
+	return spool, spoolWriter{spool: spool, w: w}, nil
+}
+
+// spoolWriter writes to the spool first: a follower may read the bytes
+// back as soon as the fetch counts them written.
+type spoolWriter struct {
+	spool *os.File
+	w     io.Writer
+}
+
+func (s spoolWriter) Write(p []byte) (int, error) {
+	if _, err := s.spool.Write(p); err != nil {
+		return 0, fmt.Errorf("spool fetched blob: %w", err)
+	}
+	return s.w.Write(p)
 }

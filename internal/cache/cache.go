@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
@@ -51,12 +52,6 @@ type Upstream interface {
 	Tags(ctx context.Context, r upstream.Repo, fn func(page []string) error) error
 }
 
-// Blobs is the blob store as the cache uses it.
-type Blobs interface {
-	content.Blobs
-	Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error)
-}
-
 // Meta is the metadata store as the cache uses it.
 type Meta interface {
 	content.Index
@@ -72,7 +67,10 @@ type Meta interface {
 
 // Options configure a Cache.
 type Options struct {
-	Blobs    Blobs
+	Blobs blobstore.Backend
+	// SpoolDir holds the local copy of blobs being fetched into a backend
+	// that cannot read a blob under construction (default os.TempDir()).
+	SpoolDir string
 	Meta     Meta
 	Upstream Upstream
 	Logger   *slog.Logger
@@ -96,7 +94,8 @@ type Options struct {
 // Cache is safe for concurrent use. Coalescing state is per process:
 // replicas each fetch at most once per blob.
 type Cache struct {
-	blobs      Blobs
+	blobs      blobstore.Backend
+	spoolDir   string
 	meta       Meta
 	up         Upstream
 	content    *content.Store
@@ -142,7 +141,7 @@ func New(o Options) *Cache {
 	}
 	base, abort := context.WithCancel(context.Background())
 	return &Cache{
-		blobs: o.Blobs, meta: o.Meta, up: o.Upstream, log: o.Logger,
+		blobs: o.Blobs, spoolDir: o.SpoolDir, meta: o.Meta, up: o.Upstream, log: o.Logger,
 		content:    &content.Store{Blobs: o.Blobs, Index: o.Meta},
 		revalidate: o.Revalidate, revalWait: o.RevalidateTimeout, timeout: o.FetchTimeout,
 		negative: newNegativeCache(o.NegativeTTL),

@@ -52,7 +52,7 @@ func (p prefixRules) MirrorsHost(context.Context, string, string) (bool, error) 
 type env struct {
 	srv   *httptest.Server
 	cache *cache.Cache
-	blobs *blobstore.FS
+	blobs blobstore.Backend
 	up    *upstream.Client
 	meta  metadata.Store
 	dir   string
@@ -82,6 +82,12 @@ func newEnvRules(t testing.TB, rules registry.Resolver, revalidate time.Duration
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newEnvBlobs(t, rules, revalidate, blobs, dir, upHosts...)
+}
+
+// newEnvBlobs is newEnvRules with blobs in the given backend.
+func newEnvBlobs(t testing.TB, rules registry.Resolver, revalidate time.Duration, blobs blobstore.Backend, dir string, upHosts ...string) *env {
+	t.Helper()
 	meta, err := metadata.OpenSQLite(context.Background(), filepath.Join(dir, "arca.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +96,7 @@ func newEnvRules(t testing.TB, rules registry.Resolver, revalidate time.Duration
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := cache.New(cache.Options{Blobs: blobs, Meta: meta, Upstream: up, Revalidate: revalidate, FetchTimeout: time.Minute})
+	c := cache.New(cache.Options{Blobs: blobs, SpoolDir: dir, Meta: meta, Upstream: up, Revalidate: revalidate, FetchTimeout: time.Minute})
 	h := registry.New(registry.Options{
 		Blobs: blobs, Meta: meta, Registry: func(*http.Request) string { return "default" },
 		Rules: rules, Cache: c,

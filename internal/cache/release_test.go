@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/testutil/minio"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
@@ -71,10 +73,44 @@ func TestCommitFailureAfterReleaseLeavesNothing(t *testing.T) {
 // from the staged file and still gets exactly the blob.
 func TestSlowFollowerReadsStagedFile(t *testing.T) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
+	e := newEnv(t, up.Host, time.Hour, nil)
+	slowFollower(t, up, e)
+}
+
+// On S3 a part under construction cannot be read: the fetch spools the
+// bytes locally (an unlinked file) for followers that fall behind memory.
+func TestSlowFollowerS3ReadsSpool(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	srv := minio.Start(t)
+	for _, kv := range srv.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	ctx := context.Background()
+	bucket, err := srv.NewBucket(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := blobstore.ParseS3URL(srv.BlobsURL(bucket, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs, err := blobstore.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	e := newEnvBlobs(t, prefixRules{prefix: "cached", host: up.Host}, time.Hour, blobs, dir, up.Host)
+	ld := slowFollower(t, up, e)
+	if size, err := blobs.Stat(ctx, ld); err != nil || size != 24<<20 {
+		t.Fatalf("blob in S3: %d, %v", size, err)
+	}
+}
+
+func slowFollower(t *testing.T, up *upstreamreg.Registry, e *env) digest.Digest {
 	layer := randomBytes(24 << 20)
 	ld := digest.FromBytes(layer)
 	up.Push(t, "img", "v1", layer)
-	e := newEnv(t, up.Host, time.Hour, nil)
 	res, err := http.Get(e.srv.URL + "/v2/cached/img/blobs/" + ld.String())
 	if err != nil {
 		t.Fatal(err)
@@ -93,4 +129,5 @@ func TestSlowFollowerReadsStagedFile(t *testing.T) {
 	if got := append(head, rest...); !bytes.Equal(got, layer) {
 		t.Fatalf("slow follower got %d bytes, digest %s", len(got), digest.FromBytes(got))
 	}
+	return ld
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/opencontainers/go-digest"
@@ -15,11 +16,12 @@ import (
 
 	"github.com/arcacache/arca/internal/armclient"
 	"github.com/arcacache/arca/internal/backup"
+	"github.com/arcacache/arca/internal/blobstore"
 )
 
 func newBackupCmd(env Env) *cobra.Command {
 	o := newClientOpts(env)
-	var to, dataDir string
+	var to, dataDir, blobsURL string
 	cmd := &cobra.Command{
 		Use:   "backup --to DIR",
 		Short: "Back up a running server (or a data directory) into DIR, copying only new blobs",
@@ -48,7 +50,11 @@ Progress goes to stderr; stdout has only the result (-o).`,
 			}
 			var src backup.Source
 			if dataDir != "" {
-				if src, err = backup.NewDirSource(dataDir); err != nil {
+				blobs, err := blobstore.Open(cmd.Context(), blobsURL, filepath.Join(dataDir, backup.BlobsDir))
+				if err != nil {
+					return err
+				}
+				if src, err = backup.NewStoreSource(dataDir, blobs); err != nil {
 					return err
 				}
 			} else if src, err = o.remoteBackupSource(); err != nil {
@@ -63,6 +69,7 @@ Progress goes to stderr; stdout has only the result (-o).`,
 	noTimeout(cmd, o)
 	cmd.Flags().StringVar(&to, "to", "", "backup directory (created if missing)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "back up this data directory directly instead of a running server")
+	cmd.Flags().StringVar(&blobsURL, "blobs", "", "with --data-dir: where that server keeps its blobs (its --blobs; empty: in the data directory)")
 	return cmd
 }
 

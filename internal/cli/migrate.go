@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,7 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/arcacache/arca/internal/backup"
+	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/config"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/metadata"
 )
 
@@ -55,11 +59,11 @@ Settings also come from ARCA_METADATA and ARCA_DATA_DIR, as for serve.`,
 }
 
 func newCopyStoreCmd(env Env) *cobra.Command {
-	var fromMeta, fromDir, toMeta, toDir string
+	var fromMeta, fromDir, toMeta, toDir, fromBlobs, toBlobs string
 	var metadataOnly bool
 	cmd := &cobra.Command{
-		Use:   "copy-store --from-data-dir DIR --to-metadata URL --metadata-only",
-		Short: "Copy an instance's metadata into another store (e.g. embedded to PostgreSQL)",
+		Use:   "copy-store --from-data-dir DIR (--to-data-dir DIR | --to-metadata URL) [--to-blobs URL | --metadata-only]",
+		Short: "Copy an instance's blobs and metadata into other stores (e.g. embedded to PostgreSQL + S3)",
 		Long: `Copy every metadata record (repositories, manifests, tags, blob links,
 cache rules, credential sets, sync state, operations, rate limits) from one
 store into another, both migrated to this arca's schema first. Each store is
@@ -70,14 +74,16 @@ Rows are upserted in batches, one transaction each: an interrupted copy
 resumes by running the same command again. Stop the source's server before
 the last run (a row deleted at the source after it was copied stays).
 
-Blobs are not copied by this build: --metadata-only is required; copy the
-blob store (the data directory's blobs/) yourself, before the metadata.`,
-		Example: `  PGPASSWORD=... arca copy-store --from-data-dir /var/lib/arca --to-metadata 'postgres://arca@db/arca' --metadata-only`,
-		Args:    cobra.NoArgs,
+Blobs are copied first (unless --metadata-only), from --from-blobs or the
+source data directory's blobs/ to --to-blobs or the destination data
+directory's blobs/, every one through the verifying ingest: a blob whose
+bytes do not match its digest stops the copy, naming it. Blobs the
+destination holds already are skipped, so a rerun resumes.`,
+		Example: `  PGPASSWORD=... AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... arca copy-store --from-data-dir /var/lib/arca \
+    --to-metadata 'postgres://arca@db/arca' --to-blobs 's3://bucket/arca?endpoint=https://s3.example'
+  arca copy-store --from-data-dir /var/lib/arca --to-metadata 'postgres://arca@db/arca' --metadata-only`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !metadataOnly {
-				return errors.New("copy-store copies metadata only in this build: pass --metadata-only and copy the blobs yourself")
-			}
 			if (fromMeta == "") == (fromDir == "") || (toMeta == "") == (toDir == "") {
 				return errors.New("name one source (--from-data-dir or --from-metadata) and one destination (--to-data-dir or --to-metadata)")
 			}
@@ -91,6 +97,15 @@ blob store (the data directory's blobs/) yourself, before the metadata.`,
 				// must fail instead.
 				if _, err := os.Stat(filepath.Join(fromDir, metadata.DBFile)); err != nil {
 					return fmt.Errorf("--from-data-dir: %w", err)
+				}
+			}
+			if !metadataOnly {
+				if err := copyBlobs(ctx, env, fromBlobs, fromDir, toBlobs, toDir); err != nil {
+					if ctx.Err() != nil {
+						fmt.Fprintln(env.Stderr, "copy-store: interrupted; run the same command again to go on")
+						return &ExitError{Code: 130, Err: errors.New("copy-store interrupted")}
+					}
+					return err
 				}
 			}
 			from, err := metadata.Open(ctx, fromMeta, fromDir)
@@ -122,6 +137,36 @@ blob store (the data directory's blobs/) yourself, before the metadata.`,
 	f.StringVar(&fromMeta, "from-metadata", "", "source: this postgres:// URL")
 	f.StringVar(&toDir, "to-data-dir", "", "destination: the embedded database of this data directory")
 	f.StringVar(&toMeta, "to-metadata", "", "destination: this postgres:// URL")
-	f.BoolVar(&metadataOnly, "metadata-only", false, "copy the metadata only (required until copy-store copies blobs)")
+	f.StringVar(&fromBlobs, "from-blobs", "", "source blobs: this s3:// URL (default: the source data directory's)")
+	f.StringVar(&toBlobs, "to-blobs", "", "destination blobs: this s3:// URL (default: the destination data directory's)")
+	f.BoolVar(&metadataOnly, "metadata-only", false, "copy the metadata only")
 	return cmd
+}
+
+// copyBlobs copies every blob from the source blob store to the
+// destination's through the verifying ingest (content.CopyBlobs).
+func copyBlobs(ctx context.Context, env Env, fromBlobs, fromDir, toBlobs, toDir string) error {
+	if fromBlobs == "" && fromDir == "" {
+		return errors.New("name the source blobs (--from-blobs, or --from-data-dir) or pass --metadata-only")
+	}
+	if toBlobs == "" && toDir == "" {
+		return errors.New("name where the blobs go (--to-blobs, or --to-data-dir) or pass --metadata-only")
+	}
+	if fromBlobs == toBlobs && fromDir == toDir {
+		return errors.New("source and destination blob stores are the same")
+	}
+	from, err := blobstore.Open(ctx, fromBlobs, filepath.Join(fromDir, backup.BlobsDir))
+	if err != nil {
+		return fmt.Errorf("source blobs: %w", err)
+	}
+	to, err := blobstore.Open(ctx, toBlobs, filepath.Join(toDir, backup.BlobsDir))
+	if err != nil {
+		return fmt.Errorf("destination blobs: %w", err)
+	}
+	res, err := content.CopyBlobs(ctx, from, to, nil)
+	if err != nil {
+		return fmt.Errorf("copy blobs: %w", err)
+	}
+	fmt.Fprintf(env.Stderr, "copy-store: blobs: %d (%d bytes), %d copied, %d already there\n", res.Blobs, res.Bytes, res.CopiedBlobs, res.Blobs-res.CopiedBlobs)
+	return nil
 }

@@ -97,6 +97,8 @@ which wins over the file.`,
 	f.StringVar(&configPath, "config", "", "YAML configuration file")
 	f.StringVar(&opts.Addr, "addr", "127.0.0.1:5000", "address to listen on (HOST:PORT)")
 	f.StringVar(&opts.DataDir, "data-dir", "./arca-data", "directory holding all state (blobs and metadata)")
+	f.StringVar(&opts.Blobs, "blobs", "", "where blobs live: empty for the filesystem under --data-dir, or s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the shared AWS files)")
+	f.DurationVar(&opts.BlobRedirect, "blob-redirect", 0, "answer blob GETs with a redirect to a presigned URL valid this long, when the blob store can presign (S3); 0 streams them")
 	f.StringVar(&opts.Metadata, "metadata", "", "metadata store: a postgres:// URL (any libpq URL; password from PGPASSWORD or ~/.pgpass rather than the URL); empty: embedded SQLite under --data-dir")
 	f.StringVar(&opts.RegistryName, "registry-name", DefaultRegistryName, "name of the default registry (5 to 50 alphanumerics)")
 	f.StringVar(&opts.TLSCert, "tls-cert", "", "TLS certificate file (PEM); serves HTTPS with --tls-key")
@@ -137,7 +139,7 @@ func addLimitFlags(f *pflag.FlagSet, o *server.LimitOptions) {
 
 // zeroTurnsOff lists the duration settings for which 0 means "off"; every
 // other duration must be positive.
-var zeroTurnsOff = map[string]bool{"negative-cache-ttl": true}
+var zeroTurnsOff = map[string]bool{"negative-cache-ttl": true, "blob-redirect": true}
 
 // positiveInts lists the integer settings that must be at least 1.
 var positiveInts = map[string]bool{"max-uploads-per-client": true, "sync-concurrency": true, "max-cache-rules": true}

@@ -6,7 +6,6 @@
 package content
 
 import (
-	"bytes"
 	"context"
 	"errors"
 
@@ -19,10 +18,11 @@ import (
 	"github.com/arcacache/arca/internal/tracing"
 )
 
-// Blobs is the blob store as content needs it.
-type Blobs interface {
-	Stat(ctx context.Context, d digest.Digest) (int64, error)
-	Create(ctx context.Context, id string) (blobstore.Writer, error)
+// Uploads keeps upload sessions' progress where every replica sees it (the
+// metadata store's uploads rows).
+type Uploads interface {
+	LoadUploadState(ctx context.Context, id string) (int64, []byte, error)
+	SaveUploadState(ctx context.Context, id string, from, size int64, state []byte) error
 }
 
 // Index is the metadata store as content needs it.
@@ -33,13 +33,16 @@ type Index interface {
 
 // Store commits and records content.
 type Store struct {
-	Blobs Blobs
-	Index Index
+	Blobs   blobstore.Backend
+	Index   Index
+	Uploads Uploads
+	// MaxBlobSize refuses blobs larger than it (0: no limit).
+	MaxBlobSize int64
 }
 
 // CommitBlob verifies and commits staged bytes as blob d, then links it to
 // repo. size < 0 means "whatever was staged".
-func (s *Store) CommitBlob(ctx context.Context, w blobstore.Writer, registry, repo string, d digest.Digest, size int64) (err error) {
+func (s *Store) CommitBlob(ctx context.Context, w *Writer, registry, repo string, d digest.Digest, size int64) (err error) {
 	ctx, span := tracing.Start(ctx, "store blob", attribute.String("oci.digest", d.String()))
 	defer func() { tracing.End(span, err) }()
 	staged := w.Size()
@@ -73,11 +76,11 @@ func (s *Store) putBytes(ctx context.Context, d digest.Digest, body []byte) erro
 	if err == nil || !errors.Is(err, blobstore.ErrNotFound) {
 		return err
 	}
-	w, err := s.Blobs.Create(ctx, blobstore.NewID())
+	w, err := s.NewWriter(ctx, d, int64(len(body)))
 	if err != nil {
 		return err
 	}
-	if _, err := w.ReadFrom(bytes.NewReader(body)); err != nil {
+	if _, err := w.Write(body); err != nil {
 		w.Cancel()
 		return err
 	}

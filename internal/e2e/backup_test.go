@@ -17,6 +17,10 @@ import (
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
 )
 
+// restoredBlobs: a restore writes an embedded data directory, blobs
+// included, whatever backend the backed-up server had.
+var restoredBlobs = []string{"--blobs", ""}
+
 // backupResult runs an arca backup or restore command with -o json.
 func (a *arca) backupResult(t *testing.T, args ...string) backup.Result {
 	t.Helper()
@@ -160,7 +164,7 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 	if res.CopiedBlobs != second.Blobs {
 		t.Errorf("restore copied %d blobs, want %d", res.CopiedBlobs, second.Blobs)
 	}
-	r := startArcaAt(t, freeAddr(t), restored)
+	r := startArcaAt(t, freeAddr(t), restored, restoredBlobs...)
 	manifests, blobs := snapshotContent(t, dir)
 	if len(manifests) < len(base)+pushed {
 		t.Errorf("backup holds %d manifests, want at least %d", len(manifests), len(base)+pushed)
@@ -217,13 +221,13 @@ func TestRestoreRefusesCorruptBackup(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "backup")
-			if out, err := a.tryCLI("backup", "--data-dir", dataDir, "--to", dir, "-o", "none"); err != nil {
+			if out, err := a.tryCLI(append([]string{"backup", "--data-dir", dataDir, "--to", dir, "-o", "none"}, a.BlobArgs...)...); err != nil {
 				t.Fatalf("offline backup: %v\n%s", err, out)
 			}
 			restored := filepath.Join(t.TempDir(), "restored")
 			if tc.spoil == nil {
 				a.cli(t, "restore", "--from", dir, "--data-dir", restored, "-o", "none")
-				checkImage(t, startArcaAt(t, freeAddr(t), restored), "bk/app", "v1", im)
+				checkImage(t, startArcaAt(t, freeAddr(t), restored, restoredBlobs...), "bk/app", "v1", im)
 				return
 			}
 			if err := tc.spoil(blobFile(dir)); err != nil {

@@ -38,6 +38,7 @@ func buildAndRun(m *testing.M) int {
 	defer cleanup()
 	arcaBin = bin
 	defer benchTeardown()
+	defer s3BenchTeardown()
 	return m.Run()
 }
 

@@ -72,6 +72,7 @@ func (a *arca) tryCLIAs(token string, args ...string) (string, error) {
 	defer os.RemoveAll(home)
 	cmd.Env = append(os.Environ(), "HOME="+home, "ARCA_CONFIG_DIR="+home,
 		"ARCA_ENDPOINT="+a.URL(), "ARCA_TOKEN="+token)
+	cmd.Env = append(cmd.Env, a.BlobEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -78,7 +78,9 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		t.Fatalf("previous release did not stop on SIGTERM\n%s", logs.String())
 	}
 
-	a := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: dataDir,
+	// The previous release's blobs are in the data directory: the
+	// filesystem backend, whatever ARCA_TEST_BLOBS says.
+	a := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: dataDir, Args: []string{"--blobs", ""},
 		Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken}})}
 	for tag, im := range map[string]*testImage{"v1": img, "arm": idx} {
 		r := getCached(t, a.URL()+"/v2/team/app/manifests/"+tag, im.Digest())

@@ -28,6 +28,7 @@ var sqliteMigrations = [][]string{
 	sqliteNormalise,
 	schemaStats,
 	identitySchema(""),
+	sqliteUploadState,
 }
 
 var sqliteDialect = dialect{

@@ -59,6 +59,10 @@ type Store interface {
 	CreateUpload(ctx context.Context, registry, repo, id string) error
 	UploadExists(ctx context.Context, registry, repo, id string) (bool, error)
 	DeleteUpload(ctx context.Context, id string) error
+	// LoadUploadState and SaveUploadState keep a session's progress (see
+	// content.Writer); a save is conditional on the size it started from.
+	LoadUploadState(ctx context.Context, id string) (int64, []byte, error)
+	SaveUploadState(ctx context.Context, id string, from, size int64, state []byte) error
 	Usage(ctx context.Context) ([]RepoUsage, error)
 	ListBlobs(ctx context.Context, after digest.Digest, n int) ([]BlobRef, bool, error)
 

@@ -78,7 +78,19 @@ func (h *Handler) mountable(r *http.Request, reg, from string, d digest.Digest) 
 // it beats read/write copies on this loopback (BlobDownload plainfile vs
 // plainfile-copy). Range and conditional requests go through
 // http.ServeContent, which uses sendfile too.
+//
+// With BlobRedirect set and a backend that presigns (S3), a GET is sent
+// to the backend instead (307; the client's Range goes there too).
 func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest, size int64) error {
+	if rd, ok := h.blobs.(blobstore.Redirector); ok && h.redirect > 0 && r.Method == http.MethodGet {
+		u, err := rd.RedirectURL(r.Context(), d, h.redirect)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Docker-Content-Digest", d.String())
+		http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+		return nil
+	}
 	f, err := h.blobs.Open(r.Context(), d)
 	if errors.Is(err, blobstore.ErrNotFound) {
 		return errcode.New(errcode.BlobUnknown, fmt.Sprintf("blob %s content is missing", d))

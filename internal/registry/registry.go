@@ -6,7 +6,6 @@ package registry
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -22,17 +21,6 @@ import (
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
 )
-
-// BlobStore is the content store the registry reads and writes.
-type BlobStore interface {
-	Stat(ctx context.Context, d digest.Digest) (int64, error)
-	// Open returns the blob; an *os.File lets net/http use sendfile.
-	Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error)
-	Create(ctx context.Context, id string) (blobstore.Writer, error)
-	Resume(ctx context.Context, id string) (blobstore.Writer, error)
-	UploadSize(ctx context.Context, id string) (int64, error)
-	CancelUpload(ctx context.Context, id string) error
-}
 
 // BlobIndex records which blobs each repository holds.
 type BlobIndex interface {
@@ -62,8 +50,10 @@ type Lister interface {
 	MarkPushed(ctx context.Context, registry, repo string) error
 }
 
-// UploadIndex records upload sessions, so any replica can continue one.
+// UploadIndex records upload sessions and their progress, so any replica
+// can continue one.
 type UploadIndex interface {
+	content.Uploads
 	CreateUpload(ctx context.Context, registry, repo, id string) error
 	UploadExists(ctx context.Context, registry, repo, id string) (bool, error)
 	DeleteUpload(ctx context.Context, id string) error
@@ -79,7 +69,7 @@ type Metadata interface {
 
 // Options configure a Handler.
 type Options struct {
-	Blobs  BlobStore
+	Blobs  blobstore.Backend
 	Meta   Metadata
 	Logger *slog.Logger
 	// Registry names the registry a request addresses (by Host).
@@ -88,6 +78,9 @@ type Options struct {
 	MaxManifest int64
 	// MaxBlobSize bounds one uploaded blob (default DefaultMaxBlobSize).
 	MaxBlobSize int64
+	// BlobRedirect sends blob GETs to a presigned backend URL valid this
+	// long when the backend can presign (0: stream them).
+	BlobRedirect time.Duration
 	// Rules and Cache serve repositories backed by cache rules (optional).
 	Rules Resolver
 	Cache *cache.Cache
@@ -125,7 +118,7 @@ type Resolver interface {
 
 // Handler serves /v2/.
 type Handler struct {
-	blobs       BlobStore
+	blobs       blobstore.Backend
 	meta        Metadata
 	log         *slog.Logger
 	registry    func(*http.Request) string
@@ -135,6 +128,7 @@ type Handler struct {
 	rules       Resolver
 	cache       *cache.Cache
 	mirrorNS    string
+	redirect    time.Duration
 	access      Access
 	maxUploads  int
 	// uploadMaxAge is how long a started session counts against its
@@ -157,8 +151,8 @@ func New(o Options) *Handler {
 	}
 	return &Handler{
 		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest, maxBlob: o.MaxBlobSize,
-		content: &content.Store{Blobs: o.Blobs, Index: o.Meta},
-		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access, stats: o.Stats,
+		content: &content.Store{Blobs: o.Blobs, Index: o.Meta, Uploads: o.Meta, MaxBlobSize: o.MaxBlobSize},
+		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access, redirect: o.BlobRedirect, stats: o.Stats,
 		maxUploads: o.MaxUploadsPerIdentity, uploadMaxAge: o.UploadMaxAge, sessionLifetime: o.UploadSessionLifetime,
 	}
 }

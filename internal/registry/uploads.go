@@ -3,7 +3,6 @@ package registry
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
@@ -47,7 +47,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 		if err != nil {
 			return err
 		}
-		wr, err := h.blobs.Create(r.Context(), blobstore.NewID())
+		wr, err := h.content.NewWriter(r.Context(), d, -1)
 		if err != nil {
 			return err
 		}
@@ -58,15 +58,7 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 		return h.commitUpload(w, r, reg, repo, wr, d, "")
 	}
 	id := blobstore.NewID()
-	wr, err := h.blobs.Create(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	if err := wr.Close(); err != nil {
-		return err
-	}
 	if err := h.createUpload(r, reg, repo, id); err != nil {
-		_ = h.blobs.CancelUpload(r.Context(), id)
 		return err
 	}
 	return uploadAccepted(w, repo, id, 0, http.StatusAccepted)
@@ -86,13 +78,13 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 	}
 	switch r.Method {
 	case http.MethodGet:
-		size, err := h.blobs.UploadSize(r.Context(), id)
+		size, err := h.content.UploadSize(r.Context(), id)
 		if err != nil {
 			return h.uploadErr(err, unknown)
 		}
 		return uploadAccepted(w, repo, id, size, http.StatusNoContent)
 	case http.MethodDelete:
-		if err := h.blobs.CancelUpload(r.Context(), id); err != nil && !errors.Is(err, blobstore.ErrUploadNotFound) {
+		if err := h.content.DiscardUpload(r.Context(), id); err != nil {
 			return err
 		}
 		if err := h.meta.DeleteUpload(r.Context(), id); err != nil {
@@ -101,40 +93,39 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	wr, err := h.blobs.Resume(r.Context(), id)
+	var d digest.Digest
+	if r.Method != http.MethodPatch {
+		dg := r.URL.Query().Get("digest")
+		if dg == "" {
+			return errcode.New(errcode.DigestInvalid, "the digest query parameter is required to complete an upload")
+		}
+		if d, err = digest.Parse(dg); err != nil {
+			return errcode.New(errcode.DigestInvalid, fmt.Sprintf("invalid digest %q", dg))
+		}
+	}
+	wr, err := h.content.ResumeUpload(r.Context(), id)
 	if err != nil {
 		return h.uploadErr(err, unknown)
 	}
 	if err := checkContentRange(r, wr.Size()); err != nil {
-		wr.Close()
+		wr.Cancel()
 		return err
 	}
 	if lost, err := h.copyBody(wr, r); err != nil {
+		wr.Cancel()
 		if lost {
 			// Past the size limit or out of space: the session can never
 			// complete, so its bytes and row go now, not at the purge.
-			wr.Cancel()
+			_ = h.content.DiscardUpload(r.Context(), id)
 			_ = h.meta.DeleteUpload(r.Context(), id)
-		} else {
-			wr.Close()
 		}
 		return err
 	}
 	if r.Method == http.MethodPatch {
-		if err := wr.Close(); err != nil {
-			return err
+		if err := wr.Save(r.Context()); err != nil {
+			return h.uploadErr(err, unknown)
 		}
 		return uploadAccepted(w, repo, id, wr.Size(), http.StatusAccepted)
-	}
-	dg := r.URL.Query().Get("digest")
-	if dg == "" {
-		wr.Close()
-		return errcode.New(errcode.DigestInvalid, "the digest query parameter is required to complete an upload")
-	}
-	d, err := digest.Parse(dg)
-	if err != nil {
-		wr.Close()
-		return errcode.New(errcode.DigestInvalid, fmt.Sprintf("invalid digest %q", dg))
 	}
 	return h.commitUpload(w, r, reg, repo, wr, d, id)
 }
@@ -144,20 +135,23 @@ func (h *Handler) uploadErr(err error, unknown error) error {
 		return unknown
 	}
 	if errors.Is(err, blobstore.ErrUploadBusy) {
-		return errcode.New(errcode.BlobUploadInvalid, "the upload is being written by another request; retry when it is done").WithStatus(http.StatusConflict)
+		return errcode.New(errcode.BlobUploadInvalid, "another request wrote this upload meanwhile; ask where it ends (GET) and send from there").WithStatus(http.StatusConflict)
 	}
 	return err
 }
 
 // commitUpload verifies and commits the staged blob, then links it.
-func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request, reg, repo string, wr blobstore.Writer, d digest.Digest, sessionID string) error {
+func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request, reg, repo string, wr *content.Writer, d digest.Digest, sessionID string) error {
 	ctx := r.Context()
 	if err := h.content.CommitBlob(ctx, wr, reg, repo, d, -1); err != nil {
 		if sessionID != "" {
 			_ = h.meta.DeleteUpload(ctx, sessionID)
 		}
-		if errors.Is(err, blobstore.ErrDigestMismatch) {
+		switch {
+		case errors.Is(err, blobstore.ErrDigestMismatch), errors.Is(err, blobstore.ErrSizeMismatch):
 			return errcode.New(errcode.DigestInvalid, err.Error())
+		case errors.Is(err, blobstore.ErrUploadNotFound): // its parts were purged
+			return errcode.New(errcode.BlobUploadUnknown, "the upload's staged bytes are gone (abandoned too long); start again")
 		}
 		return err
 	}
@@ -195,26 +189,25 @@ func checkContentRange(r *http.Request, size int64) error {
 	return nil
 }
 
-// copyBody appends the request body to wr, at most up to the blob size
-// limit. A body shorter than its declared Content-Length (a cut
-// connection) is an error, never a silent success. lost says the upload
-// cannot be completed any more (too large, or no space left).
-func (h *Handler) copyBody(wr blobstore.Writer, r *http.Request) (lost bool, err error) {
-	room := h.maxBlob - wr.Size()
+// copyBody appends the request body to wr; the writer refuses bytes past
+// the blob size limit. A body shorter than its declared Content-Length (a
+// cut connection) is an error, never a silent success. lost says the
+// upload cannot be completed any more (too large, or no space left).
+func (h *Handler) copyBody(wr *content.Writer, r *http.Request) (lost bool, err error) {
 	tooLarge := errcode.New(errcode.SizeInvalid, fmt.Sprintf("the blob is larger than this registry accepts (%d bytes)", h.maxBlob)).
 		WithStatus(http.StatusRequestEntityTooLarge)
-	if r.ContentLength > room {
+	if r.ContentLength > h.maxBlob-wr.Size() {
 		return true, tooLarge
 	}
-	n, err := wr.ReadFrom(io.LimitReader(r.Body, room+1))
+	n, err := wr.ReadFrom(r.Body)
+	if errors.Is(err, blobstore.ErrTooLarge) {
+		return true, tooLarge
+	}
 	if err != nil {
 		if isStorageFull(err) {
 			return true, errStorageFull(err)
 		}
 		return false, errcode.New(errcode.BlobUploadInvalid, "reading upload body: "+err.Error())
-	}
-	if n > room {
-		return true, tooLarge
 	}
 	if r.ContentLength >= 0 && n != r.ContentLength {
 		return false, errcode.New(errcode.SizeInvalid, fmt.Sprintf("received %d bytes, Content-Length said %d", n, r.ContentLength))

@@ -61,7 +61,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 	var bsrc mgmt.BackupSource
 	noBackup := ""
 	if s.meta.Backend() == "sqlite" {
-		if bsrc, err = backup.NewDirSource(s.opts.DataDir); err != nil {
+		if bsrc, err = backup.NewStoreSource(s.opts.DataDir, s.blobs); err != nil {
 			return nil, nil, err
 		}
 	} else {

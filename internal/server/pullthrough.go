@@ -100,7 +100,7 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 	}
 	rs.UseIdentities(ex)
 	c := cache.New(cache.Options{
-		Blobs: s.blobs, Meta: s.meta, Upstream: up, Logger: s.log,
+		Blobs: s.blobs, SpoolDir: s.opts.DataDir, Meta: s.meta, Upstream: up, Logger: s.log,
 		Revalidate: o.Revalidate, RevalidateTimeout: o.RevalidateTimeout, NegativeTTL: o.NegativeTTL,
 		FetchTimeout: o.FetchTimeout, Registerer: reg,
 	})

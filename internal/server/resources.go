@@ -17,6 +17,7 @@ import (
 
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/config"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/registry"
 )
@@ -217,30 +218,47 @@ func (s *Server) janitor(ctx context.Context) {
 
 func (s *Server) purgeUploads(ctx context.Context) {
 	age := s.opts.UploadMaxAge
-	ids, err := s.blobs.PurgeUploads(age)
-	if err != nil {
-		s.log.Warn("purge uploads", "err", err)
-	}
-	for _, id := range ids {
-		if err := s.meta.DeleteUpload(ctx, id); err != nil {
-			s.log.Warn("purge uploads: forget session", "id", id, "err", err)
-		}
-	}
-	// Sessions whose bytes are gone (purged by another replica, lost in
-	// a crash) are forgotten too.
+	// Sessions started before the cutoff, with the parts they recorded
+	// (read before the parts are listed: a part recorded then is listed).
 	old, err := s.meta.UploadsBefore(ctx, time.Now().Add(-age))
 	if err != nil {
 		s.log.Warn("purge uploads", "err", err)
 	}
-	rows := 0
+	cs := &content.Store{Blobs: s.blobs, Uploads: s.meta}
+	recorded := map[string][]string{}
 	for _, id := range old {
-		if _, err := s.blobs.UploadSize(ctx, id); errors.Is(err, blobstore.ErrUploadNotFound) {
-			if s.meta.DeleteUpload(ctx, id) == nil {
-				rows++
-			}
+		if parts, err := cs.UploadParts(ctx, id); err == nil {
+			recorded[id] = parts
 		}
 	}
-	if len(ids) > 0 || rows > 0 {
-		s.log.Info("purged abandoned uploads", "staged", len(ids), "sessions_without_bytes", rows)
+	n, err := blobstore.PurgeStaged(ctx, s.blobs, age)
+	if err != nil {
+		s.log.Warn("purge uploads", "err", err)
+		return
+	}
+	staged := map[string]bool{}
+	if err := s.blobs.ListStaged(ctx, func(id string, _ time.Time) error { staged[id] = true; return nil }); err != nil {
+		s.log.Warn("purge uploads", "err", err)
+		return
+	}
+	// An old session is abandoned when it recorded no bytes, or when a
+	// part of it is gone (purged here or by another replica, lost in a
+	// crash): it can never complete.
+	rows := 0
+	for id, parts := range recorded {
+		intact := len(parts) > 0
+		for _, p := range parts {
+			intact = intact && staged[p]
+		}
+		if intact {
+			continue
+		}
+		_ = cs.DiscardUpload(ctx, id)
+		if s.meta.DeleteUpload(ctx, id) == nil {
+			rows++
+		}
+	}
+	if n > 0 || rows > 0 {
+		s.log.Info("purged abandoned uploads", "staged_parts", n, "sessions", rows)
 	}
 }

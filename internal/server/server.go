@@ -38,6 +38,13 @@ import (
 type Options struct {
 	Addr    string
 	DataDir string
+	// Blobs is where blobs live: "" for the filesystem under DataDir, or
+	// s3://BUCKET/PREFIX?endpoint=...&region=...&path-style=... (see
+	// blobstore.ParseS3URL; credentials from the AWS environment).
+	Blobs string
+	// BlobRedirect, when > 0 and the blob backend presigns URLs (S3),
+	// answers blob GETs with a redirect to a URL valid this long.
+	BlobRedirect time.Duration
 	// Metadata names the metadata store (metadata.Open): "" for the
 	// embedded SQLite database under DataDir, or a postgres:// URL.
 	Metadata        string
@@ -94,7 +101,7 @@ type Server struct {
 	log     *slog.Logger
 	guard   *guard
 	meta    metadata.Store
-	blobs   *blobstore.FS
+	blobs   blobstore.Backend
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
 	stats   *stats.Recorder
@@ -148,7 +155,7 @@ func (s *Server) openStores(ctx context.Context) error {
 	if err := os.MkdirAll(s.opts.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	blobs, err := blobstore.NewFS(filepath.Join(s.opts.DataDir, "blobs"))
+	blobs, err := openBlobs(ctx, s.opts)
 	if err != nil {
 		return err
 	}
@@ -158,6 +165,18 @@ func (s *Server) openStores(ctx context.Context) error {
 	}
 	s.blobs, s.meta = blobs, meta
 	return nil
+}
+
+// openBlobs opens the blob backend opts.Blobs names.
+func openBlobs(ctx context.Context, opts Options) (blobstore.Backend, error) {
+	b, err := blobstore.Open(ctx, opts.Blobs, filepath.Join(opts.DataDir, "blobs"))
+	if err != nil {
+		return nil, err
+	}
+	if s3, ok := b.(*blobstore.S3); ok {
+		opts.Logger.Info("blobs in S3", "bucket", s3.Bucket(), "prefix", s3.Prefix())
+	}
+	return b, nil
 }
 
 // build wires the pull-through cache, active sync, the management plane
@@ -208,7 +227,8 @@ func (s *Server) build(ctx context.Context) error {
 	reg := registry.New(registry.Options{
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
-		MaxBlobSize: s.opts.Limits.MaxBlobSize, Stats: s.stats,
+		BlobRedirect: s.opts.BlobRedirect,
+		MaxBlobSize:  s.opts.Limits.MaxBlobSize, Stats: s.stats,
 		Access: access, MaxUploadsPerIdentity: s.opts.MaxUploadsPerIdentity, UploadMaxAge: s.opts.UploadMaxAge,
 		UploadSessionLifetime: s.opts.UploadSessionLifetime,
 	})
@@ -271,9 +291,9 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("data dir low on space: %d bytes free, below --min-free-space (%d bytes)", free, need), http.StatusServiceUnavailable)
 		return
 	}
-	probe := filepath.Join(s.opts.DataDir, ".ready-probe")
-	if err := os.WriteFile(probe, []byte("ok"), 0o644); err != nil {
-		http.Error(w, "data dir not writable", http.StatusServiceUnavailable)
+	if err := s.blobs.Check(ctx); err != nil {
+		s.log.Warn("readiness: blob store", "err", err)
+		http.Error(w, "blob store not ready", http.StatusServiceUnavailable)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain")

@@ -6,7 +6,7 @@
 // timeouts, retries with backoff on 5xx and 429 honouring Retry-After,
 // redirects to blob storage without leaking our Authorization header, and
 // Docker Hub rate-limit headers. It does not verify blob bytes: callers
-// stream them into a blobstore.Writer, whose Commit verifies the digest.
+// stream them into a content.Writer, whose Commit verifies the digest.
 package upstream
 
 import (

@@ -52,6 +52,7 @@ func Run(t *testing.T, open Opener) {
 		{"SigningKeysAndRefreshTokens", testSigningKeysAndRefreshTokens},
 		{"PrincipalsAndAudit", testPrincipalsAndAudit},
 		{"OwnedUploads", testOwnedUploads},
+		{"UploadStateOneWriterWins", testUploadState},
 		{"RuleStats", testRuleStats},
 		{"Identities", testIdentities},
 	} {
@@ -437,5 +438,52 @@ func testCredentialHealth(t *testing.T, open Opener) {
 	// The rewrite reset the health (unchecked); the stale check left it so.
 	if err != nil || len(rows) != 1 || rows[0].Name != "Hub" || rows[0].Status != "" {
 		t.Fatalf("credential health: %+v %v", rows, err)
+	}
+}
+
+// An upload row keeps the session's progress; saving is conditional on
+// the size the writer started from, so of two writers one wins, on every
+// engine.
+func testUploadState(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	if _, _, err := s.LoadUploadState(ctx, "nope-nope"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("load of no session: %v", err)
+	}
+	if err := s.SaveUploadState(ctx, "nope-nope", 0, 1, nil); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("save of no session: %v", err)
+	}
+	if err := s.CreateUpload(ctx, "reg", "repo", "sess-0001"); err != nil {
+		t.Fatal(err)
+	}
+	if size, st, err := s.LoadUploadState(ctx, "sess-0001"); err != nil || size != 0 || st != nil {
+		t.Fatalf("new session: %d %q %v", size, st, err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.SaveUploadState(ctx, "sess-0001", 0, int64(10+i), []byte(fmt.Sprint(10+i)))
+		}()
+	}
+	wg.Wait()
+	won := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && won < 0:
+			won = i
+		case err == nil:
+			t.Fatalf("writers %d and %d both saved from offset 0", won, i)
+		case !errors.Is(err, metadata.ErrConflict):
+			t.Fatalf("writer %d: %v, want ErrConflict", i, err)
+		}
+	}
+	if won < 0 {
+		t.Fatal("no writer won")
+	}
+	if size, st, err := s.LoadUploadState(ctx, "sess-0001"); err != nil || size != int64(10+won) || string(st) != fmt.Sprint(10+won) {
+		t.Fatalf("after the race: %d %q %v; want the winner's", size, st, err)
 	}
 }

@@ -97,6 +97,10 @@ var LoopbackOnly = []string{"--upstream-allow", "127.0.0.0/8", "--upstream-allow
 type Proc struct {
 	Addr    string // host:port
 	DataDir string
+	// BlobArgs and BlobEnv are the --blobs flag and the credentials the
+	// server got from ARCA_TEST_BLOBS (none for the default filesystem):
+	// what an offline command on its data directory needs too.
+	BlobArgs, BlobEnv []string
 	// HTTPS is set when the server was started with --tls-cert.
 	HTTPS bool
 
@@ -118,6 +122,8 @@ func Start(t testing.TB, o Options) *Proc {
 		o.DataDir = t.TempDir()
 	}
 	args := append([]string{"serve", "--addr", o.Addr, "--data-dir", o.DataDir}, o.Args...)
+	blobArgs, blobEnv := blobsFlags(t, o)
+	args = append(args, blobArgs...)
 	if MetadataBackend(t) == "postgres" && !slices.Contains(o.Args, "--metadata") {
 		args = append(args, "--metadata", databaseFor(t, o.DataDir))
 	}
@@ -130,10 +136,10 @@ func Start(t testing.TB, o Options) *Proc {
 		args = append(args, LoopbackOnly...)
 	}
 	cmd := exec.Command(o.Bin, args...)
-	if o.Env != nil {
-		cmd.Env = append(os.Environ(), o.Env...)
+	if o.Env != nil || blobEnv != nil {
+		cmd.Env = append(append(os.Environ(), o.Env...), blobEnv...)
 	}
-	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, HTTPS: slices.Contains(o.Args, "--tls-cert"), cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
+	p := &Proc{t: t, Addr: o.Addr, DataDir: o.DataDir, HTTPS: slices.Contains(o.Args, "--tls-cert"), BlobArgs: blobArgs, BlobEnv: blobEnv, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	// Own process group (a kill -9 hits only arca); killed if the test
 	// binary dies without cleaning up.

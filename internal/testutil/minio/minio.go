@@ -1,0 +1,226 @@
+// Package minio starts a MinIO server on a free loopback port in a temp
+// directory, for tests of the S3 blob backend. The binary is looked up in
+// $ARCA_TOOLS_BIN, the repository's .tools/bin, then PATH (scripts/test.sh
+// builds it into .tools/bin once). Without it tests skip, saying how to get
+// it, unless ARCA_REQUIRE_TOOLS is set (scripts/test.sh sets it), when they
+// fail.
+package minio
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	minio "github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// Install is how to get the binary.
+const Install = "GOBIN=$PWD/.tools/bin go install github.com/minio/minio@" + Version
+
+// Version is the MinIO module version scripts/test.sh installs.
+const Version = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+// Server is a running MinIO.
+type Server struct {
+	Addr      string // host:port
+	AccessKey string
+	SecretKey string
+	cmd       *exec.Cmd
+	dir       string
+	stderr    *bytes.Buffer
+	client    *minio.Client
+	waitDone  chan error
+	stopOnce  sync.Once
+}
+
+// Binary returns the minio binary, or "" if there is none.
+func Binary() string {
+	var candidates []string
+	if d := os.Getenv("ARCA_TOOLS_BIN"); d != "" {
+		candidates = append(candidates, filepath.Join(d, "minio"))
+	}
+	if root, err := repoRoot(); err == nil {
+		candidates = append(candidates, filepath.Join(root, ".tools", "bin", "minio"))
+	}
+	if p, err := exec.LookPath("minio"); err == nil {
+		candidates = append(candidates, p)
+	}
+	for _, c := range candidates {
+		if fi, err := os.Stat(c); err == nil && !fi.IsDir() {
+			return c
+		}
+	}
+	return ""
+}
+
+// Start starts a MinIO for t and stops it when t ends; it skips t (fails
+// it under ARCA_REQUIRE_TOOLS) if there is no binary.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin := Binary()
+	if bin == "" {
+		msg := "minio: no minio binary (ARCA_TOOLS_BIN, .tools/bin, PATH): install it with `" + Install + "`"
+		if os.Getenv("ARCA_REQUIRE_TOOLS") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	dir, err := os.MkdirTemp("", "arca-minio-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := StartIn(bin, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		os.RemoveAll(dir)
+	})
+	return s
+}
+
+// StartIn starts bin serving dir (for a server shared by a test binary,
+// started without a testing.TB). The caller stops it.
+func StartIn(bin, dir string) (*Server, error) {
+	var lastErr error
+	for range 3 { // a free port may be taken before MinIO binds it
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		console, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		s := &Server{Addr: addr, AccessKey: "arcatest", SecretKey: randomSecret(), dir: dir, stderr: &bytes.Buffer{}}
+		s.cmd = exec.Command(bin, "server", "--quiet", "--address", addr, "--console-address", console, filepath.Join(dir, "data"))
+		s.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
+			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "HOME="+dir)
+		s.cmd.Stdout, s.cmd.Stderr = s.stderr, s.stderr
+		// Killed if the test binary dies without stopping it (a server
+		// shared by a test binary is never stopped otherwise).
+		s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := s.cmd.Start(); err != nil {
+			return nil, fmt.Errorf("minio: start: %w", err)
+		}
+		if lastErr = s.waitReady(30 * time.Second); lastErr == nil {
+			c, err := minio.New(addr, &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""), BucketLookup: minio.BucketLookupPath})
+			if err != nil {
+				s.Stop()
+				return nil, err
+			}
+			s.client = c
+			return s, nil
+		}
+		s.Stop()
+	}
+	return nil, lastErr
+}
+
+func (s *Server) waitReady(timeout time.Duration) error {
+	exited := make(chan error, 1)
+	go func() { exited <- s.cmd.Wait() }()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-exited:
+			s.cmd.Process = nil
+			return fmt.Errorf("minio exited: %v\n%s", err, s.stderr.String())
+		default:
+		}
+		resp, err := http.Get("http://" + s.Addr + "/minio/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				s.waitDone = exited
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.waitDone = exited
+	return fmt.Errorf("minio not ready after %s\n%s", timeout, s.stderr.String())
+}
+
+// Stop ends the server.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		if s.cmd == nil || s.cmd.Process == nil {
+			return
+		}
+		_ = s.cmd.Process.Kill()
+		if s.waitDone != nil {
+			<-s.waitDone
+		}
+	})
+}
+
+// Endpoint is the server's URL.
+func (s *Server) Endpoint() string { return "http://" + s.Addr }
+
+// Env is the AWS environment that lets a client in.
+func (s *Server) Env() []string {
+	return []string{"AWS_ACCESS_KEY_ID=" + s.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s.SecretKey}
+}
+
+// NewBucket creates a fresh bucket and returns its name.
+func (s *Server) NewBucket(ctx context.Context) (string, error) {
+	name := "arca-" + strings.ToLower(randomSecret()[:12])
+	if err := s.client.MakeBucket(ctx, name, minio.MakeBucketOptions{}); err != nil {
+		return "", fmt.Errorf("minio: make bucket: %w", err)
+	}
+	return name, nil
+}
+
+// BlobsURL is the --blobs URL of bucket/prefix on this server.
+func (s *Server) BlobsURL(bucket, prefix string) string {
+	return "s3://" + bucket + "/" + prefix + "?endpoint=" + s.Endpoint() + "&region=us-east-1&path-style=true"
+}
+
+func randomSecret() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found")
+		}
+		dir = parent
+	}
+}
