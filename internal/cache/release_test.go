@@ -6,9 +6,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,6 +110,101 @@ func TestSlowFollowerS3ReadsSpool(t *testing.T) {
 		t.Fatalf("blob in S3: %d, %v", size, err)
 	}
 }
+
+// A slow backend delays when a fetched blob becomes durable, not its
+// clients: with uploads to S3 held (a proxy in front of MinIO holds every PUT and POST), a
+// cold GET still gets all 24 MiB, verified, at the upstream's pace; the
+// blob appears in S3 only after the gate opens. Before the spool carried
+// the fetch, the client stalled with the upload (at about 10 MiB: one
+// multipart part plus the read-ahead).
+func TestSlowBackendDoesNotHoldBackClients(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	srv := minio.Start(t)
+	for _, kv := range srv.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	ctx := context.Background()
+	bucket, err := srv.NewBucket(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGate(t, srv.Addr)
+	cfg, err := blobstore.ParseS3URL(strings.Replace(srv.BlobsURL(bucket, ""), srv.Addr, g.addr, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs, err := blobstore.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvBlobs(t, prefixRules{prefix: "cached", host: up.Host}, time.Hour, blobs, t.TempDir(), up.Host)
+	layer := randomBytes(24 << 20)
+	ld := digest.FromBytes(layer)
+	up.Push(t, "img", "v1", layer)
+
+	g.hold()
+	got := make(chan result, 1)
+	go func() { got <- get(t, e.srv.URL+"/v2/cached/img/blobs/"+ld.String()) }()
+	select {
+	case r := <-got:
+		if r.err != nil || r.status != 200 || !bytes.Equal(r.body, layer) {
+			t.Errorf("client while S3 is held: %d %v (%d bytes)", r.status, r.err, len(r.body))
+		}
+	case <-time.After(time.Minute):
+		t.Errorf("client not done after a minute while S3 is held")
+		defer func() { <-got }()
+	}
+	direct, err := blobstore.NewS3(ctx, mustS3URL(t, srv.BlobsURL(bucket, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Stat(ctx, ld); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Errorf("blob in S3 while the upload is held: %v", err)
+	}
+	g.release()
+	e.cache.Wait()
+	if size, err := direct.Stat(ctx, ld); err != nil || size != int64(len(layer)) {
+		t.Fatalf("blob in S3 after the gate opened: %d, %v", size, err)
+	}
+	if r := get(t, e.srv.URL+"/v2/cached/img/blobs/"+ld.String()); r.status != 200 || r.cache != "hit" || !bytes.Equal(r.body, layer) {
+		t.Fatalf("after the upload: %d %q", r.status, r.cache)
+	}
+}
+
+func mustS3URL(t *testing.T, u string) blobstore.S3Config {
+	t.Helper()
+	cfg, err := blobstore.ParseS3URL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// gate is a reverse proxy to S3 that can hold uploads: PUT and POST
+// requests wait (their connections open) until release; reads pass.
+type gate struct {
+	addr string
+	mu   sync.RWMutex // write-locked while held
+}
+
+func startGate(t *testing.T, to string) *gate {
+	g := &gate{}
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: to})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut || r.Method == http.MethodPost {
+			g.mu.RLock()
+			g.mu.RUnlock()
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	g.addr = srv.Listener.Addr().String()
+	return g
+}
+
+func (g *gate) hold()    { g.mu.Lock() }
+func (g *gate) release() { g.mu.Unlock() }
 
 func slowFollower(t *testing.T, up *upstreamreg.Registry, e *env) digest.Digest {
 	layer := randomBytes(24 << 20)
