@@ -65,7 +65,7 @@ func BenchmarkColdRounds(b *testing.B) {
 		}
 		b.ResetTimer()
 		samples := map[string][]float64{}
-		var peak int64
+		peak := map[string]int64{}
 		for i := 0; b.Loop(); i++ {
 			for _, tg := range rotate(envList("ARCA_BENCH_WAVE", "arca,arca-s3"), i) {
 				cold, warm, rss, err := e.coldWarmWave(b, tg, 32)
@@ -75,7 +75,7 @@ func BenchmarkColdRounds(b *testing.B) {
 				samples[tg+"-cold"] = append(samples[tg+"-cold"], cold)
 				samples[tg+"-warm"] = append(samples[tg+"-warm"], warm)
 				samples[tg+"-cold/warm"] = append(samples[tg+"-cold/warm"], cold/warm)
-				peak = max(peak, rss)
+				peak[tg] = max(peak[tg], rss)
 			}
 		}
 		for _, n := range names {
@@ -84,10 +84,10 @@ func BenchmarkColdRounds(b *testing.B) {
 		for _, tg := range envList("ARCA_BENCH_WAVE", "arca,arca-s3") {
 			r := samples[tg+"-cold/warm"]
 			b.ReportMetric(median(r), tg+"-cold/warm")
-			b.Logf("%-10s 32 cold / 32 warm wall time: median %.2f, min %.2f, max %.2f over %d rounds (cold %s s, warm %s s)",
-				tg, median(r), slices.Min(r), slices.Max(r), len(r), fmtSamples(samples[tg+"-cold"]), fmtSamples(samples[tg+"-warm"]))
+			b.ReportMetric(float64(peak[tg])/(1<<20), tg+"-peak-RSS-MiB")
+			b.Logf("%-10s 32 cold / 32 warm wall time: median %.2f, min %.2f, max %.2f over %d rounds (cold %s s, warm %s s); peak RSS %.1f MiB",
+				tg, median(r), slices.Min(r), slices.Max(r), len(r), fmtSamples(samples[tg+"-cold"]), fmtSamples(samples[tg+"-warm"]), float64(peak[tg])/(1<<20))
 		}
-		b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 	})
 }
 

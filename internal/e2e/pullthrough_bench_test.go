@@ -172,13 +172,21 @@ func (e *ptBench) start(b *testing.B, tg, upstream string) *ptServer {
 	switch tg {
 	case "direct":
 		return &ptServer{addr: upstream, repo: "library", stop: func() {}}
-	case "arca":
-		a := startCachingArca(b, []string{upstream}, nil, "--log-level", "warn")
-		a.cacheRule(b, "library-wild", upstream+"/library/*", "lib/*")
-		return &ptServer{addr: a.Addr, repo: "lib", pid: a.Pid(), stop: func() { a.Stop(); os.RemoveAll(a.DataDir) }}
-	case "arca-s3": // blobs in a fresh bucket of the bench's MinIO
-		m, bucket := e.newBucket(b)
-		a := startCachingArca(b, []string{upstream}, m.Env(), "--log-level", "warn", "--blobs", m.BlobsURL(bucket, "arca"))
+	case "arca", "arca-s3", "arca-base", "arca-s3-base":
+		// -base: the binary ARCA_BENCH_BASE_BIN (say, a build of the
+		// commit before a change), to compare both in one run.
+		bin := arcaBin
+		if strings.HasSuffix(tg, "-base") {
+			if bin = os.Getenv("ARCA_BENCH_BASE_BIN"); bin == "" {
+				b.Fatalf("%s: set ARCA_BENCH_BASE_BIN to the arca binary to compare with", tg)
+			}
+		}
+		var env, args []string
+		if strings.HasPrefix(tg, "arca-s3") { // blobs in a fresh bucket of the bench's MinIO
+			m, bucket := e.newBucket(b)
+			env, args = m.Env(), []string{"--blobs", m.BlobsURL(bucket, "arca")}
+		}
+		a := startCachingArcaBin(b, bin, []string{upstream}, env, append(args, "--log-level", "warn")...)
 		a.cacheRule(b, "library-wild", upstream+"/library/*", "lib/*")
 		return &ptServer{addr: a.Addr, repo: "lib", pid: a.Pid(), stop: func() { a.Stop(); os.RemoveAll(a.DataDir) }}
 	case "dist2.8", "dist3", "dist3-s3":
