@@ -162,7 +162,7 @@ func isArca(tg string) bool { return strings.HasPrefix(tg, "arca") }
 
 // coldWarmWave starts a fresh tg, lets n lean clients pull the wave image
 // at once (cold), then n again (warm); it returns both wall times and the
-// server's peak RSS.
+// server's peak RSS (after both; the peak after the cold wave is logged).
 func (e *ptBench) coldWarmWave(b *testing.B, tg string, n int) (cold, warm float64, rss int64, err error) {
 	s := e.start(b, tg, e.up.Host)
 	defer s.stop()
@@ -190,6 +190,9 @@ func (e *ptBench) coldWarmWave(b *testing.B, tg string, n int) (cold, warm float
 	}
 	if cold, err = wave(); err != nil {
 		return 0, 0, 0, fmt.Errorf("cold: %w", err)
+	}
+	if coldRSS, err := vmHWM(s.pid); err == nil {
+		b.Logf("%s: peak RSS after the cold wave %.1f MiB", tg, float64(coldRSS)/(1<<20))
 	}
 	if warm, err = wave(); err != nil {
 		return 0, 0, 0, fmt.Errorf("warm: %w", err)
