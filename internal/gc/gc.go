@@ -48,7 +48,10 @@ var ErrBusy = errors.New("garbage collection is already running")
 const (
 	leaseRegistry = ""
 	leaseName     = "gc"
-	leaseTTL      = 2 * time.Minute
+	// leaseTTL bounds how long a killed collector holds GC off. Runs
+	// overlapping after a lease expired under a slow page stay safe:
+	// claims are conditional and re-claimable, deletions idempotent.
+	leaseTTL = 30 * time.Second
 )
 
 // Options configure a Collector.
@@ -384,8 +387,12 @@ func (r *run) blobRows(ctx context.Context) error {
 		var claim, mark []digest.Digest
 		for _, b := range page {
 			switch {
-			case !b.DeletingAt.IsZero():
+			case !b.DeletingAt.IsZero(): // a deletion a crashed run left
 				claim = append(claim, b.Digest)
+				if r.req.DryRun {
+					r.res.Blobs++
+					r.res.BlobBytes += b.Size
+				}
 			case b.Referenced && !b.MarkedAt.IsZero():
 				mark = append(mark, b.Digest) // MarkBlobs clears it
 			case b.Referenced:
