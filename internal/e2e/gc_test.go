@@ -256,7 +256,7 @@ func blobURLs(a *arca, repo string, im *testImage) []string {
 
 // garbage pushes n small blobs to repo (monolithic uploads, 8 at a time)
 // and deletes them there: n unreferenced blobs.
-func garbage(t *testing.T, a *arca, repo string, seed, n int) int64 {
+func garbage(t testing.TB, a *arca, repo string, seed, n int) int64 {
 	t.Helper()
 	var wg sync.WaitGroup
 	var bytes atomic.Int64
