@@ -410,3 +410,78 @@ func countBlobs(t *testing.T, b blobstore.Backend) int {
 	}
 	return n
 }
+
+// TestGCRetentionUntaggedManifests: `arca config retention update|show`
+// as az acr config retention, then `arca gc` deletes untagged manifests
+// (not tagged ones, not an index's children, not referrers of a kept
+// image) only while the policy is enabled.
+func TestGCRetentionUntaggedManifests(t *testing.T) {
+	a := startCachingArca(t, nil, nil, "--gc-interval", "0", "--gc-grace", "1s")
+	tagged := newImage(t, 8200, "amd64", 1<<10)
+	untagged := newImage(t, 8201, "amd64", 1<<10)
+	child := newImage(t, 8202, "arm64", 1<<10)
+	a.pushImage(t, "app", "v1", tagged)
+	a.pushImage(t, "app", untagged.Digest(), untagged) // by digest: never tagged
+	a.pushImage(t, "app", child.Digest(), child)
+	idx := mustJSON(t, manifest{SchemaVersion: 2, MediaType: mtOCIIndex, Manifests: []descriptor{child.ManifestDesc}})
+	if r := a.pushManifest(t, "app", "multi", mtOCIIndex, idx); r.Status != http.StatusCreated {
+		t.Fatalf("push index: %s", r)
+	}
+	// Untag the index: it and then its child become eligible.
+	if st, err := request(context.Background(), http.MethodDelete, a.URL()+"/v2/app/manifests/multi"); err != nil || st != http.StatusAccepted {
+		t.Fatalf("DELETE tag: %d %v", st, err)
+	}
+	// A referrer of the tagged image (a signature), untagged like all.
+	empty := []byte("{}")
+	a.pushBlob(t, "app", empty)
+	sig := mustJSON(t, manifest{SchemaVersion: 2, MediaType: mtOCIManifest, ArtifactType: "application/vnd.example.sig",
+		Config:  &descriptor{MediaType: "application/vnd.oci.empty.v1+json", Digest: sha(empty), Size: 2},
+		Layers:  []descriptor{{MediaType: "application/vnd.oci.empty.v1+json", Digest: sha(empty), Size: 2}},
+		Subject: &tagged.ManifestDesc})
+	if r := a.pushManifest(t, "app", sha(sig), mtOCIManifest, sig); r.Status != http.StatusCreated {
+		t.Fatalf("push referrer: %s", r)
+	}
+
+	show := func() map[string]any {
+		var p map[string]any
+		if err := json.Unmarshal([]byte(a.cli(t, "config", "retention", "show", "-r", "default")), &p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := show(); p["status"] != "disabled" || p["days"] != float64(7) {
+		t.Fatalf("default policy: %v", p)
+	}
+	if r := a.gcNow(t); r.Manifests != 0 {
+		t.Fatalf("policy off: %+v", r)
+	}
+	if out, err := a.tryCLI("config", "retention", "update", "-r", "default", "--status", "enabled", "--days", "400", "--type", "UntaggedManifests"); err == nil || !strings.Contains(out, "InvalidRetentionDays") {
+		t.Fatalf("--days 400: %v %s", err, out)
+	}
+	a.cli(t, "config", "retention", "update", "-r", "default", "--status", "enabled", "--days", "0", "--type", "UntaggedManifests")
+	if p := show(); p["status"] != "enabled" || p["days"] != float64(0) {
+		t.Fatalf("after update: %v", p)
+	}
+	dry := a.gcNow(t, "--dry-run")
+	r := a.gcNow(t)
+	// A dry run sees one pass: the untagged image and index; the run
+	// deletes the index's child too, in its next pass.
+	if dry.Manifests != 2 || r.Manifests != 3 {
+		t.Fatalf("gc with the policy: %+v (dry run %+v), want 3 (dry run 2) manifests deleted", r, dry)
+	}
+	for _, d := range []string{untagged.Digest(), sha(idx)} {
+		if st, _ := request(context.Background(), http.MethodGet, a.URL()+"/v2/app/manifests/"+d); st != http.StatusNotFound {
+			t.Errorf("untagged manifest %s: %d, want 404", d, st)
+		}
+	}
+	for _, d := range []string{tagged.Digest(), sha(sig)} {
+		if st, _ := request(context.Background(), http.MethodGet, a.URL()+"/v2/app/manifests/"+d); st != http.StatusOK {
+			t.Errorf("kept manifest %s: %d, want 200", d, st)
+		}
+	}
+	// The index's child is eligible once the index is gone (the next pass
+	// of the same run deleted it).
+	if st, _ := request(context.Background(), http.MethodGet, a.URL()+"/v2/app/manifests/"+child.Digest()); st != http.StatusNotFound {
+		t.Errorf("child of a deleted index: %d, want 404", st)
+	}
+}
