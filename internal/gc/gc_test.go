@@ -392,3 +392,35 @@ func checkReferencedStored(t *testing.T, e env) {
 	}
 	t.Logf("%d references checked", checked)
 }
+
+// One collector at a time per store, whichever process holds the lease:
+// a second one (another replica on the same database) is told ErrBusy.
+func TestOneCollectorAtATime(t *testing.T) {
+	engines(t, func(t *testing.T, e env) {
+		ctx := context.Background()
+		other, err := gc.New(e.meta, e.blobs, gc.Options{Grace: time.Hour, UploadMaxAge: time.Hour, Holder: "replica-2",
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newCollector(t, e, time.Hour)
+		// replica-2 is in the middle of a run: its progress callback
+		// starts this replica's run.
+		busy := make(chan error, 1)
+		_, err = other.Run(ctx, gc.Request{Progress: func(gc.Result) {
+			select {
+			case busy <- func() error { _, err := c.Run(ctx, gc.Request{}); return err }():
+			default:
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-busy; !errors.Is(err, gc.ErrBusy) {
+			t.Fatalf("a run while another holds the lease: %v, want ErrBusy", err)
+		}
+		if _, err := c.Run(ctx, gc.Request{}); err != nil {
+			t.Fatalf("a run once the other ended: %v", err)
+		}
+	})
+}
