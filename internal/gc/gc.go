@@ -419,7 +419,9 @@ func (r *run) blobRows(ctx context.Context) error {
 			if err := r.deleteClaimed(ctx, claimed, claimAt, false); err != nil {
 				return err
 			}
-			n, err := r.c.meta.MarkBlobs(ctx, mark, r.start)
+			// Marked now, not at the run's start: a writer that prepared
+			// a row before this page read it keeps a whole grace period.
+			n, err := r.c.meta.MarkBlobs(ctx, mark, time.Now())
 			if err != nil {
 				return err
 			}

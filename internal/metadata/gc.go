@@ -119,6 +119,16 @@ func digestArgs(ds []digest.Digest) []any {
 // deleting d it waits (polling) until GC is done, or takes over a claim
 // older than ClaimTTL (its GC died).
 func (s *db) PrepareBlob(ctx context.Context, d digest.Digest, size int64) error {
+	// A row neither marked nor claimed needs no write: a mark made after
+	// this read still leaves the writer a whole grace period.
+	var marked, deleting int64
+	err := s.queryRow(ctx, `SELECT marked_at, deleting_at FROM blobs WHERE digest = $1`, d.String()).Scan(&marked, &deleting)
+	if err == nil && marked == 0 && deleting == 0 {
+		return nil
+	}
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("prepare blob: %w", err)
+	}
 	for {
 		err := s.tx(ctx, func(tx *sql.Tx) error { return upsertBlob(ctx, tx, d, size) })
 		if !errors.Is(err, errBlobDeleting) {
