@@ -135,6 +135,43 @@ func screenshotDir(t *testing.T) string {
 
 func css(sel string) chromedp.CSS { return chromedp.CSS(sel) }
 
+// follow runs act (a click on a link or button, a submit, an Enter) that
+// leads to another page, and returns once the browser shows the new
+// document. Without it a wait for an element that the old page has too
+// (the nav bar's links, the Create link after a Save) passed at once on
+// the old page, and the next click landed on it while the new page was
+// committing: that click was lost and the step's next wait timed out.
+// The old document is marked; the new one is not.
+func follow(act chromedp.Action[chromedp.Void]) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := chromedp.Evaluate[bool](`(document.documentElement.dataset.leaving = "1", true)`)(ctx, tg); err != nil {
+			return fmt.Errorf("marking the page: %w", err)
+		}
+		if _, err := act(ctx, tg); err != nil {
+			return err
+		}
+		for {
+			// Errors are the evaluation racing the navigation: try again.
+			arrived, err := chromedp.Evaluate[bool](`!document.documentElement.dataset.leaving && document.readyState === "complete"`)(ctx, tg)
+			if err == nil && arrived {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("no new page after the action: %w", ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
+// signIn signs the browser in with the admin token through the form.
+func (b *tab) signIn(base string) {
+	b.t.Helper()
+	b.do("sign in", chromedp.Navigate(base+"/portal/signin"), chromedp.WaitVisible(css("#token")),
+		chromedp.SendKeys(css("#token"), ptAdminToken), follow(chromedp.Submit(css("#token"))), chromedp.WaitVisible(css("nav[aria-label=Services]")))
+}
+
 // choose selects value in a <select> as a user would (the change event
 // included, which shows or hides the form's dependent fields).
 func choose(sel, value string) chromedp.Action[chromedp.Void] {
@@ -214,7 +251,10 @@ func TestPortalBrowser(t *testing.T) {
 	a := startCachingArca(t, []string{up.Host}, []string{passEnv + "=" + up.Password})
 	base := a.URL()
 	b := browser(t)
-	N, C, W, K, S := chromedp.Navigate, chromedp.Click[chromedp.CSS], chromedp.WaitVisible[chromedp.CSS], chromedp.SendKeys[chromedp.CSS], chromedp.Submit[chromedp.CSS]
+	N, C, W, K := chromedp.Navigate, chromedp.Click[chromedp.CSS], chromedp.WaitVisible[chromedp.CSS], chromedp.SendKeys[chromedp.CSS]
+	// F clicks what leads to another page, S submits a form; both wait for it.
+	F := func(sel chromedp.CSS) chromedp.Action[chromedp.Void] { return follow(C(sel)) }
+	S := func(sel chromedp.CSS) chromedp.Action[chromedp.Void] { return follow(chromedp.Submit(sel)) }
 
 	// No session: every page sends the browser to sign-in, keeping the deep link.
 	b.do("deep link without a session", N(base+"/portal/stats?range=day"), W(css("#token")), b.shot("01-signin"))
@@ -237,22 +277,22 @@ func TestPortalBrowser(t *testing.T) {
 		t.Fatalf("sign-in: 10 Tab presses did not reach the token field")
 	}
 	t.Logf("sign-in: token field reached after %d Tab presses", tabs)
-	b.do("sign in by keyboard", chromedp.KeyEvent(ptAdminToken), chromedp.KeyEvent(kb.Enter), W(css("#registry-stats")))
+	b.do("sign in by keyboard", chromedp.KeyEvent(ptAdminToken), follow(chromedp.KeyEvent(kb.Enter)), W(css("#registry-stats")))
 	if loc := b.location(); !strings.HasSuffix(loc, "/portal/stats?range=day") {
 		t.Errorf("after sign-in at %s, want the deep link /portal/stats?range=day", loc)
 	}
 
 	// Credentials > Create credentials (Enter secret URIs).
 	b.do("create credentials",
-		C(css(`nav a[href^="/portal/credentials"]`)), W(css(`a[href^="/portal/credentials/new"]`)),
-		C(css(`a[href^="/portal/credentials/new"]`)), W(css("#name")),
+		F(css(`nav a[href^="/portal/credentials"]`)), W(css(`a[href^="/portal/credentials/new"]`)),
+		F(css(`a[href^="/portal/credentials/new"]`)), W(css("#name")),
 		K(css("#name"), "upcreds"),
 		K(css("#loginServer"), up.Host),
 		C(css("#source-uri")),
 		K(css("#usernameUri"), "file://"+userFile),
 		K(css("#passwordUri"), "env://"+passEnv),
 		b.shot("02-create-credentials"),
-		C(css("button.primary")), W(css(".notice")))
+		F(css("button.primary")), W(css(".notice")))
 	if health := b.text(".health"); health != "Healthy" {
 		t.Errorf("credential set health %q, want Healthy", health)
 	}
@@ -261,8 +301,8 @@ func TestPortalBrowser(t *testing.T) {
 	// Authentication box with existing credentials, Destination.
 	createRule := func(name, repoPath, target string) chromedp.Action[chromedp.Void] {
 		return chromedp.Steps(
-			C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
-			C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+			F(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+			F(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
 			K(css("#name"), name),
 			choose("#sourceRegistry", "custom"), W(css("#customLoginServer")),
 			K(css("#customLoginServer"), up.Host),
@@ -273,16 +313,16 @@ func TestPortalBrowser(t *testing.T) {
 			K(css("#target"), target))
 	}
 	b.do("create rule", createRule("app-cache", "library/app", "app"), b.shot("03-create-rule"),
-		C(css(`button[value="save"]`)), W(css(".notice")))
+		F(css(`button[value="save"]`)), W(css(".notice")))
 	if msg := b.text(".notice"); !strings.Contains(msg, "app-cache created") {
 		t.Errorf("after Save: notice %q", msg)
 	}
 
 	// A wildcard rule, then one whose target overlaps it: the API's error
 	// is shown next to the Destination field.
-	b.do("wildcard rule", createRule("lib-wild", "library/*", "lib/*"), C(css(`button[value="save"]`)), W(css(".notice")))
+	b.do("wildcard rule", createRule("lib-wild", "library/*", "lib/*"), F(css(`button[value="save"]`)), W(css(".notice")))
 	b.do("overlapping wildcard rule", createRule("lib-sub-wild", "library/sub/*", "lib/sub/*"),
-		C(css(`button[value="save"]`)), W(css("#err-target")), b.shot("04-validation-error"))
+		F(css(`button[value="save"]`)), W(css("#err-target")), b.shot("04-validation-error"))
 	if msg := b.text("#err-target"); !strings.Contains(msg, "WildcardCacheRuleConflict") {
 		t.Errorf("overlapping wildcard: message at the Destination field %q, want WildcardCacheRuleConflict", msg)
 	}
@@ -293,8 +333,8 @@ func TestPortalBrowser(t *testing.T) {
 	// "Create new credentials" inside the rule form: the set is created
 	// with the source's login server, then the rule using it.
 	b.do("rule with new credentials",
-		C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
-		C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+		F(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		F(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
 		K(css("#name"), "app-inline"),
 		choose("#sourceRegistry", "custom"), W(css("#customLoginServer")),
 		K(css("#customLoginServer"), up.Host),
@@ -305,17 +345,17 @@ func TestPortalBrowser(t *testing.T) {
 		K(css("#newCredUsername"), "file://"+userFile),
 		K(css("#newCredPassword"), "env://"+passEnv),
 		K(css("#target"), "app-inline"),
-		C(css(`button[value="save"]`)), W(css(".notice")),
-		C(css(`nav a[href^="/portal/credentials"]`)), W(css("table")))
+		F(css(`button[value="save"]`)), W(css(".notice")),
+		F(css(`nav a[href^="/portal/credentials"]`)), W(css("table")))
 	if html := get(b, "credentials html", chromedp.OuterHTML(css("main"))); !strings.Contains(html, "inline-creds") || !strings.Contains(html, "app-inline") {
 		t.Errorf("credentials page after Create new credentials lacks inline-creds used by app-inline")
 	}
 	// An empty rule name: the API's name check, at the name field.
 	b.do("empty rule name",
-		C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
-		C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+		F(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		F(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
 		K(css("#repositoryPath"), "library/x"), K(css("#target"), "x"),
-		C(css(`button[value="save"]`)), W(css("#err-name")))
+		F(css(`button[value="save"]`)), W(css("#err-name")))
 	if msg := b.text("#err-name"); !strings.Contains(msg, "InvalidResourceName") {
 		t.Errorf("empty rule name: %q at the name field", msg)
 	}
@@ -336,7 +376,7 @@ func TestPortalBrowser(t *testing.T) {
 	c.crane("push", amd.writeLayout(t), a.Ref("mine/multi:amd"))
 	c.crane("push", arm.writeLayout(t), a.Ref("mine/multi:arm"))
 	c.crane("index", "append", "-m", a.Ref("mine/multi:amd"), "-m", a.Ref("mine/multi:arm"), "-t", a.Ref("mine/multi:both"))
-	b.do("repositories", C(css(`nav a[href^="/portal/repositories"]`)), W(css(`[id="repo-app"]`)), b.shot("10-repositories"))
+	b.do("repositories", F(css(`nav a[href^="/portal/repositories"]`)), W(css(`[id="repo-app"]`)), b.shot("10-repositories"))
 	if got := b.text(`[id="repo-app"] .badge`); got != "cached by rule app-cache" {
 		t.Errorf("repository app: badge %q", got)
 	}
@@ -371,8 +411,8 @@ func TestPortalBrowser(t *testing.T) {
 	cell := func(stat string) string {
 		return fmt.Sprintf(`#rule-stats tr[data-rule="app-cache"] td[data-stat=%q]`, stat)
 	}
-	b.do("statistics", C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
-		C(css(`nav a[href^="/portal/stats"]`)), W(css("#rule-stats")), b.shot("05-statistics"))
+	b.do("statistics", F(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		F(css(`nav a[href^="/portal/stats"]`)), W(css("#rule-stats")), b.shot("05-statistics"))
 	rule := `rule="app-cache"`
 	for _, chk := range []struct {
 		what, page string
@@ -425,7 +465,10 @@ func TestPortalBrowser(t *testing.T) {
 	// in the repository afterwards.
 	seedImage(t, up, "library/app", "v9", newImage(t, 155, "amd64", 8<<10))
 	b.do("edit to ActiveSync", N(base+"/portal/cache/app-cache/edit"), W(css("#syncMode")),
-		chromedp.SetValue(css("#syncMode"), "ActiveSync"), C(css(`button[value="save"]`)), W(css(".notice")))
+		choose("#syncMode", "ActiveSync"), F(css(`button[value="save"]`)), W(css(".notice")))
+	// The change starts a run of the rule (every tag: v1 and v9); wait
+	// for it to finish so that Sync now does not overlap it.
+	waitSyncRuns(t, a, "app-cache", 1)
 	if got := b.text(`tr[data-rule="app-cache"] td[data-label="Sync mode"]`); got != "ActiveSync" {
 		t.Errorf("after edit: app-cache sync mode %q", got)
 	}
@@ -441,10 +484,32 @@ func TestPortalBrowser(t *testing.T) {
 		t.Errorf("after sync now: pull line %q", got)
 	}
 
+	// Statistics: the rule's active-sync runs are the runs that finished
+	// (the server's log), as /metrics counts them, by result.
+	b.do("statistics after sync", N(base+"/portal/stats"), W(css("#rule-stats")), b.shot("12-statistics-sync"))
+	ran := syncRunsLogged(a.Logs(), "app-cache")
+	runs := `#rule-stats tr[data-rule="app-cache"] td[data-stat="sync_runs"]`
+	for _, result := range []string{"Succeeded", "Failed", "Deferred", "Interrupted"} {
+		page := b.attr(runs, "data-"+strings.ToLower(result))
+		metric := metricSum(t, base, "arca_sync_rule_runs_total", rule, `result="`+result+`"`)
+		if page != strconv.Itoa(ran[result]) || metric != float64(ran[result]) {
+			t.Errorf("active-sync runs of app-cache %s: page %s, /metrics %v, the log %d", result, page, metric, ran[result])
+		}
+	}
+	if ran["Succeeded"] == 0 {
+		t.Errorf("no succeeded active-sync run of app-cache in the log (runs: %v)", ran)
+	}
+	if got, want := b.attr(`#registry-stats td[data-stat="sync_runs"]`, "data-succeeded"), strconv.Itoa(ran["Succeeded"]); got != want {
+		t.Errorf("registry's succeeded active-sync runs %s, want %s (app-cache is the only ActiveSync rule)", got, want)
+	}
+	if label := b.attr(`svg[aria-label^="Active-sync runs of rule app-cache"]`, "aria-label"); !strings.Contains(label, fmt.Sprintf("succeeded %d", ran["Succeeded"])) {
+		t.Errorf("app-cache's active-sync chart: %q, want succeeded %d", label, ran["Succeeded"])
+	}
+
 	// Delete with confirmation: the link asks first; Delete deletes.
 	b.do("delete", N(base+"/portal/cache"),
-		C(css(`a[aria-label="Delete lib-wild"]`)), W(css("button.danger")), b.shot("08-delete-confirm"),
-		C(css("button.danger")), W(css(".notice")))
+		F(css(`a[aria-label="Delete lib-wild"]`)), W(css("button.danger")), b.shot("08-delete-confirm"),
+		F(css("button.danger")), W(css(".notice")))
 	rows := get(b, "rows", chromedp.Evaluate[int](`document.querySelectorAll("tbody th[scope=row]").length`))
 	if msg := b.text(".notice"); !strings.Contains(msg, "lib-wild deleted") || rows != 2 {
 		t.Errorf("after delete: notice %q, %d rules left (want 2)", msg, rows)
@@ -468,6 +533,40 @@ func TestPortalBrowser(t *testing.T) {
 	}
 	if strings.Contains(a.Logs(), up.Password) {
 		t.Errorf("the upstream password is in the server log")
+	}
+}
+
+var syncFinished = regexp.MustCompile(`active sync finished.*(?:rule=|"rule":")([^ "]+).*(?:result=|"result":")(\w+)`)
+
+// syncRunsLogged counts the finished active-sync runs of rule in the
+// server's log, by result.
+func syncRunsLogged(logs, rule string) map[string]int {
+	n := map[string]int{}
+	for _, line := range strings.Split(logs, "\n") {
+		if m := syncFinished.FindStringSubmatch(line); m != nil && m[1] == rule {
+			n[m[2]]++
+		}
+	}
+	return n
+}
+
+// waitSyncRuns waits (up to two minutes, a loaded machine is slow) until
+// at least n active-sync runs of rule have finished.
+func waitSyncRuns(t *testing.T, a *arca, rule string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		total := 0
+		for _, v := range syncRunsLogged(a.Logs(), rule) {
+			total += v
+		}
+		if total >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d active-sync runs of %s finished within 2 minutes, want %d", total, rule, n)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
