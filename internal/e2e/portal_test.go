@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -181,6 +182,14 @@ func choose(sel, value string) chromedp.Action[chromedp.Void] {
 			_, err := chromedp.Evaluate[any](fmt.Sprintf(`document.querySelector(%q).dispatchEvent(new Event("change", {bubbles: true})); null`, sel))(ctx, tg)
 			return err
 		}))
+}
+
+// clear empties the input sel.
+func clear(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](fmt.Sprintf(`(document.querySelector(%q).value = "", true)`, sel))(ctx, tg)
+		return err
+	})
 }
 
 // metricLines are the /metrics lines that start with prefix.
@@ -743,4 +752,141 @@ func portalSignIn(t *testing.T, cl *http.Client, base, next string) *http.Respon
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// TestPortalRuleFilters: the Create and Edit rule forms set every
+// active-sync filter the CLI has (tag conditions, platforms, image and
+// artifact types, referrers); the API stores what the form sent, the edit
+// form shows it back, and the API's validation errors are shown at their
+// fields with the message the CLI prints for the same values.
+func TestPortalRuleFilters(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	seedImage(t, up, "library/app", "v1", newImage(t, 161, "amd64", 4<<10))
+	a := startCachingArca(t, []string{up.Host}, nil)
+	base := a.URL()
+	b := browser(t)
+	C, W, K := chromedp.Click[chromedp.CSS], chromedp.WaitVisible[chromedp.CSS], chromedp.SendKeys[chromedp.CSS]
+	save := chromedp.Steps(follow(C(css(`button[value="save"]`))), W(css("h1")))
+	b.signIn(base)
+
+	b.do("create rule with filters", chromedp.Navigate(base+"/portal/cache/new"), W(css("#name")),
+		K(css("#name"), "filt-rule"),
+		choose("#sourceRegistry", "custom"), W(css("#customLoginServer")),
+		K(css("#customLoginServer"), up.Host),
+		K(css("#repositoryPath"), "library/app"),
+		K(css("#target"), "filt"),
+		choose("#syncMode", "ActiveSync"), W(css("#tagStartsWith")),
+		K(css("#tagStartsWith"), "v"),
+		K(css("#platforms"), "linux/amd64, linux/arm64"),
+		choose("#imageTypesMode", "exclude"),
+		K(css("#imageTypes"), "application/vnd.oci.image.index.v1+json"),
+		K(css("#artifactTypes"), "images, notary-project-signature"),
+		C(css("#referrers")),
+		b.shot("13-rule-filters"), save)
+	if msg := b.text("main"); !strings.Contains(msg, "filt-rule created") {
+		t.Fatalf("after Save: %q", msg)
+	}
+
+	type list struct {
+		Type   string   `json:"type"`
+		Values []string `json:"values"`
+	}
+	// The CLI prints the properties at the top level, as az does.
+	var shown struct {
+		SyncMode, SyncReferrers string
+		ArtifactSyncFilters     *struct {
+			Tags                                 *struct{ Type, Query string }
+			Platforms, ImageTypes, ArtifactTypes *list
+		}
+	}
+	show := func() {
+		t.Helper()
+		shown.ArtifactSyncFilters = nil
+		if err := json.Unmarshal([]byte(a.cli(t, "cache", "show", "-r", "default", "-n", "filt-rule", "-o", "json")), &shown); err != nil {
+			t.Fatal(err)
+		}
+	}
+	show()
+	f := shown.ArtifactSyncFilters
+	if shown.SyncMode != "ActiveSync" || shown.SyncReferrers != "Enabled" || f == nil || f.Tags == nil ||
+		f.Tags.Query != "Tags | where Name startswith 'v'" ||
+		f.Platforms == nil || strings.Join(f.Platforms.Values, ",") != "linux/amd64,linux/arm64" ||
+		f.ImageTypes == nil || f.ImageTypes.Type != "exclude" || strings.Join(f.ImageTypes.Values, ",") != "application/vnd.oci.image.index.v1+json" ||
+		f.ArtifactTypes == nil || f.ArtifactTypes.Type != "include" || strings.Join(f.ArtifactTypes.Values, ",") != "images,notary-project-signature" {
+		t.Errorf("stored rule: %+v filters %+v", shown, f)
+	}
+	edit := chromedp.Steps(chromedp.Navigate(base+"/portal/cache/filt-rule/edit"), W(css("#artifactTypes")))
+	b.do("edit form", edit)
+	for sel, want := range map[string]string{
+		"#tags": "Tags | where Name startswith 'v'", "#platforms": "linux/amd64, linux/arm64",
+		"#imageTypesMode": "exclude", "#imageTypes": "application/vnd.oci.image.index.v1+json",
+		"#artifactTypesMode": "include", "#artifactTypes": "images, notary-project-signature",
+	} {
+		if got := get(b, "value of "+sel, chromedp.Value(css(sel))); got != want {
+			t.Errorf("edit form %s = %q, want %q", sel, got, want)
+		}
+	}
+
+	// Invalid values: the API's error at the field, as the CLI prints it.
+	for _, tc := range []struct{ field, value, flag string }{
+		{"artifactTypes", "not a type", "--include-artifact-types"},
+		{"imageTypes", "nope", "--include-image-types"},
+		{"platforms", "linux", "--platforms"},
+	} {
+		sel := "#" + tc.field
+		b.do("invalid "+tc.field, edit, clear(sel), K(css(sel), tc.value), save, W(css("#err-"+tc.field)))
+		got := b.text("#err-" + tc.field)
+		out, err := a.tryCLI("cache", "update", "-r", "default", "-n", "filt-rule", tc.flag, tc.value)
+		cli := strings.TrimPrefix(strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), "arca: ")
+		if err == nil || got != cli || !strings.Contains(got, "InvalidArtifactSyncConfiguration") {
+			t.Errorf("%s %q: the form says %q, the CLI %q (err %v)", tc.field, tc.value, got, cli, err)
+		}
+		if v := b.attr(sel, "aria-invalid"); v != "true" {
+			t.Errorf("%s: aria-invalid %q", sel, v)
+		}
+	}
+	b.do("screenshot of a field error", b.shot("14-rule-filter-error"))
+	// The KQL query and the tag conditions together: the form's own check.
+	b.do("KQL and conditions", edit, K(css("#tagEquals"), "v1"), save, W(css("#err-tags")))
+	if got := b.text("#err-tags"); !strings.Contains(got, "either the KQL query or the tag conditions") {
+		t.Errorf("KQL and conditions: %q", got)
+	}
+
+	// Back to PassiveSync: the filter fields are hidden and not sent, so the
+	// rule is saved without them.
+	b.do("to PassiveSync", edit, choose("#syncMode", "PassiveSync"), save)
+	if msg := b.text("main"); !strings.Contains(msg, "filt-rule updated") {
+		t.Fatalf("PassiveSync with hidden filters: %q", msg)
+	}
+	show()
+	if shown.SyncMode != "PassiveSync" || shown.ArtifactSyncFilters != nil {
+		t.Errorf("after PassiveSync: %+v", shown)
+	}
+
+	// Without the page's script every field is sent: filters on a
+	// PassiveSync rule get the API's refusal, at the sync mode field.
+	jar, _ := cookiejar.New(nil)
+	cl := &http.Client{Jar: jar}
+	portalSignIn(t, cl, base, "").Body.Close()
+	resp, err := cl.Get(base + "/portal/cache/new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	form, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := signinCSRF.FindSubmatch(form)
+	if m == nil {
+		t.Fatal("rule form has no CSRF token")
+	}
+	resp, err = cl.PostForm(base+"/portal/cache/new", url.Values{"csrf": {string(m[1])}, "name": {"nojs-rule"}, "sourceRegistry": {"custom"},
+		"customLoginServer": {up.Host}, "repositoryPath": {"library/app"}, "target": {"nojs"}, "syncMode": {"PassiveSync"},
+		"platforms": {"linux/amd64"}, "imageTypesMode": {"include"}, "artifactTypesMode": {"include"}, "action": {"save"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !regexp.MustCompile(`id="err-syncMode"[^>]*>\(InvalidArtifactSyncConfiguration\) artifactSyncFilters`).Match(page) {
+		t.Errorf("PassiveSync with filters, no script: %d\n%s", resp.StatusCode, page)
+	}
 }
