@@ -167,9 +167,8 @@ func follow(act chromedp.Action[chromedp.Void]) chromedp.Action[chromedp.Void] {
 }
 
 // signIn signs the browser in with the admin token through the form.
-func (b *tab) signIn(base string) {
-	b.t.Helper()
-	b.do("sign in", chromedp.Navigate(base+"/portal/signin"), chromedp.WaitVisible(css("#token")),
+func signIn(base string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(chromedp.Navigate(base+"/portal/signin"), chromedp.WaitVisible(css("#token")),
 		chromedp.SendKeys(css("#token"), ptAdminToken), follow(chromedp.Submit(css("#token"))), chromedp.WaitVisible(css("nav[aria-label=Services]")))
 }
 
@@ -767,7 +766,7 @@ func TestPortalRuleFilters(t *testing.T) {
 	b := browser(t)
 	C, W, K := chromedp.Click[chromedp.CSS], chromedp.WaitVisible[chromedp.CSS], chromedp.SendKeys[chromedp.CSS]
 	save := chromedp.Steps(follow(C(css(`button[value="save"]`))), W(css("h1")))
-	b.signIn(base)
+	b.do("sign in", signIn(base))
 
 	b.do("create rule with filters", chromedp.Navigate(base+"/portal/cache/new"), W(css("#name")),
 		K(css("#name"), "filt-rule"),
