@@ -862,6 +862,21 @@ func TestPortalRuleFilters(t *testing.T) {
 		t.Errorf("after PassiveSync: %+v", shown)
 	}
 
+	// Select from Key Vault: the form says it is no live picker, and makes
+	// the secret URIs from the vault and secret names.
+	b.do("Key Vault credentials", chromedp.Navigate(base+"/portal/credentials/new"), W(css("#name")),
+		K(css("#name"), "kv-creds"), K(css("#loginServer"), up.Host),
+		C(css("#source-keyvault")), W(css("#kv-limit")),
+		K(css("#vault"), "MyKeyvault"), K(css("#usernameSecret"), "usernamesecret"), K(css("#passwordSecret"), "passwordsecret"),
+		b.shot("15-key-vault"), follow(C(css("button.primary"))), W(css(".notice")))
+	if note := b.text(".notice"); !strings.Contains(note, "kv-creds created") {
+		t.Errorf("Key Vault credentials: notice %q", note)
+	}
+	uris := a.cli(t, "credential-set", "show", "-r", "default", "-n", "kv-creds", "--query", "authCredentials[0].[usernameSecretIdentifier, passwordSecretIdentifier]", "-o", "tsv")
+	if got := strings.Join(strings.Fields(uris), " "); got != "https://MyKeyvault.vault.azure.net/secrets/usernamesecret https://MyKeyvault.vault.azure.net/secrets/passwordsecret" {
+		t.Errorf("Key Vault credentials: secret URIs %q", got)
+	}
+
 	// Without the page's script every field is sent: filters on a
 	// PassiveSync rule get the API's refusal, at the sync mode field.
 	jar, _ := cookiejar.New(nil)
