@@ -55,6 +55,9 @@ func Run(t *testing.T, open Opener) {
 		{"UploadStateOneWriterWins", testUploadState},
 		{"RuleStats", testRuleStats},
 		{"Identities", testIdentities},
+		{"RecordPulls", testRecordPulls},
+		{"EvictCached", testEvictCached},
+		{"QuotasAndRetention", testQuotasAndRetention},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
