@@ -172,31 +172,47 @@ var ErrPushed = errors.New("repository holds pushed content")
 // references. It returns the bytes repo no longer holds (the blob store
 // keeps them until garbage collection). ErrNotFound if the item is gone
 // (or, for a blob, referenced again); ErrPushed if repo holds pushed
-// content.
-func (s *db) EvictCached(ctx context.Context, registry string, it CachedItem) (int64, error) {
+// content. A dry run computes the same and rolls back.
+func (s *db) EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error) {
 	var freed int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		freed = 0
-		var pushed int
-		err := tx.QueryRowContext(ctx, `SELECT pushed FROM repositories WHERE registry = $1 AND name = $2`, registry, it.Repo).Scan(&pushed)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
+		if err := evictCached(ctx, tx, registry, it, &freed); err != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("evict: %w", err)
+		if dryRun {
+			return errDryRun
 		}
-		if pushed != 0 {
-			return fmt.Errorf("evict %s: %w", it.Repo, ErrPushed)
-		}
-		switch it.Kind {
-		case PullManifest:
-			return evictManifest(ctx, tx, registry, it.Repo, it.Digest, &freed)
-		case PullBlob:
-			return evictBlobLink(ctx, tx, registry, it.Repo, it.Digest, &freed)
-		}
-		return fmt.Errorf("evict: unknown kind %q", it.Kind)
+		return nil
 	})
+	if errors.Is(err, errDryRun) {
+		err = nil
+	}
 	return freed, err
+}
+
+// errDryRun rolls a dry run's transaction back.
+var errDryRun = errors.New("dry run")
+
+func evictCached(ctx context.Context, tx *sql.Tx, registry string, it CachedItem, freed *int64) error {
+	*freed = 0
+	var pushed int
+	err := tx.QueryRowContext(ctx, `SELECT pushed FROM repositories WHERE registry = $1 AND name = $2`, registry, it.Repo).Scan(&pushed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("evict: %w", err)
+	}
+	if pushed != 0 {
+		return fmt.Errorf("evict %s: %w", it.Repo, ErrPushed)
+	}
+	switch it.Kind {
+	case PullManifest:
+		return evictManifest(ctx, tx, registry, it.Repo, it.Digest, freed)
+	case PullBlob:
+		return evictBlobLink(ctx, tx, registry, it.Repo, it.Digest, freed)
+	}
+	return fmt.Errorf("evict: unknown kind %q", it.Kind)
 }
 
 func evictManifest(ctx context.Context, tx *sql.Tx, registry, repo string, d digest.Digest, freed *int64) error {

@@ -159,7 +159,7 @@ type Store interface {
 	RepositoryPulledAt(ctx context.Context, registry, repo string) (time.Time, error)
 	RegistryUsage(ctx context.Context, registry string) ([]RepoUsage, error)
 	CachedItems(ctx context.Context, registry string, before time.Time, after CachedCursor, n int) ([]CachedItem, error)
-	EvictCached(ctx context.Context, registry string, it CachedItem) (int64, error)
+	EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

@@ -71,6 +71,8 @@ type Options struct {
 	Sync SyncOptions
 	// Limits bound clients, uploads and disk use (see resources.go).
 	Limits LimitOptions
+	// Lifecycle configures access tracking and eviction (see lifecycle.go).
+	Lifecycle LifecycleOptions
 	// ReadHeaderTimeout and IdleTimeout bound slow clients: the time to
 	// send request headers, and an idle keep-alive connection's life.
 	ReadHeaderTimeout time.Duration
@@ -105,6 +107,7 @@ type Server struct {
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
 	stats   *stats.Recorder
+	life    *lifecycleParts
 	mgmt    *mgmt.Handler
 	handler http.Handler
 	metrics http.Handler // set when MetricsAddr has its own listener
@@ -199,6 +202,9 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	s.cache = pt.cache
+	if s.life, err = s.newLifecycle(promReg); err != nil {
+		return err
+	}
 	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
 		return err
 	}
@@ -228,7 +234,7 @@ func (s *Server) build(ctx context.Context) error {
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
 		BlobRedirect: s.opts.BlobRedirect,
-		MaxBlobSize:  s.opts.Limits.MaxBlobSize, Stats: s.stats,
+		MaxBlobSize:  s.opts.Limits.MaxBlobSize, Stats: s.stats, Pulls: s.life.tracker, PushQuota: s.life.quota,
 		Access: access, MaxUploadsPerIdentity: s.opts.MaxUploadsPerIdentity, UploadMaxAge: s.opts.UploadMaxAge,
 		UploadSessionLifetime: s.opts.UploadSessionLifetime,
 	})
@@ -351,6 +357,13 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(statsDone)
 		s.stats.Run(ctx, statsFlushInterval)
 	}()
+	pullsDone := make(chan struct{})
+	go func() {
+		defer close(pullsDone)
+		s.life.tracker.Run(ctx, s.opts.Lifecycle.PullFlushInterval)
+	}()
+	s.life.evictor.Init(s.registryNames())
+	go s.life.evictor.Run(ctx, s.opts.Lifecycle.EvictionInterval, s.registryNames)
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
@@ -388,10 +401,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	<-syncDone // runs under way record where they were
 	<-statsDone
+	<-pullsDone
 	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer fcancel()
 	if err := s.stats.Flush(fctx); err != nil {
 		s.log.Warn("statistics: final flush failed; the last counts are lost", "err", err)
+	}
+	if err := s.life.tracker.Flush(fctx); err != nil {
+		s.log.Warn("pull times: final flush failed; the last pull times are lost", "err", err)
 	}
 	s.log.Info("stopped")
 	return nil

@@ -120,7 +120,13 @@ func testEvictCached(t *testing.T, open Opener) {
 	}
 
 	before := cachedBytes(t, s, "r")
-	freed, err := s.EvictCached(ctx, "r", items[0])
+	if freed, err := s.EvictCached(ctx, "r", items[0], true); err != nil || freed != 5+200 {
+		t.Fatalf("dry run: would free %d, %v; want 205", freed, err)
+	}
+	if after := cachedBytes(t, s, "r"); after != before {
+		t.Fatalf("a dry run changed usage from %d to %d", before, after)
+	}
+	freed, err := s.EvictCached(ctx, "r", items[0], false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,17 +148,17 @@ func testEvictCached(t *testing.T, open Opener) {
 	if _, err := s.BlobSize(ctx, "r", "cached/app", onlyOld); !errors.Is(err, metadata.ErrNotFound) {
 		t.Fatalf("the layer only the evicted manifest used: %v", err)
 	}
-	if _, err := s.EvictCached(ctx, "r", items[0]); !errors.Is(err, metadata.ErrNotFound) {
+	if _, err := s.EvictCached(ctx, "r", items[0], false); !errors.Is(err, metadata.ErrNotFound) {
 		t.Fatalf("evicting again: %v", err)
 	}
-	if freed, err := s.EvictCached(ctx, "r", items[1]); err != nil || freed != 50 {
+	if freed, err := s.EvictCached(ctx, "r", items[1], false); err != nil || freed != 50 {
 		t.Fatalf("stray blob link: freed %d, %v", freed, err)
 	}
 	// A blob link a manifest references is not a stray one.
-	if _, err := s.EvictCached(ctx, "r", metadata.CachedItem{Repo: "cached/app", Kind: metadata.PullBlob, Digest: shared}); !errors.Is(err, metadata.ErrNotFound) {
+	if _, err := s.EvictCached(ctx, "r", metadata.CachedItem{Repo: "cached/app", Kind: metadata.PullBlob, Digest: shared}, false); !errors.Is(err, metadata.ErrNotFound) {
 		t.Fatalf("evicting a referenced blob link: %v", err)
 	}
-	if _, err := s.EvictCached(ctx, "r", metadata.CachedItem{Repo: "mine", Kind: metadata.PullManifest, Digest: pushed.Digest}); !errors.Is(err, metadata.ErrPushed) {
+	if _, err := s.EvictCached(ctx, "r", metadata.CachedItem{Repo: "mine", Kind: metadata.PullManifest, Digest: pushed.Digest}, false); !errors.Is(err, metadata.ErrPushed) {
 		t.Fatalf("evicting pushed content: %v", err)
 	}
 	if _, err := s.GetManifest(ctx, "r", "mine", pushed.Digest); err != nil {
