@@ -108,8 +108,8 @@ type Options struct {
 	BackupTempDir string
 	// Lifecycle serves listUsages and cache rule purges (nil: 501).
 	Lifecycle Lifecycle
-	Logger        *slog.Logger
-	Now           func() time.Time
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Handler serves the management API.
