@@ -264,3 +264,49 @@ func TestCachePurge(t *testing.T) {
 		t.Errorf("negative --older-than accepted:\n%s", out)
 	}
 }
+
+// Eviction never breaks a pull in progress: with a cache quota far below
+// what the pulls need, eviction runs every second while clients pull the
+// same images over and over; every pull gets every byte right (what was
+// evicted under it is fetched through again).
+func TestEvictionDuringPulls(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	var ims []*testImage
+	for i := range 3 {
+		im := newImage(t, uint64(9500+i), "amd64", 400<<10, 100<<10)
+		seedImage(t, up, fmt.Sprintf("library/img%d", i), "v1", im)
+		ims = append(ims, im)
+	}
+	a := startCachingArca(t, []string{up.Host}, nil, "--eviction-interval", "1s", "--pull-flush-interval", "100ms")
+	a.cacheRule(t, "library", up.Host+"/library/*", "lib/*")
+	a.cli(t, "update", "-n", "default", "--cache-quota", "1", "-o", "none")
+	deadline := time.Now().Add(6 * time.Second)
+	errs := make(chan error, len(ims))
+	pulls := make([]int, len(ims))
+	for i, im := range ims {
+		go func() {
+			c := crane(t)
+			for time.Now().Before(deadline) {
+				dir := filepath.Join(t.TempDir(), "p")
+				ref := a.Ref(fmt.Sprintf("lib/img%d:v1", i))
+				if out, err := c.try("--insecure", "pull", "--format", "oci", ref, dir); err != nil {
+					errs <- fmt.Errorf("pull %s: %v\n%s", ref, err, out)
+					return
+				}
+				checkLayoutHas(t, dir, im)
+				pulls[i]++
+			}
+			errs <- nil
+		}()
+	}
+	for range ims {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	evicted := a.metric(t, "arca_evicted_items_total", `reason="quota"`)
+	t.Logf("pulls per image %v; evicted items %v", pulls, evicted)
+	if evicted == 0 {
+		t.Error("nothing was evicted while pulls ran: the test did not race eviction")
+	}
+}
