@@ -296,3 +296,34 @@ func TestPushQuota(t *testing.T) {
 		t.Errorf("at the quota, nothing more: %v", err)
 	}
 }
+
+// One replica at a time: while another holder has a registry's eviction
+// lease, RunOnce leaves the registry alone; once it is free, it evicts.
+func TestRunOnceTakesTheLease(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	putRules(t, s, rules.Rule{Name: "all", Source: "up.example/lib/*", Target: "lib/*"})
+	d := image(t, s, "lib/a", "v1", 1000)
+	if err := s.UpdateRegistrySettings(ctx, "reg01", func(a *metadata.RegistrySettings) error { a.CacheQuota = 1; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AcquireSyncLease(ctx, "reg01", "$eviction", "other-replica", time.Hour); err != nil || !ok {
+		t.Fatalf("lease: %v %v", ok, err)
+	}
+	e := newEvictor(t, s, nil)
+	e.RunOnce(ctx, []string{"reg01"}, time.Minute)
+	if !has(t, s, "lib/a", d) {
+		t.Fatal("evicted while another replica held the lease")
+	}
+	if err := s.ReleaseSyncLease(ctx, "reg01", "$eviction", "other-replica"); err != nil {
+		t.Fatal(err)
+	}
+	e.RunOnce(ctx, []string{"reg01"}, time.Minute)
+	if has(t, s, "lib/a", d) {
+		t.Fatal("not evicted once the lease was free")
+	}
+	// It gave the lease back.
+	if ok, err := s.AcquireSyncLease(ctx, "reg01", "$eviction", "other-replica", time.Hour); err != nil || !ok {
+		t.Fatalf("lease after the pass: %v %v", ok, err)
+	}
+}

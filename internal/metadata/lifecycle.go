@@ -1,10 +1,12 @@
 package metadata
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -61,6 +63,12 @@ func (s *db) RecordPulls(ctx context.Context, pulls []Pull) error {
 		PullTag:      `UPDATE tags SET pulled_at = $1 WHERE registry = $2 AND repo = $3 AND tag = $4 AND pulled_at < $1`,
 		PullBlob:     `UPDATE repo_blobs SET pulled_at = $1 WHERE registry = $2 AND repo = $3 AND digest = $4 AND pulled_at < $1`,
 	}
+	// In one order, so that replicas flushing the same rows never wait on
+	// each other's row locks in a cycle.
+	pulls = slices.Clone(pulls)
+	slices.SortFunc(pulls, func(a, b Pull) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Registry, b.Registry), cmp.Compare(a.Repo, b.Repo), cmp.Compare(a.Ref, b.Ref))
+	})
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		stmts := map[string]*sql.Stmt{}
 		defer func() {
