@@ -3,6 +3,8 @@ package metadatatest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -209,5 +211,63 @@ func testQuotasAndRetention(t *testing.T, open Opener) {
 	got, err := s.GetCacheRule(ctx, "reg01", "hub")
 	if err != nil || got.RetentionDays != 30 {
 		t.Fatalf("retention days %d (%v)", got.RetentionDays, err)
+	}
+}
+
+// Replicas flushing the same rows at once: no error (no lock cycle), and
+// each row ends at the latest time any of them recorded.
+func testRecordPullsConcurrent(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	var tags []string
+	for i := range 20 {
+		tag := fmt.Sprintf("t%02d", i)
+		tags = append(tags, tag)
+		if err := s.PutManifest(ctx, metadata.Manifest{Registry: "r", Repo: "app", Digest: digest.FromString(tag), MediaType: "mt", Size: 1}, tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := time.Now().Truncate(time.Microsecond).UTC()
+	latest := base.Add(time.Hour)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 10 {
+				var batch []metadata.Pull
+				for i := range tags {
+					// Writers visit the rows in different orders (rotated,
+					// and reversed for odd writers).
+					j := (i + 7*w + round) % len(tags)
+					if w%2 == 1 {
+						j = len(tags) - 1 - j
+					}
+					tag := tags[j]
+					at := base.Add(time.Duration(w*10+round) * time.Second)
+					if w == 3 && round == 9 {
+						at = latest
+					}
+					batch = append(batch, metadata.Pull{Registry: "r", Repo: "app", Kind: metadata.PullTag, Ref: tag, At: at},
+						metadata.Pull{Registry: "r", Repo: "app", Kind: metadata.PullManifest, Ref: digest.FromString(tag).String(), At: at})
+				}
+				if err := s.RecordPulls(ctx, batch); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, tag := range tags {
+		tg, err := s.GetTag(ctx, "r", "app", tag)
+		if err != nil || !tg.PulledAt.Equal(latest) {
+			t.Errorf("tag %s pulled at %v (%v), want the latest %v", tag, tg.PulledAt, err, latest)
+		}
 	}
 }

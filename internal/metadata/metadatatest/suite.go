@@ -56,6 +56,7 @@ func Run(t *testing.T, open Opener) {
 		{"RuleStats", testRuleStats},
 		{"Identities", testIdentities},
 		{"RecordPulls", testRecordPulls},
+		{"RecordPullsConcurrent", testRecordPullsConcurrent},
 		{"EvictCached", testEvictCached},
 		{"QuotasAndRetention", testQuotasAndRetention},
 	} {
