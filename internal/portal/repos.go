@@ -48,7 +48,7 @@ type repoTag struct {
 	Tag, Digest, MediaType, Pull string
 	Size                         float64
 	Updated                      string
-	Pulled                       string // last pulled, "" never
+	Pulled                       string   // last pulled, "" never
 	Referrers                    []string // artifact types
 	Platforms                    []tagPlatform
 	MorePlatforms                bool
