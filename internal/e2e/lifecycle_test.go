@@ -227,6 +227,13 @@ func TestCachePurge(t *testing.T) {
 	a.cacheRule(t, "library", up.Host+"/library/*", "lib/*")
 	c := crane(t)
 	c.crane("pull", "--format", "oci", a.Ref("lib/app:v1"), filepath.Join(t.TempDir(), "app"))
+	// A fetch links a blob after its client has the bytes: wait for all.
+	for end := time.Now().Add(10 * time.Second); a.usages(t)["CachedSize"][0] != imageBytes(im); {
+		if time.Now().After(end) {
+			t.Fatalf("cached usage %v, want %d", a.usages(t)["CachedSize"], imageBytes(im))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	var dry struct {
 		DryRun    bool  `json:"dryRun"`
