@@ -205,7 +205,10 @@ func (s *Server) build(ctx context.Context) error {
 	if s.life, err = s.newLifecycle(promReg); err != nil {
 		return err
 	}
-	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
+	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
+		return err
+	}
+	if s.syncer, err = s.newSyncer(pt, promReg, s.stats); err != nil {
 		return err
 	}
 	onChange := func(registry string) {
@@ -222,10 +225,7 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	s.access = access
 	s.mgmt = mg
-	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
-		return err
-	}
-	po, err := portal.New(portal.Options{API: mg, Metrics: promReg, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
+	po, err := portal.New(portal.Options{API: mg, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
 	if err != nil {
 		return err
 	}
