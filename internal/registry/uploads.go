@@ -31,9 +31,10 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 				if err := h.checkQuota(r, reg, size); err != nil {
 					return err
 				}
-				if err := h.meta.LinkBlob(r.Context(), reg, repo, d, size); err != nil {
-					return err
-				}
+				// ErrNotFound: garbage collection is deleting it.
+				err = h.meta.LinkBlob(r.Context(), reg, repo, d, size)
+			}
+			if err == nil {
 				h.addedBytes(reg, size)
 				if err := h.meta.MarkPushed(r.Context(), reg, repo); err != nil {
 					return err
