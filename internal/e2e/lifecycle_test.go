@@ -69,7 +69,8 @@ func TestCacheQuotaEvictsLeastRecentlyPulled(t *testing.T) {
 		ims[name] = newImage(t, uint64(9100+i), "amd64", 300<<10, 40<<10)
 		seedImage(t, up, "library/"+name, "v1", ims[name])
 	}
-	a := startCachingArca(t, []string{up.Host}, nil, "--eviction-interval", "1s", "--pull-flush-interval", "200ms")
+	a := startCachingArca(t, []string{up.Host}, nil, "--eviction-interval", "1s", "--pull-flush-interval", "200ms",
+		"--gc-interval", "0", "--gc-grace", "1s")
 	a.cacheRule(t, "library", up.Host+"/library/*", "lib/*")
 	c := crane(t)
 	mine := newImage(t, 9200, "amd64", 500<<10)
@@ -115,6 +116,14 @@ func TestCacheQuotaEvictsLeastRecentlyPulled(t *testing.T) {
 	}
 	if v := a.metric(t, "arca_storage_pushed_bytes", `registry="default"`); v != float64(pushed) {
 		t.Errorf("arca_storage_pushed_bytes = %v, want %d", v, pushed)
+	}
+	// Garbage collection reclaims exactly b's bytes (marked by one run,
+	// deleted by one after the grace period).
+	first := a.gcNow(t)
+	time.Sleep(1100 * time.Millisecond)
+	second := a.gcNow(t)
+	if got := first.BlobBytes + second.BlobBytes; got != imageBytes(ims["b"]) {
+		t.Errorf("gc after eviction reclaimed %d bytes (runs %+v, %+v), want b's %d", got, first, second, imageBytes(ims["b"]))
 	}
 	// a and c are still served from the cache; b comes from the upstream
 	// again; the pushed image is intact.
@@ -217,13 +226,13 @@ func TestStorageQuotaRefusesPush(t *testing.T) {
 }
 
 // `arca cache purge` evicts a rule's cached content (dry run: reports and
-// keeps it); the next pull fetches it again. Pull times show on the
-// management API's usage and the portal (TestPortal*).
+// keeps it); garbage collection then reclaims its bytes, and the next pull
+// fetches it again.
 func TestCachePurge(t *testing.T) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	im := newImage(t, 9400, "amd64", 200<<10)
 	seedImage(t, up, "library/app", "v1", im)
-	a := startCachingArca(t, []string{up.Host}, nil)
+	a := startCachingArca(t, []string{up.Host}, nil, "--gc-interval", "0", "--gc-grace", "1s")
 	a.cacheRule(t, "library", up.Host+"/library/*", "lib/*")
 	c := crane(t)
 	c.crane("pull", "--format", "oci", a.Ref("lib/app:v1"), filepath.Join(t.TempDir(), "app"))
@@ -259,6 +268,19 @@ func TestCachePurge(t *testing.T) {
 	a.cli(t, "cache", "purge", "-r", "default", "-n", "library")
 	if u := a.usages(t); u["CachedSize"][0] != 0 {
 		t.Errorf("CachedSize %d after the purge, want 0", u["CachedSize"][0])
+	}
+	// Garbage collection reclaims every byte the purge unlinked: the
+	// manifest, config and layer (a run marks them, one after the grace
+	// period deletes them).
+	var reclaimed, blobs int64
+	first := a.gcNow(t)
+	time.Sleep(1100 * time.Millisecond)
+	second := a.gcNow(t)
+	for _, r := range []gcResult{first, second} {
+		reclaimed, blobs = reclaimed+r.BlobBytes, blobs+r.Blobs
+	}
+	if reclaimed != imageBytes(im) || blobs != int64(len(im.blobs())+1) {
+		t.Errorf("gc after the purge reclaimed %d bytes in %d blobs (runs %+v, %+v); want %d bytes in %d", reclaimed, blobs, first, second, imageBytes(im), len(im.blobs())+1)
 	}
 	if got := cacheResult(t, a, "lib/app", "v1"); got != "miss" {
 		t.Errorf("after the purge: %q, want a miss", got)
