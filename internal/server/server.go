@@ -350,9 +350,6 @@ func (s *Server) Run(ctx context.Context) error {
 		scheme = "https"
 	}
 	s.log.Info("arca listening", "addr", ln.Addr().String(), "scheme", scheme, "data_dir", s.opts.DataDir, "registry", s.opts.RegistryName)
-	if s.opts.Ready != nil {
-		s.opts.Ready(ln.Addr())
-	}
 	if s.opts.PprofAddr != "" {
 		stop, err := s.servePprof()
 		if err != nil {
@@ -393,6 +390,10 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 		defer msrv.Close()
+	}
+	// Ready once every listener accepts (the metrics one included).
+	if s.opts.Ready != nil {
+		s.opts.Ready(ln.Addr())
 	}
 	select {
 	case err := <-errc:
