@@ -94,7 +94,7 @@ that failed, and nothing is left in --data-dir. Then start arca serve on
 --data-dir: it migrates a backup from an older release forward.`,
 		Example: `  arca restore --from /backup/arca --data-dir /var/lib/arca
   arca restore --from 's3://backups/arca?endpoint=https://s3.example&region=eu-west-1' --data-dir /var/lib/arca`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from == "" || dataDir == "" {
 				return errors.New("the following arguments are required: --from, --data-dir")
