@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -188,4 +189,65 @@ func TestCacheSyncProgress(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &v); err != nil {
 		t.Errorf("stdout is not only the JSON result: %v\n%s", err, stdout.String())
 	}
+}
+
+// TestCopyStoreProgressModes: `arca copy-store` shows its blob and
+// metadata copy as plain progress lines on a pipe and as a bar on a
+// terminal; stdout keeps only the result line.
+func TestCopyStoreProgressModes(t *testing.T) {
+	src := t.TempDir()
+	a := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: src, Args: []string{"--metadata", "", "--blobs", ""}})}
+	a.pushBlobs(t, "prog/copy", 20, 64<<10)
+	a.Stop()
+	copyStore := func() *exec.Cmd {
+		return exec.Command(arcaBin, "copy-store", "--from-data-dir", src, "--to-data-dir", filepath.Join(t.TempDir(), "dst"))
+	}
+
+	t.Run("pipe", func(t *testing.T) {
+		cmd := copyStore()
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("copy-store: %v\n%s", err, stderr.String())
+		}
+		if got := stdout.String(); got != "copied metadata from sqlite to sqlite\n" {
+			t.Errorf("stdout %q, want only the result line", got)
+		}
+		lines := stderr.String()
+		for _, want := range []string{
+			"copy-store: blobs: 0/20, 0 B/1.3 MiB", "copy-store: blobs: 20/20, 1.3 MiB/1.3 MiB",
+			"copy-store: metadata rows: 0/", "copy-store: blobs: 20 (1310720 bytes), 20 copied",
+		} {
+			if !strings.Contains(lines, want) {
+				t.Errorf("stderr has no line %q:\n%s", want, lines)
+			}
+		}
+		if m := regexp.MustCompile(`copy-store: metadata rows: (\d+)/(\d+) `).FindAllStringSubmatch(lines, -1); len(m) < 2 || m[len(m)-1][1] != m[len(m)-1][2] || m[0][2] == "0" {
+			t.Errorf("metadata rows progress does not reach its total: %v\n%s", m, lines)
+		}
+		if strings.Contains(lines, "\r") {
+			t.Errorf("progress on a pipe has carriage returns (a bar):\n%q", lines)
+		}
+	})
+
+	t.Run("terminal", func(t *testing.T) {
+		cmd := copyStore()
+		tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tty.Close()
+		var out bytes.Buffer
+		_, _ = io.Copy(&out, tty) // until the command exits (EIO)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("copy-store on a terminal: %v\n%s", err, out.String())
+		}
+		s := out.String()
+		if !strings.Contains(s, "\r") || !strings.Contains(s, "copy-store: blobs 20/20") || !strings.Contains(s, "100%") || !strings.Contains(s, "MiB") {
+			t.Errorf("no progress bar with items, bytes and percentage on the terminal:\n%q", s)
+		}
+		if strings.Contains(s, "copy-store: blobs: 0/20") {
+			t.Errorf("plain progress lines on a terminal:\n%q", s)
+		}
+	})
 }
