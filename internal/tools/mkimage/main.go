@@ -214,7 +214,6 @@ func imageConfig(p platform, labels map[string]string, created time.Time, diffID
 			"User":         fmt.Sprintf("%d:%d", uid, uid),
 			"Env":          []string{"PATH=/usr/local/bin:/usr/bin:/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"},
 			"Entrypoint":   entrypoint,
-			"WorkingDir":   dataDir,
 			"ExposedPorts": map[string]any{"5000/tcp": struct{}{}},
 			"Volumes":      map[string]any{dataDir: struct{}{}},
 			"Labels":       labels,
