@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/minio"
+	"github.com/arcacache/arca/internal/testutil/pgtest"
 )
 
 // chart is the rendered output of deploy/helm/arca: its objects by kind.
@@ -288,6 +291,7 @@ func TestHelmChartCluster(t *testing.T) {
 	}
 
 	checkNodeMirror(t, c)
+	runClusterReplica(t, values)
 
 	for _, set := range [][]string{
 		{"--set", "replicaCount=3"},
@@ -300,6 +304,75 @@ func TestHelmChartCluster(t *testing.T) {
 	}
 	if _, err := helmTemplate(t, "--set", "blobs.type=s3"); err == nil || !strings.Contains(err.Error(), "needs blobs.s3.url") {
 		t.Errorf("blobs.type=s3 without a URL: %v", err)
+	}
+}
+
+// runClusterReplica renders the cluster values pointed at a real
+// PostgreSQL and MinIO and starts the real binary with the rendered flags
+// and the environment the Secrets would give: it becomes ready (so it
+// reached both stores with those credentials) and answers the probes.
+func runClusterReplica(t *testing.T, values string) {
+	t.Helper()
+	pgURL, pgPassword := pgtest.NewPasswordDatabase(t)
+	m := minio.Start(t)
+	bucket, err := m.NewBucket(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(t.TempDir(), "local.yaml")
+	b, err := yaml.Marshal(map[string]any{
+		"metadata": map[string]any{"postgres": map[string]any{"url": pgURL}},
+		"blobs":    map[string]any{"s3": map[string]any{"url": m.BlobsURL(bucket, "arca")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(local, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := helmTemplate(t, "-f", values, "-f", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := c.one(t, "Deployment").sub("spec.template.spec.containers.0")
+	secrets := map[string]string{ // what values-cluster.yaml's Secrets would hold
+		"arca-postgres/password":    pgPassword,
+		"arca-s3/access-key-id":     m.AccessKey,
+		"arca-s3/secret-access-key": m.SecretKey,
+		"arca-admin/admin-token":    "arca-helm-test-" + strings.Repeat("0123456789abcdef", 2),
+	}
+	var env []string
+	for name, ref := range secretEnv(ctr) {
+		env = append(env, name+"="+secrets[ref])
+	}
+	var args []string // --name value, as the harness looks for its flags
+	for _, a := range ctr.list("args") {
+		name, value, _ := strings.Cut(a.(string), "=")
+		if name != "--addr" && name != "--data-dir" {
+			args = append(args, name, value)
+		}
+	}
+	a := arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Args: args, Env: env, Closed: true})
+	for _, probe := range []string{"livenessProbe", "readinessProbe"} {
+		path := ctr.str(probe + ".httpGet.path")
+		if r := do(t, "GET", "http://"+a.Addr+path, nil, nil); r.Status != http.StatusOK {
+			t.Errorf("%s GET %s: %s", probe, path, r)
+		}
+	}
+	db, err := sql.Open("pgx", strings.Replace(pgURL, "@", ":"+pgPassword+"@", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var migrations int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM schema_migrations`).Scan(&migrations); err != nil || migrations == 0 {
+		t.Errorf("the replica did not migrate the PostgreSQL database: %d migrations, %v", migrations, err)
+	}
+	if _, err := os.Stat(filepath.Join(a.DataDir, "arca.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the replica has an embedded database: %v", err)
+	}
+	if !strings.Contains(a.Logs(), `"msg":"blobs in S3","bucket":"`+bucket+`"`) {
+		t.Errorf("the replica's blobs are not in the bucket %s:\n%s", bucket, a.Logs())
 	}
 }
 
