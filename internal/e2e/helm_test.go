@@ -383,7 +383,6 @@ func checkNodeMirror(t *testing.T, c chart) {
 	t.Helper()
 	svc := c.one(t, "Service")
 	ds := c.one(t, "DaemonSet")
-	cm := c.one(t, "ConfigMap")
 	pod := ds.sub("spec.template.spec")
 	ctr := pod.sub("containers.0")
 	if pod.str("volumes.1.hostPath.path") != "/etc/containerd/certs.d" || ctr.str("volumeMounts.1.mountPath") != "/certs.d" {
@@ -398,6 +397,43 @@ func checkNodeMirror(t *testing.T, c chart) {
 	const clusterIP = "10.96.0.42"
 	endpoint = strings.ReplaceAll(endpoint, "$("+hostEnv+")", clusterIP)
 
+	hosts := map[string]string{"docker.io": "https://registry-1.docker.io", "ghcr.io": "https://ghcr.io"}
+	certsD, out := runNodeMirror(t, c, endpoint, len(hosts))
+	for host, server := range hosts {
+		var h struct {
+			Server string
+			Host   map[string]struct {
+				Capabilities []string
+				SkipVerify   bool `toml:"skip_verify"`
+			}
+		}
+		p := filepath.Join(certsD, host, "hosts.toml")
+		if _, err := toml.DecodeFile(p, &h); err != nil {
+			t.Errorf("%s: %v\n%s", p, err, out)
+			continue
+		}
+		mirror, ok := h.Host[endpoint]
+		if h.Server != server || len(h.Host) != 1 || !ok || !slices.Equal(mirror.Capabilities, []string{"pull", "resolve"}) {
+			t.Errorf("%s: %+v, want server %s and the mirror %s for pull and resolve", p, h, server, endpoint)
+		}
+	}
+
+	// Without the Service's variable (a pod started before the Service) the
+	// script fails, so the kubelet retries, instead of writing "$(...)".
+	cmd, _ := nodeMirrorScript(t, c)
+	cmd.Env = append(os.Environ(), "ARCA_ENDPOINT="+ctr.str("env.0.value"))
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "not known yet") {
+		t.Errorf("script with an unexpanded endpoint: %v %s", err, b)
+	}
+}
+
+// nodeMirrorScript is the node mirror DaemonSet's container command, run
+// here: the ConfigMap laid out as the kubelet mounts it, and the host's
+// certs.d a temporary directory (returned).
+func nodeMirrorScript(t *testing.T, c chart) (*exec.Cmd, string) {
+	t.Helper()
+	pod := c.one(t, "DaemonSet").sub("spec.template.spec")
+	cm := c.one(t, "ConfigMap")
 	dir := t.TempDir()
 	config, certsD := filepath.Join(dir, "config"), filepath.Join(dir, "certs.d")
 	for _, it := range pod.list("volumes.0.configMap.items") {
@@ -410,54 +446,60 @@ func checkNodeMirror(t *testing.T, c chart) {
 			t.Fatal(err)
 		}
 	}
-	cmd := ctr.list("command")
+	cmd := pod.list("containers.0.command")
 	script := strings.NewReplacer("/config", config, "/certs.d", certsD).Replace(cmd[2].(string))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	sh := exec.CommandContext(ctx, cmd[0].(string), cmd[1].(string), script)
+	sh := exec.Command(cmd[0].(string), cmd[1].(string), script)
+	sh.WaitDelay = 10 * time.Second
+	return sh, certsD
+}
+
+// runNodeMirror runs the DaemonSet's script with ARCA_ENDPOINT=endpoint
+// until it wrote n hosts.toml files, stops it as the kubelet would
+// (SIGTERM), and returns the certs.d directory and the script's output.
+func runNodeMirror(t *testing.T, c chart, endpoint string, n int) (string, string) {
+	t.Helper()
+	sh, certsD := nodeMirrorScript(t, c)
 	sh.Env = append(os.Environ(), "ARCA_ENDPOINT="+endpoint)
 	var out syncBuffer
 	sh.Stdout, sh.Stderr = &out, &out
-	sh.WaitDelay = 10 * time.Second
 	if err := sh.Start(); err != nil {
 		t.Fatal(err)
 	}
-	hosts := map[string]string{"docker.io": "https://registry-1.docker.io", "ghcr.io": "https://ghcr.io"}
-	deadline := time.Now().Add(30 * time.Second)
-	for host := range hosts {
-		for !strings.Contains(out.String(), host+"/hosts.toml") && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(out.String(), "/hosts.toml: mirror") < n && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
 	}
 	// The script stays up (a DaemonSet pod must not finish) and stops on SIGTERM.
 	_ = sh.Process.Signal(syscall.SIGTERM)
 	if err := sh.Wait(); err != nil {
 		t.Errorf("node mirror script: %v\n%s", err, out.String())
 	}
-	for host, server := range hosts {
-		var h struct {
-			Server string
-			Host   map[string]struct {
-				Capabilities []string
-				SkipVerify   bool `toml:"skip_verify"`
-			}
-		}
-		p := filepath.Join(certsD, host, "hosts.toml")
-		if _, err := toml.DecodeFile(p, &h); err != nil {
-			t.Errorf("%s: %v\n%s", p, err, out.String())
-			continue
-		}
-		mirror, ok := h.Host[endpoint]
-		if h.Server != server || len(h.Host) != 1 || !ok || !slices.Equal(mirror.Capabilities, []string{"pull", "resolve"}) {
-			t.Errorf("%s: %+v, want server %s and the mirror %s for pull and resolve", p, h, server, endpoint)
-		}
-	}
+	return certsD, out.String()
+}
 
-	// Without the Service's variable (a pod started before the Service) the
-	// script fails, so the kubelet retries, instead of writing "$(...)".
-	sh = exec.CommandContext(ctx, cmd[0].(string), cmd[1].(string), script)
-	sh.Env = append(os.Environ(), "ARCA_ENDPOINT="+ctr.str("env.0.value"))
-	if b, err := sh.CombinedOutput(); err == nil || !strings.Contains(string(b), "not known yet") {
-		t.Errorf("script with an unexpanded endpoint: %v %s", err, b)
+// TestHelmNodeMirrorContainerd: a real containerd, given the certs.d that
+// the chart's node mirror writes, pulls an upstream's image by the
+// upstream's name through arca (the server in hosts.toml is a dead port).
+func TestHelmNodeMirrorContainerd(t *testing.T) {
+	up, a, imgs := startPullThrough(t, 230)
+	values := filepath.Join(t.TempDir(), "mirror.yaml")
+	b, err := yaml.Marshal(map[string]any{"nodeMirror": map[string]any{
+		"enabled":    true,
+		"endpoint":   "http://" + a.Addr,
+		"registries": []map[string]string{{"host": up.Host, "server": "http://" + freeAddr(t)}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(values, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := helmTemplate(t, "-f", values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certsD, _ := runNodeMirror(t, c, c.one(t, "DaemonSet").str("spec.template.spec.containers.0.env.0.value"), 1)
+	startContainerd(t).pull(up.Host+"/library/multi:latest", sha(imgs.index), []*testImage{imgs.amd, imgs.arm}, "--hosts-dir", certsD, "--all-platforms")
+	if n := upstreamGETs(up, "/blobs/"+sha(imgs.arm.Layers[0])); n != 1 {
+		t.Errorf("upstream GETs of a layer: %d, want 1 (the pull went through arca)", n)
 	}
 }
