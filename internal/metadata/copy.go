@@ -88,6 +88,24 @@ func Copy(ctx context.Context, from, to Store, progress CopyProgress) error {
 	return nil
 }
 
+// CountCopyRows is how many rows Copy would copy from from now: the
+// total a progress display counts towards.
+func CountCopyRows(ctx context.Context, from Store) (int64, error) {
+	src, ok := from.(*db)
+	if !ok {
+		return 0, errors.New("metadata copy: unknown store implementation")
+	}
+	var total int64
+	for _, t := range copyTables {
+		var n int64
+		if err := src.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+t.name).Scan(&n); err != nil {
+			return 0, fmt.Errorf("metadata copy: count %s: %w", t.name, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
 const copyBatch = 500
 
 func copyRows(ctx context.Context, src, dst *db, t copyTable, progress CopyProgress) error {
