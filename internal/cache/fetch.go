@@ -16,12 +16,17 @@ import (
 // the staged writer. The last ringBytes of written chunks stay in memory
 // for followers that keep up; a follower that falls further behind reads
 // the staged file. Memory per transfer is constant, plus at most one chunk
-// per follower in the middle of writing it to its client.
+// per follower in the middle of writing it to its client, plus a
+// stagedRead buffer per follower that fell behind the ring. That buffer is
+// small on purpose: 32 laggards of a cold wave each holding a full chunk
+// would add 8 MiB of heap (twice that with the GC's headroom), and a read
+// from the staged file is a page-cache copy, cheap at any size.
 const (
 	fetchChunk    = 256 << 10
 	fetchChunkMin = 64 << 10
 	fetchChunks   = 8
 	ringBytes     = 4 << 20
+	stagedRead    = 64 << 10
 )
 
 // fetch is one in-flight upstream transfer shared by all its readers.
@@ -262,7 +267,7 @@ func (r *follower) next(max int) ([]byte, func(), error) {
 
 func (r *follower) readStaged(n int64) ([]byte, func(), error) {
 	if r.buf == nil {
-		r.buf = make([]byte, fetchChunk)
+		r.buf = make([]byte, stagedRead)
 	}
 	n = min(n, int64(len(r.buf)))
 	m, err := r.f.staged.ReadAt(r.buf[:n], r.off)

@@ -166,6 +166,9 @@ func isArca(tg string) bool { return strings.HasPrefix(tg, "arca") }
 func (e *ptBench) coldWarmWave(b *testing.B, tg string, n int) (cold, warm float64, rss int64, err error) {
 	s := e.start(b, tg, e.up.Host)
 	defer s.stop()
+	// What the server holds before any pull. RssFile is mostly the
+	// binary's text pages; RssAnon is what arca itself allocated.
+	b.Logf("%s: idle %s", tg, rssBreakdown(s.pid))
 	wave := func() (float64, error) {
 		start := make(chan struct{})
 		errs := make(chan error, n)
@@ -191,14 +194,26 @@ func (e *ptBench) coldWarmWave(b *testing.B, tg string, n int) (cold, warm float
 	if cold, err = wave(); err != nil {
 		return 0, 0, 0, fmt.Errorf("cold: %w", err)
 	}
-	if coldRSS, err := vmHWM(s.pid); err == nil {
-		b.Logf("%s: peak RSS after the cold wave %.1f MiB", tg, float64(coldRSS)/(1<<20))
-	}
+	b.Logf("%s: after the cold wave %s", tg, rssBreakdown(s.pid))
 	if warm, err = wave(); err != nil {
 		return 0, 0, 0, fmt.Errorf("warm: %w", err)
 	}
 	rss, err = vmHWM(s.pid)
 	return cold, warm, rss, err
+}
+
+// rssBreakdown formats a process's peak and current resident set and the
+// current set's anonymous and file-backed parts, in MiB.
+func rssBreakdown(pid int) string {
+	var out []string
+	for _, f := range []string{"VmHWM", "VmRSS", "RssAnon", "RssFile"} {
+		v, err := procStatus(pid, f)
+		if err != nil {
+			return err.Error()
+		}
+		out = append(out, fmt.Sprintf("%s %.1f", f, float64(v)/(1<<20)))
+	}
+	return strings.Join(out, ", ") + " MiB"
 }
 
 // s3 starts the benchmark's MinIO on first use and returns it.
