@@ -13,14 +13,16 @@ import (
 
 // A fetch reads the upstream in chunks of at most fetchChunk bytes (at
 // least fetchChunkMin unless the stream ends), at most fetchChunks ahead of
-// the staged writer. The last ringBytes of written chunks stay in memory
-// for followers that keep up; a follower that falls further behind reads
-// the staged file. Memory per transfer is constant, plus at most one chunk
-// per follower in the middle of writing it to its client, plus a
-// stagedRead buffer per follower that fell behind the ring. That buffer is
-// small on purpose: 32 laggards of a cold wave each holding a full chunk
-// would add 8 MiB of heap (twice that with the GC's headroom), and a read
-// from the staged file is a page-cache copy, cheap at any size.
+// the staged writer. Written chunks holding up to ringBytes of memory stay
+// there for followers that keep up (counted by their buffers, not by the
+// bytes in them: from a slow upstream a chunk may hold only fetchChunkMin);
+// a follower that falls further behind reads the staged file. Memory per
+// transfer is constant, plus at most one chunk per follower in the middle
+// of writing it to its client, plus a stagedRead buffer per follower that
+// fell behind the ring. That buffer is small on purpose: 32 laggards of a
+// cold wave each holding a full chunk would add 8 MiB of heap (twice that
+// with the GC's headroom), and a read from the staged file is a page-cache
+// copy, cheap at any size.
 const (
 	fetchChunk    = 256 << 10
 	fetchChunkMin = 64 << 10
@@ -52,7 +54,7 @@ type fetch struct {
 
 	mu       sync.Mutex
 	ring     []*memChunk // received chunks still in memory, in order
-	ringSize int64       // bytes of written chunks in ring
+	ringSize int64       // memory held by the written chunks in ring
 	avail    int64       // bytes received from the upstream
 	written  int64       // bytes in the staged file
 	verified bool        // all bytes received and their digest matches
@@ -114,16 +116,17 @@ func (f *fetch) publish(b []byte) *memChunk {
 }
 
 // wrote records that mc reached the staged file, and evicts the oldest
-// written chunks beyond ringBytes: followers behind them read the file.
+// written chunks beyond ringBytes of memory: followers behind them read
+// the file.
 func (f *fetch) wrote(mc *memChunk) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	mc.written = true
 	f.written = mc.off + int64(len(mc.b))
-	f.ringSize += int64(len(mc.b))
+	f.ringSize += int64(cap(mc.b))
 	f.unref(mc)
-	for len(f.ring) > 1 && f.ring[0].written && f.ringSize-int64(len(f.ring[0].b)) >= ringBytes {
-		f.ringSize -= int64(len(f.ring[0].b))
+	for len(f.ring) > 1 && f.ring[0].written && f.ringSize-int64(cap(f.ring[0].b)) >= ringBytes {
+		f.ringSize -= int64(cap(f.ring[0].b))
 		f.evict(f.ring[0])
 		f.ring = f.ring[1:]
 	}
