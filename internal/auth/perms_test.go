@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -117,6 +118,25 @@ func TestPasswordHash(t *testing.T) {
 	for _, bad := range []string{"", "$argon2id$v=19$m=1,t=1,p=1$$", "$bcrypt$x", "$argon2id$v=19$m=99999999,t=1,p=1$AAAA$AAAA"} {
 		if _, err := CheckPassword(bad, "x"); err == nil {
 			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// The dummy hash checked for unknown users is built without hashing; it
+// must still carry the parameters of a real hash (so the check costs the
+// same) and parse, and it matches no password.
+func TestDummyHashCostsLikeARealHash(t *testing.T) {
+	h, err := HashPassword("s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := func(h string) string { return strings.Join(strings.Split(h, "$")[:4], "$") }
+	if params(dummyHash) != params(h) {
+		t.Fatalf("dummy hash parameters %q, a real hash has %q", params(dummyHash), params(h))
+	}
+	for _, pw := range []string{"", "s3cret", "arca-dummy-password"} {
+		if ok, err := CheckPassword(dummyHash, pw); ok || err != nil {
+			t.Errorf("%q against the dummy hash: %v %v", pw, ok, err)
 		}
 	}
 }
