@@ -29,6 +29,7 @@ var sqliteMigrations = [][]string{
 	schemaStats,
 	identitySchema(""),
 	sqliteUploadState,
+	schemaFetchLeases,
 }
 
 var sqliteDialect = dialect{

@@ -152,6 +152,10 @@ type Store interface {
 	GetRoleAssignment(ctx context.Context, name string) (RoleAssignment, error)
 	PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleAssignment, bool, error)
 	DeleteRoleAssignment(ctx context.Context, name string) error
+
+	// Cluster: one upstream fetch per blob across replicas (fetchleases.go).
+	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (FetchLease, bool, error)
+	ReleaseFetchLease(ctx context.Context, key, holder string) error
 }
 
 // RulesTx is one write transaction over a registry's cache rules and
