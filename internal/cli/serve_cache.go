@@ -30,3 +30,11 @@ func addSyncFlags(f *pflag.FlagSet, o *server.SyncOptions) {
 	f.IntVar(&o.Concurrency, "sync-concurrency", 4, "concurrent upstream requests per upstream host during active sync")
 	f.IntVar(&o.MinRateLimitRemaining, "sync-min-ratelimit-remaining", 10, "defer active sync while an upstream's ratelimit-remaining is below this (negative: never)")
 }
+
+// addClusterFlags adds `arca serve`'s settings for running as one of
+// several replicas on one PostgreSQL database and one S3 bucket.
+func addClusterFlags(f *pflag.FlagSet, o *server.ClusterOptions) {
+	f.StringVar(&o.Advertise, "cluster-advertise", "", "base URL (http://HOST:PORT) at which the other replicas reach this one, to follow its upstream blob fetches (with --metadata postgres://...); empty: they wait until the blob is stored")
+	f.DurationVar(&o.FetchLeaseTTL, "fetch-lease-ttl", 10*time.Second, "how long a replica's lease on an upstream blob fetch lasts unless renewed (the longest a dead replica delays that blob's fetch elsewhere)")
+	f.DurationVar(&o.SyncLeaseTTL, "sync-lease-ttl", 2*time.Minute, "how long a replica's lease on an active sync rule lasts unless renewed (the longest a dead replica's rule waits for another replica)")
+}

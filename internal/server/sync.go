@@ -26,6 +26,7 @@ func (s *Server) newSyncer(pt *pullThrough, reg prometheus.Registerer) (*syncer.
 	return syncer.New(syncer.Options{
 		Cache: pt.cache, Rules: pt.rules, Store: s.meta, Upstream: pt.up, Logger: s.log, Registerer: reg,
 		Interval: o.Interval, Concurrency: o.Concurrency, MinRateLimitRemaining: o.MinRateLimitRemaining,
+		Holder: s.replica, LeaseTTL: s.opts.Cluster.SyncLeaseTTL,
 	})
 }
 
