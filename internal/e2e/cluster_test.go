@@ -223,3 +223,202 @@ func TestClusterAnyReplica(t *testing.T) {
 		t.Logf("rule deleted on replica 1 enforced on replica %d after %s", i, time.Since(deleted).Round(time.Millisecond))
 	}
 }
+
+// pullBlob GETs blob want from a and checks its bytes; firstByte, if set,
+// receives the time the first body byte arrived.
+func pullBlob(a *arca, repo string, want []byte, firstByte func(time.Time)) error {
+	resp, err := httpc.Get(a.URL() + "/v2/" + repo + "/blobs/" + sha(want))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET blob %s on %s: %s %s", sha(want)[:19], a.Addr, resp.Status, b)
+	}
+	var got bytes.Buffer
+	one := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, one); err != nil {
+		return fmt.Errorf("GET blob on %s: %w", a.Addr, err)
+	}
+	if firstByte != nil {
+		firstByte(time.Now())
+	}
+	got.Write(one)
+	if _, err := io.Copy(&got, resp.Body); err != nil {
+		return fmt.Errorf("GET blob on %s after %d bytes: %w", a.Addr, got.Len(), err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		return fmt.Errorf("GET blob on %s: %d bytes, digest %s, want %s", a.Addr, got.Len(), sha(got.Bytes()), sha(want))
+	}
+	return nil
+}
+
+// pullImage pulls im's manifest and blobs from a, each blob's bytes checked.
+func pullImage(a *arca, repo, tag string, im *testImage) error {
+	resp, err := httpc.Do(func() *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, a.URL()+"/v2/"+repo+"/manifests/"+tag, nil)
+		req.Header.Set("Accept", mtAcceptAll)
+		return req
+	}())
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(b, im.Manifest) {
+		return fmt.Errorf("manifest on %s: %s, %d bytes", a.Addr, resp.Status, len(b))
+	}
+	for _, blob := range im.blobs() {
+		if err := pullBlob(a, repo, blob, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestClusterOneUpstreamGETPerBlob: 32 concurrent cold pulls spread over
+// three replicas make one upstream GET per blob (the upstream's access
+// log), every pull byte-identical; the replicas that did not fetch followed
+// the one that did, and their clients got bytes before the blob was whole
+// (the upstream stalls each layer mid-body for a while).
+func TestClusterOneUpstreamGETPerBlob(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	im := newImage(t, 1310, "amd64", 1<<20, 2<<20+7, 512<<10)
+	seedImage(t, up, "library/app", "v1", im)
+	const stall = 2 * time.Second
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Count: -1, CutAfter: 100 << 10, Stall: stall})
+	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host())
+	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
+	time.Sleep(replicaBound) // every replica has the rule
+
+	// The first pull of the big layer starts on replica 0; one on each of
+	// the others follows it: their first byte comes while the upstream
+	// stalls.
+	big := im.Layers[1]
+	started := time.Now()
+	errs := make(chan error, 40)
+	firsts := make(chan time.Duration, 2)
+	go func() { errs <- pullBlob(c.nodes[0], "lib/app", big, nil) }()
+	time.Sleep(300 * time.Millisecond)
+	for _, a := range c.nodes[1:] {
+		go func() {
+			errs <- pullBlob(a, "lib/app", big, func(at time.Time) { firsts <- at.Sub(started) })
+		}()
+	}
+	// 32 whole-image pulls spread over the replicas meanwhile.
+	for i := range 32 {
+		go func() { errs <- pullImage(c.nodes[i%3], "lib/app", "v1", im) }()
+	}
+	for range 35 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	total := time.Since(started)
+	for range 2 {
+		first := <-firsts
+		t.Logf("follower replica: first byte after %s; all pulls done after %s", first.Round(time.Millisecond), total.Round(time.Millisecond))
+		if first >= stall {
+			t.Errorf("a follower replica's client got its first byte after %s, not before the upstream's %s stall ended", first, stall)
+		}
+	}
+	for i, b := range im.blobs() {
+		if n := upstreamGETs(up, "/blobs/"+sha(b)); n != 1 {
+			t.Errorf("blob %d (%d bytes): %d upstream GETs, want 1", i, len(b), n)
+		}
+	}
+	follows := 0.0
+	for _, a := range c.nodes {
+		follows += a.metric(t, "arca_cache_peer_follows_total")
+	}
+	if follows == 0 {
+		t.Error("no replica followed another's fetch (arca_cache_peer_follows_total)")
+	}
+	t.Logf("peer follows: %v", follows)
+}
+
+// pullRetrying pulls blob want from the replicas in turn, starting with
+// the first, until one serves it whole (a client retrying elsewhere), for
+// at most within.
+func pullRetrying(replicas []*arca, repo string, want []byte, within time.Duration) (tries int, err error) {
+	deadline := time.Now().Add(within)
+	for i := 0; ; i++ {
+		err = pullBlob(replicas[i%len(replicas)], repo, want, nil)
+		if err == nil || time.Now().After(deadline) {
+			return i + 1, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestClusterFetchHolderKilled: the replica fetching a blob is SIGKILLed
+// mid-transfer, while a client on another replica follows it. Both
+// clients retry (on another replica) and get the verified blob; the lease
+// lapses and another replica takes the fetch over (a second upstream GET,
+// no more); what is stored is the right content.
+func TestClusterFetchHolderKilled(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	im := newImage(t, 1320, "amd64", 2<<20+11)
+	seedImage(t, up, "library/app", "v1", im)
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Count: -1, CutAfter: 200 << 10, Stall: 4 * time.Second})
+	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host(), "--fetch-lease-ttl", "3s")
+	n0, n1, n2 := c.nodes[0], c.nodes[1], c.nodes[2]
+	n0.cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
+	time.Sleep(replicaBound)
+
+	blob := im.Layers[0]
+	type result struct {
+		who   string
+		tries int
+		err   error
+	}
+	res := make(chan result, 2)
+	go func() {
+		tries, err := pullRetrying([]*arca{n0, n2, n1}, "lib/app", blob, time.Minute)
+		res <- result{"client of the killed replica", tries, err}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	following := make(chan struct{})
+	go func() {
+		err := pullBlob(n1, "lib/app", blob, func(time.Time) { close(following) })
+		tries := 1
+		if err != nil {
+			t.Logf("follower's client, first try: %v", err)
+			var more int
+			more, err = pullRetrying([]*arca{n1, n2}, "lib/app", blob, time.Minute)
+			tries += more
+		}
+		res <- result{"client of the following replica", tries, err}
+	}()
+	select {
+	case <-following:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client on replica 1 got no byte of the blob replica 0 fetches")
+	}
+	n0.Kill9()
+	killed := time.Now()
+	for range 2 {
+		r := <-res
+		if r.err != nil {
+			t.Errorf("%s: %v", r.who, r.err)
+		} else {
+			t.Logf("%s: blob whole after %d tries, %s after the kill", r.who, r.tries, time.Since(killed).Round(time.Millisecond))
+		}
+	}
+	if n := upstreamGETs(up, "/blobs/"+sha(blob)); n != 2 {
+		t.Errorf("upstream GETs of the blob: %d, want 2 (the killed replica's, the taker's)", n)
+	}
+	// The taker commits right after its clients got the verified bytes.
+	for _, a := range []*arca{n1, n2} {
+		waitFor(t, 10*time.Second, "blob stored after the takeover", func() bool {
+			r := getCached(t, a.URL()+"/v2/lib/app/blobs/"+sha(blob), sha(blob))
+			return r.Header.Get("X-Arca-Cache") == "hit"
+		})
+	}
+	// A fresh replica in the dead one's place serves the stored blob.
+	n0 = c.start(t, 0, freeAddr(t))
+	getCached(t, n0.URL()+"/v2/lib/app/blobs/"+sha(blob), sha(blob))
+}
