@@ -28,6 +28,7 @@ func addPullThroughFlags(f *pflag.FlagSet, o *server.PullThroughOptions) {
 func addSyncFlags(f *pflag.FlagSet, o *server.SyncOptions) {
 	f.DurationVar(&o.Interval, "sync-interval", 12*time.Hour, "time between active sync runs of a rule (a new or changed rule runs at once)")
 	f.IntVar(&o.Concurrency, "sync-concurrency", 4, "concurrent upstream requests per upstream host during active sync")
+	f.DurationVar(&o.Poll, "sync-poll", 30*time.Second, "how often a replica looks for due active sync rules (rules changed on another replica, or left by a dead one once their lease lapsed)")
 	f.IntVar(&o.MinRateLimitRemaining, "sync-min-ratelimit-remaining", 10, "defer active sync while an upstream's ratelimit-remaining is below this (negative: never)")
 }
 
