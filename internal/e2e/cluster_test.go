@@ -27,6 +27,7 @@ import (
 const replicaBound = 5 * time.Second
 
 type cluster struct {
+	minio   *minio.Server
 	db      string
 	blobs   string
 	env     []string
@@ -45,7 +46,7 @@ func startCluster(t testing.TB, n int, closed bool, args ...string) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{db: pgtest.NewDatabase(t), blobs: m.BlobsURL(bucket, "arca"), env: append(m.Env(), "ARCA_ADMIN_TOKEN="+ptAdminToken),
+	c := &cluster{minio: m, db: pgtest.NewDatabase(t), blobs: m.BlobsURL(bucket, "arca"), env: append(m.Env(), "ARCA_ADMIN_TOKEN="+ptAdminToken),
 		args: args, closed: closed}
 	for range n {
 		c.dataDir = append(c.dataDir, t.TempDir())
