@@ -172,6 +172,15 @@ func TestClusterAnyReplica(t *testing.T) {
 		t.Fatalf("token from replica 2: %s", tr)
 	}
 	authz := map[string]string{"Authorization": "Bearer " + tok.Token}
+	// The internal endpoint is for replicas only: neither anonymous nor a
+	// data-plane token gets in.
+	internal := n1.URL() + "/arca-internal/v1/fetch?host=x&path=y&cred=&digest=" + sha([]byte("x"))
+	for what, h := range map[string]map[string]string{"no token": nil, "a data-plane token": authz,
+		"admin Basic": {"Authorization": basicAuth("default", password)}} {
+		if r := do(t, "GET", internal, h, nil); r.Status != http.StatusUnauthorized {
+			t.Errorf("internal endpoint with %s: %s, want 401", what, r)
+		}
+	}
 	blob := randomBytes(1301, 3<<20+123)
 	chunks := [][]byte{blob[:1<<20], blob[1<<20 : 2<<20], blob[2<<20:]}
 	r := do(t, "POST", n0.URL()+"/v2/team/up/blobs/uploads/", authz, nil)
