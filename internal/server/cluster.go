@@ -150,6 +150,9 @@ func (s *Server) peerHandler(toks *replicaTokens, c *cache.Cache) http.Handler {
 // follow other replicas' fetches; only PostgreSQL is shared by replicas.
 func (s *Server) useCluster(c *cache.Cache) (http.Handler, error) {
 	if s.meta.Backend() != "postgres" {
+		if s.opts.Cluster.Advertise != "" {
+			s.log.Warn("--cluster-advertise is ignored: replicas share a PostgreSQL metadata store (--metadata postgres://...)")
+		}
 		return nil, nil
 	}
 	toks, err := newReplicaTokens(s.meta, s.replica)
