@@ -219,6 +219,12 @@ func TestClusterAnyReplica(t *testing.T) {
 		tags[i] = fmt.Sprintf("t%d", i)
 	}
 	up.Tag(t, "library/app", digest.Digest(im.Digest()), tags...)
+	// Their rule caches are fresh when the rule goes.
+	for _, a := range []*arca{n0, n2} {
+		if s := manifest(a); s != http.StatusOK {
+			t.Fatalf("v1 on %s before the deletion: %d", a.Addr, s)
+		}
+	}
 	if status, _, body := mgmtDo(t, http.MethodDelete, mgmtURL(n1, "/cacheRules/app-rule"), nil); status >= 300 {
 		t.Fatalf("delete rule: %d %s", status, body)
 	}
