@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -67,10 +70,21 @@ func TestClusterBenchmarks(t *testing.T) {
 		wg.Wait()
 		return n.Load(), time.Since(start)
 	}
+	// Where the CPU goes: the replicas, MinIO (every warm blob GET reads
+	// the object), and the rest (clients, other load on the machine).
+	cpu := func() (arcaSec, minioSec, machineSec float64) {
+		for _, a := range c.nodes {
+			arcaSec += cpuSeconds(a.Pid())
+		}
+		return arcaSec, cpuSeconds(c.minio.Pid()), machineCPUSeconds()
+	}
 	for k := 1; k <= 3; k++ {
+		a0, m0, all0 := cpu()
 		reqs, el := load(k, blobPath, int64(len(layer)), 8*time.Second)
-		t.Logf("warm blob pulls, load on %d replica(s): %.0f MiB/s (%d GETs of 4 MiB in %s)", k,
-			float64(reqs)*float64(len(layer))/(1<<20)/el.Seconds(), reqs, el.Round(time.Millisecond))
+		a1, m1, all1 := cpu()
+		t.Logf("warm blob pulls, load on %d replica(s): %.0f MiB/s (%d GETs of 4 MiB in %s); CPU cores busy: arca %.2f, MinIO %.2f, machine %.2f of 2", k,
+			float64(reqs)*float64(len(layer))/(1<<20)/el.Seconds(), reqs, el.Round(time.Millisecond),
+			(a1-a0)/el.Seconds(), (m1-m0)/el.Seconds(), (all1-all0)/el.Seconds())
 	}
 	for k := 1; k <= 3; k++ {
 		reqs, el := load(k, manifestPath, int64(len(warm.Manifest)), 5*time.Second)
@@ -130,4 +144,38 @@ func TestClusterBenchmarks(t *testing.T) {
 	if n := upstreamGETs(up, "/blobs/"+sha(big)); n != 1 {
 		t.Errorf("cold layer: %d upstream GETs, want 1", n)
 	}
+}
+
+// cpuSeconds is the user+system CPU time of process pid (0 if unknown).
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	s, _ := strconv.ParseFloat(f[12], 64)
+	return (u + s) / 100 // USER_HZ
+}
+
+// machineCPUSeconds is the busy CPU time of the whole machine.
+func machineCPUSeconds() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy float64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseFloat(v, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy / 100
 }
