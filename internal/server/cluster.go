@@ -2,14 +2,11 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -44,15 +41,6 @@ const clusterAudience = "arca:replicas"
 
 // replicaKind is the arca_kind claim of a replica's token.
 const replicaKind = "replica"
-
-// newReplicaID names this process in lease rows: host, pid and a random
-// part (a restarted replica is a new holder).
-func newReplicaID() string {
-	host, _ := os.Hostname()
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
-}
 
 // checkAdvertise validates --cluster-advertise.
 func checkAdvertise(s string) error {

@@ -146,7 +146,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := checkAdvertise(opts.Cluster.Advertise); err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, log: opts.Logger, replica: newReplicaID()}
+	s := &Server{opts: opts, log: opts.Logger, replica: syncer.NewHolder()}
 	if err := s.openStores(ctx); err != nil {
 		return nil, err
 	}

@@ -155,7 +155,7 @@ func New(o Options) (*Syncer, error) {
 		o.MaxRules = 2
 	}
 	if o.Holder == "" {
-		o.Holder = defaultHolder()
+		o.Holder = NewHolder()
 	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
@@ -168,7 +168,9 @@ func New(o Options) (*Syncer, error) {
 	}, nil
 }
 
-func defaultHolder() string {
+// NewHolder names a process in lease rows: host, pid and a random part
+// (a restarted process is a new holder).
+func NewHolder() string {
 	host, _ := os.Hostname()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
