@@ -92,24 +92,35 @@ func leaseKey(key fetchKey) string {
 // lease over when its holder is gone. errStoredMeanwhile reports that the
 // blob was stored while this replica waited.
 func (c *Cache) open(ctx context.Context, f *fetch, t Target) (io.ReadCloser, int64, error) {
-	cl := c.cluster
-	if cl == nil {
+	if c.cluster == nil {
 		return c.up.GetBlob(ctx, t.Upstream, f.key.d)
 	}
+	rc, size, peer, err := c.source(ctx, f, t)
+	if err != nil || !peer {
+		return rc, size, err
+	}
+	return &peerStream{c: c, ctx: ctx, f: f, t: t, rc: rc, peer: true, size: size}, size, nil
+}
+
+// source takes the lease (and reads the upstream) or follows its holder
+// (peer true); see open.
+func (c *Cache) source(ctx context.Context, f *fetch, t Target) (rc io.ReadCloser, size int64, peer bool, err error) {
+	cl := c.cluster
 	key := leaseKey(f.key)
 	for {
 		lease, got, err := cl.Leases.AcquireFetchLease(ctx, key, cl.Holder, cl.Addr, cl.LeaseTTL)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		if got {
-			return c.openLeased(ctx, f, t, key)
+			rc, size, err := c.openLeased(ctx, f, t, key)
+			return rc, size, false, err
 		}
 		if lease.Holder != "" && lease.Addr != "" {
 			rc, size, err := c.openPeer(ctx, lease.Addr, f.key)
 			if err == nil {
 				c.metrics.peerFollows.Inc()
-				return rc, size, nil
+				return rc, size, true, nil
 			}
 			c.log.Debug("following another replica's fetch", "replica", lease.Holder, "digest", f.key.d, "err", err)
 		}
@@ -117,14 +128,105 @@ func (c *Cache) open(ctx context.Context, f *fetch, t Target) (io.ReadCloser, in
 		// lease lapses), or its fetch is no longer in flight: the blob is
 		// stored, or the lease is released or lapses soon.
 		if _, err := c.blobs.Stat(ctx, f.key.d); err == nil {
-			return nil, 0, errStoredMeanwhile
+			return nil, 0, false, errStoredMeanwhile
 		}
 		select {
 		case <-time.After(cl.Poll):
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+			return nil, 0, false, ctx.Err()
 		}
 	}
+}
+
+// maxResumes bounds how often one fetch moves to another source.
+const maxResumes = 3
+
+// peerStream is another replica's fetch, followed. When that stream is cut
+// (the replica died, or its fetch failed), it goes on from the same offset
+// with the next source: another replica that took the lease over, the
+// upstream under the lease this replica takes, or the stored blob. The
+// bytes already read are skipped in the new stream, not compared: the
+// digest check at the end covers what the fetch assembled, so this
+// replica's clients see a pause, not a cut.
+type peerStream struct {
+	c       *Cache
+	ctx     context.Context
+	f       *fetch
+	t       Target
+	rc      io.ReadCloser
+	peer    bool // rc is a peer's stream (only those are resumed)
+	size    int64
+	off     int64
+	broken  error // a read error that came with bytes, handled next Read
+	resumes int
+}
+
+func (r *peerStream) Read(p []byte) (int, error) {
+	for {
+		if r.broken != nil {
+			if err := r.resume(r.broken); err != nil {
+				return 0, err
+			}
+			r.broken = nil
+		}
+		n, err := r.rc.Read(p)
+		r.off += int64(n)
+		switch {
+		case err == nil || err == io.EOF:
+			return n, err
+		case n > 0:
+			r.broken = err
+			return n, nil
+		}
+		r.broken = err
+	}
+}
+
+func (r *peerStream) resume(cause error) error {
+	if !r.peer || r.resumes >= maxResumes || r.ctx.Err() != nil {
+		return cause
+	}
+	r.resumes++
+	r.rc.Close()
+	r.c.log.Info("the replica this fetch followed is gone or failed; resuming", "digest", r.f.key.d, "offset", r.off, "err", cause)
+	rc, size, peer, err := r.c.source(r.ctx, r.f, r.t)
+	if errors.Is(err, errStoredMeanwhile) {
+		rc, size, err = r.c.openStored(r.ctx, r.f.key.d, r.off)
+	} else if err == nil {
+		_, err = io.CopyN(io.Discard, rc, r.off)
+		if err != nil {
+			rc.Close()
+		}
+	}
+	if err == nil && size >= 0 && r.size >= 0 && size != r.size {
+		rc.Close()
+		err = fmt.Errorf("new source announces %d bytes, the first %d", size, r.size)
+	}
+	if err != nil {
+		// Keep a closed stream in place: Close stays safe.
+		return fmt.Errorf("%w (resuming at %d: %v)", cause, r.off, err)
+	}
+	r.rc, r.peer = rc, peer
+	return nil
+}
+
+func (r *peerStream) Close() error { return r.rc.Close() }
+
+// openStored opens stored blob d at offset off.
+func (c *Cache) openStored(ctx context.Context, d digest.Digest, off int64) (io.ReadCloser, int64, error) {
+	size, err := c.blobs.Stat(ctx, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	rc, err := c.blobs.Open(ctx, d)
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, err := rc.Seek(off, io.SeekStart); err != nil {
+		rc.Close()
+		return nil, 0, err
+	}
+	return rc, size, nil
 }
 
 // openLeased fetches from the upstream under the lease this replica just
