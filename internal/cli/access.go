@@ -56,7 +56,12 @@ func clientCmd(env Env, cmd *cobra.Command) *clientOpts {
 
 // onRegistry runs fn with the ARM path of registry name.
 func (o *clientOpts) onRegistry(cmd *cobra.Command, name, rg string, fn func(ctx context.Context, s *session, path string) error) error {
-	s, err := o.connect()
+	return o.onRegistryWith(cmd, name, rg, requestTimeout, fn)
+}
+
+// onRegistryWith is onRegistry with another per-request timeout (0: none).
+func (o *clientOpts) onRegistryWith(cmd *cobra.Command, name, rg string, timeout time.Duration, fn func(ctx context.Context, s *session, path string) error) error {
+	s, err := o.connectWith(timeout)
 	if err != nil {
 		return err
 	}

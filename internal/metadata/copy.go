@@ -53,6 +53,7 @@ var copyTables = []copyTable{
 	{"identities", []string{"rg_key", "name_key", "resource_group", "name", "principal_id", "client_id", "tenant_id", "location", "tags", "created_at"}, 2, false},
 	{"federated_credentials", []string{"rg_key", "identity_key", "name_key", "name", "issuer", "subject", "audiences", "created_at"}, 3, false},
 	{"role_assignments", []string{"name", "role", "principal_id", "scope", "scope_key", "description", "created_at"}, 1, false},
+	{"retention_policies", []string{"registry", "status", "days", "updated_at"}, 1, false},
 }
 
 // copySkipped are not copied: the migration bookkeeping (each store has its

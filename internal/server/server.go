@@ -25,6 +25,7 @@ import (
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
+	"github.com/arcacache/arca/internal/gc"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/portal"
@@ -71,6 +72,8 @@ type Options struct {
 	Sync SyncOptions
 	// Limits bound clients, uploads and disk use (see resources.go).
 	Limits LimitOptions
+	// GC configures garbage collection (see gc.go).
+	GC GCOptions
 	// ReadHeaderTimeout and IdleTimeout bound slow clients: the time to
 	// send request headers, and an idle keep-alive connection's life.
 	ReadHeaderTimeout time.Duration
@@ -112,6 +115,9 @@ type Server struct {
 	metrics http.Handler // set when MetricsAddr has its own listener
 	access  *auth.Service
 	regs    *mgmt.Registries
+	gc      *gc.Collector
+	// gcMetrics count what gc (and the upload janitor) reclaimed.
+	gcMetrics *gcMetrics
 	// replica names this process in lease rows (fetch and sync leases).
 	replica string
 	// onRegistryChange refreshes what the data plane caches of a registry.
@@ -139,6 +145,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		if err := checkPprofAddr(opts.PprofAddr); err != nil {
 			return nil, err
 		}
+	}
+	if opts.GC.Grace == 0 {
+		opts.GC.Grace = time.Hour
 	}
 	if opts.StorageMetricsMaxAge == 0 {
 		opts.StorageMetricsMaxAge = time.Minute
@@ -210,7 +219,13 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
+	if s.gc, err = s.newCollector(promReg); err != nil {
+		return err
+	}
+	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
+		return err
+	}
+	if s.syncer, err = s.newSyncer(pt, promReg, s.stats); err != nil {
 		return err
 	}
 	onChange := func(registry string) {
@@ -227,10 +242,7 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	s.access = access
 	s.mgmt = mg
-	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
-		return err
-	}
-	po, err := portal.New(portal.Options{API: mg, Metrics: promReg, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
+	po, err := portal.New(portal.Options{API: mg, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
 	if err != nil {
 		return err
 	}
@@ -360,6 +372,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer stop()
 	}
 	go s.janitor(ctx)
+	go s.gcLoop(ctx)
 	go s.syncRegistries(ctx)
 	go s.mgmt.RunHealthChecks(ctx)
 	statsDone := make(chan struct{})

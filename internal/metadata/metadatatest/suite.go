@@ -55,6 +55,13 @@ func Run(t *testing.T, open Opener) {
 		{"UploadStateOneWriterWins", testUploadState},
 		{"RuleStats", testRuleStats},
 		{"Identities", testIdentities},
+		// Garbage collection (gc.go).
+		{"GCBlobLifecycle", testGCBlobLifecycle},
+		{"GCMarkClearedByReference", testGCMarkClearedByReference},
+		{"GCPrepareWaitsForDeletion", testGCPrepareWaitsForDeletion},
+		{"GCOrphans", testGCOrphans},
+		{"GCUntaggedManifests", testGCUntaggedManifests},
+		{"RetentionPolicies", testRetentionPolicies},
 		{"FetchLeases", testFetchLeases},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
