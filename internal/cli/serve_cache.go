@@ -32,6 +32,12 @@ func addSyncFlags(f *pflag.FlagSet, o *server.SyncOptions) {
 	f.IntVar(&o.MinRateLimitRemaining, "sync-min-ratelimit-remaining", 10, "defer active sync while an upstream's ratelimit-remaining is below this (negative: never)")
 }
 
+// addLifecycleFlags adds `arca serve`'s access tracking and eviction settings.
+func addLifecycleFlags(f *pflag.FlagSet, o *server.LifecycleOptions) {
+	f.DurationVar(&o.EvictionInterval, "eviction-interval", server.DefaultEvictionInterval, "time between eviction passes over cached content (rules' --retention-days, then the registry's --cache-quota); one replica at a time")
+	f.DurationVar(&o.PullFlushInterval, "pull-flush-interval", server.DefaultPullFlushInterval, "how often batched last-pulled times are written to the metadata store (a crash loses at most this much)")
+}
+
 // addClusterFlags adds `arca serve`'s settings for running as one of
 // several replicas on one PostgreSQL database and one S3 bucket.
 func addClusterFlags(f *pflag.FlagSet, o *server.ClusterOptions) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -144,22 +143,6 @@ func TestClusterBenchmarks(t *testing.T) {
 	if n := upstreamGETs(up, "/blobs/"+sha(big)); n != 1 {
 		t.Errorf("cold layer: %d upstream GETs, want 1", n)
 	}
-}
-
-// cpuSeconds is the user+system CPU time of process pid (0 if unknown).
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which may hold spaces) in parentheses.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100 // USER_HZ
 }
 
 // machineCPUSeconds is the busy CPU time of the whole machine.

@@ -167,6 +167,14 @@ type Store interface {
 	PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleAssignment, bool, error)
 	DeleteRoleAssignment(ctx context.Context, name string) error
 
+	// Storage lifecycle: access times (batched), usage per registry,
+	// eviction of cached content (lifecycle.go).
+	RecordPulls(ctx context.Context, pulls []Pull) error
+	RepositoryPulledAt(ctx context.Context, registry, repo string) (time.Time, error)
+	RegistryUsage(ctx context.Context, registry string) ([]RepoUsage, error)
+	CachedItems(ctx context.Context, registry string, before time.Time, after CachedCursor, n int) ([]CachedItem, error)
+	EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error)
+
 	// Cluster: one upstream fetch per blob across replicas (fetchleases.go).
 	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (FetchLease, bool, error)
 	ReleaseFetchLease(ctx context.Context, key, holder string) error

@@ -163,7 +163,7 @@ func New(o Options) (*Syncer, error) {
 		o.MaxRules = 2
 	}
 	if o.Holder == "" {
-		o.Holder = NewHolder()
+		o.Holder = DefaultHolder()
 	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
@@ -176,9 +176,8 @@ func New(o Options) (*Syncer, error) {
 	}, nil
 }
 
-// NewHolder names a process in lease rows: host, pid and a random part
-// (a restarted process is a new holder).
-func NewHolder() string {
+// DefaultHolder names this process in lease rows: host, pid and a random part.
+func DefaultHolder() string {
 	host, _ := os.Hostname()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)

@@ -62,6 +62,11 @@ func Run(t *testing.T, open Opener) {
 		{"GCOrphans", testGCOrphans},
 		{"GCUntaggedManifests", testGCUntaggedManifests},
 		{"RetentionPolicies", testRetentionPolicies},
+		// Storage lifecycle (lifecycle.go).
+		{"RecordPulls", testRecordPulls},
+		{"RecordPullsConcurrent", testRecordPullsConcurrent},
+		{"EvictCached", testEvictCached},
+		{"QuotasAndRetention", testQuotasAndRetention},
 		{"FetchLeases", testFetchLeases},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
