@@ -36,7 +36,7 @@ var copyTables = []copyTable{
 	{"cache_rules", []string{"registry", "name_key", "name", "source", "target", "credential_set", "identity", "sync_mode",
 		"sync_referrers", "filters", "sync_status", "provisioning_state", "created_at", "modified_at"}, 2, false},
 	{"credential_sets", []string{"registry", "name_key", "name", "login_server", "username_ref", "password_ref", "health_status",
-		"health_code", "health_message", "principal_id", "provisioning_state", "created_at", "modified_at"}, 2, false},
+		"health_code", "health_message", "principal_id", "provisioning_state", "created_at", "modified_at", "identity"}, 2, false},
 	{"rules_generation", []string{"registry", "generation"}, 1, false},
 	{"operations", []string{"id", "registry", "resource", "status", "error_code", "error_msg", "started_at", "ended_at"}, 1, false},
 	{"sync_runs", []string{"registry", "rule", "run_id", "result", "started_at", "ended_at", "next_at", "tags_synced",

@@ -255,13 +255,13 @@ func (s *db) SetCacheRuleSyncStatus(ctx context.Context, registry, name string, 
 	})
 }
 
-const credSetColumns = `name, login_server, username_ref, password_ref, health_status, health_code, health_message, principal_id, provisioning_state, created_at, modified_at`
+const credSetColumns = `name, login_server, username_ref, password_ref, health_status, health_code, health_message, principal_id, provisioning_state, created_at, modified_at, identity`
 
 func scanCredSet(sc scanner) (rules.CredentialSet, error) {
 	var c rules.CredentialSet
 	var created, modified int64
 	err := sc.Scan(&c.Name, &c.LoginServer, &c.UsernameRef, &c.PasswordRef, &c.Health.Status, &c.Health.ErrorCode,
-		&c.Health.ErrorMessage, &c.PrincipalID, &c.ProvisioningState, &created, &modified)
+		&c.Health.ErrorMessage, &c.PrincipalID, &c.ProvisioningState, &created, &modified, &c.Identity)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return c, err
@@ -314,4 +314,11 @@ func (s *db) ListCredentialSetsPage(ctx context.Context, registry, after string,
 		return out[:n], true, nil
 	}
 	return out, false, nil
+}
+
+// credentialSetIdentity (SQLite migration 11, PostgreSQL 5) stores the
+// user-assigned identity a credential set reads its Key Vault secrets as
+// ("" = the system-assigned one). The statement is the same in both.
+var credentialSetIdentity = []string{
+	`ALTER TABLE credential_sets ADD COLUMN identity TEXT NOT NULL DEFAULT ''`,
 }

@@ -283,8 +283,9 @@ func TestKeyVaultResolveAsIdentity(t *testing.T) {
 	t.Setenv("IDENTITY_ENDPOINT", iss.URL()+oidcfixture.MSIPath)
 	t.Setenv("IDENTITY_HEADER", iss.Header)
 	const uami = "6f1c2d3e-0000-4000-8000-00000000a11c"
+	const uamiID = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/KVReader"
 	kv := &fakeKeyVault{t: t, resource: "https://vault.azure.net", secrets: map[string]string{"pw": "planted-pw-51c2"},
-		readers: map[string]bool{uami: true}}
+		readers: map[string]bool{uami: true, strings.ToLower(uamiID): true}}
 	r, err := New(Options{HTTPClient: startKeyVault(t, kv), KeyVault: KeyVaultOptions{Credential: &fakeCredential{}}})
 	if err != nil {
 		t.Fatal(err)
@@ -298,9 +299,18 @@ func TestKeyVaultResolveAsIdentity(t *testing.T) {
 	if iss.MSIRequests() == 0 {
 		t.Fatal("no token was asked of the managed identity endpoint")
 	}
+	// By resource id, as a credential set names its identity.
+	if v, err := r.ResolveAs(ctx, ref, UserAssigned(uamiID)); err != nil || v != "planted-pw-51c2" {
+		t.Fatalf("as user-assigned %s: %q, %v", uamiID, v, err)
+	}
 	_, err = r.ResolveAs(ctx, ref, KeyVaultIdentity{ManagedIdentity: true})
-	if err == nil || !strings.Contains(err.Error(), "403 (Forbidden)") || !strings.Contains(err.Error(), "system-assigned") {
+	if err == nil || !strings.Contains(err.Error(), "403 (Forbidden)") || !strings.Contains(err.Error(), "as the host's system-assigned managed identity") {
 		t.Fatalf("as the system-assigned identity (no get on the vault): %v, want 403 naming it", err)
+	}
+	other := UserAssigned(strings.Replace(uamiID, "KVReader", "Other", 1))
+	_, err = r.ResolveAs(ctx, ref, other)
+	if err == nil || !strings.Contains(err.Error(), "403 (Forbidden)") || !strings.Contains(err.Error(), "as user-assigned managed identity "+other.ResourceID) {
+		t.Fatalf("as an identity without get: %v, want 403 naming it", err)
 	}
 	// The server-wide credential is a third identity.
 	if v, err := r.Resolve(ctx, ref); err != nil || v != "planted-pw-51c2" {

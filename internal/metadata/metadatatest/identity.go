@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/rules"
 )
 
 // Identities, federated credentials and role assignments: names ignore
@@ -69,5 +70,39 @@ func testIdentities(t *testing.T, open Opener) {
 	}
 	if list, err := s.ListRoleAssignments(ctx); err != nil || len(list) != 0 {
 		t.Fatalf("assignments after delete: %v %v", list, err)
+	}
+}
+
+// A credential set keeps the user-assigned identity it reads its secrets
+// as; a rewrite changes it, and a health check made as the previous
+// identity does not overwrite the health of the new one.
+func testCredentialSetIdentity(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	const uami = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/KVReader"
+	cs := rules.CredentialSet{Name: "Hub", LoginServer: "docker.io", UsernameRef: "u", PasswordRef: "p", PrincipalID: "x",
+		Identity: uami, ProvisioningState: rules.StateSucceeded}
+	put := func(c rules.CredentialSet) {
+		t.Helper()
+		if err := s.UpdateRules(ctx, "default", func(tx metadata.RulesTx) error { return tx.PutCredentialSet(c) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(cs)
+	if got, err := s.GetCredentialSet(ctx, "default", "hub"); err != nil || got.Identity != uami {
+		t.Fatalf("identity round trip: %q, %v", got.Identity, err)
+	}
+	system := cs
+	system.Identity = ""
+	put(system)
+	sets, _, err := s.ListCredentialSetsPage(ctx, "default", "", 0)
+	if err != nil || len(sets) != 1 || sets[0].Identity != "" {
+		t.Fatalf("after the switch to system-assigned: %+v, %v", sets, err)
+	}
+	if stored, _ := s.SetCredentialSetHealth(ctx, "default", cs, rules.Health{Status: rules.Healthy}); stored {
+		t.Fatal("a check made as the previous identity stored its health")
+	}
+	if stored, err := s.SetCredentialSetHealth(ctx, "default", system, rules.Health{Status: rules.Healthy}); err != nil || !stored {
+		t.Fatalf("a check as the current identity: %v %v", stored, err)
 	}
 }

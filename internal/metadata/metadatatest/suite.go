@@ -55,6 +55,7 @@ func Run(t *testing.T, open Opener) {
 		{"UploadStateOneWriterWins", testUploadState},
 		{"RuleStats", testRuleStats},
 		{"Identities", testIdentities},
+		{"CredentialSetIdentity", testCredentialSetIdentity},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
