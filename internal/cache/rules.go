@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/arcacache/arca/internal/rules"
+	"github.com/arcacache/arca/internal/secrets"
 	"github.com/arcacache/arca/internal/tracing"
 	"github.com/arcacache/arca/internal/upstream"
 )
@@ -22,9 +23,10 @@ type RuleStore interface {
 	GetCredentialSet(ctx context.Context, registry, name string) (rules.CredentialSet, error)
 }
 
-// SecretResolver turns a secret reference into its value, at use time.
+// SecretResolver turns a secret reference into its value, at use time,
+// reading Key Vault references as the given identity.
 type SecretResolver interface {
-	Resolve(ctx context.Context, ref string) (string, error)
+	ResolveAs(ctx context.Context, ref string, id secrets.KeyVaultIdentity) (string, error)
 }
 
 // RuleSet resolves repositories to cache targets. It keeps an index per
@@ -190,11 +192,12 @@ func (s *RuleSet) credentials(registry, name string) upstream.Credentials {
 			return "", "", fmt.Errorf("credential set %s has no usable credentials", name)
 		}
 		c := cs
-		user, err := s.secrets.Resolve(ctx, c.UsernameRef)
+		id := secrets.UserAssigned(c.Identity)
+		user, err := s.secrets.ResolveAs(ctx, c.UsernameRef, id)
 		if err != nil {
 			return "", "", fmt.Errorf("credential set %s username: %w", name, err)
 		}
-		pass, err := s.secrets.Resolve(ctx, c.PasswordRef)
+		pass, err := s.secrets.ResolveAs(ctx, c.PasswordRef, id)
 		if err != nil {
 			return "", "", fmt.Errorf("credential set %s password: %w", name, err)
 		}
