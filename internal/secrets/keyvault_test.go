@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	testToken  = "eyJ0eXAiOiJKV1QifQ.fake-access-token"
+	testToken = "eyJ0eXAiOiJKV1QifQ.fake-access-token"
 )
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
