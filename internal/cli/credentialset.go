@@ -33,6 +33,9 @@ type (
 		Identity *identityBody `json:"identity,omitempty"`
 	}
 	existingCredSet struct {
+		Identity *struct {
+			UserAssignedIdentities map[string]json.RawMessage `json:"userAssignedIdentities"`
+		} `json:"identity"`
 		Properties struct {
 			LoginServer     string           `json:"loginServer"`
 			AuthCredentials []authCredential `json:"authCredentials"`
@@ -164,7 +167,7 @@ func newCredSetUpdateCmd(o *clientOpts) *cobra.Command {
 				return err
 			}
 			if user == "" && pass == "" && identity == "" {
-				return errors.New("You must update either the username secret ID, password secret ID, or both (or the --identity).")
+				return errors.New("You must update either the username secret ID, password secret ID, or both.")
 			}
 			for flag, ref := range map[string]string{"--username-id/-u": user, "--password-id/-p": pass} {
 				if ref != "" {
