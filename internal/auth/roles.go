@@ -175,7 +175,15 @@ func (s *Service) identityPerms(ctx context.Context, registry, principalID strin
 		if pattern == "" {
 			pattern = "*"
 		}
-		perms = append(perms, Rule{Pattern: pattern, Actions: role.Actions})
+		var cond *Condition
+		if a.Condition != "" {
+			// Checked when the assignment was made; one that no longer
+			// parses grants nothing rather than everything.
+			if cond, err = ParseCondition(a.Condition); err != nil {
+				continue
+			}
+		}
+		perms = append(perms, Rule{Pattern: pattern, Actions: role.Actions, Cond: cond})
 	}
 	return perms, true, nil
 }

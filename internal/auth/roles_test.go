@@ -290,3 +290,36 @@ func FuzzUnverifiedIssuer(f *testing.F) {
 		}
 	})
 }
+
+// A role assignment's ABAC condition limits what the token endpoint
+// grants: the Contributor role conditioned to pull-only outside team-a/
+// (the docs' shape with a prefix) gives pull, push and delete under team-a/
+// and only pull elsewhere; the unconditioned myapp reader still adds up.
+func TestIdentityConditionedRole(t *testing.T) {
+	f := newIdentityFixture(t)
+	reg := "/subscriptions/" + testSub + "/resourceGroups/arca/providers/Microsoft.ContainerRegistry/registries/reg01"
+	cond := "(!(ActionMatches{'Microsoft.ContainerRegistry/registries/repositories/content/write'}) AND " +
+		"!(ActionMatches{'Microsoft.ContainerRegistry/registries/repositories/content/delete'})) OR " +
+		"@Request[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'"
+	if _, err := ValidateCondition(cond, ConditionVersion); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.meta.PutRoleAssignment(context.Background(), metadata.RoleAssignment{Name: "00000000-0000-4000-8000-000000000009",
+		Role: "Container Registry Repository Contributor", PrincipalID: f.principal, Scope: reg, Condition: cond, ConditionVersion: ConditionVersion}); err != nil {
+		t.Fatal(err)
+	}
+	_, rt, body := f.exchange(t, f.iss.Token(t, "ci", "api://AzureADTokenExchange", time.Hour))
+	if rt == "" {
+		t.Fatalf("exchange: %v", body)
+	}
+	for scope, want := range map[string]string{
+		"repository:team-a/app:pull,push,delete": "repository:team-a/app:pull,push,delete",
+		"repository:team-b/app:pull,push,delete": "repository:team-b/app:pull",
+		"repository:team-a-infra:push":           "",
+		"repository:myapp:pull":                  "repository:myapp:pull",
+	} {
+		if code, got := f.grant(t, rt, scope); code != 200 || got != want {
+			t.Errorf("%s: %d %q, want %q", scope, code, got, want)
+		}
+	}
+}

@@ -88,7 +88,11 @@ type RoleAssignment struct {
 	PrincipalID string
 	Scope       string
 	Description string
-	Created     time.Time
+	// Condition is an ABAC condition (ConditionVersion 2.0) limiting the
+	// grant; "" = none.
+	Condition        string
+	ConditionVersion string
+	Created          time.Time
 }
 
 const identityColumns = `resource_group, name, principal_id, client_id, tenant_id, location, tags, created_at`
@@ -288,7 +292,7 @@ func (s *db) DeleteFederatedCredential(ctx context.Context, rg, identity, name s
 	return nil
 }
 
-const roleAssignmentColumns = `name, role, principal_id, scope, description, created_at`
+const roleAssignmentColumns = `name, role, principal_id, scope, description, created_at, condition, condition_version`
 
 func queryRoleAssignments(ctx context.Context, q1 *sql.DB, where string, args ...any) ([]RoleAssignment, error) {
 	rows, err := q1.QueryContext(ctx, `SELECT `+roleAssignmentColumns+` FROM role_assignments `+where+` ORDER BY created_at, name`, args...)
@@ -300,7 +304,7 @@ func queryRoleAssignments(ctx context.Context, q1 *sql.DB, where string, args ..
 	for rows.Next() {
 		var a RoleAssignment
 		var c int64
-		if err := rows.Scan(&a.Name, &a.Role, &a.PrincipalID, &a.Scope, &a.Description, &c); err != nil {
+		if err := rows.Scan(&a.Name, &a.Role, &a.PrincipalID, &a.Scope, &a.Description, &c, &a.Condition, &a.ConditionVersion); err != nil {
 			return nil, fmt.Errorf("list role assignments: %w", err)
 		}
 		a.Created = fromMicros(c)
@@ -349,8 +353,10 @@ func (s *db) PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleAssig
 			return err
 		}
 		created = true
-		_, err = tx.ExecContext(ctx, `INSERT INTO role_assignments(name, role, principal_id, scope, scope_key, description, created_at) VALUES (`+placeholders(1, 7)+`)`,
-			strings.ToLower(a.Name), a.Role, strings.ToLower(a.PrincipalID), a.Scope, strings.ToLower(a.Scope), a.Description, now())
+		_, err = tx.ExecContext(ctx, `INSERT INTO role_assignments(name, role, principal_id, scope, scope_key, description, created_at,
+			condition, condition_version) VALUES (`+placeholders(1, 9)+`)`,
+			strings.ToLower(a.Name), a.Role, strings.ToLower(a.PrincipalID), a.Scope, strings.ToLower(a.Scope), a.Description, now(),
+			a.Condition, a.ConditionVersion)
 		return err
 	})
 	if err != nil {

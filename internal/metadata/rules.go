@@ -316,9 +316,12 @@ func (s *db) ListCredentialSetsPage(ctx context.Context, registry, after string,
 	return out, false, nil
 }
 
-// credentialSetIdentity (SQLite migration 11, PostgreSQL 5) stores the
+// setIdentityAndConditions (SQLite migration 11, PostgreSQL 5) stores the
 // user-assigned identity a credential set reads its Key Vault secrets as
-// ("" = the system-assigned one). The statement is the same in both.
-var credentialSetIdentity = []string{
+// ("" = the system-assigned one) and role assignments' ABAC conditions.
+// The statements are the same in both.
+var setIdentityAndConditions = []string{
 	`ALTER TABLE credential_sets ADD COLUMN identity TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE role_assignments ADD COLUMN condition TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE role_assignments ADD COLUMN condition_version TEXT NOT NULL DEFAULT ''`,
 }

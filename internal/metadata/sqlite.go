@@ -29,7 +29,7 @@ var sqliteMigrations = [][]string{
 	schemaStats,
 	identitySchema(""),
 	sqliteUploadState,
-	credentialSetIdentity,
+	setIdentityAndConditions,
 }
 
 var sqliteDialect = dialect{

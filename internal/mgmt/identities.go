@@ -351,10 +351,14 @@ func (h *Handler) roleDefinitionID(r auth.Role) string {
 
 func (h *Handler) roleAssignmentJSON(a metadata.RoleAssignment) map[string]any {
 	role, _ := auth.LookupRole(a.Role)
+	var cond, version any // null without a condition, as ARM
+	if a.Condition != "" {
+		cond, version = a.Condition, a.ConditionVersion
+	}
 	return map[string]any{"id": a.Scope + "/providers/" + roleAssignmentType + "/" + a.Name, "name": a.Name, "type": roleAssignmentType,
 		"properties": map[string]any{"roleDefinitionId": h.roleDefinitionID(role), "principalId": a.PrincipalID,
-			"principalType": "ServicePrincipal", "scope": a.Scope, "description": a.Description, "condition": nil,
-			"conditionVersion": nil, "createdOn": a.Created.Format(time.RFC3339)}}
+			"principalType": "ServicePrincipal", "scope": a.Scope, "description": a.Description, "condition": cond,
+			"conditionVersion": version, "createdOn": a.Created.Format(time.RFC3339)}}
 }
 
 // roleAssignments serves role assignments: PUT and DELETE at
@@ -424,18 +428,28 @@ func (h *Handler) roleAssignments(w http.ResponseWriter, r *http.Request, scope,
 				PrincipalID      string `json:"principalId"`
 				Description      string `json:"description"`
 				Condition        string `json:"condition"`
+				ConditionVersion string `json:"conditionVersion"`
 			} `json:"properties"`
 		}
 		if err := readBody(r, &body); err != nil {
 			return err
 		}
 		p := body.Properties
-		if p.Condition != "" {
-			return errBadRequest("InvalidRoleAssignmentRequest", "Conditions are not supported by arca: scope the assignment to <registry id>/repositories/<repository> instead.")
-		}
 		role, _, err := auth.ValidateRoleAssignment(p.RoleDefinitionID, scope, h.opts.SubscriptionID)
 		if err != nil {
 			return errBadRequest("InvalidRoleAssignmentRequest", err.Error())
+		}
+		cond, err := auth.ValidateCondition(p.Condition, p.ConditionVersion)
+		if err != nil {
+			return errBadRequest("InvalidRoleAssignmentCondition", "The role assignment condition is not supported: "+err.Error()+".")
+		}
+		if cond != nil {
+			if !role.ABAC {
+				return errBadRequest("InvalidRoleAssignmentCondition", "Role "+role.Name+" takes no condition: conditions on repository names apply to the Container Registry Repository roles.")
+			}
+			p.ConditionVersion = auth.ConditionVersion
+		} else {
+			p.Condition = ""
 		}
 		if _, err := st.GetIdentityByPrincipal(ctx, p.PrincipalID); errors.Is(err, metadata.ErrNotFound) {
 			return errBadRequest("PrincipalNotFound", "Principal "+p.PrincipalID+" does not exist in the directory "+h.opts.TenantID+".")
@@ -443,14 +457,15 @@ func (h *Handler) roleAssignments(w http.ResponseWriter, r *http.Request, scope,
 			return err
 		}
 		a, created, err := st.PutRoleAssignment(ctx, metadata.RoleAssignment{Name: name, Role: role.Name, PrincipalID: p.PrincipalID,
-			Scope: canonicalScope(scope), Description: p.Description})
+			Scope: canonicalScope(scope), Description: p.Description, Condition: p.Condition, ConditionVersion: p.ConditionVersion})
 		if err != nil {
 			return err
 		}
 		if !created {
 			return &apiError{Status: http.StatusConflict, Code: "RoleAssignmentExists", Message: "The role assignment already exists (" + a.Name + ")."}
 		}
-		h.log.Info("role assignment created", "name", a.Name, "role", a.Role, "principal_id", a.PrincipalID, "scope", a.Scope)
+		h.log.Info("role assignment created", "name", a.Name, "role", a.Role, "principal_id", a.PrincipalID, "scope", a.Scope,
+			"conditioned", a.Condition != "")
 		writeJSON(w, http.StatusCreated, h.roleAssignmentJSON(a))
 		return nil
 	}

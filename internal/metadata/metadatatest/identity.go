@@ -106,3 +106,23 @@ func testCredentialSetIdentity(t *testing.T, open Opener) {
 		t.Fatalf("a check as the current identity: %v %v", stored, err)
 	}
 }
+
+// A role assignment keeps its ABAC condition and version.
+func testRoleAssignmentCondition(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	const cond = "@Request[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'"
+	a := metadata.RoleAssignment{Name: "cccccccc-0000-4000-8000-000000000001", Role: "Container Registry Repository Reader",
+		PrincipalID: "p-1", Scope: "/subscriptions/s/resourceGroups/rg", Condition: cond, ConditionVersion: "2.0"}
+	if _, created, err := s.PutRoleAssignment(ctx, a); err != nil || !created {
+		t.Fatalf("put: %v %v", created, err)
+	}
+	got, err := s.GetRoleAssignment(ctx, a.Name)
+	if err != nil || got.Condition != cond || got.ConditionVersion != "2.0" {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	list, err := s.RoleAssignmentsOf(ctx, "P-1")
+	if err != nil || len(list) != 1 || list[0].Condition != cond {
+		t.Fatalf("of principal: %+v %v", list, err)
+	}
+}

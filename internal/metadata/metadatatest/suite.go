@@ -56,6 +56,7 @@ func Run(t *testing.T, open Opener) {
 		{"RuleStats", testRuleStats},
 		{"Identities", testIdentities},
 		{"CredentialSetIdentity", testCredentialSetIdentity},
+		{"RoleAssignmentCondition", testRoleAssignmentCondition},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
