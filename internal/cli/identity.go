@@ -326,12 +326,15 @@ func checkScope(scope string) error {
 }
 
 func newRoleAssignmentCreateCmd(env Env) *cobra.Command {
-	var role, assignee, scope, description, condition string
+	var role, assignee, scope, description, condition, conditionVersion string
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Assign a role to a principal at a scope.",
 		Example: `  arca role assignment create --role "Container Registry Repository Reader" \
-    --assignee "$IDENTITY_PRINCIPAL_ID" --scope "$UPSTREAM_ID/repositories/myapp"`,
+    --assignee "$IDENTITY_PRINCIPAL_ID" --scope "$UPSTREAM_ID/repositories/myapp"
+  arca role assignment create --role "Container Registry Repository Writer" \
+    --assignee "$IDENTITY_PRINCIPAL_ID" --scope "$REGISTRY_ID" --condition-version 2.0 \
+    --condition "@Resource[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'"`,
 		Args: cobra.NoArgs,
 	}
 	o := clientCmd(env, cmd)
@@ -345,8 +348,8 @@ func newRoleAssignmentCreateCmd(env Env) *cobra.Command {
 		if err := checkScope(scope); err != nil {
 			return err
 		}
-		if condition != "" {
-			return errors.New("--condition is not supported by arca: scope the assignment to <registry id>/repositories/<repository> instead")
+		if condition != "" && conditionVersion == "" {
+			conditionVersion = auth.ConditionVersion // as az
 		}
 		r, ok := auth.LookupRole(role)
 		if !ok {
@@ -355,7 +358,7 @@ func newRoleAssignmentCreateCmd(env Env) *cobra.Command {
 		return o.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
 			body := map[string]any{"properties": map[string]any{
 				"roleDefinitionId": "/subscriptions/" + info.SubscriptionID + "/providers/Microsoft.Authorization/roleDefinitions/" + r.GUID,
-				"principalId":      assignee, "description": description}}
+				"principalId":      assignee, "description": description, "condition": condition, "conditionVersion": conditionVersion}}
 			raw, err := s.call(ctx, http.MethodPut, withAPIVersion(roleAssignmentsPath(scope)+"/"+uuid.NewString()), body)
 			if err != nil {
 				return err
@@ -368,7 +371,8 @@ func newRoleAssignmentCreateCmd(env Env) *cobra.Command {
 	cmd.Flags().StringVar(&assignee, "assignee-object-id", "", "The principal id of the identity (as --assignee).")
 	cmd.Flags().StringVar(&scope, "scope", "", "A registry id, or <registry id>/repositories/<repository> (name, prefix/* or *).")
 	cmd.Flags().StringVar(&description, "description", "", "Description of the assignment.")
-	cmd.Flags().StringVar(&condition, "condition", "", "ABAC condition (not supported: use a repository scope).")
+	cmd.Flags().StringVar(&condition, "condition", "", "ABAC condition on repository names (ActionMatches, @Request/@Resource[Microsoft.ContainerRegistry/registries/repositories:name] with String* operators, AND/OR/NOT).")
+	cmd.Flags().StringVar(&conditionVersion, "condition-version", "", "Version of the condition syntax: 2.0 (the default with --condition).")
 	return cmd
 }
 
