@@ -194,17 +194,10 @@ func (h *Handler) identities(w http.ResponseWriter, r *http.Request, ir identity
 		writeJSON(w, status, h.identityJSON(u))
 		return nil
 	case http.MethodDelete:
-		err := st.DeleteIdentity(ctx, ir.rg, ir.name)
-		if errors.Is(err, metadata.ErrNotFound) {
-			w.WriteHeader(http.StatusNoContent)
+		return writeDeleted(w, st.DeleteIdentity(ctx, ir.rg, ir.name), func() error {
+			h.log.Info("identity deleted", "resource_group", ir.rg, "name", ir.name)
 			return nil
-		}
-		if err != nil {
-			return err
-		}
-		h.log.Info("identity deleted", "resource_group", ir.rg, "name", ir.name)
-		w.WriteHeader(http.StatusOK)
-		return nil
+		})
 	}
 	return errMethod(r)
 }
@@ -279,24 +272,11 @@ func (h *Handler) federatedCredentials(w http.ResponseWriter, r *http.Request, s
 		if err != nil {
 			return err
 		}
-		status := http.StatusOK
-		if created {
-			status = http.StatusCreated
-		}
 		h.log.Info("federated credential stored", "identity", ir.name, "name", ir.fic, "issuer", f.Issuer, "subject", f.Subject)
-		writeJSON(w, status, h.ficJSON(f))
+		writeJSON(w, writtenStatus(created), h.ficJSON(f))
 		return nil
 	case http.MethodDelete:
-		err := st.DeleteFederatedCredential(ctx, ir.rg, ir.name, ir.fic)
-		if errors.Is(err, metadata.ErrNotFound) {
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusOK)
-		return nil
+		return writeDeleted(w, st.DeleteFederatedCredential(ctx, ir.rg, ir.name, ir.fic), nil)
 	}
 	return errMethod(r)
 }
