@@ -98,22 +98,15 @@ type RoleAssignment struct {
 const identityColumns = `resource_group, name, principal_id, client_id, tenant_id, location, tags, created_at`
 const identityInsertColumns = `rg_key, name_key, ` + identityColumns
 
-func scanIdentity(sc interface{ Scan(...any) error }) (UserIdentity, error) {
+func scanIdentity(sc scanner) (UserIdentity, error) {
 	var u UserIdentity
 	var tags string
 	var c int64
-	err := sc.Scan(&u.ResourceGroup, &u.Name, &u.PrincipalID, &u.ClientID, &u.TenantID, &u.Location, &tags, &c)
-	if errors.Is(err, sql.ErrNoRows) {
-		return u, ErrNotFound
-	}
-	if err != nil {
-		return u, fmt.Errorf("identity: %w", err)
-	}
-	if err := json.Unmarshal([]byte(tags), &u.Tags); err != nil {
-		return u, fmt.Errorf("identity tags: %w", err)
+	if err := rowError(sc.Scan(&u.ResourceGroup, &u.Name, &u.PrincipalID, &u.ClientID, &u.TenantID, &u.Location, &tags, &c), "identity"); err != nil {
+		return u, err
 	}
 	u.Created = fromMicros(c)
-	return u, nil
+	return u, jsonColumn(tags, &u.Tags, "identity tags")
 }
 
 // GetIdentity returns the identity rg/name (ErrNotFound if none).
@@ -128,20 +121,8 @@ func (s *db) GetIdentityByPrincipal(ctx context.Context, id string) (UserIdentit
 
 // ListIdentities returns the identities of rg ("" = all), by group and name.
 func (s *db) ListIdentities(ctx context.Context, rg string) ([]UserIdentity, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE $1 = '' OR rg_key = $1 ORDER BY rg_key, name_key`, nameKey(rg))
-	if err != nil {
-		return nil, fmt.Errorf("list identities: %w", err)
-	}
-	defer rows.Close()
-	out := []UserIdentity{}
-	for rows.Next() {
-		u, err := scanIdentity(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryRows(ctx, s.r, "list identities", scanIdentity,
+		`SELECT `+identityColumns+` FROM identities WHERE $1 = '' OR rg_key = $1 ORDER BY rg_key, name_key`, nameKey(rg))
 }
 
 // PutIdentity creates an identity, or updates the location and tags of
@@ -195,39 +176,20 @@ func (s *db) DeleteIdentity(ctx context.Context, rg, name string) error {
 const ficColumns = `i.resource_group, i.name, f.name, f.issuer, f.subject, f.audiences, f.created_at`
 const ficFrom = ` FROM federated_credentials f JOIN identities i ON i.rg_key = f.rg_key AND i.name_key = f.identity_key`
 
-func scanFIC(sc interface{ Scan(...any) error }) (FederatedCredential, error) {
+func scanFIC(sc scanner) (FederatedCredential, error) {
 	var f FederatedCredential
 	var aud string
 	var c int64
-	err := sc.Scan(&f.ResourceGroup, &f.Identity, &f.Name, &f.Issuer, &f.Subject, &aud, &c)
-	if errors.Is(err, sql.ErrNoRows) {
-		return f, ErrNotFound
-	}
-	if err != nil {
-		return f, fmt.Errorf("federated credential: %w", err)
-	}
-	if err := json.Unmarshal([]byte(aud), &f.Audiences); err != nil {
-		return f, fmt.Errorf("federated credential audiences: %w", err)
+	if err := rowError(sc.Scan(&f.ResourceGroup, &f.Identity, &f.Name, &f.Issuer, &f.Subject, &aud, &c), "federated credential"); err != nil {
+		return f, err
 	}
 	f.Created = fromMicros(c)
-	return f, nil
+	return f, jsonColumn(aud, &f.Audiences, "federated credential audiences")
 }
 
 func queryFICs(ctx context.Context, q1 *sql.DB, q string, args ...any) ([]FederatedCredential, error) {
-	rows, err := q1.QueryContext(ctx, `SELECT `+ficColumns+ficFrom+` WHERE `+q+` ORDER BY f.rg_key, f.identity_key, f.name_key`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list federated credentials: %w", err)
-	}
-	defer rows.Close()
-	out := []FederatedCredential{}
-	for rows.Next() {
-		f, err := scanFIC(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, rows.Err()
+	return queryRows(ctx, q1, "list federated credentials", scanFIC,
+		`SELECT `+ficColumns+ficFrom+` WHERE `+q+` ORDER BY f.rg_key, f.identity_key, f.name_key`, args...)
 }
 
 // GetFederatedCredential returns one federated credential of an identity.
@@ -295,22 +257,15 @@ func (s *db) DeleteFederatedCredential(ctx context.Context, rg, identity, name s
 const roleAssignmentColumns = `name, role, principal_id, scope, description, created_at, condition, condition_version`
 
 func queryRoleAssignments(ctx context.Context, q1 *sql.DB, where string, args ...any) ([]RoleAssignment, error) {
-	rows, err := q1.QueryContext(ctx, `SELECT `+roleAssignmentColumns+` FROM role_assignments `+where+` ORDER BY created_at, name`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list role assignments: %w", err)
-	}
-	defer rows.Close()
-	out := []RoleAssignment{}
-	for rows.Next() {
+	return queryRows(ctx, q1, "list role assignments", func(sc scanner) (RoleAssignment, error) {
 		var a RoleAssignment
 		var c int64
-		if err := rows.Scan(&a.Name, &a.Role, &a.PrincipalID, &a.Scope, &a.Description, &c, &a.Condition, &a.ConditionVersion); err != nil {
-			return nil, fmt.Errorf("list role assignments: %w", err)
+		if err := sc.Scan(&a.Name, &a.Role, &a.PrincipalID, &a.Scope, &a.Description, &c, &a.Condition, &a.ConditionVersion); err != nil {
+			return a, fmt.Errorf("list role assignments: %w", err)
 		}
 		a.Created = fromMicros(c)
-		out = append(out, a)
-	}
-	return out, rows.Err()
+		return a, nil
+	}, `SELECT `+roleAssignmentColumns+` FROM role_assignments `+where+` ORDER BY created_at, name`, args...)
 }
 
 // ListRoleAssignments returns every role assignment.
