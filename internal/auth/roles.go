@@ -129,6 +129,7 @@ func ValidateRoleAssignment(role, scope, sub string) (Role, RoleScope, error) {
 type IdentityStore interface {
 	GetIdentity(ctx context.Context, rg, name string) (metadata.UserIdentity, error)
 	GetIdentityByPrincipal(ctx context.Context, principalID string) (metadata.UserIdentity, error)
+	GetIdentityByClientID(ctx context.Context, clientID string) (metadata.UserIdentity, error)
 	RoleAssignmentsOf(ctx context.Context, principalID string) ([]metadata.RoleAssignment, error)
 	FederatedCredentialsByIssuer(ctx context.Context, issuer string) ([]metadata.FederatedCredential, error)
 }

@@ -323,3 +323,58 @@ func TestIdentityConditionedRole(t *testing.T) {
 		}
 	}
 }
+
+// An identity's client secret signs in as the identity (client id as the
+// user name, as a service principal at ACR) with its role assignments'
+// rights; a reset ends the old secret and the refresh tokens it got.
+func TestIdentityClientSecret(t *testing.T) {
+	f := newIdentityFixture(t)
+	ctx := context.Background()
+	u, err := f.meta.GetIdentity(ctx, "rg", "cacheid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setSecret := func(secret string) {
+		t.Helper()
+		h, err := HashPassword(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.meta.SetIdentitySecret(ctx, "rg", "cacheid", h, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	login := func(user, pass, scope string) (int, string, string) {
+		t.Helper()
+		code, m := f.post(t, f.svc.TokenHandler(func(string) string { return "reg01" }), url.Values{"grant_type": {"password"},
+			"service": {"reg01.localhost"}, "scope": {scope}, "username": {user}, "password": {pass}, "access_type": {"offline"}})
+		s, _ := m["scope"].(string)
+		rt, _ := m["refresh_token"].(string)
+		return code, s, rt
+	}
+	// No secret yet: the client id is no user.
+	if code, _, _ := login(u.ClientID, "anything-at-all", "repository:myapp:pull"); code != http.StatusUnauthorized {
+		t.Fatalf("no secret set: %d", code)
+	}
+	setSecret("first-secret-0b1c")
+	code, got, rt := login(strings.ToUpper(u.ClientID), "first-secret-0b1c", "repository:myapp:pull repository:other:pull")
+	if code != 200 || got != "repository:myapp:pull" || rt == "" {
+		t.Fatalf("client secret login: %d %q (refresh token %v)", code, got, rt != "")
+	}
+	if code, _, _ := login(u.ClientID, "wrong-secret", "repository:myapp:pull"); code != http.StatusUnauthorized {
+		t.Fatalf("wrong secret: %d", code)
+	}
+	if code, got := f.grant(t, rt, "repository:myapp:pull"); code != 200 || got != "repository:myapp:pull" {
+		t.Fatalf("refresh token from the secret: %d %q", code, got)
+	}
+	setSecret("second-secret-7e2d")
+	if code, _, _ := login(u.ClientID, "first-secret-0b1c", "repository:myapp:pull"); code != http.StatusUnauthorized {
+		t.Fatalf("old secret after a reset: %d", code)
+	}
+	if code, _ := f.grant(t, rt, "repository:myapp:pull"); code != http.StatusUnauthorized {
+		t.Fatalf("refresh token of the old secret after a reset: %d", code)
+	}
+	if code, got, _ := login(u.ClientID, "second-secret-7e2d", "repository:myapp:pull"); code != 200 || got != "repository:myapp:pull" {
+		t.Fatalf("new secret: %d %q", code, got)
+	}
+}

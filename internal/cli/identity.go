@@ -41,7 +41,8 @@ func newIdentityCmd(env Env) *cobra.Command {
 		Use:   "identity",
 		Short: "Manage user-assigned identities (az identity): principals that authenticate with federated tokens",
 	}
-	cmd.AddCommand(newIdentityCreateCmd(env), newIdentityShowCmd(env), newIdentityListCmd(env), newIdentityDeleteCmd(env), newFICCmd(env))
+	cmd.AddCommand(newIdentityCreateCmd(env), newIdentityShowCmd(env), newIdentityListCmd(env), newIdentityDeleteCmd(env), newFICCmd(env),
+		newIdentityCredentialCmd(env))
 	return cmd
 }
 
@@ -86,6 +87,35 @@ func parseTags(tags []string) map[string]string {
 		}
 	}
 	return out
+}
+
+// secretKind prints a reset client secret (az ad sp credential reset's
+// appId/password/tenant, with arca's names).
+var secretKind = resourceKind{"", nil, columnTable([]string{"clientId", "clientSecret", "tenantId"}, func(_, _ map[string]any) {})}
+
+func newIdentityCredentialCmd(env Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "credential",
+		Short: "Manage an identity's client secret, for hosts with no OIDC issuer (arca extension)",
+		Long: `An identity may have one client secret: with the identity's client id as the
+user name it signs in as the identity (docker login, or a downstream arca's
+credential set), with the rights of its role assignments, as a service
+principal does at ACR. The server keeps only a slow hash of it: the secret is
+shown once, by reset; a new reset replaces it and ends what signed in with the
+previous one.`,
+	}
+	var name, rg string
+	reset := clientRun(env, &cobra.Command{
+		Use:     "reset",
+		Short:   "Generate a new client secret for the identity (shown once).",
+		Example: `  arca identity credential reset -g MyResourceGroup -n MyACRCacheIdentity --query clientSecret -o tsv`,
+	}, []string{"name", "resource-group"}, func(o *clientOpts, cmd *cobra.Command) error {
+		where := infoAt(func(info *serverInfo) string { return identityPath(info, rg, name) + "/resetCredential" })
+		return o.callAt(cmd, where, http.MethodPost, nil, secretKind)
+	})
+	identityFlags(reset, &name, &rg)
+	cmd.AddCommand(reset)
+	return cmd
 }
 
 func newIdentityShowCmd(env Env) *cobra.Command {

@@ -67,6 +67,10 @@ type UserIdentity struct {
 	Location      string
 	Tags          map[string]string
 	Created       time.Time
+	// SecretHash is the argon2id hash of the identity's client secret ("" =
+	// none): with its client id it logs in as the identity.
+	SecretHash    string
+	SecretCreated time.Time
 }
 
 // FederatedCredential trusts tokens of Issuer whose sub is Subject and
@@ -98,31 +102,38 @@ type RoleAssignment struct {
 const identityColumns = `resource_group, name, principal_id, client_id, tenant_id, location, tags, created_at`
 const identityInsertColumns = `rg_key, name_key, ` + identityColumns
 
+// identitySelect is what scanIdentity reads.
+const identitySelect = identityColumns + `, secret_hash, secret_created`
+
 func scanIdentity(sc scanner) (UserIdentity, error) {
 	var u UserIdentity
 	var tags string
-	var c int64
-	if err := rowError(sc.Scan(&u.ResourceGroup, &u.Name, &u.PrincipalID, &u.ClientID, &u.TenantID, &u.Location, &tags, &c), "identity"); err != nil {
+	var c, sc2 int64
+	if err := rowError(sc.Scan(&u.ResourceGroup, &u.Name, &u.PrincipalID, &u.ClientID, &u.TenantID, &u.Location, &tags, &c,
+		&u.SecretHash, &sc2), "identity"); err != nil {
 		return u, err
 	}
 	u.Created = fromMicros(c)
+	if sc2 != 0 {
+		u.SecretCreated = fromMicros(sc2)
+	}
 	return u, jsonColumn(tags, &u.Tags, "identity tags")
 }
 
 // GetIdentity returns the identity rg/name (ErrNotFound if none).
 func (s *db) GetIdentity(ctx context.Context, rg, name string) (UserIdentity, error) {
-	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE rg_key = $1 AND name_key = $2`, nameKey(rg), nameKey(name)))
+	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identitySelect+` FROM identities WHERE rg_key = $1 AND name_key = $2`, nameKey(rg), nameKey(name)))
 }
 
 // GetIdentityByPrincipal returns the identity whose principal id is id.
 func (s *db) GetIdentityByPrincipal(ctx context.Context, id string) (UserIdentity, error) {
-	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE principal_id = $1`, strings.ToLower(id)))
+	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identitySelect+` FROM identities WHERE principal_id = $1`, strings.ToLower(id)))
 }
 
 // ListIdentities returns the identities of rg ("" = all), by group and name.
 func (s *db) ListIdentities(ctx context.Context, rg string) ([]UserIdentity, error) {
 	return queryRows(ctx, s.r, "list identities", scanIdentity,
-		`SELECT `+identityColumns+` FROM identities WHERE $1 = '' OR rg_key = $1 ORDER BY rg_key, name_key`, nameKey(rg))
+		`SELECT `+identitySelect+` FROM identities WHERE $1 = '' OR rg_key = $1 ORDER BY rg_key, name_key`, nameKey(rg))
 }
 
 // PutIdentity creates an identity, or updates the location and tags of
@@ -326,6 +337,29 @@ func (s *db) DeleteRoleAssignment(ctx context.Context, name string) error {
 	res, err := s.w.ExecContext(ctx, `DELETE FROM role_assignments WHERE name = $1`, strings.ToLower(name))
 	if err != nil {
 		return fmt.Errorf("delete role assignment: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// GetIdentityByClientID returns the identity whose client id is id.
+func (s *db) GetIdentityByClientID(ctx context.Context, id string) (UserIdentity, error) {
+	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identitySelect+` FROM identities WHERE client_id = $1`, strings.ToLower(id)))
+}
+
+// SetIdentitySecret replaces the client secret hash of identity rg/name
+// (ErrNotFound if none); "" removes it.
+func (s *db) SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error {
+	created := int64(0)
+	if hash != "" {
+		created = micros(at)
+	}
+	res, err := s.w.ExecContext(ctx, `UPDATE identities SET secret_hash = $1, secret_created = $2 WHERE rg_key = $3 AND name_key = $4`,
+		hash, created, nameKey(rg), nameKey(name))
+	if err != nil {
+		return fmt.Errorf("set identity secret: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return ErrNotFound

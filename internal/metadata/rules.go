@@ -318,10 +318,13 @@ func (s *db) ListCredentialSetsPage(ctx context.Context, registry, after string,
 
 // setIdentityAndConditions (SQLite migration 11, PostgreSQL 5) stores the
 // user-assigned identity a credential set reads its Key Vault secrets as
-// ("" = the system-assigned one) and role assignments' ABAC conditions.
-// The statements are the same in both.
+// ("" = the system-assigned one), role assignments' ABAC conditions and
+// identities' client secrets (a slow hash). The statements are the same
+// in both.
 var setIdentityAndConditions = []string{
 	`ALTER TABLE credential_sets ADD COLUMN identity TEXT NOT NULL DEFAULT ''`,
 	`ALTER TABLE role_assignments ADD COLUMN condition TEXT NOT NULL DEFAULT ''`,
 	`ALTER TABLE role_assignments ADD COLUMN condition_version TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE identities ADD COLUMN secret_hash TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE identities ADD COLUMN secret_created BIGINT NOT NULL DEFAULT 0`,
 }

@@ -23,6 +23,7 @@ type IdentityStore interface {
 	ListIdentities(ctx context.Context, rg string) ([]metadata.UserIdentity, error)
 	PutIdentity(ctx context.Context, u metadata.UserIdentity) (metadata.UserIdentity, bool, error)
 	DeleteIdentity(ctx context.Context, rg, name string) error
+	SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error
 	GetFederatedCredential(ctx context.Context, rg, identity, name string) (metadata.FederatedCredential, error)
 	ListFederatedCredentials(ctx context.Context, rg, identity string) ([]metadata.FederatedCredential, error)
 	PutFederatedCredential(ctx context.Context, f metadata.FederatedCredential) (bool, error)
@@ -54,6 +55,7 @@ var (
 type identityRequest struct {
 	rg, name, fic string
 	fics          bool // the federatedIdentityCredentials collection or one of it
+	resetSecret   bool // POST …/{n}/resetCredential (arca extension)
 }
 
 // routeIdentity parses /subscriptions/{s}/resourceGroups/{rg}/providers/
@@ -71,6 +73,10 @@ func routeIdentity(seg []string) (identityRequest, bool) {
 	}
 	if len(seg) >= 2 {
 		ir.name = seg[1]
+	}
+	if len(seg) == 3 && eq(seg[2], "resetCredential") {
+		ir.resetSecret = true
+		return ir, true
 	}
 	if len(seg) >= 3 {
 		if !eq(seg[2], "federatedIdentityCredentials") {
@@ -113,9 +119,13 @@ func (h *Handler) identityJSON(u metadata.UserIdentity) map[string]any {
 	if tags == nil {
 		tags = map[string]string{}
 	}
+	props := map[string]any{"principalId": u.PrincipalID, "clientId": u.ClientID, "tenantId": u.TenantID}
+	if !u.SecretCreated.IsZero() {
+		// arca extension: when the client secret was set (never the secret).
+		props["clientSecretCreatedDateTime"] = u.SecretCreated.UTC().Format(time.RFC3339)
+	}
 	return map[string]any{"id": h.identityID(u.ResourceGroup, u.Name), "name": u.Name, "type": identityType,
-		"location": u.Location, "tags": tags,
-		"properties": map[string]any{"principalId": u.PrincipalID, "clientId": u.ClientID, "tenantId": u.TenantID}}
+		"location": u.Location, "tags": tags, "properties": props}
 }
 
 func (h *Handler) ficJSON(f metadata.FederatedCredential) map[string]any {
@@ -139,6 +149,9 @@ func (h *Handler) identities(w http.ResponseWriter, r *http.Request, ir identity
 	}
 	if ir.fics {
 		return h.federatedCredentials(w, r, st, ir)
+	}
+	if ir.resetSecret {
+		return h.resetIdentitySecret(w, r, st, ir)
 	}
 	ctx := r.Context()
 	if ir.name == "" {
@@ -200,6 +213,43 @@ func (h *Handler) identities(w http.ResponseWriter, r *http.Request, ir identity
 		})
 	}
 	return errMethod(r)
+}
+
+// resetIdentitySecret serves POST …/userAssignedIdentities/{n}/resetCredential:
+// a new client secret, shown in this answer only (the store keeps its
+// argon2id hash); the previous secret and what was signed in with it stop
+// working. With the client id as user name it logs in as the identity
+// (docker login, a credential set of a downstream), as a service
+// principal does at ACR.
+func (h *Handler) resetIdentitySecret(w http.ResponseWriter, r *http.Request, st IdentityStore, ir identityRequest) error {
+	if r.Method != http.MethodPost {
+		return errMethod(r)
+	}
+	ctx := r.Context()
+	u, err := st.GetIdentity(ctx, ir.rg, ir.name)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return errIdentityNotFound(ir)
+	}
+	if err != nil {
+		return err
+	}
+	secret, err := auth.GenerateSecret()
+	if err != nil {
+		return err
+	}
+	hash, err := auth.HashPassword(secret)
+	if err != nil {
+		return err
+	}
+	now := h.opts.Now().UTC()
+	if err := st.SetIdentitySecret(ctx, ir.rg, ir.name, hash, now); err != nil {
+		return err
+	}
+	h.log.Info("identity client secret reset", "resource_group", ir.rg, "name", ir.name, "client_id", u.ClientID)
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{"clientId": u.ClientID, "clientSecret": secret, "tenantId": u.TenantID,
+		"createdDateTime": now.Format(time.RFC3339)})
+	return nil
 }
 
 func (h *Handler) federatedCredentials(w http.ResponseWriter, r *http.Request, st IdentityStore, ir identityRequest) error {

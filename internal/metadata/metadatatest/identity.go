@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/rules"
@@ -124,5 +125,40 @@ func testRoleAssignmentCondition(t *testing.T, open Opener) {
 	list, err := s.RoleAssignmentsOf(ctx, "P-1")
 	if err != nil || len(list) != 1 || list[0].Condition != cond {
 		t.Fatalf("of principal: %+v %v", list, err)
+	}
+}
+
+// An identity's client secret hash is set, found by client id, replaced
+// and removed; a PUT of the identity keeps it.
+func testIdentitySecret(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	u, _, err := s.PutIdentity(ctx, metadata.UserIdentity{ResourceGroup: "RG", Name: "sp1", PrincipalID: "dddddddd-0000-4000-8000-000000000001",
+		ClientID: "DDDDDDDD-0000-4000-8000-000000000002", TenantID: "t", Location: "l"})
+	if err != nil || u.SecretHash != "" || !u.SecretCreated.IsZero() {
+		t.Fatalf("new identity: %+v %v", u, err)
+	}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	if err := s.SetIdentitySecret(ctx, "rg", "SP1", "$argon2id$h1", at); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutIdentity(ctx, metadata.UserIdentity{ResourceGroup: "rg", Name: "sp1", Location: "elsewhere"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetIdentityByClientID(ctx, "dddddddd-0000-4000-8000-000000000002")
+	if err != nil || got.Name != "sp1" || got.SecretHash != "$argon2id$h1" || !got.SecretCreated.Equal(at) || got.Location != "elsewhere" {
+		t.Fatalf("by client id: %+v %v", got, err)
+	}
+	if err := s.SetIdentitySecret(ctx, "rg", "sp1", "", at); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetIdentity(ctx, "rg", "sp1"); got.SecretHash != "" || !got.SecretCreated.IsZero() {
+		t.Fatalf("removed: %+v", got)
+	}
+	if err := s.SetIdentitySecret(ctx, "rg", "nobody", "h", at); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("secret of a missing identity: %v", err)
+	}
+	if _, err := s.GetIdentityByClientID(ctx, "eeeeeeee-0000-4000-8000-000000000000"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("unknown client id: %v", err)
 	}
 }

@@ -57,6 +57,7 @@ func Run(t *testing.T, open Opener) {
 		{"Identities", testIdentities},
 		{"CredentialSetIdentity", testCredentialSetIdentity},
 		{"RoleAssignmentCondition", testRoleAssignmentCondition},
+		{"IdentitySecret", testIdentitySecret},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
