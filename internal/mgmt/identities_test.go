@@ -102,3 +102,28 @@ func conditionBody(role, principal, cond, version string) map[string]any {
 func roleBody(role, principal string) map[string]any {
 	return map[string]any{"properties": map[string]any{"roleDefinitionId": role, "principalId": principal}}
 }
+
+// resetCredential returns a new client secret once; the identity then
+// shows when it was set, never the secret; only POST is served.
+func TestIdentityResetCredential(t *testing.T) {
+	f := newFixture(t, withIdentities)
+	idPath := "/subscriptions/" + testSub + "/resourceGroups/MyResourceGroup/providers/Microsoft.ManagedIdentity/userAssignedIdentities/spid"
+	mustStatus(t, "identity create", f.do(http.MethodPut, idPath, map[string]any{}), http.StatusCreated)
+	r := f.do(http.MethodPost, idPath+"/resetCredential", nil)
+	mustStatus(t, "reset", r, http.StatusOK)
+	m := r.json(t)
+	secret, _ := m["clientSecret"].(string)
+	if len(secret) < 40 || m["clientId"] == "" || r.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("reset answer: %v (Cache-Control %q)", m, r.header.Get("Cache-Control"))
+	}
+	again := f.do(http.MethodPost, idPath+"/resetCredential", nil).json(t)
+	if again["clientSecret"] == secret {
+		t.Fatal("a second reset returned the same secret")
+	}
+	show := f.do(http.MethodGet, idPath, nil)
+	if strings.Contains(string(show.body), secret) || get(show.json(t), "properties.clientSecretCreatedDateTime") == nil {
+		t.Fatalf("identity after reset: %s", show.body)
+	}
+	mustStatus(t, "GET resetCredential", f.do(http.MethodGet, idPath+"/resetCredential", nil), http.StatusMethodNotAllowed)
+	mustStatus(t, "reset of a missing identity", f.do(http.MethodPost, strings.Replace(idPath, "spid", "nobody", 1)+"/resetCredential", nil), http.StatusNotFound)
+}
