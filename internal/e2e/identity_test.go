@@ -215,3 +215,56 @@ func TestIdentityRoleCondition(t *testing.T) {
 		t.Fatalf("myapp through B: %s", got)
 	}
 }
+
+// A host with no OIDC issuer: the identity's client secret (arca identity
+// credential reset) signs in as the identity with its client id, from
+// crane directly and from a downstream arca's credential set; the role
+// assignment still decides (myapp yes, other no); a reset ends the old
+// secret; the secret is in no log.
+func TestIdentityClientSecret(t *testing.T) {
+	iss := oidcfixture.Start(t)
+	u := setupUpstreamIdentity(t, iss, "unused-subject")
+	a := u.a
+	clientID := strings.TrimSpace(a.cli(t, "identity", "show", "-n", "MyACRCacheIdentity", "-g", "MyResourceGroup", "--query", "clientId", "-o", "tsv"))
+	secret := strings.TrimSpace(a.cli(t, "identity", "credential", "reset", "-n", "MyACRCacheIdentity", "-g", "MyResourceGroup", "--query", "clientSecret", "-o", "tsv"))
+	if len(secret) < 40 {
+		t.Fatalf("secret %q", secret)
+	}
+	c := crane(t)
+	c.run("auth", "login", a.Addr, "-u", clientID, "-p", secret)
+	if got := c.crane("digest", a.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp as the identity: %s", got)
+	}
+	out, err := c.try("--insecure", "digest", a.Ref("other:v1"))
+	refused(t, "other as the identity", out, err)
+
+	// B caches from A with a credential set holding the client id and secret.
+	const secretEnv = "ARCA_E2E_IDENTITY_SECRET"
+	b := startCachingArca(t, []string{a.Addr}, []string{secretEnv + "=" + secret, "ARCA_E2E_CLIENT_ID=" + clientID})
+	b.cli(t, "credential-set", "create", "-r", "default", "-n", "upstreamid", "-l", a.Addr, "-u", "env://ARCA_E2E_CLIENT_ID", "-p", "env://"+secretEnv, "-o", "none")
+	b.cacheRule(t, "myapp", a.Addr+"/myapp", "myapp", "-c", "upstreamid")
+	if got := crane(t).crane("digest", b.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp through B with the client secret: %s", got)
+	}
+
+	// Rotation: the old secret stops working at once.
+	newSecret := strings.TrimSpace(a.cli(t, "identity", "credential", "reset", "-n", "MyACRCacheIdentity", "-g", "MyResourceGroup", "--query", "clientSecret", "-o", "tsv"))
+	old := crane(t)
+	if out, err := old.try("auth", "login", a.Addr, "-u", clientID, "-p", secret); err == nil {
+		if out, err := old.try("--insecure", "digest", a.Ref("myapp:v1")); err == nil {
+			t.Fatalf("the old secret still pulls after a reset: %s", out)
+		}
+	} else {
+		t.Logf("old secret refused at login: %s", out)
+	}
+	fresh := crane(t)
+	fresh.run("auth", "login", a.Addr, "-u", clientID, "-p", newSecret)
+	if got := fresh.crane("digest", a.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp with the new secret: %s", got)
+	}
+	for _, p := range []*arca{a, b} {
+		if strings.Contains(p.Logs(), secret) || strings.Contains(p.Logs(), newSecret) {
+			t.Fatal("a client secret is in a server log")
+		}
+	}
+}
