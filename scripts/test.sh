@@ -90,6 +90,25 @@ install_go_tools() {
 	rm -rf "$tmp"
 }
 
+# npm packages the tests use, each a directory with package.json and its
+# lockfile, installed with `npm ci` (node_modules is git-ignored).
+NPM_DIRS=(tools/axe)
+
+install_npm() {
+	local dir
+	for dir in "${NPM_DIRS[@]}"; do
+		# npm ci writes node_modules/.package-lock.json: newer than the
+		# lockfile means installed from it.
+		if [[ $ROOT/$dir/node_modules/.package-lock.json -nt $ROOT/$dir/package-lock.json ]]; then
+			echo "$dir: npm packages present"
+			continue
+		fi
+		command -v npm >/dev/null || die "npm is needed for $dir (Debian: apt-get install npm)"
+		echo "npm ci in $dir"
+		(cd "$ROOT/$dir" && npm ci --no-audit --no-fund) || die "npm ci in $dir failed"
+	done
+}
+
 declare -a RESULTS=()
 FAILED=0
 record() { # record NAME STATUS
@@ -101,6 +120,7 @@ START=$(date +%s)
 step "tools"
 install_apt
 install_go_tools
+install_npm
 if [[ ${1:-} == --tools-only ]]; then
 	exit 0
 fi

@@ -190,7 +190,7 @@ func (c *cacheCreate) run(cmd *cobra.Command, o *clientOpts) error {
 		if c.dryRun {
 			return s.estimate(ctx, base, body)
 		}
-		if c.sync == activeSync && c.filters.tags.empty() {
+		if c.sync == activeSync && c.filters.tags.IsZero() {
 			if err := confirm(o.env, promptCreate, c.yes); err != nil {
 				return err
 			}

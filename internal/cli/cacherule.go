@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/arcacache/arca/internal/rules"
 )
 
 // Sync modes and referrer settings as the 2025-09-01-preview API spells them.
@@ -29,38 +31,9 @@ const (
 	promptUpdate = "Your cache rule has Artifact Sync enabled and will automatically import tags into your registry. This may incur additional storage charges. Continue?"
 )
 
-// tagFilter is the tag part of the artifact sync filters.
-type tagFilter struct {
-	StartsWith, EndsWith, Contains, Equals string
-}
-
-func (t tagFilter) empty() bool {
-	return t.StartsWith == "" && t.EndsWith == "" && t.Contains == "" && t.Equals == ""
-}
-
-// kql builds the query the extension sends: "Tags" alone, or
-// "Tags | where " and the conditions joined by " and ", in the order
-// startswith, endswith, contains, ==. Like the extension, it does not
-// escape quotes; the server rejects what it cannot parse.
-func (t tagFilter) kql() string {
-	var conds []string
-	if t.StartsWith != "" {
-		conds = append(conds, fmt.Sprintf("Name startswith '%s'", t.StartsWith))
-	}
-	if t.EndsWith != "" {
-		conds = append(conds, fmt.Sprintf("Name endswith '%s'", t.EndsWith))
-	}
-	if t.Contains != "" {
-		conds = append(conds, fmt.Sprintf("Name contains '%s'", t.Contains))
-	}
-	if t.Equals != "" {
-		conds = append(conds, fmt.Sprintf("Name == '%s'", t.Equals))
-	}
-	if len(conds) == 0 {
-		return "Tags"
-	}
-	return "Tags | where " + strings.Join(conds, " and ")
-}
+// tagFilter is the tag part of the artifact sync filters (--tag-starts-with
+// and the others), made into KQL as the extension does.
+type tagFilter = rules.SimpleTagFilter
 
 // JSON shapes of the 2025-09-01-preview API.
 type (
@@ -117,7 +90,7 @@ type filterFlags struct {
 
 func (f filterFlags) any() bool {
 	return len(f.platforms) > 0 || len(f.inclArtifact) > 0 || len(f.exclArtifact) > 0 ||
-		len(f.inclImage) > 0 || len(f.exclImage) > 0 || !f.tags.empty()
+		len(f.inclImage) > 0 || len(f.exclImage) > 0 || !f.tags.IsZero()
 }
 
 func (f filterFlags) check() error {
@@ -137,8 +110,8 @@ func (f filterFlags) apply(base *syncFilters) *syncFilters {
 	if base != nil {
 		*out = *base
 	}
-	if !f.tags.empty() {
-		out.Tags = &tagQuery{Type: "KQL", Query: f.tags.kql()}
+	if !f.tags.IsZero() {
+		out.Tags = &tagQuery{Type: "KQL", Query: f.tags.Query()}
 	}
 	if len(f.platforms) > 0 {
 		out.Platforms = &valuesFilter{Type: "array", Values: f.platforms}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -135,6 +136,42 @@ func screenshotDir(t *testing.T) string {
 
 func css(sel string) chromedp.CSS { return chromedp.CSS(sel) }
 
+// follow runs act (a click on a link or button, a submit, an Enter) that
+// leads to another page, and returns once the browser shows the new
+// document. Without it a wait for an element that the old page has too
+// (the nav bar's links, the Create link after a Save) passed at once on
+// the old page, and the next click landed on it while the new page was
+// committing: that click was lost and the step's next wait timed out.
+// The old document is marked; the new one is not.
+func follow(act chromedp.Action[chromedp.Void]) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := chromedp.Evaluate[bool](`(document.documentElement.dataset.leaving = "1", true)`)(ctx, tg); err != nil {
+			return fmt.Errorf("marking the page: %w", err)
+		}
+		if _, err := act(ctx, tg); err != nil {
+			return err
+		}
+		for {
+			// Errors are the evaluation racing the navigation: try again.
+			arrived, err := chromedp.Evaluate[bool](`!document.documentElement.dataset.leaving && document.readyState === "complete"`)(ctx, tg)
+			if err == nil && arrived {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("no new page after the action: %w", ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
+// signIn signs the browser in with the admin token through the form.
+func signIn(base string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(chromedp.Navigate(base+"/portal/signin"), chromedp.WaitVisible(css("#token")),
+		chromedp.SendKeys(css("#token"), ptAdminToken), follow(chromedp.Submit(css("#token"))), chromedp.WaitVisible(css("nav[aria-label=Services]")))
+}
+
 // choose selects value in a <select> as a user would (the change event
 // included, which shows or hides the form's dependent fields).
 func choose(sel, value string) chromedp.Action[chromedp.Void] {
@@ -144,6 +181,14 @@ func choose(sel, value string) chromedp.Action[chromedp.Void] {
 			_, err := chromedp.Evaluate[any](fmt.Sprintf(`document.querySelector(%q).dispatchEvent(new Event("change", {bubbles: true})); null`, sel))(ctx, tg)
 			return err
 		}))
+}
+
+// clear empties the input sel.
+func clear(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](fmt.Sprintf(`(document.querySelector(%q).value = "", true)`, sel))(ctx, tg)
+		return err
+	})
 }
 
 // metricLines are the /metrics lines that start with prefix.
@@ -214,7 +259,10 @@ func TestPortalBrowser(t *testing.T) {
 	a := startCachingArca(t, []string{up.Host}, []string{passEnv + "=" + up.Password})
 	base := a.URL()
 	b := browser(t)
-	N, C, W, K, S := chromedp.Navigate, chromedp.Click[chromedp.CSS], chromedp.WaitVisible[chromedp.CSS], chromedp.SendKeys[chromedp.CSS], chromedp.Submit[chromedp.CSS]
+	N, C, W, K := chromedp.Navigate, chromedp.Click[chromedp.CSS], chromedp.WaitVisible[chromedp.CSS], chromedp.SendKeys[chromedp.CSS]
+	// F clicks what leads to another page, S submits a form; both wait for it.
+	F := func(sel chromedp.CSS) chromedp.Action[chromedp.Void] { return follow(C(sel)) }
+	S := func(sel chromedp.CSS) chromedp.Action[chromedp.Void] { return follow(chromedp.Submit(sel)) }
 
 	// No session: every page sends the browser to sign-in, keeping the deep link.
 	b.do("deep link without a session", N(base+"/portal/stats?range=day"), W(css("#token")), b.shot("01-signin"))
@@ -237,22 +285,22 @@ func TestPortalBrowser(t *testing.T) {
 		t.Fatalf("sign-in: 10 Tab presses did not reach the token field")
 	}
 	t.Logf("sign-in: token field reached after %d Tab presses", tabs)
-	b.do("sign in by keyboard", chromedp.KeyEvent(ptAdminToken), chromedp.KeyEvent(kb.Enter), W(css("#registry-stats")))
+	b.do("sign in by keyboard", chromedp.KeyEvent(ptAdminToken), follow(chromedp.KeyEvent(kb.Enter)), W(css("#registry-stats")))
 	if loc := b.location(); !strings.HasSuffix(loc, "/portal/stats?range=day") {
 		t.Errorf("after sign-in at %s, want the deep link /portal/stats?range=day", loc)
 	}
 
 	// Credentials > Create credentials (Enter secret URIs).
 	b.do("create credentials",
-		C(css(`nav a[href^="/portal/credentials"]`)), W(css(`a[href^="/portal/credentials/new"]`)),
-		C(css(`a[href^="/portal/credentials/new"]`)), W(css("#name")),
+		F(css(`nav a[href^="/portal/credentials"]`)), W(css(`a[href^="/portal/credentials/new"]`)),
+		F(css(`a[href^="/portal/credentials/new"]`)), W(css("#name")),
 		K(css("#name"), "upcreds"),
 		K(css("#loginServer"), up.Host),
 		C(css("#source-uri")),
 		K(css("#usernameUri"), "file://"+userFile),
 		K(css("#passwordUri"), "env://"+passEnv),
 		b.shot("02-create-credentials"),
-		C(css("button.primary")), W(css(".notice")))
+		F(css("button.primary")), W(css(".notice")))
 	if health := b.text(".health"); health != "Healthy" {
 		t.Errorf("credential set health %q, want Healthy", health)
 	}
@@ -261,8 +309,8 @@ func TestPortalBrowser(t *testing.T) {
 	// Authentication box with existing credentials, Destination.
 	createRule := func(name, repoPath, target string) chromedp.Action[chromedp.Void] {
 		return chromedp.Steps(
-			C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
-			C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+			F(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+			F(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
 			K(css("#name"), name),
 			choose("#sourceRegistry", "custom"), W(css("#customLoginServer")),
 			K(css("#customLoginServer"), up.Host),
@@ -273,16 +321,16 @@ func TestPortalBrowser(t *testing.T) {
 			K(css("#target"), target))
 	}
 	b.do("create rule", createRule("app-cache", "library/app", "app"), b.shot("03-create-rule"),
-		C(css(`button[value="save"]`)), W(css(".notice")))
+		F(css(`button[value="save"]`)), W(css(".notice")))
 	if msg := b.text(".notice"); !strings.Contains(msg, "app-cache created") {
 		t.Errorf("after Save: notice %q", msg)
 	}
 
 	// A wildcard rule, then one whose target overlaps it: the API's error
 	// is shown next to the Destination field.
-	b.do("wildcard rule", createRule("lib-wild", "library/*", "lib/*"), C(css(`button[value="save"]`)), W(css(".notice")))
+	b.do("wildcard rule", createRule("lib-wild", "library/*", "lib/*"), F(css(`button[value="save"]`)), W(css(".notice")))
 	b.do("overlapping wildcard rule", createRule("lib-sub-wild", "library/sub/*", "lib/sub/*"),
-		C(css(`button[value="save"]`)), W(css("#err-target")), b.shot("04-validation-error"))
+		F(css(`button[value="save"]`)), W(css("#err-target")), b.shot("04-validation-error"))
 	if msg := b.text("#err-target"); !strings.Contains(msg, "WildcardCacheRuleConflict") {
 		t.Errorf("overlapping wildcard: message at the Destination field %q, want WildcardCacheRuleConflict", msg)
 	}
@@ -293,8 +341,8 @@ func TestPortalBrowser(t *testing.T) {
 	// "Create new credentials" inside the rule form: the set is created
 	// with the source's login server, then the rule using it.
 	b.do("rule with new credentials",
-		C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
-		C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+		F(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		F(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
 		K(css("#name"), "app-inline"),
 		choose("#sourceRegistry", "custom"), W(css("#customLoginServer")),
 		K(css("#customLoginServer"), up.Host),
@@ -305,17 +353,17 @@ func TestPortalBrowser(t *testing.T) {
 		K(css("#newCredUsername"), "file://"+userFile),
 		K(css("#newCredPassword"), "env://"+passEnv),
 		K(css("#target"), "app-inline"),
-		C(css(`button[value="save"]`)), W(css(".notice")),
-		C(css(`nav a[href^="/portal/credentials"]`)), W(css("table")))
+		F(css(`button[value="save"]`)), W(css(".notice")),
+		F(css(`nav a[href^="/portal/credentials"]`)), W(css("table")))
 	if html := get(b, "credentials html", chromedp.OuterHTML(css("main"))); !strings.Contains(html, "inline-creds") || !strings.Contains(html, "app-inline") {
 		t.Errorf("credentials page after Create new credentials lacks inline-creds used by app-inline")
 	}
 	// An empty rule name: the API's name check, at the name field.
 	b.do("empty rule name",
-		C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
-		C(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
+		F(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		F(css(`a[href^="/portal/cache/new"]`)), W(css("#name")),
 		K(css("#repositoryPath"), "library/x"), K(css("#target"), "x"),
-		C(css(`button[value="save"]`)), W(css("#err-name")))
+		F(css(`button[value="save"]`)), W(css("#err-name")))
 	if msg := b.text("#err-name"); !strings.Contains(msg, "InvalidResourceName") {
 		t.Errorf("empty rule name: %q at the name field", msg)
 	}
@@ -336,7 +384,7 @@ func TestPortalBrowser(t *testing.T) {
 	c.crane("push", amd.writeLayout(t), a.Ref("mine/multi:amd"))
 	c.crane("push", arm.writeLayout(t), a.Ref("mine/multi:arm"))
 	c.crane("index", "append", "-m", a.Ref("mine/multi:amd"), "-m", a.Ref("mine/multi:arm"), "-t", a.Ref("mine/multi:both"))
-	b.do("repositories", C(css(`nav a[href^="/portal/repositories"]`)), W(css(`[id="repo-app"]`)), b.shot("10-repositories"))
+	b.do("repositories", F(css(`nav a[href^="/portal/repositories"]`)), W(css(`[id="repo-app"]`)), b.shot("10-repositories"))
 	if got := b.text(`[id="repo-app"] .badge`); got != "cached by rule app-cache" {
 		t.Errorf("repository app: badge %q", got)
 	}
@@ -371,8 +419,8 @@ func TestPortalBrowser(t *testing.T) {
 	cell := func(stat string) string {
 		return fmt.Sprintf(`#rule-stats tr[data-rule="app-cache"] td[data-stat=%q]`, stat)
 	}
-	b.do("statistics", C(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
-		C(css(`nav a[href^="/portal/stats"]`)), W(css("#rule-stats")), b.shot("05-statistics"))
+	b.do("statistics", F(css(`nav a[href^="/portal/cache"]`)), W(css(`a[href^="/portal/cache/new"]`)),
+		F(css(`nav a[href^="/portal/stats"]`)), W(css("#rule-stats")), b.shot("05-statistics"))
 	rule := `rule="app-cache"`
 	for _, chk := range []struct {
 		what, page string
@@ -425,7 +473,10 @@ func TestPortalBrowser(t *testing.T) {
 	// in the repository afterwards.
 	seedImage(t, up, "library/app", "v9", newImage(t, 155, "amd64", 8<<10))
 	b.do("edit to ActiveSync", N(base+"/portal/cache/app-cache/edit"), W(css("#syncMode")),
-		chromedp.SetValue(css("#syncMode"), "ActiveSync"), C(css(`button[value="save"]`)), W(css(".notice")))
+		choose("#syncMode", "ActiveSync"), F(css(`button[value="save"]`)), W(css(".notice")))
+	// The change starts a run of the rule (every tag: v1 and v9); wait
+	// for it to finish so that Sync now does not overlap it.
+	waitSyncRuns(t, a, "app-cache", 1)
 	if got := b.text(`tr[data-rule="app-cache"] td[data-label="Sync mode"]`); got != "ActiveSync" {
 		t.Errorf("after edit: app-cache sync mode %q", got)
 	}
@@ -441,10 +492,32 @@ func TestPortalBrowser(t *testing.T) {
 		t.Errorf("after sync now: pull line %q", got)
 	}
 
+	// Statistics: the rule's active-sync runs are the runs that finished
+	// (the server's log), as /metrics counts them, by result.
+	b.do("statistics after sync", N(base+"/portal/stats"), W(css("#rule-stats")), b.shot("12-statistics-sync"))
+	ran := syncRunsLogged(a.Logs(), "app-cache")
+	runs := `#rule-stats tr[data-rule="app-cache"] td[data-stat="sync_runs"]`
+	for _, result := range []string{"Succeeded", "Failed", "Deferred", "Interrupted"} {
+		page := b.attr(runs, "data-"+strings.ToLower(result))
+		metric := metricSum(t, base, "arca_sync_rule_runs_total", rule, `result="`+result+`"`)
+		if page != strconv.Itoa(ran[result]) || metric != float64(ran[result]) {
+			t.Errorf("active-sync runs of app-cache %s: page %s, /metrics %v, the log %d", result, page, metric, ran[result])
+		}
+	}
+	if ran["Succeeded"] == 0 {
+		t.Errorf("no succeeded active-sync run of app-cache in the log (runs: %v)", ran)
+	}
+	if got, want := b.attr(`#registry-stats td[data-stat="sync_runs"]`, "data-succeeded"), strconv.Itoa(ran["Succeeded"]); got != want {
+		t.Errorf("registry's succeeded active-sync runs %s, want %s (app-cache is the only ActiveSync rule)", got, want)
+	}
+	if label := b.attr(`svg[aria-label^="Active-sync runs of rule app-cache"]`, "aria-label"); !strings.Contains(label, fmt.Sprintf("succeeded %d", ran["Succeeded"])) {
+		t.Errorf("app-cache's active-sync chart: %q, want succeeded %d", label, ran["Succeeded"])
+	}
+
 	// Delete with confirmation: the link asks first; Delete deletes.
 	b.do("delete", N(base+"/portal/cache"),
-		C(css(`a[aria-label="Delete lib-wild"]`)), W(css("button.danger")), b.shot("08-delete-confirm"),
-		C(css("button.danger")), W(css(".notice")))
+		F(css(`a[aria-label="Delete lib-wild"]`)), W(css("button.danger")), b.shot("08-delete-confirm"),
+		F(css("button.danger")), W(css(".notice")))
 	rows := get(b, "rows", chromedp.Evaluate[int](`document.querySelectorAll("tbody th[scope=row]").length`))
 	if msg := b.text(".notice"); !strings.Contains(msg, "lib-wild deleted") || rows != 2 {
 		t.Errorf("after delete: notice %q, %d rules left (want 2)", msg, rows)
@@ -468,6 +541,40 @@ func TestPortalBrowser(t *testing.T) {
 	}
 	if strings.Contains(a.Logs(), up.Password) {
 		t.Errorf("the upstream password is in the server log")
+	}
+}
+
+var syncFinished = regexp.MustCompile(`active sync finished.*(?:rule=|"rule":")([^ "]+).*(?:result=|"result":")(\w+)`)
+
+// syncRunsLogged counts the finished active-sync runs of rule in the
+// server's log, by result.
+func syncRunsLogged(logs, rule string) map[string]int {
+	n := map[string]int{}
+	for _, line := range strings.Split(logs, "\n") {
+		if m := syncFinished.FindStringSubmatch(line); m != nil && m[1] == rule {
+			n[m[2]]++
+		}
+	}
+	return n
+}
+
+// waitSyncRuns waits (up to two minutes, a loaded machine is slow) until
+// at least n active-sync runs of rule have finished.
+func waitSyncRuns(t *testing.T, a *arca, rule string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		total := 0
+		for _, v := range syncRunsLogged(a.Logs(), rule) {
+			total += v
+		}
+		if total >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d active-sync runs of %s finished within 2 minutes, want %d", total, rule, n)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -644,4 +751,156 @@ func portalSignIn(t *testing.T, cl *http.Client, base, next string) *http.Respon
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// TestPortalRuleFilters: the Create and Edit rule forms set every
+// active-sync filter the CLI has (tag conditions, platforms, image and
+// artifact types, referrers); the API stores what the form sent, the edit
+// form shows it back, and the API's validation errors are shown at their
+// fields with the message the CLI prints for the same values.
+func TestPortalRuleFilters(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	seedImage(t, up, "library/app", "v1", newImage(t, 161, "amd64", 4<<10))
+	a := startCachingArca(t, []string{up.Host}, nil)
+	base := a.URL()
+	b := browser(t)
+	C, W, K := chromedp.Click[chromedp.CSS], chromedp.WaitVisible[chromedp.CSS], chromedp.SendKeys[chromedp.CSS]
+	save := chromedp.Steps(follow(C(css(`button[value="save"]`))), W(css("h1")))
+	b.do("sign in", signIn(base))
+
+	b.do("create rule with filters", chromedp.Navigate(base+"/portal/cache/new"), W(css("#name")),
+		K(css("#name"), "filt-rule"),
+		choose("#sourceRegistry", "custom"), W(css("#customLoginServer")),
+		K(css("#customLoginServer"), up.Host),
+		K(css("#repositoryPath"), "library/app"),
+		K(css("#target"), "filt"),
+		choose("#syncMode", "ActiveSync"), W(css("#tagStartsWith")),
+		K(css("#tagStartsWith"), "v"),
+		K(css("#platforms"), "linux/amd64, linux/arm64"),
+		choose("#imageTypesMode", "exclude"),
+		K(css("#imageTypes"), "application/vnd.oci.image.index.v1+json"),
+		K(css("#artifactTypes"), "images, notary-project-signature"),
+		C(css("#referrers")),
+		b.shot("13-rule-filters"), save)
+	if msg := b.text("main"); !strings.Contains(msg, "filt-rule created") {
+		t.Fatalf("after Save: %q", msg)
+	}
+
+	type list struct {
+		Type   string   `json:"type"`
+		Values []string `json:"values"`
+	}
+	// The CLI prints the properties at the top level, as az does.
+	var shown struct {
+		SyncMode, SyncReferrers string
+		ArtifactSyncFilters     *struct {
+			Tags                                 *struct{ Type, Query string }
+			Platforms, ImageTypes, ArtifactTypes *list
+		}
+	}
+	show := func() {
+		t.Helper()
+		shown.ArtifactSyncFilters = nil
+		if err := json.Unmarshal([]byte(a.cli(t, "cache", "show", "-r", "default", "-n", "filt-rule", "-o", "json")), &shown); err != nil {
+			t.Fatal(err)
+		}
+	}
+	show()
+	f := shown.ArtifactSyncFilters
+	if shown.SyncMode != "ActiveSync" || shown.SyncReferrers != "Enabled" || f == nil || f.Tags == nil ||
+		f.Tags.Query != "Tags | where Name startswith 'v'" ||
+		f.Platforms == nil || strings.Join(f.Platforms.Values, ",") != "linux/amd64,linux/arm64" ||
+		f.ImageTypes == nil || f.ImageTypes.Type != "exclude" || strings.Join(f.ImageTypes.Values, ",") != "application/vnd.oci.image.index.v1+json" ||
+		f.ArtifactTypes == nil || f.ArtifactTypes.Type != "include" || strings.Join(f.ArtifactTypes.Values, ",") != "images,notary-project-signature" {
+		t.Errorf("stored rule: %+v filters %+v", shown, f)
+	}
+	edit := chromedp.Steps(chromedp.Navigate(base+"/portal/cache/filt-rule/edit"), W(css("#artifactTypes")))
+	b.do("edit form", edit)
+	for sel, want := range map[string]string{
+		"#tags": "Tags | where Name startswith 'v'", "#platforms": "linux/amd64, linux/arm64",
+		"#imageTypesMode": "exclude", "#imageTypes": "application/vnd.oci.image.index.v1+json",
+		"#artifactTypesMode": "include", "#artifactTypes": "images, notary-project-signature",
+	} {
+		if got := get(b, "value of "+sel, chromedp.Value(css(sel))); got != want {
+			t.Errorf("edit form %s = %q, want %q", sel, got, want)
+		}
+	}
+
+	// Invalid values: the API's error at the field, as the CLI prints it.
+	for _, tc := range []struct{ field, value, flag string }{
+		{"artifactTypes", "not a type", "--include-artifact-types"},
+		{"imageTypes", "nope", "--include-image-types"},
+		{"platforms", "linux", "--platforms"},
+	} {
+		sel := "#" + tc.field
+		b.do("invalid "+tc.field, edit, clear(sel), K(css(sel), tc.value), save, W(css("#err-"+tc.field)))
+		got := b.text("#err-" + tc.field)
+		out, err := a.tryCLI("cache", "update", "-r", "default", "-n", "filt-rule", tc.flag, tc.value)
+		cli := strings.TrimPrefix(strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), "arca: ")
+		if err == nil || got != cli || !strings.Contains(got, "InvalidArtifactSyncConfiguration") {
+			t.Errorf("%s %q: the form says %q, the CLI %q (err %v)", tc.field, tc.value, got, cli, err)
+		}
+		if v := b.attr(sel, "aria-invalid"); v != "true" {
+			t.Errorf("%s: aria-invalid %q", sel, v)
+		}
+	}
+	b.do("screenshot of a field error", b.shot("14-rule-filter-error"))
+	// The KQL query and the tag conditions together: the form's own check.
+	b.do("KQL and conditions", edit, K(css("#tagEquals"), "v1"), save, W(css("#err-tags")))
+	if got := b.text("#err-tags"); !strings.Contains(got, "either the KQL query or the tag conditions") {
+		t.Errorf("KQL and conditions: %q", got)
+	}
+
+	// Back to PassiveSync: the filter fields are hidden and not sent, so the
+	// rule is saved without them.
+	b.do("to PassiveSync", edit, choose("#syncMode", "PassiveSync"), save)
+	if msg := b.text("main"); !strings.Contains(msg, "filt-rule updated") {
+		t.Fatalf("PassiveSync with hidden filters: %q", msg)
+	}
+	show()
+	if shown.SyncMode != "PassiveSync" || shown.ArtifactSyncFilters != nil {
+		t.Errorf("after PassiveSync: %+v", shown)
+	}
+
+	// Select from Key Vault: the form says it is no live picker, and makes
+	// the secret URIs from the vault and secret names.
+	b.do("Key Vault credentials", chromedp.Navigate(base+"/portal/credentials/new"), W(css("#name")),
+		K(css("#name"), "kv-creds"), K(css("#loginServer"), up.Host),
+		C(css("#source-keyvault")), W(css("#kv-limit")),
+		K(css("#vault"), "MyKeyvault"), K(css("#usernameSecret"), "usernamesecret"), K(css("#passwordSecret"), "passwordsecret"),
+		b.shot("15-key-vault"), follow(C(css("button.primary"))), W(css(".notice")))
+	if note := b.text(".notice"); !strings.Contains(note, "kv-creds created") {
+		t.Errorf("Key Vault credentials: notice %q", note)
+	}
+	uris := a.cli(t, "credential-set", "show", "-r", "default", "-n", "kv-creds", "--query", "authCredentials[0].[usernameSecretIdentifier, passwordSecretIdentifier]", "-o", "tsv")
+	if got := strings.Join(strings.Fields(uris), " "); got != "https://MyKeyvault.vault.azure.net/secrets/usernamesecret https://MyKeyvault.vault.azure.net/secrets/passwordsecret" {
+		t.Errorf("Key Vault credentials: secret URIs %q", got)
+	}
+
+	// Without the page's script every field is sent: filters on a
+	// PassiveSync rule get the API's refusal, at the sync mode field.
+	jar, _ := cookiejar.New(nil)
+	cl := &http.Client{Jar: jar}
+	portalSignIn(t, cl, base, "").Body.Close()
+	resp, err := cl.Get(base + "/portal/cache/new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	form, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := signinCSRF.FindSubmatch(form)
+	if m == nil {
+		t.Fatal("rule form has no CSRF token")
+	}
+	resp, err = cl.PostForm(base+"/portal/cache/new", url.Values{"csrf": {string(m[1])}, "name": {"nojs-rule"}, "sourceRegistry": {"custom"},
+		"customLoginServer": {up.Host}, "repositoryPath": {"library/app"}, "target": {"nojs"}, "syncMode": {"PassiveSync"},
+		"platforms": {"linux/amd64"}, "imageTypesMode": {"include"}, "artifactTypesMode": {"include"}, "action": {"save"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !regexp.MustCompile(`id="err-syncMode"[^>]*>\(InvalidArtifactSyncConfiguration\) artifactSyncFilters`).Match(page) {
+		t.Errorf("PassiveSync with filters, no script: %d\n%s", resp.StatusCode, page)
+	}
 }

@@ -114,9 +114,9 @@ type cacheRule struct {
 			Tags *struct {
 				Query string `json:"query"`
 			} `json:"tags,omitempty"`
-			Platforms *struct {
-				Values []string `json:"values"`
-			} `json:"platforms,omitempty"`
+			Platforms     *kindFilter `json:"platforms,omitempty"`
+			ImageTypes    *kindFilter `json:"imageTypes,omitempty"`
+			ArtifactTypes *kindFilter `json:"artifactTypes,omitempty"`
 		} `json:"artifactSyncFilters,omitempty"`
 		ArtifactSyncStatus *struct {
 			Status       string `json:"status"`
@@ -125,6 +125,12 @@ type cacheRule struct {
 			SyncedTags   int    `json:"syncedTags,omitempty"`
 		} `json:"artifactSyncStatus,omitempty"`
 	} `json:"properties"`
+}
+
+// kindFilter is a list filter of artifactSyncFilters (type array, include or exclude).
+type kindFilter struct {
+	Type   string   `json:"type"`
+	Values []string `json:"values"`
 }
 
 // CredentialSet is the name at the end of the rule's credential set ID.

@@ -7,6 +7,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/arcacache/arca/internal/rules"
+	"github.com/arcacache/arca/internal/syncer/artifactkind"
 )
 
 // sourceRegistries are the Source Registry dropdown: the upstreams ACR's
@@ -39,14 +42,20 @@ type ruleForm struct {
 	NewCredPassword   string
 	Target            string
 	SyncMode          string
-	Tags              string
+	Tags              string // a KQL query, or
+	TagConditions     rules.SimpleTagFilter
 	Platforms         string
-	Referrers         bool
-	Errors            formErrors
-	Estimate          string
+	// ImageTypes and ArtifactTypes are comma-separated media types (artifact
+	// types also take artifactkind's aliases), included or excluded by Mode.
+	ImageTypes, ImageTypesMode       string
+	ArtifactTypes, ArtifactTypesMode string
+	Referrers                        bool
+	Errors                           formErrors
+	Estimate                         string
 	// For the template:
-	Sources        any
-	CredentialSets []credentialSet
+	Sources         any
+	CredentialSets  []credentialSet
+	ArtifactAliases []string
 }
 
 func (f *ruleForm) parse(r *http.Request) {
@@ -56,6 +65,65 @@ func (f *ruleForm) parse(r *http.Request) {
 	f.Auth, f.AuthMode, f.CredentialSet = v("auth") == "on", v("authMode"), v("credentialSet")
 	f.NewCredName, f.NewCredUsername, f.NewCredPassword = strings.TrimSpace(v("newCredName")), strings.TrimSpace(v("newCredUsername")), strings.TrimSpace(v("newCredPassword"))
 	f.SyncMode, f.Tags, f.Platforms, f.Referrers = v("syncMode"), strings.TrimSpace(v("tags")), strings.TrimSpace(v("platforms")), v("referrers") == "on"
+	f.TagConditions = rules.SimpleTagFilter{StartsWith: strings.TrimSpace(v("tagStartsWith")), EndsWith: strings.TrimSpace(v("tagEndsWith")),
+		Contains: strings.TrimSpace(v("tagContains")), Equals: strings.TrimSpace(v("tagEquals"))}
+	f.ImageTypes, f.ImageTypesMode = strings.TrimSpace(v("imageTypes")), v("imageTypesMode")
+	f.ArtifactTypes, f.ArtifactTypesMode = strings.TrimSpace(v("artifactTypes")), v("artifactTypesMode")
+}
+
+// splitList splits a comma-separated field.
+func splitList(s string) []string {
+	var vals []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			vals = append(vals, x)
+		}
+	}
+	return vals
+}
+
+// filters are the artifactSyncFilters the form sets (nil if none). The
+// tag conditions become the CLI's KQL; the KQL field and the conditions
+// together are refused in check.
+func (f *ruleForm) filters() map[string]any {
+	filters := map[string]any{}
+	tags := f.Tags
+	if !f.TagConditions.IsZero() {
+		tags = f.TagConditions.Query()
+	}
+	if tags != "" {
+		filters["tags"] = map[string]any{"type": "KQL", "query": tags}
+	}
+	if f.Platforms != "" {
+		filters["platforms"] = map[string]any{"type": "array", "values": splitList(f.Platforms)}
+	}
+	for _, k := range []struct{ name, values, mode string }{{"imageTypes", f.ImageTypes, f.ImageTypesMode}, {"artifactTypes", f.ArtifactTypes, f.ArtifactTypesMode}} {
+		if k.values != "" {
+			filters[k.name] = map[string]any{"type": k.mode, "values": splitList(k.values)}
+		}
+	}
+	if len(filters) == 0 {
+		return nil
+	}
+	return filters
+}
+
+// tagCond is one tag condition field of the form.
+type tagCond struct{ ID, Label, Value string }
+
+func tagConds(f *ruleForm) []tagCond {
+	t := f.TagConditions
+	return []tagCond{{"tagStartsWith", "Tag starts with", t.StartsWith}, {"tagEndsWith", "Tag ends with", t.EndsWith},
+		{"tagContains", "Tag contains", t.Contains}, {"tagEquals", "Tag equals", t.Equals}}
+}
+
+// check is what the form itself refuses: one way of giving the tag filter.
+func (f *ruleForm) check() bool {
+	if f.Tags != "" && !f.TagConditions.IsZero() {
+		f.Errors["tags"] = "Give either the KQL query or the tag conditions, not both."
+		return false
+	}
+	return true
 }
 
 func (f *ruleForm) loginServer() string {
@@ -93,28 +161,21 @@ func (f *ruleForm) properties(c *ctx) map[string]any {
 		mode = "PassiveSync"
 	}
 	p["syncMode"] = mode
-	if mode == "ActiveSync" {
-		p["syncReferrers"] = map[bool]string{true: "Enabled", false: "Disabled"}[f.Referrers]
-		filters := map[string]any{}
-		if f.Tags != "" {
-			filters["tags"] = map[string]any{"type": "KQL", "query": f.Tags}
-		}
-		if f.Platforms != "" {
-			var vals []string
-			for _, s := range strings.Split(f.Platforms, ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					vals = append(vals, s)
-				}
-			}
-			filters["platforms"] = map[string]any{"type": "array", "values": vals}
-		}
-		if len(filters) > 0 {
-			p["artifactSyncFilters"] = filters
-		} else if f.Edit {
-			p["artifactSyncFilters"] = nil
-		}
+	// Filters and referrers are sent whatever the mode, so the API refuses
+	// them on a PassiveSync rule with its own message (the page's script
+	// disables the fields it hides, so only a page without it sends them).
+	switch {
+	case f.Referrers:
+		p["syncReferrers"] = "Enabled"
+	case mode == "ActiveSync":
+		p["syncReferrers"] = "Disabled"
+	case f.Edit:
+		p["syncReferrers"] = nil
+	}
+	if fl := f.filters(); fl != nil {
+		p["artifactSyncFilters"] = fl
 	} else if f.Edit {
-		p["syncReferrers"], p["artifactSyncFilters"] = nil, nil
+		p["artifactSyncFilters"] = nil
 	}
 	return p
 }
@@ -178,7 +239,8 @@ func (h *Handler) ruleForm(c *ctx, name string) {
 		h.fail(c.w, c.r, err)
 		return
 	}
-	f := &ruleForm{Edit: name != "", Errors: formErrors{}, Sources: sourceRegistries, CredentialSets: sets, AuthMode: "existing"}
+	f := &ruleForm{Edit: name != "", Errors: formErrors{}, Sources: sourceRegistries, CredentialSets: sets, AuthMode: "existing",
+		ImageTypesMode: "include", ArtifactTypesMode: "include", ArtifactAliases: artifactkind.Names()}
 	if f.Edit {
 		var cur cacheRule
 		if err := c.api.do(c, http.MethodGet, "cacheRules/"+url.PathEscape(name), nil, &cur); err != nil {
@@ -195,6 +257,12 @@ func (h *Handler) ruleForm(c *ctx, name string) {
 			}
 			if fl.Platforms != nil {
 				f.Platforms = strings.Join(fl.Platforms.Values, ", ")
+			}
+			if fl.ImageTypes != nil {
+				f.ImageTypes, f.ImageTypesMode = strings.Join(fl.ImageTypes.Values, ", "), fl.ImageTypes.Type
+			}
+			if fl.ArtifactTypes != nil {
+				f.ArtifactTypes, f.ArtifactTypesMode = strings.Join(fl.ArtifactTypes.Values, ", "), fl.ArtifactTypes.Type
 			}
 		}
 	}
@@ -213,7 +281,9 @@ func (h *Handler) ruleForm(c *ctx, name string) {
 	}
 	f.fixSource()
 	var status int
-	if c.r.PostFormValue("action") == "estimate" {
+	if !f.check() {
+		status = http.StatusBadRequest
+	} else if c.r.PostFormValue("action") == "estimate" {
 		status = h.estimate(c, f)
 	} else {
 		status = h.saveRule(c, f)

@@ -16,6 +16,8 @@ func fieldOf(err *armError) string {
 		{"targetRepository", "target"},
 		{"artifactSyncFilters.tags", "tags"},
 		{"artifactSyncFilters.platforms", "platforms"},
+		{"artifactSyncFilters.imageTypes", "imageTypes"},
+		{"artifactSyncFilters.artifactTypes", "artifactTypes"},
 		{"artifactSyncFilters", "syncMode"},
 		{"syncReferrers", "referrers"},
 		{"syncMode", "syncMode"},

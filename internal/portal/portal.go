@@ -24,8 +24,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 //go:embed assets
@@ -35,9 +33,6 @@ var assets embed.FS
 type Options struct {
 	// API is the management API handler; the portal calls it in-process.
 	API http.Handler
-	// Metrics is read for the statistics page (the same registry /metrics
-	// serves).
-	Metrics prometheus.Gatherer
 	// Stats is the time-bucketed history of the statistics page.
 	Stats Stats
 	// Repos, if set, serves the Repositories page.
@@ -61,8 +56,8 @@ var pageNames = []string{"signin", "cache", "rule", "confirm", "credentials", "c
 
 // New returns a Handler.
 func New(opts Options) (*Handler, error) {
-	if opts.API == nil || opts.Metrics == nil || opts.Stats == nil {
-		return nil, errors.New("portal: API, Metrics and Stats are required")
+	if opts.API == nil || opts.Stats == nil {
+		return nil, errors.New("portal: API and Stats are required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -71,7 +66,7 @@ func New(opts Options) (*Handler, error) {
 		opts.Now = time.Now
 	}
 	h := &Handler{opts: opts, log: opts.Logger, sessions: newSessions(opts.Now), pages: map[string]*template.Template{}}
-	funcs := template.FuncMap{"bytes": humanBytes, "pct": pct,
+	funcs := template.FuncMap{"bytes": humanBytes, "pct": pct, "tagConds": tagConds,
 		// fe passes a form's errors and one field name to the field-error template.
 		"fe": func(e formErrors, field string) any {
 			return struct {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/stats"
 )
 
 // Stats supplies the time-bucketed counters (internal/stats.Recorder).
@@ -36,10 +37,20 @@ var windows = []window{
 type totals struct {
 	Hit, Miss, Coalesced, Stale, Error float64
 	BytesCache, BytesUpstream          float64
+	// Active-sync runs by result.
+	SyncSucceeded, SyncFailed, SyncDeferred, SyncInterrupted float64
 }
 
 func (t *totals) add(name string, v float64) {
 	switch name {
+	case stats.SyncRunPrefix + "succeeded":
+		t.SyncSucceeded += v
+	case stats.SyncRunPrefix + "failed":
+		t.SyncFailed += v
+	case stats.SyncRunPrefix + "deferred":
+		t.SyncDeferred += v
+	case stats.SyncRunPrefix + "interrupted":
+		t.SyncInterrupted += v
 	case "hit":
 		t.Hit += v
 	case "miss":
@@ -60,6 +71,13 @@ func (t *totals) add(name string, v float64) {
 func (t *totals) plus(o totals) {
 	t.Hit, t.Miss, t.Coalesced, t.Stale, t.Error = t.Hit+o.Hit, t.Miss+o.Miss, t.Coalesced+o.Coalesced, t.Stale+o.Stale, t.Error+o.Error
 	t.BytesCache, t.BytesUpstream = t.BytesCache+o.BytesCache, t.BytesUpstream+o.BytesUpstream
+	t.SyncSucceeded, t.SyncFailed = t.SyncSucceeded+o.SyncSucceeded, t.SyncFailed+o.SyncFailed
+	t.SyncDeferred, t.SyncInterrupted = t.SyncDeferred+o.SyncDeferred, t.SyncInterrupted+o.SyncInterrupted
+}
+
+// SyncRuns is every finished active-sync run.
+func (t totals) SyncRuns() float64 {
+	return t.SyncSucceeded + t.SyncFailed + t.SyncDeferred + t.SyncInterrupted
 }
 
 // Requests is every counted request; Served the ones answered from the cache.
@@ -71,8 +89,10 @@ type ruleStats struct {
 	Target        string
 	totals        // embedded: the template reads .Hit, .Miss...
 	RateRemaining string
+	ActiveSync    bool
 	ReqChart      template.HTML
 	ByteChart     template.HTML
+	SyncChart     template.HTML // for ActiveSync rules and rules with runs in the window
 }
 
 type statsPage struct {
@@ -82,7 +102,7 @@ type statsPage struct {
 	Rules     []ruleStats
 	ReqChart  template.HTML
 	ByteChart template.HTML
-	SyncRuns  float64
+	SyncChart template.HTML
 	Generated string
 }
 
@@ -127,14 +147,15 @@ func (h *Handler) stats(c *ctx) {
 		return
 	}
 	byRule, steps := series(rows, start, w)
-	p := statsPage{Windows: windows, Window: w, Generated: now.UTC().Format(time.RFC3339), SyncRuns: h.syncRuns()}
+	p := statsPage{Windows: windows, Window: w, Generated: now.UTC().Format(time.RFC3339)}
 	for _, t := range byRule {
 		p.Registry.plus(*t)
 	}
 	p.ReqChart = requestsChart("Requests of registry "+c.reg, steps[""], start, w)
 	p.ByteChart = bytesChart("Bytes of registry "+c.reg, steps[""], start, w)
+	p.SyncChart = syncChart("Active-sync runs of registry "+c.reg, steps[""], start, w)
 	for _, r := range rs {
-		rsx := ruleStats{Name: r.Name, Target: r.Properties.TargetRepository, RateRemaining: "–"}
+		rsx := ruleStats{Name: r.Name, Target: r.Properties.TargetRepository, RateRemaining: "–", ActiveSync: r.Properties.SyncMode == "ActiveSync"}
 		if t := byRule[r.Name]; t != nil {
 			rsx.totals = *t
 		}
@@ -156,27 +177,13 @@ func (h *Handler) stats(c *ctx) {
 		}
 		rsx.ReqChart = requestsChart("Requests of rule "+r.Name, st, start, w)
 		rsx.ByteChart = bytesChart("Bytes of rule "+r.Name, st, start, w)
+		if rsx.ActiveSync || rsx.SyncRuns() > 0 {
+			rsx.SyncChart = syncChart("Active-sync runs of rule "+r.Name, st, start, w)
+		}
 		p.Rules = append(p.Rules, rsx)
 	}
 	sort.Slice(p.Rules, func(i, j int) bool { return p.Rules[i].Name < p.Rules[j].Name })
 	h.render(c, http.StatusOK, "stats", page{Title: "Statistics", Nav: "stats", Data: p})
-}
-
-// syncRuns is the active-sync runs since start (arca_sync_runs_total).
-func (h *Handler) syncRuns() float64 {
-	mfs, err := h.opts.Metrics.Gather()
-	if err != nil {
-		return 0
-	}
-	var n float64
-	for _, mf := range mfs {
-		if mf.GetName() == "arca_sync_runs_total" {
-			for _, m := range mf.GetMetric() {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return n
 }
 
 // bar is one bar segment series of a chart.
@@ -199,6 +206,15 @@ func bytesChart(title string, st []totals, start time.Time, w window) template.H
 		{"served from cache", "c-cache", func(t totals) float64 { return t.BytesCache }},
 		{"fetched upstream", "c-up", func(t totals) float64 { return t.BytesUpstream }},
 	}, humanBytes)
+}
+
+func syncChart(title string, st []totals, start time.Time, w window) template.HTML {
+	return chart(title, "runs", st, start, w, []bar{
+		{"succeeded", "c-cache", func(t totals) float64 { return t.SyncSucceeded }},
+		{"failed", "c-err", func(t totals) float64 { return t.SyncFailed }},
+		{"deferred", "c-co", func(t totals) float64 { return t.SyncDeferred }},
+		{"interrupted", "c-up", func(t totals) float64 { return t.SyncInterrupted }},
+	}, func(v float64) string { return fmt.Sprintf("%.0f", v) })
 }
 
 // chart renders stacked bars per step as inline SVG, with a text summary

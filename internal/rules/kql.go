@@ -225,3 +225,32 @@ func lexString(rs []rune) (string, int, error) {
 	}
 	return "", 0, fmt.Errorf("unterminated string")
 }
+
+// SimpleTagFilter is the tag filter as the CLI's --tag-starts-with,
+// --tag-ends-with, --tag-contains and --tag-equals (and the portal's
+// matching fields) give it; Query makes it into the KQL the API takes.
+type SimpleTagFilter struct {
+	StartsWith, EndsWith, Contains, Equals string
+}
+
+// IsZero reports whether no condition is set.
+func (t SimpleTagFilter) IsZero() bool {
+	return t.StartsWith == "" && t.EndsWith == "" && t.Contains == "" && t.Equals == ""
+}
+
+// Query builds the query the az extension sends: "Tags" alone, or
+// "Tags | where " and the conditions joined by " and ", in the order
+// startswith, endswith, contains, ==. Like the extension, it does not
+// escape quotes; ParseTagQuery rejects what it cannot parse.
+func (t SimpleTagFilter) Query() string {
+	var conds []string
+	for _, c := range []struct{ op, v string }{{"startswith", t.StartsWith}, {"endswith", t.EndsWith}, {"contains", t.Contains}, {"==", t.Equals}} {
+		if c.v != "" {
+			conds = append(conds, "Name "+c.op+" '"+c.v+"'")
+		}
+	}
+	if len(conds) == 0 {
+		return "Tags"
+	}
+	return "Tags | where " + strings.Join(conds, " and ")
+}

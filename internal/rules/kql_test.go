@@ -80,3 +80,27 @@ func FuzzParseTagQuery(f *testing.F) {
 		flt.Match(tag)
 	})
 }
+
+func TestSimpleTagFilterQuery(t *testing.T) {
+	for _, tc := range []struct {
+		f           SimpleTagFilter
+		want        string
+		match, miss string
+	}{
+		{SimpleTagFilter{}, "Tags", "anything", ""},
+		{SimpleTagFilter{StartsWith: "v1."}, "Tags | where Name startswith 'v1.'", "v1.2", "v2.0"},
+		{SimpleTagFilter{StartsWith: "v", EndsWith: "-alpine", Contains: "3", Equals: "v3-alpine"},
+			"Tags | where Name startswith 'v' and Name endswith '-alpine' and Name contains '3' and Name == 'v3-alpine'", "v3-alpine", "v3-slim"},
+	} {
+		if got := tc.f.Query(); got != tc.want {
+			t.Errorf("%+v.Query() = %q, want %q", tc.f, got, tc.want)
+		}
+		q, err := ParseTagQuery(tc.f.Query())
+		if err != nil {
+			t.Fatalf("ParseTagQuery(%q): %v", tc.f.Query(), err)
+		}
+		if !q.Match(tc.match) || (tc.miss != "" && q.Match(tc.miss)) {
+			t.Errorf("%q: match %q = %v, miss %q = %v", tc.want, tc.match, q.Match(tc.match), tc.miss, q.Match(tc.miss))
+		}
+	}
+}

@@ -199,7 +199,10 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	s.cache = pt.cache
-	if s.syncer, err = s.newSyncer(pt, promReg); err != nil {
+	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
+		return err
+	}
+	if s.syncer, err = s.newSyncer(pt, promReg, s.stats); err != nil {
 		return err
 	}
 	onChange := func(registry string) {
@@ -216,10 +219,7 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	s.access = access
 	s.mgmt = mg
-	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
-		return err
-	}
-	po, err := portal.New(portal.Options{API: mg, Metrics: promReg, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
+	po, err := portal.New(portal.Options{API: mg, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
 	if err != nil {
 		return err
 	}

@@ -21,10 +21,10 @@ type SyncOptions struct {
 	MinRateLimitRemaining int
 }
 
-func (s *Server) newSyncer(pt *pullThrough, reg prometheus.Registerer) (*syncer.Syncer, error) {
+func (s *Server) newSyncer(pt *pullThrough, reg prometheus.Registerer, runs syncer.RunRecorder) (*syncer.Syncer, error) {
 	o := s.opts.Sync
 	return syncer.New(syncer.Options{
-		Cache: pt.cache, Rules: pt.rules, Store: s.meta, Upstream: pt.up, Logger: s.log, Registerer: reg,
+		Cache: pt.cache, Rules: pt.rules, Store: s.meta, Upstream: pt.up, Logger: s.log, Registerer: reg, Runs: runs,
 		Interval: o.Interval, Concurrency: o.Concurrency, MinRateLimitRemaining: o.MinRateLimitRemaining,
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,10 +19,13 @@ import (
 )
 
 // Counter names (the rule_stats name column). Request counters are the
-// cache results (hit, miss, coalesced, stale, error).
+// cache results (hit, miss, coalesced, stale, error); active-sync runs are
+// SyncRunPrefix and the run's result in lower case (sync_succeeded,
+// sync_failed, sync_deferred, sync_interrupted).
 const (
 	BytesCache    = "bytes_cache"    // response bytes of hits: served from the cache
 	BytesUpstream = "bytes_upstream" // response bytes of misses: fetched from the upstream
+	SyncRunPrefix = "sync_"
 )
 
 // Bucket is the length of a stored time bucket; Retention how long buckets are kept.
@@ -49,6 +53,7 @@ type Recorder struct {
 	now      func() time.Time
 	requests *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
+	syncRuns *prometheus.CounterVec
 
 	mu      sync.Mutex
 	pending map[key]int64 // not yet flushed
@@ -77,14 +82,30 @@ func New(store Store, reg prometheus.Registerer, log *slog.Logger, now func() ti
 			Name: "arca_cache_rule_bytes_total",
 			Help: "Response bytes served through a cache rule, by registry, rule and source (cache: hits; upstream: misses, fetched for the request).",
 		}, []string{"registry", "rule", "source"}),
+		syncRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arca_sync_rule_runs_total",
+			Help: "Active-sync runs finished, by registry, rule and result (Succeeded, Failed, Deferred, Interrupted).",
+		}, []string{"registry", "rule", "result"}),
 	}
-	if err := reg.Register(r.requests); err != nil {
-		return nil, err
-	}
-	if err := reg.Register(r.bytes); err != nil {
-		return nil, err
+	for _, c := range []prometheus.Collector{r.requests, r.bytes, r.syncRuns} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
+}
+
+// SyncRun counts one finished active-sync run of rule with its result
+// (the syncer's RunRecorder).
+func (r *Recorder) SyncRun(registry, rule, result string) {
+	r.syncRuns.WithLabelValues(registry, rule, result).Inc()
+	r.add(key{r.now().Truncate(Bucket).Unix(), registry, rule, SyncRunPrefix + strings.ToLower(result)}, 1)
+}
+
+func (r *Recorder) add(k key, n int64) {
+	r.mu.Lock()
+	r.pending[k] += n
+	r.mu.Unlock()
 }
 
 // Served counts one response of rule: its kind, cache result and body bytes.
@@ -103,12 +124,10 @@ func (r *Recorder) Served(registry, rule, kind, result string, n int64) {
 		r.bytes.WithLabelValues(registry, rule, map[string]string{BytesCache: "cache", BytesUpstream: "upstream"}[src]).Add(float64(n))
 	}
 	b := r.now().Truncate(Bucket).Unix()
-	r.mu.Lock()
-	r.pending[key{b, registry, rule, result}]++
+	r.add(key{b, registry, rule, result}, 1)
 	if src != "" && n > 0 {
-		r.pending[key{b, registry, rule, src}] += n
+		r.add(key{b, registry, rule, src}, n)
 	}
-	r.mu.Unlock()
 }
 
 // Flush writes the pending counts in one transaction; on failure they are

@@ -119,3 +119,40 @@ func TestRecorderCountsFlushesAndAgreesWithPrometheus(t *testing.T) {
 		t.Errorf("after pruning: %v", got)
 	}
 }
+
+// Active-sync runs are counted per rule and result, in the buckets (kept
+// across a flush) and in arca_sync_rule_runs_total.
+func TestRecorderCountsSyncRuns(t *testing.T) {
+	ctx := context.Background()
+	db, err := metadata.OpenSQLite(ctx, filepath.Join(t.TempDir(), "arca.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Date(2026, 12, 1, 12, 3, 0, 0, time.UTC)
+	r, err := New(db, prometheus.NewRegistry(), nil, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SyncRun("default", "app", "Succeeded")
+	r.SyncRun("default", "app", "Failed")
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(Bucket) // a later bucket, not flushed yet
+	r.SyncRun("default", "app", "Succeeded")
+	r.SyncRun("default", "other", "Deferred")
+	got := sums(t, r, "default", now.Add(-time.Hour))
+	want := map[string]int64{"app/sync_succeeded": 2, "app/sync_failed": 1, "other/sync_deferred": 1}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %d, want %d (all: %v)", k, got[k], v, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("counters %v, want exactly %v", got, want)
+	}
+	if v := testutil.ToFloat64(r.syncRuns.WithLabelValues("default", "app", "Succeeded")); v != 2 {
+		t.Errorf("arca_sync_rule_runs_total app Succeeded = %v, want 2", v)
+	}
+}

@@ -107,6 +107,9 @@ func (s *Syncer) syncRule(ctx context.Context, reg string, r rules.Rule) metadat
 	}
 	s.saveRun(ctx, r, run)
 	s.metrics.runs.WithLabelValues(run.Result).Inc()
+	if s.opts.Runs != nil {
+		s.opts.Runs.SyncRun(reg, r.Name, run.Result)
+	}
 	s.metrics.lastEnd.WithLabelValues(labels...).Set(float64(run.EndedAt.Unix()))
 	if run.Result == ResultSucceeded {
 		s.metrics.lastOK.WithLabelValues(labels...).Set(float64(run.EndedAt.Unix()))

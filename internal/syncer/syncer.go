@@ -100,6 +100,14 @@ type Options struct {
 	MaxRules int
 	// Holder names this replica in lease rows (default host-pid-random).
 	Holder string
+	// Runs, if set, is told of every finished run (the per-rule history
+	// of the portal's statistics: *stats.Recorder).
+	Runs RunRecorder
+}
+
+// RunRecorder counts finished runs per rule.
+type RunRecorder interface {
+	SyncRun(registry, rule, result string)
 }
 
 // Syncer runs active sync. It is safe for concurrent use.

@@ -11,10 +11,15 @@ function value(form, name) {
   return "";
 }
 
+// Hidden fields are disabled too, so the form does not send what the user
+// no longer sees (a PassiveSync rule's leftover filters, say).
 function update(form) {
   for (const el of form.querySelectorAll("[data-show-when]")) {
     const [name, want] = el.dataset.showWhen.split("=");
     el.hidden = value(form, name) !== want;
+  }
+  for (const ctl of form.querySelectorAll("[data-show-when] :is(input, select, textarea, button)")) {
+    ctl.disabled = ctl.closest("[hidden]") !== null;
   }
 }
 
