@@ -37,6 +37,7 @@ type RuleSet struct {
 	store        RuleStore
 	secrets      SecretResolver
 	identities   IdentityCredentials
+	creds        CredentialCache
 	recheckEvery time.Duration
 
 	mu   sync.Mutex
@@ -60,6 +61,19 @@ type IdentityCredentials interface {
 // it their upstream requests fail (never an anonymous pull).
 func (s *RuleSet) UseIdentities(ic IdentityCredentials) { s.identities = ic }
 
+// CredentialCache is the upstream client's cache of logins per credential
+// key (upstream.Client).
+type CredentialCache interface {
+	ForgetCredentials(prefix string)
+}
+
+// UseCredentialCache makes a change of a registry's rules or credential
+// sets (seen by every replica as a new rules generation) drop the
+// upstream logins of its credential sets, so a rewritten set takes effect
+// at the next upstream request rather than when the upstream refuses the
+// old credentials.
+func (s *RuleSet) UseCredentialCache(cc CredentialCache) { s.creds = cc }
+
 // NewRuleSet returns a RuleSet over store.
 func NewRuleSet(store RuleStore, secrets SecretResolver) *RuleSet {
 	return &RuleSet{store: store, secrets: secrets, recheckEvery: time.Second, regs: map[string]*regRules{}}
@@ -70,6 +84,14 @@ func (s *RuleSet) Invalidate(registry string) {
 	s.mu.Lock()
 	delete(s.regs, registry)
 	s.mu.Unlock()
+	s.forgetLogins(registry)
+}
+
+// forgetLogins drops the upstream logins of registry's credential sets.
+func (s *RuleSet) forgetLogins(registry string) {
+	if s.creds != nil {
+		s.creds.ForgetCredentials(rules.CredentialKey(registry, ""))
+	}
 }
 
 func (s *RuleSet) load(ctx context.Context, registry string) (*regRules, error) {
@@ -97,6 +119,9 @@ func (s *RuleSet) load(ctx context.Context, registry string) (*regRules, error) 
 			return nil, fmt.Errorf("cache rules: %w", err)
 		}
 		next = &regRules{gen: gen, checkedAt: time.Now(), index: rules.NewIndex(list), reverse: newReverseIndex(list)}
+		if cur != nil {
+			s.forgetLogins(registry) // another replica changed the rules or sets
+		}
 	}
 	s.mu.Lock()
 	s.regs[registry] = next

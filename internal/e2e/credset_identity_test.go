@@ -84,6 +84,16 @@ func TestCredentialSetKeyVaultIdentity(t *testing.T) {
 		t.Fatalf("after --identity %s: %s %q", reader, st, msg)
 	}
 
+	// Switching kvcreds to an identity without `get` takes effect at the
+	// next upstream request: the login made with the previous identity's
+	// secrets is not reused.
+	a.cli(t, "credential-set", "update", "-r", "default", "-n", "kvcreds", "--identity", other, "-o", "none")
+	if r := do(t, "GET", a.URL()+"/v2/kv/app/manifests/v2", map[string]string{"Accept": mtAcceptAll}, nil); r.Status != http.StatusFailedDependency ||
+		!strings.Contains(string(r.Body), "kvrule") {
+		t.Fatalf("pull after switching kvcreds to %s: %s; want 424 naming rule kvrule", other, r)
+	}
+	a.cli(t, "credential-set", "update", "-r", "default", "-n", "kvcreds", "--identity", reader, "-o", "none")
+
 	// An identity without `get`: health names it; a pull through a rule
 	// using the set is a 424 naming the rule, never a pull as another
 	// identity or an anonymous one.

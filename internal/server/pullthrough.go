@@ -100,6 +100,7 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, res cache.SecretResol
 		return nil, err
 	}
 	rs.UseIdentities(ex)
+	rs.UseCredentialCache(up)
 	c := cache.New(cache.Options{
 		Blobs: s.blobs, SpoolDir: s.opts.DataDir, Meta: s.meta, Upstream: up, Logger: s.log,
 		Revalidate: o.Revalidate, RevalidateTimeout: o.RevalidateTimeout, NegativeTTL: o.NegativeTTL,
