@@ -155,6 +155,9 @@ func (c *Cache) local(ctx context.Context, reg string, t Target, d digest.Digest
 		return 0, false, err
 	}
 	if err := c.meta.LinkBlob(ctx, reg, t.Repo, d, size); err != nil {
+		if errors.Is(err, metadata.ErrNotFound) { // garbage collection is deleting it: fetch again
+			return 0, false, nil
+		}
 		return 0, false, fmt.Errorf("link stored blob %s to %s: %w", d, t.Repo, err)
 	}
 	return size, true, nil

@@ -68,7 +68,13 @@ type session struct {
 
 // connect resolves endpoint and token (flag, environment, saved login)
 // and prepares the printer. It does not contact the server.
-func (o *clientOpts) connect() (*session, error) {
+func (o *clientOpts) connect() (*session, error) { return o.connectWith(requestTimeout) }
+
+// requestTimeout bounds one management API request of most commands.
+const requestTimeout = 60 * time.Second
+
+// connectWith is connect with another per-request timeout (0: none).
+func (o *clientOpts) connectWith(timeout time.Duration) (*session, error) {
 	p, err := newPrinter(o.env.Stdout, o.output, o.query)
 	if err != nil {
 		return nil, err
@@ -78,7 +84,7 @@ func (o *clientOpts) connect() (*session, error) {
 		return nil, err
 	}
 	c, err := armclient.New(endpoint, token, armclient.Options{
-		HTTPClient: o.httpClient(60 * time.Second),
+		HTTPClient: o.httpClient(timeout),
 		UserAgent:  "arca-cli",
 	})
 	if err != nil {

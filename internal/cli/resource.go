@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -126,7 +127,12 @@ func clientRun(env Env, cmd *cobra.Command, required []string, run func(o *clien
 
 // inSession connects and runs fn within --timeout.
 func (o *clientOpts) inSession(cmd *cobra.Command, fn func(ctx context.Context, s *session) error) error {
-	s, err := o.connect()
+	return o.inSessionWith(cmd, requestTimeout, fn)
+}
+
+// inSessionWith is inSession with another per-request timeout (0: none).
+func (o *clientOpts) inSessionWith(cmd *cobra.Command, timeout time.Duration, fn func(ctx context.Context, s *session) error) error {
+	s, err := o.connectWith(timeout)
 	if err != nil {
 		return err
 	}
@@ -137,7 +143,12 @@ func (o *clientOpts) inSession(cmd *cobra.Command, fn func(ctx context.Context, 
 
 // onPath connects, resolves where and runs fn with its path.
 func (o *clientOpts) onPath(cmd *cobra.Command, where pathFunc, fn func(ctx context.Context, s *session, path string) error) error {
-	return o.inSession(cmd, func(ctx context.Context, s *session) error {
+	return o.onPathWith(cmd, where, requestTimeout, fn)
+}
+
+// onPathWith is onPath with another per-request timeout (0: none).
+func (o *clientOpts) onPathWith(cmd *cobra.Command, where pathFunc, timeout time.Duration, fn func(ctx context.Context, s *session, path string) error) error {
+	return o.inSessionWith(cmd, timeout, func(ctx context.Context, s *session) error {
 		path, err := where(ctx, s)
 		if err != nil {
 			return err

@@ -106,6 +106,8 @@ which wins over the file.`,
 	f.DurationVar(&opts.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may take to finish on SIGTERM")
 	f.StringVar(&opts.PprofAddr, "pprof-addr", "", "serve Go profiles (net/http/pprof) on this loopback HOST:PORT; off when empty")
 	f.DurationVar(&opts.UploadMaxAge, "upload-max-age", 24*time.Hour, "abandoned uploads older than this are purged")
+	f.DurationVar(&opts.GC.Interval, "gc-interval", time.Hour, "run garbage collection (unreferenced blobs, untagged manifests under a retention policy, abandoned uploads) this often; 0: only on demand (arca gc)")
+	f.DurationVar(&opts.GC.Grace, "gc-grace", time.Hour, "garbage collection deletes a blob only once it stayed unreferenced this long: longer than the longest pull or blob commit")
 	f.DurationVar(&opts.ReadHeaderTimeout, "read-header-timeout", 30*time.Second, "a client must send its request headers within this (slow-client protection)")
 	f.DurationVar(&opts.IdleTimeout, "idle-timeout", 2*time.Minute, "an idle keep-alive connection is closed after this")
 	f.StringVar(&opts.MetricsAddr, "metrics-addr", "", "serve /metrics on this address (HOST:PORT) instead of --addr, e.g. a private interface")
@@ -139,7 +141,7 @@ func addLimitFlags(f *pflag.FlagSet, o *server.LimitOptions) {
 
 // zeroTurnsOff lists the duration settings for which 0 means "off"; every
 // other duration must be positive.
-var zeroTurnsOff = map[string]bool{"negative-cache-ttl": true, "blob-redirect": true}
+var zeroTurnsOff = map[string]bool{"negative-cache-ttl": true, "blob-redirect": true, "gc-interval": true}
 
 // positiveInts lists the integer settings that must be at least 1.
 var positiveInts = map[string]bool{"max-uploads-per-client": true, "sync-concurrency": true, "max-cache-rules": true}

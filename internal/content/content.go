@@ -27,13 +27,18 @@ type Uploads interface {
 
 // Index is the metadata store as content needs it.
 type Index interface {
+	// PrepareBlob is called before a blob's bytes are committed (see
+	// metadata.Store: garbage collection leaves them alone).
+	PrepareBlob(ctx context.Context, d digest.Digest, size int64) error
 	LinkBlob(ctx context.Context, registry, repo string, d digest.Digest, size int64) error
 	PutManifest(ctx context.Context, m metadata.Manifest, tags ...string) error
 }
 
 // Store commits and records content.
 type Store struct {
-	Blobs   blobstore.Backend
+	Blobs blobstore.Backend
+	// Index records content; nil only for offline copies into a store no
+	// server runs on (restore, copy-store).
 	Index   Index
 	Uploads Uploads
 	// MaxBlobSize refuses blobs larger than it (0: no limit).
@@ -72,6 +77,10 @@ func (s *Store) PutManifest(ctx context.Context, registry, repo string, d digest
 }
 
 func (s *Store) putBytes(ctx context.Context, d digest.Digest, body []byte) error {
+	// Stored bytes are taken only once garbage collection leaves them be.
+	if err := s.Index.PrepareBlob(ctx, d, int64(len(body))); err != nil {
+		return err
+	}
 	_, err := s.Blobs.Stat(ctx, d)
 	if err == nil || !errors.Is(err, blobstore.ErrNotFound) {
 		return err

@@ -379,6 +379,14 @@ func (w *Writer) Commit(ctx context.Context, expected digest.Digest, size int64)
 		w.part.Abort()
 	}
 	w.done = true
+	// The row first: garbage collection keeps the bytes about to be
+	// committed (and waits out a deletion of the same digest in progress).
+	if w.store.Index != nil {
+		if err := w.store.Index.PrepareBlob(ctx, expected, w.size); err != nil {
+			_ = w.store.Blobs.DeleteStaged(ctx, parts...)
+			return err
+		}
+	}
 	if err := w.store.Blobs.Commit(ctx, expected, parts); err != nil {
 		_ = w.store.Blobs.DeleteStaged(ctx, parts...)
 		return err

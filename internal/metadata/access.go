@@ -192,7 +192,7 @@ func (s *db) ManagedRegistries(ctx context.Context) ([]RegistryRecord, error) {
 
 // registryTables hold rows of one registry; DeleteRegistry clears them.
 var registryTables = []string{"repositories", "repo_blobs", "manifests", "manifest_refs", "tags", "uploads", "cache_rules",
-	"credential_sets", "rules_generation", "operations", "sync_leases", "sync_runs", "sync_tags", "scope_maps", "tokens", "refresh_tokens"}
+	"credential_sets", "rules_generation", "operations", "sync_leases", "sync_runs", "sync_tags", "scope_maps", "tokens", "refresh_tokens", "retention_policies"}
 
 // DeleteRegistry deletes a managed registry and everything recorded for
 // it (blobs stay in the blob store: other registries may share them).

@@ -54,6 +54,7 @@ var copyTables = []copyTable{
 		"secret_hash", "secret_created"}, 2, false},
 	{"federated_credentials", []string{"rg_key", "identity_key", "name_key", "name", "issuer", "subject", "audiences", "created_at"}, 3, false},
 	{"role_assignments", []string{"name", "role", "principal_id", "scope", "scope_key", "description", "created_at", "condition", "condition_version"}, 1, false},
+	{"retention_policies", []string{"registry", "status", "days", "updated_at"}, 1, false},
 }
 
 // copySkipped are not copied: the migration bookkeeping (each store has its

@@ -40,6 +40,10 @@ type dialect struct {
 	// retryable reports a transaction the engine aborted to resolve
 	// concurrency (a deadlock between writers): running it again succeeds.
 	retryable func(error) bool
+	// snapshot begins a transaction that sees one snapshot and fails
+	// (retryable) when a row it updates changed after it (garbage
+	// collection's conditional updates; nil: the default already does).
+	snapshot *sql.TxOptions
 	// resumeIdentity moves the generator of table's identity column past
 	// the rows copied in with explicit values.
 	resumeIdentity func(ctx context.Context, w *sql.DB, table, col string) error

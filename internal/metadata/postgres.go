@@ -22,7 +22,7 @@ import (
 // separately from SQLite's). Text keys that are ordered or range-scanned
 // (pagination, prefixes) use the "C" collation: byte order, as SQLite
 // compares, whatever the database's locale.
-var pgMigrations = [][]string{pgSchema, pgSchemaStats, identitySchema(` COLLATE "C"`), pgUploadState, setIdentityAndConditions}
+var pgMigrations = [][]string{pgSchema, pgSchemaStats, identitySchema(` COLLATE "C"`), pgUploadState, pgGC, setIdentityAndConditions}
 
 var pgSchema = []string{
 	`CREATE TABLE repositories (
@@ -261,6 +261,7 @@ var pgDialect = dialect{
 		var pe *pgconn.PgError
 		return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001") // deadlock_detected, serialization_failure
 	},
+	snapshot: &sql.TxOptions{Isolation: sql.LevelRepeatableRead},
 	resumeIdentity: func(ctx context.Context, w *sql.DB, table, col string) error {
 		_, err := w.ExecContext(ctx, `SELECT setval(pg_get_serial_sequence('`+table+`', '`+col+`'), COALESCE(MAX(`+col+`), 0) + 1, false) FROM `+table)
 		return err

@@ -118,7 +118,7 @@ func (s *db) LinkBlob(ctx context.Context, registry, repo string, d digest.Diges
 		if err := ensureRepo(ctx, tx, registry, repo); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs(digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, d.String(), size, now()); err != nil {
+		if err := upsertBlob(ctx, tx, d, size); err != nil {
 			return fmt.Errorf("link blob: %w", err)
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO repo_blobs(registry, repo, digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, registry, repo, d.String())
@@ -156,7 +156,8 @@ func (s *db) References(ctx context.Context, registry, repo string, d digest.Dig
 	return true, nil
 }
 
-// UnlinkBlob removes blob d from repo. The bytes stay until garbage collection.
+// UnlinkBlob removes blob d from repo. The bytes stay until garbage
+// collection finds nothing else references them.
 func (s *db) UnlinkBlob(ctx context.Context, registry, repo string, d digest.Digest) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM repo_blobs WHERE registry = $1 AND repo = $2 AND digest = $3`, registry, repo, d.String())
@@ -234,9 +235,16 @@ func (s *db) PutManifest(ctx context.Context, m Manifest, tags ...string) error 
 		if err := ensureRepo(ctx, tx, m.Registry, m.Repo); err != nil {
 			return fmt.Errorf("put manifest: %w", err)
 		}
-		t := now()
-		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs(digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, m.Digest.String(), m.Size, t); err != nil {
+		// Serialised with garbage collection of untagged manifests.
+		if err := s.d.lock(ctx, tx, manifestsLock(m.Registry, m.Repo)); err != nil {
 			return fmt.Errorf("put manifest: %w", err)
+		}
+		t := now()
+		if err := upsertBlob(ctx, tx, m.Digest, m.Size); err != nil {
+			return fmt.Errorf("put manifest: %w", err)
+		}
+		if err := refBlobs(ctx, tx, m.Refs); err != nil {
+			return fmt.Errorf("put manifest refs: %w", err)
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO manifests(registry, repo, digest, media_type, size, artifact_type, subject, annotations, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,

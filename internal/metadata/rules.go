@@ -316,7 +316,7 @@ func (s *db) ListCredentialSetsPage(ctx context.Context, registry, after string,
 	return out, false, nil
 }
 
-// setIdentityAndConditions (SQLite migration 11, PostgreSQL 5) stores the
+// setIdentityAndConditions (SQLite migration 12, PostgreSQL 6) stores the
 // user-assigned identity a credential set reads its Key Vault secrets as
 // ("" = the system-assigned one), role assignments' ABAC conditions and
 // identities' client secrets (a slow hash). The statements are the same

@@ -29,6 +29,7 @@ var sqliteMigrations = [][]string{
 	schemaStats,
 	identitySchema(""),
 	sqliteUploadState,
+	sqliteGC,
 	setIdentityAndConditions,
 }
 

@@ -110,6 +110,20 @@ type Store interface {
 	UploadStarted(ctx context.Context, registry, repo, id string) (time.Time, bool, error)
 	UploadsBefore(ctx context.Context, cutoff time.Time) ([]string, error)
 
+	// Garbage collection (gc.go; the invariant is in docs/architecture.md).
+	PrepareBlob(ctx context.Context, d digest.Digest, size int64) error
+	GCBlobs(ctx context.Context, after digest.Digest, n int) ([]GCBlob, bool, error)
+	MarkBlobs(ctx context.Context, ds []digest.Digest, at time.Time) (int, error)
+	ClaimBlobs(ctx context.Context, ds []digest.Digest, markedBefore, at time.Time) ([]BlobRef, error)
+	ClaimOrphans(ctx context.Context, refs []BlobRef, at time.Time) ([]BlobRef, error)
+	KnownBlobs(ctx context.Context, ds []digest.Digest) ([]digest.Digest, error)
+	ForgetBlobs(ctx context.Context, ds []digest.Digest, claimedAt time.Time) (int, error)
+	UntaggedManifests(ctx context.Context, registry string, before time.Time, after ManifestKey, n int) ([]ManifestKey, bool, error)
+	DeleteUntaggedManifest(ctx context.Context, registry, repo string, d digest.Digest, before time.Time) (bool, error)
+	GetRetentionPolicy(ctx context.Context, registry string) (RetentionPolicy, error)
+	PutRetentionPolicy(ctx context.Context, p RetentionPolicy) error
+	EnabledRetentionPolicies(ctx context.Context) ([]RetentionPolicy, error)
+
 	// Access control: scope maps, tokens, signing keys, refresh tokens,
 	// management principals, audit log.
 	GetScopeMap(ctx context.Context, registry, name string) (ScopeMap, error)

@@ -92,7 +92,7 @@ func (h *Handler) registryJSON(r *http.Request, reg Registry, s metadata.Registr
 			"policies": map[string]any{
 				"quarantinePolicy":                 disabled(),
 				"trustPolicy":                      map[string]any{"type": "Notary", "status": "disabled"},
-				"retentionPolicy":                  map[string]any{"days": 7, "status": "disabled"},
+				"retentionPolicy":                  map[string]any{"days": metadata.DefaultRetentionDays, "status": "disabled"},
 				"exportPolicy":                     map[string]any{"status": "enabled"},
 				"azureADAuthenticationAsArmPolicy": map[string]any{"status": "enabled"},
 			},
@@ -117,7 +117,13 @@ func (h *Handler) registryView(r *http.Request, reg Registry) (map[string]any, e
 			return nil, err
 		}
 	}
-	return h.registryJSON(r, reg, s), nil
+	v := h.registryJSON(r, reg, s)
+	rp, err := h.retentionJSON(r.Context(), reg.Name)
+	if err != nil {
+		return nil, err
+	}
+	v["properties"].(map[string]any)["policies"].(map[string]any)["retentionPolicy"] = rp
+	return v, nil
 }
 
 // registryBody is a PUT or PATCH body of a registry.
@@ -135,7 +141,10 @@ type registryBody struct {
 		RoleAssignmentMode   opt[string] `json:"roleAssignmentMode"`
 		// Hosts is arca's own: the host names the data plane serves the
 		// registry on.
-		Hosts opt[[]string] `json:"hosts"`
+		Hosts    opt[[]string] `json:"hosts"`
+		Policies struct {
+			RetentionPolicy opt[retentionBody] `json:"retentionPolicy"`
+		} `json:"policies"`
 	} `json:"properties"`
 }
 
@@ -213,6 +222,12 @@ func (h *Handler) registryResource(w http.ResponseWriter, req *request) error {
 				return errBadRequest("PropertyChangeNotAllowed", "The registry "+reg.Name+" is configured at startup (--registry): change its hosts there.")
 			}
 		} else if err := h.setHosts(req, reg.Name, body.Properties.Hosts.V); err != nil {
+			return err
+		}
+	}
+	// Validated and stored first: a refused policy changes nothing else.
+	if rp := body.Properties.Policies.RetentionPolicy; rp.value() {
+		if err := h.applyRetention(req.r.Context(), req.registry, rp.V); err != nil {
 			return err
 		}
 	}

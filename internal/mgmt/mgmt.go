@@ -88,6 +88,10 @@ type Options struct {
 	UpstreamHealth func(loginServer string) UpstreamHealth
 	// Syncer serves the estimate and on-demand sync endpoints (nil: 501).
 	Syncer Syncer
+	// GC runs garbage collection on demand (nil: 501); Retention keeps
+	// retention policies (nil: PATCHing one answers 501).
+	GC        GarbageCollector
+	Retention RetentionStore
 	// Access keeps registry settings, scope maps and tokens (nil: those
 	// resources answer 501).
 	Access AccessStore
@@ -327,6 +331,8 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 	case len(rest) == 0:
 	case len(rest) == 1 && eq(rest[0], "checkCacheRuleArtifactSyncEstimate"):
 		req.kind = "checkCacheRuleArtifactSyncEstimate"
+	case len(rest) == 1 && eq(rest[0], "garbageCollect"):
+		req.kind = "garbageCollect"
 	case len(rest) == 1 && (eq(rest[0], "listCredentials") || eq(rest[0], "regenerateCredential") || eq(rest[0], "generateCredentials")):
 		req.kind = map[string]string{"listcredentials": "listCredentials", "regeneratecredential": "regenerateCredential",
 			"generatecredentials": "generateCredentials"}[strings.ToLower(rest[0])]
@@ -390,6 +396,8 @@ func (h *Handler) dispatch(w http.ResponseWriter, req *request) error {
 		return h.syncNow(w, req)
 	case req.kind == "checkNameAvailability":
 		return h.checkNameAvailability(w, req)
+	case req.kind == "garbageCollect":
+		return h.garbageCollect(w, req)
 	case req.kind == "listCredentials" || req.kind == "regenerateCredential":
 		return h.adminCredentials(w, req)
 	case req.kind == "generateCredentials":

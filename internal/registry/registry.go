@@ -24,6 +24,7 @@ import (
 
 // BlobIndex records which blobs each repository holds.
 type BlobIndex interface {
+	PrepareBlob(ctx context.Context, d digest.Digest, size int64) error
 	LinkBlob(ctx context.Context, registry, repo string, d digest.Digest, size int64) error
 	BlobSize(ctx context.Context, registry, repo string, d digest.Digest) (int64, error)
 	UnlinkBlob(ctx context.Context, registry, repo string, d digest.Digest) error

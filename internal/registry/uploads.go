@@ -28,9 +28,10 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 		if from := q.Get("from"); from != "" && oci.ValidRepository(from) {
 			size, err := h.mountable(r, reg, from, d)
 			if err == nil {
-				if err := h.meta.LinkBlob(r.Context(), reg, repo, d, size); err != nil {
-					return err
-				}
+				// ErrNotFound: garbage collection is deleting it.
+				err = h.meta.LinkBlob(r.Context(), reg, repo, d, size)
+			}
+			if err == nil {
 				if err := h.meta.MarkPushed(r.Context(), reg, repo); err != nil {
 					return err
 				}

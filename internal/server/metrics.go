@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/arcacache/arca/internal/buildinfo"
+	"github.com/arcacache/arca/internal/gc"
 )
 
 type httpMetrics struct {
@@ -112,3 +114,63 @@ func (w *statusWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type gcMetrics struct {
+	runs        *prometheus.CounterVec
+	duration    prometheus.Histogram
+	reclaimed   prometheus.Counter
+	deleted     *prometheus.CounterVec
+	lastSuccess prometheus.Gauge
+}
+
+func newGCMetrics(reg prometheus.Registerer) *gcMetrics {
+	m := &gcMetrics{
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arca_gc_runs_total", Help: "Garbage collection runs by result (success, failed, busy: another replica was running), dry runs excluded.",
+		}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "arca_gc_duration_seconds", Help: "Duration of garbage collection runs that ran (success or failed).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+		}),
+		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arca_gc_reclaimed_bytes_total", Help: "Blob bytes deleted by garbage collection (manifests' bytes included).",
+		}),
+		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "arca_gc_deleted_total", Help: "Items deleted by garbage collection, by kind (blob, manifest, upload, upload_part).",
+		}, []string{"kind"}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "arca_gc_last_success_timestamp_seconds", Help: "When the last successful garbage collection run ended (Unix time; 0: none since start).",
+		}),
+	}
+	for _, r := range []string{"success", "failed", "busy"} {
+		m.runs.WithLabelValues(r)
+	}
+	for _, k := range []string{"blob", "manifest", "upload", "upload_part"} {
+		m.deleted.WithLabelValues(k)
+	}
+	reg.MustRegister(m.runs, m.duration, m.reclaimed, m.deleted, m.lastSuccess)
+	return m
+}
+
+func (m *gcMetrics) observe(res gc.Result, err error) {
+	if res.DryRun {
+		return
+	}
+	// What a failed run deleted before it failed is deleted all the same.
+	m.reclaimed.Add(float64(res.BlobBytes))
+	m.deleted.WithLabelValues("blob").Add(float64(res.Blobs))
+	m.deleted.WithLabelValues("manifest").Add(float64(res.Manifests))
+	m.deleted.WithLabelValues("upload").Add(float64(res.Uploads))
+	m.deleted.WithLabelValues("upload_part").Add(float64(res.UploadParts))
+	switch {
+	case errors.Is(err, gc.ErrBusy):
+		m.runs.WithLabelValues("busy").Inc()
+		return
+	case err != nil:
+		m.runs.WithLabelValues("failed").Inc()
+	default:
+		m.runs.WithLabelValues("success").Inc()
+		m.lastSuccess.Set(float64(time.Now().Unix()))
+	}
+	m.duration.Observe(res.Duration.Seconds())
+}

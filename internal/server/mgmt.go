@@ -74,6 +74,8 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		ExternalURL:     o.ExternalURL,
 		Registries:      regs,
 		Store:           s.meta,
+		GC:              s.gc,
+		Retention:       s.meta,
 		Principals:      principals,
 		Checker:         checker,
 		RateLimits:      s.meta,

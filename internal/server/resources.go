@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,9 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/config"
-	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/registry"
 )
@@ -199,66 +196,4 @@ func (d *diskSpace) low() (free, need int64, low bool) {
 		d.lowG.Set(0)
 	}
 	return free, need, low
-}
-
-// janitor purges abandoned uploads, bytes and rows, at least every
-// UploadMaxAge/2 (and at most hourly).
-func (s *Server) janitor(ctx context.Context) {
-	t := time.NewTicker(min(time.Hour, max(s.opts.UploadMaxAge/2, time.Second)))
-	defer t.Stop()
-	for {
-		s.purgeUploads(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (s *Server) purgeUploads(ctx context.Context) {
-	age := s.opts.UploadMaxAge
-	// Sessions started before the cutoff, with the parts they recorded
-	// (read before the parts are listed: a part recorded then is listed).
-	old, err := s.meta.UploadsBefore(ctx, time.Now().Add(-age))
-	if err != nil {
-		s.log.Warn("purge uploads", "err", err)
-	}
-	cs := &content.Store{Blobs: s.blobs, Uploads: s.meta}
-	recorded := map[string][]string{}
-	for _, id := range old {
-		if parts, err := cs.UploadParts(ctx, id); err == nil {
-			recorded[id] = parts
-		}
-	}
-	n, err := blobstore.PurgeStaged(ctx, s.blobs, age)
-	if err != nil {
-		s.log.Warn("purge uploads", "err", err)
-		return
-	}
-	staged := map[string]bool{}
-	if err := s.blobs.ListStaged(ctx, func(id string, _ time.Time) error { staged[id] = true; return nil }); err != nil {
-		s.log.Warn("purge uploads", "err", err)
-		return
-	}
-	// An old session is abandoned when it recorded no bytes, or when a
-	// part of it is gone (purged here or by another replica, lost in a
-	// crash): it can never complete.
-	rows := 0
-	for id, parts := range recorded {
-		intact := len(parts) > 0
-		for _, p := range parts {
-			intact = intact && staged[p]
-		}
-		if intact {
-			continue
-		}
-		_ = cs.DiscardUpload(ctx, id)
-		if s.meta.DeleteUpload(ctx, id) == nil {
-			rows++
-		}
-	}
-	if n > 0 || rows > 0 {
-		s.log.Info("purged abandoned uploads", "staged_parts", n, "sessions", rows)
-	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/egress"
+	"github.com/arcacache/arca/internal/gc"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/portal"
@@ -71,6 +72,8 @@ type Options struct {
 	Sync SyncOptions
 	// Limits bound clients, uploads and disk use (see resources.go).
 	Limits LimitOptions
+	// GC configures garbage collection (see gc.go).
+	GC GCOptions
 	// ReadHeaderTimeout and IdleTimeout bound slow clients: the time to
 	// send request headers, and an idle keep-alive connection's life.
 	ReadHeaderTimeout time.Duration
@@ -110,6 +113,9 @@ type Server struct {
 	metrics http.Handler // set when MetricsAddr has its own listener
 	access  *auth.Service
 	regs    *mgmt.Registries
+	gc      *gc.Collector
+	// gcMetrics count what gc (and the upload janitor) reclaimed.
+	gcMetrics *gcMetrics
 	// onRegistryChange refreshes what the data plane caches of a registry.
 	onRegistryChange func(registry string)
 }
@@ -135,6 +141,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		if err := checkPprofAddr(opts.PprofAddr); err != nil {
 			return nil, err
 		}
+	}
+	if opts.GC.Grace == 0 {
+		opts.GC.Grace = time.Hour
 	}
 	if opts.StorageMetricsMaxAge == 0 {
 		opts.StorageMetricsMaxAge = time.Minute
@@ -199,6 +208,9 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	s.cache = pt.cache
+	if s.gc, err = s.newCollector(promReg); err != nil {
+		return err
+	}
 	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
 		return err
 	}
@@ -344,6 +356,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer stop()
 	}
 	go s.janitor(ctx)
+	go s.gcLoop(ctx)
 	go s.syncRegistries(ctx)
 	go s.mgmt.RunHealthChecks(ctx)
 	statsDone := make(chan struct{})

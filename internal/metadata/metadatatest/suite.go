@@ -55,6 +55,13 @@ func Run(t *testing.T, open Opener) {
 		{"UploadStateOneWriterWins", testUploadState},
 		{"RuleStats", testRuleStats},
 		{"Identities", testIdentities},
+		// Garbage collection (gc.go).
+		{"GCBlobLifecycle", testGCBlobLifecycle},
+		{"GCMarkClearedByReference", testGCMarkClearedByReference},
+		{"GCPrepareWaitsForDeletion", testGCPrepareWaitsForDeletion},
+		{"GCOrphans", testGCOrphans},
+		{"GCUntaggedManifests", testGCUntaggedManifests},
+		{"RetentionPolicies", testRetentionPolicies},
 		{"CredentialSetIdentity", testCredentialSetIdentity},
 		{"RoleAssignmentCondition", testRoleAssignmentCondition},
 		{"IdentitySecret", testIdentitySecret},
