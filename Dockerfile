@@ -1,7 +1,7 @@
 # arca image. Build: docker build -t arca .   Run:
 #   docker run -p 5000:5000 -v arca-data:/var/lib/arca -e ARCA_ADMIN_TOKEN=... arca
 #
-# Layout (the same as the image built without Docker, see docs/operations.md):
+# Layout (the same as scripts/image.sh builds without Docker, see docs/deploy.md):
 #   /usr/local/bin/arca   static binary (CGO_ENABLED=0, -trimpath)
 #   /var/lib/arca         data directory (--data-dir): a volume
 #   user 65532:65532      no root; no shell, no package manager

@@ -19,3 +19,10 @@ bench:
 .PHONY: bench-pullthrough
 bench-pullthrough:
 	bash scripts/bench-pullthrough.sh
+
+# Interleaved cold-pull rounds (internal/e2e/coldrounds_bench_test.go):
+# medians and min-max of same-round ratios. ROUNDS=7; ARCA_BENCH_TARGETS,
+# ARCA_BENCH_MODES, ARCA_BENCH_WAVE and ARCA_BENCH_BASE_BIN select what runs.
+.PHONY: bench-cold-rounds
+bench-cold-rounds:
+	ARCA_TOOLS_BIN=$(CURDIR)/.tools/bin PATH="$(CURDIR)/.tools/bin:$$PATH" go test -count=1 -run '^$$' -bench 'ColdRounds' -benchtime $${ROUNDS:-7}x -timeout 60m -v ./internal/e2e | grep -v '^time='

@@ -21,6 +21,8 @@ require (
 	modernc.org/sqlite v1.61.1
 )
 
+require github.com/BurntSushi/toml v1.6.0
+
 require (
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/chromedp/cdproto v0.160.1 // indirect

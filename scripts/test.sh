@@ -30,6 +30,8 @@ declare -A GO_TOOLS=(
 	# MinIO: the S3 server of the S3 blob backend's tests. Long to build once
 	# (about 5 minutes on 2 cores, mostly downloads); cached afterwards.
 	[minio]=github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c
+	# helm: lints and renders deploy/helm/arca in the chart tests.
+	[helm]=helm.sh/helm/v3/cmd/helm@v3.22.0
 )
 ORAS_VERSION=v1.3.3
 

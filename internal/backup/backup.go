@@ -1,10 +1,15 @@
 // Package backup copies an arca data directory's state to a backup
-// directory and back. A backup directory has a data directory's layout:
+// directory (or an S3 prefix) and back. A backup has a data directory's
+// layout:
 //
 //	arca.db         consistent snapshot of the metadata (SQLite VACUUM INTO)
 //	blobs/          blob store (blobs/<alg>/<xx>/<hex>) holding every blob
 //	                the snapshot records, manifests included
 //	backup.json     what the last backup wrote (Result)
+//
+// In S3 (s3://BUCKET/PREFIX) arca.db and backup.json are keys under
+// PREFIX, beside the blobs in the S3 blob backend's layout
+// (PREFIX/blobs/<alg>/<hex>).
 //
 // Backups are incremental: blobs already in the backup are not copied
 // again. A new snapshot replaces the old one only once every blob it
@@ -73,38 +78,36 @@ type nopProgress struct{}
 func (nopProgress) Phase(string, int, int64) {}
 func (nopProgress) Advance(int, int64)       {}
 
-// Backup brings the backup in dir up to date with src. On error (ctx
-// cancelled included) the Result says what was copied so far; the
-// previous snapshot in dir, if any, is kept.
-func Backup(ctx context.Context, src Source, dir string, p Progress) (Result, error) {
+// Backup brings the backup at to (a directory, or s3://BUCKET/PREFIX with
+// the S3 blob backend's parameters and credentials) up to date with src.
+// On error (ctx cancelled included) the Result says what was copied so
+// far; the previous snapshot there, if any, is kept.
+func Backup(ctx context.Context, src Source, to string, p Progress) (Result, error) {
 	if p == nil {
 		p = nopProgress{}
 	}
-	res := Result{Dir: dir}
-	// The snapshot holds token hashes and JWT signing keys: owner only.
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return res, fmt.Errorf("backup: %w", err)
-	}
-	store, err := blobstore.NewFS(filepath.Join(dir, BlobsDir))
+	res := Result{Dir: to}
+	loc, err := openLocation(ctx, to, true)
 	if err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
+	defer loc.close()
+	store := loc.blobs()
 	p.Phase("metadata snapshot", 1, 0)
-	partial := filepath.Join(dir, DBFile+".partial")
-	if err := os.Remove(partial); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	partial, err := loc.stage(DBFile)
+	if err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
+	defer os.Remove(partial) // gone after put; left by a failed backup
 	if err := src.SnapshotTo(ctx, partial); err != nil {
-		os.Remove(partial)
 		return res, fmt.Errorf("backup: %w", err)
 	}
+	// The snapshot holds token hashes and JWT signing keys: owner only.
 	if err := os.Chmod(partial, 0o600); err != nil {
-		os.Remove(partial)
 		return res, fmt.Errorf("backup: %w", err)
 	}
 	info, err := metadata.ReadSnapshot(ctx, partial)
 	if err != nil {
-		os.Remove(partial)
 		return res, fmt.Errorf("backup: %w", err)
 	}
 	p.Advance(1, 0)
@@ -127,11 +130,11 @@ func Backup(ctx context.Context, src Source, dir string, p Progress) (Result, er
 		res.CopiedBytes += n
 		p.Advance(1, n)
 	}
-	if err := os.Rename(partial, filepath.Join(dir, DBFile)); err != nil {
+	if err := loc.put(ctx, DBFile, partial); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
 	res.Finished = time.Now().UTC()
-	return res, writeResult(dir, res)
+	return res, writeResult(ctx, loc, res)
 }
 
 // copyBlob stages what open streams in store and commits it as b through
@@ -154,16 +157,23 @@ func copyBlob(ctx context.Context, store blobstore.Backend, b metadata.BlobRef, 
 	return n, w.Commit(ctx, b.Digest, b.Size)
 }
 
-func writeResult(dir string, res Result) error {
+func writeResult(ctx context.Context, loc location, res Result) error {
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, ResultFile+".partial")
+	tmp, err := loc.stage(ResultFile)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer os.Remove(tmp)
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(dir, ResultFile))
+	if err := loc.put(ctx, ResultFile, tmp); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	return nil
 }
 
 // CorruptError says which blob of a backup failed verification.
@@ -179,10 +189,11 @@ func (e *CorruptError) Error() string {
 func (e *CorruptError) Unwrap() error { return e.Err }
 
 // Restore fills dataDir, which must not exist or be empty, from the backup
-// in from. It stages everything in a sibling directory, verifying each
-// blob's digest and size as it copies, and moves it into place only when
-// all passed: a corrupt backup is refused with the digest that failed and
-// leaves dataDir as it was.
+// at from (a directory or an s3:// URL, as for Backup). It stages
+// everything in a sibling directory, verifying each blob's digest and
+// size as it copies, and moves it into place only when all passed: a
+// corrupt backup is refused with the digest that failed and leaves
+// dataDir as it was.
 func Restore(ctx context.Context, from, dataDir string, p Progress) (Result, error) {
 	if p == nil {
 		p = nopProgress{}
@@ -191,15 +202,11 @@ func Restore(ctx context.Context, from, dataDir string, p Progress) (Result, err
 	if err := checkFresh(dataDir); err != nil {
 		return res, err
 	}
-	info, err := metadata.ReadSnapshot(ctx, filepath.Join(from, DBFile))
+	loc, err := openLocation(ctx, from, false)
 	if err != nil {
 		return res, fmt.Errorf("restore: %w", err)
 	}
-	if info.SchemaVersion > metadata.SchemaVersion() {
-		return res, fmt.Errorf("restore: the backup's schema version %d is newer than this arca's %d: restore with the arca that took it", info.SchemaVersion, metadata.SchemaVersion())
-	}
-	res.SchemaVersion, res.Blobs, res.Bytes = info.SchemaVersion, len(info.Blobs), info.Bytes
-
+	defer loc.close()
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(dataDir)), 0o755); err != nil {
 		return res, fmt.Errorf("restore: %w", err)
 	}
@@ -208,14 +215,27 @@ func Restore(ctx context.Context, from, dataDir string, p Progress) (Result, err
 		return res, fmt.Errorf("restore: %w", err)
 	}
 	defer os.RemoveAll(staging) // after success it is gone already
+
+	p.Phase("metadata", 1, 0)
+	db := filepath.Join(staging, DBFile)
+	if err := loc.fetch(ctx, DBFile, db); err != nil {
+		return res, fmt.Errorf("restore: metadata snapshot: %w", err)
+	}
+	info, err := metadata.ReadSnapshot(ctx, db)
+	if err != nil {
+		return res, fmt.Errorf("restore: %w", err)
+	}
+	if info.SchemaVersion > metadata.SchemaVersion() {
+		return res, fmt.Errorf("restore: the backup's schema version %d is newer than this arca's %d: restore with the arca that took it", info.SchemaVersion, metadata.SchemaVersion())
+	}
+	res.SchemaVersion, res.Blobs, res.Bytes = info.SchemaVersion, len(info.Blobs), info.Bytes
+	p.Advance(1, 0)
+
 	store, err := blobstore.NewFS(filepath.Join(staging, BlobsDir))
 	if err != nil {
 		return res, fmt.Errorf("restore: %w", err)
 	}
-	backupBlobs, err := blobstore.NewFS(filepath.Join(from, BlobsDir))
-	if err != nil {
-		return res, fmt.Errorf("restore: %w", err)
-	}
+	backupBlobs := loc.blobs()
 	p.Phase("verify and copy blobs", len(info.Blobs), info.Bytes)
 	for _, b := range info.Blobs {
 		if err := ctx.Err(); err != nil {
@@ -234,14 +254,6 @@ func Restore(ctx context.Context, from, dataDir string, p Progress) (Result, err
 		res.CopiedBytes += n
 		p.Advance(1, n)
 	}
-	p.Phase("metadata", 1, 0)
-	if err := copyFile(filepath.Join(from, DBFile), filepath.Join(staging, DBFile)); err != nil {
-		return res, fmt.Errorf("restore: %w", err)
-	}
-	if _, err := metadata.ReadSnapshot(ctx, filepath.Join(staging, DBFile)); err != nil {
-		return res, fmt.Errorf("restore: copied metadata: %w", err)
-	}
-	p.Advance(1, 0)
 	// An empty dataDir is replaced (rename needs the name free).
 	if err := os.Remove(dataDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return res, fmt.Errorf("restore: %w", err)

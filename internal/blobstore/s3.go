@@ -467,3 +467,38 @@ func (s *S3) streamJoin(ctx context.Context, dst string, srcs []minio.CopySrcOpt
 	_, err := s.c.PutObject(ctx, s.bucket, dst, io.MultiReader(readers...), total, minio.PutObjectOptions{PartSize: s3PartSize, ContentType: "application/octet-stream"})
 	return err
 }
+
+// Files beside the blobs: a backup in S3 keeps its metadata snapshot and
+// result (internal/backup) under the same prefix as its blobs/.
+
+// PutFile uploads the local file at path as prefix+name, which S3 makes
+// visible in one step: a reader sees the old object or the new one.
+func (s *S3) PutFile(ctx context.Context, name, path string) error {
+	if _, err := s.c.FPutObject(ctx, s.bucket, s.prefix+name, path, minio.PutObjectOptions{ContentType: "application/octet-stream"}); err != nil {
+		return fmt.Errorf("blobstore s3: put %s: %w", s.prefix+name, err)
+	}
+	return nil
+}
+
+// GetFile downloads prefix+name into a new local file at path (mode
+// 0600); ErrNotFound if there is no such object.
+func (s *S3) GetFile(ctx context.Context, name, path string) error {
+	obj, err := s.c.GetObject(ctx, s.bucket, s.prefix+name, minio.GetObjectOptions{})
+	if err != nil {
+		return fmt.Errorf("blobstore s3: get %s: %w", s.prefix+name, err)
+	}
+	defer obj.Close()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, obj); err != nil {
+		f.Close()
+		os.Remove(path)
+		if notFound(err) {
+			return fmt.Errorf("%s: %w", s.prefix+name, ErrNotFound)
+		}
+		return fmt.Errorf("blobstore s3: get %s: %w", s.prefix+name, err)
+	}
+	return errors.Join(f.Sync(), f.Close())
+}

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/opencontainers/go-digest"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/arcacache/arca/internal/blobstore"
-	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/tracing"
@@ -314,18 +312,34 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 		return err
 	}
 	defer rc.Close()
+	// Cancelled on failure: it also stops an upload that follows a spool.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	w, err := c.content.NewWriter(ctx, d, size)
 	if err != nil {
 		f.start(nil, 0, err)
 		return err
 	}
-	staged, sink, err := c.followable(w)
+	staged, ok, err := w.StagedReader()
 	if err != nil {
 		w.Cancel()
 		f.start(nil, 0, err)
 		return err
 	}
+	var sink io.Writer = w
+	var sp *spool
+	if !ok {
+		if sp, err = newSpool(c.spoolDir, d); err != nil {
+			w.Cancel()
+			f.start(nil, 0, err)
+			return err
+		}
+		staged, sink = sp, sp
+	}
 	f.start(staged, size, nil)
+	if sp != nil {
+		sp.upload(ctx, f, w)
+	}
 	// Reading the upstream runs ahead of writing and hashing, so the
 	// upstream connection keeps flowing while a chunk is written. Followers
 	// read each chunk from memory as soon as it arrives.
@@ -333,34 +347,49 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 	defer close(stop)
 	chunks := readAhead(rc, f.pool, fetchChunks, stop)
 	var got int64
+	fail := func(err error) error {
+		cancel()
+		if sp != nil {
+			_ = sp.wait() // the upload no longer uses w
+		}
+		w.Cancel()
+		return err
+	}
 	for ch := range chunks {
 		if ch.err != nil {
-			w.Cancel()
-			return fmt.Errorf("upstream transfer cut after %d bytes: %w", got, ch.err)
+			return fail(fmt.Errorf("upstream transfer cut after %d bytes: %w", got, ch.err))
 		}
 		n := int64(len(ch.b))
 		if size >= 0 && got+n > size {
 			f.pool.put(ch.b)
-			w.Cancel()
-			return fmt.Errorf("upstream sent more than the %d bytes it announced", size)
+			return fail(fmt.Errorf("upstream sent more than the %d bytes it announced", size))
 		}
 		got += n
 		mc := f.publish(ch.b)
 		_, werr := sink.Write(ch.b)
 		f.wrote(mc)
 		if werr != nil {
-			w.Cancel()
-			return werr
+			return fail(werr)
 		}
 		c.metrics.bytesUpstream.Add(float64(n))
 	}
-	if err := w.Verify(ctx, d, size); err != nil {
+	if sp != nil {
+		if err := sp.verify(d, size); err != nil {
+			return fail(err)
+		}
+	} else if err := w.Verify(ctx, d, size); err != nil {
 		return err
 	}
-	// Verified: followers may complete now. Durability (fsync, rename,
-	// metadata) follows off their path; if it fails, nothing is recorded
-	// and the next request fetches again.
+	// Verified: followers may complete now. Durability (the rest of a
+	// spool's upload, fsync, rename, metadata) follows off their path; if
+	// it fails, nothing is recorded and the next request fetches again.
 	f.verify()
+	if sp != nil {
+		if err := sp.wait(); err != nil {
+			w.Cancel()
+			return fmt.Errorf("store fetched blob: %w", err)
+		}
+	}
 	if err := c.content.CommitBlob(ctx, w, reg, t.Repo, d, size); err != nil {
 		return fmt.Errorf("commit fetched blob: %w", err)
 	}
@@ -369,40 +398,4 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 	f.linked = 1 // CommitBlob linked the leader's repository, links[0]
 	c.mu.Unlock()
 	return nil
-}
-
-// followable returns what followers of w read when they fall behind the
-// fetch's memory, and where the fetch writes. A backend that can read a
-// part while it is written (the filesystem) serves them itself. For one
-// that cannot (S3, where a part is a multipart upload), the bytes also go
-// to a local spool file, unlinked at once: its space is freed when the
-// last follower closes it, and a crash leaves nothing behind.
-func (c *Cache) followable(w *content.Writer) (blobstore.Staged, io.Writer, error) {
-	staged, ok, err := w.StagedReader()
-	if err != nil || ok {
-		return staged, w, err
-	}
-	spool, err := os.CreateTemp(c.spoolDir, "fetch-")
-	if err != nil {
-		return nil, nil, fmt.Errorf("spool fetched blob: %w", err)
-	}
-	if err := os.Remove(spool.Name()); err != nil {
-		spool.Close()
-		return nil, nil, fmt.Errorf("spool fetched blob: %w", err)
-	}
-	return spool, spoolWriter{spool: spool, w: w}, nil
-}
-
-// spoolWriter writes to the spool first: a follower may read the bytes
-// back as soon as the fetch counts them written.
-type spoolWriter struct {
-	spool *os.File
-	w     io.Writer
-}
-
-func (s spoolWriter) Write(p []byte) (int, error) {
-	if _, err := s.spool.Write(p); err != nil {
-		return 0, fmt.Errorf("spool fetched blob: %w", err)
-	}
-	return s.w.Write(p)
 }

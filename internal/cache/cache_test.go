@@ -229,7 +229,25 @@ func TestBrokenUpstreamTransferStoresNothing(t *testing.T) {
 	layer := randomBytes(8 << 20)
 	up.Push(t, "img", "v1", layer)
 	proxy := upstreamreg.NewFaultProxy(t, up)
-	e := newEnv(t, proxy.Host(), time.Hour, nil)
+	brokenTransfers(t, newEnv(t, proxy.Host(), time.Hour, nil), proxy, layer)
+}
+
+// The same on S3, where the fetch verifies its local spool and the
+// upload follows it.
+func TestBrokenUpstreamTransferStoresNothingS3(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	layer := randomBytes(8 << 20)
+	up.Push(t, "img", "v1", layer)
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	srv, bucket := startS3(t)
+	blobs := s3Blobs(t, srv, bucket, srv.Addr)
+	brokenTransfers(t, newEnvBlobs(t, prefixRules{prefix: "cached", host: proxy.Host()}, time.Hour, blobs, t.TempDir(), proxy.Host()), proxy, layer)
+}
+
+// brokenTransfers: a cut and a corrupt upstream transfer never complete at
+// the client and store nothing; afterwards the blob is fetched whole.
+func brokenTransfers(t *testing.T, e *env, proxy *upstreamreg.FaultProxy, layer []byte) {
+	t.Helper()
 	ld := digest.FromBytes(layer)
 	url := e.srv.URL + "/v2/cached/img/blobs/" + ld.String()
 

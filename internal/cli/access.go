@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/arcacache/arca/internal/auth"
+	"github.com/arcacache/arca/internal/config"
 )
 
 // registryKeys are fields az's registry model always prints.
@@ -35,7 +36,7 @@ var (
 // registryCmds are create, update, show, list and delete of registries;
 // they exist twice, as `arca registry X` and `arca X` (az acr X).
 func registryCmds(env Env) []*cobra.Command {
-	return []*cobra.Command{newRegistryCreateCmd(env), newRegistryUpdateCmd(env), newRegistryShowCmd(env), newRegistryListCmd(env), newRegistryDeleteCmd(env)}
+	return []*cobra.Command{newRegistryCreateCmd(env), newRegistryUpdateCmd(env), newRegistryShowCmd(env), newRegistryListCmd(env), newRegistryDeleteCmd(env), newShowUsageCmd(env)}
 }
 
 func newRegistryCmd(env Env) *cobra.Command {
@@ -81,7 +82,30 @@ type registryFlags struct {
 	rg, sku, roleMode                 string
 	tags                              []string
 	admin, anon, public, dataEndpoint triBool
+	cacheQuota, storageQuota          quotaFlag
 }
+
+// quotaFlag is a size flag that knows whether it was given.
+type quotaFlag struct{ v *int64 }
+
+func (q *quotaFlag) String() string {
+	if q.v == nil {
+		return ""
+	}
+	return config.FormatSize(*q.v)
+}
+
+func (q *quotaFlag) Set(s string) error {
+	v, err := config.ParseSize(s)
+	if err != nil {
+		return err
+	}
+	n := int64(v)
+	q.v = &n
+	return nil
+}
+
+func (q *quotaFlag) Type() string { return "size" }
 
 func (f *registryFlags) add(fs *pflag.FlagSet, update bool) {
 	fs.StringVarP(&f.rg, "resource-group", "g", "", "Name of resource group. Defaults to the server's resource group.")
@@ -90,6 +114,8 @@ func (f *registryFlags) add(fs *pflag.FlagSet, update bool) {
 	boolFlag(fs, &f.admin, "admin-enabled", "Whether the admin user is enabled: true or false.")
 	boolFlag(fs, &f.public, "public-network-enabled", "Whether public network access is allowed: true or false (recorded).")
 	fs.StringVar(&f.roleMode, "role-assignment-mode", "", "rbac (LegacyRegistryPermissions) or rbac-abac (AbacRepositoryPermissions).")
+	fs.Var(&f.cacheQuota, "cache-quota", "Bound on cached bytes, e.g. 20GiB or 500MB (arca extension; 0: none). Over it, the least recently pulled cached content is evicted.")
+	fs.Var(&f.storageQuota, "storage-quota", "Bound on pushed bytes, e.g. 50GiB (arca extension; 0: none). A push over it is refused with DENIED.")
 	if update {
 		boolFlag(fs, &f.anon, "anonymous-pull-enabled", "Whether anonymous (unauthenticated) pulls are allowed: true or false.")
 		boolFlag(fs, &f.dataEndpoint, "data-endpoint-enabled", "Whether the dedicated data endpoint is enabled: true or false (recorded).")
@@ -116,6 +142,11 @@ func (f *registryFlags) body() (map[string]any, error) {
 	for name, b := range map[string]*triBool{"adminUserEnabled": &f.admin, "anonymousPullEnabled": &f.anon, "dataEndpointEnabled": &f.dataEndpoint} {
 		if b.v != nil {
 			props[name] = *b.v
+		}
+	}
+	for name, q := range map[string]*quotaFlag{"cacheQuotaBytes": &f.cacheQuota, "storageQuotaBytes": &f.storageQuota} {
+		if q.v != nil {
+			props[name] = *q.v
 		}
 	}
 	if f.public.v != nil {
@@ -175,6 +206,7 @@ func newRegistryUpdateCmd(env Env) *cobra.Command {
 		Short: "Update a registry.",
 		Example: `  arca update -n myregistry --admin-enabled true
   arca update -n myregistry --anonymous-pull-enabled true
+  arca update -n myregistry --cache-quota 20GiB --storage-quota 50GiB
   arca update --name myregistry --role-assignment-mode rbac-abac`,
 	}, []string{"name"}, func(o *clientOpts, cmd *cobra.Command) error {
 		body, err := f.body()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -269,23 +270,23 @@ func ruleViewOfBody(b ruleBody) map[string]string {
 			ident = id
 		}
 	}
-	return ruleView(p.SourceRepository, p.TargetRepository, cred, ident, p.SyncMode, p.SyncReferrers, p.ArtifactSyncFilters)
+	return ruleView(p.SourceRepository, p.TargetRepository, cred, ident, p.SyncMode, p.SyncReferrers, p.RetentionDays, p.ArtifactSyncFilters)
 }
 
 func ruleViewOfExisting(e existingRule) map[string]string {
 	p := e.Properties
 	mode := canonicalEnum(firstNonEmpty(p.SyncMode, passiveSync), activeSync, passiveSync)
 	refs := canonicalEnum(firstNonEmpty(p.SyncReferrers, disabled), enabled, disabled)
-	return ruleView(p.SourceRepository, p.TargetRepository, p.CredentialSetResourceID, e.identityID(), mode, refs, p.ArtifactSyncFilters)
+	return ruleView(p.SourceRepository, p.TargetRepository, p.CredentialSetResourceID, e.identityID(), mode, refs, p.RetentionDays, p.ArtifactSyncFilters)
 }
 
 // ruleView flattens a rule into comparable strings. ARM ids compare
 // case-insensitively; filters only count for ActiveSync rules.
-func ruleView(src, tgt, cred, ident, mode, refs string, f *syncFilters) map[string]string {
+func ruleView(src, tgt, cred, ident, mode, refs string, retention int, f *syncFilters) map[string]string {
 	v := map[string]string{
 		"sourceRepository": src, "targetRepository": tgt,
 		"credentialSet": strings.ToLower(cred), "identity": strings.ToLower(ident),
-		"syncMode": mode, "syncReferrers": refs,
+		"syncMode": mode, "syncReferrers": refs, "retentionDays": strconv.Itoa(retention),
 	}
 	if mode != activeSync {
 		return v

@@ -105,11 +105,12 @@ func TestApply(t *testing.T) {
 	// A changed field is an update (PUT of the whole desired state).
 	changed := strings.Replace(applyYAML, `startsWith: "v1."`, `startsWith: "v2."`, 1)
 	changed = strings.Replace(changed, "secrets/passwordsecret", "secrets/rotated", 1)
+	changed = strings.Replace(changed, "    credentialSet: dockerhub\n", "    credentialSet: dockerhub\n    retentionDays: 30\n", 1)
 	res = runCLI(t, env, "", "apply", "-f", writeFile(t, changed), "-o", "tsv")
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
-	if res.stdout != "update\tpasswordSecretId\tcredentialSet\tdockerhub\nunchanged\tcacheRule\tubuntu\nupdate\ttags\tcacheRule\tapp\n" {
+	if res.stdout != "update\tpasswordSecretId\tcredentialSet\tdockerhub\nupdate\tretentionDays\tcacheRule\tubuntu\nupdate\ttags\tcacheRule\tapp\n" {
 		t.Fatalf("update plan tsv:\n%q", res.stdout)
 	}
 

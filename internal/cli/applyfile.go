@@ -51,6 +51,7 @@ type applyRule struct {
 	ExcludeArtifactTypes []string   `yaml:"excludeArtifactTypes"`
 	IncludeImageTypes    []string   `yaml:"includeImageTypes"`
 	ExcludeImageTypes    []string   `yaml:"excludeImageTypes"`
+	RetentionDays        int        `yaml:"retentionDays"`
 }
 
 // maxApplyFile bounds the file we read (a file of rules is kilobytes;
@@ -185,5 +186,6 @@ func (r *applyRule) body(registryID string) ruleBody {
 		TargetRepository: r.TargetRepository,
 		SyncMode:         r.SyncMode,
 		SyncReferrers:    r.SyncReferrers,
+		RetentionDays:    r.RetentionDays,
 	}, r.CredentialSet, ident, r.filters())
 }

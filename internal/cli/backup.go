@@ -23,8 +23,8 @@ func newBackupCmd(env Env) *cobra.Command {
 	o := newClientOpts(env)
 	var to, dataDir, blobsURL string
 	cmd := &cobra.Command{
-		Use:   "backup --to DIR",
-		Short: "Back up a running server (or a data directory) into DIR, copying only new blobs",
+		Use:   "backup --to DIR|s3://BUCKET/PREFIX",
+		Short: "Back up a running server (or a data directory) into DIR or S3, copying only new blobs",
 		Long: `Back up arca's state into DIR: a consistent snapshot of the metadata
 database and every blob it records (manifests included). Blobs already in
 DIR are not copied again, so running it again into the same DIR is an
@@ -32,13 +32,20 @@ incremental backup. The previous snapshot in DIR is replaced only once
 every blob of the new one is there: an interrupted backup (Ctrl-C) leaves
 the last complete one.
 
+--to s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true keeps the
+backup in an S3 bucket instead, with the URL parameters and credentials of
+arca serve --blobs (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the shared
+AWS files): PREFIX/arca.db, PREFIX/backup.json and the blobs under
+PREFIX/blobs/. The bucket must exist.
+
 Without --data-dir it reads a running server through the management API
 (GET /arca/v1/backup/..., admin token). With --data-dir it reads that data
 directory directly; a server may be running on it.
 
 Progress goes to stderr; stdout has only the result (-o).`,
 		Example: `  arca backup --to /backup/arca
-  arca backup --data-dir /var/lib/arca --to /backup/arca -o none`,
+  arca backup --data-dir /var/lib/arca --to /backup/arca -o none
+  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... arca backup --to 's3://backups/arca?endpoint=https://s3.example&region=eu-west-1'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if to == "" {
@@ -67,7 +74,7 @@ Progress goes to stderr; stdout has only the result (-o).`,
 	}
 	o.addFlags(cmd.Flags())
 	noTimeout(cmd, o)
-	cmd.Flags().StringVar(&to, "to", "", "backup directory (created if missing)")
+	cmd.Flags().StringVar(&to, "to", "", "backup directory (created if missing), or s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "back up this data directory directly instead of a running server")
 	cmd.Flags().StringVar(&blobsURL, "blobs", "", "with --data-dir: where that server keeps its blobs (its --blobs; empty: in the data directory)")
 	return cmd
@@ -77,15 +84,17 @@ func newRestoreCmd(env Env) *cobra.Command {
 	o := newClientOpts(env)
 	var from, dataDir string
 	cmd := &cobra.Command{
-		Use:   "restore --from DIR --data-dir DIR",
+		Use:   "restore --from DIR|s3://BUCKET/PREFIX --data-dir DIR",
 		Short: "Restore a backup into a new data directory, verifying every blob",
-		Long: `Restore the backup in --from into --data-dir, which must not exist or be
-empty (arca is not running on it). Every blob's digest and size is
+		Long: `Restore the backup in --from (a directory, or the s3:// URL it was backed
+up to, with the same credentials) into --data-dir, which must not exist or
+be empty (arca is not running on it). Every blob's digest and size is
 verified while it is copied; a corrupt backup is refused naming the blob
 that failed, and nothing is left in --data-dir. Then start arca serve on
 --data-dir: it migrates a backup from an older release forward.`,
-		Example: `  arca restore --from /backup/arca --data-dir /var/lib/arca`,
-		Args:    cobra.NoArgs,
+		Example: `  arca restore --from /backup/arca --data-dir /var/lib/arca
+  arca restore --from 's3://backups/arca?endpoint=https://s3.example&region=eu-west-1' --data-dir /var/lib/arca`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from == "" || dataDir == "" {
 				return errors.New("the following arguments are required: --from, --data-dir")
@@ -100,7 +109,7 @@ that failed, and nothing is left in --data-dir. Then start arca serve on
 		},
 	}
 	cmd.Flags().StringVarP(&o.output, "output", "o", "json", "output format: json, jsonc, table, tsv, yaml or none")
-	cmd.Flags().StringVar(&from, "from", "", "backup directory")
+	cmd.Flags().StringVar(&from, "from", "", "backup directory, or s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "new data directory to restore into")
 	return cmd
 }

@@ -25,7 +25,7 @@ Commands and flags follow "az acr cache" and its acrcache extension.`,
 	}
 	o.addFlags(cmd.PersistentFlags())
 	cmd.AddCommand(newCacheCreateCmd(o), newCacheUpdateCmd(o), newCacheShowCmd(o),
-		newCacheListCmd(o), newCacheDeleteCmd(o), newCacheSyncCmd(o))
+		newCacheListCmd(o), newCacheDeleteCmd(o), newCacheSyncCmd(o), newCachePurgeCmd(o))
 	return cmd
 }
 

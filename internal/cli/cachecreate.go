@@ -19,6 +19,7 @@ type ruleFlags struct {
 	sync           string
 	syncReferrers  string
 	yes            bool
+	retentionDays  int
 	filters        filterFlags
 	// legacy and new tag filter spellings
 	startsWith, endsWith, containsStr, tag string
@@ -32,6 +33,7 @@ func (f *ruleFlags) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.sync, "sync", "", "PassiveSync: pull-through cache; ActiveSync: actively synchronize artifacts from the upstream repository. Default is PassiveSync.")
 	fs.StringVar(&f.syncReferrers, "sync-referrers", "", "Enable or disable syncing the referrers of the artifacts (Enabled, Disabled). Default is Disabled.")
 	fs.BoolVarP(&f.yes, "yes", "y", false, "Do not prompt for confirmation.")
+	fs.IntVar(&f.retentionDays, "retention-days", 0, "Evict cached content not pulled for this many days (arca extension; 0: keep it until the registry's cache quota needs the space). Rules in ActiveSync are exempt while they sync.")
 	fs.StringSliceVar(&f.filters.platforms, "platforms", nil, "A list of platforms to filter the artifacts by, e.g. linux/amd64,linux/arm64.")
 	fs.StringSliceVar(&f.filters.inclArtifact, "include-artifact-types", nil, "Artifact types to sync, e.g. application/vnd.cncf.notary.signature.")
 	fs.StringSliceVar(&f.filters.exclArtifact, "exclude-artifact-types", nil, "Artifact types not to sync.")
@@ -169,6 +171,7 @@ func (c *cacheCreate) body(registryID string) (ruleBody, error) {
 		TargetRepository: c.target,
 		SyncMode:         c.sync,
 		SyncReferrers:    c.syncReferrers,
+		RetentionDays:    c.retentionDays,
 	}, c.credSet, ident, c.filters), nil
 }
 

@@ -64,6 +64,7 @@ type (
 		SyncMode                string       `json:"syncMode,omitempty"`
 		SyncReferrers           string       `json:"syncReferrers,omitempty"`
 		ArtifactSyncFilters     *syncFilters `json:"artifactSyncFilters,omitempty"`
+		RetentionDays           int          `json:"retentionDays,omitempty"`
 	}
 	ruleBody struct {
 		Properties ruleProps     `json:"properties"`
@@ -75,6 +76,7 @@ type (
 		SyncMode                string       `json:"syncMode,omitempty"`
 		SyncReferrers           string       `json:"syncReferrers,omitempty"`
 		ArtifactSyncFilters     *syncFilters `json:"artifactSyncFilters,omitempty"`
+		RetentionDays           *int         `json:"retentionDays,omitempty"`
 	}
 	rulePatchBody struct {
 		Properties rulePatchProps `json:"properties"`
@@ -185,6 +187,7 @@ type existingRule struct {
 		SyncMode                string       `json:"syncMode"`
 		SyncReferrers           string       `json:"syncReferrers"`
 		ArtifactSyncFilters     *syncFilters `json:"artifactSyncFilters"`
+		RetentionDays           int          `json:"retentionDays"`
 	} `json:"properties"`
 	Identity *struct {
 		Type                   string                     `json:"type"`

@@ -41,7 +41,7 @@ its credential set; everything else is a PATCH.`,
 func (c *cacheUpdate) changes(cmd *cobra.Command) bool {
 	for _, n := range []string{"cred-set", "remove-cred-set", "identity", "assign-identity", "sync", "sync-referrers",
 		"platforms", "include-artifact-types", "exclude-artifact-types", "include-image-types", "exclude-image-types",
-		"tag-starts-with", "tag-ends-with", "tag-contains", "tag-equals", "starts-with", "ends-with", "contains", "tag"} {
+		"tag-starts-with", "tag-ends-with", "tag-contains", "tag-equals", "starts-with", "ends-with", "contains", "tag", "retention-days"} {
 		if cmd.Flags().Changed(n) {
 			return true
 		}
@@ -54,7 +54,7 @@ func (c *cacheUpdate) validate(cmd *cobra.Command, env Env) error {
 		return err
 	}
 	if !c.changes(cmd) {
-		return errors.New("You must provide at least one parameter to update (credential set, identity, removal flag, sync mode, referrers or artifact sync filters).")
+		return errors.New("You must provide at least one parameter to update (credential set, identity, removal flag, sync mode, referrers, artifact sync filters or retention days).")
 	}
 	if c.removeCredSet && c.credSet != "" {
 		return errors.New("--cred-set and --remove-cred-set cannot be used together.")
@@ -140,6 +140,9 @@ func (c *cacheUpdate) patch(cmd *cobra.Command, env Env, cur existingRule, regis
 	if c.credSet != "" {
 		p.CredentialSetResourceID = strPtr(registryID + "/credentialSets/" + c.credSet)
 	}
+	if cmd.Flags().Changed("retention-days") {
+		p.RetentionDays = &c.retentionDays
+	}
 	id, _ := c.identityArg()
 	ident, err := userAssigned(id)
 	if err != nil {
@@ -157,7 +160,11 @@ func fullRule(cur existingRule, p rulePatchBody) ruleBody {
 		SyncMode:            p.Properties.SyncMode,
 		SyncReferrers:       p.Properties.SyncReferrers,
 		ArtifactSyncFilters: p.Properties.ArtifactSyncFilters,
+		RetentionDays:       cur.Properties.RetentionDays,
 	}}
+	if p.Properties.RetentionDays != nil {
+		b.Properties.RetentionDays = *p.Properties.RetentionDays
+	}
 	if b.Identity == nil {
 		if id := cur.identityID(); id != "" {
 			b.Identity = &identityBody{Type: "UserAssigned", UserAssignedIdentities: map[string]struct{}{id: {}}}

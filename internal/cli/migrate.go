@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/arcacache/arca/internal/backup"
@@ -99,14 +100,23 @@ destination holds already are skipped, so a rerun resumes.`,
 					return fmt.Errorf("--from-data-dir: %w", err)
 				}
 			}
+			pr := newProgress(env.Stderr, "copy-store")
+			defer pr.Close()
+			interrupted := func(what string) error {
+				pr.Close()
+				fmt.Fprintf(env.Stderr, "copy-store: interrupted after %s; run the same command again to go on\n", what)
+				return &ExitError{Code: 130, Err: errors.New("copy-store interrupted")}
+			}
 			if !metadataOnly {
-				if err := copyBlobs(ctx, env, fromBlobs, fromDir, toBlobs, toDir); err != nil {
+				res, err := copyBlobs(ctx, pr, fromBlobs, fromDir, toBlobs, toDir)
+				if err != nil {
 					if ctx.Err() != nil {
-						fmt.Fprintln(env.Stderr, "copy-store: interrupted; run the same command again to go on")
-						return &ExitError{Code: 130, Err: errors.New("copy-store interrupted")}
+						return interrupted(fmt.Sprintf("%d of %d blobs (%d copied, %d bytes)", res.Blobs, res.Total, res.CopiedBlobs, res.CopiedBytes))
 					}
 					return err
 				}
+				pr.Close()
+				fmt.Fprintf(env.Stderr, "copy-store: blobs: %d (%d bytes), %d copied, %d already there\n", res.Blobs, res.Bytes, res.CopiedBlobs, res.Blobs-res.CopiedBlobs)
 			}
 			from, err := metadata.Open(ctx, fromMeta, fromDir)
 			if err != nil {
@@ -118,15 +128,33 @@ destination holds already are skipped, so a rerun resumes.`,
 				return fmt.Errorf("destination: %w", err)
 			}
 			defer to.Close()
+			total, err := metadata.CountCopyRows(ctx, from)
+			if err != nil {
+				return fmt.Errorf("source: %w", err)
+			}
+			pr.Phase("metadata rows", int(total), 0)
+			rows := map[string]int64{}
+			var tables []string // in copy order, for the summary
 			err = metadata.Copy(ctx, from, to, func(table string, n int64) {
-				fmt.Fprintf(env.Stderr, "copy-store: %s: %d rows\n", table, n)
+				if _, seen := rows[table]; !seen {
+					tables = append(tables, table)
+				}
+				pr.Advance(int(n-rows[table]), 0)
+				rows[table] = n
 			})
 			if err != nil {
 				if ctx.Err() != nil {
-					fmt.Fprintln(env.Stderr, "copy-store: interrupted; run the same command again to go on")
-					return &ExitError{Code: 130, Err: errors.New("copy-store interrupted")}
+					var done int64
+					for _, n := range rows {
+						done += n
+					}
+					return interrupted(fmt.Sprintf("copying %d of %d metadata rows", done, total))
 				}
 				return err
+			}
+			pr.Close()
+			for _, t := range tables {
+				fmt.Fprintf(env.Stderr, "copy-store: %s: %d rows\n", t, rows[t])
 			}
 			fmt.Fprintf(env.Stdout, "copied metadata from %s to %s\n", from.Backend(), to.Backend())
 			return nil
@@ -143,30 +171,50 @@ destination holds already are skipped, so a rerun resumes.`,
 	return cmd
 }
 
+// blobCopy is what copyBlobs did: content.CopyResult, and how many blobs
+// the source held when it started.
+type blobCopy struct {
+	content.CopyResult
+	Total int
+}
+
 // copyBlobs copies every blob from the source blob store to the
-// destination's through the verifying ingest (content.CopyBlobs).
-func copyBlobs(ctx context.Context, env Env, fromBlobs, fromDir, toBlobs, toDir string) error {
+// destination's through the verifying ingest (content.CopyBlobs). A first
+// listing counts the blobs and bytes the progress display counts towards.
+func copyBlobs(ctx context.Context, pr *progress, fromBlobs, fromDir, toBlobs, toDir string) (blobCopy, error) {
+	var res blobCopy
 	if fromBlobs == "" && fromDir == "" {
-		return errors.New("name the source blobs (--from-blobs, or --from-data-dir) or pass --metadata-only")
+		return res, errors.New("name the source blobs (--from-blobs, or --from-data-dir) or pass --metadata-only")
 	}
 	if toBlobs == "" && toDir == "" {
-		return errors.New("name where the blobs go (--to-blobs, or --to-data-dir) or pass --metadata-only")
+		return res, errors.New("name where the blobs go (--to-blobs, or --to-data-dir) or pass --metadata-only")
 	}
 	if fromBlobs == toBlobs && fromDir == toDir {
-		return errors.New("source and destination blob stores are the same")
+		return res, errors.New("source and destination blob stores are the same")
 	}
 	from, err := blobstore.Open(ctx, fromBlobs, filepath.Join(fromDir, backup.BlobsDir))
 	if err != nil {
-		return fmt.Errorf("source blobs: %w", err)
+		return res, fmt.Errorf("source blobs: %w", err)
 	}
 	to, err := blobstore.Open(ctx, toBlobs, filepath.Join(toDir, backup.BlobsDir))
 	if err != nil {
-		return fmt.Errorf("destination blobs: %w", err)
+		return res, fmt.Errorf("destination blobs: %w", err)
 	}
-	res, err := content.CopyBlobs(ctx, from, to, nil)
+	var bytes int64
+	err = from.List(ctx, func(_ digest.Digest, size int64) error {
+		res.Total++
+		bytes += size
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("copy blobs: %w", err)
+		return res, fmt.Errorf("source blobs: %w", err)
 	}
-	fmt.Fprintf(env.Stderr, "copy-store: blobs: %d (%d bytes), %d copied, %d already there\n", res.Blobs, res.Bytes, res.CopiedBlobs, res.Blobs-res.CopiedBlobs)
-	return nil
+	pr.Phase("blobs", res.Total, bytes)
+	res.CopyResult, err = content.CopyBlobs(ctx, from, to, func(_ digest.Digest, size int64, _ bool) {
+		pr.Advance(1, size)
+	})
+	if err != nil {
+		return res, fmt.Errorf("copy blobs: %w", err)
+	}
+	return res, nil
 }

@@ -123,6 +123,7 @@ which wins over the file.`,
 	addManagementFlags(f, &opts.Management, env)
 	addPullThroughFlags(f, &opts.PullThrough)
 	addSyncFlags(f, &opts.Sync)
+	addLifecycleFlags(f, &opts.Lifecycle)
 	addLimitFlags(f, &opts.Limits)
 	return cmd
 }

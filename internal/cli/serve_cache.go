@@ -30,3 +30,9 @@ func addSyncFlags(f *pflag.FlagSet, o *server.SyncOptions) {
 	f.IntVar(&o.Concurrency, "sync-concurrency", 4, "concurrent upstream requests per upstream host during active sync")
 	f.IntVar(&o.MinRateLimitRemaining, "sync-min-ratelimit-remaining", 10, "defer active sync while an upstream's ratelimit-remaining is below this (negative: never)")
 }
+
+// addLifecycleFlags adds `arca serve`'s access tracking and eviction settings.
+func addLifecycleFlags(f *pflag.FlagSet, o *server.LifecycleOptions) {
+	f.DurationVar(&o.EvictionInterval, "eviction-interval", server.DefaultEvictionInterval, "time between eviction passes over cached content (rules' --retention-days, then the registry's --cache-quota); one replica at a time")
+	f.DurationVar(&o.PullFlushInterval, "pull-flush-interval", server.DefaultPullFlushInterval, "how often batched last-pulled times are written to the metadata store (a crash loses at most this much)")
+}

@@ -9,13 +9,15 @@ func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{
 		"0": 0, "17": 17, "17B": 17, "1KiB": 1024, "1k": 1024, "1KB": 1000, "32GiB": 32 << 30,
 		"1.5GiB": 3 << 29, "2 MiB": 2 << 20, "1TB": 1e12,
+		// Quotas: arca update --cache-quota / --storage-quota.
+		"20GiB": 20 << 30, "500MB": 500e6, "50gib": 50 << 30, " 7 GB ": 7e9,
 	} {
 		got, err := ParseSize(in)
 		if err != nil || int64(got) != want {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "-5", "-1GiB", "GiB", "1XB", "1e3", "1..2", "99999999999TiB"} {
+	for _, in := range []string{"", "-5", "-1GiB", "GiB", "1XB", "1e3", "1..2", "99999999999TiB", "NaN", "Inf", "20 GiB B", "0x10"} {
 		if got, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) = %d, want an error", in, got)
 		}
@@ -55,7 +57,7 @@ func TestFreeSpace(t *testing.T) {
 }
 
 func FuzzParseSize(f *testing.F) {
-	for _, s := range []string{"0", "32GiB", "1.5GB", "-1", "1e3", "9999999999999999999999"} {
+	for _, s := range []string{"0", "32GiB", "1.5GB", "-1", "1e3", "9999999999999999999999", "20GiB", "500MB", " 7 GB "} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

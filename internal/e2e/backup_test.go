@@ -1,20 +1,30 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	miniogo "github.com/minio/minio-go/v7"
+	miniocreds "github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/arcacache/arca/internal/backup"
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/minio"
 )
 
 // restoredBlobs: a restore writes an embedded data directory, blobs
@@ -71,6 +81,74 @@ func snapshotContent(t *testing.T, dir string) (manifests []string, blobs []stri
 func TestBackupRestoreUnderLoad(t *testing.T) {
 	arcaproc.SkipUnlessSQLite(t, "arca backup (a VACUUM INTO snapshot of the embedded database)")
 	a := startCachingArca(t, nil, nil)
+	backupRestoreUnderLoad(t, a, filepath.Join(t.TempDir(), "backup"))
+}
+
+// TestBackupRestoreS3UnderLoad: the same with the backup in a real MinIO
+// (arca backup --to s3://..., arca restore --from s3://...); then a blob
+// altered in the bucket is refused at restore with its digest.
+func TestBackupRestoreS3UnderLoad(t *testing.T) {
+	arcaproc.SkipUnlessSQLite(t, "arca backup (a VACUUM INTO snapshot of the embedded database)")
+	m := minio.Start(t)
+	ctx := context.Background()
+	bucket, err := m.NewBucket(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startCachingArca(t, nil, nil)
+	// The CLI gets the bucket's credentials as arca serve --blobs would.
+	a.BlobEnv = append(slices.Clip(a.BlobEnv), m.Env()...)
+	to := m.BlobsURL(bucket, "backups/arca")
+	backupRestoreUnderLoad(t, a, to)
+
+	mc, err := miniogo.New(strings.TrimPrefix(m.Endpoint(), "http://"), &miniogo.Options{Creds: miniocreds.NewStaticV4(m.AccessKey, m.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := mc.ListObjects(ctx, bucket, miniogo.ListObjectsOptions{Prefix: "backups/arca/", Recursive: true})
+	var files, blobKeys []string
+	for o := range keys {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		if strings.HasPrefix(o.Key, "backups/arca/blobs/sha256/") {
+			blobKeys = append(blobKeys, o.Key)
+		} else {
+			files = append(files, o.Key)
+		}
+	}
+	slices.Sort(files)
+	if want := []string{"backups/arca/arca.db", "backups/arca/backup.json"}; !slices.Equal(files, want) || len(blobKeys) == 0 {
+		t.Fatalf("bucket holds %v and %d blobs, want %v and the blobs", files, len(blobKeys), want)
+	}
+	key := blobKeys[len(blobKeys)/2]
+	obj, err := mc.GetObject(ctx, bucket, key, miniogo.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil || len(b) == 0 {
+		t.Fatalf("read %s: %v", key, err)
+	}
+	b[len(b)/2] ^= 0xff
+	if _, err := mc.PutObject(ctx, bucket, key, bytes.NewReader(b), int64(len(b)), miniogo.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "restored")
+	out, err := a.tryCLI("restore", "--from", to, "--data-dir", restored)
+	if digest := "sha256:" + path.Base(key); err == nil || !strings.Contains(out, digest) || !strings.Contains(out, "digest mismatch") {
+		t.Errorf("restore from a bucket with %s altered: %v\n%s", digest, err, out)
+	}
+	if _, err := os.Stat(restored); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused restore left %s: %v", restored, err)
+	}
+}
+
+// backupRestoreUnderLoad takes a backup of a into to while crane pushes
+// and clients pull, then an incremental one, restores it into a fresh
+// data directory and compares what the restored server serves.
+func backupRestoreUnderLoad(t *testing.T, a *arca, dir string) {
 	for _, p := range []string{"/arca/v1/backup/metadata", "/arca/v1/backup/blobs/" + sha([]byte("x"))} {
 		if r := do(t, "GET", a.URL()+p, nil, nil); r.Status != http.StatusUnauthorized {
 			t.Errorf("GET %s without the admin token: %s, want 401", p, r)
@@ -135,7 +213,6 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 		}
 	}()
 	time.Sleep(300 * time.Millisecond) // the load is under way
-	dir := filepath.Join(t.TempDir(), "backup")
 	mu.Lock()
 	pushes0, pulls0 := pushed, pulls
 	mu.Unlock()
@@ -164,8 +241,9 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 	if res.CopiedBlobs != second.Blobs {
 		t.Errorf("restore copied %d blobs, want %d", res.CopiedBlobs, second.Blobs)
 	}
+	// The restored arca.db is the backup's snapshot, copied verbatim.
+	manifests, blobs := snapshotContent(t, restored)
 	r := startArcaAt(t, freeAddr(t), restored, restoredBlobs...)
-	manifests, blobs := snapshotContent(t, dir)
 	if len(manifests) < len(base)+pushed {
 		t.Errorf("backup holds %d manifests, want at least %d", len(manifests), len(base)+pushed)
 	}

@@ -256,7 +256,7 @@ func TestPortalBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	const passEnv = "ARCA_E2E_PORTAL_PASSWORD"
-	a := startCachingArca(t, []string{up.Host}, []string{passEnv + "=" + up.Password})
+	a := startCachingArca(t, []string{up.Host}, []string{passEnv + "=" + up.Password}, "--pull-flush-interval", "100ms")
 	base := a.URL()
 	b := browser(t)
 	N, C, W, K := chromedp.Navigate, chromedp.Click[chromedp.CSS], chromedp.WaitVisible[chromedp.CSS], chromedp.SendKeys[chromedp.CSS]
@@ -384,12 +384,23 @@ func TestPortalBrowser(t *testing.T) {
 	c.crane("push", amd.writeLayout(t), a.Ref("mine/multi:amd"))
 	c.crane("push", arm.writeLayout(t), a.Ref("mine/multi:arm"))
 	c.crane("index", "append", "-m", a.Ref("mine/multi:amd"), "-m", a.Ref("mine/multi:arm"), "-t", a.Ref("mine/multi:both"))
+	time.Sleep(500 * time.Millisecond) // the pull times are flushed
 	b.do("repositories", F(css(`nav a[href^="/portal/repositories"]`)), W(css(`[id="repo-app"]`)), b.shot("10-repositories"))
 	if got := b.text(`[id="repo-app"] .badge`); got != "cached by rule app-cache" {
 		t.Errorf("repository app: badge %q", got)
 	}
 	if got := b.text(`[id="repo-mine/img"] .badge`); got != "pushed" {
 		t.Errorf("repository mine/img: badge %q", got)
+	}
+	// Last pulled: the pulled-through repository and its tag have a time,
+	// the pushed image nobody pulled has none.
+	for _, sel := range []string{`section[aria-labelledby="repo-app"] p.pulled time`, `section[aria-labelledby="repo-app"] td.pulled time`} {
+		if got, err := time.Parse(time.RFC3339, b.attr(sel, "datetime")); err != nil || time.Since(got) > 10*time.Minute {
+			t.Errorf("%s: last pulled %v (%v), want a recent time", sel, got, err)
+		}
+	}
+	if got := b.text(`section[aria-labelledby="repo-mine/img"] p.pulled`); got != "Last pulled: never" {
+		t.Errorf("pushed, never pulled mine/img: %q", got)
 	}
 	if got := b.attr(`section[aria-labelledby="repo-app"] input.pull`, "value"); got != "docker pull "+a.Addr+"/app:v1" {
 		t.Errorf("pull line %q", got)

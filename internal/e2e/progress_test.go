@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,15 +16,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
+	miniogo "github.com/minio/minio-go/v7"
+	miniocreds "github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/arcacache/arca/internal/backup"
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/minio"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
@@ -187,5 +192,167 @@ func TestCacheSyncProgress(t *testing.T) {
 	var v map[string]any
 	if err := json.Unmarshal(stdout.Bytes(), &v); err != nil {
 		t.Errorf("stdout is not only the JSON result: %v\n%s", err, stdout.String())
+	}
+}
+
+// TestCopyStoreProgressModes: `arca copy-store` shows its blob and
+// metadata copy as plain progress lines on a pipe and as a bar on a
+// terminal; stdout keeps only the result line.
+func TestCopyStoreProgressModes(t *testing.T) {
+	src := t.TempDir()
+	a := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: src, Args: []string{"--metadata", "", "--blobs", ""}})}
+	a.pushBlobs(t, "prog/copy", 20, 64<<10)
+	a.Stop()
+	copyStore := func() *exec.Cmd {
+		return exec.Command(arcaBin, "copy-store", "--from-data-dir", src, "--to-data-dir", filepath.Join(t.TempDir(), "dst"))
+	}
+
+	t.Run("pipe", func(t *testing.T) {
+		cmd := copyStore()
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("copy-store: %v\n%s", err, stderr.String())
+		}
+		if got := stdout.String(); got != "copied metadata from sqlite to sqlite\n" {
+			t.Errorf("stdout %q, want only the result line", got)
+		}
+		lines := stderr.String()
+		for _, want := range []string{
+			"copy-store: blobs: 0/20, 0 B/1.3 MiB", "copy-store: blobs: 20/20, 1.3 MiB/1.3 MiB",
+			"copy-store: metadata rows: 0/", "copy-store: blobs: 20 (1310720 bytes), 20 copied",
+		} {
+			if !strings.Contains(lines, want) {
+				t.Errorf("stderr has no line %q:\n%s", want, lines)
+			}
+		}
+		if m := regexp.MustCompile(`copy-store: metadata rows: (\d+)/(\d+) `).FindAllStringSubmatch(lines, -1); len(m) < 2 || m[len(m)-1][1] != m[len(m)-1][2] || m[0][2] == "0" {
+			t.Errorf("metadata rows progress does not reach its total: %v\n%s", m, lines)
+		}
+		if strings.Contains(lines, "\r") {
+			t.Errorf("progress on a pipe has carriage returns (a bar):\n%q", lines)
+		}
+	})
+
+	t.Run("terminal", func(t *testing.T) {
+		cmd := copyStore()
+		tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tty.Close()
+		var out bytes.Buffer
+		_, _ = io.Copy(&out, tty) // until the command exits (EIO)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("copy-store on a terminal: %v\n%s", err, out.String())
+		}
+		s := out.String()
+		if !strings.Contains(s, "\r") || !strings.Contains(s, "copy-store: blobs 20/20") || !strings.Contains(s, "100%") || !strings.Contains(s, "MiB") {
+			t.Errorf("no progress bar with items, bytes and percentage on the terminal:\n%q", s)
+		}
+		if strings.Contains(s, "copy-store: blobs: 0/20") {
+			t.Errorf("plain progress lines on a terminal:\n%q", s)
+		}
+	})
+}
+
+// TestCopyStoreInterrupted: Ctrl-C during `arca copy-store` stops it with
+// exit status 130 and says how many blobs were done; the rerun copies
+// only the rest.
+func TestCopyStoreInterrupted(t *testing.T) {
+	src := t.TempDir()
+	a := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: src, Args: []string{"--metadata", "", "--blobs", ""}})}
+	const n = 40
+	a.pushBlobs(t, "prog/move", n, 16<<10)
+	a.Stop()
+	m := minio.Start(t)
+	bucket, err := m.NewBucket(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A slow front for MinIO: each write takes 20ms, so the copy is under
+	// way when the interrupt comes. (SigV4 signs the Host the client
+	// dialled, which the proxy passes on.)
+	target, _ := url.Parse(m.Endpoint())
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			time.Sleep(20 * time.Millisecond)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer slow.Close()
+	dst := filepath.Join(t.TempDir(), "dst")
+	copyStore := func(endpoint string) *exec.Cmd {
+		blobsURL := strings.Replace(m.BlobsURL(bucket, "moved"), m.Endpoint(), endpoint, 1)
+		cmd := exec.Command(arcaBin, "copy-store", "--from-data-dir", src, "--to-data-dir", dst, "--to-blobs", blobsURL)
+		cmd.Env = append(os.Environ(), m.Env()...)
+		return cmd
+	}
+
+	cmd := copyStore(slow.URL)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupt once a few blobs are in the bucket.
+	mc, err := miniogo.New(target.Host, &miniogo.Options{Creds: miniocreds.NewStaticV4(m.AccessKey, m.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			landed := 0
+			for o := range mc.ListObjects(context.Background(), bucket, miniogo.ListObjectsOptions{Prefix: "moved/blobs/", Recursive: true}) {
+				if o.Err == nil {
+					landed++
+				}
+			}
+			if landed >= 3 {
+				break
+			}
+		}
+		_ = cmd.Process.Signal(syscall.SIGINT)
+	}()
+	var lines []string
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	err = cmd.Wait()
+	all := strings.Join(lines, "\n")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("interrupted copy-store: %v, want exit status 130\n%s", err, all)
+	}
+	var done, total, copied int
+	for _, l := range lines {
+		if _, err := fmt.Sscanf(l, "copy-store: interrupted after %d of %d blobs (%d copied", &done, &total, &copied); err == nil {
+			break
+		}
+	}
+	if total != n || copied == 0 || copied == n || !strings.Contains(all, "run the same command again to go on") {
+		t.Fatalf("interrupted copy-store says (%d of %d done, %d copied):\n%s", done, total, copied, all)
+	}
+	t.Logf("interrupted after %d of %d blobs", copied, n)
+
+	out, err := copyStore(m.Endpoint()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("copy-store after the interrupt: %v\n%s", err, out)
+	}
+	var blobs, again, there int
+	for _, l := range strings.Split(string(out), "\n") {
+		if i := strings.Index(l, "), "); strings.HasPrefix(l, "copy-store: blobs: ") && i > 0 {
+			_, _ = fmt.Sscanf(l[len("copy-store: blobs: "):], "%d", &blobs)
+			_, _ = fmt.Sscanf(l[i+3:], "%d copied, %d already there", &again, &there)
+		}
+	}
+	// The blob in flight at the interrupt may have landed all the same.
+	if blobs != n || again+there != n || there < copied {
+		t.Errorf("rerun: %d blobs, %d copied, %d already there; want %d, at least %d already there:\n%s", blobs, again, there, n, copied, out)
 	}
 }

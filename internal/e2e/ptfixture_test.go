@@ -39,11 +39,17 @@ const mtAcceptAll = "application/vnd.oci.image.index.v1+json, application/vnd.oc
 // (for env:// secret references); extra are more serve flags.
 func startCachingArca(t testing.TB, upstreams []string, env []string, extra ...string) *arca {
 	t.Helper()
+	return startCachingArcaBin(t, arcaBin, upstreams, env, extra...)
+}
+
+// startCachingArcaBin is startCachingArca with another arca binary.
+func startCachingArcaBin(t testing.TB, bin string, upstreams []string, env []string, extra ...string) *arca {
+	t.Helper()
 	var args []string
 	for _, h := range upstreams {
 		args = append(args, "--insecure-upstream", h)
 	}
-	return &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Args: append(args, extra...),
+	return &arca{arcaproc.Start(t, arcaproc.Options{Bin: bin, Args: append(args, extra...),
 		Env: append([]string{"ARCA_ADMIN_TOKEN=" + ptAdminToken}, env...)})}
 }
 

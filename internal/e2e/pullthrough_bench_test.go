@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arcacache/arca/internal/testutil/minio"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
@@ -113,6 +114,10 @@ type ptBench struct {
 	wave     *ptImage // library/wave:v1
 	dist3Bin string
 	plain    string // plain file server address
+
+	minioOnce sync.Once // MinIO for the S3 targets, started on first use
+	minio     *minio.Server
+	minioErr  error
 }
 
 func newPTBench(b *testing.B) *ptBench {
@@ -167,16 +172,33 @@ func (e *ptBench) start(b *testing.B, tg, upstream string) *ptServer {
 	switch tg {
 	case "direct":
 		return &ptServer{addr: upstream, repo: "library", stop: func() {}}
-	case "arca":
-		a := startCachingArca(b, []string{upstream}, nil, "--log-level", "warn")
+	case "arca", "arca-s3", "arca-base", "arca-s3-base":
+		// -base: the binary ARCA_BENCH_BASE_BIN (say, a build of the
+		// commit before a change), to compare both in one run.
+		bin := arcaBin
+		if strings.HasSuffix(tg, "-base") {
+			if bin = os.Getenv("ARCA_BENCH_BASE_BIN"); bin == "" {
+				b.Fatalf("%s: set ARCA_BENCH_BASE_BIN to the arca binary to compare with", tg)
+			}
+		}
+		var env, args []string
+		if strings.HasPrefix(tg, "arca-s3") { // blobs in a fresh bucket of the bench's MinIO
+			m, bucket := e.newBucket(b)
+			env, args = m.Env(), []string{"--blobs", m.BlobsURL(bucket, "arca")}
+		}
+		a := startCachingArcaBin(b, bin, []string{upstream}, env, append(args, "--log-level", "warn")...)
 		a.cacheRule(b, "library-wild", upstream+"/library/*", "lib/*")
 		return &ptServer{addr: a.Addr, repo: "lib", pid: a.Pid(), stop: func() { a.Stop(); os.RemoveAll(a.DataDir) }}
-	case "dist2.8", "dist3":
+	case "dist2.8", "dist3", "dist3-s3":
 		bin := "/usr/bin/docker-registry"
-		if tg == "dist3" {
+		if tg != "dist2.8" {
 			bin = e.dist3Bin
 		}
-		p, dir := startDistProxy(b, bin, upstream)
+		storage := ""
+		if tg == "dist3-s3" {
+			storage = s3Storage(e.newBucket(b))
+		}
+		p, dir := startDistProxy(b, bin, upstream, storage)
 		return &ptServer{addr: p.addr, repo: "library", pid: p.cmd.Process.Pid, stop: func() { p.stop(); os.RemoveAll(dir) }}
 	case "plainfile":
 		return &ptServer{addr: e.plain, stop: func() {}}
@@ -210,6 +232,12 @@ func (e *ptBench) pull(b *testing.B, s *ptServer, im *ptImage, mode string, veri
 	}
 	if err := leanGet(s.addr, "/v2/"+repo+"/manifests/"+im.tag, mtAcceptAll, ptBlob{sha(im.manifest), int64(len(im.manifest))}, true); err != nil {
 		return err
+	}
+	if mode == "First" { // the config, then up to the layer's first byte
+		if err := leanGet(s.addr, "/v2/"+repo+"/blobs/"+im.blobs[0].digest, "", im.blobs[0], true); err != nil {
+			return err
+		}
+		return firstByte(s.addr, "/v2/"+repo+"/blobs/"+im.blobs[1].digest)
 	}
 	for _, bl := range im.blobs {
 		if err := leanGet(s.addr, "/v2/"+repo+"/blobs/"+bl.digest, "", bl, verify); err != nil {
@@ -267,6 +295,19 @@ func servePassThrough(upstream string) {
 }
 
 var ptHTTP = &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Minute}
+
+// firstByte GETs path and returns once the first body byte arrived.
+func firstByte(addr, path string) error {
+	resp, err := ptHTTP.Get("http://" + addr + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := resp.Body.Read(make([]byte, 1)); err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s%s: status %d, %v", addr, path, resp.StatusCode, err)
+	}
+	return nil
+}
 
 // leanGet GETs path into io.Discard (or a hash when verify is set) and
 // checks status and size.
@@ -434,15 +475,19 @@ func startBenchProc(b *testing.B, name, addr, readyPath string, cmd *exec.Cmd) *
 }
 
 // startDistProxy runs distribution (bin) as a pull-through cache of
-// upstream, with a fresh filesystem store; it returns the process and its
+// upstream, with a fresh filesystem store unless storage (the driver part
+// of the storage section) names another; it returns the process and its
 // directory.
-func startDistProxy(b *testing.B, bin, upstream string) (*proc, string) {
+func startDistProxy(b *testing.B, bin, upstream, storage string) (*proc, string) {
 	b.Helper()
 	dir, err := os.MkdirTemp("", "dist-proxy-")
 	if err != nil {
 		b.Fatal(err)
 	}
 	addr := freeAddr(b)
+	if storage == "" {
+		storage = fmt.Sprintf("  filesystem:\n    rootdirectory: %s\n", filepath.Join(dir, "data"))
+	}
 	yml := fmt.Sprintf(`version: 0.1
 log:
   level: error
@@ -451,13 +496,11 @@ log:
 storage:
   cache:
     blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: %s
-http:
+%shttp:
   addr: %s
 proxy:
   remoteurl: http://%s
-`, filepath.Join(dir, "data"), addr, upstream)
+`, storage, addr, upstream)
 	cfg := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
 		b.Fatal(err)

@@ -95,17 +95,20 @@ type RegistrySettings struct {
 	PublicNetworkAccess string // Enabled or Disabled
 	DataEndpointEnabled bool
 	RoleAssignmentMode  string
-	Created             time.Time
+	// CacheQuota and StorageQuota bound the bytes of cached and of pushed
+	// content (0: no quota).
+	CacheQuota, StorageQuota int64
+	Created                  time.Time
 }
 
-const settingsColumns = `admin_enabled, anonymous_pull, admin_password1, admin_password2, sku, tags, public_network_access, data_endpoint_enabled, role_assignment_mode, created_at`
+const settingsColumns = `admin_enabled, anonymous_pull, admin_password1, admin_password2, sku, tags, public_network_access, data_endpoint_enabled, role_assignment_mode, created_at, cache_quota, storage_quota`
 
 func scanSettings(row *sql.Row) (RegistrySettings, error) {
 	var a RegistrySettings
 	var tags string
 	var created int64
 	err := row.Scan(&a.AdminEnabled, &a.AnonymousPull, &a.AdminPasswords[0], &a.AdminPasswords[1], &a.SKU, &tags,
-		&a.PublicNetworkAccess, &a.DataEndpointEnabled, &a.RoleAssignmentMode, &created)
+		&a.PublicNetworkAccess, &a.DataEndpointEnabled, &a.RoleAssignmentMode, &created, &a.CacheQuota, &a.StorageQuota)
 	if err := rowError(err, "registry settings"); err != nil {
 		return a, err
 	}
@@ -137,9 +140,9 @@ func (s *db) UpdateRegistrySettings(ctx context.Context, registry string, fn fun
 			tags = []byte("{}")
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE registries SET admin_enabled = $1, anonymous_pull = $2, admin_password1 = $3, admin_password2 = $4,
-			sku = $5, tags = $6, public_network_access = $7, data_endpoint_enabled = $8, role_assignment_mode = $9 WHERE name = $10`,
+			sku = $5, tags = $6, public_network_access = $7, data_endpoint_enabled = $8, role_assignment_mode = $9, cache_quota = $10, storage_quota = $11 WHERE name = $12`,
 			b2i(a.AdminEnabled), b2i(a.AnonymousPull), a.AdminPasswords[0], a.AdminPasswords[1], a.SKU, string(tags),
-			a.PublicNetworkAccess, b2i(a.DataEndpointEnabled), a.RoleAssignmentMode, registry)
+			a.PublicNetworkAccess, b2i(a.DataEndpointEnabled), a.RoleAssignmentMode, a.CacheQuota, a.StorageQuota, registry)
 		if err != nil {
 			return fmt.Errorf("registry settings: %w", err)
 		}
@@ -156,13 +159,14 @@ func (s *db) CreateRegistry(ctx context.Context, r RegistryRecord, set RegistryS
 	if set.Tags == nil {
 		tags = []byte("{}")
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO registries(name, hosts, created_at, managed, admin_enabled, anonymous_pull, sku, tags, public_network_access, data_endpoint_enabled, role_assignment_mode)
-		VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO registries(name, hosts, created_at, managed, admin_enabled, anonymous_pull, sku, tags, public_network_access, data_endpoint_enabled, role_assignment_mode, cache_quota, storage_quota)
+		VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 		ON CONFLICT(name) DO UPDATE SET hosts = excluded.hosts, managed = 1, admin_enabled = excluded.admin_enabled,
 			anonymous_pull = excluded.anonymous_pull, sku = excluded.sku, tags = excluded.tags, public_network_access = excluded.public_network_access,
-			data_endpoint_enabled = excluded.data_endpoint_enabled, role_assignment_mode = excluded.role_assignment_mode`,
+			data_endpoint_enabled = excluded.data_endpoint_enabled, role_assignment_mode = excluded.role_assignment_mode,
+			cache_quota = excluded.cache_quota, storage_quota = excluded.storage_quota`,
 		strings.ToLower(r.Name), string(hosts), now(), b2i(set.AdminEnabled), b2i(set.AnonymousPull), set.SKU, string(tags),
-		set.PublicNetworkAccess, b2i(set.DataEndpointEnabled), set.RoleAssignmentMode)
+		set.PublicNetworkAccess, b2i(set.DataEndpointEnabled), set.RoleAssignmentMode, set.CacheQuota, set.StorageQuota)
 	if err != nil {
 		return fmt.Errorf("create registry: %w", err)
 	}

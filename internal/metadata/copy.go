@@ -26,15 +26,15 @@ type copyTable struct {
 // (TestCopyCoversEveryTable checks).
 var copyTables = []copyTable{
 	{"registries", []string{"name", "hosts", "created_at", "admin_enabled", "anonymous_pull", "admin_password1", "admin_password2",
-		"sku", "tags", "public_network_access", "data_endpoint_enabled", "role_assignment_mode", "managed"}, 1, false},
+		"sku", "tags", "public_network_access", "data_endpoint_enabled", "role_assignment_mode", "managed", "cache_quota", "storage_quota"}, 1, false},
 	{"repositories", []string{"registry", "name", "created_at", "pushed"}, 2, false},
 	{"blobs", []string{"digest", "size", "created_at"}, 1, false},
-	{"repo_blobs", []string{"registry", "repo", "digest"}, 3, false},
-	{"manifests", []string{"registry", "repo", "digest", "media_type", "size", "artifact_type", "subject", "annotations", "created_at"}, 3, false},
+	{"repo_blobs", []string{"registry", "repo", "digest", "pulled_at"}, 3, false},
+	{"manifests", []string{"registry", "repo", "digest", "media_type", "size", "artifact_type", "subject", "annotations", "created_at", "pulled_at"}, 3, false},
 	{"manifest_refs", []string{"registry", "repo", "manifest", "child", "kind"}, 4, false},
-	{"tags", []string{"registry", "repo", "tag", "digest", "updated_at", "checked_at"}, 3, false},
+	{"tags", []string{"registry", "repo", "tag", "digest", "updated_at", "checked_at", "pulled_at"}, 3, false},
 	{"cache_rules", []string{"registry", "name_key", "name", "source", "target", "credential_set", "identity", "sync_mode",
-		"sync_referrers", "filters", "sync_status", "provisioning_state", "created_at", "modified_at"}, 2, false},
+		"sync_referrers", "filters", "sync_status", "provisioning_state", "created_at", "modified_at", "retention_days"}, 2, false},
 	{"credential_sets", []string{"registry", "name_key", "name", "login_server", "username_ref", "password_ref", "health_status",
 		"health_code", "health_message", "principal_id", "provisioning_state", "created_at", "modified_at", "identity"}, 2, false},
 	{"rules_generation", []string{"registry", "generation"}, 1, false},
@@ -87,6 +87,24 @@ func Copy(ctx context.Context, from, to Store, progress CopyProgress) error {
 		}
 	}
 	return nil
+}
+
+// CountCopyRows is how many rows Copy would copy from from now: the
+// total a progress display counts towards.
+func CountCopyRows(ctx context.Context, from Store) (int64, error) {
+	src, ok := from.(*db)
+	if !ok {
+		return 0, errors.New("metadata copy: unknown store implementation")
+	}
+	var total int64
+	for _, t := range copyTables {
+		var n int64
+		if err := src.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+t.name).Scan(&n); err != nil {
+			return 0, fmt.Errorf("metadata copy: count %s: %w", t.name, err)
+		}
+		total += n
+	}
+	return total, nil
 }
 
 const copyBatch = 500

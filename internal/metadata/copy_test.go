@@ -60,6 +60,10 @@ func TestCopyBetweenEngines(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer back.Close()
+	total, err := CountCopyRows(ctx, lite)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 2 {
 		counts := map[string]int64{}
 		if err := Copy(ctx, lite, pg, func(table string, n int64) { counts[table] = n }); err != nil {
@@ -67,6 +71,13 @@ func TestCopyBetweenEngines(t *testing.T) {
 		}
 		if counts["blobs"] != 1201 || counts["tags"] != 1 || counts["cache_rules"] != 1 {
 			t.Fatalf("copied rows: %v", counts)
+		}
+		var sum int64
+		for _, n := range counts {
+			sum += n
+		}
+		if sum != total {
+			t.Errorf("CountCopyRows = %d, but Copy copied %d rows", total, sum)
 		}
 		if err := Copy(ctx, pg, back, nil); err != nil {
 			t.Fatal(err)

@@ -309,20 +309,21 @@ type Tag struct {
 	Digest    digest.Digest
 	UpdatedAt time.Time
 	CheckedAt time.Time
+	PulledAt  time.Time // zero: not pulled (as far as flushed records go)
 }
 
 // GetTag resolves tag in repo.
 func (s *db) GetTag(ctx context.Context, registry, repo, tag string) (Tag, error) {
 	var d string
-	var updated, checked int64
-	err := s.queryRow(ctx, `SELECT digest, updated_at, checked_at FROM tags WHERE registry = $1 AND repo = $2 AND tag = $3`, registry, repo, tag).Scan(&d, &updated, &checked)
+	var updated, checked, pulled int64
+	err := s.queryRow(ctx, `SELECT digest, updated_at, checked_at, pulled_at FROM tags WHERE registry = $1 AND repo = $2 AND tag = $3`, registry, repo, tag).Scan(&d, &updated, &checked, &pulled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Tag{}, ErrNotFound
 	}
 	if err != nil {
 		return Tag{}, fmt.Errorf("get tag: %w", err)
 	}
-	return Tag{Digest: digest.Digest(d), UpdatedAt: fromMicros(updated), CheckedAt: fromMicros(checked)}, nil
+	return Tag{Digest: digest.Digest(d), UpdatedAt: fromMicros(updated), CheckedAt: fromMicros(checked), PulledAt: fromMicros(pulled)}, nil
 }
 
 // TouchTag records that tag was revalidated against its upstream now.

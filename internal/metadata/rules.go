@@ -114,7 +114,7 @@ func (s *db) RulesGeneration(ctx context.Context, registry string) (int64, error
 	return g, nil
 }
 
-const ruleColumns = `name, source, target, credential_set, identity, sync_mode, sync_referrers, filters, sync_status, provisioning_state, created_at, modified_at`
+const ruleColumns = `name, source, target, credential_set, identity, sync_mode, sync_referrers, filters, sync_status, provisioning_state, created_at, modified_at, retention_days`
 
 // ListCacheRules returns all cache rules of registry, by name.
 func (s *db) ListCacheRules(ctx context.Context, registry string) ([]rules.Rule, error) {
@@ -210,7 +210,7 @@ func scanRule(sc scanner) (rules.Rule, error) {
 	var mode, filters, status string
 	var created, modified int64
 	err := sc.Scan(&r.Name, &r.Source, &r.Target, &r.CredentialSet, &r.Identity, &mode, &r.SyncReferrers,
-		&filters, &status, &r.ProvisioningState, &created, &modified)
+		&filters, &status, &r.ProvisioningState, &created, &modified, &r.RetentionDays)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return r, err
@@ -316,7 +316,7 @@ func (s *db) ListCredentialSetsPage(ctx context.Context, registry, after string,
 	return out, false, nil
 }
 
-// setIdentityAndConditions (SQLite migration 12, PostgreSQL 6) stores the
+// setIdentityAndConditions (SQLite migration 13, PostgreSQL 7) stores the
 // user-assigned identity a credential set reads its Key Vault secrets as
 // ("" = the system-assigned one), role assignments' ABAC conditions and
 // identities' client secrets (a slow hash). The statements are the same

@@ -70,13 +70,13 @@ func (t *rulesTx) PutCacheRule(r rules.Rule) error {
 		b, _ := json.Marshal(r.SyncStatus)
 		status = string(b)
 	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO cache_rules(registry, name_key, `+ruleColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO cache_rules(registry, name_key, `+ruleColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 		ON CONFLICT(registry, name_key) DO UPDATE SET name = excluded.name, source = excluded.source, target = excluded.target,
 			credential_set = excluded.credential_set, identity = excluded.identity, sync_mode = excluded.sync_mode,
 			sync_referrers = excluded.sync_referrers, filters = excluded.filters, sync_status = excluded.sync_status,
-			provisioning_state = excluded.provisioning_state, modified_at = excluded.modified_at`,
+			provisioning_state = excluded.provisioning_state, modified_at = excluded.modified_at, retention_days = excluded.retention_days`,
 		t.registry, nameKey(r.Name), r.Name, r.Source, r.Target, r.CredentialSet, r.Identity, string(r.SyncMode), r.SyncReferrers,
-		filters, status, r.ProvisioningState, micros(r.CreatedAt), micros(r.ModifiedAt))
+		filters, status, r.ProvisioningState, micros(r.CreatedAt), micros(r.ModifiedAt), r.RetentionDays)
 	if err != nil {
 		return t.s.conflict(err, fmt.Sprintf("put cache rule %s: target %s", r.Name, r.Target))
 	}

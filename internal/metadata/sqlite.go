@@ -30,6 +30,7 @@ var sqliteMigrations = [][]string{
 	identitySchema(""),
 	sqliteUploadState,
 	sqliteGC,
+	sqliteLifecycle,
 	setIdentityAndConditions,
 }
 

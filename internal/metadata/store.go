@@ -170,6 +170,14 @@ type Store interface {
 	GetRoleAssignment(ctx context.Context, name string) (RoleAssignment, error)
 	PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleAssignment, bool, error)
 	DeleteRoleAssignment(ctx context.Context, name string) error
+
+	// Storage lifecycle: access times (batched), usage per registry,
+	// eviction of cached content (lifecycle.go).
+	RecordPulls(ctx context.Context, pulls []Pull) error
+	RepositoryPulledAt(ctx context.Context, registry, repo string) (time.Time, error)
+	RegistryUsage(ctx context.Context, registry string) ([]RepoUsage, error)
+	CachedItems(ctx context.Context, registry string, before time.Time, after CachedCursor, n int) ([]CachedItem, error)
+	EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

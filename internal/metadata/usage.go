@@ -8,17 +8,30 @@ import (
 // RepoUsage is what one repository holds.
 type RepoUsage struct {
 	Registry, Repo string
-	Blobs          int64 // blobs linked to the repository
-	BlobBytes      int64
-	Manifests      int64
-	ManifestBytes  int64
+	// Pushed: the repository received pushed content (else it is cached
+	// content of a rule, which eviction may take away).
+	Pushed        bool
+	Blobs         int64 // blobs linked to the repository
+	BlobBytes     int64
+	Manifests     int64
+	ManifestBytes int64
 }
+
+// Bytes is what the repository holds in all.
+func (u RepoUsage) Bytes() int64 { return u.BlobBytes + u.ManifestBytes }
 
 // Usage returns what each repository holds, from two grouped scans
 // (repo_blobs by its primary key, manifests by theirs). A blob shared by
 // two repositories counts in each.
-func (s *db) Usage(ctx context.Context) ([]RepoUsage, error) {
-	type key struct{ reg, repo string }
+func (s *db) Usage(ctx context.Context) ([]RepoUsage, error) { return s.usage(ctx, "") }
+
+// RegistryUsage is Usage of one registry's repositories.
+func (s *db) RegistryUsage(ctx context.Context, registry string) ([]RepoUsage, error) {
+	return s.usage(ctx, registry)
+}
+
+func (s *db) usage(ctx context.Context, registry string) ([]RepoUsage, error) {
+	type key = repoKey
 	byRepo := map[key]*RepoUsage{}
 	var order []key
 	get := func(k key) *RepoUsage {
@@ -30,40 +43,66 @@ func (s *db) Usage(ctx context.Context) ([]RepoUsage, error) {
 		}
 		return u
 	}
+	var args []any
+	blobWhere, manifestWhere := "", ""
+	if registry != "" {
+		args = []any{registry}
+		blobWhere, manifestWhere = ` WHERE rb.registry = $1`, ` WHERE registry = $1`
+	}
 	for _, q := range []struct {
 		sql  string
 		dest func(*RepoUsage) (*int64, *int64)
 	}{
-		{`SELECT rb.registry, rb.repo, COUNT(*), CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest GROUP BY rb.registry, rb.repo`,
+		{`SELECT rb.registry, rb.repo, COUNT(*), CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest` + blobWhere + ` GROUP BY rb.registry, rb.repo`,
 			func(u *RepoUsage) (*int64, *int64) { return &u.Blobs, &u.BlobBytes }},
-		{`SELECT registry, repo, COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM manifests GROUP BY registry, repo`,
+		{`SELECT registry, repo, COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM manifests` + manifestWhere + ` GROUP BY registry, repo`,
 			func(u *RepoUsage) (*int64, *int64) { return &u.Manifests, &u.ManifestBytes }},
 	} {
-		rows, err := s.r.QueryContext(ctx, q.sql)
-		if err != nil {
-			return nil, fmt.Errorf("usage: %w", err)
-		}
-		for rows.Next() {
-			var k key
-			var n, size int64
-			if err := rows.Scan(&k.reg, &k.repo, &n, &size); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("usage: %w", err)
-			}
+		if err := s.scanUsage(ctx, q.sql, args, func(k key, n, size int64) {
 			pn, psize := q.dest(get(k))
 			*pn, *psize = n, size
+		}); err != nil {
+			return nil, err
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("usage: %w", err)
+	}
+	repoWhere := ` WHERE pushed <> 0`
+	if registry != "" {
+		repoWhere += ` AND registry = $1`
+	}
+	if err := s.scanUsage(ctx, `SELECT registry, name, 0, 0 FROM repositories`+repoWhere, args, func(k key, _, _ int64) {
+		if u, ok := byRepo[k]; ok {
+			u.Pushed = true
 		}
+	}); err != nil {
+		return nil, err
 	}
 	out := make([]RepoUsage, 0, len(order))
 	for _, k := range order {
 		out = append(out, *byRepo[k])
 	}
 	return out, nil
+}
+
+type repoKey struct{ reg, repo string }
+
+func (s *db) scanUsage(ctx context.Context, q string, args []any, fn func(k repoKey, n, size int64)) error {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("usage: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k repoKey
+		var n, size int64
+		if err := rows.Scan(&k.reg, &k.repo, &n, &size); err != nil {
+			return fmt.Errorf("usage: %w", err)
+		}
+		fn(k, n, size)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("usage: %w", err)
+	}
+	return nil
 }
 
 // CredentialHealthRow is the last health check of one credential set.

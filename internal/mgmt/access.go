@@ -96,8 +96,11 @@ func (h *Handler) registryJSON(r *http.Request, reg Registry, s metadata.Registr
 				"exportPolicy":                     map[string]any{"status": "enabled"},
 				"azureADAuthenticationAsArmPolicy": map[string]any{"status": "enabled"},
 			},
-			// arca's own: every host name the data plane serves it on.
-			"hosts": append([]string{}, reg.Hosts...),
+			// arca's own: every host name the data plane serves it on, and
+			// the quotas of cached and of pushed bytes (0: none).
+			"hosts":             append([]string{}, reg.Hosts...),
+			"cacheQuotaBytes":   s.CacheQuota,
+			"storageQuotaBytes": s.StorageQuota,
 		},
 	}
 }
@@ -141,8 +144,12 @@ type registryBody struct {
 		RoleAssignmentMode   opt[string] `json:"roleAssignmentMode"`
 		// Hosts is arca's own: the host names the data plane serves the
 		// registry on.
-		Hosts    opt[[]string] `json:"hosts"`
-		Policies struct {
+		Hosts opt[[]string] `json:"hosts"`
+		// CacheQuotaBytes and StorageQuotaBytes are arca's own: bounds on
+		// cached and on pushed bytes (0 or null: none).
+		CacheQuotaBytes   opt[int64] `json:"cacheQuotaBytes"`
+		StorageQuotaBytes opt[int64] `json:"storageQuotaBytes"`
+		Policies          struct {
 			RetentionPolicy opt[retentionBody] `json:"retentionPolicy"`
 		} `json:"policies"`
 	} `json:"properties"`
@@ -182,6 +189,19 @@ func applyRegistry(s *metadata.RegistrySettings, b registryBody) error {
 			return errBadRequest("InvalidRequestContent", "roleAssignmentMode must be LegacyRegistryPermissions or AbacRepositoryPermissions.")
 		}
 		s.RoleAssignmentMode = v
+	}
+	for _, q := range []struct {
+		name string
+		in   opt[int64]
+		out  *int64
+	}{{"cacheQuotaBytes", p.CacheQuotaBytes, &s.CacheQuota}, {"storageQuotaBytes", p.StorageQuotaBytes, &s.StorageQuota}} {
+		if !q.in.Set {
+			continue
+		}
+		if q.in.V < 0 {
+			return errBadRequest("InvalidRequestContent", q.name+" must be 0 (no quota) or a positive number of bytes.")
+		}
+		*q.out = q.in.V
 	}
 	return nil
 }

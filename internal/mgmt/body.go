@@ -92,6 +92,9 @@ type cacheRuleBodyProps struct {
 	SyncMode                opt[string]      `json:"syncMode"`
 	SyncReferrers           opt[string]      `json:"syncReferrers"`
 	ArtifactSyncFilters     opt[filtersBody] `json:"artifactSyncFilters"`
+	// RetentionDays is arca's own (every api-version): cached content not
+	// pulled for this many days is evicted; 0 or null keeps it.
+	RetentionDays opt[int] `json:"retentionDays"`
 	// Properties of other versions arca does not implement: refused rather
 	// than silently dropped.
 	AdditionalAuthenticationProperties opt[json.RawMessage] `json:"additionalAuthenticationProperties"`
@@ -138,6 +141,9 @@ func (h *Handler) applyCacheRule(r *rules.Rule, body cacheRuleBody, req *request
 			return err
 		}
 		r.CredentialSet = name
+	}
+	if !patch || p.RetentionDays.Set {
+		r.RetentionDays = p.RetentionDays.V
 	}
 	if !req.v.extended {
 		return nil // newer properties stay as they are, invisible in this version

@@ -110,8 +110,10 @@ type Options struct {
 	// NoBackup, when Backup is nil, says why (and what to use instead).
 	NoBackup      string
 	BackupTempDir string
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// Lifecycle serves listUsages and cache rule purges (nil: 501).
+	Lifecycle Lifecycle
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Handler serves the management API.
@@ -329,6 +331,8 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 	req.registry = reg.Name
 	switch {
 	case len(rest) == 0:
+	case len(rest) == 1 && eq(rest[0], "listUsages"):
+		req.kind = "listUsages"
 	case len(rest) == 1 && eq(rest[0], "checkCacheRuleArtifactSyncEstimate"):
 		req.kind = "checkCacheRuleArtifactSyncEstimate"
 	case len(rest) == 1 && eq(rest[0], "garbageCollect"):
@@ -357,6 +361,8 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 			req.name, req.opID = rest[1], rest[3]
 		case len(rest) == 3 && req.kind == "cacheRules" && eq(rest[2], "sync"):
 			req.name, req.kind = rest[1], "sync"
+		case len(rest) == 3 && req.kind == "cacheRules" && eq(rest[2], "purge"):
+			req.name, req.kind = rest[1], "purge"
 		default:
 			return nil, errNotFound("InvalidResourceType", "Unknown path under "+req.kind+".")
 		}
@@ -394,6 +400,16 @@ func (h *Handler) dispatch(w http.ResponseWriter, req *request) error {
 			return errMethod(req.r)
 		}
 		return h.syncNow(w, req)
+	case req.kind == "purge":
+		if m != http.MethodPost {
+			return errMethod(req.r)
+		}
+		return h.purge(w, req)
+	case req.kind == "listUsages":
+		if m != http.MethodGet {
+			return errMethod(req.r)
+		}
+		return h.listUsages(w, req)
 	case req.kind == "checkNameAvailability":
 		return h.checkNameAvailability(w, req)
 	case req.kind == "garbageCollect":

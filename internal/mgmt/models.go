@@ -80,6 +80,9 @@ type cacheRulePropsJSON struct {
 	// ArtifactSyncRun is an arca extension: the last active-sync run in
 	// detail (artifactSyncStatus is the summary ACR shows).
 	ArtifactSyncRun any `json:"artifactSyncRun,omitempty"`
+	// RetentionDays is an arca extension: cached content not pulled for
+	// this many days is evicted (absent: kept).
+	RetentionDays int `json:"retentionDays,omitempty"`
 }
 
 // rateLimitJSON is an arca extension: the pull budget the upstream last
@@ -187,6 +190,7 @@ func (h *Handler) cacheRuleJSONOf(reg string, r rules.Rule, v apiVersion) cacheR
 			TargetRepository:  r.Target,
 			CreationDate:      armTime(r.CreatedAt),
 			ProvisioningState: r.ProvisioningState,
+			RetentionDays:     r.RetentionDays,
 		},
 	}
 	if r.CredentialSet != "" {

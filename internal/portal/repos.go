@@ -30,6 +30,8 @@ type Repos interface {
 	GetTag(ctx context.Context, registry, repo, tag string) (metadata.Tag, error)
 	GetManifest(ctx context.Context, registry, repo string, d digest.Digest) (metadata.Manifest, error)
 	Referrers(ctx context.Context, registry, repo string, d digest.Digest, artifactType string) ([]metadata.Referrer, error)
+	// RepositoryPulledAt is when a manifest or blob of repo was last pulled.
+	RepositoryPulledAt(ctx context.Context, registry, repo string) (time.Time, error)
 }
 
 const (
@@ -46,6 +48,7 @@ type repoTag struct {
 	Tag, Digest, MediaType, Pull string
 	Size                         float64
 	Updated                      string
+	Pulled                       string   // last pulled, "" never
 	Referrers                    []string // artifact types
 	Platforms                    []tagPlatform
 	MorePlatforms                bool
@@ -62,6 +65,7 @@ type tagPlatform struct {
 type repoRow struct {
 	Name     string
 	Rule     string // the cache rule serving it; "" when pushed
+	Pulled   string // last pulled, "" never
 	Tags     []repoTag
 	MoreTags bool
 }
@@ -105,6 +109,12 @@ func (h *Handler) repositories(c *ctx) {
 	p := reposPage{}
 	for _, name := range names {
 		row := repoRow{Name: name, Rule: ruleFor(rs, name)}
+		pulled, err := h.opts.Repos.RepositoryPulledAt(c, c.reg, name)
+		if err != nil {
+			h.fail(c.w, c.r, err)
+			return
+		}
+		row.Pulled = pulledText(pulled)
 		tags, moreTags, err := h.opts.Repos.ListTags(c, c.reg, name, "", tagsPerRepo)
 		if err != nil {
 			h.fail(c.w, c.r, err)
@@ -127,6 +137,14 @@ func (h *Handler) repositories(c *ctx) {
 	h.render(c, http.StatusOK, "repos", page{Title: "Repositories", Nav: "repos", Data: p})
 }
 
+// pulledText shows a last-pulled time ("" when never pulled).
+func pulledText(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
 func (h *Handler) repoTag(c *ctx, repo, tag, host string) (repoTag, error) {
 	rt := repoTag{Tag: tag, Pull: "docker pull " + host + "/" + repo + ":" + tag}
 	t, err := h.opts.Repos.GetTag(c, c.reg, repo, tag)
@@ -136,7 +154,7 @@ func (h *Handler) repoTag(c *ctx, repo, tag, host string) (repoTag, error) {
 	if err != nil {
 		return rt, err
 	}
-	rt.Digest, rt.Updated = t.Digest.String(), t.UpdatedAt.UTC().Format(time.RFC3339)
+	rt.Digest, rt.Updated, rt.Pulled = t.Digest.String(), t.UpdatedAt.UTC().Format(time.RFC3339), pulledText(t.PulledAt)
 	m, err := h.opts.Repos.GetManifest(c, c.reg, repo, t.Digest)
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return rt, err

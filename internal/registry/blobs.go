@@ -46,6 +46,9 @@ func (h *Handler) blob(w http.ResponseWriter, r *http.Request, reg, repo, ref st
 	if err != nil {
 		return err
 	}
+	if h.pulls != nil && r.Method == http.MethodGet {
+		h.pulls.Blob(reg, repo, d)
+	}
 	return h.serveBlob(w, r, d, size)
 }
 

@@ -122,6 +122,7 @@ func (h *Handler) cachedManifest(w http.ResponseWriter, r *http.Request, reg, re
 		return err
 	}
 	w.Header().Set("X-Arca-Cache", string(status))
+	h.pulledManifest(reg, t.Repo, ref, m.Digest)
 	return h.serveManifestBytes(w, r, m)
 }
 
@@ -148,6 +149,9 @@ func (h *Handler) cachedBlob(w http.ResponseWriter, r *http.Request, reg, ref st
 	src, status, err := h.cache.Blob(r.Context(), reg, t, d)
 	if err != nil {
 		return err
+	}
+	if h.pulls != nil {
+		h.pulls.Blob(reg, t.Repo, d)
 	}
 	w.Header().Set("X-Arca-Cache", string(status))
 	if src.Reader == nil {

@@ -82,6 +82,7 @@ func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 	if err != nil {
 		return err
 	}
+	h.pulledManifest(reg, repo, ref, m.Digest)
 	return h.serveManifestBytes(w, r, m)
 }
 
@@ -121,6 +122,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 	if int64(len(body)) > h.maxManifest {
 		return errcode.New(errcode.ManifestTooLarge, fmt.Sprintf("manifest exceeds %d bytes", h.maxManifest))
 	}
+	if err := h.checkQuota(r, reg, int64(len(body))); err != nil {
+		return err
+	}
 	parsed, err := oci.ParseManifest(r.Header.Get("Content-Type"), body)
 	if err != nil {
 		return errcode.New(errcode.ManifestInvalid, err.Error())
@@ -150,6 +154,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, reg, repo,
 	if _, err := h.content.PutManifest(r.Context(), reg, repo, d, body, parsed, tags...); err != nil {
 		return err
 	}
+	h.addedBytes(reg, int64(len(body)))
 	if err := h.meta.MarkPushed(r.Context(), reg, repo); err != nil {
 		return err
 	}

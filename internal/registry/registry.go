@@ -101,6 +101,24 @@ type Options struct {
 	UploadSessionLifetime time.Duration
 	// Stats, if set, counts pull reads per cache rule.
 	Stats Stats
+	// Pulls, if set, records when manifests, tags and blobs were pulled.
+	Pulls PullRecorder
+	// PushQuota, if set, refuses pushes over a registry's storage quota.
+	PushQuota PushQuota
+}
+
+// PullRecorder records pulls (batched: lifecycle.Tracker); tag is "" for a
+// pull by digest.
+type PullRecorder interface {
+	Manifest(registry, repo string, d digest.Digest, tag string)
+	Blob(registry, repo string, d digest.Digest)
+}
+
+// PushQuota bounds a registry's pushed bytes: Check refuses n more bytes
+// (n < 0: not known yet) with DENIED; Added counts bytes stored.
+type PushQuota interface {
+	Check(ctx context.Context, registry string, n int64) error
+	Added(registry string, n int64)
 }
 
 // Stats counts a response served through cache rule rule: its kind, cache
@@ -137,6 +155,8 @@ type Handler struct {
 	uploadMaxAge    time.Duration
 	sessionLifetime time.Duration
 	stats           Stats
+	pulls           PullRecorder
+	quota           PushQuota
 }
 
 // New returns the /v2/ handler.
@@ -153,7 +173,7 @@ func New(o Options) *Handler {
 	return &Handler{
 		blobs: o.Blobs, meta: o.Meta, log: o.Logger, registry: o.Registry, maxManifest: o.MaxManifest, maxBlob: o.MaxBlobSize,
 		content: &content.Store{Blobs: o.Blobs, Index: o.Meta, Uploads: o.Meta, MaxBlobSize: o.MaxBlobSize},
-		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access, redirect: o.BlobRedirect, stats: o.Stats,
+		rules:   o.Rules, cache: o.Cache, mirrorNS: o.MirrorNamespace, access: o.Access, redirect: o.BlobRedirect, stats: o.Stats, pulls: o.Pulls, quota: o.PushQuota,
 		maxUploads: o.MaxUploadsPerIdentity, uploadMaxAge: o.UploadMaxAge, sessionLifetime: o.UploadSessionLifetime,
 	}
 }
@@ -323,6 +343,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		h.fail(w, r, err)
+	}
+}
+
+// pulledManifest records a pull of manifest d of repo by ref (a tag or
+// the digest).
+func (h *Handler) pulledManifest(reg, repo, ref string, d digest.Digest) {
+	if h.pulls == nil {
+		return
+	}
+	tag := ref
+	if ref == d.String() {
+		tag = ""
+	}
+	h.pulls.Manifest(reg, repo, d, tag)
+}
+
+// checkQuota asks the push quota about n more bytes (n < 0: unknown).
+func (h *Handler) checkQuota(r *http.Request, reg string, n int64) error {
+	if h.quota == nil {
+		return nil
+	}
+	return h.quota.Check(r.Context(), reg, n)
+}
+
+func (h *Handler) addedBytes(reg string, n int64) {
+	if h.quota != nil {
+		h.quota.Added(reg, n)
 	}
 }
 

@@ -28,10 +28,14 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 		if from := q.Get("from"); from != "" && oci.ValidRepository(from) {
 			size, err := h.mountable(r, reg, from, d)
 			if err == nil {
+				if err := h.checkQuota(r, reg, size); err != nil {
+					return err
+				}
 				// ErrNotFound: garbage collection is deleting it.
 				err = h.meta.LinkBlob(r.Context(), reg, repo, d, size)
 			}
 			if err == nil {
+				h.addedBytes(reg, size)
 				if err := h.meta.MarkPushed(r.Context(), reg, repo); err != nil {
 					return err
 				}
@@ -48,6 +52,9 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 		if err != nil {
 			return err
 		}
+		if err := h.checkQuota(r, reg, r.ContentLength); err != nil {
+			return err
+		}
 		wr, err := h.content.NewWriter(r.Context(), d, -1)
 		if err != nil {
 			return err
@@ -57,6 +64,9 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request, reg, repo 
 			return err
 		}
 		return h.commitUpload(w, r, reg, repo, wr, d, "")
+	}
+	if err := h.checkQuota(r, reg, -1); err != nil {
+		return err
 	}
 	id := blobstore.NewID()
 	if err := h.createUpload(r, reg, repo, id); err != nil {
@@ -112,6 +122,13 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, reg, repo, id s
 		wr.Cancel()
 		return err
 	}
+	if err := h.checkQuota(r, reg, wr.Size()+max(r.ContentLength, 0)); err != nil {
+		// Refused for good: the session's bytes and row go now.
+		wr.Cancel()
+		_ = h.content.DiscardUpload(r.Context(), id)
+		_ = h.meta.DeleteUpload(r.Context(), id)
+		return err
+	}
 	if lost, err := h.copyBody(wr, r); err != nil {
 		wr.Cancel()
 		if lost {
@@ -144,6 +161,14 @@ func (h *Handler) uploadErr(err error, unknown error) error {
 // commitUpload verifies and commits the staged blob, then links it.
 func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request, reg, repo string, wr *content.Writer, d digest.Digest, sessionID string) error {
 	ctx := r.Context()
+	if err := h.checkQuota(r, reg, wr.Size()); err != nil {
+		wr.Cancel()
+		if sessionID != "" {
+			_ = h.content.DiscardUpload(ctx, sessionID)
+			_ = h.meta.DeleteUpload(ctx, sessionID)
+		}
+		return err
+	}
 	if err := h.content.CommitBlob(ctx, wr, reg, repo, d, -1); err != nil {
 		if sessionID != "" {
 			_ = h.meta.DeleteUpload(ctx, sessionID)
@@ -156,6 +181,7 @@ func (h *Handler) commitUpload(w http.ResponseWriter, r *http.Request, reg, repo
 		}
 		return err
 	}
+	h.addedBytes(reg, wr.Size())
 	if err := h.meta.MarkPushed(ctx, reg, repo); err != nil {
 		return err
 	}

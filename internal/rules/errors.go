@@ -42,6 +42,7 @@ const (
 	CodeInvalidIdentity         = "InvalidIdentity"
 	CodeCredentialSetInUse      = "CredentialSetInUse"
 	CodePropertyChange          = "PropertyChangeNotAllowed"
+	CodeInvalidRetention        = "InvalidRetentionDays"
 )
 
 // Messages ACR returns verbatim (spec 2.7).

@@ -39,6 +39,10 @@ type Rule struct {
 	SyncMode      SyncMode // "" means PassiveSync
 	SyncReferrers string   // "", "Enabled" or "Disabled"
 	Filters       Filters
+	// RetentionDays evicts the rule's cached content not pulled for this
+	// many days (0: kept until a quota or purge needs the space); an arca
+	// extension.
+	RetentionDays int
 
 	ProvisioningState string
 	CreatedAt         time.Time
@@ -122,8 +126,14 @@ func (r *Rule) Validate() error {
 	if r.Identity != "" && !uamiRe.MatchString(r.Identity) {
 		return errorf(CodeInvalidIdentity, "Invalid user-assigned managed identity resource ID: %s (expected /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{identityName})", r.Identity)
 	}
+	if r.RetentionDays < 0 || r.RetentionDays > MaxRetentionDays {
+		return errorf(CodeInvalidRetention, "retentionDays %d is invalid: use 0 (keep until a quota needs the space) to %d days", r.RetentionDays, MaxRetentionDays)
+	}
 	return r.validateSync()
 }
+
+// MaxRetentionDays bounds a rule's retentionDays (ten years).
+const MaxRetentionDays = 3650
 
 func (r *Rule) validateSync() error {
 	switch r.SyncMode {

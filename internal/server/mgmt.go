@@ -86,7 +86,11 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		IdentityChecker: idCheck,
 		// s.access is built after the management plane (it needs its
 		// principals) and before the server serves.
-		OnAccessChange:    func(registry string) { s.access.Invalidate(registry) },
+		OnAccessChange: func(registry string) {
+			s.access.Invalidate(registry)
+			s.life.quota.Invalidate(registry)
+		},
+		Lifecycle:         lifecycleAPI{s},
 		Backup:            bsrc,
 		NoBackup:          noBackup,
 		BackupTempDir:     s.opts.DataDir,

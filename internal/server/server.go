@@ -72,6 +72,8 @@ type Options struct {
 	Sync SyncOptions
 	// Limits bound clients, uploads and disk use (see resources.go).
 	Limits LimitOptions
+	// Lifecycle configures access tracking and eviction (see lifecycle.go).
+	Lifecycle LifecycleOptions
 	// GC configures garbage collection (see gc.go).
 	GC GCOptions
 	// ReadHeaderTimeout and IdleTimeout bound slow clients: the time to
@@ -108,6 +110,7 @@ type Server struct {
 	syncer  *syncer.Syncer
 	cache   *cache.Cache
 	stats   *stats.Recorder
+	life    *lifecycleParts
 	mgmt    *mgmt.Handler
 	handler http.Handler
 	metrics http.Handler // set when MetricsAddr has its own listener
@@ -211,6 +214,9 @@ func (s *Server) build(ctx context.Context) error {
 	if s.gc, err = s.newCollector(promReg); err != nil {
 		return err
 	}
+	if s.life, err = s.newLifecycle(promReg); err != nil {
+		return err
+	}
 	if s.stats, err = stats.New(s.meta, promReg, s.log, nil); err != nil {
 		return err
 	}
@@ -240,7 +246,7 @@ func (s *Server) build(ctx context.Context) error {
 		Blobs: s.blobs, Meta: s.meta, Logger: s.log, Registry: regs.ForRequest,
 		Rules: pt.rules, Cache: pt.cache, MirrorNamespace: s.opts.PullThrough.MirrorNamespace,
 		BlobRedirect: s.opts.BlobRedirect,
-		MaxBlobSize:  s.opts.Limits.MaxBlobSize, Stats: s.stats,
+		MaxBlobSize:  s.opts.Limits.MaxBlobSize, Stats: s.stats, Pulls: s.life.tracker, PushQuota: s.life.quota,
 		Access: access, MaxUploadsPerIdentity: s.opts.MaxUploadsPerIdentity, UploadMaxAge: s.opts.UploadMaxAge,
 		UploadSessionLifetime: s.opts.UploadSessionLifetime,
 	})
@@ -344,9 +350,6 @@ func (s *Server) Run(ctx context.Context) error {
 		scheme = "https"
 	}
 	s.log.Info("arca listening", "addr", ln.Addr().String(), "scheme", scheme, "data_dir", s.opts.DataDir, "registry", s.opts.RegistryName)
-	if s.opts.Ready != nil {
-		s.opts.Ready(ln.Addr())
-	}
 	if s.opts.PprofAddr != "" {
 		stop, err := s.servePprof()
 		if err != nil {
@@ -364,6 +367,13 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(statsDone)
 		s.stats.Run(ctx, statsFlushInterval)
 	}()
+	pullsDone := make(chan struct{})
+	go func() {
+		defer close(pullsDone)
+		s.life.tracker.Run(ctx, s.opts.Lifecycle.PullFlushInterval)
+	}()
+	s.life.evictor.Init(s.registryNames())
+	go s.life.evictor.Run(ctx, s.opts.Lifecycle.EvictionInterval, s.registryNames)
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
@@ -380,6 +390,10 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 		defer msrv.Close()
+	}
+	// Ready once every listener accepts (the metrics one included).
+	if s.opts.Ready != nil {
+		s.opts.Ready(ln.Addr())
 	}
 	select {
 	case err := <-errc:
@@ -401,10 +415,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	<-syncDone // runs under way record where they were
 	<-statsDone
+	<-pullsDone
 	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer fcancel()
 	if err := s.stats.Flush(fctx); err != nil {
 		s.log.Warn("statistics: final flush failed; the last counts are lost", "err", err)
+	}
+	if err := s.life.tracker.Flush(fctx); err != nil {
+		s.log.Warn("pull times: final flush failed; the last pull times are lost", "err", err)
 	}
 	s.log.Info("stopped")
 	return nil

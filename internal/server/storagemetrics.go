@@ -30,6 +30,7 @@ type storageCollector struct {
 	maxAge time.Duration
 
 	bytes, blobs, manifests, credHealthy *prometheus.Desc
+	pushedBytes, cachedBytes             *prometheus.Desc
 
 	mu      sync.Mutex // held only by scrapes
 	at      time.Time
@@ -46,6 +47,10 @@ func newStorageCollector(src usageSource, log *slog.Logger, maxAge time.Duration
 			"Blobs linked to repositories, by registry and rule (rule empty: no rule).", labels, nil),
 		manifests: prometheus.NewDesc("arca_storage_manifests",
 			"Manifests held, by registry and rule (rule empty: no rule).", labels, nil),
+		pushedBytes: prometheus.NewDesc("arca_storage_pushed_bytes",
+			"Bytes held by repositories with pushed content, by registry (what --storage-quota bounds).", []string{"registry"}, nil),
+		cachedBytes: prometheus.NewDesc("arca_storage_cached_bytes",
+			"Bytes held by cached repositories (no pushed content), by registry (what --cache-quota bounds).", []string{"registry"}, nil),
 		credHealthy: prometheus.NewDesc("arca_credential_set_healthy",
 			"1 if a credential set's last health check found it Healthy, 0 if Unhealthy (sets not yet checked are left out).",
 			[]string{"registry", "credential_set"}, nil),
@@ -57,6 +62,8 @@ func (c *storageCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.blobs
 	ch <- c.manifests
 	ch <- c.credHealthy
+	ch <- c.pushedBytes
+	ch <- c.cachedBytes
 }
 
 func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
@@ -89,7 +96,21 @@ func (c *storageCollector) compute(ctx context.Context) ([]prometheus.Metric, er
 	indexes := map[string]*rules.Index{}
 	sums := map[usageKey]*metadata.RepoUsage{}
 	var order []usageKey
+	type split struct{ pushed, cached int64 }
+	byReg := map[string]*split{}
+	var regOrder []string
 	for _, u := range repos {
+		sp, ok := byReg[u.Registry]
+		if !ok {
+			sp = &split{}
+			byReg[u.Registry] = sp
+			regOrder = append(regOrder, u.Registry)
+		}
+		if u.Pushed {
+			sp.pushed += u.Bytes()
+		} else {
+			sp.cached += u.Bytes()
+		}
 		ix, ok := indexes[u.Registry]
 		if !ok {
 			list, err := c.src.ListCacheRules(ctx, u.Registry)
@@ -121,6 +142,11 @@ func (c *storageCollector) compute(ctx context.Context) ([]prometheus.Metric, er
 			prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(s.BlobBytes+s.ManifestBytes), k.registry, k.rule),
 			prometheus.MustNewConstMetric(c.blobs, prometheus.GaugeValue, float64(s.Blobs), k.registry, k.rule),
 			prometheus.MustNewConstMetric(c.manifests, prometheus.GaugeValue, float64(s.Manifests), k.registry, k.rule))
+	}
+	for _, reg := range regOrder {
+		out = append(out,
+			prometheus.MustNewConstMetric(c.pushedBytes, prometheus.GaugeValue, float64(byReg[reg].pushed), reg),
+			prometheus.MustNewConstMetric(c.cachedBytes, prometheus.GaugeValue, float64(byReg[reg].cached), reg))
 	}
 	creds, err := c.src.CredentialHealth(ctx)
 	if err != nil {

@@ -161,7 +161,7 @@ func New(o Options) (*Syncer, error) {
 		o.MaxRules = 2
 	}
 	if o.Holder == "" {
-		o.Holder = defaultHolder()
+		o.Holder = DefaultHolder()
 	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
@@ -174,7 +174,8 @@ func New(o Options) (*Syncer, error) {
 	}, nil
 }
 
-func defaultHolder() string {
+// DefaultHolder names this process in lease rows: host, pid and a random part.
+func DefaultHolder() string {
 	host, _ := os.Hostname()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)

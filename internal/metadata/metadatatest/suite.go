@@ -62,6 +62,11 @@ func Run(t *testing.T, open Opener) {
 		{"GCOrphans", testGCOrphans},
 		{"GCUntaggedManifests", testGCUntaggedManifests},
 		{"RetentionPolicies", testRetentionPolicies},
+		// Storage lifecycle (lifecycle.go).
+		{"RecordPulls", testRecordPulls},
+		{"RecordPullsConcurrent", testRecordPullsConcurrent},
+		{"EvictCached", testEvictCached},
+		{"QuotasAndRetention", testQuotasAndRetention},
 		{"CredentialSetIdentity", testCredentialSetIdentity},
 		{"RoleAssignmentCondition", testRoleAssignmentCondition},
 		{"IdentitySecret", testIdentitySecret},
