@@ -316,7 +316,7 @@ func (s *db) ListCredentialSetsPage(ctx context.Context, registry, after string,
 	return out, false, nil
 }
 
-// setIdentityAndConditions (SQLite migration 13, PostgreSQL 7) stores the
+// setIdentityAndConditions (SQLite migration 14, PostgreSQL 8) stores the
 // user-assigned identity a credential set reads its Key Vault secrets as
 // ("" = the system-assigned one), role assignments' ABAC conditions and
 // identities' client secrets (a slow hash). The statements are the same

@@ -178,6 +178,10 @@ type Store interface {
 	RegistryUsage(ctx context.Context, registry string) ([]RepoUsage, error)
 	CachedItems(ctx context.Context, registry string, before time.Time, after CachedCursor, n int) ([]CachedItem, error)
 	EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error)
+
+	// Cluster: one upstream fetch per blob across replicas (fetchleases.go).
+	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (FetchLease, bool, error)
+	ReleaseFetchLease(ctx context.Context, key, holder string) error
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

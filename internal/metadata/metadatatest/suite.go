@@ -67,6 +67,7 @@ func Run(t *testing.T, open Opener) {
 		{"RecordPullsConcurrent", testRecordPullsConcurrent},
 		{"EvictCached", testEvictCached},
 		{"QuotasAndRetention", testQuotasAndRetention},
+		{"FetchLeases", testFetchLeases},
 		{"CredentialSetIdentity", testCredentialSetIdentity},
 		{"RoleAssignmentCondition", testRoleAssignmentCondition},
 		{"IdentitySecret", testIdentitySecret},
