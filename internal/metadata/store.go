@@ -174,6 +174,12 @@ type Store interface {
 	RegistryUsage(ctx context.Context, registry string) ([]RepoUsage, error)
 	CachedItems(ctx context.Context, registry string, before time.Time, after CachedCursor, n int) ([]CachedItem, error)
 	EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error)
+
+	// Repository details and deletion, for /acr/v1/ (repoinfo.go).
+	RepositoryInfo(ctx context.Context, registry, repo string) (RepoInfo, error)
+	ListTagInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]TagInfo, bool, error)
+	ListManifestInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]ManifestInfo, bool, error)
+	DeleteRepository(ctx context.Context, registry, repo string) ([]digest.Digest, []string, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

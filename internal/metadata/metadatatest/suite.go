@@ -67,6 +67,8 @@ func Run(t *testing.T, open Opener) {
 		{"RecordPullsConcurrent", testRecordPullsConcurrent},
 		{"EvictCached", testEvictCached},
 		{"QuotasAndRetention", testQuotasAndRetention},
+		// Repository details and deletion (repoinfo.go).
+		{"RepositoryInfo", testRepositoryInfo},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
