@@ -18,22 +18,24 @@ import (
 )
 
 // `arca repository`, as `az acr repository`: it talks to the data plane's
-// repository API (/acr/v1/) with the registry's credentials, --username and
-// --password (the admin user or a token), else the admin user's from the
-// management API (listCredentials, the admin user must be enabled).
+// repository API (/acr/v1/) with the registry's credentials (the admin
+// user's or a token's: --username/--password, else $ARCA_REGISTRY_USERNAME
+// and $ARCA_REGISTRY_PASSWORD), else anonymously (enough for a server
+// started --insecure-open, or reads of a registry with anonymous pull).
+// The management API only tells the registry's login server: it keeps
+// password hashes, so it cannot hand out the admin user's password.
 
 // repoOpts are the flags every repository command has.
 type repoOpts struct {
 	*clientOpts
-	registry, rg       string
+	registry           string
 	username, password string
 }
 
 func (r *repoOpts) addFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&r.registry, "name", "n", "", "The name of the container registry.")
-	cmd.Flags().StringVarP(&r.rg, "resource-group", "g", "", "Name of resource group (to read the admin user's credentials).")
-	cmd.Flags().StringVarP(&r.username, "username", "u", "", "The username used to log into the registry (the admin user or a token); else the admin user's credentials are read through the management API.")
-	cmd.Flags().StringVarP(&r.password, "password", "p", "", "The password used to log into the registry.")
+	cmd.Flags().StringVarP(&r.username, "username", "u", "", "The username used to log into the registry: the admin user or a token (else $ARCA_REGISTRY_USERNAME).")
+	cmd.Flags().StringVarP(&r.password, "password", "p", "", "The password used to log into the registry (else $ARCA_REGISTRY_PASSWORD).")
 }
 
 // dataPlane is one command's connection to a registry's data plane.
@@ -42,14 +44,16 @@ type dataPlane struct {
 	http     *http.Client
 	endpoint string
 	host     string // the registry's login server, sent as Host
-	authz    string
+	authz    string // "" : anonymous
 }
 
-// connectRepo connects to the management API (for the registry's host and,
-// without --username, its admin credentials) and prepares the data plane.
+// connectRepo asks the management API for the registry's login server
+// and prepares the data plane.
 func (r *repoOpts) connectRepo(ctx context.Context) (*dataPlane, error) {
-	if (r.username == "") != (r.password == "") {
-		return nil, errors.New("--username and --password go together")
+	user := firstNonEmpty(r.username, r.env.Getenv("ARCA_REGISTRY_USERNAME"))
+	pass := firstNonEmpty(r.password, r.env.Getenv("ARCA_REGISTRY_PASSWORD"))
+	if (user == "") != (pass == "") {
+		return nil, errors.New("a username needs a password and a password a username (--username/--password or $ARCA_REGISTRY_USERNAME/$ARCA_REGISTRY_PASSWORD)")
 	}
 	s, err := r.connect()
 	if err != nil {
@@ -74,36 +78,10 @@ func (r *repoOpts) connectRepo(ctx context.Context) (*dataPlane, error) {
 			dp.host = reg.Hosts[0]
 		}
 	}
-	user, pass := r.username, r.password
-	if user == "" {
-		if user, pass, err = r.adminCredentials(ctx, s); err != nil {
-			return nil, err
-		}
+	if user != "" {
+		dp.authz = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	}
-	dp.authz = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	return dp, nil
-}
-
-// adminCredentials reads the admin user's name and first password.
-func (r *repoOpts) adminCredentials(ctx context.Context, s *session) (string, string, error) {
-	path, err := s.registryPath(ctx, r.registry, r.rg)
-	if err != nil {
-		return "", "", err
-	}
-	raw, err := s.call(ctx, http.MethodPost, withAPIVersion(path+"/listCredentials"), nil)
-	if err != nil {
-		return "", "", fmt.Errorf("reading the admin user's credentials (pass --username and --password, or enable the admin user): %w", err)
-	}
-	var c struct {
-		Username  string `json:"username"`
-		Passwords []struct {
-			Value string `json:"value"`
-		} `json:"passwords"`
-	}
-	if err := json.Unmarshal(raw, &c); err != nil || c.Username == "" || len(c.Passwords) == 0 {
-		return "", "", errors.New("the admin user has no credentials (pass --username and --password)")
-	}
-	return c.Username, c.Passwords[0].Value, nil
 }
 
 // do sends one data-plane request; an error answer becomes
@@ -114,7 +92,9 @@ func (dp *dataPlane) do(ctx context.Context, method, path string) ([]byte, http.
 		return nil, nil, err
 	}
 	req.Host = dp.host
-	req.Header.Set("Authorization", dp.authz)
+	if dp.authz != "" {
+		req.Header.Set("Authorization", dp.authz)
+	}
 	req.Header.Set("User-Agent", "arca-cli")
 	resp, err := dp.http.Do(req)
 	if err != nil {
@@ -130,13 +110,13 @@ func (dp *dataPlane) do(ctx context.Context, method, path string) ([]byte, http.
 		return nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, nil, ociError(resp.StatusCode, body)
+		return nil, nil, ociError(resp.StatusCode, body, dp.authz == "")
 	}
 	return body, resp.Header, nil
 }
 
 // ociError renders an OCI error body ({"errors":[{"code","message"}]}).
-func ociError(status int, body []byte) error {
+func ociError(status int, body []byte, anonymous bool) error {
 	var e struct {
 		Errors []struct {
 			Code    string `json:"code"`
@@ -145,8 +125,8 @@ func ociError(status int, body []byte) error {
 	}
 	if json.Unmarshal(body, &e) == nil && len(e.Errors) > 0 {
 		msg := fmt.Sprintf("(%s) %s", e.Errors[0].Code, e.Errors[0].Message)
-		if status == http.StatusUnauthorized {
-			msg += " (check --username and --password)"
+		if status == http.StatusUnauthorized && anonymous {
+			msg += " (pass --username and --password, or set $ARCA_REGISTRY_USERNAME and $ARCA_REGISTRY_PASSWORD)"
 		}
 		return errors.New(msg)
 	}
@@ -246,8 +226,9 @@ func newRepositoryCmd(env Env) *cobra.Command {
 updated and last pulled (lastPulledTime, an arca extension; pulls are
 recorded in batches, so the newest pulls show after the server's
 --pull-flush-interval), and untag or delete them. These commands use the
-registry's repository API (/acr/v1/) with --username/--password, else the
-admin user's credentials. Deleting a repository removes its metadata at
+registry's repository API (/acr/v1/) with the registry credentials of
+--username/--password (the admin user or a token; else
+$ARCA_REGISTRY_USERNAME/$ARCA_REGISTRY_PASSWORD), else anonymously. Deleting a repository removes its metadata at
 once; garbage collection reclaims the bytes. A cache rule's repository
 shows what is cached; deleting it drops the cached copy, pulled through
 again on the next pull.`,
