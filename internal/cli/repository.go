@@ -228,10 +228,10 @@ recorded in batches, so the newest pulls show after the server's
 --pull-flush-interval), and untag or delete them. These commands use the
 registry's repository API (/acr/v1/) with the registry credentials of
 --username/--password (the admin user or a token; else
-$ARCA_REGISTRY_USERNAME/$ARCA_REGISTRY_PASSWORD), else anonymously. Deleting a repository removes its metadata at
-once; garbage collection reclaims the bytes. A cache rule's repository
-shows what is cached; deleting it drops the cached copy, pulled through
-again on the next pull.`,
+$ARCA_REGISTRY_USERNAME/$ARCA_REGISTRY_PASSWORD), else anonymously.
+Deleting a repository removes its metadata at once; garbage collection
+reclaims the bytes. A cache rule's repository shows what is cached;
+deleting it drops the cached copy, pulled through again on the next pull.`,
 		Example: `  arca repository list -n MyRegistry
   arca repository show-tags -n MyRegistry --repository hello-world --detail --orderby time_desc -o table
   arca repository show-manifests -n MyRegistry --repository hello-world --detail
