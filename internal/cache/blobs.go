@@ -297,16 +297,16 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 	d := f.key.d
 	// A fetch that ended between the caller's look and its join may have
 	// stored d: take it under the same rule as any stored blob.
-	if size, err := c.blobs.Stat(ctx, d); err == nil {
-		if err := c.allow(ctx, reg, t, d, false); err != nil {
-			f.start(nil, 0, err)
+	if stored, err := c.takeStored(ctx, f, reg, t); stored {
+		return err
+	}
+	rc, size, err := c.open(ctx, f, t)
+	if errors.Is(err, errStoredMeanwhile) {
+		if stored, err := c.takeStored(ctx, f, reg, t); stored {
 			return err
 		}
-		f.stored, f.committed = true, size
-		f.start(nil, size, nil)
-		return nil
+		err = fmt.Errorf("blob %s: %w, but not found", d, errStoredMeanwhile)
 	}
-	rc, size, err := c.up.GetBlob(ctx, t.Upstream, d)
 	if err != nil {
 		f.start(nil, 0, err)
 		return err
@@ -398,4 +398,20 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 	f.linked = 1 // CommitBlob linked the leader's repository, links[0]
 	c.mu.Unlock()
 	return nil
+}
+
+// takeStored starts f as a fetch of what is stored already, if d is
+// stored (for any repository) and t's repository may take it on.
+func (c *Cache) takeStored(ctx context.Context, f *fetch, reg string, t Target) (bool, error) {
+	size, err := c.blobs.Stat(ctx, f.key.d)
+	if err != nil {
+		return false, nil
+	}
+	if err := c.allow(ctx, reg, t, f.key.d, false); err != nil {
+		f.start(nil, 0, err)
+		return true, err
+	}
+	f.stored, f.committed = true, size
+	f.start(nil, size, nil)
+	return true, nil
 }

@@ -91,8 +91,9 @@ type Options struct {
 	Registerer   prometheus.Registerer
 }
 
-// Cache is safe for concurrent use. Coalescing state is per process:
-// replicas each fetch at most once per blob.
+// Cache is safe for concurrent use. Fetches are coalesced in the process,
+// and across replicas by fetch leases when it is part of a cluster
+// (UseCluster).
 type Cache struct {
 	blobs      blobstore.Backend
 	spoolDir   string
@@ -105,6 +106,7 @@ type Cache struct {
 	timeout    time.Duration
 	metrics    *metrics
 	negative   *negativeCache
+	cluster    *Cluster // nil: a single node (see cluster.go)
 
 	// base is the parent of detached fetches; abort cancels it when
 	// shutdown cannot wait for them any longer.
@@ -202,6 +204,7 @@ func (c *Cache) Shutdown(ctx context.Context) {
 type metrics struct {
 	requests      *prometheus.CounterVec
 	bytesUpstream prometheus.Counter
+	peerFollows   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -213,8 +216,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		bytesUpstream: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "arca_cache_fetched_bytes_total", Help: "Blob bytes fetched from upstreams into the cache.",
 		}),
+		peerFollows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "arca_cache_peer_follows_total", Help: "Blob fetches that read another replica's in-flight fetch instead of the upstream.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.bytesUpstream)
+	reg.MustRegister(m.requests, m.bytesUpstream, m.peerFollows)
 	return m
 }
 

@@ -124,6 +124,7 @@ which wins over the file.`,
 	addPullThroughFlags(f, &opts.PullThrough)
 	addSyncFlags(f, &opts.Sync)
 	addLifecycleFlags(f, &opts.Lifecycle)
+	addClusterFlags(f, &opts.Cluster)
 	addLimitFlags(f, &opts.Limits)
 	return cmd
 }

@@ -28,6 +28,7 @@ func addPullThroughFlags(f *pflag.FlagSet, o *server.PullThroughOptions) {
 func addSyncFlags(f *pflag.FlagSet, o *server.SyncOptions) {
 	f.DurationVar(&o.Interval, "sync-interval", 12*time.Hour, "time between active sync runs of a rule (a new or changed rule runs at once)")
 	f.IntVar(&o.Concurrency, "sync-concurrency", 4, "concurrent upstream requests per upstream host during active sync")
+	f.DurationVar(&o.Poll, "sync-poll", 30*time.Second, "how often a replica looks for due active sync rules (rules changed on another replica, or left by a dead one once their lease lapsed)")
 	f.IntVar(&o.MinRateLimitRemaining, "sync-min-ratelimit-remaining", 10, "defer active sync while an upstream's ratelimit-remaining is below this (negative: never)")
 }
 
@@ -35,4 +36,12 @@ func addSyncFlags(f *pflag.FlagSet, o *server.SyncOptions) {
 func addLifecycleFlags(f *pflag.FlagSet, o *server.LifecycleOptions) {
 	f.DurationVar(&o.EvictionInterval, "eviction-interval", server.DefaultEvictionInterval, "time between eviction passes over cached content (rules' --retention-days, then the registry's --cache-quota); one replica at a time")
 	f.DurationVar(&o.PullFlushInterval, "pull-flush-interval", server.DefaultPullFlushInterval, "how often batched last-pulled times are written to the metadata store (a crash loses at most this much)")
+}
+
+// addClusterFlags adds `arca serve`'s settings for running as one of
+// several replicas on one PostgreSQL database and one S3 bucket.
+func addClusterFlags(f *pflag.FlagSet, o *server.ClusterOptions) {
+	f.StringVar(&o.Advertise, "cluster-advertise", "", "base URL (http://HOST:PORT) at which the other replicas reach this one, to follow its upstream blob fetches (with --metadata postgres://...); empty: they wait until the blob is stored")
+	f.DurationVar(&o.FetchLeaseTTL, "fetch-lease-ttl", 10*time.Second, "how long a replica's lease on an upstream blob fetch lasts unless renewed (the longest a dead replica delays that blob's fetch elsewhere)")
+	f.DurationVar(&o.SyncLeaseTTL, "sync-lease-ttl", 2*time.Minute, "how long a replica's lease on an active sync rule lasts unless renewed (the longest a dead replica's rule waits for another replica)")
 }

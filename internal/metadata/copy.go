@@ -58,8 +58,9 @@ var copyTables = []copyTable{
 
 // copySkipped are not copied: the migration bookkeeping (each store has its
 // own), uploads in progress (their bytes are staged where they were
-// sent) and sync leases (held by running processes of the source).
-var copySkipped = []string{"schema_migrations", "uploads", "sync_leases"}
+// sent) and sync and fetch leases (held by running processes of the
+// source).
+var copySkipped = []string{"schema_migrations", "uploads", "sync_leases", "fetch_leases"}
 
 // CopyProgress is told each table's rows as they are copied.
 type CopyProgress func(table string, rows int64)

@@ -31,6 +31,7 @@ var sqliteMigrations = [][]string{
 	sqliteUploadState,
 	sqliteGC,
 	sqliteLifecycle,
+	schemaFetchLeases,
 }
 
 var sqliteDialect = dialect{

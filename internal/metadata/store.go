@@ -175,6 +175,10 @@ type Store interface {
 	CachedItems(ctx context.Context, registry string, before time.Time, after CachedCursor, n int) ([]CachedItem, error)
 	EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error)
 
+	// Cluster: one upstream fetch per blob across replicas (fetchleases.go).
+	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (FetchLease, bool, error)
+	ReleaseFetchLease(ctx context.Context, key, holder string) error
+
 	// Repository details and deletion, for /acr/v1/ (repoinfo.go).
 	RepositoryInfo(ctx context.Context, registry, repo string) (RepoInfo, error)
 	ListTagInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]TagInfo, bool, error)

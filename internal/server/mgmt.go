@@ -167,7 +167,7 @@ func (s *Server) addManagedRegistries(ctx context.Context, regs *mgmt.Registries
 
 // registrySyncInterval is how soon a replica serves registries another
 // replica created or deleted through the API.
-const registrySyncInterval = 5 * time.Second
+const registrySyncInterval = 4 * time.Second
 
 // syncRegistries follows the registries the metadata store has, until ctx
 // ends.

@@ -98,6 +98,8 @@ type Options struct {
 	InsecureOpen bool
 	// TracerProvider, if set, traces requests (see tracing.go).
 	TracerProvider trace.TracerProvider
+	// Cluster configures running as one of several replicas (cluster.go).
+	Cluster ClusterOptions
 }
 
 // Server is a running arca.
@@ -119,6 +121,8 @@ type Server struct {
 	gc      *gc.Collector
 	// gcMetrics count what gc (and the upload janitor) reclaimed.
 	gcMetrics *gcMetrics
+	// replica names this process in lease rows (fetch and sync leases).
+	replica string
 	// onRegistryChange refreshes what the data plane caches of a registry.
 	onRegistryChange func(registry string)
 }
@@ -151,7 +155,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.StorageMetricsMaxAge == 0 {
 		opts.StorageMetricsMaxAge = time.Minute
 	}
-	s := &Server{opts: opts, log: opts.Logger}
+	if err := checkAdvertise(opts.Cluster.Advertise); err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, log: opts.Logger, replica: syncer.DefaultHolder()}
 	if err := s.openStores(ctx); err != nil {
 		return nil, err
 	}
@@ -211,6 +218,10 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	s.cache = pt.cache
+	peers, err := s.useCluster(pt.cache)
+	if err != nil {
+		return err
+	}
 	if s.gc, err = s.newCollector(promReg); err != nil {
 		return err
 	}
@@ -270,6 +281,9 @@ func (s *Server) build(ctx context.Context) error {
 	mux.Handle("/portal/", po) // web portal (internal/portal)
 	mux.Handle("GET /{$}", http.RedirectHandler("/portal/", http.StatusFound))
 	mux.Handle(auth.ExchangePath, access.ExchangeHandler(regs.ForHost))
+	if peers != nil {
+		mux.Handle(cache.PeerPath, peers) // replicas only (cluster.go)
+	}
 	// /v2/ and /acr/v1/ bypass ServeMux, which would answer paths with
 	// "..", "." or "//" with a redirect to a cleaned path instead of the
 	// spec's error.
@@ -295,6 +309,8 @@ func routeName(r *http.Request) string {
 		return "mgmt"
 	case strings.HasPrefix(p, "/portal/"):
 		return "portal"
+	case p == cache.PeerPath:
+		return "internal"
 	}
 	return "other"
 }

@@ -19,6 +19,9 @@ type SyncOptions struct {
 	// MinRateLimitRemaining defers runs while an upstream's reported
 	// ratelimit-remaining is below it.
 	MinRateLimitRemaining int
+	// Poll is how often a replica looks for due rules, among them those
+	// whose lease a dead replica left to lapse (0: the syncer's default).
+	Poll time.Duration
 }
 
 func (s *Server) newSyncer(pt *pullThrough, reg prometheus.Registerer, runs syncer.RunRecorder) (*syncer.Syncer, error) {
@@ -26,6 +29,7 @@ func (s *Server) newSyncer(pt *pullThrough, reg prometheus.Registerer, runs sync
 	return syncer.New(syncer.Options{
 		Cache: pt.cache, Rules: pt.rules, Store: s.meta, Upstream: pt.up, Logger: s.log, Registerer: reg, Runs: runs,
 		Interval: o.Interval, Concurrency: o.Concurrency, MinRateLimitRemaining: o.MinRateLimitRemaining,
+		Holder: s.replica, LeaseTTL: s.opts.Cluster.SyncLeaseTTL, Poll: o.Poll,
 	})
 }
 

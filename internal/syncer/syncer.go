@@ -69,6 +69,8 @@ type Store interface {
 	PutSyncTag(ctx context.Context, st metadata.SyncTag) error
 	SyncTagErrors(ctx context.Context, registry, rule string, n int) ([]metadata.SyncTag, error)
 	CountSyncTagErrors(ctx context.Context, registry, rule string) (int, error)
+	// GetRateLimit is the last rate-limit observation any replica recorded.
+	GetRateLimit(ctx context.Context, source string) (metadata.RateLimit, error)
 }
 
 // Options configure a Syncer.

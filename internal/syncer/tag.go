@@ -89,7 +89,7 @@ func (j *job) syncTag(ctx context.Context, t cache.Target, tag string, force boo
 	if !j.f.imageType(desc.MediaType) {
 		return j.exclude(ctx, t, rep)
 	}
-	if err := j.checkBudget(t); err != nil {
+	if err := j.checkBudget(ctx, t); err != nil {
 		return rep, err
 	}
 	w := &walk{j: j, t: t, rep: &rep, seen: map[digest.Digest]bool{}}
@@ -195,13 +195,14 @@ func (j *job) call(ctx context.Context, t cache.Target, fn func() error) error {
 }
 
 // checkBudget defers the run while the upstream's rate-limit budget (Docker
-// Hub's ratelimit-remaining, as last seen) is below the floor.
-func (j *job) checkBudget(t cache.Target) error {
+// Hub's ratelimit-remaining, as last seen by any replica) is below the
+// floor.
+func (j *job) checkBudget(ctx context.Context, t cache.Target) error {
 	floor := j.s.opts.MinRateLimitRemaining
 	if floor < 0 {
 		return nil
 	}
-	rl, ok := j.s.up.RateLimit(t.Upstream.CredKey, upstream.CanonicalHost(t.Upstream.Host))
+	rl, ok := j.s.rateLimit(ctx, t.Upstream.CredKey, upstream.CanonicalHost(t.Upstream.Host))
 	if !ok || rl.Remaining >= floor {
 		return nil
 	}
@@ -217,6 +218,25 @@ func (j *job) checkBudget(t cache.Target) error {
 	return &deferral{until: until, reason: "ratelimit",
 		msg: fmt.Sprintf("upstream %s rate limit nearly spent (%d of %d left); sync deferred until %s",
 			t.Upstream.Host, rl.Remaining, rl.Limit, until.UTC().Format(time.RFC3339))}
+}
+
+// rateLimit is the freshest rate-limit observation of a source: this
+// replica's own, or one another replica recorded in the store. The budget
+// is the cluster's: a replica that never asked the upstream itself defers
+// as soon as any replica saw it nearly spent.
+func (s *Syncer) rateLimit(ctx context.Context, credKey, host string) (upstream.RateLimit, bool) {
+	rl, ok := s.up.RateLimit(credKey, host)
+	stored, err := s.store.GetRateLimit(ctx, metadata.RateLimitSource(credKey, host))
+	if err != nil {
+		if !errors.Is(err, metadata.ErrNotFound) {
+			s.log.Warn("active sync: read the recorded rate limit", "host", host, "err", err)
+		}
+		return rl, ok
+	}
+	if ok && !stored.ObservedAt.After(rl.ObservedAt) {
+		return rl, ok
+	}
+	return upstream.RateLimit{Limit: stored.Limit, Remaining: stored.Remaining, Window: stored.Window, ObservedAt: stored.ObservedAt}, true
 }
 
 // walk fetches what one tag selects.

@@ -171,6 +171,14 @@ func (s *Server) Stop() {
 	})
 }
 
+// Pid is the server's process id (0 when it is not running).
+func (s *Server) Pid() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Endpoint is the server's URL.
 func (s *Server) Endpoint() string { return "http://" + s.Addr }
 
