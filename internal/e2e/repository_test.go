@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
 // `arca repository` end to end: images pushed with crane into a closed
@@ -187,4 +189,43 @@ func TestRepositoryCommands(t *testing.T) {
 	if out, err := admin.try("--insecure", "manifest", host+"/team/app:v1"); err == nil {
 		t.Errorf("the deleted repository still serves v1:\n%s", out)
 	}
+}
+
+// Deleting a cache rule's repository drops the cached copy: it is no
+// longer listed, and the next pull goes through to the upstream again.
+// (The server is open, so the CLI goes without credentials.)
+func TestRepositoryDeleteCached(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	im := newImage(t, 91, "amd64", 32<<10)
+	seedImage(t, up, "library/web", "v1", im)
+	a := startCachingArca(t, []string{up.Host}, nil, "--pull-flush-interval", "200ms")
+	a.cacheRule(t, "library", up.Host+"/library/*", "lib/*")
+	if got := cacheResult(t, a, "lib/web", "v1"); got != "miss" {
+		t.Fatalf("first pull: %q, want a miss", got)
+	}
+	if got := cacheResult(t, a, "lib/web", "v1"); got != "hit" {
+		t.Fatalf("second pull: %q, want a hit", got)
+	}
+	var tags []struct{ Name, Digest string }
+	if err := json.Unmarshal([]byte(a.cli(t, "repository", "show-tags", "-n", "default", "--repository", "lib/web", "--detail")), &tags); err != nil ||
+		len(tags) != 1 || tags[0].Name != "v1" || tags[0].Digest != im.Digest() {
+		t.Fatalf("cached tags: %+v %v", tags, err)
+	}
+	var deleted struct{ ManifestsDeleted, TagsDeleted []string }
+	if err := json.Unmarshal([]byte(a.cli(t, "repository", "delete", "-n", "default", "--repository", "lib/web", "--yes")), &deleted); err != nil ||
+		len(deleted.ManifestsDeleted) != 1 || deleted.ManifestsDeleted[0] != im.Digest() {
+		t.Fatalf("delete: %+v %v", deleted, err)
+	}
+	if out := a.cli(t, "repository", "list", "-n", "default"); strings.Contains(out, "lib/web") {
+		t.Errorf("list after delete: %s", out)
+	}
+	before := upstreamGETs(up, "/library/web/manifests/")
+	if got := cacheResult(t, a, "lib/web", "v1"); got != "miss" {
+		t.Errorf("pull after delete: %q, want a miss", got)
+	}
+	if upstreamGETs(up, "/library/web/manifests/") != before+1 {
+		t.Error("the deleted repository's manifest was not fetched from the upstream again")
+	}
+	c := crane(t)
+	c.crane("pull", "--format", "oci", a.Ref("lib/web:v1"), t.TempDir()+"/web")
 }
