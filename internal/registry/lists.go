@@ -122,7 +122,7 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, reg string) er
 		}
 	}
 	if more {
-		setNextLink(w, "/v2/_catalog", n, repos[len(repos)-1])
+		setNextLink(w, r.URL.Path, n, repos[len(repos)-1]) // /v2/_catalog or /acr/v1/_catalog
 	}
 	return writeJSON(w, "application/json", map[string]any{"repositories": repos})
 }

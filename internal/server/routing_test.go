@@ -89,12 +89,18 @@ func TestRepositoryAPIAccess(t *testing.T) {
 			t.Fatalf("push manifest: %d %s", w.Code, w.Body)
 		}
 	}
+	if w := do("POST", "/v2/team/more/blobs/uploads/?digest="+cd.String(), admin, "application/octet-stream", cfg); w.Code != 201 {
+		t.Fatalf("push a second repository: %d %s", w.Code, w.Body)
+	}
+	if w := do("GET", "/acr/v1/_catalog?n=1", admin, "", ""); w.Code != 200 || w.Header().Get("Link") != `</acr/v1/_catalog?last=team%2Fapp&n=1>; rel="next"` {
+		t.Errorf("catalog page: %d %q %s", w.Code, w.Header().Get("Link"), w.Body)
+	}
 	for _, c := range []struct {
 		method, path, scope string
 		status              int
 		body                string // in the admin's answer
 	}{
-		{"GET", "/acr/v1/_catalog", "registry:catalog:*", 200, `"repositories":["team/app"]`},
+		{"GET", "/acr/v1/_catalog", "registry:catalog:*", 200, `"repositories":["team/app","team/more"]`},
 		{"GET", "/acr/v1/team/app", "repository:team/app:metadata_read", 200, `"tagCount":2`},
 		{"GET", "/acr/v1/team/app/_tags?n=1", "repository:team/app:metadata_read", 200, `"name":"v1"`},
 		{"GET", "/acr/v1/team/app/_tags/v2", "repository:team/app:metadata_read", 200, `"name":"v2"`},
