@@ -275,6 +275,11 @@ func TestHelmChartCluster(t *testing.T) {
 		!slices.Contains(args, "--blobs=s3://arca-blobs/prod?endpoint=https://s3.example.com&region=us-east-1") {
 		t.Errorf("args %v lack the PostgreSQL and S3 settings", args)
 	}
+	// Kubernetes expands $(POD_IP) in args from the env entry of that name.
+	if !slices.Contains(args, "--cluster-advertise=http://$(POD_IP):5000") || ctr.str("env.0.name") != "POD_IP" ||
+		ctr.str("env.0.valueFrom.fieldRef.fieldPath") != "status.podIP" {
+		t.Errorf("cluster replicas do not advertise their pod IP for fetch following: args %v, env %v", args, ctr.get("env"))
+	}
 	want := map[string]string{
 		"ARCA_ADMIN_TOKEN":      "arca-admin/admin-token",
 		"PGPASSWORD":            "arca-postgres/password",
@@ -349,7 +354,7 @@ func runClusterReplica(t *testing.T, values string) {
 	for _, a := range ctr.list("args") {
 		name, value, _ := strings.Cut(a.(string), "=")
 		if name != "--addr" && name != "--data-dir" {
-			args = append(args, name, value)
+			args = append(args, name, strings.ReplaceAll(value, "$(POD_IP)", "127.0.0.1"))
 		}
 	}
 	a := arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Args: args, Env: env, Closed: true})

@@ -182,6 +182,12 @@ type Store interface {
 	// Cluster: one upstream fetch per blob across replicas (fetchleases.go).
 	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (FetchLease, bool, error)
 	ReleaseFetchLease(ctx context.Context, key, holder string) error
+
+	// Repository details and deletion, for /acr/v1/ (repoinfo.go).
+	RepositoryInfo(ctx context.Context, registry, repo string) (RepoInfo, error)
+	ListTagInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]TagInfo, bool, error)
+	ListManifestInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]ManifestInfo, bool, error)
+	DeleteRepository(ctx context.Context, registry, repo string) ([]digest.Digest, []string, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

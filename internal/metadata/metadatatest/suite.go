@@ -68,6 +68,8 @@ func Run(t *testing.T, open Opener) {
 		{"EvictCached", testEvictCached},
 		{"QuotasAndRetention", testQuotasAndRetention},
 		{"FetchLeases", testFetchLeases},
+		// Repository details and deletion (repoinfo.go).
+		{"RepositoryInfo", testRepositoryInfo},
 		{"CredentialSetIdentity", testCredentialSetIdentity},
 		{"RoleAssignmentCondition", testRoleAssignmentCondition},
 		{"IdentitySecret", testIdentitySecret},
