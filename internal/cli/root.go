@@ -65,6 +65,6 @@ func NewRootCmd(env Env) *cobra.Command {
 	root.AddCommand(newIdentityCmd(env), newRoleCmd(env))
 	root.AddCommand(registryCmds(env)...) // arca create|update|show|list|delete, as az acr
 	root.AddCommand(newBackupCmd(env), newRestoreCmd(env), newDoctorCmd(env), newMigrateCmd(env), newCopyStoreCmd(env))
-	root.AddCommand(newGCCmd(env), newConfigCmd(env))
+	root.AddCommand(newGCCmd(env), newConfigCmd(env), newRepositoryCmd(env))
 	return root
 }

@@ -156,6 +156,10 @@ type Store interface {
 	ListIdentities(ctx context.Context, rg string) ([]UserIdentity, error)
 	PutIdentity(ctx context.Context, u UserIdentity) (UserIdentity, bool, error)
 	DeleteIdentity(ctx context.Context, rg, name string) error
+	// Identity client secrets (identity2): lookup by client id, and the
+	// secret's hash replaced (rotation) or removed.
+	GetIdentityByClientID(ctx context.Context, clientID string) (UserIdentity, error)
+	SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error
 	GetFederatedCredential(ctx context.Context, rg, identity, name string) (FederatedCredential, error)
 	ListFederatedCredentials(ctx context.Context, rg, identity string) ([]FederatedCredential, error)
 	FederatedCredentialsByIssuer(ctx context.Context, issuer string) ([]FederatedCredential, error)
@@ -178,6 +182,12 @@ type Store interface {
 	// Cluster: one upstream fetch per blob across replicas (fetchleases.go).
 	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (FetchLease, bool, error)
 	ReleaseFetchLease(ctx context.Context, key, holder string) error
+
+	// Repository details and deletion, for /acr/v1/ (repoinfo.go).
+	RepositoryInfo(ctx context.Context, registry, repo string) (RepoInfo, error)
+	ListTagInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]TagInfo, bool, error)
+	ListManifestInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]ManifestInfo, bool, error)
+	DeleteRepository(ctx context.Context, registry, repo string) ([]digest.Digest, []string, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

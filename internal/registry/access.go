@@ -47,8 +47,17 @@ func need(rt route, r *http.Request) []auth.Scope {
 		return s
 	case kindUpload:
 		return []auth.Scope{auth.RepoScope(rt.repo, auth.Pull, auth.Push)}
+	case kindACRCatalog:
+		return []auth.Scope{auth.CatalogScope}
+	case kindACRRepo, kindACRTag, kindACRTags, kindACRManifests:
+		if r.Method == http.MethodDelete {
+			return []auth.Scope{auth.RepoScope(rt.repo, auth.Delete)}
+		}
+		return []auth.Scope{auth.RepoScope(rt.repo, auth.MetadataRead)}
 	}
-	return nil
+	// Unknown kinds are answered before access is checked; were one to
+	// get here, it would need what no caller holds.
+	return []auth.Scope{{Type: "repository", Name: "", Actions: []string{"none"}}}
 }
 
 type grantKey struct{}
@@ -62,7 +71,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, reg string, 
 	if !ok {
 		return r, false
 	}
-	if rt.kind == kindCatalog || rt.kind == kindUploads {
+	if rt.kind == kindCatalog || rt.kind == kindACRCatalog || rt.kind == kindUploads {
 		r = r.WithContext(context.WithValue(r.Context(), grantKey{}, g))
 	}
 	return r, true

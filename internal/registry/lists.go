@@ -38,13 +38,17 @@ func pageParams(r *http.Request) (n int, last string, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, contentType string, v any) error {
+	return writeJSONStatus(w, contentType, http.StatusOK, v)
+}
+
+func writeJSONStatus(w http.ResponseWriter, contentType string, status int, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(status)
 	_, err = w.Write(b)
 	return err
 }
@@ -118,7 +122,7 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request, reg string) er
 		}
 	}
 	if more {
-		setNextLink(w, "/v2/_catalog", n, repos[len(repos)-1])
+		setNextLink(w, r.URL.Path, n, repos[len(repos)-1]) // /v2/_catalog or /acr/v1/_catalog
 	}
 	return writeJSON(w, "application/json", map[string]any{"repositories": repos})
 }

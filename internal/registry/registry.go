@@ -135,7 +135,7 @@ type Resolver interface {
 	MirrorsHost(ctx context.Context, registry, host string) (bool, error)
 }
 
-// Handler serves /v2/.
+// Handler serves /v2/ and ACR's repository API, /acr/v1/ (acr.go).
 type Handler struct {
 	blobs       blobstore.Backend
 	meta        Metadata
@@ -204,11 +204,12 @@ type route struct {
 // parseRoute anchors on the last path elements, because repository names
 // may have any number of segments. It takes the escaped path.
 func parseRoute(path string) route {
-	p := strings.TrimPrefix(path, "/v2/")
-	if p == "" {
+	acr := strings.HasPrefix(path, acrPrefix)
+	p := strings.TrimPrefix(strings.TrimPrefix(path, acrPrefix), "/v2/")
+	if p == "" && !acr {
 		return route{kind: kindBase}
 	}
-	if p == "_catalog" {
+	if p == "_catalog" && !acr {
 		return route{kind: kindCatalog}
 	}
 	el := strings.Split(p, "/")
@@ -226,6 +227,9 @@ func parseRoute(path string) route {
 		if e == "" || e == "." || e == ".." {
 			return route{kind: kindBadPath}
 		}
+	}
+	if acr {
+		return parseACRRoute(el)
 	}
 	switch {
 	case n >= 3 && el[n-2] == "tags" && el[n-1] == "list":
@@ -260,6 +264,12 @@ var allowed = map[string][]string{
 	kindUploads:   {http.MethodPost},
 	kindUpload:    {http.MethodGet, http.MethodPatch, http.MethodPut, http.MethodDelete},
 	kindReferrers: {http.MethodGet},
+
+	kindACRCatalog:   {http.MethodGet},
+	kindACRRepo:      {http.MethodGet, http.MethodDelete},
+	kindACRTags:      {http.MethodGet},
+	kindACRTag:       {http.MethodGet, http.MethodDelete},
+	kindACRManifests: {http.MethodGet},
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -286,7 +296,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ri := requestInfo(r.Context())
 	ri.Repo = rt.repo
 	var ok bool
-	if rt.repo != "" && h.rules != nil && h.cache != nil {
+	if rt.repo != "" && h.rules != nil && h.cache != nil && !isACR(rt.kind) {
 		t, how, err := h.resolve(r, reg, rt)
 		if err != nil {
 			h.fail(w, r, err)
@@ -340,6 +350,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = h.startUpload(w, r, reg, rt.repo)
 	case kindUpload:
 		err = h.upload(w, r, reg, rt.repo, rt.ref)
+	default: // isACR(rt.kind)
+		err = h.serveACR(w, r, reg, rt)
 	}
 	if err != nil {
 		h.fail(w, r, err)

@@ -284,10 +284,11 @@ func (s *Server) build(ctx context.Context) error {
 	if peers != nil {
 		mux.Handle(cache.PeerPath, peers) // replicas only (cluster.go)
 	}
-	// /v2/ bypasses ServeMux, which would answer paths with "..", "." or
-	// "//" with a redirect to a cleaned path instead of the spec's error.
+	// /v2/ and /acr/v1/ bypass ServeMux, which would answer paths with
+	// "..", "." or "//" with a redirect to a cleaned path instead of the
+	// spec's error.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v2/") {
+		if strings.HasPrefix(r.URL.Path, "/v2/") || strings.HasPrefix(r.URL.Path, "/acr/v1/") {
 			reg.ServeHTTP(w, r)
 			return
 		}
@@ -300,7 +301,7 @@ func (s *Server) build(ctx context.Context) error {
 func routeName(r *http.Request) string {
 	p := r.URL.Path
 	switch {
-	case strings.HasPrefix(p, "/v2/"):
+	case strings.HasPrefix(p, "/v2/"), strings.HasPrefix(p, "/acr/v1/"):
 		return registry.RouteName(r.URL.EscapedPath())
 	case p == "/healthz", p == "/readyz", p == "/metrics", p == auth.TokenPath, p == auth.ExchangePath:
 		return p[1:]

@@ -68,6 +68,11 @@ func Run(t *testing.T, open Opener) {
 		{"EvictCached", testEvictCached},
 		{"QuotasAndRetention", testQuotasAndRetention},
 		{"FetchLeases", testFetchLeases},
+		// Repository details and deletion (repoinfo.go).
+		{"RepositoryInfo", testRepositoryInfo},
+		{"CredentialSetIdentity", testCredentialSetIdentity},
+		{"RoleAssignmentCondition", testRoleAssignmentCondition},
+		{"IdentitySecret", testIdentitySecret},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}

@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/arcacache/arca/internal/testutil/upstreamreg"
+)
+
+// `arca repository` end to end: images pushed with crane into a closed
+// arca, one pulled; the CLI (with the admin user's or a token's
+// credentials) lists repositories, tags and manifests
+// with their pull times, untags and deletes.
+func TestRepositoryCommands(t *testing.T) {
+	a := startClosedArca(t, "--pull-flush-interval", "200ms")
+	host := a.Addr
+	adminPW := a.adminPassword(t)
+	admin := crane(t)
+	admin.run("auth", "login", host, "-u", "default", "-p", adminPW)
+	im1, im2, other := newImage(t, 81, "amd64", 16<<10), newImage(t, 82, "arm64", 8<<10), newImage(t, 83, "amd64", 4<<10)
+	admin.crane("push", other.writeLayout(t), host+"/other/x:v1")
+	time.Sleep(20 * time.Millisecond) // distinct update times
+	admin.crane("push", im1.writeLayout(t), host+"/team/app:v1")
+	time.Sleep(20 * time.Millisecond)
+	admin.crane("tag", host+"/team/app:v1", "v2")
+	time.Sleep(20 * time.Millisecond)
+	admin.crane("push", im2.writeLayout(t), host+"/team/app:v3")
+
+	// The admin user's credentials come first: a later -u/-p wins.
+	repo := func(args ...string) string {
+		t.Helper()
+		return a.cli(t, append([]string{"repository", args[0], "-u", "default", "-p", adminPW}, args[1:]...)...)
+	}
+	strs := func(out string) []string {
+		t.Helper()
+		var v []string
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return v
+	}
+	type tag struct {
+		Name, Digest, CreatedTime, LastUpdateTime, LastPulledTime string
+		Signed                                                    bool
+		ChangeableAttributes                                      map[string]bool
+	}
+	tags := func(args ...string) []tag {
+		t.Helper()
+		var v []tag
+		if err := json.Unmarshal([]byte(repo(append([]string{"show-tags", "-n", "default", "--repository", "team/app", "--detail"}, args...)...)), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// crane tag read v1 (a pull); v2 and v3 were only pushed.
+	if ts := tags(); len(ts) != 3 || ts[1].LastPulledTime != "" || ts[2].LastPulledTime != "" || ts[0].Digest != im1.Digest() ||
+		ts[1].Digest != im1.Digest() || ts[2].Digest != im2.Digest() || ts[0].CreatedTime == "" || !ts[0].ChangeableAttributes["deleteEnabled"] {
+		t.Fatalf("tags before pulling v3: %+v", ts)
+	}
+
+	// A pull by tag shows, once flushed, on the tag, its manifest and the
+	// repository.
+	pulledAfter := time.Now().UTC()
+	admin.crane("manifest", host+"/team/app:v3")
+	var pulled tag
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if ts := tags(); ts[2].LastPulledTime != "" {
+			pulled = ts[2]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pull of team/app:v3 never showed as lastPulledTime")
+		}
+	}
+	at, err := time.Parse(time.RFC3339Nano, pulled.LastPulledTime)
+	if err != nil || at.Before(pulledAfter.Add(-time.Second)) || at.After(time.Now().Add(time.Second)) {
+		t.Errorf("lastPulledTime %q (%v), want about %v", pulled.LastPulledTime, err, pulledAfter)
+	}
+	if ts := tags(); ts[1].LastPulledTime != "" {
+		t.Errorf("v2 was never pulled but has a lastPulledTime: %+v", ts)
+	}
+
+	var info struct {
+		Registry, ImageName, CreatedTime, LastUpdateTime, LastPulledTime string
+		ManifestCount, TagCount                                          int
+	}
+	if err := json.Unmarshal([]byte(repo("show", "-n", "default", "--repository", "team/app")), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Registry != host || info.ImageName != "team/app" || info.ManifestCount != 2 || info.TagCount != 3 ||
+		info.LastPulledTime != pulled.LastPulledTime || info.CreatedTime == "" || info.LastUpdateTime < info.CreatedTime {
+		t.Errorf("show: %+v", info)
+	}
+	var one struct{ Tag tag }
+	if err := json.Unmarshal([]byte(repo("show", "-n", "default", "--image", "team/app:v3")), &one); err != nil || one.Tag.Digest != im2.Digest() || one.Tag.LastPulledTime != pulled.LastPulledTime {
+		t.Errorf("show --image team/app:v3: %+v %v", one, err)
+	}
+
+	if got := strs(repo("list", "-n", "default")); !slices.Equal(got, []string{"other/x", "team/app"}) {
+		t.Errorf("list: %v", got)
+	}
+	if got := strs(repo("list", "-n", "default", "--orderby", "time_desc")); !slices.Equal(got, []string{"team/app", "other/x"}) {
+		t.Errorf("list --orderby time_desc: %v", got)
+	}
+	if got := strs(repo("list", "-n", "default", "--top", "1")); !slices.Equal(got, []string{"other/x"}) {
+		t.Errorf("list --top 1: %v", got)
+	}
+	if got := strs(repo("show-tags", "-n", "default", "--repository", "team/app")); !slices.Equal(got, []string{"v1", "v2", "v3"}) {
+		t.Errorf("show-tags: %v", got)
+	}
+	if got := strs(repo("show-tags", "-n", "default", "--repository", "team/app", "--orderby", "time_desc", "--top", "2")); !slices.Equal(got, []string{"v3", "v2"}) {
+		t.Errorf("show-tags --orderby time_desc --top 2: %v", got)
+	}
+	if out := repo("show-tags", "-n", "default", "--repository", "team/app", "--detail", "-o", "table"); !strings.Contains(out, im1.Digest()) || !strings.Contains(out, pulled.LastPulledTime) {
+		t.Errorf("show-tags --detail -o table:\n%s", out)
+	}
+
+	type manifest struct {
+		Digest, MediaType, CreatedTime, LastUpdateTime, LastPulledTime, Timestamp string
+		ImageSize                                                                 int
+		Tags                                                                      []string
+	}
+	manifests := func(args ...string) []manifest {
+		t.Helper()
+		var v []manifest
+		if err := json.Unmarshal([]byte(repo(append([]string{"show-manifests", "-n", "default", "--repository", "team/app"}, args...)...)), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	ms := manifests("--detail", "--orderby", "time_desc")
+	if len(ms) != 2 || ms[0].Digest != im2.Digest() || ms[1].Digest != im1.Digest() || !slices.Equal(ms[1].Tags, []string{"v1", "v2"}) ||
+		ms[1].ImageSize != len(im1.Manifest) || ms[1].MediaType != im1.ManifestDesc.MediaType || ms[0].LastPulledTime != pulled.LastPulledTime {
+		t.Errorf("show-manifests --detail --orderby time_desc: %+v", ms)
+	}
+	if ms := manifests("--orderby", "time_asc", "--top", "1"); len(ms) != 1 || ms[0].Digest != im1.Digest() || ms[0].Timestamp == "" || !slices.Equal(ms[0].Tags, []string{"v1", "v2"}) {
+		t.Errorf("show-manifests --orderby time_asc --top 1: %+v", ms)
+	}
+
+	// A read-only token reads what its scope map covers and may not untag.
+	pw := a.token(t, "ci-reader", "--repository", "team/*", "content/read", "metadata/read")
+	asReader := []string{"-u", "ci-reader", "-p", pw}
+	if got := strs(repo(append([]string{"list", "-n", "default"}, asReader...)...)); !slices.Equal(got, []string{"team/app"}) {
+		t.Errorf("list as the reader: %v", got)
+	}
+	if got := strs(repo(append([]string{"show-tags", "-n", "default", "--repository", "team/app"}, asReader...)...)); len(got) != 3 {
+		t.Errorf("show-tags as the reader: %v", got)
+	}
+	out, err := a.tryCLI(append([]string{"repository", "untag", "-n", "default", "--image", "team/app:v2"}, asReader...)...)
+	refused(t, "untag as the reader", out, err)
+	out, err = a.tryCLI(append([]string{"repository", "show", "-n", "default", "--repository", "other/x"}, asReader...)...)
+	refused(t, "show outside the reader's scope", out, err)
+
+	// Untag keeps the manifest; deleting an image by tag takes its
+	// manifest and every tag of it; deleting the repository takes the rest.
+	repo("untag", "-n", "default", "--image", "team/app:v2")
+	if got := strs(repo("show-tags", "-n", "default", "--repository", "team/app")); !slices.Equal(got, []string{"v1", "v3"}) {
+		t.Errorf("show-tags after untag: %v", got)
+	}
+	if got := admin.crane("digest", host+"/team/app:v1"); got != im1.Digest() {
+		t.Errorf("v1 after untagging v2: %s", got)
+	}
+	repo("delete", "-n", "default", "--image", "team/app:v3", "--yes")
+	if ms := manifests(); len(ms) != 1 || ms[0].Digest != im1.Digest() {
+		t.Errorf("manifests after delete --image: %+v", ms)
+	}
+	var deleted struct {
+		ManifestsDeleted []string
+		TagsDeleted      []string
+	}
+	if err := json.Unmarshal([]byte(repo("delete", "-n", "default", "--repository", "team/app", "--yes")), &deleted); err != nil ||
+		!slices.Equal(deleted.ManifestsDeleted, []string{im1.Digest()}) || !slices.Equal(deleted.TagsDeleted, []string{"v1"}) {
+		t.Errorf("delete --repository: %+v %v", deleted, err)
+	}
+	if got := strs(repo("list", "-n", "default")); !slices.Equal(got, []string{"other/x"}) {
+		t.Errorf("list after delete: %v", got)
+	}
+	out, err = a.tryCLI("repository", "show", "-n", "default", "--repository", "team/app", "-u", "default", "-p", adminPW)
+	if err == nil || !strings.Contains(out, "(NAME_UNKNOWN)") {
+		t.Errorf("show of the deleted repository: %v\n%s", err, out)
+	}
+	out, err = a.tryCLI("repository", "list", "-n", "default")
+	if err == nil || !strings.Contains(out, "(UNAUTHORIZED)") || !strings.Contains(out, "--username") {
+		t.Errorf("list without credentials on a closed server: %v\n%s", err, out)
+	}
+	if out, err := admin.try("--insecure", "manifest", host+"/team/app:v1"); err == nil {
+		t.Errorf("the deleted repository still serves v1:\n%s", out)
+	}
+}
+
+// Deleting a cache rule's repository drops the cached copy: it is no
+// longer listed, and the next pull goes through to the upstream again.
+// (The server is open, so the CLI goes without credentials.)
+func TestRepositoryDeleteCached(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	im := newImage(t, 91, "amd64", 32<<10)
+	seedImage(t, up, "library/web", "v1", im)
+	a := startCachingArca(t, []string{up.Host}, nil, "--pull-flush-interval", "200ms")
+	a.cacheRule(t, "library", up.Host+"/library/*", "lib/*")
+	if got := cacheResult(t, a, "lib/web", "v1"); got != "miss" {
+		t.Fatalf("first pull: %q, want a miss", got)
+	}
+	if got := cacheResult(t, a, "lib/web", "v1"); got != "hit" {
+		t.Fatalf("second pull: %q, want a hit", got)
+	}
+	var tags []struct{ Name, Digest string }
+	if err := json.Unmarshal([]byte(a.cli(t, "repository", "show-tags", "-n", "default", "--repository", "lib/web", "--detail")), &tags); err != nil ||
+		len(tags) != 1 || tags[0].Name != "v1" || tags[0].Digest != im.Digest() {
+		t.Fatalf("cached tags: %+v %v", tags, err)
+	}
+	var deleted struct{ ManifestsDeleted, TagsDeleted []string }
+	if err := json.Unmarshal([]byte(a.cli(t, "repository", "delete", "-n", "default", "--repository", "lib/web", "--yes")), &deleted); err != nil ||
+		len(deleted.ManifestsDeleted) != 1 || deleted.ManifestsDeleted[0] != im.Digest() {
+		t.Fatalf("delete: %+v %v", deleted, err)
+	}
+	if out := a.cli(t, "repository", "list", "-n", "default"); strings.Contains(out, "lib/web") {
+		t.Errorf("list after delete: %s", out)
+	}
+	before := upstreamGETs(up, "/library/web/manifests/")
+	if got := cacheResult(t, a, "lib/web", "v1"); got != "miss" {
+		t.Errorf("pull after delete: %q, want a miss", got)
+	}
+	if upstreamGETs(up, "/library/web/manifests/") != before+1 {
+		t.Error("the deleted repository's manifest was not fetched from the upstream again")
+	}
+	c := crane(t)
+	c.crane("pull", "--format", "oci", a.Ref("lib/web:v1"), t.TempDir()+"/web")
+}

@@ -1,0 +1,245 @@
+package metadata
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// RepoInfo describes one repository (`arca repository show`).
+type RepoInfo struct {
+	Name      string
+	CreatedAt time.Time
+	// UpdatedAt is the latest manifest stored or tag moved (CreatedAt if
+	// neither).
+	UpdatedAt time.Time
+	PulledAt  time.Time // zero: never pulled (as far as flushed records go)
+	Manifests int64
+	Tags      int64
+	Pushed    bool
+}
+
+// TagInfo is one tag with its times.
+type TagInfo struct {
+	Name      string
+	Digest    digest.Digest
+	UpdatedAt time.Time // when the tag was last set
+	PulledAt  time.Time
+}
+
+// ManifestInfo is one manifest with its times and tags.
+type ManifestInfo struct {
+	Digest    digest.Digest
+	MediaType string
+	Size      int64
+	CreatedAt time.Time
+	PulledAt  time.Time
+	Tags      []string
+}
+
+// Orders of InfoQuery.
+const (
+	OrderName     = ""          // by tag name or manifest digest
+	OrderTimeAsc  = "time_asc"  // oldest update first
+	OrderTimeDesc = "time_desc" // newest update first
+)
+
+// InfoQuery pages a tag or manifest listing: up to N items (<= 0: all)
+// after the one named Last (a tag name or a digest) in Order.
+type InfoQuery struct {
+	Last  string
+	N     int
+	Order string
+}
+
+// RepositoryInfo returns repo's details; ErrNotFound if it holds nothing.
+func (s *db) RepositoryInfo(ctx context.Context, registry, repo string) (RepoInfo, error) {
+	var created, mUpdated, tUpdated, mPulled, tPulled, manifests, tags int64
+	var pushed int
+	err := s.queryRow(ctx, `SELECT r.created_at, r.pushed,
+		COALESCE((SELECT MAX(created_at) FROM manifests WHERE registry = $1 AND repo = $2), 0),
+		COALESCE((SELECT MAX(updated_at) FROM tags WHERE registry = $1 AND repo = $2), 0),
+		COALESCE((SELECT MAX(pulled_at) FROM manifests WHERE registry = $1 AND repo = $2), 0),
+		COALESCE((SELECT MAX(pulled_at) FROM tags WHERE registry = $1 AND repo = $2), 0),
+		(SELECT COUNT(*) FROM manifests WHERE registry = $1 AND repo = $2),
+		(SELECT COUNT(*) FROM tags WHERE registry = $1 AND repo = $2)
+		FROM repositories r WHERE r.registry = $1 AND r.name = $2`, registry, repo).
+		Scan(&created, &pushed, &mUpdated, &tUpdated, &mPulled, &tPulled, &manifests, &tags)
+	if errors.Is(err, sql.ErrNoRows) {
+		return RepoInfo{}, ErrNotFound
+	}
+	if err != nil {
+		return RepoInfo{}, fmt.Errorf("repository info: %w", err)
+	}
+	return RepoInfo{Name: repo, CreatedAt: fromMicros(created), UpdatedAt: fromMicros(max(created, mUpdated, tUpdated)),
+		PulledAt: fromMicros(max(mPulled, tPulled)), Manifests: manifests, Tags: tags, Pushed: pushed != 0}, nil
+}
+
+// infoOrder returns the ORDER BY and the "after Last" condition of an
+// InfoQuery over table t keyed by key with time column at. A time order
+// continues after Last's (time, key), read in the query itself.
+func infoOrder(q InfoQuery, t, key, at string) (cond, order string, err error) {
+	same := ` WHERE registry = $1 AND repo = $2 AND ` + key + ` = $3`
+	switch q.Order {
+	case OrderName:
+		return key + ` > $3`, key, nil
+	case OrderTimeAsc:
+		if q.Last == "" {
+			return `$3 = ''`, at + `, ` + key, nil
+		}
+		return `(` + at + ` > (SELECT ` + at + ` FROM ` + t + same + `) OR (` + at + ` = (SELECT ` + at + ` FROM ` + t + same + `) AND ` + key + ` > $3))`, at + `, ` + key, nil
+	case OrderTimeDesc:
+		if q.Last == "" {
+			return `$3 = ''`, at + ` DESC, ` + key + ` DESC`, nil
+		}
+		return `(` + at + ` < (SELECT ` + at + ` FROM ` + t + same + `) OR (` + at + ` = (SELECT ` + at + ` FROM ` + t + same + `) AND ` + key + ` < $3))`, at + ` DESC, ` + key + ` DESC`, nil
+	}
+	return "", "", fmt.Errorf("unknown order %q (want %q or %q)", q.Order, OrderTimeAsc, OrderTimeDesc)
+}
+
+// ListTagInfo pages repo's tags in q.Order; it reports whether more follow.
+func (s *db) ListTagInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]TagInfo, bool, error) {
+	cond, order, err := infoOrder(q, "tags", "tag", "updated_at")
+	if err != nil {
+		return nil, false, err
+	}
+	query, args := limit(`SELECT tag, digest, updated_at, pulled_at FROM tags WHERE registry = $1 AND repo = $2 AND `+cond+` ORDER BY `+order, 4, q.N,
+		[]any{registry, repo, q.Last})
+	rows, err := s.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("list tags: %w", err)
+	}
+	defer rows.Close()
+	out := []TagInfo{}
+	for rows.Next() {
+		var t TagInfo
+		var d string
+		var updated, pulled int64
+		if err := rows.Scan(&t.Name, &d, &updated, &pulled); err != nil {
+			return nil, false, fmt.Errorf("list tags: %w", err)
+		}
+		t.Digest, t.UpdatedAt, t.PulledAt = digest.Digest(d), fromMicros(updated), fromMicros(pulled)
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("list tags: %w", err)
+	}
+	if q.N > 0 && len(out) > q.N {
+		return out[:q.N], true, nil
+	}
+	return out, false, nil
+}
+
+// ListManifestInfo pages repo's manifests (with their tags) in q.Order;
+// it reports whether more follow.
+func (s *db) ListManifestInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]ManifestInfo, bool, error) {
+	cond, order, err := infoOrder(q, "manifests", "digest", "created_at")
+	if err != nil {
+		return nil, false, err
+	}
+	query, args := limit(`SELECT digest, media_type, size, created_at, pulled_at FROM manifests WHERE registry = $1 AND repo = $2 AND `+cond+` ORDER BY `+order, 4, q.N,
+		[]any{registry, repo, q.Last})
+	out, err := s.scanManifestInfo(ctx, query, args)
+	if err != nil {
+		return nil, false, err
+	}
+	more := false
+	if q.N > 0 && len(out) > q.N {
+		out, more = out[:q.N], true
+	}
+	for i := range out {
+		tags, _, err := s.list(ctx, `SELECT tag FROM tags WHERE registry = $1 AND repo = $2 AND digest = $3 ORDER BY tag`, 0, registry, repo, out[i].Digest.String())
+		if err != nil {
+			return nil, false, fmt.Errorf("list manifest tags: %w", err)
+		}
+		out[i].Tags = tags
+	}
+	return out, more, nil
+}
+
+func (s *db) scanManifestInfo(ctx context.Context, query string, args []any) ([]ManifestInfo, error) {
+	rows, err := s.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list manifests: %w", err)
+	}
+	defer rows.Close()
+	out := []ManifestInfo{}
+	for rows.Next() {
+		var m ManifestInfo
+		var d string
+		var created, pulled int64
+		if err := rows.Scan(&d, &m.MediaType, &m.Size, &created, &pulled); err != nil {
+			return nil, fmt.Errorf("list manifests: %w", err)
+		}
+		m.Digest, m.CreatedAt, m.PulledAt = digest.Digest(d), fromMicros(created), fromMicros(pulled)
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list manifests: %w", err)
+	}
+	return out, nil
+}
+
+// repoTables hold a repository's rows; DeleteRepository clears them.
+var repoTables = []struct{ table, column string }{
+	{"tags", "repo"}, {"manifest_refs", "repo"}, {"manifests", "repo"}, {"repo_blobs", "repo"}, {"repositories", "name"},
+}
+
+// DeleteRepository removes repo's tags, manifests and blob links in one
+// transaction (open upload sessions expire as usual) and returns the manifests and tags it
+// deleted; ErrNotFound if repo holds nothing. The blob store keeps the
+// bytes until garbage collection.
+func (s *db) DeleteRepository(ctx context.Context, registry, repo string) (manifests []digest.Digest, tags []string, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		manifests, tags = nil, nil
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM repositories WHERE registry = $1 AND name = $2`, registry, repo).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if tags, err = txStrings(ctx, tx, `SELECT tag FROM tags WHERE registry = $1 AND repo = $2 ORDER BY tag`, registry, repo); err != nil {
+			return err
+		}
+		ds, err := txStrings(ctx, tx, `SELECT digest FROM manifests WHERE registry = $1 AND repo = $2 ORDER BY digest`, registry, repo)
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			manifests = append(manifests, digest.Digest(d))
+		}
+		for _, t := range repoTables {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+t.table+` WHERE registry = $1 AND `+t.column+` = $2`, registry, repo); err != nil {
+				return fmt.Errorf("%s: %w", t.table, err)
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		err = fmt.Errorf("delete repository %s: %w", repo, err)
+	}
+	return manifests, tags, err
+}
+
+func txStrings(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
