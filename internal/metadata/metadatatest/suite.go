@@ -70,6 +70,8 @@ func Run(t *testing.T, open Opener) {
 		{"FetchLeases", testFetchLeases},
 		// Repository details and deletion (repoinfo.go).
 		{"RepositoryInfo", testRepositoryInfo},
+		// Web portal sessions (portalsessions.go).
+		{"PortalSessions", testPortalSessions},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
