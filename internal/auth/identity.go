@@ -162,6 +162,9 @@ func (s *Service) lookupPassword(ctx context.Context, registry, user, password s
 		}
 	}
 	checked := false
+	if id, ok, err := s.identitySecret(ctx, registry, user, password, &checked); err != nil || ok {
+		return id, err
+	}
 	if strings.EqualFold(user, registry) {
 		acc, err := s.store.GetRegistrySettings(ctx, registry)
 		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
@@ -208,6 +211,53 @@ func (s *Service) lookupPassword(ctx context.Context, registry, user, password s
 		_, _ = s.verified.check(ctx, dummyHash, password+"\x00", s.now())
 	}
 	return Identity{}, errBadCredentials
+}
+
+// identitySecret checks user:password as an identity's client id and
+// client secret (service-principal style login); checked is set when a
+// secret was compared.
+func (s *Service) identitySecret(ctx context.Context, registry, user, password string, checked *bool) (Identity, bool, error) {
+	if s.identities == nil || !isUUID(user) {
+		return Identity{}, false, nil
+	}
+	u, err := s.identities.GetIdentityByClientID(ctx, user)
+	if errors.Is(err, metadata.ErrNotFound) || (err == nil && u.SecretHash == "") {
+		return Identity{}, false, nil
+	}
+	if err != nil {
+		return Identity{}, false, err
+	}
+	*checked = true
+	ok, err := s.verified.check(ctx, u.SecretHash, password, s.now())
+	if err != nil {
+		return Identity{}, false, fmt.Errorf("identity secret hash: %w", err)
+	}
+	if !ok {
+		return Identity{}, false, nil
+	}
+	perms, found, err := s.identityPerms(ctx, registry, u.PrincipalID)
+	if err != nil || !found {
+		return Identity{}, false, err
+	}
+	return Identity{Registry: registry, Kind: KindIdentity, Name: u.PrincipalID, Stamp: stampOf(u.SecretHash), Perms: perms}, true, nil
+}
+
+// isUUID reports whether s has the 8-4-4-4-12 hex form of a client id.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'):
+			return false
+		}
+	}
+	return true
 }
 
 // scopeMapPerms resolves a token's scope map (system or user-defined).
@@ -266,6 +316,19 @@ func (s *Service) current(ctx context.Context, registry, kind, name, stamp strin
 		id.Perms = perms
 		return id, ok, err
 	case KindIdentity:
+		if stamp != "" && s.identities != nil {
+			// Signed in with a client secret: a reset secret ends it.
+			u, err := s.identities.GetIdentityByPrincipal(ctx, name)
+			if errors.Is(err, metadata.ErrNotFound) {
+				return id, false, nil
+			}
+			if err != nil {
+				return id, false, err
+			}
+			if u.SecretHash == "" || stampOf(u.SecretHash) != stamp {
+				return id, false, nil
+			}
+		}
 		perms, ok, err := s.identityPerms(ctx, registry, name)
 		id.Perms = perms
 		return id, ok, err

@@ -57,6 +57,9 @@ func ScopeMapActionNames() []string {
 type Rule struct {
 	Pattern string
 	Actions []Action
+	// Cond, when set, limits the rule to the (action, repository) pairs
+	// it allows: a role assignment's ABAC condition.
+	Cond *Condition
 }
 
 func (r Rule) matches(repo string) bool {
@@ -78,7 +81,7 @@ var AllPerms = Perms{{Pattern: "*", Actions: AllActions}}
 // Allows reports whether a is allowed on repo.
 func (p Perms) Allows(repo string, a Action) bool {
 	for _, r := range p {
-		if slices.Contains(r.Actions, a) && r.matches(repo) {
+		if slices.Contains(r.Actions, a) && r.matches(repo) && r.Cond.Allows(a, repo) {
 			return true
 		}
 	}

@@ -129,6 +129,7 @@ func ValidateRoleAssignment(role, scope, sub string) (Role, RoleScope, error) {
 type IdentityStore interface {
 	GetIdentity(ctx context.Context, rg, name string) (metadata.UserIdentity, error)
 	GetIdentityByPrincipal(ctx context.Context, principalID string) (metadata.UserIdentity, error)
+	GetIdentityByClientID(ctx context.Context, clientID string) (metadata.UserIdentity, error)
 	RoleAssignmentsOf(ctx context.Context, principalID string) ([]metadata.RoleAssignment, error)
 	FederatedCredentialsByIssuer(ctx context.Context, issuer string) ([]metadata.FederatedCredential, error)
 }
@@ -175,7 +176,15 @@ func (s *Service) identityPerms(ctx context.Context, registry, principalID strin
 		if pattern == "" {
 			pattern = "*"
 		}
-		perms = append(perms, Rule{Pattern: pattern, Actions: role.Actions})
+		var cond *Condition
+		if a.Condition != "" {
+			// Checked when the assignment was made; one that no longer
+			// parses grants nothing rather than everything.
+			if cond, err = ParseCondition(a.Condition); err != nil {
+				continue
+			}
+		}
+		perms = append(perms, Rule{Pattern: pattern, Actions: role.Actions, Cond: cond})
 	}
 	return perms, true, nil
 }

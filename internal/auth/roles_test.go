@@ -290,3 +290,91 @@ func FuzzUnverifiedIssuer(f *testing.F) {
 		}
 	})
 }
+
+// A role assignment's ABAC condition limits what the token endpoint
+// grants: the Contributor role conditioned to pull-only outside team-a/
+// (the docs' shape with a prefix) gives pull, push and delete under team-a/
+// and only pull elsewhere; the unconditioned myapp reader still adds up.
+func TestIdentityConditionedRole(t *testing.T) {
+	f := newIdentityFixture(t)
+	reg := "/subscriptions/" + testSub + "/resourceGroups/arca/providers/Microsoft.ContainerRegistry/registries/reg01"
+	cond := "(!(ActionMatches{'Microsoft.ContainerRegistry/registries/repositories/content/write'}) AND " +
+		"!(ActionMatches{'Microsoft.ContainerRegistry/registries/repositories/content/delete'})) OR " +
+		"@Request[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'"
+	if _, err := ValidateCondition(cond, ConditionVersion); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.meta.PutRoleAssignment(context.Background(), metadata.RoleAssignment{Name: "00000000-0000-4000-8000-000000000009",
+		Role: "Container Registry Repository Contributor", PrincipalID: f.principal, Scope: reg, Condition: cond, ConditionVersion: ConditionVersion}); err != nil {
+		t.Fatal(err)
+	}
+	_, rt, body := f.exchange(t, f.iss.Token(t, "ci", "api://AzureADTokenExchange", time.Hour))
+	if rt == "" {
+		t.Fatalf("exchange: %v", body)
+	}
+	for scope, want := range map[string]string{
+		"repository:team-a/app:pull,push,delete": "repository:team-a/app:pull,push,delete",
+		"repository:team-b/app:pull,push,delete": "repository:team-b/app:pull",
+		"repository:team-a-infra:push":           "",
+		"repository:myapp:pull":                  "repository:myapp:pull",
+	} {
+		if code, got := f.grant(t, rt, scope); code != 200 || got != want {
+			t.Errorf("%s: %d %q, want %q", scope, code, got, want)
+		}
+	}
+}
+
+// An identity's client secret signs in as the identity (client id as the
+// user name, as a service principal at ACR) with its role assignments'
+// rights; a reset ends the old secret and the refresh tokens it got.
+func TestIdentityClientSecret(t *testing.T) {
+	f := newIdentityFixture(t)
+	ctx := context.Background()
+	u, err := f.meta.GetIdentity(ctx, "rg", "cacheid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setSecret := func(secret string) {
+		t.Helper()
+		h, err := HashPassword(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.meta.SetIdentitySecret(ctx, "rg", "cacheid", h, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	login := func(user, pass, scope string) (int, string, string) {
+		t.Helper()
+		code, m := f.post(t, f.svc.TokenHandler(func(string) string { return "reg01" }), url.Values{"grant_type": {"password"},
+			"service": {"reg01.localhost"}, "scope": {scope}, "username": {user}, "password": {pass}, "access_type": {"offline"}})
+		s, _ := m["scope"].(string)
+		rt, _ := m["refresh_token"].(string)
+		return code, s, rt
+	}
+	// No secret yet: the client id is no user.
+	if code, _, _ := login(u.ClientID, "anything-at-all", "repository:myapp:pull"); code != http.StatusUnauthorized {
+		t.Fatalf("no secret set: %d", code)
+	}
+	setSecret("first-secret-0b1c")
+	code, got, rt := login(strings.ToUpper(u.ClientID), "first-secret-0b1c", "repository:myapp:pull repository:other:pull")
+	if code != 200 || got != "repository:myapp:pull" || rt == "" {
+		t.Fatalf("client secret login: %d %q (refresh token %v)", code, got, rt != "")
+	}
+	if code, _, _ := login(u.ClientID, "wrong-secret", "repository:myapp:pull"); code != http.StatusUnauthorized {
+		t.Fatalf("wrong secret: %d", code)
+	}
+	if code, got := f.grant(t, rt, "repository:myapp:pull"); code != 200 || got != "repository:myapp:pull" {
+		t.Fatalf("refresh token from the secret: %d %q", code, got)
+	}
+	setSecret("second-secret-7e2d")
+	if code, _, _ := login(u.ClientID, "first-secret-0b1c", "repository:myapp:pull"); code != http.StatusUnauthorized {
+		t.Fatalf("old secret after a reset: %d", code)
+	}
+	if code, _ := f.grant(t, rt, "repository:myapp:pull"); code != http.StatusUnauthorized {
+		t.Fatalf("refresh token of the old secret after a reset: %d", code)
+	}
+	if code, got, _ := login(u.ClientID, "second-secret-7e2d", "repository:myapp:pull"); code != 200 || got != "repository:myapp:pull" {
+		t.Fatalf("new secret: %d %q", code, got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/arcacache/arca/internal/rules"
+	"github.com/arcacache/arca/internal/secrets"
 	"github.com/arcacache/arca/internal/tracing"
 	"github.com/arcacache/arca/internal/upstream"
 )
@@ -22,9 +23,10 @@ type RuleStore interface {
 	GetCredentialSet(ctx context.Context, registry, name string) (rules.CredentialSet, error)
 }
 
-// SecretResolver turns a secret reference into its value, at use time.
+// SecretResolver turns a secret reference into its value, at use time,
+// reading Key Vault references as the given identity.
 type SecretResolver interface {
-	Resolve(ctx context.Context, ref string) (string, error)
+	ResolveAs(ctx context.Context, ref string, id secrets.KeyVaultIdentity) (string, error)
 }
 
 // RuleSet resolves repositories to cache targets. It keeps an index per
@@ -35,6 +37,7 @@ type RuleSet struct {
 	store        RuleStore
 	secrets      SecretResolver
 	identities   IdentityCredentials
+	creds        CredentialCache
 	recheckEvery time.Duration
 
 	mu   sync.Mutex
@@ -58,6 +61,19 @@ type IdentityCredentials interface {
 // it their upstream requests fail (never an anonymous pull).
 func (s *RuleSet) UseIdentities(ic IdentityCredentials) { s.identities = ic }
 
+// CredentialCache is the upstream client's cache of logins per credential
+// key (upstream.Client).
+type CredentialCache interface {
+	ForgetCredentials(prefix string)
+}
+
+// UseCredentialCache makes a change of a registry's rules or credential
+// sets (seen by every replica as a new rules generation) drop the
+// upstream logins of its credential sets, so a rewritten set takes effect
+// at the next upstream request rather than when the upstream refuses the
+// old credentials.
+func (s *RuleSet) UseCredentialCache(cc CredentialCache) { s.creds = cc }
+
 // NewRuleSet returns a RuleSet over store.
 func NewRuleSet(store RuleStore, secrets SecretResolver) *RuleSet {
 	return &RuleSet{store: store, secrets: secrets, recheckEvery: time.Second, regs: map[string]*regRules{}}
@@ -68,6 +84,14 @@ func (s *RuleSet) Invalidate(registry string) {
 	s.mu.Lock()
 	delete(s.regs, registry)
 	s.mu.Unlock()
+	s.forgetLogins(registry)
+}
+
+// forgetLogins drops the upstream logins of registry's credential sets.
+func (s *RuleSet) forgetLogins(registry string) {
+	if s.creds != nil {
+		s.creds.ForgetCredentials(rules.CredentialKey(registry, ""))
+	}
 }
 
 func (s *RuleSet) load(ctx context.Context, registry string) (*regRules, error) {
@@ -95,6 +119,9 @@ func (s *RuleSet) load(ctx context.Context, registry string) (*regRules, error) 
 			return nil, fmt.Errorf("cache rules: %w", err)
 		}
 		next = &regRules{gen: gen, checkedAt: time.Now(), index: rules.NewIndex(list), reverse: newReverseIndex(list)}
+		if cur != nil {
+			s.forgetLogins(registry) // another replica changed the rules or sets
+		}
 	}
 	s.mu.Lock()
 	s.regs[registry] = next
@@ -190,11 +217,12 @@ func (s *RuleSet) credentials(registry, name string) upstream.Credentials {
 			return "", "", fmt.Errorf("credential set %s has no usable credentials", name)
 		}
 		c := cs
-		user, err := s.secrets.Resolve(ctx, c.UsernameRef)
+		id := secrets.UserAssigned(c.Identity)
+		user, err := s.secrets.ResolveAs(ctx, c.UsernameRef, id)
 		if err != nil {
 			return "", "", fmt.Errorf("credential set %s username: %w", name, err)
 		}
-		pass, err := s.secrets.Resolve(ctx, c.PasswordRef)
+		pass, err := s.secrets.ResolveAs(ctx, c.PasswordRef, id)
 		if err != nil {
 			return "", "", fmt.Errorf("credential set %s password: %w", name, err)
 		}

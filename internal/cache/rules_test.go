@@ -95,3 +95,45 @@ func TestRuleSetConcurrentReload(t *testing.T) {
 		t.Fatalf("a new generation did not reload the rules")
 	}
 }
+
+type forgetRecorder struct {
+	mu       sync.Mutex
+	prefixes []string
+}
+
+func (f *forgetRecorder) ForgetCredentials(prefix string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.prefixes = append(f.prefixes, prefix)
+}
+
+// A new rules generation (a rule or credential set changed, here or on
+// another replica) drops the registry's upstream logins; a recheck that
+// finds the same generation does not.
+func TestRuleSetForgetsLoginsOnChange(t *testing.T) {
+	st := &countingStore{gen: 1}
+	rs := NewRuleSet(st, nil)
+	fr := &forgetRecorder{}
+	rs.UseCredentialCache(fr)
+	rs.recheckEvery = 0
+	ctx := context.Background()
+	lookup := func() {
+		t.Helper()
+		if _, _, err := rs.Resolve(ctx, "Default", "gh/app", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookup()
+	lookup()
+	if len(fr.prefixes) != 0 {
+		t.Fatalf("forgot on first load or an unchanged generation: %v", fr.prefixes)
+	}
+	st.mu.Lock()
+	st.gen = 2
+	st.mu.Unlock()
+	lookup()
+	rs.Invalidate("Default")
+	if len(fr.prefixes) != 2 || fr.prefixes[0] != "default/" || fr.prefixes[1] != "default/" {
+		t.Fatalf("forgotten prefixes %v, want default/ after the new generation and after Invalidate", fr.prefixes)
+	}
+}

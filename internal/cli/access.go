@@ -55,26 +55,6 @@ func clientCmd(env Env, cmd *cobra.Command) *clientOpts {
 	return o
 }
 
-// onRegistry runs fn with the ARM path of registry name.
-func (o *clientOpts) onRegistry(cmd *cobra.Command, name, rg string, fn func(ctx context.Context, s *session, path string) error) error {
-	return o.onRegistryWith(cmd, name, rg, requestTimeout, fn)
-}
-
-// onRegistryWith is onRegistry with another per-request timeout (0: none).
-func (o *clientOpts) onRegistryWith(cmd *cobra.Command, name, rg string, timeout time.Duration, fn func(ctx context.Context, s *session, path string) error) error {
-	s, err := o.connectWith(timeout)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := o.context(cmd)
-	defer cancel()
-	path, err := s.registryPath(ctx, name, rg)
-	if err != nil {
-		return err
-	}
-	return fn(ctx, s, path)
-}
-
 // triBool is az's three-state boolean flag (true/false, unset).
 type triBool struct{ v *bool }
 
@@ -188,26 +168,16 @@ func (f *registryFlags) body() (map[string]any, error) {
 	return body, nil
 }
 
-func (s *session) printRegistry(raw json.RawMessage) error {
-	return s.printResource(raw, registryKind)
-}
-
 func newRegistryCreateCmd(env Env) *cobra.Command {
 	var (
 		name, location string
 		f              registryFlags
 	)
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:     "create",
 		Short:   "Create a registry, or update the one of this name (PUT).",
 		Example: `  arca create -n myregistry --sku Standard --admin-enabled true`,
-		Args:    cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "name"); err != nil {
-			return err
-		}
+	}, []string{"name"}, func(o *clientOpts, cmd *cobra.Command) error {
 		body, err := f.body()
 		if err != nil {
 			return err
@@ -218,14 +188,8 @@ func newRegistryCreateCmd(env Env) *cobra.Command {
 		if _, ok := body["sku"]; !ok {
 			body["sku"] = map[string]any{"name": "Standard"}
 		}
-		return o.onRegistry(cmd, name, f.rg, func(ctx context.Context, s *session, path string) error {
-			raw, err := s.call(ctx, http.MethodPut, withAPIVersion(path), body)
-			if err != nil {
-				return err
-			}
-			return s.printRegistry(raw)
-		})
-	}
+		return o.callAt(cmd, registryAt(name, f.rg), http.MethodPut, body, registryKind)
+	})
 	cmd.Flags().StringVarP(&name, "name", "n", "", "The name of the container registry.")
 	cmd.Flags().StringVarP(&location, "location", "l", "", "Location (recorded).")
 	f.add(cmd.Flags(), false)
@@ -237,32 +201,20 @@ func newRegistryUpdateCmd(env Env) *cobra.Command {
 		name string
 		f    registryFlags
 	)
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:   "update",
 		Short: "Update a registry.",
 		Example: `  arca update -n myregistry --admin-enabled true
   arca update -n myregistry --anonymous-pull-enabled true
   arca update -n myregistry --cache-quota 20GiB --storage-quota 50GiB
   arca update --name myregistry --role-assignment-mode rbac-abac`,
-		Args: cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "name"); err != nil {
-			return err
-		}
+	}, []string{"name"}, func(o *clientOpts, cmd *cobra.Command) error {
 		body, err := f.body()
 		if err != nil {
 			return err
 		}
-		return o.onRegistry(cmd, name, f.rg, func(ctx context.Context, s *session, path string) error {
-			raw, err := s.call(ctx, http.MethodPatch, withAPIVersion(path), body)
-			if err != nil {
-				return err
-			}
-			return s.printRegistry(raw)
-		})
-	}
+		return o.callAt(cmd, registryAt(name, f.rg), http.MethodPatch, body, registryKind)
+	})
 	cmd.Flags().StringVarP(&name, "name", "n", "", "The name of the container registry.")
 	f.add(cmd.Flags(), true)
 	return cmd
@@ -270,25 +222,13 @@ func newRegistryUpdateCmd(env Env) *cobra.Command {
 
 func newRegistryShowCmd(env Env) *cobra.Command {
 	var name, rg string
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:     "show",
 		Short:   "Show a registry.",
 		Example: `  arca show -n myregistry --query id -o tsv`,
-		Args:    cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "name"); err != nil {
-			return err
-		}
-		return o.onRegistry(cmd, name, rg, func(ctx context.Context, s *session, path string) error {
-			raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
-			if err != nil {
-				return err
-			}
-			return s.printRegistry(raw)
-		})
-	}
+	}, []string{"name"}, func(o *clientOpts, cmd *cobra.Command) error {
+		return o.callAt(cmd, registryAt(name, rg), http.MethodGet, nil, registryKind)
+	})
 	cmd.Flags().StringVarP(&name, "name", "n", "", "The name of the container registry.")
 	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
 	return cmd
@@ -296,34 +236,18 @@ func newRegistryShowCmd(env Env) *cobra.Command {
 
 func newRegistryListCmd(env Env) *cobra.Command {
 	var rg string
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:     "list",
 		Short:   "List the registries.",
 		Example: `  arca list -o table`,
-		Args:    cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		s, err := o.connect()
-		if err != nil {
-			return err
-		}
-		ctx, cancel := o.context(cmd)
-		defer cancel()
-		info, err := s.serverInfo(ctx)
-		if err != nil {
-			return err
-		}
-		path := "/subscriptions/" + pathEscape(info.SubscriptionID) + "/providers/Microsoft.ContainerRegistry/registries"
-		if rg != "" {
-			path = "/subscriptions/" + pathEscape(info.SubscriptionID) + "/resourceGroups/" + pathEscape(rg) + "/providers/Microsoft.ContainerRegistry/registries"
-		}
-		items, err := s.list(ctx, withAPIVersion(path))
-		if err != nil {
-			return err
-		}
-		return s.printList(items, registryKind)
-	}
+	}, nil, func(o *clientOpts, cmd *cobra.Command) error {
+		return o.listAt(cmd, infoAt(func(info *serverInfo) string {
+			if rg != "" {
+				return "/subscriptions/" + pathEscape(info.SubscriptionID) + "/resourceGroups/" + pathEscape(rg) + "/providers/Microsoft.ContainerRegistry/registries"
+			}
+			return "/subscriptions/" + pathEscape(info.SubscriptionID) + "/providers/Microsoft.ContainerRegistry/registries"
+		}), registryKind)
+	})
 	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
 	return cmd
 }
@@ -333,25 +257,16 @@ func newRegistryDeleteCmd(env Env) *cobra.Command {
 		name, rg string
 		yes      bool
 	)
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:     "delete",
 		Short:   "Delete a registry.",
 		Example: `  arca delete -n myregistry --yes`,
-		Args:    cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "name"); err != nil {
-			return err
-		}
+	}, []string{"name"}, func(o *clientOpts, cmd *cobra.Command) error {
 		if err := confirm(o.env, "Are you sure you want to perform this operation?", yes); err != nil {
 			return err
 		}
-		return o.onRegistry(cmd, name, rg, func(ctx context.Context, s *session, path string) error {
-			_, err := s.call(ctx, http.MethodDelete, withAPIVersion(path), nil)
-			return err
-		})
-	}
+		return o.callAt(cmd, registryAt(name, rg), http.MethodDelete, nil, registryKind)
+	})
 	cmd.Flags().StringVarP(&name, "name", "n", "", "The name of the container registry.")
 	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "Do not prompt for confirmation.")
@@ -395,7 +310,7 @@ a password's value is shown once, when it is generated (the first
 			if err := requireFlags(cmd, req...); err != nil {
 				return err
 			}
-			return o.onRegistry(cmd, name, rg, func(ctx context.Context, s *session, path string) error {
+			return o.onPath(cmd, registryAt(name, rg), func(ctx context.Context, s *session, path string) error {
 				op, body := "/listCredentials", any(nil)
 				if renew {
 					if pwName != "password" && pwName != "password2" {

@@ -201,15 +201,21 @@ func credSetStep(base string, cs applyCredSet, cur json.RawMessage) step {
 	var body credSetBody
 	body.Properties.LoginServer = cs.LoginServer
 	body.Properties.AuthCredentials = []authCredential{{Name: credentialName, UsernameSecretIdentifier: cs.UsernameSecretID, PasswordSecretIdentifier: cs.PasswordSecretID}}
-	body.Identity = &identityBody{Type: "SystemAssigned"}
-	want := map[string]string{"loginServer": strings.ToLower(cs.LoginServer), "usernameSecretId": cs.UsernameSecretID, "passwordSecretId": cs.PasswordSecretID}
+	body.Identity, _ = credSetIdentity(cs.Identity) // checked by validate
+	want := map[string]string{"loginServer": strings.ToLower(cs.LoginServer), "usernameSecretId": cs.UsernameSecretID, "passwordSecretId": cs.PasswordSecretID,
+		"identity": strings.ToLower(cs.Identity)}
 	return finish(st, want, credSetView(cur), cur, body)
 }
 
 func credSetView(raw json.RawMessage) map[string]string {
 	var cur existingCredSet
 	_ = json.Unmarshal(raw, &cur)
-	v := map[string]string{"loginServer": strings.ToLower(cur.Properties.LoginServer)}
+	v := map[string]string{"loginServer": strings.ToLower(cur.Properties.LoginServer), "identity": ""}
+	if cur.Identity != nil {
+		for id := range cur.Identity.UserAssignedIdentities {
+			v["identity"] = strings.ToLower(id)
+		}
+	}
 	if len(cur.Properties.AuthCredentials) > 0 {
 		v["usernameSecretId"] = cur.Properties.AuthCredentials[0].UsernameSecretIdentifier
 		v["passwordSecretId"] = cur.Properties.AuthCredentials[0].PasswordSecretIdentifier

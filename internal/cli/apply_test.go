@@ -113,6 +113,20 @@ func TestApply(t *testing.T) {
 	if res.stdout != "update\tpasswordSecretId\tcredentialSet\tdockerhub\nupdate\tretentionDays\tcacheRule\tubuntu\nupdate\ttags\tcacheRule\tapp\n" {
 		t.Fatalf("update plan tsv:\n%q", res.stdout)
 	}
+
+	// The identity that reads the secrets is part of the desired state.
+	const kvReader = "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/KVReader"
+	withID := strings.Replace(changed, "secrets/rotated\n", "secrets/rotated\n    identity: "+kvReader+"\n", 1)
+	before = len(f.writes())
+	if res = runCLI(t, env, "", "apply", "-f", writeFile(t, withID), "-o", "tsv"); res.err != nil || !strings.HasPrefix(res.stdout, "update\tidentity\tcredentialSet\tdockerhub\n") {
+		t.Fatalf("identity added: %v\n%q", res.err, res.stdout)
+	}
+	if w := f.writes()[before]; !strings.HasSuffix(w.Body, `"identity":{"type":"UserAssigned","userAssignedIdentities":{"`+kvReader+`":{}}}}`) {
+		t.Fatalf("identity body: %s", w.Body)
+	}
+	if res = runCLI(t, env, "", "apply", "-f", writeFile(t, withID)); res.err != nil || res.stderr != "No changes: 3 unchanged.\n" {
+		t.Fatalf("identity unchanged: %v %q", res.err, res.stderr)
+	}
 }
 
 func TestApplyFileErrors(t *testing.T) {
@@ -129,6 +143,7 @@ func TestApplyFileErrors(t *testing.T) {
 		{"registry: myregistry\ncacheRules:\n  - name: abcde\n    sourceRepository: ghcr.io/a\n    targetRepository: a\n  - name: ABCDE\n    sourceRepository: ghcr.io/b\n    targetRepository: b\n", "listed twice"},
 		{"registry: myregistry\ncredentialSets:\n  - name: abcde\n    loginServer: docker.io\n    usernameSecretId: env://U\n    passwordSecretId: s3cr3t-in-clear\n", "credentialSets[0].passwordSecretId: invalid secret reference"},
 		{"registry: myregistry\ncredentialSets:\n  - name: abcde\n", "are required"},
+		{"registry: myregistry\ncredentialSets:\n  - name: abcde\n    loginServer: docker.io\n    usernameSecretId: env://U\n    passwordSecretId: env://P\n    identity: /subscriptions/x/bad\n", "credentialSets[0].identity: Invalid user-assigned managed identity resource ID"},
 	}
 	for _, tt := range tests {
 		res := runCLI(t, env, "", "apply", "-f", writeFile(t, tt.yaml))

@@ -25,6 +25,9 @@ type applyCredSet struct {
 	LoginServer      string `yaml:"loginServer"`
 	UsernameSecretID string `yaml:"usernameSecretId"`
 	PasswordSecretID string `yaml:"passwordSecretId"`
+	// Identity is the user-assigned identity that reads the secrets
+	// ("" = the system-assigned one).
+	Identity string `yaml:"identity"`
 }
 
 type applyTags struct {
@@ -109,6 +112,9 @@ func (f *applyFile) validate() error {
 		}
 		if err := checkSecretRef(where+".passwordSecretId", cs.PasswordSecretID); err != nil {
 			return err
+		}
+		if _, err := userAssigned(cs.Identity); err != nil {
+			return fmt.Errorf("%s.identity: %w", where, err)
 		}
 	}
 	seen = map[string]bool{}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -32,6 +33,9 @@ type (
 		Identity *identityBody `json:"identity,omitempty"`
 	}
 	existingCredSet struct {
+		Identity *struct {
+			UserAssignedIdentities map[string]json.RawMessage `json:"userAssignedIdentities"`
+		} `json:"identity"`
 		Properties struct {
 			LoginServer     string           `json:"loginServer"`
 			AuthCredentials []authCredential `json:"authCredentials"`
@@ -80,10 +84,28 @@ func checkSecretRef(flag, ref string) error {
 	return nil
 }
 
+// systemIdentity is the --identity value that selects the set's
+// system-assigned identity (the server's Key Vault credential), spelled
+// as az spells it for --assign-identity.
+const systemIdentity = "[system]"
+
+// credSetIdentity builds the identity block of --identity: the
+// user-assigned identity that reads the set's Key Vault secrets, or
+// [system].
+func credSetIdentity(id string) (*identityBody, error) {
+	if id == "" || strings.EqualFold(id, systemIdentity) {
+		return &identityBody{Type: "SystemAssigned"}, nil
+	}
+	return userAssigned(id)
+}
+
+const credSetIdentityUsage = "Resource ID of the user-assigned managed identity that reads the Key Vault secrets " +
+	"(it needs 'get' on them), or [system] for the server's Key Vault credential. arca extension."
+
 func newCredSetCreateCmd(o *clientOpts) *cobra.Command {
 	var (
-		t                 target
-		login, user, pass string
+		t                           target
+		login, user, pass, identity string
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -94,7 +116,11 @@ func newCredSetCreateCmd(o *clientOpts) *cobra.Command {
     -u https://MyKeyvault.vault.azure.net/secrets/usernamesecret \
     -p https://MyKeyvault.vault.azure.net/secrets/passwordsecret
   arca credential-set create -r MyRegistry -n ghcr -l ghcr.io \
-    -u env://GHCR_USER -p vault://secret/arca/ghcr#token`,
+    -u env://GHCR_USER -p vault://secret/arca/ghcr#token
+  arca credential-set create -r MyRegistry -n hub -l docker.io \
+    -u https://MyKeyvault.vault.azure.net/secrets/usernamesecret \
+    -p https://MyKeyvault.vault.azure.net/secrets/passwordsecret \
+    --identity /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/KVReader`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireFlags(cmd, "name", "registry", "login-server", "username-id", "password-id"); err != nil {
@@ -109,7 +135,11 @@ func newCredSetCreateCmd(o *clientOpts) *cobra.Command {
 			var body credSetBody
 			body.Properties.LoginServer = login
 			body.Properties.AuthCredentials = []authCredential{{Name: credentialName, UsernameSecretIdentifier: user, PasswordSecretIdentifier: pass}}
-			body.Identity = &identityBody{Type: "SystemAssigned"}
+			id, err := credSetIdentity(identity)
+			if err != nil {
+				return err
+			}
+			body.Identity = id
 			return o.writeResource(cmd, t, credSetKind, http.MethodPut, body)
 		},
 	}
@@ -118,13 +148,14 @@ func newCredSetCreateCmd(o *clientOpts) *cobra.Command {
 	fs.StringVarP(&login, "login-server", "l", "", "The login server address of the upstream registry such as 'docker.io'.")
 	fs.StringVarP(&user, "username-id", "u", "", "Reference to the secret holding the username for the upstream registry (Key Vault secret ID, vault://, file:// or env://).")
 	fs.StringVarP(&pass, "password-id", "p", "", "Reference to the secret holding the password for the upstream registry (Key Vault secret ID, vault://, file:// or env://).")
+	fs.StringVar(&identity, "identity", "", credSetIdentityUsage)
 	return cmd
 }
 
 func newCredSetUpdateCmd(o *clientOpts) *cobra.Command {
 	var (
-		t          target
-		user, pass string
+		t                    target
+		user, pass, identity string
 	)
 	cmd := &cobra.Command{
 		Use:     "update",
@@ -135,7 +166,7 @@ func newCredSetUpdateCmd(o *clientOpts) *cobra.Command {
 			if err := requireFlags(cmd, "name", "registry"); err != nil {
 				return err
 			}
-			if user == "" && pass == "" {
+			if user == "" && pass == "" && identity == "" {
 				return errors.New("You must update either the username secret ID, password secret ID, or both.")
 			}
 			for flag, ref := range map[string]string{"--username-id/-u": user, "--password-id/-p": pass} {
@@ -145,18 +176,26 @@ func newCredSetUpdateCmd(o *clientOpts) *cobra.Command {
 					}
 				}
 			}
-			return o.credSetUpdate(cmd, t, user, pass)
+			var id *identityBody
+			if identity != "" {
+				var err error
+				if id, err = credSetIdentity(identity); err != nil {
+					return err
+				}
+			}
+			return o.credSetUpdate(cmd, t, user, pass, id)
 		},
 	}
 	t.addFlags(cmd.Flags(), "The name of the credential set.")
 	cmd.Flags().StringVarP(&user, "username-id", "u", "", "Reference to the secret holding the username for the upstream registry.")
 	cmd.Flags().StringVarP(&pass, "password-id", "p", "", "Reference to the secret holding the password for the upstream registry.")
+	cmd.Flags().StringVar(&identity, "identity", "", credSetIdentityUsage)
 	return cmd
 }
 
 // credSetUpdate GETs the set, fills the reference not given from it, and
-// PATCHes authCredentials, as az does.
-func (o *clientOpts) credSetUpdate(cmd *cobra.Command, t target, user, pass string) error {
+// PATCHes authCredentials, as az does, and the identity when id is set.
+func (o *clientOpts) credSetUpdate(cmd *cobra.Command, t target, user, pass string, id *identityBody) error {
 	return o.onResource(cmd, t, credSetKind, func(ctx context.Context, s *session, _, path string) error {
 		raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
 		if err != nil {
@@ -172,6 +211,7 @@ func (o *clientOpts) credSetUpdate(cmd *cobra.Command, t target, user, pass stri
 		}
 		var body credSetBody
 		body.Properties.AuthCredentials = []authCredential{{Name: credentialName, UsernameSecretIdentifier: user, PasswordSecretIdentifier: pass}}
+		body.Identity = id
 		raw, err = s.call(ctx, http.MethodPatch, withAPIVersion(path), body)
 		if err != nil {
 			return err

@@ -37,6 +37,28 @@ func TestCredentialSetCommands(t *testing.T) {
 	if w[len(w)-1].Method != "PATCH" || w[len(w)-1].Body != want {
 		t.Fatalf("update: %v", w[len(w)-1])
 	}
+	// --identity names the user-assigned identity that reads the secrets;
+	// [system] goes back to the server's credential.
+	const kvReader = "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/KVReader"
+	run("", "credential-set", "update", "-r", "MyRegistry", "-n", "MyDockerHubCredSet", "--identity", kvReader)
+	w = f.writes()
+	want = `{"properties":{"authCredentials":[{"name":"Credential1","usernameSecretIdentifier":"` + kvUser + `","passwordSecretIdentifier":"` + newPass + `"}]},"identity":{"type":"UserAssigned","userAssignedIdentities":{"` + kvReader + `":{}}}}`
+	if w[len(w)-1].Method != "PATCH" || w[len(w)-1].Body != want {
+		t.Fatalf("update --identity: %v\nwant body %s", w[len(w)-1], want)
+	}
+	run("", "credential-set", "update", "-r", "MyRegistry", "-n", "MyDockerHubCredSet", "--identity", "[system]")
+	if w = f.writes(); !strings.HasSuffix(w[len(w)-1].Body, `"identity":{"type":"SystemAssigned"}}`) {
+		t.Fatalf("update --identity [system]: %v", w[len(w)-1])
+	}
+	run("", "credential-set", "create", "-r", "MyRegistry", "-n", "kvset", "-l", "docker.io", "-u", kvUser, "-p", kvPass, "--identity", kvReader)
+	if w = f.writes(); !strings.HasSuffix(w[len(w)-1].Body, `"identity":{"type":"UserAssigned","userAssignedIdentities":{"`+kvReader+`":{}}}}`) {
+		t.Fatalf("create --identity: %v", w[len(w)-1])
+	}
+	if res := runCLI(t, env, "", "credential-set", "create", "-r", "MyRegistry", "-n", "badid", "-l", "docker.io", "-u", kvUser, "-p", kvPass,
+		"--identity", "/subscriptions/x/bad"); res.err == nil || !strings.Contains(res.err.Error(), "Invalid user-assigned managed identity resource ID") {
+		t.Fatalf("create with a bad --identity: %v", res.err)
+	}
+	run("y\n", "credential-set", "delete", "-r", "MyRegistry", "-n", "kvset")
 	// The seed's principal-ID query prints the bare value.
 	res := run("", "credential-set", "show", "-n", "MyDockerHubCredSet", "-r", "MyRegistry", "--query", "identity.principalId", "-o", "tsv")
 	if res.stdout != "5f6e7d8c-0000-4000-8000-000000000018\n" {

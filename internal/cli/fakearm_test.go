@@ -188,7 +188,11 @@ func (f *fakeARM) store(coll, name, key string, old, in map[string]any, patch bo
 	props["provisioningState"] = "Succeeded"
 	props["creationDate"] = "2026-01-01T00:00:00+00:00"
 	if coll == "credentialSets" {
-		doc["identity"] = map[string]any{"type": "systemAssigned", "principalId": "5f6e7d8c-0000-4000-8000-" + fmt.Sprintf("%012d", len(name)), "tenantId": "t"}
+		// As the server: a user-assigned identity is shown as named, else
+		// the set's system-assigned principal.
+		if id, _ := doc["identity"].(map[string]any); id == nil || !strings.EqualFold(fmt.Sprint(id["type"]), "UserAssigned") {
+			doc["identity"] = map[string]any{"type": "systemAssigned", "principalId": "5f6e7d8c-0000-4000-8000-" + fmt.Sprintf("%012d", len(name)), "tenantId": "t"}
+		}
 		if creds, ok := props["authCredentials"].([]any); ok {
 			for _, c := range creds {
 				c.(map[string]any)["credentialHealth"] = map[string]any{"status": "Healthy"}

@@ -45,7 +45,7 @@ Calls POST .../registries/{name}/garbageCollect?api-version=` + apiVersion + `.`
 		}
 		// No per-request timeout: a run takes as long as the store is
 		// large; --timeout (and Ctrl-C) bound it.
-		return o.onRegistryWith(cmd, name, rg, 0, func(ctx context.Context, s *session, path string) error {
+		return o.onPathWith(cmd, registryAt(name, rg), 0, func(ctx context.Context, s *session, path string) error {
 			var raw json.RawMessage
 			var err error
 			done := make(chan struct{})
@@ -137,7 +137,7 @@ PATCHes properties.policies.retentionPolicy of the registry.`,
 		if len(policy) == 0 {
 			return errors.New("nothing to update: give --status and/or --days")
 		}
-		return o.onRegistry(cmd, name, rg, func(ctx context.Context, s *session, path string) error {
+		return o.onPath(cmd, registryAt(name, rg), func(ctx context.Context, s *session, path string) error {
 			body := map[string]any{"properties": map[string]any{"policies": map[string]any{"retentionPolicy": policy}}}
 			raw, err := s.call(ctx, http.MethodPatch, withAPIVersion(path), body)
 			if err != nil {
@@ -171,7 +171,7 @@ func newRetentionShowCmd(env Env) *cobra.Command {
 		if err := requireFlags(cmd, "registry"); err != nil {
 			return err
 		}
-		return o.onRegistry(cmd, name, rg, func(ctx context.Context, s *session, path string) error {
+		return o.onPath(cmd, registryAt(name, rg), func(ctx context.Context, s *session, path string) error {
 			raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
 			if err != nil {
 				return err

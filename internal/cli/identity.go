@@ -23,19 +23,9 @@ var (
 		columnTable([]string{"principalId", "roleDefinitionName", "scope"}, func(_, _ map[string]any) {})}
 )
 
-// withServer runs fn with a session and the server's info.
-func (o *clientOpts) withServer(cmd *cobra.Command, fn func(ctx context.Context, s *session, info *serverInfo) error) error {
-	s, err := o.connect()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := o.context(cmd)
-	defer cancel()
-	info, err := s.serverInfo(ctx)
-	if err != nil {
-		return err
-	}
-	return fn(ctx, s, info)
+// identityAt is the path of identity name of rg (the collection for "").
+func identityAt(rg, name string) pathFunc {
+	return infoAt(func(info *serverInfo) string { return identityPath(info, rg, name) })
 }
 
 func identityPath(info *serverInfo, rg, name string) string {
@@ -51,44 +41,40 @@ func newIdentityCmd(env Env) *cobra.Command {
 		Use:   "identity",
 		Short: "Manage user-assigned identities (az identity): principals that authenticate with federated tokens",
 	}
-	cmd.AddCommand(newIdentityCreateCmd(env), newIdentityShowCmd(env), newIdentityListCmd(env), newIdentityDeleteCmd(env), newFICCmd(env))
+	cmd.AddCommand(newIdentityCreateCmd(env), newIdentityShowCmd(env), newIdentityListCmd(env), newIdentityDeleteCmd(env), newFICCmd(env),
+		newIdentityCredentialCmd(env))
 	return cmd
 }
 
 func newIdentityCreateCmd(env Env) *cobra.Command {
 	var name, rg, location string
 	var tags []string
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:     "create",
 		Short:   "Create an identity (or update the tags of the one of this name).",
 		Example: `  arca identity create -g MyResourceGroup -n MyACRCacheIdentity`,
-		Args:    cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "name", "resource-group"); err != nil {
-			return err
+	}, []string{"name", "resource-group"}, func(o *clientOpts, cmd *cobra.Command) error {
+		body := map[string]any{}
+		if location != "" {
+			body["location"] = location
 		}
-		return o.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
-			body := map[string]any{}
-			if location != "" {
-				body["location"] = location
-			}
-			if tags != nil {
-				body["tags"] = parseTags(tags)
-			}
-			raw, err := s.call(ctx, http.MethodPut, withAPIVersion(identityPath(info, rg, name)), body)
-			if err != nil {
-				return err
-			}
-			return s.printResource(raw, identityKind)
-		})
-	}
-	cmd.Flags().StringVarP(&name, "name", "n", "", "The name of the identity.")
-	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
+		if tags != nil {
+			body["tags"] = parseTags(tags)
+		}
+		return o.callAt(cmd, identityAt(rg, name), http.MethodPut, body, identityKind)
+	})
+	identityFlags(cmd, &name, &rg)
 	cmd.Flags().StringVarP(&location, "location", "l", "", "Location (recorded).")
 	cmd.Flags().StringArrayVar(&tags, "tags", nil, "Space-separated tags: key[=value].")
 	return cmd
+}
+
+// identityFlags adds -n (when name is set) and -g.
+func identityFlags(cmd *cobra.Command, name, rg *string) {
+	if name != nil {
+		cmd.Flags().StringVarP(name, "name", "n", "", "The name of the identity.")
+	}
+	cmd.Flags().StringVarP(rg, "resource-group", "g", "", "Name of resource group.")
 }
 
 // parseTags reads az's --tags values.
@@ -103,77 +89,71 @@ func parseTags(tags []string) map[string]string {
 	return out
 }
 
+// secretKind prints a reset client secret (az ad sp credential reset's
+// appId/password/tenant, with arca's names).
+var secretKind = resourceKind{"", nil, columnTable([]string{"clientId", "clientSecret", "tenantId"}, func(_, _ map[string]any) {})}
+
+func newIdentityCredentialCmd(env Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "credential",
+		Short: "Manage an identity's client secret, for hosts with no OIDC issuer (arca extension)",
+		Long: `An identity may have one client secret: with the identity's client id as the
+user name it signs in as the identity (docker login, or a downstream arca's
+credential set), with the rights of its role assignments, as a service
+principal does at ACR. The server keeps only a slow hash of it: the secret is
+shown once, by reset; a new reset replaces it and ends what signed in with the
+previous one.`,
+	}
+	var name, rg string
+	reset := clientRun(env, &cobra.Command{
+		Use:     "reset",
+		Short:   "Generate a new client secret for the identity (shown once).",
+		Example: `  arca identity credential reset -g MyResourceGroup -n MyACRCacheIdentity --query clientSecret -o tsv`,
+	}, []string{"name", "resource-group"}, func(o *clientOpts, cmd *cobra.Command) error {
+		where := infoAt(func(info *serverInfo) string { return identityPath(info, rg, name) + "/resetCredential" })
+		return o.callAt(cmd, where, http.MethodPost, nil, secretKind)
+	})
+	identityFlags(reset, &name, &rg)
+	cmd.AddCommand(reset)
+	return cmd
+}
+
 func newIdentityShowCmd(env Env) *cobra.Command {
 	var name, rg string
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:     "show",
 		Short:   "Show an identity.",
 		Example: `  arca identity show -g MyResourceGroup -n MyACRCacheIdentity --query principalId -o tsv`,
-		Args:    cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "name", "resource-group"); err != nil {
-			return err
-		}
-		return o.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
-			raw, err := s.call(ctx, http.MethodGet, withAPIVersion(identityPath(info, rg, name)), nil)
-			if err != nil {
-				return err
-			}
-			return s.printResource(raw, identityKind)
-		})
-	}
-	cmd.Flags().StringVarP(&name, "name", "n", "", "The name of the identity.")
-	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
+	}, []string{"name", "resource-group"}, func(o *clientOpts, cmd *cobra.Command) error {
+		return o.callAt(cmd, identityAt(rg, name), http.MethodGet, nil, identityKind)
+	})
+	identityFlags(cmd, &name, &rg)
 	return cmd
 }
 
 func newIdentityListCmd(env Env) *cobra.Command {
 	var rg string
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:     "list",
 		Short:   "List the identities of a resource group.",
 		Example: `  arca identity list -g MyResourceGroup -o table`,
-		Args:    cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "resource-group"); err != nil {
-			return err
-		}
-		return o.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
-			items, err := s.list(ctx, withAPIVersion(identityPath(info, rg, "")))
-			if err != nil {
-				return err
-			}
-			return s.printList(items, identityKind)
-		})
-	}
-	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
+	}, []string{"resource-group"}, func(o *clientOpts, cmd *cobra.Command) error {
+		return o.listAt(cmd, identityAt(rg, ""), identityKind)
+	})
+	identityFlags(cmd, nil, &rg)
 	return cmd
 }
 
 func newIdentityDeleteCmd(env Env) *cobra.Command {
 	var name, rg string
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:     "delete",
 		Short:   "Delete an identity and its federated credentials; its tokens stop working.",
 		Example: `  arca identity delete -g MyResourceGroup -n MyACRCacheIdentity`,
-		Args:    cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "name", "resource-group"); err != nil {
-			return err
-		}
-		return o.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
-			_, err := s.call(ctx, http.MethodDelete, withAPIVersion(identityPath(info, rg, name)), nil)
-			return err
-		})
-	}
-	cmd.Flags().StringVarP(&name, "name", "n", "", "The name of the identity.")
-	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
+	}, []string{"name", "resource-group"}, func(o *clientOpts, cmd *cobra.Command) error {
+		return o.callAt(cmd, identityAt(rg, name), http.MethodDelete, nil, identityKind)
+	})
+	identityFlags(cmd, &name, &rg)
 	return cmd
 }
 
@@ -183,100 +163,61 @@ func newFICCmd(env Env) *cobra.Command {
 		Short: "Manage an identity's federated credentials: which OIDC issuer's tokens (issuer, subject, audience) prove the identity",
 	}
 	type ficFlags struct{ identity, rg, name string }
-	add := func(c *cobra.Command, f *ficFlags, named bool) *clientOpts {
-		o := clientCmd(env, c)
+	flags := func(c *cobra.Command, f *ficFlags, named bool) *cobra.Command {
 		c.Flags().StringVar(&f.identity, "identity-name", "", "The name of the identity.")
 		c.Flags().StringVarP(&f.rg, "resource-group", "g", "", "Name of resource group.")
 		if named {
 			c.Flags().StringVarP(&f.name, "name", "n", "", "The name of the federated credential.")
 		}
-		return o
+		return c
 	}
-	path := func(info *serverInfo, f ficFlags) string {
-		p := identityPath(info, f.rg, f.identity) + "/federatedIdentityCredentials"
-		if f.name != "" {
-			p += "/" + pathEscape(f.name)
-		}
-		return p
+	path := func(f *ficFlags) pathFunc {
+		return infoAt(func(info *serverInfo) string {
+			p := identityPath(info, f.rg, f.identity) + "/federatedIdentityCredentials"
+			if f.name != "" {
+				p += "/" + pathEscape(f.name)
+			}
+			return p
+		})
 	}
+	one := []string{"identity-name", "resource-group", "name"}
 
 	var cf ficFlags
 	var issuer, subject string
 	var audiences []string
-	create := &cobra.Command{
+	create := flags(clientRun(env, &cobra.Command{
 		Use:   "create",
 		Short: "Create or update a federated credential.",
 		Example: `  arca identity federated-credential create --identity-name MyACRCacheIdentity -g MyResourceGroup -n downstream \
     --issuer https://oidc.example.com --subject system:serviceaccount:arca:arca --audiences api://AzureADTokenExchange`,
-		Args: cobra.NoArgs,
-	}
-	co := add(create, &cf, true)
+	}, append(one, "issuer", "subject"), func(o *clientOpts, cmd *cobra.Command) error {
+		body := map[string]any{"properties": map[string]any{"issuer": issuer, "subject": subject, "audiences": audiences}}
+		return o.callAt(cmd, path(&cf), http.MethodPut, body, ficKind)
+	}), &cf, true)
 	create.Flags().StringVar(&issuer, "issuer", "", "The OIDC issuer URL (https; http only on loopback).")
 	create.Flags().StringVar(&subject, "subject", "", "The sub claim the tokens carry.")
 	create.Flags().StringSliceVar(&audiences, "audiences", nil, "The aud claim the tokens carry (default api://AzureADTokenExchange).")
-	create.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "identity-name", "resource-group", "name", "issuer", "subject"); err != nil {
-			return err
-		}
-		return co.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
-			body := map[string]any{"properties": map[string]any{"issuer": issuer, "subject": subject, "audiences": audiences}}
-			raw, err := s.call(ctx, http.MethodPut, withAPIVersion(path(info, cf)), body)
-			if err != nil {
-				return err
-			}
-			return s.printResource(raw, ficKind)
-		})
-	}
 
 	var sf ficFlags
-	show := &cobra.Command{Use: "show", Short: "Show a federated credential.", Args: cobra.NoArgs}
-	so := add(show, &sf, true)
-	show.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "identity-name", "resource-group", "name"); err != nil {
-			return err
-		}
-		return so.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
-			raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path(info, sf)), nil)
-			if err != nil {
-				return err
-			}
-			return s.printResource(raw, ficKind)
-		})
-	}
+	show := flags(clientRun(env, &cobra.Command{Use: "show", Short: "Show a federated credential."}, one,
+		func(o *clientOpts, cmd *cobra.Command) error {
+			return o.callAt(cmd, path(&sf), http.MethodGet, nil, ficKind)
+		}), &sf, true)
 
 	var lf ficFlags
-	list := &cobra.Command{Use: "list", Short: "List an identity's federated credentials.", Args: cobra.NoArgs}
-	lo := add(list, &lf, false)
-	list.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "identity-name", "resource-group"); err != nil {
-			return err
-		}
-		return lo.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
-			items, err := s.list(ctx, withAPIVersion(path(info, lf)))
-			if err != nil {
-				return err
-			}
-			return s.printList(items, ficKind)
-		})
-	}
+	list := flags(clientRun(env, &cobra.Command{Use: "list", Short: "List an identity's federated credentials."}, one[:2],
+		func(o *clientOpts, cmd *cobra.Command) error { return o.listAt(cmd, path(&lf), ficKind) }), &lf, false)
 
 	var df ficFlags
 	var yes bool
-	del := &cobra.Command{Use: "delete", Short: "Delete a federated credential.", Args: cobra.NoArgs}
-	do := add(del, &df, true)
+	del := flags(clientRun(env, &cobra.Command{Use: "delete", Short: "Delete a federated credential."}, one,
+		func(o *clientOpts, cmd *cobra.Command) error {
+			if err := confirm(env, "Are you sure you want to perform this operation?", yes); err != nil {
+				return err
+			}
+			return o.callAt(cmd, path(&df), http.MethodDelete, nil, ficKind)
+		}), &df, true)
 	del.Flags().BoolVarP(&yes, "yes", "y", false, "Do not prompt for confirmation.")
-	del.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "identity-name", "resource-group", "name"); err != nil {
-			return err
-		}
-		if err := confirm(env, "Are you sure you want to perform this operation?", yes); err != nil {
-			return err
-		}
-		return do.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
-			_, err := s.call(ctx, http.MethodDelete, withAPIVersion(path(info, df)), nil)
-			return err
-		})
-	}
 	cmd.AddCommand(create, show, list, del)
 	return cmd
 }
@@ -326,27 +267,24 @@ func checkScope(scope string) error {
 }
 
 func newRoleAssignmentCreateCmd(env Env) *cobra.Command {
-	var role, assignee, scope, description, condition string
-	cmd := &cobra.Command{
+	var role, assignee, scope, description, condition, conditionVersion string
+	cmd := clientRun(env, &cobra.Command{
 		Use:   "create",
 		Short: "Assign a role to a principal at a scope.",
 		Example: `  arca role assignment create --role "Container Registry Repository Reader" \
-    --assignee "$IDENTITY_PRINCIPAL_ID" --scope "$UPSTREAM_ID/repositories/myapp"`,
-		Args: cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := requireFlags(cmd, "role", "scope"); err != nil {
-			return err
-		}
+    --assignee "$IDENTITY_PRINCIPAL_ID" --scope "$UPSTREAM_ID/repositories/myapp"
+  arca role assignment create --role "Container Registry Repository Writer" \
+    --assignee "$IDENTITY_PRINCIPAL_ID" --scope "$REGISTRY_ID" --condition-version 2.0 \
+    --condition "@Resource[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'"`,
+	}, []string{"role", "scope"}, func(o *clientOpts, cmd *cobra.Command) error {
 		if assignee == "" {
 			return errors.New("the following arguments are required: --assignee")
 		}
 		if err := checkScope(scope); err != nil {
 			return err
 		}
-		if condition != "" {
-			return errors.New("--condition is not supported by arca: scope the assignment to <registry id>/repositories/<repository> instead")
+		if condition != "" && conditionVersion == "" {
+			conditionVersion = auth.ConditionVersion // as az
 		}
 		r, ok := auth.LookupRole(role)
 		if !ok {
@@ -355,20 +293,21 @@ func newRoleAssignmentCreateCmd(env Env) *cobra.Command {
 		return o.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
 			body := map[string]any{"properties": map[string]any{
 				"roleDefinitionId": "/subscriptions/" + info.SubscriptionID + "/providers/Microsoft.Authorization/roleDefinitions/" + r.GUID,
-				"principalId":      assignee, "description": description}}
+				"principalId":      assignee, "description": description, "condition": condition, "conditionVersion": conditionVersion}}
 			raw, err := s.call(ctx, http.MethodPut, withAPIVersion(roleAssignmentsPath(scope)+"/"+uuid.NewString()), body)
 			if err != nil {
 				return err
 			}
 			return s.printRoleAssignments([]json.RawMessage{raw}, true)
 		})
-	}
+	})
 	cmd.Flags().StringVar(&role, "role", "", "Role name or id: AcrPull, AcrPush, AcrDelete, Container Registry Repository Reader|Writer|Contributor.")
 	cmd.Flags().StringVar(&assignee, "assignee", "", "The principal id of the identity.")
 	cmd.Flags().StringVar(&assignee, "assignee-object-id", "", "The principal id of the identity (as --assignee).")
 	cmd.Flags().StringVar(&scope, "scope", "", "A registry id, or <registry id>/repositories/<repository> (name, prefix/* or *).")
 	cmd.Flags().StringVar(&description, "description", "", "Description of the assignment.")
-	cmd.Flags().StringVar(&condition, "condition", "", "ABAC condition (not supported: use a repository scope).")
+	cmd.Flags().StringVar(&condition, "condition", "", "ABAC condition on repository names (ActionMatches, @Request/@Resource[Microsoft.ContainerRegistry/registries/repositories:name] with String* operators, AND/OR/NOT).")
+	cmd.Flags().StringVar(&conditionVersion, "condition-version", "", "Version of the condition syntax: 2.0 (the default with --condition).")
 	return cmd
 }
 
@@ -410,14 +349,11 @@ func findAssignments(ctx context.Context, s *session, info *serverInfo, scope, a
 
 func newRoleAssignmentListCmd(env Env) *cobra.Command {
 	var role, assignee, scope string
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:     "list",
 		Short:   "List role assignments (at or below --scope; the whole subscription by default).",
 		Example: `  arca role assignment list --assignee "$IDENTITY_PRINCIPAL_ID" -o table`,
-		Args:    cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+	}, nil, func(o *clientOpts, cmd *cobra.Command) error {
 		return o.withServer(cmd, func(ctx context.Context, s *session, info *serverInfo) error {
 			items, err := findAssignments(ctx, s, info, scope, assignee, role)
 			if err != nil {
@@ -425,7 +361,7 @@ func newRoleAssignmentListCmd(env Env) *cobra.Command {
 			}
 			return s.printRoleAssignments(items, false)
 		})
-	}
+	})
 	cmd.Flags().StringVar(&role, "role", "", "Only assignments of this role.")
 	cmd.Flags().StringVar(&assignee, "assignee", "", "Only assignments of this principal id.")
 	cmd.Flags().StringVar(&scope, "scope", "", "Only assignments at or below this scope.")
@@ -436,15 +372,12 @@ func newRoleAssignmentListCmd(env Env) *cobra.Command {
 func newRoleAssignmentDeleteCmd(env Env) *cobra.Command {
 	var role, assignee, scope string
 	var ids []string
-	cmd := &cobra.Command{
+	cmd := clientRun(env, &cobra.Command{
 		Use:   "delete",
 		Short: "Delete role assignments by --ids, or those matching --role, --assignee and --scope.",
 		Example: `  arca role assignment delete --role "Container Registry Repository Reader" \
     --assignee "$IDENTITY_PRINCIPAL_ID" --scope "$UPSTREAM_ID/repositories/myapp"`,
-		Args: cobra.NoArgs,
-	}
-	o := clientCmd(env, cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+	}, nil, func(o *clientOpts, cmd *cobra.Command) error {
 		if len(ids) == 0 && role == "" && assignee == "" && scope == "" {
 			return errors.New("give --ids, or at least one of --role, --assignee and --scope")
 		}
@@ -481,7 +414,7 @@ func newRoleAssignmentDeleteCmd(env Env) *cobra.Command {
 			}
 			return nil
 		})
-	}
+	})
 	cmd.Flags().StringVar(&role, "role", "", "Role of the assignments to delete.")
 	cmd.Flags().StringVar(&assignee, "assignee", "", "Principal id of the assignments to delete.")
 	cmd.Flags().StringVar(&scope, "scope", "", "Scope of the assignments to delete.")

@@ -108,7 +108,7 @@ in each, as the quotas count it.`,
 		if err := requireFlags(cmd, "name"); err != nil {
 			return err
 		}
-		return o.onRegistry(cmd, name, rg, func(ctx context.Context, s *session, path string) error {
+		return o.onPath(cmd, registryAt(name, rg), func(ctx context.Context, s *session, path string) error {
 			raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path+"/listUsages"), nil)
 			if err != nil {
 				return unsupported(err, "show-usage")

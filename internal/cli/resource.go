@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -103,6 +104,106 @@ func (o *clientOpts) deleteResource(cmd *cobra.Command, t target, k resourceKind
 	return o.at(cmd, s, t, k, func(ctx context.Context, s *session, _, path string) error {
 		_, err := s.call(ctx, http.MethodDelete, withAPIVersion(path), nil)
 		return err
+	})
+}
+
+// pathFunc computes the ARM path a command works on once connected; it
+// may ask the server (the registry's resource group, the subscription).
+type pathFunc func(ctx context.Context, s *session) (string, error)
+
+// clientRun gives cmd the client flags and a RunE that checks the
+// required flags, then runs run with the command's options.
+func clientRun(env Env, cmd *cobra.Command, required []string, run func(o *clientOpts, cmd *cobra.Command) error) *cobra.Command {
+	o := clientCmd(env, cmd)
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := requireFlags(cmd, required...); err != nil {
+			return err
+		}
+		return run(o, cmd)
+	}
+	return cmd
+}
+
+// inSession connects and runs fn within --timeout.
+func (o *clientOpts) inSession(cmd *cobra.Command, fn func(ctx context.Context, s *session) error) error {
+	return o.inSessionWith(cmd, requestTimeout, fn)
+}
+
+// inSessionWith is inSession with another per-request timeout (0: none).
+func (o *clientOpts) inSessionWith(cmd *cobra.Command, timeout time.Duration, fn func(ctx context.Context, s *session) error) error {
+	s, err := o.connectWith(timeout)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := o.context(cmd)
+	defer cancel()
+	return fn(ctx, s)
+}
+
+// onPath connects, resolves where and runs fn with its path.
+func (o *clientOpts) onPath(cmd *cobra.Command, where pathFunc, fn func(ctx context.Context, s *session, path string) error) error {
+	return o.onPathWith(cmd, where, requestTimeout, fn)
+}
+
+// onPathWith is onPath with another per-request timeout (0: none).
+func (o *clientOpts) onPathWith(cmd *cobra.Command, where pathFunc, timeout time.Duration, fn func(ctx context.Context, s *session, path string) error) error {
+	return o.inSessionWith(cmd, timeout, func(ctx context.Context, s *session) error {
+		path, err := where(ctx, s)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, s, path)
+	})
+}
+
+// callAt sends one request with method (and body) to where and prints the
+// answer as k; a DELETE prints nothing.
+func (o *clientOpts) callAt(cmd *cobra.Command, where pathFunc, method string, body any, k resourceKind) error {
+	return o.onPath(cmd, where, func(ctx context.Context, s *session, path string) error {
+		raw, err := s.call(ctx, method, withAPIVersion(path), body)
+		if err != nil || method == http.MethodDelete {
+			return err
+		}
+		return s.printResource(raw, k)
+	})
+}
+
+// listAt prints the collection at where (every page).
+func (o *clientOpts) listAt(cmd *cobra.Command, where pathFunc, k resourceKind) error {
+	return o.onPath(cmd, where, func(ctx context.Context, s *session, path string) error {
+		items, err := s.list(ctx, withAPIVersion(path))
+		if err != nil {
+			return err
+		}
+		return s.printList(items, k)
+	})
+}
+
+// registryAt is the path of registry name (rg "" = found by name).
+func registryAt(name, rg string) pathFunc {
+	return func(ctx context.Context, s *session) (string, error) { return s.registryPath(ctx, name, rg) }
+}
+
+// infoAt is a path built from the server's info.
+func infoAt(build func(info *serverInfo) string) pathFunc {
+	return func(ctx context.Context, s *session) (string, error) {
+		info, err := s.serverInfo(ctx)
+		if err != nil {
+			return "", err
+		}
+		return build(info), nil
+	}
+}
+
+// withServer runs fn with a session and the server's info.
+func (o *clientOpts) withServer(cmd *cobra.Command, fn func(ctx context.Context, s *session, info *serverInfo) error) error {
+	return o.inSession(cmd, func(ctx context.Context, s *session) error {
+		info, err := s.serverInfo(ctx)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, s, info)
 	})
 }
 

@@ -164,3 +164,107 @@ func TestIdentityManagedIdentityEndpoint(t *testing.T) {
 		t.Fatal("the managed identity endpoint was not used")
 	}
 }
+
+// A role assignment with an ABAC condition (az role assignment create
+// --condition, az → arca): Repository Reader on the whole upstream
+// registry, limited to repositories starting with team-a/. B pulls
+// team-a/app through a wildcard rule with the identity; team-a-infra/app
+// (no trailing slash match) and other are refused upstream. An
+// unsupported condition is refused with one line naming the problem.
+func TestIdentityRoleCondition(t *testing.T) {
+	iss := oidcfixture.Start(t)
+	const sub = "system:serviceaccount:arca:downstream"
+	u := setupUpstreamIdentity(t, iss, sub)
+	a := u.a
+	teamA, infra := newImage(t, 171, "amd64", 16<<10), newImage(t, 172, "amd64", 16<<10)
+	u.admin.crane("push", teamA.writeLayout(t), a.Ref("team-a/app:v1"))
+	u.admin.crane("push", infra.writeLayout(t), a.Ref("team-a-infra/app:v1"))
+	upstreamID := strings.TrimSpace(a.cli(t, "show", "--name", "default", "--query", "id", "-o", "tsv"))
+	out := a.cli(t, "role", "assignment", "create", "--role", "Container Registry Repository Reader", "--assignee", u.principalID,
+		"--scope", upstreamID, "--condition-version", "2.0", "--condition",
+		"((!(ActionMatches{'Microsoft.ContainerRegistry/registries/repositories/content/read'}) AND !(ActionMatches{'Microsoft.ContainerRegistry/registries/repositories/metadata/read'})) OR "+
+			"(@Resource[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'))")
+	if !strings.Contains(out, `"conditionVersion": "2.0"`) || !strings.Contains(out, "StringStartsWithIgnoreCase 'team-a/'") {
+		t.Fatalf("role assignment create: %s", out)
+	}
+	bad, err := a.tryCLI("role", "assignment", "create", "--role", "Container Registry Repository Reader", "--assignee", u.principalID,
+		"--scope", upstreamID, "--condition", "@Principal[Microsoft.Directory/CustomSecurityAttributes/Id:Project] StringEquals 'x'")
+	if err == nil || !strings.Contains(bad, "arca: (InvalidRoleAssignmentCondition)") || !strings.Contains(bad, "@Principal") {
+		t.Fatalf("unsupported condition: %v\n%s", err, bad)
+	}
+
+	tokFile := filepath.Join(t.TempDir(), "azure-identity-token")
+	writeToken(t, tokFile, iss.Token(t, sub, "api://AzureADTokenExchange", time.Hour))
+	b := &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Args: []string{"--insecure-upstream", a.Addr},
+		Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken, "AZURE_FEDERATED_TOKEN_FILE=" + tokFile}})}
+	b.cli(t, "cache", "create", "-r", "default", "-n", "TeamA", "-s", a.Addr+"/team-a/*", "-t", "team-a/*", "--identity", u.identityID)
+	b.cli(t, "cache", "create", "-r", "default", "-n", "Infra", "-s", a.Addr+"/team-a-infra/app", "-t", "infra/app", "--identity", u.identityID)
+	b.cli(t, "cache", "create", "-r", "default", "-n", "Other", "-s", a.Addr+"/other", "-t", "other", "--identity", u.identityID)
+	b.cli(t, "cache", "create", "-r", "default", "-n", "MyRule", "-s", a.Addr+"/myapp", "-t", "myapp", "--identity", u.identityID)
+	c := crane(t)
+	if got := c.crane("digest", b.Ref("team-a/app:v1")); got != teamA.Digest() {
+		t.Fatalf("team-a/app through B: %s, want %s", got, teamA.Digest())
+	}
+	for rule, ref := range map[string]string{"Infra": "infra/app:v1", "Other": "other:v1"} {
+		if out, err := c.try("--insecure", "digest", b.Ref(ref)); err == nil || !strings.Contains(out, rule) {
+			t.Errorf("%s through B: want refused naming rule %s, got %v\n%s", ref, rule, err, out)
+		}
+	}
+	// The seed's repository-scoped assignment still adds up.
+	if got := c.crane("digest", b.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp through B: %s", got)
+	}
+}
+
+// A host with no OIDC issuer: the identity's client secret (arca identity
+// credential reset) signs in as the identity with its client id, from
+// crane directly and from a downstream arca's credential set; the role
+// assignment still decides (myapp yes, other no); a reset ends the old
+// secret; the secret is in no log.
+func TestIdentityClientSecret(t *testing.T) {
+	iss := oidcfixture.Start(t)
+	u := setupUpstreamIdentity(t, iss, "unused-subject")
+	a := u.a
+	clientID := strings.TrimSpace(a.cli(t, "identity", "show", "-n", "MyACRCacheIdentity", "-g", "MyResourceGroup", "--query", "clientId", "-o", "tsv"))
+	secret := strings.TrimSpace(a.cli(t, "identity", "credential", "reset", "-n", "MyACRCacheIdentity", "-g", "MyResourceGroup", "--query", "clientSecret", "-o", "tsv"))
+	if len(secret) < 40 {
+		t.Fatalf("secret %q", secret)
+	}
+	c := crane(t)
+	c.run("auth", "login", a.Addr, "-u", clientID, "-p", secret)
+	if got := c.crane("digest", a.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp as the identity: %s", got)
+	}
+	out, err := c.try("--insecure", "digest", a.Ref("other:v1"))
+	refused(t, "other as the identity", out, err)
+
+	// B caches from A with a credential set holding the client id and secret.
+	const secretEnv = "ARCA_E2E_IDENTITY_SECRET"
+	b := startCachingArca(t, []string{a.Addr}, []string{secretEnv + "=" + secret, "ARCA_E2E_CLIENT_ID=" + clientID})
+	b.cli(t, "credential-set", "create", "-r", "default", "-n", "upstreamid", "-l", a.Addr, "-u", "env://ARCA_E2E_CLIENT_ID", "-p", "env://"+secretEnv, "-o", "none")
+	b.cacheRule(t, "myapp", a.Addr+"/myapp", "myapp", "-c", "upstreamid")
+	if got := crane(t).crane("digest", b.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp through B with the client secret: %s", got)
+	}
+
+	// Rotation: the old secret stops working at once.
+	newSecret := strings.TrimSpace(a.cli(t, "identity", "credential", "reset", "-n", "MyACRCacheIdentity", "-g", "MyResourceGroup", "--query", "clientSecret", "-o", "tsv"))
+	old := crane(t)
+	if out, err := old.try("auth", "login", a.Addr, "-u", clientID, "-p", secret); err == nil {
+		if out, err := old.try("--insecure", "digest", a.Ref("myapp:v1")); err == nil {
+			t.Fatalf("the old secret still pulls after a reset: %s", out)
+		}
+	} else {
+		t.Logf("old secret refused at login: %s", out)
+	}
+	fresh := crane(t)
+	fresh.run("auth", "login", a.Addr, "-u", clientID, "-p", newSecret)
+	if got := fresh.crane("digest", a.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp with the new secret: %s", got)
+	}
+	for _, p := range []*arca{a, b} {
+		if strings.Contains(p.Logs(), secret) || strings.Contains(p.Logs(), newSecret) {
+			t.Fatal("a client secret is in a server log")
+		}
+	}
+}

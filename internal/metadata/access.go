@@ -109,17 +109,11 @@ func scanSettings(row *sql.Row) (RegistrySettings, error) {
 	var created int64
 	err := row.Scan(&a.AdminEnabled, &a.AnonymousPull, &a.AdminPasswords[0], &a.AdminPasswords[1], &a.SKU, &tags,
 		&a.PublicNetworkAccess, &a.DataEndpointEnabled, &a.RoleAssignmentMode, &created, &a.CacheQuota, &a.StorageQuota)
-	if errors.Is(err, sql.ErrNoRows) {
-		return a, ErrNotFound
-	}
-	if err != nil {
-		return a, fmt.Errorf("registry settings: %w", err)
-	}
-	if err := json.Unmarshal([]byte(tags), &a.Tags); err != nil {
-		return a, fmt.Errorf("registry tags: %w", err)
+	if err := rowError(err, "registry settings"); err != nil {
+		return a, err
 	}
 	a.Created = fromMicros(created)
-	return a, nil
+	return a, jsonColumn(tags, &a.Tags, "registry tags")
 }
 
 // GetRegistrySettings returns registry's settings.
@@ -190,24 +184,14 @@ func (s *db) SetRegistryHosts(ctx context.Context, name string, hosts []string) 
 
 // ManagedRegistries returns the registries created through the API.
 func (s *db) ManagedRegistries(ctx context.Context) ([]RegistryRecord, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT name, hosts FROM registries WHERE managed = 1 ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("managed registries: %w", err)
-	}
-	defer rows.Close()
-	var out []RegistryRecord
-	for rows.Next() {
+	return queryRows(ctx, s.r, "managed registries", func(sc scanner) (RegistryRecord, error) {
 		var r RegistryRecord
 		var hosts string
-		if err := rows.Scan(&r.Name, &hosts); err != nil {
-			return nil, fmt.Errorf("managed registries: %w", err)
+		if err := sc.Scan(&r.Name, &hosts); err != nil {
+			return r, fmt.Errorf("managed registries: %w", err)
 		}
-		if err := json.Unmarshal([]byte(hosts), &r.Hosts); err != nil {
-			return nil, fmt.Errorf("managed registry %s: %w", r.Name, err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		return r, jsonColumn(hosts, &r.Hosts, "managed registry "+r.Name)
+	}, `SELECT name, hosts FROM registries WHERE managed = 1 ORDER BY name`)
 }
 
 // registryTables hold rows of one registry; DeleteRegistry clears them.
@@ -290,14 +274,11 @@ func (s *db) GetScopeMap(ctx context.Context, registry, name string) (ScopeMap, 
 	var c, mod int64
 	err := s.r.QueryRowContext(ctx, `SELECT name, description, actions, created_at, modified_at FROM scope_maps WHERE registry = $1 AND name_key = $2`,
 		strings.ToLower(registry), nameKey(name)).Scan(&m.Name, &m.Description, &acts, &c, &mod)
-	if errors.Is(err, sql.ErrNoRows) {
-		return m, ErrNotFound
+	if err := rowError(err, "get scope map"); err != nil {
+		return m, err
 	}
-	if err != nil {
-		return m, fmt.Errorf("get scope map: %w", err)
-	}
-	if err := json.Unmarshal([]byte(acts), &m.Actions); err != nil {
-		return m, fmt.Errorf("get scope map %s: %w", name, err)
+	if err := jsonColumn(acts, &m.Actions, "get scope map "+name); err != nil {
+		return m, err
 	}
 	m.Created, m.Modified = fromMicros(c), fromMicros(mod)
 	return m, nil
@@ -424,14 +405,11 @@ func getToken(ctx context.Context, q queryRower, registry, name string) (Token, 
 	var c, mod int64
 	err := q.QueryRowContext(ctx, `SELECT name, scope_map, status, passwords, created_at, modified_at FROM tokens WHERE registry = $1 AND name_key = $2`,
 		strings.ToLower(registry), nameKey(name)).Scan(&tk.Name, &tk.ScopeMap, &tk.Status, &pw, &c, &mod)
-	if errors.Is(err, sql.ErrNoRows) {
-		return tk, ErrNotFound
+	if err := rowError(err, "get token"); err != nil {
+		return tk, err
 	}
-	if err != nil {
-		return tk, fmt.Errorf("get token: %w", err)
-	}
-	if err := json.Unmarshal([]byte(pw), &tk.Passwords); err != nil {
-		return tk, fmt.Errorf("get token %s: %w", name, err)
+	if err := jsonColumn(pw, &tk.Passwords, "get token "+name); err != nil {
+		return tk, err
 	}
 	tk.Created, tk.Modified = fromMicros(c), fromMicros(mod)
 	return tk, nil
@@ -518,22 +496,15 @@ type SigningKey struct {
 
 // SigningKeys returns the signing keys, newest first.
 func (s *db) SigningKeys(ctx context.Context) ([]SigningKey, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT kid, secret, created_at FROM signing_keys ORDER BY created_at DESC, kid`)
-	if err != nil {
-		return nil, fmt.Errorf("signing keys: %w", err)
-	}
-	defer rows.Close()
-	var out []SigningKey
-	for rows.Next() {
+	return queryRows(ctx, s.r, "signing keys", func(sc scanner) (SigningKey, error) {
 		var k SigningKey
 		var c int64
-		if err := rows.Scan(&k.ID, &k.Secret, &c); err != nil {
-			return nil, fmt.Errorf("signing keys: %w", err)
+		if err := sc.Scan(&k.ID, &k.Secret, &c); err != nil {
+			return k, fmt.Errorf("signing keys: %w", err)
 		}
 		k.Created = fromMicros(c)
-		out = append(out, k)
-	}
-	return out, rows.Err()
+		return k, nil
+	}, `SELECT kid, secret, created_at FROM signing_keys ORDER BY created_at DESC, kid`)
 }
 
 // AddSigningKey stores k unless a key newer than notAfter exists (another
@@ -596,11 +567,8 @@ func (s *db) GetRefreshToken(ctx context.Context, hash string) (RefreshToken, er
 	var c, e int64
 	err := s.r.QueryRowContext(ctx, `SELECT registry, kind, subject, stamp, created_at, expires_at, revoked FROM refresh_tokens WHERE hash = $1`, hash).
 		Scan(&t.Registry, &t.Kind, &t.Subject, &t.Stamp, &c, &e, &t.Revoked)
-	if errors.Is(err, sql.ErrNoRows) {
-		return t, ErrNotFound
-	}
-	if err != nil {
-		return t, fmt.Errorf("get refresh token: %w", err)
+	if err := rowError(err, "get refresh token"); err != nil {
+		return t, err
 	}
 	t.Created, t.Expires = fromMicros(c), fromMicros(e)
 	return t, nil
@@ -634,11 +602,8 @@ func (s *db) GetPrincipal(ctx context.Context, name string) (Principal, error) {
 	var c int64
 	err := s.r.QueryRowContext(ctx, `SELECT name, role, registry, salt, hash, created_at FROM principals WHERE name_key = $1`, nameKey(name)).
 		Scan(&p.Name, &p.Role, &p.Registry, &p.Salt, &p.Hash, &c)
-	if errors.Is(err, sql.ErrNoRows) {
-		return p, ErrNotFound
-	}
-	if err != nil {
-		return p, fmt.Errorf("get principal: %w", err)
+	if err := rowError(err, "get principal"); err != nil {
+		return p, err
 	}
 	p.Created = fromMicros(c)
 	return p, nil
@@ -719,23 +684,15 @@ func (s *db) AddAudit(ctx context.Context, e AuditEntry) error {
 
 // ListAudit returns up to n entries at or after since, newest first.
 func (s *db) ListAudit(ctx context.Context, since time.Time, n int) ([]AuditEntry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT at, who, action, resource, result, remote FROM audit_log WHERE at >= $1 ORDER BY id DESC LIMIT $2`,
-		micros(since), n)
-	if err != nil {
-		return nil, fmt.Errorf("list audit: %w", err)
-	}
-	defer rows.Close()
-	out := []AuditEntry{}
-	for rows.Next() {
+	return queryRows(ctx, s.r, "list audit", func(sc scanner) (AuditEntry, error) {
 		var e AuditEntry
 		var at int64
-		if err := rows.Scan(&at, &e.Who, &e.Action, &e.Resource, &e.Result, &e.Remote); err != nil {
-			return nil, fmt.Errorf("list audit: %w", err)
+		if err := sc.Scan(&at, &e.Who, &e.Action, &e.Resource, &e.Result, &e.Remote); err != nil {
+			return e, fmt.Errorf("list audit: %w", err)
 		}
 		e.At = fromMicros(at)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+		return e, nil
+	}, `SELECT at, who, action, resource, result, remote FROM audit_log WHERE at >= $1 ORDER BY id DESC LIMIT $2`, micros(since), n)
 }
 
 func scanStrings(rows *sql.Rows) ([]string, error) {

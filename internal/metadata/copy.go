@@ -36,7 +36,7 @@ var copyTables = []copyTable{
 	{"cache_rules", []string{"registry", "name_key", "name", "source", "target", "credential_set", "identity", "sync_mode",
 		"sync_referrers", "filters", "sync_status", "provisioning_state", "created_at", "modified_at", "retention_days"}, 2, false},
 	{"credential_sets", []string{"registry", "name_key", "name", "login_server", "username_ref", "password_ref", "health_status",
-		"health_code", "health_message", "principal_id", "provisioning_state", "created_at", "modified_at"}, 2, false},
+		"health_code", "health_message", "principal_id", "provisioning_state", "created_at", "modified_at", "identity"}, 2, false},
 	{"rules_generation", []string{"registry", "generation"}, 1, false},
 	{"operations", []string{"id", "registry", "resource", "status", "error_code", "error_msg", "started_at", "ended_at"}, 1, false},
 	{"sync_runs", []string{"registry", "rule", "run_id", "result", "started_at", "ended_at", "next_at", "tags_synced",
@@ -50,9 +50,10 @@ var copyTables = []copyTable{
 	{"principals", []string{"name_key", "name", "role", "registry", "salt", "hash", "created_at"}, 1, false},
 	{"audit_log", []string{"id", "at", "who", "action", "resource", "result", "remote"}, 1, true},
 	{"rule_stats", []string{"bucket", "registry", "rule", "name", "value"}, 4, false},
-	{"identities", []string{"rg_key", "name_key", "resource_group", "name", "principal_id", "client_id", "tenant_id", "location", "tags", "created_at"}, 2, false},
+	{"identities", []string{"rg_key", "name_key", "resource_group", "name", "principal_id", "client_id", "tenant_id", "location", "tags", "created_at",
+		"secret_hash", "secret_created"}, 2, false},
 	{"federated_credentials", []string{"rg_key", "identity_key", "name_key", "name", "issuer", "subject", "audiences", "created_at"}, 3, false},
-	{"role_assignments", []string{"name", "role", "principal_id", "scope", "scope_key", "description", "created_at"}, 1, false},
+	{"role_assignments", []string{"name", "role", "principal_id", "scope", "scope_key", "description", "created_at", "condition", "condition_version"}, 1, false},
 	{"retention_policies", []string{"registry", "status", "days", "updated_at"}, 1, false},
 }
 

@@ -67,6 +67,10 @@ type UserIdentity struct {
 	Location      string
 	Tags          map[string]string
 	Created       time.Time
+	// SecretHash is the argon2id hash of the identity's client secret ("" =
+	// none): with its client id it logs in as the identity.
+	SecretHash    string
+	SecretCreated time.Time
 }
 
 // FederatedCredential trusts tokens of Issuer whose sub is Subject and
@@ -88,56 +92,48 @@ type RoleAssignment struct {
 	PrincipalID string
 	Scope       string
 	Description string
-	Created     time.Time
+	// Condition is an ABAC condition (ConditionVersion 2.0) limiting the
+	// grant; "" = none.
+	Condition        string
+	ConditionVersion string
+	Created          time.Time
 }
 
 const identityColumns = `resource_group, name, principal_id, client_id, tenant_id, location, tags, created_at`
 const identityInsertColumns = `rg_key, name_key, ` + identityColumns
 
-func scanIdentity(sc interface{ Scan(...any) error }) (UserIdentity, error) {
+// identitySelect is what scanIdentity reads.
+const identitySelect = identityColumns + `, secret_hash, secret_created`
+
+func scanIdentity(sc scanner) (UserIdentity, error) {
 	var u UserIdentity
 	var tags string
-	var c int64
-	err := sc.Scan(&u.ResourceGroup, &u.Name, &u.PrincipalID, &u.ClientID, &u.TenantID, &u.Location, &tags, &c)
-	if errors.Is(err, sql.ErrNoRows) {
-		return u, ErrNotFound
-	}
-	if err != nil {
-		return u, fmt.Errorf("identity: %w", err)
-	}
-	if err := json.Unmarshal([]byte(tags), &u.Tags); err != nil {
-		return u, fmt.Errorf("identity tags: %w", err)
+	var c, sc2 int64
+	if err := rowError(sc.Scan(&u.ResourceGroup, &u.Name, &u.PrincipalID, &u.ClientID, &u.TenantID, &u.Location, &tags, &c,
+		&u.SecretHash, &sc2), "identity"); err != nil {
+		return u, err
 	}
 	u.Created = fromMicros(c)
-	return u, nil
+	if sc2 != 0 {
+		u.SecretCreated = fromMicros(sc2)
+	}
+	return u, jsonColumn(tags, &u.Tags, "identity tags")
 }
 
 // GetIdentity returns the identity rg/name (ErrNotFound if none).
 func (s *db) GetIdentity(ctx context.Context, rg, name string) (UserIdentity, error) {
-	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE rg_key = $1 AND name_key = $2`, nameKey(rg), nameKey(name)))
+	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identitySelect+` FROM identities WHERE rg_key = $1 AND name_key = $2`, nameKey(rg), nameKey(name)))
 }
 
 // GetIdentityByPrincipal returns the identity whose principal id is id.
 func (s *db) GetIdentityByPrincipal(ctx context.Context, id string) (UserIdentity, error) {
-	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE principal_id = $1`, strings.ToLower(id)))
+	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identitySelect+` FROM identities WHERE principal_id = $1`, strings.ToLower(id)))
 }
 
 // ListIdentities returns the identities of rg ("" = all), by group and name.
 func (s *db) ListIdentities(ctx context.Context, rg string) ([]UserIdentity, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+identityColumns+` FROM identities WHERE $1 = '' OR rg_key = $1 ORDER BY rg_key, name_key`, nameKey(rg))
-	if err != nil {
-		return nil, fmt.Errorf("list identities: %w", err)
-	}
-	defer rows.Close()
-	out := []UserIdentity{}
-	for rows.Next() {
-		u, err := scanIdentity(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryRows(ctx, s.r, "list identities", scanIdentity,
+		`SELECT `+identitySelect+` FROM identities WHERE $1 = '' OR rg_key = $1 ORDER BY rg_key, name_key`, nameKey(rg))
 }
 
 // PutIdentity creates an identity, or updates the location and tags of
@@ -191,39 +187,20 @@ func (s *db) DeleteIdentity(ctx context.Context, rg, name string) error {
 const ficColumns = `i.resource_group, i.name, f.name, f.issuer, f.subject, f.audiences, f.created_at`
 const ficFrom = ` FROM federated_credentials f JOIN identities i ON i.rg_key = f.rg_key AND i.name_key = f.identity_key`
 
-func scanFIC(sc interface{ Scan(...any) error }) (FederatedCredential, error) {
+func scanFIC(sc scanner) (FederatedCredential, error) {
 	var f FederatedCredential
 	var aud string
 	var c int64
-	err := sc.Scan(&f.ResourceGroup, &f.Identity, &f.Name, &f.Issuer, &f.Subject, &aud, &c)
-	if errors.Is(err, sql.ErrNoRows) {
-		return f, ErrNotFound
-	}
-	if err != nil {
-		return f, fmt.Errorf("federated credential: %w", err)
-	}
-	if err := json.Unmarshal([]byte(aud), &f.Audiences); err != nil {
-		return f, fmt.Errorf("federated credential audiences: %w", err)
+	if err := rowError(sc.Scan(&f.ResourceGroup, &f.Identity, &f.Name, &f.Issuer, &f.Subject, &aud, &c), "federated credential"); err != nil {
+		return f, err
 	}
 	f.Created = fromMicros(c)
-	return f, nil
+	return f, jsonColumn(aud, &f.Audiences, "federated credential audiences")
 }
 
 func queryFICs(ctx context.Context, q1 *sql.DB, q string, args ...any) ([]FederatedCredential, error) {
-	rows, err := q1.QueryContext(ctx, `SELECT `+ficColumns+ficFrom+` WHERE `+q+` ORDER BY f.rg_key, f.identity_key, f.name_key`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list federated credentials: %w", err)
-	}
-	defer rows.Close()
-	out := []FederatedCredential{}
-	for rows.Next() {
-		f, err := scanFIC(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, rows.Err()
+	return queryRows(ctx, q1, "list federated credentials", scanFIC,
+		`SELECT `+ficColumns+ficFrom+` WHERE `+q+` ORDER BY f.rg_key, f.identity_key, f.name_key`, args...)
 }
 
 // GetFederatedCredential returns one federated credential of an identity.
@@ -288,25 +265,18 @@ func (s *db) DeleteFederatedCredential(ctx context.Context, rg, identity, name s
 	return nil
 }
 
-const roleAssignmentColumns = `name, role, principal_id, scope, description, created_at`
+const roleAssignmentColumns = `name, role, principal_id, scope, description, created_at, condition, condition_version`
 
 func queryRoleAssignments(ctx context.Context, q1 *sql.DB, where string, args ...any) ([]RoleAssignment, error) {
-	rows, err := q1.QueryContext(ctx, `SELECT `+roleAssignmentColumns+` FROM role_assignments `+where+` ORDER BY created_at, name`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list role assignments: %w", err)
-	}
-	defer rows.Close()
-	out := []RoleAssignment{}
-	for rows.Next() {
+	return queryRows(ctx, q1, "list role assignments", func(sc scanner) (RoleAssignment, error) {
 		var a RoleAssignment
 		var c int64
-		if err := rows.Scan(&a.Name, &a.Role, &a.PrincipalID, &a.Scope, &a.Description, &c); err != nil {
-			return nil, fmt.Errorf("list role assignments: %w", err)
+		if err := sc.Scan(&a.Name, &a.Role, &a.PrincipalID, &a.Scope, &a.Description, &c, &a.Condition, &a.ConditionVersion); err != nil {
+			return a, fmt.Errorf("list role assignments: %w", err)
 		}
 		a.Created = fromMicros(c)
-		out = append(out, a)
-	}
-	return out, rows.Err()
+		return a, nil
+	}, `SELECT `+roleAssignmentColumns+` FROM role_assignments `+where+` ORDER BY created_at, name`, args...)
 }
 
 // ListRoleAssignments returns every role assignment.
@@ -349,8 +319,10 @@ func (s *db) PutRoleAssignment(ctx context.Context, a RoleAssignment) (RoleAssig
 			return err
 		}
 		created = true
-		_, err = tx.ExecContext(ctx, `INSERT INTO role_assignments(name, role, principal_id, scope, scope_key, description, created_at) VALUES (`+placeholders(1, 7)+`)`,
-			strings.ToLower(a.Name), a.Role, strings.ToLower(a.PrincipalID), a.Scope, strings.ToLower(a.Scope), a.Description, now())
+		_, err = tx.ExecContext(ctx, `INSERT INTO role_assignments(name, role, principal_id, scope, scope_key, description, created_at,
+			condition, condition_version) VALUES (`+placeholders(1, 9)+`)`,
+			strings.ToLower(a.Name), a.Role, strings.ToLower(a.PrincipalID), a.Scope, strings.ToLower(a.Scope), a.Description, now(),
+			a.Condition, a.ConditionVersion)
 		return err
 	})
 	if err != nil {
@@ -365,6 +337,29 @@ func (s *db) DeleteRoleAssignment(ctx context.Context, name string) error {
 	res, err := s.w.ExecContext(ctx, `DELETE FROM role_assignments WHERE name = $1`, strings.ToLower(name))
 	if err != nil {
 		return fmt.Errorf("delete role assignment: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// GetIdentityByClientID returns the identity whose client id is id.
+func (s *db) GetIdentityByClientID(ctx context.Context, id string) (UserIdentity, error) {
+	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identitySelect+` FROM identities WHERE client_id = $1`, strings.ToLower(id)))
+}
+
+// SetIdentitySecret replaces the client secret hash of identity rg/name
+// (ErrNotFound if none); "" removes it.
+func (s *db) SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error {
+	created := int64(0)
+	if hash != "" {
+		created = micros(at)
+	}
+	res, err := s.w.ExecContext(ctx, `UPDATE identities SET secret_hash = $1, secret_created = $2 WHERE rg_key = $3 AND name_key = $4`,
+		hash, created, nameKey(rg), nameKey(name))
+	if err != nil {
+		return fmt.Errorf("set identity secret: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return ErrNotFound

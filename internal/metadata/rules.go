@@ -255,13 +255,13 @@ func (s *db) SetCacheRuleSyncStatus(ctx context.Context, registry, name string, 
 	})
 }
 
-const credSetColumns = `name, login_server, username_ref, password_ref, health_status, health_code, health_message, principal_id, provisioning_state, created_at, modified_at`
+const credSetColumns = `name, login_server, username_ref, password_ref, health_status, health_code, health_message, principal_id, provisioning_state, created_at, modified_at, identity`
 
 func scanCredSet(sc scanner) (rules.CredentialSet, error) {
 	var c rules.CredentialSet
 	var created, modified int64
 	err := sc.Scan(&c.Name, &c.LoginServer, &c.UsernameRef, &c.PasswordRef, &c.Health.Status, &c.Health.ErrorCode,
-		&c.Health.ErrorMessage, &c.PrincipalID, &c.ProvisioningState, &created, &modified)
+		&c.Health.ErrorMessage, &c.PrincipalID, &c.ProvisioningState, &created, &modified, &c.Identity)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return c, err
@@ -314,4 +314,17 @@ func (s *db) ListCredentialSetsPage(ctx context.Context, registry, after string,
 		return out[:n], true, nil
 	}
 	return out, false, nil
+}
+
+// setIdentityAndConditions (SQLite migration 14, PostgreSQL 8) stores the
+// user-assigned identity a credential set reads its Key Vault secrets as
+// ("" = the system-assigned one), role assignments' ABAC conditions and
+// identities' client secrets (a slow hash). The statements are the same
+// in both.
+var setIdentityAndConditions = []string{
+	`ALTER TABLE credential_sets ADD COLUMN identity TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE role_assignments ADD COLUMN condition TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE role_assignments ADD COLUMN condition_version TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE identities ADD COLUMN secret_hash TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE identities ADD COLUMN secret_created BIGINT NOT NULL DEFAULT 0`,
 }

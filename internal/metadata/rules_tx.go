@@ -102,12 +102,13 @@ func (t *rulesTx) CredentialSet(name string) (rules.CredentialSet, bool, error) 
 
 // PutCredentialSet creates or replaces credential set c (by name).
 func (t *rulesTx) PutCredentialSet(c rules.CredentialSet) error {
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO credential_sets(registry, name_key, `+credSetColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO credential_sets(registry, name_key, `+credSetColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT(registry, name_key) DO UPDATE SET name = excluded.name, login_server = excluded.login_server, username_ref = excluded.username_ref,
 			password_ref = excluded.password_ref, health_status = excluded.health_status, health_code = excluded.health_code,
-			health_message = excluded.health_message, provisioning_state = excluded.provisioning_state, modified_at = excluded.modified_at`,
+			health_message = excluded.health_message, provisioning_state = excluded.provisioning_state, modified_at = excluded.modified_at,
+			identity = excluded.identity`,
 		t.registry, nameKey(c.Name), c.Name, c.LoginServer, c.UsernameRef, c.PasswordRef, c.Health.Status, c.Health.ErrorCode,
-		c.Health.ErrorMessage, c.PrincipalID, c.ProvisioningState, micros(c.CreatedAt), micros(c.ModifiedAt))
+		c.Health.ErrorMessage, c.PrincipalID, c.ProvisioningState, micros(c.CreatedAt), micros(c.ModifiedAt), c.Identity)
 	if err != nil {
 		return t.s.conflict(err, "put credential set "+c.Name)
 	}

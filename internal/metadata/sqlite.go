@@ -32,6 +32,7 @@ var sqliteMigrations = [][]string{
 	sqliteGC,
 	sqliteLifecycle,
 	schemaFetchLeases,
+	setIdentityAndConditions,
 	schemaPortalSessions,
 }
 

@@ -156,6 +156,10 @@ type Store interface {
 	ListIdentities(ctx context.Context, rg string) ([]UserIdentity, error)
 	PutIdentity(ctx context.Context, u UserIdentity) (UserIdentity, bool, error)
 	DeleteIdentity(ctx context.Context, rg, name string) error
+	// Identity client secrets (identity2): lookup by client id, and the
+	// secret's hash replaced (rotation) or removed.
+	GetIdentityByClientID(ctx context.Context, clientID string) (UserIdentity, error)
+	SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error
 	GetFederatedCredential(ctx context.Context, rg, identity, name string) (FederatedCredential, error)
 	ListFederatedCredentials(ctx context.Context, rg, identity string) ([]FederatedCredential, error)
 	FederatedCredentialsByIssuer(ctx context.Context, issuer string) ([]FederatedCredential, error)

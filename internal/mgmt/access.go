@@ -488,64 +488,59 @@ func (h *Handler) scopeMaps(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	ctx := req.r.Context()
-	if req.name == "" {
-		if req.r.Method != http.MethodGet {
-			return errMethod(req.r)
-		}
-		list := []map[string]any{}
-		for _, s := range auth.SystemScopeMaps {
-			m, _ := systemScopeMap(s.Name)
-			list = append(list, h.scopeMapJSON(req.registry, m, true))
-		}
-		user, err := store.ListScopeMaps(ctx, req.registry)
-		if err != nil {
-			return err
-		}
-		for _, m := range user {
-			list = append(list, h.scopeMapJSON(req.registry, m, false))
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"value": list})
-		return nil
-	}
-	if !scopeMapNameRe.MatchString(req.name) {
-		return errBadRequest(rules.CodeInvalidName, fmt.Sprintf("scope map name %q is invalid: it must be 5 to 50 characters of letters, digits, dashes and underscores", req.name))
-	}
-	if m, ok := systemScopeMap(req.name); ok {
-		if req.r.Method != http.MethodGet {
-			return errBadRequest("SystemScopeMapReadOnly", "The scope map "+m.Name+" is built in and cannot be changed or deleted.")
-		}
-		writeJSON(w, http.StatusOK, h.scopeMapJSON(req.registry, m, true))
-		return nil
-	}
-	switch req.r.Method {
-	case http.MethodGet:
-		m, err := store.GetScopeMap(ctx, req.registry, req.name)
-		if errors.Is(err, metadata.ErrNotFound) {
-			return errScopeMapNotFound(req.name)
-		}
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, h.scopeMapJSON(req.registry, m, false))
-		return nil
-	case http.MethodDelete:
-		err := store.DeleteScopeMap(ctx, req.registry, req.name)
-		if errors.Is(err, metadata.ErrNotFound) {
-			w.WriteHeader(http.StatusNoContent)
+	if req.name != "" && scopeMapNameRe.MatchString(req.name) {
+		if m, ok := systemScopeMap(req.name); ok {
+			if req.r.Method != http.MethodGet {
+				return errBadRequest("SystemScopeMapReadOnly", "The scope map "+m.Name+" is built in and cannot be changed or deleted.")
+			}
+			writeJSON(w, http.StatusOK, h.scopeMapJSON(req.registry, m, true))
 			return nil
 		}
-		if errors.Is(err, metadata.ErrConflict) {
-			return &apiError{Status: http.StatusConflict, Code: "ScopeMapInUse", Message: "The scope map " + req.name + " is used by tokens: change or delete them first."}
-		}
-		if err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusOK)
-		return nil
-	case http.MethodPut, http.MethodPatch:
-	default:
-		return errMethod(req.r)
 	}
+	userJSON := func(m metadata.ScopeMap) any { return h.scopeMapJSON(req.registry, m, false) }
+	return h.serveResource(w, req, resourceOps{noun: "scope map",
+		valid: func(name string) error {
+			if !scopeMapNameRe.MatchString(name) {
+				return errBadRequest(rules.CodeInvalidName, fmt.Sprintf("scope map name %q is invalid: it must be 5 to 50 characters of letters, digits, dashes and underscores", name))
+			}
+			return nil
+		},
+		list: func(w http.ResponseWriter, req *request) error {
+			user, err := store.ListScopeMaps(ctx, req.registry)
+			if err != nil {
+				return err
+			}
+			all := make([]metadata.ScopeMap, 0, len(auth.SystemScopeMaps)+len(user))
+			for _, s := range auth.SystemScopeMaps {
+				m, _ := systemScopeMap(s.Name)
+				all = append(all, m)
+			}
+			serveList(w, append(all, user...), func(m metadata.ScopeMap) any {
+				_, system := auth.LookupSystemScopeMap(m.Name)
+				return h.scopeMapJSON(req.registry, m, system)
+			})
+			return nil
+		},
+		get: func(w http.ResponseWriter, req *request) error {
+			return serveOne(w, func() (metadata.ScopeMap, error) { return store.GetScopeMap(ctx, req.registry, req.name) },
+				func() error { return errScopeMapNotFound(req.name) }, userJSON)
+		},
+		del: func(w http.ResponseWriter, req *request) error {
+			err := store.DeleteScopeMap(ctx, req.registry, req.name)
+			if errors.Is(err, metadata.ErrConflict) {
+				return &apiError{Status: http.StatusConflict, Code: "ScopeMapInUse", Message: "The scope map " + req.name + " is used by tokens: change or delete them first."}
+			}
+			return writeDeleted(w, err, nil)
+		},
+		write: func(w http.ResponseWriter, req *request, patch bool) error {
+			return h.writeScopeMap(w, req, store, patch)
+		},
+	})
+}
+
+// writeScopeMap serves PUT and PATCH of a user-defined scope map.
+func (h *Handler) writeScopeMap(w http.ResponseWriter, req *request, store AccessStore, patch bool) error {
+	ctx := req.r.Context()
 	var body struct {
 		Properties struct {
 			Description opt[string]   `json:"description"`
@@ -560,7 +555,7 @@ func (h *Handler) scopeMaps(w http.ResponseWriter, req *request) error {
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return err
 	}
-	if req.r.Method == http.MethodPatch && !exists {
+	if patch && !exists {
 		return errScopeMapNotFound(req.name)
 	}
 	if !exists {
@@ -592,11 +587,7 @@ func (h *Handler) scopeMaps(w http.ResponseWriter, req *request) error {
 	if m, err = store.GetScopeMap(ctx, req.registry, req.name); err != nil {
 		return err
 	}
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, h.scopeMapJSON(req.registry, m, false))
+	writeJSON(w, writtenStatus(created), h.scopeMapJSON(req.registry, m, false))
 	return nil
 }
 
@@ -637,53 +628,32 @@ func (h *Handler) tokens(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	ctx := req.r.Context()
-	if req.name == "" {
-		if req.r.Method != http.MethodGet {
-			return errMethod(req.r)
-		}
-		list := []map[string]any{}
-		all, err := store.ListTokens(ctx, req.registry)
-		if err != nil {
-			return err
-		}
-		for _, tk := range all {
-			list = append(list, h.tokenJSON(req.registry, tk))
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"value": list})
-		return nil
-	}
-	if err := rules.ValidateName("token", req.name); err != nil {
-		return err
-	}
-	switch req.r.Method {
-	case http.MethodGet:
-		tk, err := store.GetToken(ctx, req.registry, req.name)
-		if errors.Is(err, metadata.ErrNotFound) {
-			return errTokenNotFound(req.name)
-		}
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, h.tokenJSON(req.registry, tk))
-		return nil
-	case http.MethodDelete:
-		err := store.DeleteToken(ctx, req.registry, req.name)
-		if errors.Is(err, metadata.ErrNotFound) {
-			w.WriteHeader(http.StatusNoContent)
+	toJSON := func(tk metadata.Token) any { return h.tokenJSON(req.registry, tk) }
+	return h.serveResource(w, req, resourceOps{noun: "token",
+		list: func(w http.ResponseWriter, req *request) error {
+			all, err := store.ListTokens(ctx, req.registry)
+			if err != nil {
+				return err
+			}
+			serveList(w, all, toJSON)
 			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := store.RevokeRefreshTokens(ctx, req.registry, auth.KindToken, req.name); err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusOK)
-		return nil
-	case http.MethodPut, http.MethodPatch:
-	default:
-		return errMethod(req.r)
-	}
+		},
+		get: func(w http.ResponseWriter, req *request) error {
+			return serveOne(w, func() (metadata.Token, error) { return store.GetToken(ctx, req.registry, req.name) },
+				func() error { return errTokenNotFound(req.name) }, toJSON)
+		},
+		del: func(w http.ResponseWriter, req *request) error {
+			return writeDeleted(w, store.DeleteToken(ctx, req.registry, req.name), func() error {
+				return store.RevokeRefreshTokens(ctx, req.registry, auth.KindToken, req.name)
+			})
+		},
+		write: func(w http.ResponseWriter, req *request, patch bool) error { return h.writeToken(w, req, store, patch) },
+	})
+}
+
+// writeToken serves PUT and PATCH of a token.
+func (h *Handler) writeToken(w http.ResponseWriter, req *request, store AccessStore, patch bool) error {
+	ctx := req.r.Context()
 	var body struct {
 		Properties struct {
 			ScopeMapID  opt[string] `json:"scopeMapId"`
@@ -721,7 +691,6 @@ func (h *Handler) tokens(w http.ResponseWriter, req *request) error {
 			return errBadRequest("InvalidRequestContent", "status must be enabled or disabled.")
 		}
 	}
-	patch := req.r.Method == http.MethodPatch
 	var revoke bool
 	created, err := store.UpdateToken(ctx, req.registry, req.name, func(tk *metadata.Token, created bool) error {
 		if created && patch {
@@ -765,11 +734,7 @@ func (h *Handler) tokens(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	code := http.StatusOK
-	if created {
-		code = http.StatusCreated
-	}
-	writeJSON(w, code, h.tokenJSON(req.registry, tk))
+	writeJSON(w, writtenStatus(created), h.tokenJSON(req.registry, tk))
 	return nil
 }
 

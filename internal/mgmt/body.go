@@ -236,6 +236,35 @@ func cacheRuleIdentity(o opt[identityJSON]) (string, error) {
 	return "", nil
 }
 
+// credentialSetIdentity reads a credential set's identity block: the
+// identity its Key Vault secrets are read as. SystemAssigned (or no block)
+// is the server's Key Vault credential (""); UserAssigned names exactly one
+// user-assigned managed identity. One identity reads both secrets, so the
+// combined type is refused.
+func credentialSetIdentity(o opt[identityJSON]) (string, error) {
+	if !o.value() {
+		return "", nil
+	}
+	switch t := o.V.Type; {
+	case t == "" && len(o.V.UserAssignedIdentities) == 0, strings.EqualFold(t, "SystemAssigned"):
+		if len(o.V.UserAssignedIdentities) > 0 {
+			return "", &rules.Error{Code: rules.CodeInvalidIdentity, Message: "identity.userAssignedIdentities must be empty when identity.type is SystemAssigned"}
+		}
+		return "", nil
+	case t == "", strings.EqualFold(t, "UserAssigned"):
+	default:
+		return "", &rules.Error{Code: rules.CodeInvalidIdentity, Message: fmt.Sprintf(
+			"identity.type %q is not supported for credential sets: use SystemAssigned (the server's Key Vault credential) or UserAssigned with one identity that reads the secrets", t)}
+	}
+	if len(o.V.UserAssignedIdentities) != 1 {
+		return "", &rules.Error{Code: rules.CodeInvalidIdentity, Message: "identity.userAssignedIdentities must hold exactly one user-assigned identity resource ID: the identity that reads the credential set's secrets"}
+	}
+	for id := range o.V.UserAssignedIdentities {
+		return id, nil
+	}
+	return "", nil
+}
+
 // credentialSetName reads a credentialSetResourceId, which must name a
 // credential set of registry reg on this server ("" = none).
 func (h *Handler) credentialSetName(reg, id string) (string, error) {
@@ -277,8 +306,12 @@ type authCredentialInput struct {
 // applyCredentialSet applies body to c (PUT: everything; PATCH: what was
 // sent, and an omitted secret identifier keeps its value).
 func applyCredentialSet(c *rules.CredentialSet, body credentialSetBody, patch bool) error {
-	if body.Identity.value() && body.Identity.V.Type != "" && !strings.EqualFold(body.Identity.V.Type, "SystemAssigned") {
-		return &rules.Error{Code: rules.CodeInvalidIdentity, Message: fmt.Sprintf("identity.type %q is not supported for credential sets: they have a system-assigned identity (SystemAssigned)", body.Identity.V.Type)}
+	if !patch || body.Identity.Set {
+		id, err := credentialSetIdentity(body.Identity)
+		if err != nil {
+			return err
+		}
+		c.Identity = id
 	}
 	p := body.Properties.V
 	if p.LoginServer.Set {

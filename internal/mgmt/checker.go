@@ -5,26 +5,28 @@ import (
 	"strings"
 
 	"github.com/arcacache/arca/internal/rules"
+	"github.com/arcacache/arca/internal/secrets"
 )
 
 // CredentialChecker computes a credential set's credentialHealth: it
-// resolves the two secret references and logs in to the login server.
-// status is rules.Healthy or rules.Unhealthy; code and message explain an
-// Unhealthy result and must never contain a secret value.
+// resolves the two secret references (as the set's identity) and logs in
+// to the login server. status is rules.Healthy or rules.Unhealthy; code and
+// message explain an Unhealthy result and must never contain a secret value.
 type CredentialChecker interface {
-	Check(ctx context.Context, loginServer, usernameRef, passwordRef string) (status, code, message string)
+	Check(ctx context.Context, c rules.CredentialSet) (status, code, message string)
 }
 
 // notChecked is the checker of a server configured without one.
 type notChecked struct{}
 
-func (notChecked) Check(context.Context, string, string, string) (string, string, string) {
+func (notChecked) Check(context.Context, rules.CredentialSet) (string, string, string) {
 	return rules.Unhealthy, "NotChecked", "The credentials were not checked: this server has no credential checker."
 }
 
-// SecretResolver resolves a secret reference to its value.
+// SecretResolver resolves a secret reference to its value, reading Key
+// Vault references as the given identity.
 type SecretResolver interface {
-	Resolve(ctx context.Context, ref string) (string, error)
+	ResolveAs(ctx context.Context, ref string, id secrets.KeyVaultIdentity) (string, error)
 }
 
 // ResolveOnlyChecker checks that both secret references resolve to
@@ -36,15 +38,20 @@ type ResolveOnlyChecker struct {
 }
 
 // Check implements CredentialChecker.
-func (c ResolveOnlyChecker) Check(ctx context.Context, _, usernameRef, passwordRef string) (string, string, string) {
+func (c ResolveOnlyChecker) Check(ctx context.Context, cs rules.CredentialSet) (string, string, string) {
 	var values []string
+	id := secrets.UserAssigned(cs.Identity)
 	for _, s := range []struct{ which, ref, code string }{
-		{"username", usernameRef, "UsernameSecretNotResolved"},
-		{"password", passwordRef, "PasswordSecretNotResolved"},
+		{"username", cs.UsernameRef, "UsernameSecretNotResolved"},
+		{"password", cs.PasswordRef, "PasswordSecretNotResolved"},
 	} {
-		v, err := c.Secrets.Resolve(ctx, s.ref)
+		v, err := c.Secrets.ResolveAs(ctx, s.ref, id)
 		if err != nil {
-			return rules.Unhealthy, s.code, scrub("The "+s.which+" secret could not be read: "+err.Error(), values)
+			msg := "The " + s.which + " secret could not be read: " + oneLine(err.Error())
+			if cs.Identity != "" {
+				msg += " (the credential set reads its secrets as its user-assigned identity, which needs 'get' on the secret)"
+			}
+			return rules.Unhealthy, s.code, scrub(msg, values)
 		}
 		if v == "" {
 			return rules.Unhealthy, s.code, "The " + s.which + " secret " + s.ref + " is empty."
@@ -52,6 +59,12 @@ func (c ResolveOnlyChecker) Check(ctx context.Context, _, usernameRef, passwordR
 		values = append(values, v)
 	}
 	return rules.Healthy, "", ""
+}
+
+// oneLine folds a multi-line error (azidentity's carry troubleshooting
+// text) into one line for credentialHealth.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // scrub removes known secret values from msg, in case a resolver's error

@@ -81,7 +81,7 @@ func (h *Handler) writeCredentialSet(w http.ResponseWriter, req *request, patch 
 	}
 	h.changed(req.registry)
 	h.log.Info("credential set saved", "registry", req.registry, "name", c.Name, "created", created,
-		"login_server", c.LoginServer, "health", c.Health.Status, "health_code", c.Health.ErrorCode)
+		"login_server", c.LoginServer, "identity", c.Identity, "health", c.Health.Status, "health_code", c.Health.ErrorCode)
 	c.ProvisioningState = transientState(c.ProvisioningState, created, patch)
 	return h.respondWrite(w, req, op, created || patch, h.credentialSetJSONOf(req.registry, c))
 }
@@ -113,7 +113,7 @@ func (h *Handler) putCredentialSet(tx metadata.RulesTx, req *request, c *rules.C
 func (h *Handler) checkCredentials(ctx context.Context, c rules.CredentialSet) rules.Health {
 	ctx, cancel := context.WithTimeout(ctx, h.opts.CheckTimeout)
 	defer cancel()
-	status, code, msg := h.opts.Checker.Check(ctx, c.LoginServer, c.UsernameRef, c.PasswordRef)
+	status, code, msg := h.opts.Checker.Check(ctx, c)
 	if status != rules.Healthy {
 		status = rules.Unhealthy
 	}

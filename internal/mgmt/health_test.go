@@ -34,7 +34,7 @@ type slowChecker struct {
 	open   chan struct{}
 }
 
-func (c *slowChecker) Check(ctx context.Context, ls, u, p string) (string, string, string) {
+func (c *slowChecker) Check(ctx context.Context, cs rules.CredentialSet) (string, string, string) {
 	if c.closed.Load() {
 		select {
 		case <-c.open:
@@ -42,7 +42,7 @@ func (c *slowChecker) Check(ctx context.Context, ls, u, p string) (string, strin
 			return rules.Unhealthy, "Timeout", ctx.Err().Error()
 		}
 	}
-	return c.inner.Check(ctx, ls, u, p)
+	return c.inner.Check(ctx, cs)
 }
 
 func resolveOnly(t *testing.T) CredentialChecker {

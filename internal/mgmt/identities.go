@@ -23,6 +23,7 @@ type IdentityStore interface {
 	ListIdentities(ctx context.Context, rg string) ([]metadata.UserIdentity, error)
 	PutIdentity(ctx context.Context, u metadata.UserIdentity) (metadata.UserIdentity, bool, error)
 	DeleteIdentity(ctx context.Context, rg, name string) error
+	SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error
 	GetFederatedCredential(ctx context.Context, rg, identity, name string) (metadata.FederatedCredential, error)
 	ListFederatedCredentials(ctx context.Context, rg, identity string) ([]metadata.FederatedCredential, error)
 	PutFederatedCredential(ctx context.Context, f metadata.FederatedCredential) (bool, error)
@@ -54,6 +55,7 @@ var (
 type identityRequest struct {
 	rg, name, fic string
 	fics          bool // the federatedIdentityCredentials collection or one of it
+	resetSecret   bool // POST …/{n}/resetCredential (arca extension)
 }
 
 // routeIdentity parses /subscriptions/{s}/resourceGroups/{rg}/providers/
@@ -71,6 +73,10 @@ func routeIdentity(seg []string) (identityRequest, bool) {
 	}
 	if len(seg) >= 2 {
 		ir.name = seg[1]
+	}
+	if len(seg) == 3 && eq(seg[2], "resetCredential") {
+		ir.resetSecret = true
+		return ir, true
 	}
 	if len(seg) >= 3 {
 		if !eq(seg[2], "federatedIdentityCredentials") {
@@ -113,9 +119,13 @@ func (h *Handler) identityJSON(u metadata.UserIdentity) map[string]any {
 	if tags == nil {
 		tags = map[string]string{}
 	}
+	props := map[string]any{"principalId": u.PrincipalID, "clientId": u.ClientID, "tenantId": u.TenantID}
+	if !u.SecretCreated.IsZero() {
+		// arca extension: when the client secret was set (never the secret).
+		props["clientSecretCreatedDateTime"] = u.SecretCreated.UTC().Format(time.RFC3339)
+	}
 	return map[string]any{"id": h.identityID(u.ResourceGroup, u.Name), "name": u.Name, "type": identityType,
-		"location": u.Location, "tags": tags,
-		"properties": map[string]any{"principalId": u.PrincipalID, "clientId": u.ClientID, "tenantId": u.TenantID}}
+		"location": u.Location, "tags": tags, "properties": props}
 }
 
 func (h *Handler) ficJSON(f metadata.FederatedCredential) map[string]any {
@@ -139,6 +149,9 @@ func (h *Handler) identities(w http.ResponseWriter, r *http.Request, ir identity
 	}
 	if ir.fics {
 		return h.federatedCredentials(w, r, st, ir)
+	}
+	if ir.resetSecret {
+		return h.resetIdentitySecret(w, r, st, ir)
 	}
 	ctx := r.Context()
 	if ir.name == "" {
@@ -194,19 +207,49 @@ func (h *Handler) identities(w http.ResponseWriter, r *http.Request, ir identity
 		writeJSON(w, status, h.identityJSON(u))
 		return nil
 	case http.MethodDelete:
-		err := st.DeleteIdentity(ctx, ir.rg, ir.name)
-		if errors.Is(err, metadata.ErrNotFound) {
-			w.WriteHeader(http.StatusNoContent)
+		return writeDeleted(w, st.DeleteIdentity(ctx, ir.rg, ir.name), func() error {
+			h.log.Info("identity deleted", "resource_group", ir.rg, "name", ir.name)
 			return nil
-		}
-		if err != nil {
-			return err
-		}
-		h.log.Info("identity deleted", "resource_group", ir.rg, "name", ir.name)
-		w.WriteHeader(http.StatusOK)
-		return nil
+		})
 	}
 	return errMethod(r)
+}
+
+// resetIdentitySecret serves POST …/userAssignedIdentities/{n}/resetCredential:
+// a new client secret, shown in this answer only (the store keeps its
+// argon2id hash); the previous secret and what was signed in with it stop
+// working. With the client id as user name it logs in as the identity
+// (docker login, a credential set of a downstream), as a service
+// principal does at ACR.
+func (h *Handler) resetIdentitySecret(w http.ResponseWriter, r *http.Request, st IdentityStore, ir identityRequest) error {
+	if r.Method != http.MethodPost {
+		return errMethod(r)
+	}
+	ctx := r.Context()
+	u, err := st.GetIdentity(ctx, ir.rg, ir.name)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return errIdentityNotFound(ir)
+	}
+	if err != nil {
+		return err
+	}
+	secret, err := auth.GenerateSecret()
+	if err != nil {
+		return err
+	}
+	hash, err := auth.HashPassword(secret)
+	if err != nil {
+		return err
+	}
+	now := h.opts.Now().UTC()
+	if err := st.SetIdentitySecret(ctx, ir.rg, ir.name, hash, now); err != nil {
+		return err
+	}
+	h.log.Info("identity client secret reset", "resource_group", ir.rg, "name", ir.name, "client_id", u.ClientID)
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, map[string]any{"clientId": u.ClientID, "clientSecret": secret, "tenantId": u.TenantID,
+		"createdDateTime": now.Format(time.RFC3339)})
+	return nil
 }
 
 func (h *Handler) federatedCredentials(w http.ResponseWriter, r *http.Request, st IdentityStore, ir identityRequest) error {
@@ -279,24 +322,11 @@ func (h *Handler) federatedCredentials(w http.ResponseWriter, r *http.Request, s
 		if err != nil {
 			return err
 		}
-		status := http.StatusOK
-		if created {
-			status = http.StatusCreated
-		}
 		h.log.Info("federated credential stored", "identity", ir.name, "name", ir.fic, "issuer", f.Issuer, "subject", f.Subject)
-		writeJSON(w, status, h.ficJSON(f))
+		writeJSON(w, writtenStatus(created), h.ficJSON(f))
 		return nil
 	case http.MethodDelete:
-		err := st.DeleteFederatedCredential(ctx, ir.rg, ir.name, ir.fic)
-		if errors.Is(err, metadata.ErrNotFound) {
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusOK)
-		return nil
+		return writeDeleted(w, st.DeleteFederatedCredential(ctx, ir.rg, ir.name, ir.fic), nil)
 	}
 	return errMethod(r)
 }
@@ -351,10 +381,14 @@ func (h *Handler) roleDefinitionID(r auth.Role) string {
 
 func (h *Handler) roleAssignmentJSON(a metadata.RoleAssignment) map[string]any {
 	role, _ := auth.LookupRole(a.Role)
+	var cond, version any // null without a condition, as ARM
+	if a.Condition != "" {
+		cond, version = a.Condition, a.ConditionVersion
+	}
 	return map[string]any{"id": a.Scope + "/providers/" + roleAssignmentType + "/" + a.Name, "name": a.Name, "type": roleAssignmentType,
 		"properties": map[string]any{"roleDefinitionId": h.roleDefinitionID(role), "principalId": a.PrincipalID,
-			"principalType": "ServicePrincipal", "scope": a.Scope, "description": a.Description, "condition": nil,
-			"conditionVersion": nil, "createdOn": a.Created.Format(time.RFC3339)}}
+			"principalType": "ServicePrincipal", "scope": a.Scope, "description": a.Description, "condition": cond,
+			"conditionVersion": version, "createdOn": a.Created.Format(time.RFC3339)}}
 }
 
 // roleAssignments serves role assignments: PUT and DELETE at
@@ -424,18 +458,28 @@ func (h *Handler) roleAssignments(w http.ResponseWriter, r *http.Request, scope,
 				PrincipalID      string `json:"principalId"`
 				Description      string `json:"description"`
 				Condition        string `json:"condition"`
+				ConditionVersion string `json:"conditionVersion"`
 			} `json:"properties"`
 		}
 		if err := readBody(r, &body); err != nil {
 			return err
 		}
 		p := body.Properties
-		if p.Condition != "" {
-			return errBadRequest("InvalidRoleAssignmentRequest", "Conditions are not supported by arca: scope the assignment to <registry id>/repositories/<repository> instead.")
-		}
 		role, _, err := auth.ValidateRoleAssignment(p.RoleDefinitionID, scope, h.opts.SubscriptionID)
 		if err != nil {
 			return errBadRequest("InvalidRoleAssignmentRequest", err.Error())
+		}
+		cond, err := auth.ValidateCondition(p.Condition, p.ConditionVersion)
+		if err != nil {
+			return errBadRequest("InvalidRoleAssignmentCondition", "The role assignment condition is not supported: "+err.Error()+".")
+		}
+		if cond != nil {
+			if !role.ABAC {
+				return errBadRequest("InvalidRoleAssignmentCondition", "Role "+role.Name+" takes no condition: conditions on repository names apply to the Container Registry Repository roles.")
+			}
+			p.ConditionVersion = auth.ConditionVersion
+		} else {
+			p.Condition = ""
 		}
 		if _, err := st.GetIdentityByPrincipal(ctx, p.PrincipalID); errors.Is(err, metadata.ErrNotFound) {
 			return errBadRequest("PrincipalNotFound", "Principal "+p.PrincipalID+" does not exist in the directory "+h.opts.TenantID+".")
@@ -443,14 +487,15 @@ func (h *Handler) roleAssignments(w http.ResponseWriter, r *http.Request, scope,
 			return err
 		}
 		a, created, err := st.PutRoleAssignment(ctx, metadata.RoleAssignment{Name: name, Role: role.Name, PrincipalID: p.PrincipalID,
-			Scope: canonicalScope(scope), Description: p.Description})
+			Scope: canonicalScope(scope), Description: p.Description, Condition: p.Condition, ConditionVersion: p.ConditionVersion})
 		if err != nil {
 			return err
 		}
 		if !created {
 			return &apiError{Status: http.StatusConflict, Code: "RoleAssignmentExists", Message: "The role assignment already exists (" + a.Name + ")."}
 		}
-		h.log.Info("role assignment created", "name", a.Name, "role", a.Role, "principal_id", a.PrincipalID, "scope", a.Scope)
+		h.log.Info("role assignment created", "name", a.Name, "role", a.Role, "principal_id", a.PrincipalID, "scope", a.Scope,
+			"conditioned", a.Condition != "")
 		writeJSON(w, http.StatusCreated, h.roleAssignmentJSON(a))
 		return nil
 	}

@@ -49,8 +49,14 @@ func TestIdentityResources(t *testing.T) {
 			roleBody("7f951dda-4ed3-4680-a7ca-43fe172d538d", "0b7a6f0e-0000-4000-8000-0000000000ff"), 400, "PrincipalNotFound"},
 		{"role: name not a GUID", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/x",
 			roleBody("7f951dda-4ed3-4680-a7ca-43fe172d538d", principal), 400, "InvalidRoleAssignmentId"},
-		{"role: condition", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
-			map[string]any{"properties": map[string]any{"roleDefinitionId": "b93aa761-3e63-49ed-ac28-beffa264f7ac", "principalId": principal, "condition": "@Request[x] StringEquals 'y'"}}, 400, "InvalidRoleAssignmentRequest"},
+		{"role: unsupported condition attribute", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
+			conditionBody("b93aa761-3e63-49ed-ac28-beffa264f7ac", principal, "@Request[x] StringEquals 'y'", ""), 400, "InvalidRoleAssignmentCondition"},
+		{"role: condition version 1.0", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
+			conditionBody("b93aa761-3e63-49ed-ac28-beffa264f7ac", principal, teamACondition, "1.0"), 400, "InvalidRoleAssignmentCondition"},
+		{"role: condition on a legacy role", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
+			conditionBody("7f951dda-4ed3-4680-a7ca-43fe172d538d", principal, teamACondition, "2.0"), 400, "InvalidRoleAssignmentCondition"},
+		{"role: conditioned reader", http.MethodPut, reg + "/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000003",
+			conditionBody("b93aa761-3e63-49ed-ac28-beffa264f7ac", principal, teamACondition, ""), 201, ""},
 		{"role: repository reader", http.MethodPut, reg + "/repositories/myapp/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000001",
 			roleBody("/subscriptions/"+testSub+"/providers/Microsoft.Authorization/roleDefinitions/b93aa761-3e63-49ed-ac28-beffa264f7ac", principal), 201, ""},
 		{"role: the same again", http.MethodPut, reg + "/repositories/myapp/providers/Microsoft.Authorization/roleAssignments/0b7a6f0e-0000-4000-8000-000000000002",
@@ -62,14 +68,62 @@ func TestIdentityResources(t *testing.T) {
 		}
 	}
 	list := f.do(http.MethodGet, "/subscriptions/"+testSub+"/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'"+principal+"'", nil).json(t)
-	if v, _ := list["value"].([]any); len(v) != 1 || !strings.HasSuffix(v[0].(map[string]any)["properties"].(map[string]any)["scope"].(string), "/repositories/myapp") {
+	v, _ := list["value"].([]any)
+	if len(v) != 2 {
 		t.Fatalf("role assignment list: %v", list)
+	}
+	var scopes []string
+	for _, a := range v {
+		p := a.(map[string]any)["properties"].(map[string]any)
+		scopes = append(scopes, p["scope"].(string))
+		switch {
+		case strings.HasSuffix(p["scope"].(string), "/repositories/myapp"):
+			if p["condition"] != nil || p["conditionVersion"] != nil {
+				t.Errorf("unconditioned assignment shows %v / %v", p["condition"], p["conditionVersion"])
+			}
+		case p["condition"] != teamACondition || p["conditionVersion"] != "2.0":
+			t.Errorf("conditioned assignment shows %v / %v", p["condition"], p["conditionVersion"])
+		}
+	}
+	if !strings.HasSuffix(scopes[0], "/repositories/myapp") && !strings.HasSuffix(scopes[1], "/repositories/myapp") {
+		t.Fatalf("role assignment scopes: %v", scopes)
 	}
 	mustStatus(t, "identity delete", f.do(http.MethodDelete, idPath, nil), http.StatusOK)
 	mustStatus(t, "identity show after delete", f.do(http.MethodGet, idPath, nil), http.StatusNotFound)
 	mustStatus(t, "fic list after delete", f.do(http.MethodGet, idPath+"/federatedIdentityCredentials", nil), http.StatusNotFound)
 }
 
+const teamACondition = "@Resource[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'"
+
+func conditionBody(role, principal, cond, version string) map[string]any {
+	return map[string]any{"properties": map[string]any{"roleDefinitionId": role, "principalId": principal, "condition": cond, "conditionVersion": version}}
+}
+
 func roleBody(role, principal string) map[string]any {
 	return map[string]any{"properties": map[string]any{"roleDefinitionId": role, "principalId": principal}}
+}
+
+// resetCredential returns a new client secret once; the identity then
+// shows when it was set, never the secret; only POST is served.
+func TestIdentityResetCredential(t *testing.T) {
+	f := newFixture(t, withIdentities)
+	idPath := "/subscriptions/" + testSub + "/resourceGroups/MyResourceGroup/providers/Microsoft.ManagedIdentity/userAssignedIdentities/spid"
+	mustStatus(t, "identity create", f.do(http.MethodPut, idPath, map[string]any{}), http.StatusCreated)
+	r := f.do(http.MethodPost, idPath+"/resetCredential", nil)
+	mustStatus(t, "reset", r, http.StatusOK)
+	m := r.json(t)
+	secret, _ := m["clientSecret"].(string)
+	if len(secret) < 40 || m["clientId"] == "" || r.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("reset answer: %v (Cache-Control %q)", m, r.header.Get("Cache-Control"))
+	}
+	again := f.do(http.MethodPost, idPath+"/resetCredential", nil).json(t)
+	if again["clientSecret"] == secret {
+		t.Fatal("a second reset returned the same secret")
+	}
+	show := f.do(http.MethodGet, idPath, nil)
+	if strings.Contains(string(show.body), secret) || get(show.json(t), "properties.clientSecretCreatedDateTime") == nil {
+		t.Fatalf("identity after reset: %s", show.body)
+	}
+	mustStatus(t, "GET resetCredential", f.do(http.MethodGet, idPath+"/resetCredential", nil), http.StatusMethodNotAllowed)
+	mustStatus(t, "reset of a missing identity", f.do(http.MethodPost, strings.Replace(idPath, "spid", "nobody", 1)+"/resetCredential", nil), http.StatusNotFound)
 }

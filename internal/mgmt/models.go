@@ -265,12 +265,16 @@ func (h *Handler) credentialSetJSONOf(reg string, c rules.CredentialSet) credent
 	if health.Status == "" {
 		health = nil
 	}
+	id := &identityJSON{PrincipalID: c.PrincipalID, TenantID: h.opts.TenantID, Type: "systemAssigned"}
+	if c.Identity != "" {
+		id = &identityJSON{Type: "userAssigned", UserAssignedIdentities: map[string]json.RawMessage{c.Identity: json.RawMessage(`{}`)}}
+	}
 	return credentialSetJSON{
 		ID:         h.resourceID(reg, "credentialSets", c.Name),
 		Name:       c.Name,
 		Type:       typeCredentialSet,
 		SystemData: newSystemData(c.CreatedAt, c.ModifiedAt),
-		Identity:   &identityJSON{PrincipalID: c.PrincipalID, TenantID: h.opts.TenantID, Type: "systemAssigned"},
+		Identity:   id,
 		Properties: credentialSetPropsJSON{
 			LoginServer: c.LoginServer,
 			AuthCredentials: []authCredential{{

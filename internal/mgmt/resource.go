@@ -2,6 +2,7 @@ package mgmt
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 
@@ -13,7 +14,9 @@ import (
 // credential sets); serveResource routes a call to them the same way for
 // every type.
 type resourceOps struct {
-	noun  string // "cache rule": in name validation errors
+	noun string // "cache rule": in name validation errors
+	// valid checks a name (default: rules.ValidateName with noun).
+	valid func(name string) error
 	list  func(http.ResponseWriter, *request) error
 	get   func(http.ResponseWriter, *request) error
 	write func(w http.ResponseWriter, req *request, patch bool) error
@@ -30,7 +33,11 @@ func (h *Handler) serveResource(w http.ResponseWriter, req *request, ops resourc
 		}
 		return ops.list(w, req)
 	}
-	if err := rules.ValidateName(ops.noun, req.name); err != nil {
+	valid := ops.valid
+	if valid == nil {
+		valid = func(name string) error { return rules.ValidateName(ops.noun, name) }
+	}
+	if err := valid(req.name); err != nil {
 		return err
 	}
 	switch m {
@@ -42,6 +49,57 @@ func (h *Handler) serveResource(w http.ResponseWriter, req *request, ops resourc
 		return ops.del(w, req)
 	}
 	return errMethod(req.r)
+}
+
+// serveOne answers a GET with what get finds, or notFound's error when
+// there is nothing.
+func serveOne[T any](w http.ResponseWriter, get func() (T, error), notFound func() error, toJSON func(T) any) error {
+	v, err := get()
+	if errors.Is(err, metadata.ErrNotFound) {
+		return notFound()
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toJSON(v))
+	return nil
+}
+
+// serveList answers a GET of a collection that is not paged.
+func serveList[T any](w http.ResponseWriter, items []T, toJSON func(T) any) {
+	list := make([]any, 0, len(items))
+	for _, it := range items {
+		list = append(list, toJSON(it))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"value": list})
+}
+
+// writeDeleted answers a DELETE whose store call returned err: 204 when
+// there was nothing to delete, 200 once after (if set) has run.
+func writeDeleted(w http.ResponseWriter, err error, after func() error) error {
+	if errors.Is(err, metadata.ErrNotFound) {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if after != nil {
+		if err := after(); err != nil {
+			return err
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// writtenStatus is the status of a PUT or PATCH: 201 when it created the
+// resource, else 200.
+func writtenStatus(created bool) int {
+	if created {
+		return http.StatusCreated
+	}
+	return http.StatusOK
 }
 
 // recordOperation stores the (finished) operation of a change to the

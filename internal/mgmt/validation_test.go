@@ -130,9 +130,9 @@ func TestValidationOverHTTP(t *testing.T) {
 			map[string]any{"name": "Credential2", "usernameSecretIdentifier": "env://A", "passwordSecretIdentifier": "env://B"}}}}, 400, "InvalidAuthCredentials", "exactly one"},
 		{"credential set wrong credential name", "PUT", sets + "othername", map[string]any{"properties": map[string]any{"loginServer": "docker.io", "authCredentials": []any{
 			map[string]any{"name": "Primary", "usernameSecretIdentifier": "env://A", "passwordSecretIdentifier": "env://B"}}}}, 400, "InvalidAuthCredentials", "Credential1"},
-		{"credential set user-assigned identity", "PUT", sets + "uamiset", map[string]any{"identity": map[string]any{"type": "UserAssigned"},
+		{"credential set user-assigned without an identity", "PUT", sets + "uamiset", map[string]any{"identity": map[string]any{"type": "UserAssigned"},
 			"properties": map[string]any{"loginServer": "docker.io", "authCredentials": []any{
-				map[string]any{"name": "Credential1", "usernameSecretIdentifier": "env://A", "passwordSecretIdentifier": "env://B"}}}}, 400, "InvalidIdentity", "SystemAssigned"},
+				map[string]any{"name": "Credential1", "usernameSecretIdentifier": "env://A", "passwordSecretIdentifier": "env://B"}}}}, 400, "InvalidIdentity", "exactly one user-assigned identity"},
 		{"PATCH login server", "PATCH", sets + "dockerhub", map[string]any{"properties": map[string]any{"loginServer": "quay.io"}}, 400, "PropertyChangeNotAllowed", "loginServer"},
 	} {
 		before := f.snapshot()

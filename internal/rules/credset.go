@@ -32,7 +32,11 @@ type CredentialSet struct {
 	Health      Health
 	// PrincipalID is the set's system-assigned identity: a UUID generated at
 	// creation and kept for the set's life.
-	PrincipalID       string
+	PrincipalID string
+	// Identity is the resource id of the user-assigned managed identity
+	// that reads the set's Key Vault secrets; "" means the system-assigned
+	// identity, which is the server's Key Vault credential.
+	Identity          string
 	ProvisioningState string
 	CreatedAt         time.Time
 	ModifiedAt        time.Time
@@ -69,6 +73,9 @@ func (cs *CredentialSet) Validate(validRef func(string) error) error {
 				return errorf(CodeInvalidSecretIdentifier, "authCredentials[0].%s: %v", f.field, err)
 			}
 		}
+	}
+	if cs.Identity != "" && !uamiRe.MatchString(cs.Identity) {
+		return errorf(CodeInvalidIdentity, "Invalid user-assigned managed identity resource ID: %s (expected /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{identityName})", cs.Identity)
 	}
 	return nil
 }

@@ -87,8 +87,11 @@ func (k *keyVault) credential() (azcore.TokenCredential, error) {
 			&azidentity.ClientSecretCredentialOptions{ClientOptions: co})
 	case k.opts.ManagedIdentity:
 		o := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: co}
-		if k.opts.ClientID != "" {
+		switch {
+		case k.opts.ClientID != "":
 			o.ID = azidentity.ClientID(k.opts.ClientID)
+		case k.opts.ResourceID != "":
+			o.ID = azidentity.ResourceID(k.opts.ResourceID)
 		}
 		return azidentity.NewManagedIdentityCredential(o)
 	}

@@ -52,8 +52,9 @@ type KeyVaultOptions struct {
 	TenantID     string
 	ClientID     string
 	ClientSecret string
-	// ManagedIdentity selects the managed identity (ClientID, if set,
-	// picks a user-assigned one). Otherwise DefaultAzureCredential is used
+	ResourceID   string
+	// ManagedIdentity selects the managed identity (ClientID or
+	// ResourceID, if set, picks a user-assigned one). Otherwise DefaultAzureCredential is used
 	// (environment, workload identity, managed identity, Azure CLI).
 	ManagedIdentity bool
 	// DisableChallengeResourceVerification turns off azsecrets' check that
@@ -68,9 +69,36 @@ type KeyVaultOptions struct {
 // server-wide credential of KeyVaultOptions.
 type KeyVaultIdentity struct {
 	// ManagedIdentity selects the host's managed identity: the
-	// system-assigned one, or the user-assigned one ClientID names.
+	// system-assigned one, or the user-assigned one ClientID or
+	// ResourceID (its ARM id) names.
 	ManagedIdentity bool
 	ClientID        string
+	ResourceID      string
+}
+
+// UserAssigned is the Key Vault identity of a credential set that names
+// the user-assigned managed identity resourceID ("" is the server-wide
+// credential).
+func UserAssigned(resourceID string) KeyVaultIdentity {
+	if resourceID == "" {
+		return KeyVaultIdentity{}
+	}
+	return KeyVaultIdentity{ManagedIdentity: true, ResourceID: resourceID}
+}
+
+// String names the identity in messages (it holds no secret).
+func (id KeyVaultIdentity) String() string {
+	switch {
+	case id == KeyVaultIdentity{}:
+		return "the server's Key Vault credential"
+	case !id.ManagedIdentity:
+		return "client " + id.ClientID
+	case id.ResourceID != "":
+		return "user-assigned managed identity " + id.ResourceID
+	case id.ClientID != "":
+		return "user-assigned managed identity with client id " + id.ClientID
+	}
+	return "the host's system-assigned managed identity"
 }
 
 // VaultOptions configure HashiCorp Vault / OpenBao access. Empty fields
@@ -159,6 +187,9 @@ func (r *Resolver) ResolveAs(ctx context.Context, ref string, id KeyVaultIdentit
 	}
 	v, err := r.fetch(ctx, p, id)
 	if err != nil {
+		if id != (KeyVaultIdentity{}) {
+			return "", fmt.Errorf("resolve secret %s as %s: %w", ref, id, err)
+		}
 		return "", fmt.Errorf("resolve secret %s: %w", ref, err)
 	}
 	// An empty value is not cached: it is what a reader sees of a file
@@ -232,7 +263,10 @@ func (r *Resolver) keyVaultAs(id KeyVaultIdentity) (*keyVault, error) {
 	if kv, ok := r.kvs[id]; ok {
 		return kv, nil
 	}
-	kv, err := newKeyVault(KeyVaultOptions{ManagedIdentity: true, ClientID: id.ClientID,
+	if id.ClientID != "" && id.ResourceID != "" {
+		return nil, errors.New("key vault identity: name a managed identity by client id or by resource id, not both")
+	}
+	kv, err := newKeyVault(KeyVaultOptions{ManagedIdentity: true, ClientID: id.ClientID, ResourceID: id.ResourceID,
 		DisableChallengeResourceVerification: r.opts.KeyVault.DisableChallengeResourceVerification}, r.opts.HTTPClient)
 	if err != nil {
 		return nil, err

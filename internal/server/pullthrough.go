@@ -21,6 +21,7 @@ import (
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/mgmt"
 	"github.com/arcacache/arca/internal/rules"
+	"github.com/arcacache/arca/internal/secrets"
 	"github.com/arcacache/arca/internal/upstream"
 )
 
@@ -64,7 +65,7 @@ type pullThrough struct {
 }
 
 // newPullThrough builds the upstream client, the rule resolver and the cache.
-func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretResolver, egress *egress.Policy) (*pullThrough, error) {
+func (s *Server) newPullThrough(reg prometheus.Registerer, res cache.SecretResolver, egress *egress.Policy) (*pullThrough, error) {
 	o := s.opts.PullThrough
 	rl := &rateLimitRecorder{meta: s.meta, log: s.log, last: map[string]upstream.RateLimit{}}
 	roots, err := upstreamRoots(o.UpstreamCA)
@@ -91,7 +92,7 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 	if err != nil {
 		return nil, err
 	}
-	rs := cache.NewRuleSet(s.meta, secrets)
+	rs := cache.NewRuleSet(s.meta, res)
 	// Rules with --identity: tokens from this process's environment
 	// (workload identity file, managed identity), exchanged at the upstream.
 	ex, err := identity.NewExchanger(identity.FromEnvironment(os.Getenv), up, os.Getenv("AZURE_TENANT_ID"), nil)
@@ -99,6 +100,7 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, secrets cache.SecretR
 		return nil, err
 	}
 	rs.UseIdentities(ex)
+	rs.UseCredentialCache(up)
 	c := cache.New(cache.Options{
 		Blobs: s.blobs, SpoolDir: s.opts.DataDir, Meta: s.meta, Upstream: up, Logger: s.log,
 		Revalidate: o.Revalidate, RevalidateTimeout: o.RevalidateTimeout, NegativeTTL: o.NegativeTTL,
@@ -121,17 +123,18 @@ type loginChecker struct {
 	up      *upstream.Client
 }
 
-func (c loginChecker) Check(ctx context.Context, loginServer, usernameRef, passwordRef string) (string, string, string) {
-	status, code, msg := mgmt.ResolveOnlyChecker{Secrets: c.secrets}.Check(ctx, loginServer, usernameRef, passwordRef)
+func (c loginChecker) Check(ctx context.Context, cs rules.CredentialSet) (string, string, string) {
+	status, code, msg := mgmt.ResolveOnlyChecker{Secrets: c.secrets}.Check(ctx, cs)
 	if status != rules.Healthy {
 		return status, code, msg
 	}
+	loginServer, id := cs.LoginServer, secrets.UserAssigned(cs.Identity)
 	creds := func(ctx context.Context) (string, string, error) {
-		u, err := c.secrets.Resolve(ctx, usernameRef)
+		u, err := c.secrets.ResolveAs(ctx, cs.UsernameRef, id)
 		if err != nil {
 			return "", "", err
 		}
-		p, err := c.secrets.Resolve(ctx, passwordRef)
+		p, err := c.secrets.ResolveAs(ctx, cs.PasswordRef, id)
 		return u, p, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)

@@ -196,6 +196,19 @@ func (c *Client) newAuthClient(cache auth.Cache) *auth.Client {
 	}
 }
 
+// ForgetCredentials drops the cached tokens and logins of every credential
+// key starting with prefix, so that the next request resolves its
+// credentials again (a credential set was rewritten: other secrets, or
+// another identity reading them).
+func (c *Client) ForgetCredentials(prefix string) {
+	c.auths.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), prefix) {
+			c.auths.Delete(k)
+		}
+		return true
+	})
+}
+
 // authFor returns the auth client (and so the token cache) of credKey.
 func (c *Client) authFor(credKey string) *auth.Client {
 	if ac, ok := c.auths.Load(credKey); ok {

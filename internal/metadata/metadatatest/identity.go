@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/rules"
 )
 
 // Identities, federated credentials and role assignments: names ignore
@@ -69,5 +71,94 @@ func testIdentities(t *testing.T, open Opener) {
 	}
 	if list, err := s.ListRoleAssignments(ctx); err != nil || len(list) != 0 {
 		t.Fatalf("assignments after delete: %v %v", list, err)
+	}
+}
+
+// A credential set keeps the user-assigned identity it reads its secrets
+// as; a rewrite changes it, and a health check made as the previous
+// identity does not overwrite the health of the new one.
+func testCredentialSetIdentity(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	const uami = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/KVReader"
+	cs := rules.CredentialSet{Name: "Hub", LoginServer: "docker.io", UsernameRef: "u", PasswordRef: "p", PrincipalID: "x",
+		Identity: uami, ProvisioningState: rules.StateSucceeded}
+	put := func(c rules.CredentialSet) {
+		t.Helper()
+		if err := s.UpdateRules(ctx, "default", func(tx metadata.RulesTx) error { return tx.PutCredentialSet(c) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(cs)
+	if got, err := s.GetCredentialSet(ctx, "default", "hub"); err != nil || got.Identity != uami {
+		t.Fatalf("identity round trip: %q, %v", got.Identity, err)
+	}
+	system := cs
+	system.Identity = ""
+	put(system)
+	sets, _, err := s.ListCredentialSetsPage(ctx, "default", "", 0)
+	if err != nil || len(sets) != 1 || sets[0].Identity != "" {
+		t.Fatalf("after the switch to system-assigned: %+v, %v", sets, err)
+	}
+	if stored, _ := s.SetCredentialSetHealth(ctx, "default", cs, rules.Health{Status: rules.Healthy}); stored {
+		t.Fatal("a check made as the previous identity stored its health")
+	}
+	if stored, err := s.SetCredentialSetHealth(ctx, "default", system, rules.Health{Status: rules.Healthy}); err != nil || !stored {
+		t.Fatalf("a check as the current identity: %v %v", stored, err)
+	}
+}
+
+// A role assignment keeps its ABAC condition and version.
+func testRoleAssignmentCondition(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	const cond = "@Request[Microsoft.ContainerRegistry/registries/repositories:name] StringStartsWithIgnoreCase 'team-a/'"
+	a := metadata.RoleAssignment{Name: "cccccccc-0000-4000-8000-000000000001", Role: "Container Registry Repository Reader",
+		PrincipalID: "p-1", Scope: "/subscriptions/s/resourceGroups/rg", Condition: cond, ConditionVersion: "2.0"}
+	if _, created, err := s.PutRoleAssignment(ctx, a); err != nil || !created {
+		t.Fatalf("put: %v %v", created, err)
+	}
+	got, err := s.GetRoleAssignment(ctx, a.Name)
+	if err != nil || got.Condition != cond || got.ConditionVersion != "2.0" {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	list, err := s.RoleAssignmentsOf(ctx, "P-1")
+	if err != nil || len(list) != 1 || list[0].Condition != cond {
+		t.Fatalf("of principal: %+v %v", list, err)
+	}
+}
+
+// An identity's client secret hash is set, found by client id, replaced
+// and removed; a PUT of the identity keeps it.
+func testIdentitySecret(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	u, _, err := s.PutIdentity(ctx, metadata.UserIdentity{ResourceGroup: "RG", Name: "sp1", PrincipalID: "dddddddd-0000-4000-8000-000000000001",
+		ClientID: "DDDDDDDD-0000-4000-8000-000000000002", TenantID: "t", Location: "l"})
+	if err != nil || u.SecretHash != "" || !u.SecretCreated.IsZero() {
+		t.Fatalf("new identity: %+v %v", u, err)
+	}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	if err := s.SetIdentitySecret(ctx, "rg", "SP1", "$argon2id$h1", at); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PutIdentity(ctx, metadata.UserIdentity{ResourceGroup: "rg", Name: "sp1", Location: "elsewhere"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetIdentityByClientID(ctx, "dddddddd-0000-4000-8000-000000000002")
+	if err != nil || got.Name != "sp1" || got.SecretHash != "$argon2id$h1" || !got.SecretCreated.Equal(at) || got.Location != "elsewhere" {
+		t.Fatalf("by client id: %+v %v", got, err)
+	}
+	if err := s.SetIdentitySecret(ctx, "rg", "sp1", "", at); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetIdentity(ctx, "rg", "sp1"); got.SecretHash != "" || !got.SecretCreated.IsZero() {
+		t.Fatalf("removed: %+v", got)
+	}
+	if err := s.SetIdentitySecret(ctx, "rg", "nobody", "h", at); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("secret of a missing identity: %v", err)
+	}
+	if _, err := s.GetIdentityByClientID(ctx, "eeeeeeee-0000-4000-8000-000000000000"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("unknown client id: %v", err)
 	}
 }

@@ -70,6 +70,9 @@ func Run(t *testing.T, open Opener) {
 		{"FetchLeases", testFetchLeases},
 		// Repository details and deletion (repoinfo.go).
 		{"RepositoryInfo", testRepositoryInfo},
+		{"CredentialSetIdentity", testCredentialSetIdentity},
+		{"RoleAssignmentCondition", testRoleAssignmentCondition},
+		{"IdentitySecret", testIdentitySecret},
 		// Web portal sessions (portalsessions.go).
 		{"PortalSessions", testPortalSessions},
 	} {
