@@ -139,15 +139,7 @@ PATCHes properties.policies.retentionPolicy of the registry.`,
 		}
 		return o.onPath(cmd, registryAt(name, rg), func(ctx context.Context, s *session, path string) error {
 			body := map[string]any{"properties": map[string]any{"policies": map[string]any{"retentionPolicy": policy}}}
-			raw, err := s.call(ctx, http.MethodPatch, withAPIVersion(path), body)
-			if err != nil {
-				return err
-			}
-			rp, err := retentionPolicyOf(raw)
-			if err != nil {
-				return err
-			}
-			return s.printRaw(rp)
+			return printRetention(ctx, s, http.MethodPatch, path, body)
 		})
 	}
 	cmd.Flags().StringVarP(&name, "registry", "r", "", "The name of the container registry.")
@@ -172,18 +164,24 @@ func newRetentionShowCmd(env Env) *cobra.Command {
 			return err
 		}
 		return o.onPath(cmd, registryAt(name, rg), func(ctx context.Context, s *session, path string) error {
-			raw, err := s.call(ctx, http.MethodGet, withAPIVersion(path), nil)
-			if err != nil {
-				return err
-			}
-			rp, err := retentionPolicyOf(raw)
-			if err != nil {
-				return err
-			}
-			return s.printRaw(rp)
+			return printRetention(ctx, s, http.MethodGet, path, nil)
 		})
 	}
 	cmd.Flags().StringVarP(&name, "registry", "r", "", "The name of the container registry.")
 	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
 	return cmd
+}
+
+// printRetention sends one request to the registry resource and prints the
+// retention policy of the registry it returns.
+func printRetention(ctx context.Context, s *session, method, path string, body any) error {
+	raw, err := s.call(ctx, method, withAPIVersion(path), body)
+	if err != nil {
+		return err
+	}
+	rp, err := retentionPolicyOf(raw)
+	if err != nil {
+		return err
+	}
+	return s.printRaw(rp)
 }

@@ -743,6 +743,12 @@ var signinCSRF = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 // the form for its CSRF token, then posts it. The caller closes the body.
 func portalSignIn(t *testing.T, cl *http.Client, base, next string) *http.Response {
 	t.Helper()
+	return portalSignInAs(t, cl, base, next, ptAdminToken)
+}
+
+// portalSignInAs is portalSignIn with a management token of its own.
+func portalSignInAs(t *testing.T, cl *http.Client, base, next, token string) *http.Response {
+	t.Helper()
 	resp, err := cl.Get(base + "/portal/signin")
 	if err != nil {
 		t.Fatal(err)
@@ -753,7 +759,7 @@ func portalSignIn(t *testing.T, cl *http.Client, base, next string) *http.Respon
 	if m == nil {
 		t.Fatalf("sign-in form has no CSRF token:\n%s", body)
 	}
-	f := url.Values{"token": {ptAdminToken}, "csrf": {string(m[1])}}
+	f := url.Values{"token": {token}, "csrf": {string(m[1])}}
 	if next != "" {
 		f.Set("next", next)
 	}

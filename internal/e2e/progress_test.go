@@ -79,24 +79,7 @@ func TestBackupProgressModes(t *testing.T) {
 	})
 
 	t.Run("terminal", func(t *testing.T) {
-		cmd := cliCmd(t, a.URL(), "backup", "--to", filepath.Join(t.TempDir(), "b"), "-o", "none")
-		tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tty.Close()
-		var out bytes.Buffer
-		_, _ = io.Copy(&out, tty) // until the command exits (EIO)
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("backup on a terminal: %v\n%s", err, out.String())
-		}
-		s := out.String()
-		if !strings.Contains(s, "\r") || !strings.Contains(s, "backup: blobs 20/20") || !strings.Contains(s, "100%") || !strings.Contains(s, "MiB") {
-			t.Errorf("no progress bar with items, bytes and percentage on the terminal:\n%q", s)
-		}
-		if strings.Contains(s, "backup: blobs: 0/20") {
-			t.Errorf("plain progress lines on a terminal:\n%q", s)
-		}
+		checkTerminalProgress(t, cliCmd(t, a.URL(), "backup", "--to", filepath.Join(t.TempDir(), "b"), "-o", "none"), "backup", 20)
 	})
 }
 
@@ -235,24 +218,7 @@ func TestCopyStoreProgressModes(t *testing.T) {
 	})
 
 	t.Run("terminal", func(t *testing.T) {
-		cmd := copyStore()
-		tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tty.Close()
-		var out bytes.Buffer
-		_, _ = io.Copy(&out, tty) // until the command exits (EIO)
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("copy-store on a terminal: %v\n%s", err, out.String())
-		}
-		s := out.String()
-		if !strings.Contains(s, "\r") || !strings.Contains(s, "copy-store: blobs 20/20") || !strings.Contains(s, "100%") || !strings.Contains(s, "MiB") {
-			t.Errorf("no progress bar with items, bytes and percentage on the terminal:\n%q", s)
-		}
-		if strings.Contains(s, "copy-store: blobs: 0/20") {
-			t.Errorf("plain progress lines on a terminal:\n%q", s)
-		}
+		checkTerminalProgress(t, copyStore(), "copy-store", 20)
 	})
 }
 
@@ -354,5 +320,28 @@ func TestCopyStoreInterrupted(t *testing.T) {
 	// The blob in flight at the interrupt may have landed all the same.
 	if blobs != n || again+there != n || there < copied {
 		t.Errorf("rerun: %d blobs, %d copied, %d already there; want %d, at least %d already there:\n%s", blobs, again, there, n, copied, out)
+	}
+}
+
+// checkTerminalProgress runs cmd on a pseudo-terminal and checks that its
+// progress for name's blobs is a bar (items, bytes, percentage), not lines.
+func checkTerminalProgress(t *testing.T, cmd *exec.Cmd, name string, blobs int) {
+	t.Helper()
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	var out bytes.Buffer
+	_, _ = io.Copy(&out, tty) // until the command exits (EIO)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%s on a terminal: %v\n%s", name, err, out.String())
+	}
+	s := out.String()
+	if !strings.Contains(s, "\r") || !strings.Contains(s, fmt.Sprintf("%s: blobs %d/%d", name, blobs, blobs)) || !strings.Contains(s, "100%") || !strings.Contains(s, "MiB") {
+		t.Errorf("no progress bar with items, bytes and percentage on the terminal:\n%q", s)
+	}
+	if strings.Contains(s, fmt.Sprintf("%s: blobs: 0/%d", name, blobs)) {
+		t.Errorf("plain progress lines on a terminal:\n%q", s)
 	}
 }

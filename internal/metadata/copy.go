@@ -60,8 +60,8 @@ var copyTables = []copyTable{
 // copySkipped are not copied: the migration bookkeeping (each store has its
 // own), uploads in progress (their bytes are staged where they were
 // sent) and sync and fetch leases (held by running processes of the
-// source).
-var copySkipped = []string{"schema_migrations", "uploads", "sync_leases", "fetch_leases"}
+// source) and the portal's browser sessions (they sign in again).
+var copySkipped = []string{"schema_migrations", "uploads", "sync_leases", "fetch_leases", "portal_sessions"}
 
 // CopyProgress is told each table's rows as they are copied.
 type CopyProgress func(table string, rows int64)

@@ -33,6 +33,7 @@ var sqliteMigrations = [][]string{
 	sqliteLifecycle,
 	schemaFetchLeases,
 	setIdentityAndConditions,
+	schemaPortalSessions,
 }
 
 var sqliteDialect = dialect{

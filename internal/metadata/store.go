@@ -188,6 +188,13 @@ type Store interface {
 	ListTagInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]TagInfo, bool, error)
 	ListManifestInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]ManifestInfo, bool, error)
 	DeleteRepository(ctx context.Context, registry, repo string) ([]digest.Digest, []string, error)
+
+	// Web portal browser sessions, shared by every replica (portalsessions.go).
+	PutPortalSession(ctx context.Context, p PortalSession) error
+	GetPortalSession(ctx context.Context, idHash string) (PortalSession, error)
+	TouchPortalSession(ctx context.Context, idHash string, at time.Time) error
+	DeletePortalSession(ctx context.Context, idHash string) error
+	PrunePortalSessions(ctx context.Context, cutoff time.Time) (int, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

@@ -108,6 +108,17 @@ func (p *Principals) SetAdminToken(ctx context.Context, token string) error {
 	if err := auth.CheckSecretStrength(token); err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
+	// Kept as it is when it already matches (salted: an imported legacy
+	// hash is replaced): every replica sets it at start, and a new salt
+	// would end every portal session of the admin.
+	cur, err := p.store.GetPrincipal(ctx, AdminPrincipal)
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if err == nil && len(cur.Salt) > 0 && cur.Role == RoleOwner && cur.Registry == "" &&
+		subtle.ConstantTimeCompare(hashSecret(cur.Salt, token), cur.Hash) == 1 {
+		return nil
+	}
 	pr, err := newPrincipal(AdminPrincipal, RoleOwner, "", token)
 	if err != nil {
 		return err
@@ -149,8 +160,12 @@ func (p *Principals) EnsureAdmin(ctx context.Context, dataDir string) (token str
 var errAuthMissing = &apiError{Status: http.StatusUnauthorized, Code: "AuthenticationFailed",
 	Message: "Authentication failed. The 'Authorization' header is missing."}
 
-// Authenticate checks a request's bearer token.
+// Authenticate checks a request's bearer token, or the session principal
+// its context carries (WithSession).
 func (p *Principals) Authenticate(r *http.Request) (Caller, error) {
+	if s, ok := r.Context().Value(sessionKey{}).(sessionPrincipal); ok {
+		return p.session(r.Context(), s)
+	}
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		return Caller{}, errAuthMissing
@@ -201,6 +216,61 @@ func (p *Principals) Verify(ctx context.Context, token string) (Caller, bool, er
 		return Caller{}, false, nil
 	}
 	return Caller{Name: pr.Name, Role: pr.Role, Registry: pr.Registry}, true, nil
+}
+
+// Sessions: the web portal verifies a token once, at sign-in, and keeps
+// who it authenticated (Identify) rather than the token; its later
+// in-process calls of the handler carry that principal (WithSession).
+
+// sessionKey is the context key of a session principal. Only code in this
+// process can set it (nothing in a request's headers or body does).
+type sessionKey struct{}
+
+type sessionPrincipal struct{ name, stamp string }
+
+// secretStamp identifies a principal's current secret without revealing
+// it: a hash of its salted hash, which changes when the token does.
+func secretStamp(pr metadata.Principal) string {
+	h := sha256.New()
+	h.Write([]byte("arca portal session\x00"))
+	h.Write(pr.Salt)
+	h.Write(pr.Hash)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Identify returns the principal token authenticates and the stamp of its
+// secret, what a session records instead of the token; ok is false for a
+// token that is not a management token.
+func (p *Principals) Identify(ctx context.Context, token string) (name, stamp string, ok bool, err error) {
+	c, ok, err := p.Verify(ctx, token)
+	if err != nil || !ok {
+		return "", "", false, err
+	}
+	pr, err := p.store.GetPrincipal(ctx, c.Name)
+	if err != nil {
+		return "", "", false, fmt.Errorf("identify principal: %w", err)
+	}
+	return pr.Name, secretStamp(pr), true, nil
+}
+
+// WithSession returns ctx carrying principal name with stamp (from
+// Identify) for an in-process call of the management handler. The handler
+// checks on every call that the principal still exists with the same
+// secret, and takes its role and registry as they are now.
+func (p *Principals) WithSession(ctx context.Context, name, stamp string) context.Context {
+	return context.WithValue(ctx, sessionKey{}, sessionPrincipal{name: name, stamp: stamp})
+}
+
+func (p *Principals) session(ctx context.Context, s sessionPrincipal) (Caller, error) {
+	pr, err := p.store.GetPrincipal(ctx, s.name)
+	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return Caller{}, err
+	}
+	if err != nil || subtle.ConstantTimeCompare([]byte(secretStamp(pr)), []byte(s.stamp)) != 1 {
+		return Caller{}, &apiError{Status: http.StatusUnauthorized, Code: "InvalidAuthenticationToken",
+			Message: "The session is no longer valid: its principal was deleted or its token changed. Sign in again."}
+	}
+	return Caller{Name: pr.Name, Role: pr.Role, Registry: pr.Registry}, nil
 }
 
 // access levels a management call needs.

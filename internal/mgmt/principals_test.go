@@ -3,9 +3,12 @@ package mgmt
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arcacache/arca/internal/auth"
 )
 
 // newPrincipalToken creates a principal through the API and returns its token.
@@ -103,4 +106,83 @@ func TestManagementAuthThrottled(t *testing.T) {
 	if err != nil || len(list) != 10 || list[0].Result != "invalid token" {
 		t.Fatalf("audit of failures: %v %+v", err, list)
 	}
+}
+
+// TestSessionPrincipals: an in-process call carrying a session principal
+// (what the web portal keeps instead of the token) is the principal's;
+// setting the same admin token again keeps its stamp (every replica sets
+// it at start), a different token or a deleted principal ends the
+// session, and a request with neither header nor context is refused.
+func TestSessionPrincipals(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	p, err := NewPrincipals(f.meta, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(name, stamp, path string) int {
+		t.Helper()
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		if name != "" {
+			r = r.WithContext(p.WithSession(r.Context(), name, stamp))
+		}
+		rec := httptest.NewRecorder()
+		f.srv.Config.Handler.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	ops := f.newPrincipalToken("ops-1", RoleReader, "") // before the fixture's admin token is replaced
+	tokA, tokB := "arca_"+mustSecret(t), "arca_"+mustSecret(t)
+	if err := p.SetAdminToken(ctx, tokA); err != nil {
+		t.Fatal(err)
+	}
+	name, stamp, ok, err := p.Identify(ctx, tokA)
+	if err != nil || !ok || name != AdminPrincipal || strings.Contains(stamp, tokA) {
+		t.Fatalf("Identify: %q %q %v %v", name, stamp, ok, err)
+	}
+	if _, _, ok, err := p.Identify(ctx, tokB); ok || err != nil {
+		t.Fatalf("Identify of an unknown token: %v %v", ok, err)
+	}
+	if err := p.SetAdminToken(ctx, tokA); err != nil {
+		t.Fatal(err)
+	}
+	if _, again, _, _ := p.Identify(ctx, tokA); again != stamp {
+		t.Errorf("setting the same admin token changed its stamp")
+	}
+	_, opsStamp, _, _ := p.Identify(ctx, ops)
+	for _, c := range []struct {
+		name, stamp, path string
+		want              int
+	}{
+		{AdminPrincipal, stamp, "/arca/v1/principals", 200},
+		{"ops-1", opsStamp, "/arca/v1/info", 200},
+		{"ops-1", opsStamp, "/arca/v1/principals", 403}, // the principal's role, not more
+		{"ops-1", stamp, "/arca/v1/info", 401},          // another principal's stamp
+		{"nobody", stamp, "/arca/v1/info", 401},
+		{"", "", "/arca/v1/info", 401}, // no token, no session
+	} {
+		if got := call(c.name, c.stamp, c.path); got != c.want {
+			t.Errorf("session %q on %s: %d, want %d", c.name, c.path, got, c.want)
+		}
+	}
+	if err := p.SetAdminToken(ctx, tokB); err != nil {
+		t.Fatal(err)
+	}
+	if got := call(AdminPrincipal, stamp, "/arca/v1/info"); got != 401 {
+		t.Errorf("session of a replaced admin token: %d, want 401", got)
+	}
+	if err := f.meta.DeletePrincipal(ctx, "ops-1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := call("ops-1", opsStamp, "/arca/v1/info"); got != 401 {
+		t.Errorf("session of a deleted principal: %d, want 401", got)
+	}
+}
+
+func mustSecret(t *testing.T) string {
+	t.Helper()
+	s, err := auth.GenerateSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

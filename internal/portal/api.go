@@ -15,13 +15,16 @@ import (
 // version, the one with the artifact-sync properties.
 const apiVersion = "2026-03-01-preview"
 
-// api calls the management API handler in-process with the session's
-// bearer token: every change goes through the same routing, validation
-// and ARM errors as the CLI's and the SDKs' calls, and the token never
-// reaches the browser.
+// api calls the management API handler in-process as the session's
+// principal (or, at sign-in, with the bearer token being checked): every
+// change goes through the same routing, validation and ARM errors as the
+// CLI's and the SDKs' calls, and no token reaches the browser.
 type api struct {
-	h     http.Handler
-	token string
+	h   http.Handler
+	ids Identities
+	// token is set at sign-in only; after it, principal and stamp.
+	token            string
+	principal, stamp string
 	// remote is the browser's address: the API throttles failed sign-ins
 	// and audits changes by it.
 	remote string
@@ -57,12 +60,17 @@ func (a *api) do(ctx context.Context, method, path string, v, out any) error {
 			return fmt.Errorf("portal: encoding %s %s: %w", method, path, err)
 		}
 	}
+	if a.principal != "" {
+		ctx = a.ids.WithSession(ctx, a.principal, a.stamp)
+	}
 	r, err := http.NewRequestWithContext(ctx, method, target, &body)
 	if err != nil {
 		return fmt.Errorf("portal: %s %s: %w", method, path, err)
 	}
 	r.RemoteAddr = a.remote
-	r.Header.Set("Authorization", "Bearer "+a.token)
+	if a.principal == "" {
+		r.Header.Set("Authorization", "Bearer "+a.token)
+	}
 	r.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	a.h.ServeHTTP(rec, r)

@@ -33,6 +33,12 @@ var assets embed.FS
 type Options struct {
 	// API is the management API handler; the portal calls it in-process.
 	API http.Handler
+	// Identities resolves who signs in and carries that principal into
+	// the API calls of the session.
+	Identities Identities
+	// Sessions keeps the browser sessions (the metadata store: shared by
+	// every replica).
+	Sessions SessionStore
 	// Stats is the time-bucketed history of the statistics page.
 	Stats Stats
 	// Repos, if set, serves the Repositories page.
@@ -56,8 +62,8 @@ var pageNames = []string{"signin", "cache", "rule", "confirm", "credentials", "c
 
 // New returns a Handler.
 func New(opts Options) (*Handler, error) {
-	if opts.API == nil || opts.Stats == nil {
-		return nil, errors.New("portal: API and Stats are required")
+	if opts.API == nil || opts.Identities == nil || opts.Sessions == nil || opts.Stats == nil {
+		return nil, errors.New("portal: API, Identities, Sessions and Stats are required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -65,7 +71,7 @@ func New(opts Options) (*Handler, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	h := &Handler{opts: opts, log: opts.Logger, sessions: newSessions(opts.Now), pages: map[string]*template.Template{}}
+	h := &Handler{opts: opts, log: opts.Logger, sessions: &sessions{store: opts.Sessions, now: opts.Now}, pages: map[string]*template.Template{}}
 	funcs := template.FuncMap{"bytes": humanBytes, "pct": pct, "tagConds": tagConds,
 		// fe passes a form's errors and one field name to the field-error template.
 		"fe": func(e formErrors, field string) any {
@@ -128,7 +134,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	se, ok := h.sessions.get(r)
+	se, ok, err := h.sessions.get(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	if !ok {
 		if r.Method == http.MethodGet {
 			http.Redirect(w, r, "/portal/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
@@ -155,7 +165,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/" || p == "":
 		http.Redirect(w, r, "/portal/cache", http.StatusSeeOther)
 	case p == "/signout" && r.Method == http.MethodPost:
-		h.sessions.end(w, r)
+		if err := h.sessions.end(w, r); err != nil {
+			h.fail(w, r, err)
+			return
+		}
 		http.Redirect(w, r, "/portal/signin", http.StatusSeeOther)
 	case seg[0] == "cache":
 		h.cache(c, seg[1:])
@@ -171,7 +184,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) newCtx(w http.ResponseWriter, r *http.Request, se session) (*ctx, error) {
-	a := &api{h: h.opts.API, token: se.token, remote: r.RemoteAddr}
+	a := &api{h: h.opts.API, ids: h.opts.Identities, principal: se.principal, stamp: se.stamp, remote: r.RemoteAddr}
 	var in info
 	if err := a.do(r.Context(), http.MethodGet, "/arca/v1/info", nil, &in); err != nil {
 		return nil, err
@@ -224,7 +237,11 @@ func (h *Handler) write(w http.ResponseWriter, status int, name string, p page) 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *armError
 	if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
-		h.sessions.end(w, r)
+		// The principal was deleted or its token changed: the session
+		// ends on every replica.
+		if err := h.sessions.end(w, r); err != nil {
+			h.log.Error("portal: ending a revoked session", "err", err)
+		}
 		http.Redirect(w, r, "/portal/signin", http.StatusSeeOther)
 		return
 	}
@@ -255,7 +272,8 @@ func (c *ctx) redirect(path, notice string) {
 }
 
 // signin serves the sign-in form and checks the token it posts by calling
-// the API with it.
+// the API with it (so failed attempts are throttled and audited as the
+// API's own); the only API call that carries the token.
 func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	next := r.FormValue("next")
@@ -285,8 +303,19 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 			h.write(w, http.StatusUnauthorized, "signin", page{Title: "Sign in", Error: msg, Data: form{next, r.PostFormValue("csrf")}})
 			return
 		}
-		h.sessions.start(w, r, token)
-		h.log.Info("portal sign-in", "remote", r.RemoteAddr)
+		// The API accepted the token; the session keeps who it is, not it.
+		principal, stamp, ok, err := h.opts.Identities.Identify(r.Context(), token)
+		if err == nil && !ok {
+			err = errors.New("portal: the token the API accepted does not identify a principal")
+		}
+		if err == nil {
+			err = h.sessions.start(w, r, principal, stamp)
+		}
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		h.log.Info("portal sign-in", "principal", principal, "remote", r.RemoteAddr)
 		http.Redirect(w, r, next, http.StatusSeeOther)
 	default:
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)

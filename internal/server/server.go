@@ -248,7 +248,7 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	s.access = access
 	s.mgmt = mg
-	po, err := portal.New(portal.Options{API: mg, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
+	po, err := portal.New(portal.Options{API: mg, Identities: mg.Principals(), Sessions: s.meta, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
 	if err != nil {
 		return err
 	}

@@ -73,6 +73,8 @@ func Run(t *testing.T, open Opener) {
 		{"CredentialSetIdentity", testCredentialSetIdentity},
 		{"RoleAssignmentCondition", testRoleAssignmentCondition},
 		{"IdentitySecret", testIdentitySecret},
+		// Web portal sessions (portalsessions.go).
+		{"PortalSessions", testPortalSessions},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
