@@ -137,7 +137,7 @@ func newS3Bench() (*s3Bench, error) {
 			return nil, err
 		}
 		data := filepath.Join(dir, name)
-		cmd := exec.Command(arcaBin, append([]string{"serve", "--addr", addr, "--data-dir", data, "--log-level", "warn"}, args...)...)
+		cmd := exec.Command(arcaBin, append([]string{"serve", "--addr", addr, "--data-dir", data, "--log-level", "warn", "--insecure-open"}, args...)...)
 		cmd.Env = append(os.Environ(), e.minio.Env()...)
 		cmd.Stderr = benchLog(data + ".log")
 		return startProc(name, addr, "/readyz", cmd)
@@ -190,21 +190,9 @@ log:
 storage:
   cache:
     blobdescriptor: inmemory
-  redirect:
-    disable: true
-  s3:
-    accesskey: %s
-    secretkey: %s
-    region: us-east-1
-    regionendpoint: %s
-    forcepathstyle: true
-    secure: false
-    v4auth: true
-    bucket: %s
-    rootdirectory: /distribution
-http:
+%shttp:
   addr: %s
-`, e.minio.AccessKey, e.minio.SecretKey, e.minio.Endpoint(), bucket, addr)
+`, s3Storage(e.minio, bucket), addr)
 	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
 		return nil, err
 	}
