@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/toolpath"
 )
 
 // arcaBin is the arca binary built once by TestMain.
@@ -76,20 +77,7 @@ type syncBuffer = arcaproc.SyncBuffer
 // installs every tool, so absence is a setup error, not a reason to skip.
 func toolPath(t testing.TB, name string) string {
 	t.Helper()
-	var dirs []string
-	if d := os.Getenv("ARCA_TOOLS_BIN"); d != "" {
-		dirs = append(dirs, d)
-	}
-	if root, err := arcaproc.RepoRoot(); err == nil {
-		dirs = append(dirs, filepath.Join(root, ".tools", "bin"))
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
+	if p, ok := toolpath.Find(name); ok {
 		return p
 	}
 	t.Fatalf("%s not found in ARCA_TOOLS_BIN, .tools/bin or PATH: run scripts/test.sh to install %s", name, name)

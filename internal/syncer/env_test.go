@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -28,6 +27,7 @@ import (
 	"github.com/arcacache/arca/internal/registry"
 	"github.com/arcacache/arca/internal/rules"
 	"github.com/arcacache/arca/internal/syncer"
+	"github.com/arcacache/arca/internal/testutil/toolpath"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 	"github.com/arcacache/arca/internal/upstream"
 )
@@ -303,28 +303,11 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...stri
 // toolPath finds a client tool installed by scripts/test.sh.
 func toolPath(t *testing.T, name string) string {
 	t.Helper()
-	var dirs []string
-	if d := os.Getenv("ARCA_TOOLS_BIN"); d != "" {
-		dirs = append(dirs, d)
-	}
-	if out, err := exec.Command("go", "env", "GOMOD").Output(); err == nil {
-		dirs = append(dirs, filepath.Join(filepath.Dir(strings.TrimSpace(string(out))), ".tools", "bin"))
-	}
-	for _, d := range dirs {
-		if p := filepath.Join(d, name); isExec(p) {
-			return p
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
+	if p, ok := toolpath.Find(name); ok {
 		return p
 	}
 	t.Fatalf("%s not found in ARCA_TOOLS_BIN, .tools/bin or PATH: run `bash scripts/test.sh --tools-only`", name)
 	return ""
-}
-
-func isExec(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
 func isNotFound(err error) bool { return errors.Is(err, metadata.ErrNotFound) }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/arcacache/arca/internal/testutil/pgtest"
+	"github.com/arcacache/arca/internal/testutil/toolpath"
 )
 
 // Build compiles cmd/arca into a fresh temporary directory, for TestMain;
@@ -243,22 +244,7 @@ func WaitReady(url string, timeout time.Duration, exited <-chan struct{}, status
 
 // RepoRoot is the directory holding go.mod, found from the working
 // directory up.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found")
-		}
-		dir = parent
-	}
-}
+func RepoRoot() (string, error) { return toolpath.RepoRoot() }
 
 // URL returns the base URL, e.g. http://127.0.0.1:5000.
 func (p *Proc) URL() string {

@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -26,6 +25,8 @@ import (
 
 	minio "github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/arcacache/arca/internal/testutil/toolpath"
 )
 
 // Install is how to get the binary.
@@ -49,22 +50,8 @@ type Server struct {
 
 // Binary returns the minio binary, or "" if there is none.
 func Binary() string {
-	var candidates []string
-	if d := os.Getenv("ARCA_TOOLS_BIN"); d != "" {
-		candidates = append(candidates, filepath.Join(d, "minio"))
-	}
-	if root, err := repoRoot(); err == nil {
-		candidates = append(candidates, filepath.Join(root, ".tools", "bin", "minio"))
-	}
-	if p, err := exec.LookPath("minio"); err == nil {
-		candidates = append(candidates, p)
-	}
-	for _, c := range candidates {
-		if fi, err := os.Stat(c); err == nil && !fi.IsDir() {
-			return c
-		}
-	}
-	return ""
+	p, _ := toolpath.Find("minio")
+	return p
 }
 
 // Start starts a MinIO for t and stops it when t ends; it skips t (fails
@@ -214,21 +201,4 @@ func freeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found")
-		}
-		dir = parent
-	}
 }

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/toolpath"
 )
 
 // Auth selects how the registry authenticates clients.
@@ -134,16 +135,7 @@ func Start(t testing.TB, o Options) *Registry {
 // --version says v3. It fails the test, saying how to install it, if none.
 func V3Binary(t testing.TB) string {
 	t.Helper()
-	candidates := []string{os.Getenv("ARCA_DISTRIBUTION_V3")}
-	if d := os.Getenv("ARCA_TOOLS_BIN"); d != "" {
-		candidates = append(candidates, filepath.Join(d, "registry"))
-	}
-	if root, err := arcaproc.RepoRoot(); err == nil {
-		candidates = append(candidates, filepath.Join(root, ".tools", "bin", "registry"))
-	}
-	if p, err := exec.LookPath("registry"); err == nil {
-		candidates = append(candidates, p)
-	}
+	candidates := append([]string{os.Getenv("ARCA_DISTRIBUTION_V3")}, toolpath.Candidates("registry")...)
 	for _, c := range candidates {
 		if c == "" {
 			continue
