@@ -132,10 +132,7 @@ func s3Blobs(t *testing.T, srv *minio.Server, bucket, host string) blobstore.Bac
 // the fetch, the client stalled with the upload (at about 10 MiB: one
 // multipart part plus the read-ahead).
 func TestSlowBackendDoesNotHoldBackClients(t *testing.T) {
-	up := upstreamreg.Start(t, upstreamreg.Options{})
-	srv, bucket := startS3(t)
-	g := startGate(t, srv.Addr)
-	e := newEnvBlobs(t, prefixRules{prefix: "cached", host: up.Host}, time.Hour, s3Blobs(t, srv, bucket, g.addr), t.TempDir(), up.Host)
+	up, srv, bucket, g, e := newGatedS3Env(t)
 	layer := randomBytes(24 << 20)
 	ld := digest.FromBytes(layer)
 	up.Push(t, "img", "v1", layer)
@@ -171,10 +168,7 @@ func TestSlowBackendDoesNotHoldBackClients(t *testing.T) {
 // with verified bytes and records nothing: no blob, no link; the next
 // request fetches again.
 func TestS3UploadFailureAfterReleaseLeavesNothing(t *testing.T) {
-	up := upstreamreg.Start(t, upstreamreg.Options{})
-	srv, bucket := startS3(t)
-	g := startGate(t, srv.Addr)
-	e := newEnvBlobs(t, prefixRules{prefix: "cached", host: up.Host}, time.Hour, s3Blobs(t, srv, bucket, g.addr), t.TempDir(), up.Host)
+	up, srv, bucket, g, e := newGatedS3Env(t)
 	layer := randomBytes(12 << 20)
 	ld := digest.FromBytes(layer)
 	up.Push(t, "img", "v1", layer)
@@ -212,6 +206,16 @@ type gate struct {
 	mu     sync.Mutex
 	opened chan struct{} // closed while uploads pass
 	refuse bool          // answer uploads 403 instead
+}
+
+// newGatedS3Env is a cache over a real upstream whose blobs go to MinIO
+// through a gate that a test can hold or make refuse (uploads only).
+func newGatedS3Env(t *testing.T) (*upstreamreg.Registry, *minio.Server, string, *gate, *env) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	srv, bucket := startS3(t)
+	g := startGate(t, srv.Addr)
+	e := newEnvBlobs(t, prefixRules{prefix: "cached", host: up.Host}, time.Hour, s3Blobs(t, srv, bucket, g.addr), t.TempDir(), up.Host)
+	return up, srv, bucket, g, e
 }
 
 func startGate(t *testing.T, to string) *gate {
