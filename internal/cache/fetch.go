@@ -2,8 +2,11 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"sync"
 
 	"go.opentelemetry.io/otel/trace"
@@ -221,51 +224,64 @@ type follower struct {
 	f      *fetch
 	ctx    context.Context
 	off    int64
-	buf    []byte // for reads from the staged file
+	buf    []byte   // for reads from the staged file
+	file   *os.File // the follower's own descriptor of the staged file (SendFile)
 	closed bool
 }
 
-// next returns up to max of the next bytes and a function to call once
-// they are used (they may be the fetch's memory).
-func (r *follower) next(max int) ([]byte, func(), error) {
+// await waits until bytes from r.off up to mark(), called with f.mu held,
+// may be read, and returns that mark with f.mu still held. It returns
+// io.EOF at the verified end, and an error when the fetch failed before
+// it verified.
+func (r *follower) await(mark func() int64) (int64, error) {
 	f := r.f
 	for {
 		f.mu.Lock()
 		if f.err != nil && !f.verified {
 			err := f.err
 			f.mu.Unlock()
-			return nil, nil, fmt.Errorf("upstream fetch failed: %w", err)
+			return 0, fmt.Errorf("upstream fetch failed: %w", err)
 		}
-		limit := f.holdBack()
-		if r.off < limit {
-			if mc := f.chunkAt(r.off); mc != nil {
-				mc.refs++
-				start := r.off - mc.off
-				end := min(int64(len(mc.b)), limit-mc.off, start+int64(max))
-				f.mu.Unlock()
-				return mc.b[start:end], func() {
-					f.mu.Lock()
-					f.unref(mc)
-					f.mu.Unlock()
-				}, nil
-			}
-			if fileLimit := min(limit, f.written); r.off < fileLimit {
-				f.mu.Unlock()
-				return r.readStaged(min(int64(max), fileLimit-r.off))
-			}
+		if limit := mark(); r.off < limit {
+			return limit, nil
 		}
 		if f.verified && r.off >= f.avail {
 			f.mu.Unlock()
-			return nil, nil, io.EOF
+			return 0, io.EOF
 		}
 		wait := f.progress
 		f.mu.Unlock()
 		select {
 		case <-wait:
 		case <-r.ctx.Done():
-			return nil, nil, r.ctx.Err()
+			return 0, r.ctx.Err()
 		}
 	}
+}
+
+// next returns up to max of the next bytes and a function to call once
+// they are used (they may be the fetch's memory). Every byte below the
+// hold-back is in memory or, if it left the ring, in the staged file.
+func (r *follower) next(max int) ([]byte, func(), error) {
+	f := r.f
+	limit, err := r.await(f.holdBack)
+	if err != nil {
+		return nil, nil, err
+	}
+	if mc := f.chunkAt(r.off); mc != nil {
+		mc.refs++
+		start := r.off - mc.off
+		end := min(int64(len(mc.b)), limit-mc.off, start+int64(max))
+		f.mu.Unlock()
+		return mc.b[start:end], func() {
+			f.mu.Lock()
+			f.unref(mc)
+			f.mu.Unlock()
+		}, nil
+	}
+	fileLimit := min(limit, f.written)
+	f.mu.Unlock()
+	return r.readStaged(min(int64(max), fileLimit-r.off))
 }
 
 func (r *follower) readStaged(n int64) ([]byte, func(), error) {
@@ -316,9 +332,85 @@ func (r *follower) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
+// SendFile writes the bytes to w.ReadFrom as sections of the staged file,
+// each once it is written there (and, for the last byte, verified):
+// net/http's response sends a file section with sendfile, so on a plain
+// connection the bytes go from the page cache to the socket without a
+// copy through user space. It writes from memory (WriteTo) when w has no
+// ReadFrom or the staged bytes are not a file it can open again.
+func (r *follower) SendFile(w io.Writer) (int64, error) {
+	rf, ok := w.(io.ReaderFrom)
+	if !ok {
+		return r.WriteTo(w)
+	}
+	if r.file == nil {
+		file, err := reopen(r.f.staged)
+		if err != nil {
+			return r.WriteTo(w)
+		}
+		r.file = file
+	}
+	f := r.f
+	var total int64
+	for {
+		limit, err := r.await(func() int64 { return min(f.holdBack(), f.written) })
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		f.mu.Unlock()
+		if _, err := r.file.Seek(r.off, io.SeekStart); err != nil {
+			return total, fmt.Errorf("read staged blob: %w", err)
+		}
+		want := limit - r.off
+		n, err := rf.ReadFrom(io.LimitReader(r.file, want))
+		r.off += n
+		total += n
+		if err == nil && n < want {
+			err = fmt.Errorf("read staged blob: %w", io.ErrUnexpectedEOF) // below the written mark
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// reopen opens the staged file again as a new open file description, so
+// that the follower's reads have their own file offset (sendfile reads
+// from it). /proc/self/fd reaches the file even after a rename or unlink
+// (a committed blob, a spool).
+func reopen(s blobstore.Staged) (*os.File, error) {
+	var f *os.File
+	switch v := s.(type) {
+	case *os.File:
+		f = v
+	case *spool:
+		f = v.File
+	default:
+		return nil, errors.New("staged bytes are not a file")
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var file *os.File
+	cerr := rc.Control(func(fd uintptr) {
+		file, err = os.Open("/proc/self/fd/" + strconv.FormatUint(uint64(fd), 10))
+	})
+	if cerr != nil {
+		return nil, cerr
+	}
+	return file, err
+}
+
 func (r *follower) Close() error {
 	if !r.closed {
 		r.closed = true
+		if r.file != nil {
+			r.file.Close()
+		}
 		r.f.release()
 	}
 	return nil
