@@ -64,8 +64,14 @@ type fetch struct {
 	done     bool
 	err      error
 	progress chan struct{} // closed and replaced on every change
-	refs     int           // readers holding the staged file open
-	closed   bool          // staged file closed
+	// closed and replaced when the written mark moves, on verify and on
+	// finish: what a SendFile follower waits for. Each kind of follower
+	// is woken only by what it can use (a follower reading memory never
+	// waits for the written mark: what left the ring is in the file), not
+	// twice per chunk.
+	fileProgress chan struct{}
+	refs         int  // readers holding the staged file open
+	closed       bool // staged file closed
 }
 
 // memChunk is a received chunk. refs counts the writer and the followers
@@ -81,7 +87,8 @@ type memChunk struct {
 func newFetch(key fetchKey) *fetch {
 	return &fetch{
 		key: key, pool: newBufPool(fetchChunk, 2*fetchChunks+ringBytes/fetchChunk),
-		started: make(chan struct{}), finished: make(chan struct{}), progress: make(chan struct{}), refs: 1,
+		started: make(chan struct{}), finished: make(chan struct{}), progress: make(chan struct{}),
+		fileProgress: make(chan struct{}), refs: 1,
 	}
 }
 
@@ -100,10 +107,17 @@ func (f *fetch) start(staged blobstore.Staged, size int64, err error) {
 	close(f.started)
 }
 
-// notify must be called with f.mu held.
+// notify wakes the followers waiting for received bytes; notifyFile
+// wakes all. Both must be called with f.mu held.
 func (f *fetch) notify() {
 	close(f.progress)
 	f.progress = make(chan struct{})
+}
+
+func (f *fetch) notifyFile() {
+	close(f.fileProgress)
+	f.fileProgress = make(chan struct{})
+	f.notify()
 }
 
 // publish makes b, the next received bytes, readable by followers. The
@@ -133,7 +147,7 @@ func (f *fetch) wrote(mc *memChunk) {
 		f.evict(f.ring[0])
 		f.ring = f.ring[1:]
 	}
-	f.notify()
+	f.notifyFile()
 }
 
 // evict and unref must be called with f.mu held.
@@ -181,7 +195,7 @@ func (f *fetch) holdBack() int64 {
 func (f *fetch) verify() {
 	f.mu.Lock()
 	f.verified = true
-	f.notify()
+	f.notifyFile()
 	f.mu.Unlock()
 }
 
@@ -193,7 +207,7 @@ func (f *fetch) finish(err error) {
 	}
 	f.ring, f.ringSize = nil, 0
 	f.closeIfUnused()
-	f.notify()
+	f.notifyFile()
 	f.mu.Unlock()
 	close(f.finished)
 }
@@ -230,10 +244,10 @@ type follower struct {
 }
 
 // await waits until bytes from r.off up to mark(), called with f.mu held,
-// may be read, and returns that mark with f.mu still held. It returns
-// io.EOF at the verified end, and an error when the fetch failed before
-// it verified.
-func (r *follower) await(mark func() int64) (int64, error) {
+// may be read, and returns that mark with f.mu still held; file: the mark
+// moves only with the written one. It returns io.EOF at the verified end,
+// and an error when the fetch failed before it verified.
+func (r *follower) await(mark func() int64, file bool) (int64, error) {
 	f := r.f
 	for {
 		f.mu.Lock()
@@ -250,6 +264,9 @@ func (r *follower) await(mark func() int64) (int64, error) {
 			return 0, io.EOF
 		}
 		wait := f.progress
+		if file {
+			wait = f.fileProgress
+		}
 		f.mu.Unlock()
 		select {
 		case <-wait:
@@ -264,7 +281,7 @@ func (r *follower) await(mark func() int64) (int64, error) {
 // hold-back is in memory or, if it left the ring, in the staged file.
 func (r *follower) next(max int) ([]byte, func(), error) {
 	f := r.f
-	limit, err := r.await(f.holdBack)
+	limit, err := r.await(f.holdBack, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -353,7 +370,7 @@ func (r *follower) SendFile(w io.Writer) (int64, error) {
 	f := r.f
 	var total int64
 	for {
-		limit, err := r.await(func() int64 { return min(f.holdBack(), f.written) })
+		limit, err := r.await(func() int64 { return min(f.holdBack(), f.written) }, true)
 		if err == io.EOF {
 			return total, nil
 		}
