@@ -232,7 +232,9 @@ func TestRepositoryDeleteCached(t *testing.T) {
 	// describes it from the config.
 	platform := func() string {
 		t.Helper()
-		var m struct{ Manifest struct{ Architecture, OS, ConfigMediaType string } }
+		var m struct {
+			Manifest struct{ Architecture, OS, ConfigMediaType string }
+		}
 		if err := json.Unmarshal([]byte(a.cli(t, "repository", "show", "-n", "default", "--image", "lib/web@"+im.Digest())), &m); err != nil {
 			t.Fatal(err)
 		}
@@ -289,10 +291,10 @@ func TestRepositoryManifestAttributes(t *testing.T) {
 	type reference struct{ Digest, Architecture, OS string }
 	type manifest struct {
 		Digest, MediaType, ConfigMediaType, Architecture, OS string
-		ImageSize                                           int
-		References                                          []reference
-		Tags                                                []string
-		Signed                                              bool
+		ImageSize                                            int
+		References                                           []reference
+		Tags                                                 []string
+		Signed                                               bool
 	}
 	var ms []manifest
 	if err := json.Unmarshal([]byte(repo("show-manifests", "--repository", "team/multi", "--detail")), &ms); err != nil {
