@@ -52,7 +52,7 @@ var copyTables = []copyTable{
 	{"audit_log", []string{"id", "at", "who", "action", "resource", "result", "remote"}, 1, true},
 	{"rule_stats", []string{"bucket", "registry", "rule", "name", "value"}, 4, false},
 	{"identities", []string{"rg_key", "name_key", "resource_group", "name", "principal_id", "client_id", "tenant_id", "location", "tags", "created_at",
-		"secret_hash", "secret_created"}, 2, false},
+		"secret_hash", "secret_created", "secret_expires"}, 2, false},
 	{"federated_credentials", []string{"rg_key", "identity_key", "name_key", "name", "issuer", "subject", "audiences", "created_at"}, 3, false},
 	{"role_assignments", []string{"name", "role", "principal_id", "scope", "scope_key", "description", "created_at", "condition", "condition_version"}, 1, false},
 	{"retention_policies", []string{"registry", "status", "days", "updated_at"}, 1, false},

@@ -35,6 +35,7 @@ var sqliteMigrations = [][]string{
 	setIdentityAndConditions,
 	schemaPortalSessions,
 	schemaManifestAttrs,
+	schemaIdentitySecretExpiry,
 }
 
 var sqliteDialect = dialect{

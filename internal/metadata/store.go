@@ -159,7 +159,7 @@ type Store interface {
 	// Identity client secrets (identity2): lookup by client id, and the
 	// secret's hash replaced (rotation) or removed.
 	GetIdentityByClientID(ctx context.Context, clientID string) (UserIdentity, error)
-	SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error
+	SetIdentitySecret(ctx context.Context, rg, name, hash string, at, expires time.Time) error
 	GetFederatedCredential(ctx context.Context, rg, identity, name string) (FederatedCredential, error)
 	ListFederatedCredentials(ctx context.Context, rg, identity string) ([]FederatedCredential, error)
 	FederatedCredentialsByIssuer(ctx context.Context, issuer string) ([]FederatedCredential, error)
