@@ -137,7 +137,7 @@ func (c loginChecker) Check(ctx context.Context, cs rules.CredentialSet) (string
 		p, err := c.secrets.ResolveAs(ctx, cs.PasswordRef, id)
 		return u, p, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(withNamedLoginServer(ctx, loginServer), 20*time.Second)
 	defer cancel()
 	if err := c.up.CheckLogin(ctx, loginServer, creds); err != nil {
 		return rules.Unhealthy, "LoginFailed", "Logging in to " + loginServer + " failed: " + err.Error()
@@ -190,7 +190,19 @@ type namedHosts struct {
 
 const namedHostsTTL = 2 * time.Second
 
+type namedLoginServerKey struct{}
+
+// withNamedLoginServer names loginServer for the dials under ctx: a
+// credential set is checked before it is saved, and names its login
+// server itself.
+func withNamedLoginServer(ctx context.Context, loginServer string) context.Context {
+	return context.WithValue(ctx, namedLoginServerKey{}, loginServer)
+}
+
 func (n *namedHosts) has(ctx context.Context, hostport string) bool {
+	if ls, ok := ctx.Value(namedLoginServerKey{}).(string); ok && loginServersName(loginServerHosts([]string{ls}), hostport) {
+		return true
+	}
 	n.mu.Lock()
 	hosts, fresh := n.hosts, time.Since(n.readAt) < namedHostsTTL
 	n.mu.Unlock()
@@ -200,15 +212,28 @@ func (n *namedHosts) has(ctx context.Context, hostport string) bool {
 			n.log.Warn("egress: reading the hosts rules name", "err", err)
 			return false
 		}
-		hosts = map[string]bool{}
-		for _, h := range list {
-			hosts[h] = true
-			hosts[strings.ToLower(upstream.Endpoint(h))] = true
-		}
+		hosts = loginServerHosts(list)
 		n.mu.Lock()
 		n.hosts, n.readAt = hosts, time.Now()
 		n.mu.Unlock()
 	}
+	return loginServersName(hosts, hostport)
+}
+
+// loginServerHosts is the set of "host" and "host:port" forms the login
+// servers name.
+func loginServerHosts(list []string) map[string]bool {
+	hosts := map[string]bool{}
+	for _, h := range list {
+		hosts[strings.ToLower(h)] = true
+		hosts[strings.ToLower(upstream.Endpoint(h))] = true
+	}
+	return hosts
+}
+
+// loginServersName reports whether hosts (of loginServerHosts) name
+// hostport as dialled.
+func loginServersName(hosts map[string]bool, hostport string) bool {
 	if hosts[hostport] {
 		return true
 	}
