@@ -23,6 +23,7 @@ var outputFormats = []string{"json", "jsonc", "table", "tsv", "yaml", "yamlc", "
 type printer struct {
 	format string
 	query  string
+	expr   jmespath.JMESPath // query, compiled
 	out    io.Writer
 	// table, when set, picks the columns (and their order) for -o table
 	// without --query, like az's table transformers.
@@ -34,12 +35,56 @@ func newPrinter(out io.Writer, format, query string) (*printer, error) {
 	if !contains(outputFormats, format) {
 		return nil, fmt.Errorf("argument --output/-o: invalid choice: '%s' (choose from %s)", format, quoteList(outputFormats))
 	}
+	p := &printer{format: format, query: query, out: out}
 	if query != "" {
-		if _, err := jmespath.Compile(query); err != nil {
+		expr, err := jmespath.Compile(azLiterals(query))
+		if err != nil {
 			return nil, fmt.Errorf("argument --query: invalid jmespath query supplied for '--query': %s", query)
 		}
+		p.expr = expr
 	}
-	return &printer{format: format, query: query, out: out}, nil
+	return p, nil
+}
+
+// azLiterals rewrites each backtick literal of a JMESPath query that is
+// not JSON into a JSON string, as az's (Python) jmespath reads them:
+// [?name==`MyRule`] is [?name==`"MyRule"`]. Raw strings ('...') and quoted
+// identifiers ("...") are copied as they are.
+func azLiterals(q string) string {
+	var b strings.Builder
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if c != '`' && c != '\'' && c != '"' {
+			b.WriteByte(c)
+			continue
+		}
+		// The end of the quoted run: the next unescaped c.
+		j := i + 1
+		for j < len(q) && q[j] != c {
+			if q[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		if j >= len(q) {
+			// Unterminated: left for the parser to refuse.
+			b.WriteString(q[i:])
+			break
+		}
+		if c == '`' {
+			lit := strings.ReplaceAll(q[i+1:j], "\\`", "`")
+			if !json.Valid([]byte(lit)) {
+				if s := `"` + strings.TrimLeft(lit, " \t\n\r") + `"`; json.Valid([]byte(s)) {
+					lit = s
+				}
+			}
+			b.WriteString("`" + strings.ReplaceAll(lit, "`", "\\`") + "`")
+		} else {
+			b.WriteString(q[i : j+1])
+		}
+		i = j
+	}
+	return b.String()
 }
 
 func quoteList(xs []string) string {
@@ -68,7 +113,7 @@ func (p *printer) print(v any) error {
 	}
 	queried := false
 	if p.query != "" {
-		r, err := jmespath.Search(p.query, v)
+		r, err := p.expr.Search(v)
 		if err != nil {
 			return fmt.Errorf("--query %q: %w", p.query, err)
 		}
