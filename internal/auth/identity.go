@@ -43,6 +43,16 @@ type Identity struct {
 	Perms Perms
 }
 
+// errAnonymousOff is a token request without credentials where anonymous
+// pull is off: a bad credential (401) whose message says what is missing.
+const errAnonymousOff = credentialError("authentication required: no credentials were sent, and anonymous pull is disabled on this registry")
+
+// credentialError is a bad credential with its own message.
+type credentialError string
+
+func (e credentialError) Error() string      { return string(e) }
+func (credentialError) Is(target error) bool { return target == errBadCredentials }
+
 var (
 	errBadCredentials = errors.New("invalid username or password")
 	errThrottled      = errors.New("too many failed attempts")

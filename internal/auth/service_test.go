@@ -367,3 +367,33 @@ func TestAdminUser(t *testing.T) {
 		t.Fatalf("admin disabled: %d", w.Code)
 	}
 }
+
+// A refused token request says why: no credentials where anonymous pull
+// is off is not "invalid username or password" (none were given).
+func TestTokenRefusalMessages(t *testing.T) {
+	svc, _ := newTestService(t, nil)
+	for _, tc := range []struct {
+		name, authz, want string
+	}{
+		{"no credentials", "", "authentication required: no credentials were sent, and anonymous pull is disabled on this registry"},
+		{"unknown user", "Basic " + base64.StdEncoding.EncodeToString([]byte("nobody:wrong-password")), "invalid username or password"},
+	} {
+		r := httptest.NewRequest("GET", "http://reg.test/oauth2/token?scope=repository:team/app:pull&service=reg.test", nil)
+		r.RemoteAddr = "192.0.2.7:1234"
+		if tc.authz != "" {
+			r.Header.Set("Authorization", tc.authz)
+		}
+		w := httptest.NewRecorder()
+		svc.TokenHandler(func(string) string { return "reg01" }).ServeHTTP(w, r)
+		var body struct {
+			Errors []struct{ Code, Message string }
+		}
+		_ = json.Unmarshal(w.Body.Bytes(), &body)
+		if w.Code != 401 || len(body.Errors) != 1 || body.Errors[0].Code != "UNAUTHORIZED" || body.Errors[0].Message != tc.want {
+			t.Errorf("%s: %d %s, want 401 UNAUTHORIZED %q", tc.name, w.Code, w.Body, tc.want)
+		}
+		if got := w.Header().Get("WWW-Authenticate"); got != `Basic realm="arca"` {
+			t.Errorf("%s: WWW-Authenticate %q, want a Basic challenge", tc.name, got)
+		}
+	}
+}

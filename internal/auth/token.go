@@ -180,7 +180,7 @@ func (s *Service) tokenIdentity(ctx context.Context, registry string, tr TokenRe
 	}
 	if !ok {
 		s.audit(ctx, registry, "", remote, "anonymous token refused: anonymous pull is off")
-		return Identity{}, errBadCredentials
+		return Identity{}, errAnonymousOff
 	}
 	return id, nil
 }
