@@ -196,8 +196,14 @@ func TestCacheUpdate(t *testing.T) {
 	if w := last(); w.Method != "PATCH" || w.Body != `{"properties":{"syncMode":"ActiveSync","syncReferrers":"Enabled","artifactSyncFilters":{"tags":{"type":"KQL","query":"Tags | where Name startswith 'v2'"},"platforms":{"type":"array","values":["linux/amd64"]},"artifactTypes":{"type":"include","values":["images"]}}},"identity":{"type":"UserAssigned","userAssignedIdentities":{"`+uami+`":{}}}}` {
 		t.Fatalf("update keeping filters: %v", w)
 	}
-	if got := len(f.writes()) - n; got != 4 {
-		t.Fatalf("%d writes, want 4", got)
+	// Back to PassiveSync: filters and referrer sync go (the server
+	// refuses them on a passive rule).
+	mustRun("", "cache", "update", "-r", "MyRegistry", "-n", "MyRule", "--sync", "passivesync")
+	if w := last(); w.Method != "PATCH" || w.Body != `{"properties":{"syncMode":"PassiveSync","syncReferrers":"Disabled","artifactSyncFilters":null}}` {
+		t.Fatalf("update --sync passivesync: %v", w)
+	}
+	if got := len(f.writes()) - n; got != 5 {
+		t.Fatalf("%d writes, want 5", got)
 	}
 	// --sync-referrers enabled on a rule that is not (and will not be) ActiveSync.
 	mustRun("", "cache", "create", "-r", "MyRegistry", "-n", "Passive", "-s", "quay.io/a", "-t", "a")

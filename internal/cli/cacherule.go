@@ -77,6 +77,9 @@ type (
 		SyncReferrers           string       `json:"syncReferrers,omitempty"`
 		ArtifactSyncFilters     *syncFilters `json:"artifactSyncFilters,omitempty"`
 		RetentionDays           *int         `json:"retentionDays,omitempty"`
+		// removeFilters sends artifactSyncFilters: null (a rule turned
+		// PassiveSync drops its filters).
+		removeFilters bool
 	}
 	rulePatchBody struct {
 		Properties rulePatchProps `json:"properties"`
@@ -204,6 +207,19 @@ func (r existingRule) identityID() string {
 		return id
 	}
 	return ""
+}
+
+// MarshalJSON is the struct's JSON, with artifactSyncFilters null when
+// removeFilters is set.
+func (p rulePatchProps) MarshalJSON() ([]byte, error) {
+	type plain rulePatchProps
+	if !p.removeFilters {
+		return json.Marshal(plain(p))
+	}
+	return json.Marshal(struct {
+		plain
+		ArtifactSyncFilters *syncFilters `json:"artifactSyncFilters"`
+	}{plain: plain(p)})
 }
 
 func (r existingRule) activeSync() bool {

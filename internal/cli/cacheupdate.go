@@ -134,6 +134,11 @@ func (c *cacheUpdate) patch(cmd *cobra.Command, env Env, cur existingRule, regis
 	}
 	if active {
 		p.ArtifactSyncFilters = c.filters.apply(cur.Properties.ArtifactSyncFilters)
+	} else if cur.activeSync() {
+		// Back to PassiveSync: the rule's filters and referrer sync would
+		// make it invalid (they need ActiveSync), so they go.
+		p.removeFilters = cur.Properties.ArtifactSyncFilters != nil
+		p.SyncReferrers = firstNonEmpty(c.syncReferrers, disabled)
 	}
 	// Unlike the extension, a PATCH without -c leaves the credential set
 	// alone instead of sending null (which ACR ignores anyway).
