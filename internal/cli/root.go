@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"fmt"
 	"io"
 	"os"
 
@@ -66,5 +67,34 @@ func NewRootCmd(env Env) *cobra.Command {
 	root.AddCommand(registryCmds(env)...) // arca create|update|show|list|delete, as az acr
 	root.AddCommand(newBackupCmd(env), newRestoreCmd(env), newDoctorCmd(env), newMigrateCmd(env), newCopyStoreCmd(env))
 	root.AddCommand(newGCCmd(env), newConfigCmd(env), newRepositoryCmd(env))
+	for _, c := range root.Commands() {
+		strictGroups(c)
+	}
 	return root
+}
+
+// strictGroups makes c and the command groups below it refuse an unknown
+// subcommand: cobra prints a group's help and exits 0 for `arca cache lst`,
+// and with flags (`arca cache lst -r R`) complains about the flag instead.
+// Alone, a group prints its help, as az does.
+func strictGroups(c *cobra.Command) {
+	if !c.HasSubCommands() || c.Runnable() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.SuggestionsMinimumDistance = 2 // cobra's default, which SuggestionsFor does not apply
+	c.FParseErrWhitelist.UnknownFlags = true
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf("; did you mean %q?", s[0])
+		}
+		return fmt.Errorf("%s (see %s --help)", msg, cmd.CommandPath())
+	}
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
 }

@@ -75,3 +75,34 @@ func TestCompletion(t *testing.T) {
 		}
 	}
 }
+
+// An unknown subcommand of a command group fails (exit 1, one line
+// naming it), with or without flags after it; a group alone prints its
+// help. Cobra printed the help and exited 0 for `arca cache lst`, and
+// blamed the flag for `arca cache lst -r R`.
+func TestUnknownSubcommand(t *testing.T) {
+	env := map[string]string{"ARCA_CONFIG_DIR": t.TempDir()}
+	for _, tc := range []struct {
+		args []string
+		err  string // "" = help on stdout, no error
+	}{
+		{[]string{"cache", "lst"}, `unknown command "lst" for "arca cache"; did you mean "list"?`},
+		{[]string{"cache", "lst", "-r", "MyRegistry", "-o", "table"}, `unknown command "lst" for "arca cache"; did you mean "list"?`},
+		{[]string{"Cache", "shwo", "-n", "x"}, `unknown command "shwo" for "arca cache"; did you mean "show"?`},
+		{[]string{"token", "credential", "generat", "-r", "x"}, `unknown command "generat" for "arca token credential"; did you mean "generate"?`},
+		{[]string{"credential-set", "frobnicate"}, `unknown command "frobnicate" for "arca credential-set" (see arca credential-set --help)`},
+		{[]string{"cache"}, ""},
+		{[]string{"token", "credential"}, ""},
+	} {
+		res := runCLI(t, env, "", tc.args...)
+		if tc.err == "" {
+			if res.err != nil || !strings.Contains(res.stdout, "Available Commands:") {
+				t.Errorf("%v: err %v, stdout %q; want the group's help", tc.args, res.err, res.stdout)
+			}
+			continue
+		}
+		if res.err == nil || !strings.Contains(res.err.Error(), tc.err) || ExitCode(res.err) != 1 || strings.Contains(OneLine(res.err), "\n") {
+			t.Errorf("%v: err %v (exit %d), want one line with %q", tc.args, res.err, ExitCode(res.err), tc.err)
+		}
+	}
+}
