@@ -221,7 +221,12 @@ func TestTimeoutMarksHostAtOnce(t *testing.T) {
 }
 
 func TestTimeouts(t *testing.T) {
-	_, proxy, c, repo, layer := faultSetup(t, upstream.Options{HeaderTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, MaxRetries: -1, Health: upstream.HealthOptions{Off: true}})
+	// One client per timeout: with a 300ms header timeout on the blob
+	// requests meant to succeed too, a loaded machine's upstream answering
+	// slower than that failed them.
+	off := upstream.HealthOptions{Off: true}
+	_, proxy, slowHeaders, repo, layer := faultSetup(t, upstream.Options{HeaderTimeout: 300 * time.Millisecond, MaxRetries: -1, Health: off})
+	c, _ := newClient(t, upstream.Options{IdleTimeout: 300 * time.Millisecond, MaxRetries: -1, Health: off}, proxy.Host())
 	readBlob(t, c, repo, layer)
 
 	// The faults last a minute: far past the loose bounds below (which a
@@ -229,7 +234,7 @@ func TestTimeouts(t *testing.T) {
 	// timeout from none.
 	proxy.Inject(upstreamreg.Fault{PathContains: "/manifests/", Count: 1, Delay: time.Minute})
 	start := time.Now()
-	_, err := c.HeadManifest(t.Context(), repo, "v1")
+	_, err := slowHeaders.HeadManifest(t.Context(), repo, "v1")
 	if !upstream.IsUnavailable(err) || !strings.Contains(err.Error(), "no response headers within 300ms") {
 		t.Errorf("slow headers: %v", err)
 	}
