@@ -103,7 +103,7 @@ func TestBackupInterrupted(t *testing.T) {
 	second := make(chan struct{})
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/backup/blobs/") {
-			if blobGETs.Add(1) == 2 {
+			if r.Method == http.MethodGet && blobGETs.Add(1) == 2 {
 				close(second)
 			}
 			time.Sleep(50 * time.Millisecond)
