@@ -126,23 +126,23 @@ func TestCollectReclaimsUnreferenced(t *testing.T) {
 		if err := e.meta.UnlinkBlob(ctx, "r", "app", gone); err != nil {
 			t.Fatal(err)
 		}
-		if res := run(t, c, gc.Request{DryRun: true}); res.Marked != 1 || res.Blobs != 0 {
+		if res := run(t, c, gc.Request{DryRun: true}); res.Store.Marked != 1 || res.Store.Blobs != 0 {
 			t.Fatalf("dry run before any mark: %+v, want 1 to mark", res)
 		}
-		if res := run(t, c, gc.Request{}); res.Marked != 1 || res.Blobs != 0 {
+		if res := run(t, c, gc.Request{}); res.Store.Marked != 1 || res.Store.Blobs != 0 {
 			t.Fatalf("first run: %+v, want 1 marked, none deleted", res)
 		}
 		if !e.stored(t, gone) {
 			t.Fatal("deleted within the grace period")
 		}
 		time.Sleep(grace + 50*time.Millisecond)
-		if res := run(t, c, gc.Request{DryRun: true}); res.Blobs != 1 || res.BlobBytes != int64(len("unlinked layer")) {
+		if res := run(t, c, gc.Request{DryRun: true}); res.Store.Blobs != 1 || res.Store.BlobBytes != int64(len("unlinked layer")) {
 			t.Fatalf("dry run after the grace period: %+v, want 1 blob", res)
 		}
 		if !e.stored(t, gone) {
 			t.Fatal("a dry run deleted")
 		}
-		if res := run(t, c, gc.Request{}); res.Blobs != 1 || res.BlobBytes != int64(len("unlinked layer")) {
+		if res := run(t, c, gc.Request{}); res.Store.Blobs != 1 || res.Store.BlobBytes != int64(len("unlinked layer")) {
 			t.Fatalf("second run: %+v, want 1 blob deleted", res)
 		}
 		if e.stored(t, gone) {
@@ -151,7 +151,7 @@ func TestCollectReclaimsUnreferenced(t *testing.T) {
 		if !e.stored(t, kept) || !e.stored(t, digest.FromString("{}")) {
 			t.Fatal("referenced content deleted")
 		}
-		if res := run(t, c, gc.Request{}); res.Blobs != 0 || res.Marked != 0 {
+		if res := run(t, c, gc.Request{}); res.Store.Blobs != 0 || res.Store.Marked != 0 {
 			t.Fatalf("third run: %+v, want nothing", res)
 		}
 	})
@@ -178,7 +178,7 @@ func TestCollectUntaggedManifests(t *testing.T) {
 		if _, err := e.cs.PutManifest(ctx, "r", "app", md, body, manifestOf(layer)); err != nil {
 			t.Fatal(err)
 		}
-		if res := run(t, c, gc.Request{Registry: "r"}); res.Manifests != 0 || res.Marked != 0 {
+		if res := run(t, c, gc.Request{Registry: "r"}); res.Manifests != 0 || res.Store != nil {
 			t.Fatalf("policy off: %+v", res)
 		}
 		if err := e.meta.PutRetentionPolicy(ctx, metadata.RetentionPolicy{Registry: "r", Enabled: true, Days: 0}); err != nil {
@@ -187,14 +187,14 @@ func TestCollectUntaggedManifests(t *testing.T) {
 		if res := run(t, c, gc.Request{Registry: "other"}); res.Manifests != 0 {
 			t.Fatalf("another registry's run: %+v", res)
 		}
-		if res := run(t, c, gc.Request{}); res.Manifests != 1 || res.ManifestBytes != int64(len(body)) || res.Marked != 2 {
+		if res := run(t, c, gc.Request{}); res.Manifests != 1 || res.ManifestBytes != int64(len(body)) || res.Store.Marked != 2 {
 			t.Fatalf("policy on: %+v, want the manifest deleted and it and its layer marked", res)
 		}
 		if _, err := e.meta.GetManifest(ctx, "r", "app", md); !errors.Is(err, metadata.ErrNotFound) {
 			t.Fatal("untagged manifest still recorded")
 		}
 		time.Sleep(grace + 50*time.Millisecond)
-		if res := run(t, c, gc.Request{}); res.Blobs != 2 {
+		if res := run(t, c, gc.Request{}); res.Store.Blobs != 2 {
 			t.Fatalf("after the grace period: %+v, want the manifest's bytes and the layer", res)
 		}
 		if e.stored(t, layer) || e.stored(t, md) {
@@ -229,7 +229,7 @@ func TestCollectOrphansAndResumesClaims(t *testing.T) {
 			t.Fatal(cl, err)
 		}
 		res := run(t, c, gc.Request{})
-		if res.Orphans != 1 || res.Blobs != 2 {
+		if res.Store.Orphans != 1 || res.Store.Blobs != 2 {
 			t.Fatalf("run: %+v, want the orphan and the claimed blob", res)
 		}
 		if e.stored(t, d) || e.stored(t, left) {
@@ -266,7 +266,7 @@ func TestConcurrentWritersKeepReferencedBlobs(t *testing.T) {
 					return
 				}
 				runs.Add(1)
-				deleted.Add(res.Blobs)
+				deleted.Add(res.Store.Blobs)
 			}
 		}()
 		for w := range 4 {

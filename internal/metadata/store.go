@@ -108,7 +108,7 @@ type Store interface {
 	// Upload sessions with an owner (quotas, lifetime, the janitor).
 	CreateOwnedUpload(ctx context.Context, registry, repo, id, owner string, max int, maxAge time.Duration) error
 	UploadStarted(ctx context.Context, registry, repo, id string) (time.Time, bool, error)
-	UploadsBefore(ctx context.Context, cutoff time.Time) ([]string, error)
+	UploadsBefore(ctx context.Context, cutoff time.Time) ([]UploadRef, error)
 
 	// Garbage collection (gc.go; the invariant is in docs/architecture.md).
 	PrepareBlob(ctx context.Context, d digest.Digest, size int64) error
