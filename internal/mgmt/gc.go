@@ -86,7 +86,7 @@ func (h *Handler) retentionJSON(ctx context.Context, registry string) (map[strin
 const (
 	// opHeartbeat is how often a running operation's record is written:
 	// its progress, and the sign that its replica is alive.
-	opHeartbeat = 2 * time.Second
+	opHeartbeat = time.Second
 	// opStale: an InProgress operation not written for this long lost its
 	// replica (killed mid-run); polls answer that it failed.
 	opStale = time.Minute
