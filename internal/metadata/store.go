@@ -179,6 +179,9 @@ type Store interface {
 	CachedItems(ctx context.Context, registry string, before time.Time, after CachedCursor, n int) ([]CachedItem, error)
 	EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error)
 
+	// Retention: what active sync keeps current is exempt (syncretention.go).
+	SyncKeptManifests(ctx context.Context, registry, rule string, referrers bool) ([]ManifestKey, error)
+
 	// Cluster: one upstream fetch per blob across replicas (fetchleases.go).
 	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (FetchLease, bool, error)
 	ReleaseFetchLease(ctx context.Context, key, holder string) error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -268,6 +269,82 @@ func testRecordPullsConcurrent(t *testing.T, open Opener) {
 		tg, err := s.GetTag(ctx, "r", "app", tag)
 		if err != nil || !tg.PulledAt.Equal(latest) {
 			t.Errorf("tag %s pulled at %v (%v), want the latest %v", tag, tg.PulledAt, err, latest)
+		}
+	}
+}
+
+// What active sync keeps current: the manifests the rule's tracked tags
+// resolved to (failed ones too, not excluded ones), what they reference,
+// nested, and with referrers their referrers; nothing of another rule or
+// registry, nor a manifest only a client pulled.
+func testSyncKeptManifests(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	put := func(reg, repo, name string, subject digest.Digest, refs ...digest.Digest) digest.Digest {
+		t.Helper()
+		m := metadata.Manifest{Registry: reg, Repo: repo, Digest: digest.FromString(name), MediaType: "mt", Size: 1, Subject: subject}
+		for _, r := range refs {
+			m.Refs = append(m.Refs, metadata.Ref{Digest: r, Kind: metadata.RefManifest})
+		}
+		var tags []string
+		if strings.HasPrefix(name, "tagged:") {
+			tags = []string{strings.TrimPrefix(name, "tagged:")}
+		}
+		if err := s.PutManifest(ctx, m, tags...); err != nil {
+			t.Fatal(err)
+		}
+		return m.Digest
+	}
+	leaf := put("r", "synced/app", "leaf", "")
+	child := put("r", "synced/app", "child", "", leaf) // a nested index
+	other := put("r", "synced/app", "other-child", "")
+	idx := put("r", "synced/app", "tagged:v1", "", child, other)
+	sig := put("r", "synced/app", "signature", child)
+	failed := put("r", "synced/app", "tagged:v2", "")
+	excluded := put("r", "synced/app", "tagged:x", "")
+	pulled := put("r", "synced/app", "tagged:old", "") // a client pulled it through
+	elsewhere := put("r", "synced/other", "tagged:v1", "")
+	put("o", "synced/app", "tagged:v9", "")
+	for _, st := range []metadata.SyncTag{
+		{Registry: "r", Rule: "Sync", Repo: "synced/app", Tag: "v1", Digest: idx.String(), State: "done"},
+		{Registry: "r", Rule: "Sync", Repo: "synced/app", Tag: "v2", Digest: failed.String(), State: "failed", Error: "boom"},
+		{Registry: "r", Rule: "Sync", Repo: "synced/app", Tag: "x", Digest: excluded.String(), State: "excluded"},
+		{Registry: "r", Rule: "Sync", Repo: "synced/app", Tag: "never", State: "failed", Error: "unreachable"},
+		{Registry: "r", Rule: "Another", Repo: "synced/other", Tag: "v1", Digest: elsewhere.String(), State: "done"},
+		{Registry: "o", Rule: "Sync", Repo: "synced/app", Tag: "v9", Digest: digest.FromString("tagged:v9").String(), State: "done"},
+	} {
+		if err := s.PutSyncTag(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		referrers bool
+		want      []digest.Digest
+	}{
+		{false, []digest.Digest{leaf, child, other, idx, failed}},
+		{true, []digest.Digest{leaf, child, other, idx, sig, failed}},
+	} {
+		got, err := s.SyncKeptManifests(ctx, "R", "sync", c.referrers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := map[digest.Digest]bool{}
+		for _, k := range got {
+			if k.Repo != "synced/app" {
+				t.Errorf("referrers %v: %s in %s", c.referrers, k.Digest, k.Repo)
+			}
+			set[k.Digest] = true
+		}
+		if set[pulled] || set[excluded] {
+			t.Errorf("referrers %v: a client's or an excluded tag's manifest kept: %v", c.referrers, got)
+		}
+		for _, d := range c.want {
+			if !set[d] {
+				t.Errorf("referrers %v: %s not kept (got %v)", c.referrers, d, got)
+			}
+		}
+		if len(got) != len(c.want) {
+			t.Errorf("referrers %v: got %v, want %v", c.referrers, got, c.want)
 		}
 	}
 }

@@ -67,6 +67,7 @@ func Run(t *testing.T, open Opener) {
 		{"RecordPullsConcurrent", testRecordPullsConcurrent},
 		{"EvictCached", testEvictCached},
 		{"QuotasAndRetention", testQuotasAndRetention},
+		{"SyncKeptManifests", testSyncKeptManifests},
 		{"FetchLeases", testFetchLeases},
 		// Repository details and deletion (repoinfo.go).
 		{"RepositoryInfo", testRepositoryInfo},
