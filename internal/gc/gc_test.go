@@ -424,3 +424,90 @@ func TestOneCollectorAtATime(t *testing.T) {
 		}
 	})
 }
+
+// A registry's run purges that registry's abandoned upload sessions and
+// their parts only; stale parts no session owns are store-wide (StoreWide
+// or a run of every registry); another registry's sessions are left.
+func TestCollectUploadsByRegistry(t *testing.T) {
+	engines(t, func(t *testing.T, e env) {
+		ctx := context.Background()
+		c, err := gc.New(e.meta, e.blobs, gc.Options{Grace: time.Hour, UploadMaxAge: 200 * time.Millisecond, Holder: t.Name(),
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		session := func(reg string) (string, []string) {
+			t.Helper()
+			id := blobstore.NewID()
+			if err := e.meta.CreateUpload(ctx, reg, "app", id); err != nil {
+				t.Fatal(err)
+			}
+			w, err := e.cs.ResumeUpload(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write([]byte("chunk of " + reg)); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Save(ctx); err != nil {
+				t.Fatal(err)
+			}
+			parts, err := e.cs.UploadParts(ctx, id)
+			if err != nil || len(parts) != 1 {
+				t.Fatalf("parts %v %v", parts, err)
+			}
+			return id, parts
+		}
+		idA, partsA := session("a")
+		idB, partsB := session("b")
+		stray := blobstore.NewID()
+		p, err := e.blobs.Stage(ctx, stray)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Write([]byte("no session owns this")); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // all of it older than UploadMaxAge
+		staged := func() map[string]bool {
+			t.Helper()
+			m := map[string]bool{}
+			if err := e.blobs.ListStaged(ctx, func(id string, _ time.Time) error { m[id] = true; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		exists := func(reg, id string) bool {
+			t.Helper()
+			ok, err := e.meta.UploadExists(ctx, reg, "app", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok
+		}
+		for _, dry := range []bool{true, false} {
+			res := run(t, c, gc.Request{Registry: "a", DryRun: dry})
+			if res.Uploads != 1 || res.UploadParts != 1 || res.Store != nil {
+				t.Fatalf("a's run (dry %v): %+v, want a's one session and its part, no store-wide part", dry, res)
+			}
+		}
+		if s := staged(); exists("a", idA) || s[partsA[0]] || !exists("b", idB) || !s[partsB[0]] || !s[stray] {
+			t.Fatalf("after a's run: a's session %v, b's %v, staged %v", exists("a", idA), exists("b", idB), s)
+		}
+		if res := run(t, c, gc.Request{Registry: "a", StoreWide: true}); res.Uploads != 0 || res.Store == nil || res.Store.StrayParts != 1 {
+			t.Fatalf("a's store-wide run: %+v, want the stray part only", res)
+		}
+		if s := staged(); !exists("b", idB) || !s[partsB[0]] || s[stray] {
+			t.Fatalf("after a's store-wide run: b's session %v, staged %v", exists("b", idB), s)
+		}
+		if res := run(t, c, gc.Request{}); res.Uploads != 1 || res.UploadParts != 1 {
+			t.Fatalf("run of every registry: %+v, want b's session", res)
+		}
+		if exists("b", idB) || len(staged()) != 0 {
+			t.Fatalf("after the full run: b's session %v, staged %v", exists("b", idB), staged())
+		}
+	})
+}
