@@ -176,6 +176,7 @@ type Store interface {
 	RecordPulls(ctx context.Context, pulls []Pull) error
 	RepositoryPulledAt(ctx context.Context, registry, repo string) (time.Time, error)
 	RegistryUsage(ctx context.Context, registry string) ([]RepoUsage, error)
+	PushedBytes(ctx context.Context, registry string) (int64, error)
 	CachedItems(ctx context.Context, registry string, before time.Time, after CachedCursor, n int) ([]CachedItem, error)
 	EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error)
 

@@ -215,6 +215,54 @@ func testQuotasAndRetention(t *testing.T, open Opener) {
 	}
 }
 
+// PushedBytes is the sum RegistryUsage gives for the pushed repositories
+// of a registry: cached repositories and other registries do not count, a
+// blob linked from two pushed repositories counts in each.
+func testPushedBytes(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	if n, err := s.PushedBytes(ctx, "r"); err != nil || n != 0 {
+		t.Fatalf("empty: %d, %v", n, err)
+	}
+	layer, other := digest.FromString("layer"), digest.FromString("other")
+	for _, l := range []struct {
+		reg, repo string
+		d         digest.Digest
+		size      int64
+	}{{"r", "mine/a", layer, 1000}, {"r", "mine/b", layer, 1000}, {"r", "mine/b", other, 30}, {"r", "cached/x", other, 30}, {"o", "mine/a", layer, 1000}} {
+		if err := s.LinkBlob(ctx, l.reg, l.repo, l.d, l.size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range []metadata.Manifest{
+		{Registry: "r", Repo: "mine/a", Digest: digest.FromString("ma"), MediaType: "mt", Size: 7},
+		{Registry: "r", Repo: "cached/x", Digest: digest.FromString("mx"), MediaType: "mt", Size: 5},
+		{Registry: "o", Repo: "mine/a", Digest: digest.FromString("mo"), MediaType: "mt", Size: 3},
+	} {
+		if err := s.PutManifest(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range [][2]string{{"r", "mine/a"}, {"r", "mine/b"}, {"o", "mine/a"}} {
+		if err := s.MarkPushed(ctx, p[0], p[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	us, err := s.RegistryUsage(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	for _, u := range us {
+		if u.Pushed {
+			want += u.Bytes()
+		}
+	}
+	if n, err := s.PushedBytes(ctx, "r"); err != nil || n != want || n != 1000+1000+30+7 {
+		t.Fatalf("PushedBytes = %d, %v; want %d (RegistryUsage's pushed sum %d)", n, err, 1000+1000+30+7, want)
+	}
+}
+
 // Replicas flushing the same rows at once: no error (no lock cycle), and
 // each row ends at the latest time any of them recorded.
 func testRecordPullsConcurrent(t *testing.T, open Opener) {

@@ -68,6 +68,7 @@ func Run(t *testing.T, open Opener) {
 		{"EvictCached", testEvictCached},
 		{"QuotasAndRetention", testQuotasAndRetention},
 		{"SyncKeptManifests", testSyncKeptManifests},
+		{"PushedBytes", testPushedBytes},
 		{"FetchLeases", testFetchLeases},
 		// Repository details and deletion (repoinfo.go).
 		{"RepositoryInfo", testRepositoryInfo},
