@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -15,8 +16,8 @@ import (
 
 func newGCCmd(env Env) *cobra.Command {
 	var (
-		name, rg       string
-		dryRun, noWait bool
+		name, rg                string
+		dryRun, noWait, reclaim bool
 	)
 	cmd := &cobra.Command{
 		Use:   "gc",
@@ -40,11 +41,18 @@ parts no upload session owns. A caller with a registry's role only gets
 no "store" part: the server's scheduled runs (--gc-interval) reclaim
 blobs.
 
+A blob is deleted only a grace period (the server's --gc-grace) after a
+run marked it unreferenced, so a plain run deletes what an earlier run
+marked. With --reclaim (store-wide authority) the run waits out the grace
+period after marking, holding the collector, and then deletes what is
+still unreferenced: one command reclaims what was unlinked just before.
+
 Calls POST .../registries/{name}/garbageCollect?api-version=` + apiVersion + ` and
 polls the operation it starts.`,
 		Example: `  arca gc -r myregistry --dry-run
   arca gc -r myregistry
-  arca gc -r myregistry --no-wait`,
+  arca gc -r myregistry --no-wait
+  arca gc -r myregistry --reclaim`,
 		Args: cobra.NoArgs,
 	}
 	o := clientCmd(env, cmd)
@@ -55,7 +63,11 @@ polls the operation it starts.`,
 		// No per-request timeout: a run takes as long as the store is
 		// large; --timeout (and Ctrl-C) bound it.
 		return o.onPathWith(cmd, registryAt(name, rg), 0, func(ctx context.Context, s *session, path string) error {
-			target, body := withAPIVersion(path+"/garbageCollect"), map[string]bool{"dryRun": dryRun}
+			body := map[string]bool{"dryRun": dryRun}
+			if reclaim {
+				body["reclaim"] = true
+			}
+			target := withAPIVersion(path + "/garbageCollect")
 			if noWait {
 				resp, err := s.arm.Do(ctx, http.MethodPost, target, body)
 				if err != nil {
@@ -75,6 +87,7 @@ polls the operation it starts.`,
 	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "Only count what would be reclaimed.")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "Do not wait for the run to end: print the operation's status document.")
+	cmd.Flags().BoolVar(&reclaim, "reclaim", false, "After marking, wait out the server's --gc-grace and delete what stayed unreferenced in this run (store-wide).")
 	return cmd
 }
 
@@ -87,11 +100,12 @@ type gcWatch struct {
 
 // gcProgress is the part of a run's progress (gc.Result) shown.
 type gcProgress struct {
-	Phase         string `json:"phase"`
-	Manifests     int64  `json:"manifests"`
-	ManifestBytes int64  `json:"manifestBytes"`
-	Uploads       int64  `json:"uploads"`
-	UploadParts   int64  `json:"uploadParts"`
+	Phase         string    `json:"phase"`
+	GraceUntil    time.Time `json:"graceUntil"`
+	Manifests     int64     `json:"manifests"`
+	ManifestBytes int64     `json:"manifestBytes"`
+	Uploads       int64     `json:"uploads"`
+	UploadParts   int64     `json:"uploadParts"`
 	Store         *struct {
 		Blobs     int64 `json:"blobs"`
 		BlobBytes int64 `json:"blobBytes"`
@@ -108,7 +122,11 @@ func (g *gcWatch) status(doc json.RawMessage) {
 		return
 	}
 	p := st.Properties
-	line := fmt.Sprintf("gc: %s: %s: %d manifests (%s), %d uploads (%d parts)", strings.ToLower(st.Status), p.Phase,
+	phase := p.Phase
+	if phase == "grace" && !p.GraceUntil.IsZero() {
+		phase += " (waiting until " + p.GraceUntil.Local().Format(time.TimeOnly) + ")"
+	}
+	line := fmt.Sprintf("gc: %s: %s: %d manifests (%s), %d uploads (%d parts)", strings.ToLower(st.Status), phase,
 		p.Manifests, humanize.IBytes(uint64(max(p.ManifestBytes, 0))), p.Uploads, p.UploadParts)
 	if p.Store != nil {
 		line += fmt.Sprintf("; store: %d blobs (%s), %d marked", p.Store.Blobs, humanize.IBytes(uint64(max(p.Store.BlobBytes, 0))), p.Store.Marked)

@@ -233,3 +233,36 @@ func pushImageVia(t *testing.T, c *http.Client, base, repo string, im *testImage
 		t.Fatalf("push manifest: %s", resp.Status)
 	}
 }
+
+// TestGCReclaimInOneRun: `arca gc --reclaim` marks, waits out the grace
+// period on the server (shown as a phase) and deletes what stayed
+// unreferenced: one command reclaims what was deleted just before.
+func TestGCReclaimInOneRun(t *testing.T) {
+	const grace = 2 * time.Second
+	a := startCachingArca(t, nil, nil, "--gc-interval", "0", "--gc-grace", grace.String())
+	const n = 50
+	bytes := garbage(t, a, "scratch/reclaim", 0, n)
+	start := time.Now()
+	stdout, stderr, err := a.runCLI(ptAdminToken, "gc", "-r", "default", "--reclaim")
+	if err != nil {
+		t.Fatalf("arca gc --reclaim: %v\n%s%s", err, stdout, stderr)
+	}
+	took := time.Since(start)
+	var r gcResult
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil || r.Store == nil {
+		t.Fatalf("arca gc --reclaim printed %q: %v", stdout, err)
+	}
+	t.Logf("--reclaim took %s: %+v (store %+v)\n%s", took, r, *r.Store, stderr)
+	if r.Store.Marked < n || r.Store.Blobs < n || r.Store.BlobBytes < bytes || took < grace {
+		t.Fatalf("one --reclaim run: %+v (store %+v) in %s, want %d blobs (%d bytes) marked and deleted after %s", r, *r.Store, took, n, bytes, grace)
+	}
+	if !strings.Contains(stderr, "grace (waiting until") {
+		t.Errorf("the wait was not shown:\n%s", stderr)
+	}
+	if d := a.gcNow(t, "--dry-run"); d.Store.Blobs != 0 || d.Store.Marked != 0 {
+		t.Fatalf("after --reclaim a dry run finds %+v", *d.Store)
+	}
+	if out, err := a.tryCLI("gc", "-r", "default", "--reclaim", "--dry-run"); err == nil || !strings.Contains(out, "InvalidRequestContent") {
+		t.Errorf("--reclaim --dry-run: %v %s", err, out)
+	}
+}

@@ -121,6 +121,11 @@ type Request struct {
 	StoreWide bool
 	// DryRun counts what would be reclaimed and changes nothing.
 	DryRun bool
+	// Reclaim makes a store-wide run wait out the grace period after
+	// marking, then sweep the blob rows again: what it found unreferenced
+	// and still is goes in this run, not the next. (The same invariant: a
+	// blob is deleted a grace period after its mark.) Not with DryRun.
+	Reclaim bool
 	// Progress, if set, is told what the run did so far, as each phase
 	// starts (the first call: the run holds the lease) and after each page.
 	Progress func(Result)
@@ -141,9 +146,11 @@ type Result struct {
 	UploadParts int64 `json:"uploadParts"`
 	// Store is what the store-wide phases reclaimed; nil when they did
 	// not run (a registry's run without StoreWide).
-	Store    *StoreResult  `json:"store,omitempty"`
-	Duration time.Duration `json:"-"`
-	Seconds  float64       `json:"seconds"`
+	Store *StoreResult `json:"store,omitempty"`
+	// GraceUntil: a Reclaim run waits (phase "grace") until then.
+	GraceUntil time.Time     `json:"graceUntil,omitzero"`
+	Duration   time.Duration `json:"-"`
+	Seconds    float64       `json:"seconds"`
 }
 
 // StoreResult is what the store-wide phases reclaimed. Blobs are shared
@@ -203,7 +210,11 @@ func (c *Collector) Run(ctx context.Context, req Request) (res Result, err error
 	}
 	phases := []phase{{"uploads", r.uploads}, {"manifests", r.manifests}}
 	if storeWide {
-		phases = append(phases, phase{"blobs", r.blobRows}, phase{"orphans", r.orphans})
+		phases = append(phases, phase{"blobs", r.blobRows})
+		if req.Reclaim && !req.DryRun {
+			phases = append(phases, phase{"grace", r.waitGrace}, phase{"reclaim", r.blobRows})
+		}
+		phases = append(phases, phase{"orphans", r.orphans})
 	}
 	for _, p := range phases {
 		res.Phase = p.name
@@ -229,6 +240,8 @@ type run struct {
 	res     *Result
 	start   time.Time
 	leaseAt time.Time
+	// lastMark is when the blob phase last marked rows (zero: none).
+	lastMark time.Time
 }
 
 func (r *run) progress() {
@@ -437,7 +450,9 @@ func (r *run) manifestPass(ctx context.Context, registry string, before time.Tim
 // finishes deletions a crashed run claimed), and marks those newly seen
 // unreferenced.
 func (r *run) blobRows(ctx context.Context) error {
-	markedBefore := r.start.Add(-r.c.opts.Grace)
+	// Claimable: marked a grace period before this pass started (a Reclaim
+	// run's second pass starts once its first pass's marks are that old).
+	markedBefore := time.Now().Add(-r.c.opts.Grace)
 	var after digest.Digest
 	for {
 		if err := r.renew(ctx); err != nil {
@@ -484,9 +499,13 @@ func (r *run) blobRows(ctx context.Context) error {
 			}
 			// Marked now, not at the run's start: a writer that prepared
 			// a row before this page read it keeps a whole grace period.
-			n, err := r.c.meta.MarkBlobs(ctx, mark, time.Now())
+			markAt := time.Now()
+			n, err := r.c.meta.MarkBlobs(ctx, mark, markAt)
 			if err != nil {
 				return err
+			}
+			if n > 0 {
+				r.lastMark = markAt
 			}
 			r.res.Store.Marked += int64(n)
 		}
@@ -495,6 +514,33 @@ func (r *run) blobRows(ctx context.Context) error {
 			return nil
 		}
 		after = page[len(page)-1].Digest
+	}
+}
+
+// waitGrace waits, holding the lease, until the last mark of the blob
+// phase is a grace period old (nothing to wait for when it marked none).
+func (r *run) waitGrace(ctx context.Context) error {
+	if r.lastMark.IsZero() {
+		return nil
+	}
+	until := r.lastMark.Add(r.c.opts.Grace + time.Millisecond)
+	r.res.GraceUntil = until
+	r.progress()
+	for {
+		wait := time.Until(until)
+		if wait <= 0 {
+			return nil
+		}
+		t := time.NewTimer(min(wait, leaseTTL/4))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		if err := r.renew(ctx); err != nil {
+			return err
+		}
 	}
 }
 

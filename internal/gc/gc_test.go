@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -508,6 +509,56 @@ func TestCollectUploadsByRegistry(t *testing.T) {
 		}
 		if exists("b", idB) || len(staged()) != 0 {
 			t.Fatalf("after the full run: b's session %v, staged %v", exists("b", idB), staged())
+		}
+	})
+}
+
+// A Reclaim run marks, waits out the grace period holding the lease, and
+// sweeps again: what stayed unreferenced goes in that one run; what was
+// linked again while it waited stays.
+func TestCollectReclaimInOneRun(t *testing.T) {
+	engines(t, func(t *testing.T, e env) {
+		ctx := context.Background()
+		grace := 300 * time.Millisecond
+		c := newCollector(t, e, grace)
+		gone := e.push(t, "app", []byte("unlinked for good"))
+		back := e.push(t, "app", []byte("linked again while GC waits"))
+		for _, d := range []digest.Digest{gone, back} {
+			if err := e.meta.UnlinkBlob(ctx, "r", "app", d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var phases []string
+		start := time.Now()
+		res, err := c.Run(ctx, gc.Request{Reclaim: true, Progress: func(p gc.Result) {
+			if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+				phases = append(phases, p.Phase)
+			}
+			if p.Phase == "grace" && !p.GraceUntil.IsZero() { // waiting
+				if err := e.meta.LinkBlob(ctx, "r", "other", back, int64(len("linked again while GC waits"))); err != nil {
+					t.Error(err)
+				}
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Store.Marked != 2 || res.Store.Blobs != 1 || res.Store.BlobBytes != int64(len("unlinked for good")) {
+			t.Fatalf("reclaim run: %+v (store %+v), want 2 marked and the one still unreferenced deleted", res, res.Store)
+		}
+		if took := time.Since(start); took < grace {
+			t.Fatalf("the run took %s, less than the grace period", took)
+		}
+		if e.stored(t, gone) || !e.stored(t, back) {
+			t.Fatalf("after the run: unreferenced stored %v, linked again stored %v", e.stored(t, gone), e.stored(t, back))
+		}
+		if want := "uploads manifests blobs grace reclaim orphans done"; strings.Join(phases, " ") != want {
+			t.Fatalf("phases %v, want %s", phases, want)
+		}
+		// Nothing marked: no wait.
+		start = time.Now()
+		if res := run(t, c, gc.Request{Reclaim: true}); res.Store.Blobs != 0 || !res.GraceUntil.IsZero() || time.Since(start) > grace {
+			t.Fatalf("reclaim run with nothing to reclaim: %+v after %s", res, time.Since(start))
 		}
 	})
 }

@@ -93,7 +93,8 @@ const (
 )
 
 // garbageCollect is POST .../registries/R/garbageCollect (arca's own
-// action), {"dryRun": true} to only count. It is an ARM long-running
+// action), {"dryRun": true} to only count, {"reclaim": true} to wait out
+// the grace period after marking and delete in the same run. It is an ARM long-running
 // operation: once the run holds the collector's lease it answers 202 with
 // Azure-AsyncOperation (the status document, with the run's progress as
 // its properties), Location (the result once it succeeded) and the status
@@ -113,15 +114,23 @@ func (h *Handler) garbageCollect(w http.ResponseWriter, req *request) error {
 		return &apiError{Status: http.StatusNotImplemented, Code: "NotImplemented", Message: "Garbage collection is not available on this arca server."}
 	}
 	var body struct {
-		DryRun bool `json:"dryRun"`
+		DryRun  bool `json:"dryRun"`
+		Reclaim bool `json:"reclaim"`
 	}
 	if req.r.ContentLength != 0 {
 		if err := readBody(req.r, &body); err != nil {
 			return err
 		}
 	}
-	greq := gc.Request{Registry: req.registry, DryRun: body.DryRun,
+	greq := gc.Request{Registry: req.registry, DryRun: body.DryRun, Reclaim: body.Reclaim,
 		StoreWide: req.caller.Registry == "" && req.caller.allows(levelWrite, "")}
+	switch {
+	case body.Reclaim && body.DryRun:
+		return errBadRequest("InvalidRequestContent", "reclaim and dryRun exclude each other: a dry run marks nothing to reclaim.")
+	case body.Reclaim && !greq.StoreWide:
+		return &apiError{Status: http.StatusForbidden, Code: "AuthorizationFailed",
+			Message: "reclaim deletes shared blobs: it needs a role over every registry, not one registry's."}
+	}
 	run := h.startGC(greq)
 	select {
 	case <-run.started:

@@ -83,6 +83,14 @@ func TestGarbageCollectAction(t *testing.T) {
 	if again := f.gcOperation(t, path, nil, tokens["contrib"]); store(again)["blobs"] != float64(0) {
 		t.Fatalf("second run: %v", again)
 	}
+	// Reclaim: only with store-wide authority, never in a dry run.
+	mustStatus(t, "reclaim as a registry's contributor", f.doAuth(http.MethodPost, base("teamreg")+"/garbageCollect", map[string]any{"reclaim": true}, tokens["team"]), http.StatusForbidden)
+	if r := f.doAuth(http.MethodPost, path, map[string]any{"reclaim": true, "dryRun": true}, tokens["contrib"]); r.status != http.StatusBadRequest {
+		t.Fatalf("reclaim dry run: %d %s", r.status, r.body)
+	}
+	if j := f.gcOperation(t, path, map[string]any{"reclaim": true}, tokens["contrib"]); j["phase"] != "done" || j["store"] == nil {
+		t.Fatalf("reclaim run: %v", j)
+	}
 	// One collector at a time: a run while the lease is held elsewhere.
 	if ok, err := f.meta.AcquireSyncLease(context.Background(), "", "gc", "another-replica", time.Minute); err != nil || !ok {
 		t.Fatal(ok, err)
