@@ -77,6 +77,7 @@ func Run(t *testing.T, open Opener) {
 		{"IdentitySecret", testIdentitySecret},
 		// Web portal sessions (portalsessions.go).
 		{"PortalSessions", testPortalSessions},
+		{"ManifestAttrs", testManifestAttrs},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
