@@ -554,6 +554,9 @@ func (e *expiryFlags) add(fs *pflag.FlagSet) {
 
 func (e *expiryFlags) value() (string, error) {
 	switch {
+	case e.days < 0:
+		// Not "no expiry", as 0 (or leaving it out) is.
+		return "", fmt.Errorf("argument --expiration-in-days: %d is not a number of days from now (use 1 or more; without it the password does not expire)", e.days)
 	case e.days > 0 && e.expiration != "":
 		return "", errors.New("--expiration and --expiration-in-days are mutually exclusive")
 	case e.days > 0:
