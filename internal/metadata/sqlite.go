@@ -34,6 +34,7 @@ var sqliteMigrations = [][]string{
 	schemaFetchLeases,
 	setIdentityAndConditions,
 	schemaPortalSessions,
+	schemaUpstreamHolds,
 }
 
 var sqliteDialect = dialect{

@@ -195,6 +195,10 @@ type Store interface {
 	TouchPortalSession(ctx context.Context, idHash string, at time.Time) error
 	DeletePortalSession(ctx context.Context, idHash string) error
 	PrunePortalSessions(ctx context.Context, cutoff time.Time) (int, error)
+
+	// Cluster: 429 hold-backs shared by the replicas (upstreamholds.go).
+	HoldUpstream(ctx context.Context, host string, until time.Time) error
+	UpstreamHolds(ctx context.Context, now time.Time) (map[string]time.Time, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

@@ -75,6 +75,8 @@ func Run(t *testing.T, open Opener) {
 		{"IdentitySecret", testIdentitySecret},
 		// Web portal sessions (portalsessions.go).
 		{"PortalSessions", testPortalSessions},
+		// Cluster: shared 429 hold-backs (upstreamholds.go).
+		{"UpstreamHolds", testUpstreamHolds},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
