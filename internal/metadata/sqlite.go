@@ -35,6 +35,7 @@ var sqliteMigrations = [][]string{
 	setIdentityAndConditions,
 	schemaPortalSessions,
 	schemaUpstreamHolds,
+	schemaLoginFailures,
 }
 
 var sqliteDialect = dialect{

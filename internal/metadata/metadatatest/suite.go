@@ -77,6 +77,8 @@ func Run(t *testing.T, open Opener) {
 		{"PortalSessions", testPortalSessions},
 		// Cluster: shared 429 hold-backs (upstreamholds.go).
 		{"UpstreamHolds", testUpstreamHolds},
+		// Cluster: shared failed-login counts (loginfailures.go).
+		{"LoginFailures", testLoginFailures},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
