@@ -477,3 +477,51 @@ func (c *Cache) commitSpooled(ctx context.Context, f *fetch, reg string, t Targe
 	}
 	return c.commit(ctx, f, w, reg, t, sp.n, sp.n)
 }
+
+// manifestLease coalesces a manifest fetch across replicas: the fetch of
+// ref for reg/repo takes a fetch lease (the table blobs use) before it asks
+// the upstream, so a manifest wanted on several replicas at once is one
+// upstream GET (Docker Hub counts those as pulls). A replica that finds
+// the lease held waits (polling) until the holder stored the manifest,
+// which stored returns, or the lease is free. Manifests are small: the
+// waiters do not follow the holder's stream. The lease is not renewed: a
+// holder slower than the lease TTL (or one that died) lets another replica
+// fetch too. It returns the stored manifest (ok), or a release func to
+// call once the fetch ended (nil without a cluster).
+func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored func() (metadata.Manifest, bool)) (metadata.Manifest, bool, func(), error) {
+	cl := c.cluster
+	if cl == nil {
+		return metadata.Manifest{}, false, func() {}, nil
+	}
+	h := sha256.Sum256([]byte("manifest\x00" + reg + "\x00" + repo + "\x00" + ref))
+	key := hex.EncodeToString(h[:])
+	for {
+		_, got, err := cl.Leases.AcquireFetchLease(ctx, key, cl.Holder, cl.Addr, cl.LeaseTTL)
+		if err != nil {
+			return metadata.Manifest{}, false, nil, err
+		}
+		if got {
+			release := func() {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				if err := cl.Leases.ReleaseFetchLease(rctx, key, cl.Holder); err != nil {
+					c.log.Warn("release manifest fetch lease", "repo", repo, "ref", ref, "err", err)
+				}
+			}
+			// Stored by the previous holder just before it released the lease.
+			if m, ok := stored(); ok {
+				release()
+				return m, true, nil, nil
+			}
+			return metadata.Manifest{}, false, release, nil
+		}
+		select {
+		case <-time.After(cl.Poll):
+		case <-ctx.Done():
+			return metadata.Manifest{}, false, nil, ctx.Err()
+		}
+		if m, ok := stored(); ok {
+			return m, true, nil, nil
+		}
+	}
+}

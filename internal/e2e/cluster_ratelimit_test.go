@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -64,5 +67,49 @@ func TestClusterTooManyRequestsHoldsEveryReplica(t *testing.T) {
 	}
 	if proxy.Requests("", "") == before {
 		t.Error("no request went upstream after the hold ended")
+	}
+}
+
+// TestClusterManifestOneUpstreamGET: a cold tag pulled on three replicas
+// at once (four clients each) is one upstream manifest GET, the pull
+// Docker Hub counts: the replica whose fetch takes the manifest's fetch
+// lease asks the upstream (which is slow here), the others wait until it
+// stored the manifest. Every client gets the same manifest.
+func TestClusterManifestOneUpstreamGET(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	im := newImage(t, 1370, "amd64", 20<<10)
+	seedImage(t, up, "library/app", "v1", im)
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/manifests/", Count: -1, Delay: 1500 * time.Millisecond})
+	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host())
+	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
+	time.Sleep(replicaBound)
+
+	errs := make(chan error, 12)
+	for i := range 12 {
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, c.nodes[i%3].URL()+"/v2/lib/app/manifests/v1", nil)
+			req.Header.Set("Accept", mtAcceptAll)
+			resp, err := httpc.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(b, im.Manifest) {
+				errs <- fmt.Errorf("client %d on replica %d: %s %v, %d bytes", i, i%3, resp.Status, err, len(b))
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range 12 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := upstreamGETs(up, "/manifests/v1"); n != 1 {
+		t.Errorf("%d upstream manifest GETs for a tag pulled on three replicas at once, want 1", n)
 	}
 }
