@@ -146,7 +146,7 @@ if staticcheck ./...; then record "staticcheck ./..." PASS; else record "staticc
 step "go test -race -count=1 ./..."
 TEST_LOG=$(mktemp)
 trap 'rm -f "$TEST_LOG"' EXIT
-if go test -race -count=1 -timeout 30m ./... 2>&1 | tee "$TEST_LOG"; then
+if go test -race -count=1 -timeout 45m ./... 2>&1 | tee "$TEST_LOG"; then
 	record "go test -race ./..." PASS
 else
 	record "go test -race ./..." FAIL
@@ -156,7 +156,7 @@ fi
 # sync) once more on the external backends: metadata in PostgreSQL (a
 # private cluster), blobs in S3 (a loopback MinIO).
 step "go test -race ./internal/e2e/... with ARCA_TEST_METADATA=postgres ARCA_TEST_BLOBS=s3"
-if ARCA_TEST_METADATA=postgres ARCA_TEST_BLOBS=s3 go test -race -count=1 -timeout 30m ./internal/e2e/... 2>&1 | tee -a "$TEST_LOG"; then
+if ARCA_TEST_METADATA=postgres ARCA_TEST_BLOBS=s3 go test -race -count=1 -timeout 45m ./internal/e2e/... 2>&1 | tee -a "$TEST_LOG"; then
 	record "e2e, PostgreSQL metadata + S3 blobs" PASS
 else
 	record "e2e, PostgreSQL metadata + S3 blobs" FAIL

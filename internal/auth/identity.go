@@ -46,6 +46,10 @@ type Identity struct {
 var (
 	errBadCredentials = errors.New("invalid username or password")
 	errThrottled      = errors.New("too many failed attempts")
+	// errSecretExpired: an identity's right client secret, past its end.
+	// To the caller a bad credential (401), which may say why (the caller
+	// knew the secret); the audit log tells it apart.
+	errSecretExpired = errors.New("the client secret has expired")
 )
 
 func stampOf(hash string) string {
@@ -126,7 +130,11 @@ func (s *Service) checkPassword(ctx context.Context, registry, user, password, r
 	id, err := s.lookupPassword(ctx, registry, user, password)
 	if errors.Is(err, errBadCredentials) {
 		s.throttle.Fail(ctx, ipKey, idKey)
-		s.audit(ctx, registry, user, remote, "invalid credentials")
+		result := "invalid credentials"
+		if errors.Is(err, errSecretExpired) {
+			result = "client secret expired"
+		}
+		s.audit(ctx, registry, user, remote, result)
 	}
 	return id, err
 }
@@ -231,11 +239,21 @@ func (s *Service) identitySecret(ctx context.Context, registry, user, password s
 	if !ok {
 		return Identity{}, false, nil
 	}
+	if secretExpired(u, s.now()) {
+		return Identity{}, false, fmt.Errorf("%w: %w at %s (reset it: arca identity credential reset)", errBadCredentials, errSecretExpired,
+			u.SecretExpires.UTC().Format(time.RFC3339))
+	}
 	perms, found, err := s.identityPerms(ctx, registry, u.PrincipalID)
 	if err != nil || !found {
 		return Identity{}, false, err
 	}
 	return Identity{Registry: registry, Kind: KindIdentity, Name: u.PrincipalID, Stamp: stampOf(u.SecretHash), Perms: perms}, true, nil
+}
+
+// secretExpired reports whether u's client secret has passed its end
+// (a secret without one never does).
+func secretExpired(u metadata.UserIdentity, now time.Time) bool {
+	return !u.SecretExpires.IsZero() && !now.Before(u.SecretExpires)
 }
 
 // isUUID reports whether s has the 8-4-4-4-12 hex form of a client id.
@@ -321,7 +339,7 @@ func (s *Service) current(ctx context.Context, registry, kind, name, stamp strin
 			if err != nil {
 				return id, false, err
 			}
-			if u.SecretHash == "" || stampOf(u.SecretHash) != stamp {
+			if u.SecretHash == "" || stampOf(u.SecretHash) != stamp || secretExpired(u, s.now()) {
 				return id, false, nil
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -340,7 +342,7 @@ func TestIdentityClientSecret(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := f.meta.SetIdentitySecret(ctx, "rg", "cacheid", h, time.Now()); err != nil {
+		if err := f.meta.SetIdentitySecret(ctx, "rg", "cacheid", h, time.Now(), time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -376,5 +378,124 @@ func TestIdentityClientSecret(t *testing.T) {
 	}
 	if code, got, _ := login(u.ClientID, "second-secret-7e2d", "repository:myapp:pull"); code != 200 || got != "repository:myapp:pull" {
 		t.Fatalf("new secret: %d %q", code, got)
+	}
+}
+
+// A client secret works until its end: at and after it the token
+// endpoint and the data plane's Basic login refuse it with 401 and say it
+// expired (only to a caller who gave the right secret), the audit log
+// records "client secret expired", and refresh tokens got with it end
+// too. A secret without an end (set before ends were recorded) never
+// expires.
+func TestIdentityClientSecretExpiry(t *testing.T) {
+	f := newIdentityFixture(t)
+	ctx := context.Background()
+	u, err := f.meta.GetIdentity(ctx, "rg", "cacheid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	svc, err := New(Options{Store: f.meta, Identities: f.meta, Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "the-client-secret-5f1e"
+	h, err := HashPassword(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := svc.TokenHandler(func(string) string { return "reg01" })
+	login := func(pass string) (int, map[string]any) {
+		t.Helper()
+		return f.post(t, tokens, url.Values{"grant_type": {"password"}, "service": {"reg01.localhost"}, "scope": {"repository:myapp:pull"},
+			"username": {u.ClientID}, "password": {pass}, "access_type": {"offline"}})
+	}
+	// audits counts the audit log's failed logins of the client id by result.
+	audits := func() map[string]int {
+		t.Helper()
+		es, err := f.meta.ListAudit(ctx, time.Time{}, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]int{}
+		for _, e := range es {
+			if e.Who == u.ClientID {
+				n[e.Result]++
+			}
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		name      string
+		ends      time.Time
+		pass      string
+		code      int
+		audit     string // "" for none
+		msgExpiry bool
+	}{
+		{"no end", time.Time{}, secret, http.StatusOK, "", false},
+		{"ends later", clock.Add(time.Minute), secret, http.StatusOK, "", false},
+		{"ends now", clock, secret, http.StatusUnauthorized, "client secret expired", true},
+		{"ended", clock.Add(-24 * time.Hour), secret, http.StatusUnauthorized, "client secret expired", true},
+		{"ended, wrong secret", clock.Add(-24 * time.Hour), "not-the-secret", http.StatusUnauthorized, "invalid credentials", false},
+		{"ends later, wrong secret", clock.Add(time.Hour), "not-the-secret", http.StatusUnauthorized, "invalid credentials", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := f.meta.SetIdentitySecret(ctx, "rg", "cacheid", h, clock.Add(-48*time.Hour), tc.ends); err != nil {
+				t.Fatal(err)
+			}
+			before := audits()
+			code, body := login(tc.pass)
+			msg := fmt.Sprint(body)
+			if code != tc.code {
+				t.Fatalf("login: %d %s, want %d", code, msg, tc.code)
+			}
+			if got := strings.Contains(msg, "expired"); got != tc.msgExpiry {
+				t.Errorf("answer %s: says expired %v, want %v", msg, got, tc.msgExpiry)
+			}
+			if strings.Contains(msg, tc.pass) {
+				t.Errorf("answer echoes the secret: %s", msg)
+			}
+			want := maps.Clone(before)
+			if tc.audit != "" {
+				want[tc.audit]++
+			}
+			if got := audits(); !maps.Equal(got, want) {
+				t.Errorf("audit log %v, want %v", got, want)
+			}
+			// The data plane's Basic login says the same.
+			r := httptest.NewRequest(http.MethodGet, "http://reg01.localhost/v2/myapp/manifests/v1", nil)
+			r.SetBasicAuth(u.ClientID, tc.pass)
+			w := httptest.NewRecorder()
+			_, ok := svc.Authorize(w, r, "reg01", []Scope{RepoScope("myapp", Pull)})
+			if ok != (tc.code == http.StatusOK) || (!ok && w.Code != http.StatusUnauthorized) {
+				t.Fatalf("Basic login: allowed %v, %d %s", ok, w.Code, w.Body)
+			}
+			if !ok && strings.Contains(w.Body.String(), "expired") != tc.msgExpiry {
+				t.Errorf("Basic login answer %s: says expired, want %v", w.Body, tc.msgExpiry)
+			}
+		})
+	}
+
+	// A refresh token got before the end stops working at it.
+	if err := f.meta.SetIdentitySecret(ctx, "rg", "cacheid", h, clock, clock.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	code, body := login(secret)
+	rt, _ := body["refresh_token"].(string)
+	if code != http.StatusOK || rt == "" {
+		t.Fatalf("login before the end: %d %v", code, body)
+	}
+	refresh := func() int {
+		t.Helper()
+		code, _ := f.post(t, tokens, url.Values{"grant_type": {"refresh_token"}, "service": {"reg01.localhost"}, "scope": {"repository:myapp:pull"}, "refresh_token": {rt}})
+		return code
+	}
+	if code := refresh(); code != http.StatusOK {
+		t.Fatalf("refresh before the end: %d", code)
+	}
+	clock = clock.Add(time.Hour)
+	if code := refresh(); code != http.StatusUnauthorized {
+		t.Fatalf("refresh after the end: %d", code)
 	}
 }

@@ -488,7 +488,7 @@ func (s *Service) authError(w http.ResponseWriter, r *http.Request, need []Scope
 		w.Header().Set("Retry-After", "60")
 		errcode.Write(w, r, errcode.New(errcode.TooManyRequests, "too many failed login attempts; try again later"))
 	case errors.Is(err, errBadCredentials):
-		s.challenge(w, r, need, "invalid_token", "invalid username or password")
+		s.challenge(w, r, need, "invalid_token", err.Error())
 	default:
 		s.fail(w, r, err)
 	}

@@ -121,7 +121,12 @@ type result struct {
 
 func get(t *testing.T, url string) result {
 	t.Helper()
-	res, err := http.Get(url)
+	return getWith(t, http.DefaultClient, url)
+}
+
+func getWith(t *testing.T, client *http.Client, url string) result {
+	t.Helper()
+	res, err := client.Get(url)
 	if err != nil {
 		return result{err: err}
 	}
@@ -272,6 +277,37 @@ func brokenTransfers(t *testing.T, e *env, proxy *upstreamreg.FaultProxy, layer 
 	if r := get(t, url); r.err != nil || !bytes.Equal(r.body, layer) {
 		t.Fatalf("after faults: %d %v", r.status, r.err)
 	}
+}
+
+// Over TLS a follower writes from the fetch's memory, not with SendFile
+// (net/http would read the file back into a buffer there): a cut transfer
+// still never completes at the client, and a whole one is exact.
+func TestColdPullOverTLS(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	layer := randomBytes(8 << 20)
+	up.Push(t, "img", "v1", layer)
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	e := newEnv(t, proxy.Host(), time.Hour, nil)
+	srv := httptest.NewTLSServer(e.srv.Config.Handler)
+	t.Cleanup(srv.Close)
+	url := srv.URL + "/v2/cached/img/blobs/" + digest.FromBytes(layer).String()
+	proxy.CutBlobsAfter(1<<20, 1)
+	if r := getWith(t, srv.Client(), url); r.err == nil && r.status == 200 {
+		t.Fatalf("cut transfer looked successful with %d bytes", len(r.body))
+	}
+	e.cache.Wait()
+	proxy.Reset()
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := getWith(t, srv.Client(), url); r.err != nil || r.status != 200 || !bytes.Equal(r.body, layer) {
+				t.Errorf("cold pull over TLS: %d %v (%d bytes)", r.status, r.err, len(r.body))
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // A client that leaves mid-blob does not stop the cache from filling.

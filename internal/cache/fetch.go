@@ -2,8 +2,11 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"sync"
 
 	"go.opentelemetry.io/otel/trace"
@@ -61,8 +64,14 @@ type fetch struct {
 	done     bool
 	err      error
 	progress chan struct{} // closed and replaced on every change
-	refs     int           // readers holding the staged file open
-	closed   bool          // staged file closed
+	// closed and replaced when the written mark moves, on verify and on
+	// finish: what a SendFile follower waits for. Each kind of follower
+	// is woken only by what it can use (a follower reading memory never
+	// waits for the written mark: what left the ring is in the file), not
+	// twice per chunk.
+	fileProgress chan struct{}
+	refs         int  // readers holding the staged file open
+	closed       bool // staged file closed
 }
 
 // memChunk is a received chunk. refs counts the writer and the followers
@@ -78,7 +87,8 @@ type memChunk struct {
 func newFetch(key fetchKey) *fetch {
 	return &fetch{
 		key: key, pool: newBufPool(fetchChunk, 2*fetchChunks+ringBytes/fetchChunk),
-		started: make(chan struct{}), finished: make(chan struct{}), progress: make(chan struct{}), refs: 1,
+		started: make(chan struct{}), finished: make(chan struct{}), progress: make(chan struct{}),
+		fileProgress: make(chan struct{}), refs: 1,
 	}
 }
 
@@ -97,10 +107,17 @@ func (f *fetch) start(staged blobstore.Staged, size int64, err error) {
 	close(f.started)
 }
 
-// notify must be called with f.mu held.
+// notify wakes the followers waiting for received bytes; notifyFile
+// wakes all. Both must be called with f.mu held.
 func (f *fetch) notify() {
 	close(f.progress)
 	f.progress = make(chan struct{})
+}
+
+func (f *fetch) notifyFile() {
+	close(f.fileProgress)
+	f.fileProgress = make(chan struct{})
+	f.notify()
 }
 
 // publish makes b, the next received bytes, readable by followers. The
@@ -130,7 +147,7 @@ func (f *fetch) wrote(mc *memChunk) {
 		f.evict(f.ring[0])
 		f.ring = f.ring[1:]
 	}
-	f.notify()
+	f.notifyFile()
 }
 
 // evict and unref must be called with f.mu held.
@@ -178,7 +195,7 @@ func (f *fetch) holdBack() int64 {
 func (f *fetch) verify() {
 	f.mu.Lock()
 	f.verified = true
-	f.notify()
+	f.notifyFile()
 	f.mu.Unlock()
 }
 
@@ -190,7 +207,7 @@ func (f *fetch) finish(err error) {
 	}
 	f.ring, f.ringSize = nil, 0
 	f.closeIfUnused()
-	f.notify()
+	f.notifyFile()
 	f.mu.Unlock()
 	close(f.finished)
 }
@@ -221,51 +238,67 @@ type follower struct {
 	f      *fetch
 	ctx    context.Context
 	off    int64
-	buf    []byte // for reads from the staged file
+	buf    []byte   // for reads from the staged file
+	file   *os.File // the follower's own descriptor of the staged file (SendFile)
 	closed bool
 }
 
-// next returns up to max of the next bytes and a function to call once
-// they are used (they may be the fetch's memory).
-func (r *follower) next(max int) ([]byte, func(), error) {
+// await waits until bytes from r.off up to mark(), called with f.mu held,
+// may be read, and returns that mark with f.mu still held; file: the mark
+// moves only with the written one. It returns io.EOF at the verified end,
+// and an error when the fetch failed before it verified.
+func (r *follower) await(mark func() int64, file bool) (int64, error) {
 	f := r.f
 	for {
 		f.mu.Lock()
 		if f.err != nil && !f.verified {
 			err := f.err
 			f.mu.Unlock()
-			return nil, nil, fmt.Errorf("upstream fetch failed: %w", err)
+			return 0, fmt.Errorf("upstream fetch failed: %w", err)
 		}
-		limit := f.holdBack()
-		if r.off < limit {
-			if mc := f.chunkAt(r.off); mc != nil {
-				mc.refs++
-				start := r.off - mc.off
-				end := min(int64(len(mc.b)), limit-mc.off, start+int64(max))
-				f.mu.Unlock()
-				return mc.b[start:end], func() {
-					f.mu.Lock()
-					f.unref(mc)
-					f.mu.Unlock()
-				}, nil
-			}
-			if fileLimit := min(limit, f.written); r.off < fileLimit {
-				f.mu.Unlock()
-				return r.readStaged(min(int64(max), fileLimit-r.off))
-			}
+		if limit := mark(); r.off < limit {
+			return limit, nil
 		}
 		if f.verified && r.off >= f.avail {
 			f.mu.Unlock()
-			return nil, nil, io.EOF
+			return 0, io.EOF
 		}
 		wait := f.progress
+		if file {
+			wait = f.fileProgress
+		}
 		f.mu.Unlock()
 		select {
 		case <-wait:
 		case <-r.ctx.Done():
-			return nil, nil, r.ctx.Err()
+			return 0, r.ctx.Err()
 		}
 	}
+}
+
+// next returns up to max of the next bytes and a function to call once
+// they are used (they may be the fetch's memory). Every byte below the
+// hold-back is in memory or, if it left the ring, in the staged file.
+func (r *follower) next(max int) ([]byte, func(), error) {
+	f := r.f
+	limit, err := r.await(f.holdBack, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if mc := f.chunkAt(r.off); mc != nil {
+		mc.refs++
+		start := r.off - mc.off
+		end := min(int64(len(mc.b)), limit-mc.off, start+int64(max))
+		f.mu.Unlock()
+		return mc.b[start:end], func() {
+			f.mu.Lock()
+			f.unref(mc)
+			f.mu.Unlock()
+		}, nil
+	}
+	fileLimit := min(limit, f.written)
+	f.mu.Unlock()
+	return r.readStaged(min(int64(max), fileLimit-r.off))
 }
 
 func (r *follower) readStaged(n int64) ([]byte, func(), error) {
@@ -316,9 +349,85 @@ func (r *follower) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
+// SendFile writes the bytes to w.ReadFrom as sections of the staged file,
+// each once it is written there (and, for the last byte, verified):
+// net/http's response sends a file section with sendfile, so on a plain
+// connection the bytes go from the page cache to the socket without a
+// copy through user space. It writes from memory (WriteTo) when w has no
+// ReadFrom or the staged bytes are not a file it can open again.
+func (r *follower) SendFile(w io.Writer) (int64, error) {
+	rf, ok := w.(io.ReaderFrom)
+	if !ok {
+		return r.WriteTo(w)
+	}
+	if r.file == nil {
+		file, err := reopen(r.f.staged)
+		if err != nil {
+			return r.WriteTo(w)
+		}
+		r.file = file
+	}
+	f := r.f
+	var total int64
+	for {
+		limit, err := r.await(func() int64 { return min(f.holdBack(), f.written) }, true)
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		f.mu.Unlock()
+		if _, err := r.file.Seek(r.off, io.SeekStart); err != nil {
+			return total, fmt.Errorf("read staged blob: %w", err)
+		}
+		want := limit - r.off
+		n, err := rf.ReadFrom(io.LimitReader(r.file, want))
+		r.off += n
+		total += n
+		if err == nil && n < want {
+			err = fmt.Errorf("read staged blob: %w", io.ErrUnexpectedEOF) // below the written mark
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// reopen opens the staged file again as a new open file description, so
+// that the follower's reads have their own file offset (sendfile reads
+// from it). /proc/self/fd reaches the file even after a rename or unlink
+// (a committed blob, a spool).
+func reopen(s blobstore.Staged) (*os.File, error) {
+	var f *os.File
+	switch v := s.(type) {
+	case *os.File:
+		f = v
+	case *spool:
+		f = v.File
+	default:
+		return nil, errors.New("staged bytes are not a file")
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var file *os.File
+	cerr := rc.Control(func(fd uintptr) {
+		file, err = os.Open("/proc/self/fd/" + strconv.FormatUint(uint64(fd), 10))
+	})
+	if cerr != nil {
+		return nil, cerr
+	}
+	return file, err
+}
+
 func (r *follower) Close() error {
 	if !r.closed {
 		r.closed = true
+		if r.file != nil {
+			r.file.Close()
+		}
 		r.f.release()
 	}
 	return nil

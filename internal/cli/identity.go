@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
@@ -91,7 +92,30 @@ func parseTags(tags []string) map[string]string {
 
 // secretKind prints a reset client secret (az ad sp credential reset's
 // appId/password/tenant, with arca's names).
-var secretKind = resourceKind{"", nil, columnTable([]string{"clientId", "clientSecret", "tenantId"}, func(_, _ map[string]any) {})}
+var secretKind = resourceKind{"", nil, columnTable([]string{"clientId", "clientSecret", "tenantId", "endDateTime"}, func(_, _ map[string]any) {})}
+
+// secretEnd is a reset secret's end as az ad sp credential reset takes
+// it: --years from now (default 1), or --end-date, an RFC 3339 time or a
+// date (midnight UTC at its start).
+func secretEnd(now time.Time, years int, yearsSet bool, endDate string) (time.Time, error) {
+	switch {
+	case yearsSet && endDate != "":
+		return time.Time{}, errors.New("usage error: --years | --end-date")
+	case endDate != "":
+		for _, layout := range []string{time.RFC3339, time.DateOnly} {
+			if t, err := time.Parse(layout, endDate); err == nil {
+				if !t.After(now) {
+					return time.Time{}, fmt.Errorf("argument --end-date: %s is not in the future", endDate)
+				}
+				return t.UTC(), nil
+			}
+		}
+		return time.Time{}, fmt.Errorf("argument --end-date: %q: want a date (2027-12-31) or an RFC 3339 time (2027-12-31T23:59:59Z)", endDate)
+	case years <= 0:
+		return time.Time{}, fmt.Errorf("argument --years: %d: want a positive number of years", years)
+	}
+	return now.UTC().AddDate(years, 0, 0), nil
+}
 
 func newIdentityCredentialCmd(env Env) *cobra.Command {
 	cmd := &cobra.Command{
@@ -102,18 +126,29 @@ user name it signs in as the identity (docker login, or a downstream arca's
 credential set), with the rights of its role assignments, as a service
 principal does at ACR. The server keeps only a slow hash of it: the secret is
 shown once, by reset; a new reset replaces it and ends what signed in with the
-previous one.`,
+previous one. A secret lasts a year unless --years or --end-date say
+otherwise (as az ad sp credential reset); after its end sign-in is refused
+(401, "the client secret has expired"), and a reset gives a new one.`,
 	}
-	var name, rg string
+	var name, rg, endDate string
+	var years int
 	reset := clientRun(env, &cobra.Command{
-		Use:     "reset",
-		Short:   "Generate a new client secret for the identity (shown once).",
-		Example: `  arca identity credential reset -g MyResourceGroup -n MyACRCacheIdentity --query clientSecret -o tsv`,
+		Use:   "reset",
+		Short: "Generate a new client secret for the identity (shown once).",
+		Example: `  arca identity credential reset -g MyResourceGroup -n MyACRCacheIdentity --query clientSecret -o tsv
+  arca identity credential reset -g MyResourceGroup -n MyACRCacheIdentity --years 2
+  arca identity credential reset -g MyResourceGroup -n MyACRCacheIdentity --end-date 2027-06-30`,
 	}, []string{"name", "resource-group"}, func(o *clientOpts, cmd *cobra.Command) error {
+		end, err := secretEnd(time.Now(), years, cmd.Flags().Changed("years"), endDate)
+		if err != nil {
+			return err
+		}
 		where := infoAt(func(info *serverInfo) string { return identityPath(info, rg, name) + "/resetCredential" })
-		return o.callAt(cmd, where, http.MethodPost, nil, secretKind)
+		return o.callAt(cmd, where, http.MethodPost, map[string]any{"endDateTime": end.Format(time.RFC3339)}, secretKind)
 	})
 	identityFlags(reset, &name, &rg)
+	reset.Flags().IntVar(&years, "years", 1, "Number of years for which the secret is valid.")
+	reset.Flags().StringVar(&endDate, "end-date", "", "When the secret stops working: a date (2027-12-31, midnight UTC) or an RFC 3339 time (2027-12-31T23:59:59Z).")
 	cmd.AddCommand(reset)
 	return cmd
 }

@@ -337,7 +337,7 @@ func newRepoShowCmd(env Env) *cobra.Command {
 	var repo, img string
 	cmd := &cobra.Command{
 		Use:   "show",
-		Short: "Show a repository's attributes, or an image's (--image repo:tag).",
+		Short: "Show a repository's attributes, or an image's (--image repo:tag or repo@digest).",
 	}
 	repoCommand(env, cmd, func(ctx context.Context, dp *dataPlane) error {
 		path := ""
@@ -347,10 +347,10 @@ func newRepoShowCmd(env Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if im.tag == "" {
-				return errors.New("argument --image: show takes repository:tag (use show-manifests for digests)")
-			}
 			path = repoPath(im.repo) + "/_tags/" + url.PathEscape(im.tag)
+			if im.digest != "" {
+				path = repoPath(im.repo) + "/_manifests/" + url.PathEscape(im.digest)
+			}
 		case repo != "":
 			path = repoPath(repo)
 		default:
@@ -363,7 +363,7 @@ func newRepoShowCmd(env Env) *cobra.Command {
 		return dp.s.out.print(v)
 	})
 	cmd.Flags().StringVar(&repo, "repository", "", "The name of the repository.")
-	cmd.Flags().StringVarP(&img, "image", "t", "", "The name of the image, as repository:tag.")
+	cmd.Flags().StringVarP(&img, "image", "t", "", "The name of the image, as repository:tag or repository@digest.")
 	return cmd
 }
 
@@ -434,7 +434,11 @@ func newRepoShowManifestsCmd(env Env) *cobra.Command {
 				ms[i] = short
 			}
 		}
-		dp.s.out.table = columnTable([]string{"digest", "tags", "timestamp", "lastUpdateTime", "lastPulledTime"}, func(_, _ map[string]any) {})
+		columns := []string{"digest", "tags", "timestamp", "lastPulledTime"}
+		if detail {
+			columns = []string{"digest", "tags", "architecture", "os", "mediaType", "imageSize", "signed", "lastUpdateTime", "lastPulledTime"}
+		}
+		dp.s.out.table = columnTable(columns, func(_, _ map[string]any) {})
 		return dp.s.out.print(ms)
 	})
 	cmd.Flags().StringVar(&repo, "repository", "", "The name of the repository.")

@@ -73,6 +73,9 @@ func (s *Store) PutManifest(ctx context.Context, registry, repo string, d digest
 	if parsed.Subject != nil {
 		m.Subject = parsed.Subject.Digest
 	}
+	// A config that cannot be read now leaves the manifest undescribed,
+	// to be described when listed; it does not fail the store.
+	m.Attrs, _ = s.Describe(ctx, parsed, m.Size)
 	return m, s.Index.PutManifest(ctx, m, tags...)
 }
 

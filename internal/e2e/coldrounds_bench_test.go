@@ -30,7 +30,9 @@ import (
 //	                         floor (the pass-through floor), dist2.8,
 //	                         dist3, arca-s3 (arca keeping blobs in MinIO),
 //	                         dist3-s3 (distribution v3 with its S3 driver
-//	                         on the same MinIO)
+//	                         on the same MinIO), arca-base and
+//	                         arca-alt (other arca builds, from
+//	                         ARCA_BENCH_BASE_BIN and ARCA_BENCH_ALT_BIN)
 //	ColdRounds/Wave32        per round and per arca target (ARCA_BENCH_WAVE,
 //	                         default arca,arca-s3): 32 concurrent cold pulls
 //	                         of the wave image through a fresh server, then

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -266,5 +267,75 @@ func TestIdentityClientSecret(t *testing.T) {
 		if strings.Contains(p.Logs(), secret) || strings.Contains(p.Logs(), newSecret) {
 			t.Fatal("a client secret is in a server log")
 		}
+	}
+}
+
+// A client secret has an end (--years, default 1, or --end-date, as az ad
+// sp credential reset): the identity shows it, and after it crane is
+// refused with 401 "the client secret has expired", which the audit log
+// records, without the secret in any log or answer.
+func TestIdentityClientSecretExpiry(t *testing.T) {
+	iss := oidcfixture.Start(t)
+	u := setupUpstreamIdentity(t, iss, "unused-subject")
+	a := u.a
+	idArgs := []string{"-n", "MyACRCacheIdentity", "-g", "MyResourceGroup"}
+	identity := func(args ...string) string {
+		t.Helper()
+		return strings.TrimSpace(a.cli(t, append(append([]string{"identity"}, args...), idArgs...)...))
+	}
+	clientID := identity("show", "--query", "clientId", "-o", "tsv")
+
+	// The default: a year.
+	var reset struct{ ClientSecret, CreatedDateTime, EndDateTime string }
+	if err := json.Unmarshal([]byte(identity("credential", "reset", "-o", "json")), &reset); err != nil {
+		t.Fatal(err)
+	}
+	created, _ := time.Parse(time.RFC3339, reset.CreatedDateTime)
+	if end, err := time.Parse(time.RFC3339, reset.EndDateTime); err != nil || end.Sub(created) < 364*24*time.Hour || end.Sub(created) > 366*24*time.Hour {
+		t.Errorf("default end %q (created %q), want a year later", reset.EndDateTime, reset.CreatedDateTime)
+	}
+	if got := identity("show", "--query", "clientSecretEndDateTime", "-o", "tsv"); got != reset.EndDateTime {
+		t.Errorf("identity's clientSecretEndDateTime %q, want %q", got, reset.EndDateTime)
+	}
+	for _, bad := range [][]string{{"--end-date", "2020-01-01"}, {"--years", "2", "--end-date", "2099-01-01"}, {"--years", "0"}} {
+		out, err := a.tryCLI(append(append([]string{"identity", "credential", "reset"}, idArgs...), bad...)...)
+		if err == nil || !strings.HasPrefix(strings.TrimSpace(out), "arca: ") {
+			t.Errorf("reset %v: %v\n%s", bad, err, out)
+		}
+	}
+
+	// A secret ending in a few seconds works until then.
+	end := time.Now().Add(6 * time.Second).UTC().Truncate(time.Second)
+	secret := identity("credential", "reset", "--end-date", end.Format(time.RFC3339), "--query", "clientSecret", "-o", "tsv")
+	if got := identity("show", "--query", "clientSecretEndDateTime", "-o", "tsv"); got != end.Format(time.RFC3339) {
+		t.Errorf("clientSecretEndDateTime %q, want %s", got, end.Format(time.RFC3339))
+	}
+	c := crane(t)
+	c.run("auth", "login", a.Addr, "-u", clientID, "-p", secret)
+	if got := c.crane("digest", a.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp before the end: %s", got)
+	}
+	time.Sleep(time.Until(end) + 500*time.Millisecond)
+	out, err := c.try("--insecure", "digest", a.Ref("myapp:v1"))
+	if err == nil || !strings.Contains(out, "UNAUTHORIZED") || !strings.Contains(out, "the client secret has expired") {
+		t.Errorf("myapp after the end: %v\n%s", err, out)
+	}
+	if strings.Contains(out, secret) {
+		t.Error("the refusal echoes the secret")
+	}
+	audit := a.cli(t, "audit", "list", "--since", "1h", "-o", "json")
+	if !strings.Contains(audit, `"client secret expired"`) || !strings.Contains(audit, clientID) {
+		t.Errorf("audit log has no expired client secret login of %s:\n%s", clientID, audit)
+	}
+	if logs := a.Logs(); !strings.Contains(logs, "client secret expired") || strings.Contains(logs, secret) || strings.Contains(logs, reset.ClientSecret) {
+		t.Error("the log does not say the secret expired, or holds a secret")
+	}
+
+	// A reset gives a working secret again.
+	fresh := identity("credential", "reset", "--years", "2", "--query", "clientSecret", "-o", "tsv")
+	c2 := crane(t)
+	c2.run("auth", "login", a.Addr, "-u", clientID, "-p", fresh)
+	if got := c2.crane("digest", a.Ref("myapp:v1")); got != u.myapp.Digest() {
+		t.Fatalf("myapp with a new secret: %s", got)
 	}
 }

@@ -65,6 +65,15 @@ func (im *testImage) blobs() [][]byte {
 	return append([][]byte{im.Config}, im.Layers...)
 }
 
+// size is what ACR's imageSize counts: the manifest, config and layers.
+func (im *testImage) size() int {
+	n := len(im.Manifest)
+	for _, b := range im.blobs() {
+		n += len(b)
+	}
+	return n
+}
+
 // Digest is the manifest digest.
 func (im *testImage) Digest() string { return im.ManifestDesc.Digest }
 

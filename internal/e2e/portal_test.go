@@ -833,14 +833,34 @@ func TestPortalRuleFilters(t *testing.T) {
 	}
 	edit := chromedp.Steps(chromedp.Navigate(base+"/portal/cache/filt-rule/edit"), W(css("#artifactTypes")))
 	b.do("edit form", edit)
+	// The tag condition comes back in its field, not as the KQL it became.
 	for sel, want := range map[string]string{
-		"#tags": "Tags | where Name startswith 'v'", "#platforms": "linux/amd64, linux/arm64",
+		"#tags": "", "#tagStartsWith": "v", "#tagEndsWith": "", "#platforms": "linux/amd64, linux/arm64",
 		"#imageTypesMode": "exclude", "#imageTypes": "application/vnd.oci.image.index.v1+json",
 		"#artifactTypesMode": "include", "#artifactTypes": "images, notary-project-signature",
 	} {
 		if got := get(b, "value of "+sel, chromedp.Value(css(sel))); got != want {
 			t.Errorf("edit form %s = %q, want %q", sel, got, want)
 		}
+	}
+
+	// Saved unchanged, the rule keeps its filter.
+	b.do("save unchanged", edit, save)
+	if msg := b.text("main"); !strings.Contains(msg, "filt-rule updated") {
+		t.Fatalf("save unchanged: %q", msg)
+	}
+	if show(); shown.ArtifactSyncFilters == nil || shown.ArtifactSyncFilters.Tags == nil || shown.ArtifactSyncFilters.Tags.Query != "Tags | where Name startswith 'v'" {
+		t.Errorf("after saving the edit form unchanged: %+v", shown.ArtifactSyncFilters)
+	}
+	// A query the conditions cannot say stays KQL.
+	const negated = "Tags | where Name !startswith 'x'"
+	b.do("KQL the fields cannot say", edit, clear("#tagStartsWith"), K(css("#tags"), negated), save)
+	if msg := b.text("main"); !strings.Contains(msg, "filt-rule updated") {
+		t.Fatalf("save KQL: %q", msg)
+	}
+	b.do("edit form with KQL", edit)
+	if got, cond := get(b, "value of #tags", chromedp.Value(css("#tags"))), get(b, "value of #tagStartsWith", chromedp.Value(css("#tagStartsWith"))); got != negated || cond != "" {
+		t.Errorf("edit form of a KQL filter: #tags %q, #tagStartsWith %q", got, cond)
 	}
 
 	// Invalid values: the API's error at the field, as the CLI prints it.

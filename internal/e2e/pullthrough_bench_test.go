@@ -172,13 +172,16 @@ func (e *ptBench) start(b *testing.B, tg, upstream string) *ptServer {
 	switch tg {
 	case "direct":
 		return &ptServer{addr: upstream, repo: "library", stop: func() {}}
-	case "arca", "arca-s3", "arca-base", "arca-s3-base":
+	case "arca", "arca-s3", "arca-base", "arca-s3-base", "arca-alt":
 		// -base: the binary ARCA_BENCH_BASE_BIN (say, a build of the
-		// commit before a change), to compare both in one run.
+		// commit before a change), to compare both in one run; -alt: a
+		// third build, ARCA_BENCH_ALT_BIN (say, a variant of the change).
 		bin := arcaBin
-		if strings.HasSuffix(tg, "-base") {
-			if bin = os.Getenv("ARCA_BENCH_BASE_BIN"); bin == "" {
-				b.Fatalf("%s: set ARCA_BENCH_BASE_BIN to the arca binary to compare with", tg)
+		for suffix, env := range map[string]string{"-base": "ARCA_BENCH_BASE_BIN", "-alt": "ARCA_BENCH_ALT_BIN"} {
+			if strings.HasSuffix(tg, suffix) {
+				if bin = os.Getenv(env); bin == "" {
+					b.Fatalf("%s: set %s to the arca binary to compare with", tg, env)
+				}
 			}
 		}
 		var env, args []string

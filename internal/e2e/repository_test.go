@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arcacache/arca/internal/oci"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
@@ -133,7 +134,7 @@ func TestRepositoryCommands(t *testing.T) {
 	}
 	ms := manifests("--detail", "--orderby", "time_desc")
 	if len(ms) != 2 || ms[0].Digest != im2.Digest() || ms[1].Digest != im1.Digest() || !slices.Equal(ms[1].Tags, []string{"v1", "v2"}) ||
-		ms[1].ImageSize != len(im1.Manifest) || ms[1].MediaType != im1.ManifestDesc.MediaType || ms[0].LastPulledTime != pulled.LastPulledTime {
+		ms[1].ImageSize != im1.size() || ms[1].MediaType != im1.ManifestDesc.MediaType || ms[0].LastPulledTime != pulled.LastPulledTime {
 		t.Errorf("show-manifests --detail --orderby time_desc: %+v", ms)
 	}
 	if ms := manifests("--orderby", "time_asc", "--top", "1"); len(ms) != 1 || ms[0].Digest != im1.Digest() || ms[0].Timestamp == "" || !slices.Equal(ms[0].Tags, []string{"v1", "v2"}) {
@@ -226,6 +227,137 @@ func TestRepositoryDeleteCached(t *testing.T) {
 	if upstreamGETs(up, "/library/web/manifests/") != before+1 {
 		t.Error("the deleted repository's manifest was not fetched from the upstream again")
 	}
+	// A pull-through stores the manifest before the client fetches the
+	// config: no platform yet. Once crane pulled the image, the listing
+	// describes it from the config.
+	platform := func() string {
+		t.Helper()
+		var m struct {
+			Manifest struct{ Architecture, OS, ConfigMediaType string }
+		}
+		if err := json.Unmarshal([]byte(a.cli(t, "repository", "show", "-n", "default", "--image", "lib/web@"+im.Digest())), &m); err != nil {
+			t.Fatal(err)
+		}
+		return m.Manifest.OS + "/" + m.Manifest.Architecture + " " + m.Manifest.ConfigMediaType
+	}
+	if got := platform(); got != "/ "+mtOCIConfig {
+		t.Errorf("before the config was fetched: %q", got)
+	}
 	c := crane(t)
 	c.crane("pull", "--format", "oci", a.Ref("lib/web:v1"), t.TempDir()+"/web")
+	// The cache commits a fetched blob once its last byte went to the
+	// client: the config may land just after crane is done.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		got := platform()
+		if got == "linux/amd64 "+mtOCIConfig {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after crane pull: %q, want linux/amd64", got)
+		}
+	}
+}
+
+// show-manifests shows a manifest's platform, config media type and size,
+// an index's children with their platforms, and whether a signature
+// refers to it: a notation signature attached with oras, or a cosign
+// signature under its legacy .sig tag. An SBOM does not sign.
+func TestRepositoryManifestAttributes(t *testing.T) {
+	a := startClosedArca(t)
+	host := a.Addr
+	adminPW := a.adminPassword(t)
+	cr := crane(t)
+	cr.run("auth", "login", host, "-u", "default", "-p", adminPW)
+	amd, arm := newImage(t, 84, "amd64", 4<<10), newImage(t, 85, "arm64", 2<<10)
+	cr.crane("push", amd.writeLayout(t), host+"/team/multi:amd64")
+	cr.crane("push", arm.writeLayout(t), host+"/team/multi:arm64")
+	cr.crane("index", "append", "-m", host+"/team/multi:amd64", "-m", host+"/team/multi:arm64", "-t", host+"/team/multi:v1")
+	index := cr.crane("digest", host+"/team/multi:v1")
+
+	or := oras(t)
+	or.oras("login", host, "-u", "default", "-p", adminPW)
+	or.writeFile("sig.jws", []byte("not really a JWS"))
+	or.writeFile("sbom.json", []byte(`{"packages":[]}`))
+	or.writeFile("payload.json", []byte(`{"critical":{}}`))
+	or.oras("attach", "--artifact-type", "application/vnd.cncf.notary.signature", host+"/team/multi:v1", "sig.jws:application/jose+json")
+	or.oras("attach", "--artifact-type", "application/spdx+json", host+"/team/multi:arm64", "sbom.json:application/spdx+json")
+	legacyTag := strings.ReplaceAll(amd.Digest(), ":", "-") + ".sig"
+	or.oras("push", host+"/team/multi:"+legacyTag, "payload.json:application/vnd.dev.cosign.simplesigning.v1+json")
+
+	repo := func(args ...string) string {
+		t.Helper()
+		return a.cli(t, append([]string{"repository", args[0], "-n", "default", "-u", "default", "-p", adminPW}, args[1:]...)...)
+	}
+	type reference struct{ Digest, Architecture, OS string }
+	type manifest struct {
+		Digest, MediaType, ConfigMediaType, Architecture, OS string
+		ImageSize                                            int
+		References                                           []reference
+		Tags                                                 []string
+		Signed                                               bool
+	}
+	var ms []manifest
+	if err := json.Unmarshal([]byte(repo("show-manifests", "--repository", "team/multi", "--detail")), &ms); err != nil {
+		t.Fatal(err)
+	}
+	byDigest := map[string]manifest{}
+	for _, m := range ms {
+		byDigest[m.Digest] = m
+	}
+	if len(ms) != 6 {
+		t.Errorf("%d manifests (two images, the index, a signature, an SBOM, a legacy signature), want 6: %+v", len(ms), ms)
+	}
+	for _, c := range []struct {
+		im     *testImage
+		signed bool
+	}{{amd, true}, {arm, false}} {
+		m := byDigest[c.im.Digest()]
+		if m.Architecture != c.im.Arch || m.OS != "linux" || m.ConfigMediaType != mtOCIConfig || m.MediaType != mtOCIManifest ||
+			m.ImageSize != c.im.size() || m.Signed != c.signed || len(m.References) != 0 {
+			t.Errorf("image %s: %+v, want signed=%v", c.im.Arch, m, c.signed)
+		}
+	}
+	want := []reference{{amd.Digest(), "amd64", "linux"}, {arm.Digest(), "arm64", "linux"}}
+	if m := byDigest[index]; !slices.Equal(m.References, want) || m.Architecture != "" || m.ConfigMediaType != "" || !m.Signed ||
+		!slices.Equal(m.Tags, []string{"v1"}) || !oci.IsIndex(m.MediaType) {
+		t.Errorf("index: %+v, want references %+v and signed", m, want)
+	}
+
+	var shown struct {
+		ImageName string
+		Manifest  manifest
+	}
+	if err := json.Unmarshal([]byte(repo("show", "--image", "team/multi@"+arm.Digest())), &shown); err != nil ||
+		shown.ImageName != "team/multi" || shown.Manifest.Architecture != "arm64" || shown.Manifest.ImageSize != arm.size() {
+		t.Errorf("show --image team/multi@<arm64>: %+v %v", shown, err)
+	}
+	out, err := a.tryCLI("repository", "show", "-n", "default", "-u", "default", "-p", adminPW, "--image", "team/multi@"+sha([]byte("none")))
+	if err == nil || !strings.Contains(out, "(MANIFEST_UNKNOWN)") {
+		t.Errorf("show of an unknown digest: %v\n%s", err, out)
+	}
+	if out := repo("show-manifests", "--repository", "team/multi", "--detail", "-o", "table"); !strings.Contains(out, "arm64") || !strings.Contains(out, "Architecture") {
+		t.Errorf("show-manifests --detail -o table:\n%s", out)
+	}
+
+	var tags []struct {
+		Name   string
+		Signed bool
+	}
+	if err := json.Unmarshal([]byte(repo("show-tags", "--repository", "team/multi", "--detail")), &tags); err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range tags {
+		if want := tg.Name == "v1" || tg.Name == "amd64"; tg.Signed != want {
+			t.Errorf("tag %s signed=%v, want %v", tg.Name, tg.Signed, want)
+		}
+	}
+	var one struct{ Tag struct{ Signed bool } }
+	if err := json.Unmarshal([]byte(repo("show", "--image", "team/multi:v1")), &one); err != nil || !one.Tag.Signed {
+		t.Errorf("show --image team/multi:v1: %+v %v", one, err)
+	}
+
+	// metadata_read is needed for a manifest as for the listings.
+	pw := a.token(t, "puller", "--repository", "team/multi", "content/read")
+	out, err = a.tryCLI("repository", "show", "-n", "default", "-u", "puller", "-p", pw, "--image", "team/multi@"+arm.Digest())
+	refused(t, "show --image by digest without metadata/read", out, err)
 }

@@ -248,7 +248,7 @@ func TestConcurrentWritersKeepReferencedBlobs(t *testing.T) {
 	engines(t, func(t *testing.T, e env) {
 		grace := 100 * time.Millisecond
 		c := newCollector(t, e, grace)
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		contents := make([][]byte, 24)
 		for i := range contents {
@@ -268,6 +268,16 @@ func TestConcurrentWritersKeepReferencedBlobs(t *testing.T) {
 				runs.Add(1)
 				deleted.Add(res.Blobs)
 			}
+		}()
+		// Writers and GC race for at least 3 s and until GC has deleted
+		// something (a loaded machine may need longer for a blob to be
+		// marked, outlive the grace and be claimed); a minute at most.
+		go func() {
+			start := time.Now()
+			for time.Since(start) < 3*time.Second || (deleted.Load() == 0 && time.Since(start) < time.Minute) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			cancel()
 		}()
 		for w := range 4 {
 			wg.Add(1)

@@ -71,6 +71,9 @@ type UserIdentity struct {
 	// none): with its client id it logs in as the identity.
 	SecretHash    string
 	SecretCreated time.Time
+	// SecretExpires is when the secret stops working (zero: never; secrets
+	// set before expiry was recorded).
+	SecretExpires time.Time
 }
 
 // FederatedCredential trusts tokens of Issuer whose sub is Subject and
@@ -103,19 +106,22 @@ const identityColumns = `resource_group, name, principal_id, client_id, tenant_i
 const identityInsertColumns = `rg_key, name_key, ` + identityColumns
 
 // identitySelect is what scanIdentity reads.
-const identitySelect = identityColumns + `, secret_hash, secret_created`
+const identitySelect = identityColumns + `, secret_hash, secret_created, secret_expires`
 
 func scanIdentity(sc scanner) (UserIdentity, error) {
 	var u UserIdentity
 	var tags string
-	var c, sc2 int64
+	var c, sc2, se int64
 	if err := rowError(sc.Scan(&u.ResourceGroup, &u.Name, &u.PrincipalID, &u.ClientID, &u.TenantID, &u.Location, &tags, &c,
-		&u.SecretHash, &sc2), "identity"); err != nil {
+		&u.SecretHash, &sc2, &se), "identity"); err != nil {
 		return u, err
 	}
 	u.Created = fromMicros(c)
 	if sc2 != 0 {
 		u.SecretCreated = fromMicros(sc2)
+	}
+	if se != 0 {
+		u.SecretExpires = fromMicros(se)
 	}
 	return u, jsonColumn(tags, &u.Tags, "identity tags")
 }
@@ -349,15 +355,16 @@ func (s *db) GetIdentityByClientID(ctx context.Context, id string) (UserIdentity
 	return scanIdentity(s.r.QueryRowContext(ctx, `SELECT `+identitySelect+` FROM identities WHERE client_id = $1`, strings.ToLower(id)))
 }
 
-// SetIdentitySecret replaces the client secret hash of identity rg/name
-// (ErrNotFound if none); "" removes it.
-func (s *db) SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error {
-	created := int64(0)
+// SetIdentitySecret replaces the client secret hash of identity rg/name,
+// created at and expiring at expires (zero: never); ErrNotFound if there
+// is no such identity. "" removes the secret.
+func (s *db) SetIdentitySecret(ctx context.Context, rg, name, hash string, at, expires time.Time) error {
+	created, ends := int64(0), int64(0)
 	if hash != "" {
-		created = micros(at)
+		created, ends = micros(at), micros(expires)
 	}
-	res, err := s.w.ExecContext(ctx, `UPDATE identities SET secret_hash = $1, secret_created = $2 WHERE rg_key = $3 AND name_key = $4`,
-		hash, created, nameKey(rg), nameKey(name))
+	res, err := s.w.ExecContext(ctx, `UPDATE identities SET secret_hash = $1, secret_created = $2, secret_expires = $3 WHERE rg_key = $4 AND name_key = $5`,
+		hash, created, ends, nameKey(rg), nameKey(name))
 	if err != nil {
 		return fmt.Errorf("set identity secret: %w", err)
 	}
@@ -365,4 +372,10 @@ func (s *db) SetIdentitySecret(ctx context.Context, rg, name, hash string, at ti
 		return ErrNotFound
 	}
 	return nil
+}
+
+// schemaIdentitySecretExpiry records when a client secret expires;
+// secrets set before it have none (0) and keep working until reset.
+var schemaIdentitySecretExpiry = []string{
+	`ALTER TABLE identities ADD COLUMN secret_expires BIGINT NOT NULL DEFAULT 0`,
 }

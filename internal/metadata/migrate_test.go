@@ -152,3 +152,75 @@ func TestSQLiteMigration7KeepsData(t *testing.T) {
 		t.Fatalf("audit %+v %v", log, err)
 	}
 }
+
+// The manifest attributes migration leaves existing manifests undescribed
+// (the registry describes them from their blobs when they are first
+// listed) and marks what their artifact type tells is a signature, so
+// that a manifest signed before the upgrade shows as signed at once; on
+// both engines.
+func TestManifestAttrsMigration(t *testing.T) {
+	ctx := context.Background()
+	before := func(ms [][]string) [][]string {
+		for i := range ms {
+			if len(ms[i]) > 0 && &ms[i][0] == &schemaManifestAttrs[0] {
+				return ms[:i]
+			}
+		}
+		t.Fatal("schemaManifestAttrs is not a migration")
+		return nil
+	}
+	for _, e := range []struct {
+		name string
+		open func(t *testing.T) (*sql.DB, dialect, func() (Store, error))
+	}{
+		{"sqlite", func(t *testing.T) (*sql.DB, dialect, func() (Store, error)) {
+			path := filepath.Join(t.TempDir(), "arca.db")
+			raw, err := sql.Open("sqlite", "file:"+path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return raw, sqliteDialect, func() (Store, error) { return OpenSQLite(ctx, path) }
+		}},
+		{"postgres", func(t *testing.T) (*sql.DB, dialect, func() (Store, error)) {
+			url := pgtest.NewDatabase(t)
+			raw, err := sql.Open("pgx", url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return raw, pgDialect, func() (Store, error) { return OpenPostgres(ctx, url) }
+		}},
+	} {
+		t.Run(e.name, func(t *testing.T) {
+			raw, d, open := e.open(t)
+			defer raw.Close()
+			old := &db{w: raw, r: raw, d: d}
+			old.d.migrations = before(d.migrations)
+			if err := old.migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			img, sig := digest.FromString("img"), digest.FromString("sig")
+			for _, q := range []struct {
+				d              digest.Digest
+				artifact, subj string
+			}{{img, "application/vnd.oci.image.config.v1+json", ""}, {sig, "application/vnd.cncf.notary.signature", img.String()}} {
+				if _, err := raw.ExecContext(ctx, `INSERT INTO manifests(registry, repo, digest, media_type, size, artifact_type, subject, created_at)
+					VALUES ('default', 'app', $1, 'mt', 3, $2, $3, 1)`, q.d.String(), q.artifact, q.subj); err != nil {
+					t.Fatal(err)
+				}
+			}
+			raw.Close()
+			s, err := open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			m, err := s.ManifestInfo(ctx, "default", "app", img)
+			if err != nil || m.Attrs.Described || !m.Signed {
+				t.Fatalf("image after the migration: %+v %v (want undescribed, signed)", m, err)
+			}
+			if m, err := s.ManifestInfo(ctx, "default", "app", sig); err != nil || !m.Attrs.Signature || m.Attrs.Described {
+				t.Fatalf("signature after the migration: %+v %v", m, err)
+			}
+		})
+	}
+}

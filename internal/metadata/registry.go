@@ -95,6 +95,9 @@ type Manifest struct {
 	Annotations  map[string]string
 	Refs         []Ref
 	CreatedAt    time.Time
+	// Attrs are what repository listings show of it, worked out when it
+	// is stored (content.Describe).
+	Attrs ManifestAttrs
 }
 
 // Referrer is one entry of a referrers listing.
@@ -246,9 +249,12 @@ func (s *db) PutManifest(ctx context.Context, m Manifest, tags ...string) error 
 		if err := refBlobs(ctx, tx, m.Refs); err != nil {
 			return fmt.Errorf("put manifest refs: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO manifests(registry, repo, digest, media_type, size, artifact_type, subject, annotations, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
-			m.Registry, m.Repo, m.Digest.String(), m.MediaType, m.Size, m.ArtifactType, m.Subject.String(), ann, t)
+		a := m.Attrs
+		res, err := tx.ExecContext(ctx, `INSERT INTO manifests(registry, repo, digest, media_type, size, artifact_type, subject, annotations, created_at,
+			config_media_type, architecture, os, image_size, platform_refs, signature, described)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`,
+			m.Registry, m.Repo, m.Digest.String(), m.MediaType, m.Size, m.ArtifactType, m.Subject.String(), ann, t,
+			a.ConfigMediaType, a.Architecture, a.OS, a.ImageSize, a.refsJSON(), b2i(a.Signature), b2i(a.Described))
 		if err != nil {
 			return fmt.Errorf("put manifest: %w", err)
 		}

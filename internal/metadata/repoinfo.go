@@ -3,6 +3,7 @@ package metadata
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -29,6 +30,7 @@ type TagInfo struct {
 	Digest    digest.Digest
 	UpdatedAt time.Time // when the tag was last set
 	PulledAt  time.Time
+	Signed    bool // its manifest has a signature (see SignatureArtifactTypes)
 }
 
 // ManifestInfo is one manifest with its times and tags.
@@ -39,6 +41,69 @@ type ManifestInfo struct {
 	CreatedAt time.Time
 	PulledAt  time.Time
 	Tags      []string
+	Signed    bool
+	Attrs     ManifestAttrs
+}
+
+// ManifestAttrs are what ACR's manifest listing shows beyond the record:
+// worked out once, when the manifest is stored, so that a listing reads
+// no blob per row. Described is false for rows stored before they were
+// recorded and for images whose config blob was not local yet (a
+// pull-through stores the manifest before the client fetches the
+// config); the registry describes those when they are first listed.
+type ManifestAttrs struct {
+	ConfigMediaType  string
+	Architecture, OS string
+	// ImageSize is the manifest's bytes plus the config and layers it
+	// declares (for an index, its own bytes).
+	ImageSize  int64
+	References []PlatformRef // an index's children
+	// Signature: it is a signature (Notary Project or cosign), so its
+	// subject counts as signed.
+	Signature bool
+	Described bool
+}
+
+// PlatformRef is one child of an index with the platform the index
+// declares for it.
+type PlatformRef struct {
+	Digest       digest.Digest `json:"digest"`
+	Architecture string        `json:"architecture,omitempty"`
+	OS           string        `json:"os,omitempty"`
+}
+
+func (a ManifestAttrs) refsJSON() string {
+	if len(a.References) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(a.References)
+	return string(b)
+}
+
+// schemaManifestAttrs records ManifestAttrs per manifest. Existing rows
+// keep described = 0 and are described when first listed (a migration
+// cannot read the blobs).
+var schemaManifestAttrs = []string{
+	`ALTER TABLE manifests ADD COLUMN config_media_type TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE manifests ADD COLUMN architecture TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE manifests ADD COLUMN os TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE manifests ADD COLUMN image_size BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE manifests ADD COLUMN platform_refs TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE manifests ADD COLUMN described INTEGER NOT NULL DEFAULT 0`,
+	`ALTER TABLE manifests ADD COLUMN signature INTEGER NOT NULL DEFAULT 0`,
+	// What the artifact type alone tells (notation, cosign referrers);
+	// cosign's legacy signatures are told by their layers, when described.
+	`UPDATE manifests SET signature = 1 WHERE artifact_type IN ('application/vnd.cncf.notary.signature', 'application/vnd.dev.cosign.artifact.sig.v1+json')`,
+}
+
+// signedSQL is true when the manifest whose digest is the column
+// expression d has a signature in the same repository (registry and repo
+// are $1 and $2): a signature referrer, or a signature under cosign's
+// legacy tag sha256-<hex>.sig.
+func signedSQL(d string) string {
+	return `(EXISTS (SELECT 1 FROM manifests s WHERE s.registry = $1 AND s.repo = $2 AND s.subject = ` + d + ` AND s.signature = 1)
+		OR EXISTS (SELECT 1 FROM tags c JOIN manifests cm ON cm.registry = c.registry AND cm.repo = c.repo AND cm.digest = c.digest
+			WHERE c.registry = $1 AND c.repo = $2 AND c.tag = REPLACE(` + d + `, ':', '-') || '.sig' AND cm.signature = 1))`
 }
 
 // Orders of InfoQuery.
@@ -107,7 +172,7 @@ func (s *db) ListTagInfo(ctx context.Context, registry, repo string, q InfoQuery
 	if err != nil {
 		return nil, false, err
 	}
-	query, args := limit(`SELECT tag, digest, updated_at, pulled_at FROM tags WHERE registry = $1 AND repo = $2 AND `+cond+` ORDER BY `+order, 4, q.N,
+	query, args := limit(`SELECT tag, digest, updated_at, pulled_at, `+signedSQL("t.digest")+` FROM tags t WHERE registry = $1 AND repo = $2 AND `+cond+` ORDER BY `+order, 4, q.N,
 		[]any{registry, repo, q.Last})
 	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -119,7 +184,7 @@ func (s *db) ListTagInfo(ctx context.Context, registry, repo string, q InfoQuery
 		var t TagInfo
 		var d string
 		var updated, pulled int64
-		if err := rows.Scan(&t.Name, &d, &updated, &pulled); err != nil {
+		if err := rows.Scan(&t.Name, &d, &updated, &pulled, &t.Signed); err != nil {
 			return nil, false, fmt.Errorf("list tags: %w", err)
 		}
 		t.Digest, t.UpdatedAt, t.PulledAt = digest.Digest(d), fromMicros(updated), fromMicros(pulled)
@@ -141,7 +206,7 @@ func (s *db) ListManifestInfo(ctx context.Context, registry, repo string, q Info
 	if err != nil {
 		return nil, false, err
 	}
-	query, args := limit(`SELECT digest, media_type, size, created_at, pulled_at FROM manifests WHERE registry = $1 AND repo = $2 AND `+cond+` ORDER BY `+order, 4, q.N,
+	query, args := limit(manifestInfoColumns+` WHERE registry = $1 AND repo = $2 AND `+cond+` ORDER BY `+order, 4, q.N,
 		[]any{registry, repo, q.Last})
 	out, err := s.scanManifestInfo(ctx, query, args)
 	if err != nil {
@@ -151,14 +216,56 @@ func (s *db) ListManifestInfo(ctx context.Context, registry, repo string, q Info
 	if q.N > 0 && len(out) > q.N {
 		out, more = out[:q.N], true
 	}
+	if err := s.manifestTags(ctx, registry, repo, out); err != nil {
+		return nil, false, err
+	}
+	return out, more, nil
+}
+
+// manifestInfoColumns selects what scanManifestInfo reads.
+var manifestInfoColumns = `SELECT digest, media_type, size, created_at, pulled_at, config_media_type, architecture, os, image_size, platform_refs, signature, described, ` +
+	signedSQL("m.digest") + ` FROM manifests m`
+
+// ManifestInfo returns manifest d of repo with its tags; ErrNotFound if
+// repo has no such manifest.
+func (s *db) ManifestInfo(ctx context.Context, registry, repo string, d digest.Digest) (ManifestInfo, error) {
+	out, err := s.scanManifestInfo(ctx, manifestInfoColumns+` WHERE registry = $1 AND repo = $2 AND digest = $3`, []any{registry, repo, d.String()})
+	if err != nil {
+		return ManifestInfo{}, err
+	}
+	if len(out) == 0 {
+		return ManifestInfo{}, ErrNotFound
+	}
+	if err := s.manifestTags(ctx, registry, repo, out); err != nil {
+		return ManifestInfo{}, err
+	}
+	return out[0], nil
+}
+
+// SetManifestAttrs records the attributes of manifest d worked out after
+// it was stored; ErrNotFound if repo has no such manifest.
+func (s *db) SetManifestAttrs(ctx context.Context, registry, repo string, d digest.Digest, a ManifestAttrs) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE manifests SET config_media_type = $4, architecture = $5, os = $6, image_size = $7, platform_refs = $8,
+		signature = $9, described = $10 WHERE registry = $1 AND repo = $2 AND digest = $3`,
+		registry, repo, d.String(), a.ConfigMediaType, a.Architecture, a.OS, a.ImageSize, a.refsJSON(), b2i(a.Signature), b2i(a.Described))
+	if err != nil {
+		return fmt.Errorf("set manifest attributes: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (s *db) manifestTags(ctx context.Context, registry, repo string, out []ManifestInfo) error {
 	for i := range out {
 		tags, _, err := s.list(ctx, `SELECT tag FROM tags WHERE registry = $1 AND repo = $2 AND digest = $3 ORDER BY tag`, 0, registry, repo, out[i].Digest.String())
 		if err != nil {
-			return nil, false, fmt.Errorf("list manifest tags: %w", err)
+			return fmt.Errorf("list manifest tags: %w", err)
 		}
 		out[i].Tags = tags
 	}
-	return out, more, nil
+	return nil
 }
 
 func (s *db) scanManifestInfo(ctx context.Context, query string, args []any) ([]ManifestInfo, error) {
@@ -170,12 +277,20 @@ func (s *db) scanManifestInfo(ctx context.Context, query string, args []any) ([]
 	out := []ManifestInfo{}
 	for rows.Next() {
 		var m ManifestInfo
-		var d string
+		var d, refs string
 		var created, pulled int64
-		if err := rows.Scan(&d, &m.MediaType, &m.Size, &created, &pulled); err != nil {
+		var signature, described int
+		if err := rows.Scan(&d, &m.MediaType, &m.Size, &created, &pulled, &m.Attrs.ConfigMediaType, &m.Attrs.Architecture, &m.Attrs.OS,
+			&m.Attrs.ImageSize, &refs, &signature, &described, &m.Signed); err != nil {
 			return nil, fmt.Errorf("list manifests: %w", err)
 		}
-		m.Digest, m.CreatedAt, m.PulledAt = digest.Digest(d), fromMicros(created), fromMicros(pulled)
+		m.Digest, m.CreatedAt, m.PulledAt, m.Attrs.Described = digest.Digest(d), fromMicros(created), fromMicros(pulled), described != 0
+		m.Attrs.Signature = signature != 0
+		if refs != "" {
+			if err := json.Unmarshal([]byte(refs), &m.Attrs.References); err != nil {
+				return nil, fmt.Errorf("manifest %s references: %w", d, err)
+			}
+		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {

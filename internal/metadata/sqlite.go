@@ -34,6 +34,8 @@ var sqliteMigrations = [][]string{
 	schemaFetchLeases,
 	setIdentityAndConditions,
 	schemaPortalSessions,
+	schemaManifestAttrs,
+	schemaIdentitySecretExpiry,
 	schemaUpstreamHolds,
 	schemaLoginFailures,
 }

@@ -159,7 +159,7 @@ type Store interface {
 	// Identity client secrets (identity2): lookup by client id, and the
 	// secret's hash replaced (rotation) or removed.
 	GetIdentityByClientID(ctx context.Context, clientID string) (UserIdentity, error)
-	SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error
+	SetIdentitySecret(ctx context.Context, rg, name, hash string, at, expires time.Time) error
 	GetFederatedCredential(ctx context.Context, rg, identity, name string) (FederatedCredential, error)
 	ListFederatedCredentials(ctx context.Context, rg, identity string) ([]FederatedCredential, error)
 	FederatedCredentialsByIssuer(ctx context.Context, issuer string) ([]FederatedCredential, error)
@@ -195,6 +195,11 @@ type Store interface {
 	TouchPortalSession(ctx context.Context, idHash string, at time.Time) error
 	DeletePortalSession(ctx context.Context, idHash string) error
 	PrunePortalSessions(ctx context.Context, cutoff time.Time) (int, error)
+
+	// One manifest's details for /acr/v1/, and its attributes worked out
+	// after it was stored (repoinfo.go).
+	ManifestInfo(ctx context.Context, registry, repo string, d digest.Digest) (ManifestInfo, error)
+	SetManifestAttrs(ctx context.Context, registry, repo string, d digest.Digest, a ManifestAttrs) error
 
 	// Cluster: 429 hold-backs shared by the replicas (upstreamholds.go).
 	HoldUpstream(ctx context.Context, host string, until time.Time) error

@@ -48,6 +48,7 @@ func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 //	400   InvalidLoginServer                               bad loginServer
 //	400   InvalidSecretIdentifier                          missing or unparsable secret reference
 //	400   InvalidAuthCredentials                           authCredentials not exactly one "Credential1"
+//	400   InvalidCredentialEndDate                         a client secret reset's endDateTime is not in the future
 //	400   PropertyChangeNotAllowed                         changing a rule's source/target, or PATCHing loginServer
 //	409   WildcardCacheRuleConflict                        wildcard target equal to / containing / inside another wildcard target
 //	409   CacheRuleTargetConflict                          another rule has the same static target

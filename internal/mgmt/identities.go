@@ -3,6 +3,7 @@ package mgmt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
@@ -23,7 +24,7 @@ type IdentityStore interface {
 	ListIdentities(ctx context.Context, rg string) ([]metadata.UserIdentity, error)
 	PutIdentity(ctx context.Context, u metadata.UserIdentity) (metadata.UserIdentity, bool, error)
 	DeleteIdentity(ctx context.Context, rg, name string) error
-	SetIdentitySecret(ctx context.Context, rg, name, hash string, at time.Time) error
+	SetIdentitySecret(ctx context.Context, rg, name, hash string, at, expires time.Time) error
 	GetFederatedCredential(ctx context.Context, rg, identity, name string) (metadata.FederatedCredential, error)
 	ListFederatedCredentials(ctx context.Context, rg, identity string) ([]metadata.FederatedCredential, error)
 	PutFederatedCredential(ctx context.Context, f metadata.FederatedCredential) (bool, error)
@@ -123,6 +124,9 @@ func (h *Handler) identityJSON(u metadata.UserIdentity) map[string]any {
 	if !u.SecretCreated.IsZero() {
 		// arca extension: when the client secret was set (never the secret).
 		props["clientSecretCreatedDateTime"] = u.SecretCreated.UTC().Format(time.RFC3339)
+		if !u.SecretExpires.IsZero() {
+			props["clientSecretEndDateTime"] = u.SecretExpires.UTC().Format(time.RFC3339)
+		}
 	}
 	return map[string]any{"id": h.identityID(u.ResourceGroup, u.Name), "name": u.Name, "type": identityType,
 		"location": u.Location, "tags": tags, "properties": props}
@@ -215,15 +219,37 @@ func (h *Handler) identities(w http.ResponseWriter, r *http.Request, ir identity
 	return errMethod(r)
 }
 
+// defaultSecretLifetime is how long a reset client secret lasts when the
+// request names no end: one year, az ad sp credential reset's --years
+// default.
+const defaultSecretLifetime = 1
+
 // resetIdentitySecret serves POST …/userAssignedIdentities/{n}/resetCredential:
 // a new client secret, shown in this answer only (the store keeps its
 // argon2id hash); the previous secret and what was signed in with it stop
 // working. With the client id as user name it logs in as the identity
 // (docker login, a credential set of a downstream), as a service
-// principal does at ACR.
+// principal does at ACR, until its end: the body's endDateTime (as
+// Microsoft Graph's passwordCredential), else a year from now.
 func (h *Handler) resetIdentitySecret(w http.ResponseWriter, r *http.Request, st IdentityStore, ir identityRequest) error {
 	if r.Method != http.MethodPost {
 		return errMethod(r)
+	}
+	now := h.opts.Now().UTC()
+	end := now.AddDate(defaultSecretLifetime, 0, 0)
+	if r.ContentLength != 0 {
+		var body struct {
+			EndDateTime *time.Time `json:"endDateTime"`
+		}
+		if err := readBody(r, &body); err != nil {
+			return err
+		}
+		if body.EndDateTime != nil {
+			end = body.EndDateTime.UTC()
+		}
+		if !end.After(now) {
+			return errBadRequest("InvalidCredentialEndDate", fmt.Sprintf("endDateTime %s is not in the future.", end.Format(time.RFC3339)))
+		}
 	}
 	ctx := r.Context()
 	u, err := st.GetIdentity(ctx, ir.rg, ir.name)
@@ -241,14 +267,13 @@ func (h *Handler) resetIdentitySecret(w http.ResponseWriter, r *http.Request, st
 	if err != nil {
 		return err
 	}
-	now := h.opts.Now().UTC()
-	if err := st.SetIdentitySecret(ctx, ir.rg, ir.name, hash, now); err != nil {
+	if err := st.SetIdentitySecret(ctx, ir.rg, ir.name, hash, now, end); err != nil {
 		return err
 	}
-	h.log.Info("identity client secret reset", "resource_group", ir.rg, "name", ir.name, "client_id", u.ClientID)
+	h.log.Info("identity client secret reset", "resource_group", ir.rg, "name", ir.name, "client_id", u.ClientID, "ends", end)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{"clientId": u.ClientID, "clientSecret": secret, "tenantId": u.TenantID,
-		"createdDateTime": now.Format(time.RFC3339)})
+		"createdDateTime": now.Format(time.RFC3339), "endDateTime": end.Format(time.RFC3339)})
 	return nil
 }
 

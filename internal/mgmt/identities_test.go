@@ -1,9 +1,11 @@
 package mgmt
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func withIdentities(o *Options) { o.Identities = o.Store.(IdentityStore) }
@@ -126,4 +128,47 @@ func TestIdentityResetCredential(t *testing.T) {
 	}
 	mustStatus(t, "GET resetCredential", f.do(http.MethodGet, idPath+"/resetCredential", nil), http.StatusMethodNotAllowed)
 	mustStatus(t, "reset of a missing identity", f.do(http.MethodPost, strings.Replace(idPath, "spid", "nobody", 1)+"/resetCredential", nil), http.StatusNotFound)
+}
+
+// A reset secret ends a year from now unless the body's endDateTime says
+// otherwise; an end not in the future, or not a time, is refused. The
+// identity shows the end.
+func TestIdentityResetCredentialEnd(t *testing.T) {
+	f := newFixture(t, withIdentities)
+	idPath := "/subscriptions/" + testSub + "/resourceGroups/MyResourceGroup/providers/Microsoft.ManagedIdentity/userAssignedIdentities/spid"
+	mustStatus(t, "identity create", f.do(http.MethodPut, idPath, map[string]any{}), http.StatusCreated)
+	later := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	for _, tc := range []struct {
+		name   string
+		body   any
+		status int
+		code   string
+		end    func(created time.Time) time.Time
+	}{
+		{"no body", nil, http.StatusOK, "", func(c time.Time) time.Time { return c.AddDate(1, 0, 0) }},
+		{"no endDateTime", map[string]any{}, http.StatusOK, "", func(c time.Time) time.Time { return c.AddDate(1, 0, 0) }},
+		{"endDateTime", map[string]any{"endDateTime": later.Format(time.RFC3339)}, http.StatusOK, "", func(time.Time) time.Time { return later }},
+		{"in the past", map[string]any{"endDateTime": "2020-01-01T00:00:00Z"}, http.StatusBadRequest, "InvalidCredentialEndDate", nil},
+		{"not a time", map[string]any{"endDateTime": "next year"}, http.StatusBadRequest, "InvalidRequestContent", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := f.do(http.MethodPost, idPath+"/resetCredential", tc.body)
+			mustStatus(t, "reset", r, tc.status)
+			m := r.json(t)
+			if tc.status != http.StatusOK {
+				if got := get(m, "error.code"); got != tc.code {
+					t.Fatalf("error %v, want %s", m, tc.code)
+				}
+				return
+			}
+			created, err1 := time.Parse(time.RFC3339, fmt.Sprint(m["createdDateTime"]))
+			end, err2 := time.Parse(time.RFC3339, fmt.Sprint(m["endDateTime"]))
+			if err1 != nil || err2 != nil || !end.Equal(tc.end(created)) {
+				t.Fatalf("answer %v: end %v, want %v", m, end, tc.end(created))
+			}
+			if got := get(f.do(http.MethodGet, idPath, nil).json(t), "properties.clientSecretEndDateTime"); got != end.Format(time.RFC3339) {
+				t.Errorf("identity's clientSecretEndDateTime %v, want %s", got, end.Format(time.RFC3339))
+			}
+		})
+	}
 }

@@ -254,6 +254,13 @@ func (h *Handler) ruleForm(c *ctx, name string) {
 		if fl := cur.Properties.ArtifactSyncFilters; fl != nil {
 			if fl.Tags != nil {
 				f.Tags = fl.Tags.Query
+				// What the conditions made (the create form, the CLI's
+				// --tag-* flags) is shown in them again.
+				if tf, err := rules.ParseTagQuery(fl.Tags.Query); err == nil {
+					if simple, ok := tf.Simple(); ok && !simple.IsZero() {
+						f.Tags, f.TagConditions = "", simple
+					}
+				}
 			}
 			if fl.Platforms != nil {
 				f.Platforms = strings.Join(fl.Platforms.Values, ", ")

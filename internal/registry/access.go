@@ -49,7 +49,7 @@ func need(rt route, r *http.Request) []auth.Scope {
 		return []auth.Scope{auth.RepoScope(rt.repo, auth.Pull, auth.Push)}
 	case kindACRCatalog:
 		return []auth.Scope{auth.CatalogScope}
-	case kindACRRepo, kindACRTag, kindACRTags, kindACRManifests:
+	case kindACRRepo, kindACRTag, kindACRTags, kindACRManifests, kindACRManifest:
 		if r.Method == http.MethodDelete {
 			return []auth.Scope{auth.RepoScope(rt.repo, auth.Delete)}
 		}

@@ -15,6 +15,7 @@ func TestEveryRouteNeedsAScope(t *testing.T) {
 		kindBlob: "/v2/a/b/blobs/sha256:00", kindUploads: "/v2/a/b/blobs/uploads/", kindUpload: "/v2/a/b/blobs/uploads/u1",
 		kindReferrers: "/v2/a/b/referrers/sha256:00", kindACRCatalog: "/acr/v1/_catalog", kindACRRepo: "/acr/v1/a/b",
 		kindACRTags: "/acr/v1/a/b/_tags", kindACRTag: "/acr/v1/a/b/_tags/v1", kindACRManifests: "/acr/v1/a/b/_manifests",
+		kindACRManifest: "/acr/v1/a/b/_manifests/sha256:00",
 	}
 	want := map[string]string{
 		"GET " + kindACRCatalog:   "registry:catalog:*",
@@ -24,6 +25,7 @@ func TestEveryRouteNeedsAScope(t *testing.T) {
 		"GET " + kindACRTag:       "repository:a/b:metadata_read",
 		"DELETE " + kindACRTag:    "repository:a/b:delete",
 		"GET " + kindACRManifests: "repository:a/b:metadata_read",
+		"GET " + kindACRManifest:  "repository:a/b:metadata_read",
 		"GET " + kindCatalog:      "registry:catalog:*",
 		"DELETE " + kindManifest:  "repository:a/b:delete",
 		"PUT " + kindManifest:     "repository:a/b:pull,push",

@@ -26,6 +26,8 @@ type RepoDetails interface {
 	RepositoryInfo(ctx context.Context, registry, repo string) (metadata.RepoInfo, error)
 	ListTagInfo(ctx context.Context, registry, repo string, q metadata.InfoQuery) ([]metadata.TagInfo, bool, error)
 	ListManifestInfo(ctx context.Context, registry, repo string, q metadata.InfoQuery) ([]metadata.ManifestInfo, bool, error)
+	ManifestInfo(ctx context.Context, registry, repo string, d digest.Digest) (metadata.ManifestInfo, error)
+	SetManifestAttrs(ctx context.Context, registry, repo string, d digest.Digest, a metadata.ManifestAttrs) error
 	DeleteRepository(ctx context.Context, registry, repo string) ([]digest.Digest, []string, error)
 }
 
@@ -36,6 +38,7 @@ const (
 	kindACRTags      = "acr_tags"
 	kindACRTag       = "acr_tag"
 	kindACRManifests = "acr_manifests"
+	kindACRManifest  = "acr_manifest"
 )
 
 const acrPrefix = "/acr/v1/"
@@ -54,6 +57,8 @@ func parseACRRoute(el []string) route {
 		return route{kind: kindACRTag, repo: strings.Join(el[:n-2], "/"), ref: el[n-1]}
 	case n >= 2 && el[n-1] == "_manifests":
 		return route{kind: kindACRManifests, repo: strings.Join(el[:n-1], "/")}
+	case n >= 3 && el[n-2] == "_manifests" && el[n-1] != "":
+		return route{kind: kindACRManifest, repo: strings.Join(el[:n-2], "/"), ref: el[n-1]}
 	case n >= 1 && el[n-1] != "" && !strings.HasPrefix(el[n-1], "_"):
 		return route{kind: kindACRRepo, repo: strings.Join(el, "/")}
 	}
@@ -104,14 +109,62 @@ type acrTag struct {
 }
 
 type acrManifest struct {
-	Digest         string               `json:"digest"`
-	ImageSize      int64                `json:"imageSize"`
-	CreatedTime    string               `json:"createdTime"`
-	LastUpdateTime string               `json:"lastUpdateTime"`
-	LastPulledTime string               `json:"lastPulledTime,omitempty"` // arca extension
-	MediaType      string               `json:"mediaType"`
-	Tags           []string             `json:"tags,omitempty"`
-	Changeable     changeableAttributes `json:"changeableAttributes"`
+	Digest          string               `json:"digest"`
+	ImageSize       int64                `json:"imageSize"`
+	CreatedTime     string               `json:"createdTime"`
+	LastUpdateTime  string               `json:"lastUpdateTime"`
+	LastPulledTime  string               `json:"lastPulledTime,omitempty"` // arca extension
+	Architecture    string               `json:"architecture,omitempty"`
+	OS              string               `json:"os,omitempty"`
+	References      []acrReference       `json:"references,omitempty"`
+	MediaType       string               `json:"mediaType"`
+	ConfigMediaType string               `json:"configMediaType,omitempty"`
+	Tags            []string             `json:"tags,omitempty"`
+	Signed          bool                 `json:"signed"` // arca extension (ACR has it on tags)
+	Changeable      changeableAttributes `json:"changeableAttributes"`
+}
+
+// acrReference is a child of an index with its platform.
+type acrReference struct {
+	Digest       string `json:"digest"`
+	Architecture string `json:"architecture,omitempty"`
+	OS           string `json:"os,omitempty"`
+}
+
+func manifestOf(m metadata.ManifestInfo) acrManifest {
+	// Manifests are immutable: stored once, never updated.
+	at := acrTime(m.CreatedAt)
+	out := acrManifest{Digest: m.Digest.String(), ImageSize: m.Attrs.ImageSize, CreatedTime: at, LastUpdateTime: at,
+		LastPulledTime: acrTime(m.PulledAt), Architecture: m.Attrs.Architecture, OS: m.Attrs.OS, MediaType: m.MediaType,
+		ConfigMediaType: m.Attrs.ConfigMediaType, Tags: m.Tags, Signed: m.Signed, Changeable: unlocked}
+	if out.ImageSize == 0 {
+		out.ImageSize = m.Size // not described (its bytes are gone)
+	}
+	for _, r := range m.Attrs.References {
+		out.References = append(out.References, acrReference{Digest: r.Digest.String(), Architecture: r.Architecture, OS: r.OS})
+	}
+	return out
+}
+
+// describe fills in the attributes of a manifest stored before they were
+// recorded (or before its image config was stored), and records them so
+// that the next listing reads no blob for it.
+func (h *Handler) describe(ctx context.Context, d RepoDetails, reg, repo string, m *metadata.ManifestInfo) {
+	if m.Attrs.Described {
+		return
+	}
+	a, err := h.content.DescribeStored(ctx, m.Digest, m.MediaType)
+	if err != nil {
+		h.log.Warn("describe manifest", "registry", reg, "repo", repo, "digest", m.Digest, "err", err)
+		return
+	}
+	m.Attrs = a
+	if !a.Described {
+		return
+	}
+	if err := d.SetManifestAttrs(ctx, reg, repo, m.Digest, a); err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		h.log.Warn("record manifest attributes", "registry", reg, "repo", repo, "digest", m.Digest, "err", err)
+	}
 }
 
 func tagOf(t metadata.TagInfo) acrTag {
@@ -119,7 +172,7 @@ func tagOf(t metadata.TagInfo) acrTag {
 	// times are that one.
 	at := acrTime(t.UpdatedAt)
 	return acrTag{Name: t.Name, Digest: t.Digest.String(), CreatedTime: at, LastUpdateTime: at,
-		LastPulledTime: acrTime(t.PulledAt), Changeable: unlocked}
+		LastPulledTime: acrTime(t.PulledAt), Signed: t.Signed, Changeable: unlocked}
 }
 
 func (h *Handler) details() (RepoDetails, error) {
@@ -174,7 +227,11 @@ func (h *Handler) serveACR(w http.ResponseWriter, r *http.Request, reg string, r
 		if err != nil {
 			return err
 		}
-		tag := tagOf(metadata.TagInfo{Name: rt.ref, Digest: t.Digest, UpdatedAt: t.UpdatedAt, PulledAt: t.PulledAt})
+		m, err := d.ManifestInfo(ctx, reg, rt.repo, t.Digest)
+		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return err
+		}
+		tag := tagOf(metadata.TagInfo{Name: rt.ref, Digest: t.Digest, UpdatedAt: t.UpdatedAt, PulledAt: t.PulledAt, Signed: m.Signed})
 		return writeJSON(w, "application/json", map[string]any{"registry": r.Host, "imageName": rt.repo, "tag": tag})
 	case rt.kind == kindACRTag && r.Method == http.MethodDelete:
 		if err := h.meta.DeleteTag(ctx, reg, rt.repo, rt.ref); err != nil {
@@ -185,6 +242,20 @@ func (h *Handler) serveACR(w http.ResponseWriter, r *http.Request, reg string, r
 		}
 		w.WriteHeader(http.StatusAccepted)
 		return nil
+	case rt.kind == kindACRManifest:
+		dg, err := digest.Parse(rt.ref)
+		if err != nil {
+			return errcode.New(errcode.DigestInvalid, fmt.Sprintf("%q is not a digest", rt.ref))
+		}
+		m, err := d.ManifestInfo(ctx, reg, rt.repo, dg)
+		if errors.Is(err, metadata.ErrNotFound) {
+			return errcode.New(errcode.ManifestUnknown, fmt.Sprintf("manifest %s of %s is not known", dg, rt.repo))
+		}
+		if err != nil {
+			return err
+		}
+		h.describe(ctx, d, reg, rt.repo, &m)
+		return writeJSON(w, "application/json", map[string]any{"registry": r.Host, "imageName": rt.repo, "manifest": manifestOf(m)})
 	case rt.kind == kindACRTags:
 		q, err := infoQuery(r)
 		if err != nil {
@@ -218,11 +289,9 @@ func (h *Handler) serveACR(w http.ResponseWriter, r *http.Request, reg string, r
 			return err
 		}
 		out := make([]acrManifest, len(list))
-		for i, m := range list {
-			// Manifests are immutable: stored once, never updated.
-			at := acrTime(m.CreatedAt)
-			out[i] = acrManifest{Digest: m.Digest.String(), ImageSize: m.Size, CreatedTime: at, LastUpdateTime: at,
-				LastPulledTime: acrTime(m.PulledAt), MediaType: m.MediaType, Tags: m.Tags, Changeable: unlocked}
+		for i := range list {
+			h.describe(ctx, d, reg, rt.repo, &list[i])
+			out[i] = manifestOf(list[i])
 		}
 		if more {
 			setACRNext(w, r, list[len(list)-1].Digest.String())

@@ -165,8 +165,15 @@ func (h *Handler) cachedBlob(w http.ResponseWriter, r *http.Request, reg, ref st
 		hd.Set("Content-Length", strconv.FormatInt(src.Size, 10))
 	}
 	w.WriteHeader(http.StatusOK)
-	// The follower writes straight from the fetch's memory (io.WriterTo).
-	if _, err := io.Copy(w, src.Reader); err != nil {
+	// On a plain connection the follower hands the staged file to
+	// sendfile; over TLS, where net/http would read that file back into a
+	// buffer, it writes straight from the fetch's memory (io.WriterTo).
+	if fs, ok := src.Reader.(fileSender); ok && r.TLS == nil {
+		_, err = fs.SendFile(w)
+	} else {
+		_, err = io.Copy(w, src.Reader)
+	}
+	if err != nil {
 		// The body is cut short on purpose: the client must see a failed
 		// transfer, never a complete-looking body of unverified bytes.
 		if !errors.Is(err, r.Context().Err()) {
@@ -175,6 +182,12 @@ func (h *Handler) cachedBlob(w http.ResponseWriter, r *http.Request, reg, ref st
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// fileSender is a followed fetch that can send its bytes from the staged
+// file (cache.BlobSource.Reader).
+type fileSender interface {
+	SendFile(w io.Writer) (int64, error)
 }
 
 // cachedReferrers merges the upstream's referrers with local ones. When the

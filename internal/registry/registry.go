@@ -270,6 +270,7 @@ var allowed = map[string][]string{
 	kindACRTags:      {http.MethodGet},
 	kindACRTag:       {http.MethodGet, http.MethodDelete},
 	kindACRManifests: {http.MethodGet},
+	kindACRManifest:  {http.MethodGet},
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

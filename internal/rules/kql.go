@@ -238,6 +238,35 @@ func (t SimpleTagFilter) IsZero() bool {
 	return t.StartsWith == "" && t.EndsWith == "" && t.Contains == "" && t.Equals == ""
 }
 
+// Simple returns f as the conditions of a SimpleTagFilter, and whether
+// it is one: each of startswith, endswith, contains and == at most once,
+// with a value Query can write back (not empty, no quote), in any order.
+// "Tags" alone is the zero filter. The portal's edit form shows such a
+// filter in the fields the create form made it from.
+func (f *TagFilter) Simple() (SimpleTagFilter, bool) {
+	var s SimpleTagFilter
+	for _, c := range f.conds {
+		var field *string
+		switch c.op {
+		case "startswith":
+			field = &s.StartsWith
+		case "endswith":
+			field = &s.EndsWith
+		case "contains":
+			field = &s.Contains
+		case "==":
+			field = &s.Equals
+		default:
+			return SimpleTagFilter{}, false
+		}
+		if *field != "" || c.value == "" || strings.ContainsRune(c.value, '\'') {
+			return SimpleTagFilter{}, false
+		}
+		*field = c.value
+	}
+	return s, true
+}
+
 // Query builds the query the az extension sends: "Tags" alone, or
 // "Tags | where " and the conditions joined by " and ", in the order
 // startswith, endswith, contains, ==. Like the extension, it does not

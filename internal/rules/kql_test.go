@@ -1,6 +1,9 @@
 package rules
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestParseTagQuery(t *testing.T) {
 	for _, tc := range []struct {
@@ -103,4 +106,56 @@ func TestSimpleTagFilterQuery(t *testing.T) {
 			t.Errorf("%q: match %q = %v, miss %q = %v", tc.want, tc.match, q.Match(tc.match), tc.miss, q.Match(tc.miss))
 		}
 	}
+}
+
+// Simple gives back the conditions a SimpleTagFilter's Query was made
+// from (and equivalent queries), and refuses what the conditions cannot
+// say.
+func TestTagFilterSimple(t *testing.T) {
+	for _, tc := range []struct {
+		q    string
+		want SimpleTagFilter
+		ok   bool
+	}{
+		{"Tags", SimpleTagFilter{}, true},
+		{"Tags | where Name startswith 'v1.'", SimpleTagFilter{StartsWith: "v1."}, true},
+		{"Tags | where Name startswith 'v' and Name endswith '-alpine' and Name contains '3' and Name == 'v3-alpine'",
+			SimpleTagFilter{StartsWith: "v", EndsWith: "-alpine", Contains: "3", Equals: "v3-alpine"}, true},
+		{`tags | Where Name Contains "x" and Name StartsWith 'y';`, SimpleTagFilter{StartsWith: "y", Contains: "x"}, true},
+		{"Tags | where Name startswith 'a' | where Name endswith 'b'", SimpleTagFilter{StartsWith: "a", EndsWith: "b"}, true},
+		{"Tags | where Name startswith 'a' and Name startswith 'b'", SimpleTagFilter{}, false},
+		{"Tags | where Name !startswith 'a'", SimpleTagFilter{}, false},
+		{"Tags | where Name startswith_cs 'a'", SimpleTagFilter{}, false},
+		{"Tags | where Name =~ 'a'", SimpleTagFilter{}, false},
+		{"Tags | where Name != 'a'", SimpleTagFilter{}, false},
+		{"Tags | where Name startswith ''", SimpleTagFilter{}, false},
+		{`Tags | where Name == "it's"`, SimpleTagFilter{}, false},
+	} {
+		f, err := ParseTagQuery(tc.q)
+		if err != nil {
+			t.Fatalf("ParseTagQuery(%q): %v", tc.q, err)
+		}
+		got, ok := f.Simple()
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("Simple(%q) = %+v %v, want %+v %v", tc.q, got, ok, tc.want, tc.ok)
+		}
+		if ok {
+			if back, err := ParseTagQuery(got.Query()); err != nil || !equalConds(back, f) {
+				t.Errorf("%q: Query() of its conditions %q means something else (%v)", tc.q, got.Query(), err)
+			}
+		}
+	}
+}
+
+// equalConds: the same conditions in any order.
+func equalConds(a, b *TagFilter) bool {
+	if len(a.conds) != len(b.conds) {
+		return false
+	}
+	for _, c := range a.conds {
+		if !slices.Contains(b.conds, c) {
+			return false
+		}
+	}
+	return true
 }

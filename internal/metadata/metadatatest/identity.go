@@ -128,8 +128,9 @@ func testRoleAssignmentCondition(t *testing.T, open Opener) {
 	}
 }
 
-// An identity's client secret hash is set, found by client id, replaced
-// and removed; a PUT of the identity keeps it.
+// An identity's client secret hash is set with its creation and expiry
+// times, found by client id, replaced and removed; a PUT of the identity
+// keeps it.
 func testIdentitySecret(t *testing.T, open Opener) {
 	ctx := context.Background()
 	s := open(t)
@@ -139,23 +140,31 @@ func testIdentitySecret(t *testing.T, open Opener) {
 		t.Fatalf("new identity: %+v %v", u, err)
 	}
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	if err := s.SetIdentitySecret(ctx, "rg", "SP1", "$argon2id$h1", at); err != nil {
+	ends := at.AddDate(1, 0, 0)
+	if err := s.SetIdentitySecret(ctx, "rg", "SP1", "$argon2id$h1", at, ends); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.PutIdentity(ctx, metadata.UserIdentity{ResourceGroup: "rg", Name: "sp1", Location: "elsewhere"}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.GetIdentityByClientID(ctx, "dddddddd-0000-4000-8000-000000000002")
-	if err != nil || got.Name != "sp1" || got.SecretHash != "$argon2id$h1" || !got.SecretCreated.Equal(at) || got.Location != "elsewhere" {
+	if err != nil || got.Name != "sp1" || got.SecretHash != "$argon2id$h1" || !got.SecretCreated.Equal(at) || !got.SecretExpires.Equal(ends) || got.Location != "elsewhere" {
 		t.Fatalf("by client id: %+v %v", got, err)
 	}
-	if err := s.SetIdentitySecret(ctx, "rg", "sp1", "", at); err != nil {
+	// A secret without an end (zero) replaces one with an end.
+	if err := s.SetIdentitySecret(ctx, "rg", "sp1", "$argon2id$h2", at, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.GetIdentity(ctx, "rg", "sp1"); got.SecretHash != "" || !got.SecretCreated.IsZero() {
+	if got, _ := s.GetIdentity(ctx, "rg", "sp1"); got.SecretHash != "$argon2id$h2" || !got.SecretExpires.IsZero() {
+		t.Fatalf("replaced without an end: %+v", got)
+	}
+	if err := s.SetIdentitySecret(ctx, "rg", "sp1", "", at, ends); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetIdentity(ctx, "rg", "sp1"); got.SecretHash != "" || !got.SecretCreated.IsZero() || !got.SecretExpires.IsZero() {
 		t.Fatalf("removed: %+v", got)
 	}
-	if err := s.SetIdentitySecret(ctx, "rg", "nobody", "h", at); !errors.Is(err, metadata.ErrNotFound) {
+	if err := s.SetIdentitySecret(ctx, "rg", "nobody", "h", at, ends); !errors.Is(err, metadata.ErrNotFound) {
 		t.Fatalf("secret of a missing identity: %v", err)
 	}
 	if _, err := s.GetIdentityByClientID(ctx, "eeeeeeee-0000-4000-8000-000000000000"); !errors.Is(err, metadata.ErrNotFound) {

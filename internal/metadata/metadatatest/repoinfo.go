@@ -3,7 +3,9 @@ package metadatatest
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,5 +116,97 @@ func testRepositoryInfo(t *testing.T, open Opener) {
 	}
 	if info, err := s.RepositoryInfo(ctx, "r", "other"); err != nil || info.Manifests != 1 || info.Tags != 1 {
 		t.Fatalf("other repository: %+v %v", info, err)
+	}
+}
+
+// A manifest's attributes are kept as stored and shown by ManifestInfo
+// and ListManifestInfo; SetManifestAttrs describes a row later. A
+// manifest is signed when a signature refers to it, or when cosign's
+// legacy tag names a signature; other referrers, a signature in another
+// repository and a .sig tag on a non-signature do not sign it.
+func testManifestAttrs(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	put := func(repo, name string, subject digest.Digest, a metadata.ManifestAttrs, tags ...string) digest.Digest {
+		t.Helper()
+		m := metadata.Manifest{Registry: "r", Repo: repo, Digest: digest.FromString(name), MediaType: "mt", Size: 10, Subject: subject, Attrs: a}
+		if err := s.PutManifest(ctx, m, tags...); err != nil {
+			t.Fatal(err)
+		}
+		return m.Digest
+	}
+	img := metadata.ManifestAttrs{ConfigMediaType: "cfg", Architecture: "arm64", OS: "linux", ImageSize: 1234, Described: true}
+	index := metadata.ManifestAttrs{ImageSize: 10, Described: true, References: []metadata.PlatformRef{{Digest: digest.FromString("c1"), Architecture: "amd64", OS: "linux"}}}
+	sig := metadata.ManifestAttrs{Signature: true, Described: true}
+	signedImg := put("app", "img", "", img, "v1")
+	idx := put("app", "index", "", index, "multi")
+	put("app", "sig", signedImg, sig)
+	put("app", "sbom", idx, metadata.ManifestAttrs{Described: true})
+	put("other", "sig", idx, sig)
+	legacy := put("app", "legacy", "", metadata.ManifestAttrs{})
+	put("app", "legacysig", "", sig, strings.ReplaceAll(legacy.String(), ":", "-")+".sig")
+	notSig := put("app", "notsig", "", metadata.ManifestAttrs{Described: true})
+	put("app", "notsigtag", "", metadata.ManifestAttrs{Described: true}, strings.ReplaceAll(notSig.String(), ":", "-")+".sig")
+
+	get := func(d digest.Digest) metadata.ManifestInfo {
+		t.Helper()
+		m, err := s.ManifestInfo(ctx, "r", "app", d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := get(signedImg); !reflect.DeepEqual(m.Attrs, img) || !m.Signed || !slices.Equal(m.Tags, []string{"v1"}) || m.Size != 10 || m.CreatedAt.IsZero() {
+		t.Fatalf("image: %+v", m)
+	}
+	if m := get(idx); !reflect.DeepEqual(m.Attrs, index) || m.Signed {
+		t.Fatalf("index (an sbom refers to it, a signature in another repository): %+v", m)
+	}
+	if m := get(legacy); !m.Signed || m.Attrs.Described {
+		t.Fatalf("legacy cosign signed, not described: %+v", m)
+	}
+	if m := get(notSig); m.Signed {
+		t.Fatalf("a .sig tag on a non-signature signs: %+v", m)
+	}
+	if _, err := s.ManifestInfo(ctx, "r", "app", digest.FromString("none")); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("unknown manifest: %v", err)
+	}
+	list, _, err := s.ListManifestInfo(ctx, "r", "app", metadata.InfoQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := map[digest.Digest]bool{}
+	for _, m := range list {
+		signed[m.Digest] = m.Signed
+	}
+	if len(list) != 8 || !signed[signedImg] || !signed[legacy] || signed[idx] || signed[notSig] {
+		t.Fatalf("listing signed: %v", signed)
+	}
+	tags, _, err := s.ListTagInfo(ctx, "r", "app", metadata.InfoQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range tags {
+		if want := tg.Name == "v1"; tg.Signed != want {
+			t.Errorf("tag %s signed=%v, want %v", tg.Name, tg.Signed, want)
+		}
+	}
+
+	described := metadata.ManifestAttrs{ConfigMediaType: "cfg", Architecture: "amd64", OS: "windows", ImageSize: 99, Described: true}
+	if err := s.SetManifestAttrs(ctx, "r", "app", legacy, described); err != nil {
+		t.Fatal(err)
+	}
+	if m := get(legacy); !reflect.DeepEqual(m.Attrs, described) || !m.Signed {
+		t.Fatalf("described later: %+v", m)
+	}
+	if err := s.SetManifestAttrs(ctx, "r", "nope", legacy, described); !errors.Is(err, metadata.ErrNotFound) {
+		t.Fatalf("set attributes of an unknown manifest: %v", err)
+	}
+	// Storing the same manifest again keeps what was recorded.
+	if err := s.PutManifest(ctx, metadata.Manifest{Registry: "r", Repo: "app", Digest: legacy, MediaType: "mt", Size: 10}, "again"); err != nil {
+		t.Fatal(err)
+	}
+	if m := get(legacy); !reflect.DeepEqual(m.Attrs, described) {
+		t.Fatalf("re-put overwrote attributes: %+v", m)
 	}
 }

@@ -75,6 +75,7 @@ func Run(t *testing.T, open Opener) {
 		{"IdentitySecret", testIdentitySecret},
 		// Web portal sessions (portalsessions.go).
 		{"PortalSessions", testPortalSessions},
+		{"ManifestAttrs", testManifestAttrs},
 		// Cluster: shared 429 hold-backs (upstreamholds.go).
 		{"UpstreamHolds", testUpstreamHolds},
 		// Cluster: shared failed-login counts (loginfailures.go).

@@ -1,0 +1,101 @@
+package content
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/oci"
+	"github.com/arcacache/arca/internal/syncer/artifactkind"
+)
+
+// maxConfigRead bounds the image config read for its platform. Configs
+// are a few KiB; a larger one is left without a platform rather than
+// read whole.
+const maxConfigRead = 4 << 20
+
+// Describe works out what repository listings show of manifest parsed,
+// whose body is size bytes: its config media type, image size, an
+// index's children with their platforms, whether it is a signature, and
+// an image's platform, read from its config blob. The attributes are
+// Described only once the platform is known: an image whose config blob
+// is not stored yet (a pull-through stores the manifest before the
+// client fetches the config) is described again later (DescribeStored).
+func (s *Store) Describe(ctx context.Context, parsed *oci.Manifest, size int64) (metadata.ManifestAttrs, error) {
+	a := metadata.ManifestAttrs{ImageSize: size, Described: true}
+	kind := artifactkind.Of(parsed)
+	a.Signature = kind.Matches(artifactkind.NotaryProjectSignature) || kind.Matches(artifactkind.CosignSignature)
+	for _, c := range parsed.Manifests {
+		r := metadata.PlatformRef{Digest: c.Digest}
+		if c.Platform != nil {
+			r.Architecture, r.OS = c.Platform.Architecture, c.Platform.OS
+		}
+		a.References = append(a.References, r)
+	}
+	if parsed.Config == nil {
+		return a, nil
+	}
+	a.ConfigMediaType = parsed.Config.MediaType
+	a.ImageSize += parsed.Config.Size
+	for _, l := range parsed.Layers {
+		a.ImageSize += l.Size
+	}
+	if !isImageConfig(a.ConfigMediaType) || parsed.Config.Size > maxConfigRead {
+		return a, nil
+	}
+	p, err := s.readPlatform(ctx, parsed.Config.Digest)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		a.Described = false
+		return a, nil
+	}
+	if err != nil {
+		a.Described = false
+		return a, err
+	}
+	a.Architecture, a.OS = p.Architecture, p.OS
+	return a, nil
+}
+
+// DescribeStored describes stored manifest d (of media type mediaType)
+// from its bytes, for a row stored before it was described.
+func (s *Store) DescribeStored(ctx context.Context, d digest.Digest, mediaType string) (metadata.ManifestAttrs, error) {
+	rc, err := s.Blobs.Open(ctx, d)
+	if err != nil {
+		return metadata.ManifestAttrs{}, fmt.Errorf("describe manifest %s: %w", d, err)
+	}
+	defer rc.Close()
+	body, err := io.ReadAll(io.LimitReader(rc, oci.MaxManifestSize+1))
+	if err != nil {
+		return metadata.ManifestAttrs{}, fmt.Errorf("describe manifest %s: %w", d, err)
+	}
+	parsed, err := oci.ParseManifest(mediaType, body)
+	if err != nil {
+		return metadata.ManifestAttrs{}, fmt.Errorf("describe manifest %s: %w", d, err)
+	}
+	return s.Describe(ctx, parsed, int64(len(body)))
+}
+
+func isImageConfig(mt string) bool {
+	return mt == artifactkind.OCIImageConfig || mt == artifactkind.DockerImageConfig
+}
+
+// readPlatform reads an image config's platform.
+func (s *Store) readPlatform(ctx context.Context, d digest.Digest) (oci.Platform, error) {
+	rc, err := s.Blobs.Open(ctx, d)
+	if err != nil {
+		return oci.Platform{}, err
+	}
+	defer rc.Close()
+	var p oci.Platform
+	if err := json.NewDecoder(io.LimitReader(rc, maxConfigRead)).Decode(&p); err != nil {
+		// Not a config we can read: no platform, and no point trying again.
+		return oci.Platform{}, nil
+	}
+	return p, nil
+}
