@@ -18,6 +18,12 @@ import (
 //
 // It returns the final body (nil when there is none).
 func (c *Client) Call(ctx context.Context, method, path string, body any) (json.RawMessage, error) {
+	return c.CallWatching(ctx, method, path, body, nil)
+}
+
+// CallWatching is Call, handing each status document polled (the
+// operation's progress) to watch, when not nil.
+func (c *Client) CallWatching(ctx context.Context, method, path string, body any, watch func(json.RawMessage)) (json.RawMessage, error) {
 	resp, err := c.Do(ctx, method, path, body)
 	if err != nil {
 		return nil, err
@@ -27,7 +33,7 @@ func (c *Client) Call(ctx context.Context, method, path string, body any) (json.
 	accepted := resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusAccepted
 	switch {
 	case accepted && async != "":
-		if err := c.pollStatus(ctx, async, resp.Header); err != nil {
+		if err := c.pollStatus(ctx, async, resp.Header, watch); err != nil {
 			return nil, err
 		}
 		switch {
@@ -67,7 +73,7 @@ type operationStatus struct {
 	} `json:"error"`
 }
 
-func (c *Client) pollStatus(ctx context.Context, statusURL string, h http.Header) error {
+func (c *Client) pollStatus(ctx context.Context, statusURL string, h http.Header, watch func(json.RawMessage)) error {
 	for {
 		if err := c.wait(ctx, h); err != nil {
 			return err
@@ -79,6 +85,9 @@ func (c *Client) pollStatus(ctx context.Context, statusURL string, h http.Header
 		var st operationStatus
 		if err := json.Unmarshal(resp.Body, &st); err != nil {
 			return fmt.Errorf("polling operation: status document is not JSON: %w", err)
+		}
+		if watch != nil {
+			watch(resp.Body)
 		}
 		switch strings.ToLower(st.Status) {
 		case "succeeded":

@@ -5,37 +5,54 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
 
-// gcProgressDelay is how long `arca gc` waits for the server before it
-// shows progress.
-const gcProgressDelay = time.Second
-
 func newGCCmd(env Env) *cobra.Command {
 	var (
-		name, rg string
-		dryRun   bool
+		name, rg                string
+		dryRun, noWait, reclaim bool
 	)
 	cmd := &cobra.Command{
 		Use:   "gc",
 		Short: "Collect garbage now: unreferenced blobs, untagged manifests (under a retention policy), abandoned uploads.",
 		Long: `Run garbage collection now on the server and print what it reclaimed
-(with --dry-run: what it would reclaim, changing nothing): blobs and their
-bytes (orphans are blobs no metadata ever recorded), untagged manifests
-deleted under the registry's retention policy (arca config retention),
-abandoned upload sessions and staged parts, and blobs newly marked
-unreferenced, which a run after the server's --gc-grace reclaims if they
-stay so. Blobs and uploads are shared by the registries of a server, so
-those are collected server-wide; untagged manifests are the registry's.
+(with --dry-run: what it would reclaim, changing nothing). The run is a
+long-running operation on the server; while it runs, its phase and counts
+so far are shown on stderr. With --no-wait the command prints the
+operation's status document and returns; the run goes on.
 
-Calls POST .../registries/{name}/garbageCollect?api-version=` + apiVersion + `.`,
+The run is limited to what the registry owns: its untagged manifests,
+deleted under its retention policy (arca config retention), and its
+abandoned upload sessions with their staged parts. Blobs are shared by
+the registries of a server, so reclaiming them is a store-wide phase: it
+runs only when the caller has authority over every registry (the admin
+token, or a role assigned above the registries), and its counts are
+printed apart, under "store": blobs and bytes deleted (orphans: bytes no
+metadata ever recorded), blobs newly marked unreferenced (a run after
+the server's --gc-grace reclaims them if they stay so), and stray staged
+parts no upload session owns. A caller with a registry's role only gets
+no "store" part: the server's scheduled runs (--gc-interval) reclaim
+blobs.
+
+A blob is deleted only a grace period (the server's --gc-grace) after a
+run marked it unreferenced, so a plain run deletes what an earlier run
+marked. With --reclaim (store-wide authority) the run waits out the grace
+period after marking, holding the collector, and then deletes what is
+still unreferenced: one command reclaims what was unlinked just before.
+
+Calls POST .../registries/{name}/garbageCollect?api-version=` + apiVersion + ` and
+polls the operation it starts.`,
 		Example: `  arca gc -r myregistry --dry-run
-  arca gc -r myregistry`,
+  arca gc -r myregistry
+  arca gc -r myregistry --no-wait
+  arca gc -r myregistry --reclaim`,
 		Args: cobra.NoArgs,
 	}
 	o := clientCmd(env, cmd)
@@ -46,23 +63,22 @@ Calls POST .../registries/{name}/garbageCollect?api-version=` + apiVersion + `.`
 		// No per-request timeout: a run takes as long as the store is
 		// large; --timeout (and Ctrl-C) bound it.
 		return o.onPathWith(cmd, registryAt(name, rg), 0, func(ctx context.Context, s *session, path string) error {
-			var raw json.RawMessage
-			var err error
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				raw, err = s.call(ctx, http.MethodPost, withAPIVersion(path+"/garbageCollect"), map[string]bool{"dryRun": dryRun})
-			}()
-			select {
-			case <-done:
-			case <-time.After(gcProgressDelay):
-				pr := newProgress(o.env.Stderr, "gc")
-				pr.Phase("collecting garbage on the server", 0, 0)
-				<-done
-				pr.Close()
+			body := map[string]bool{"dryRun": dryRun}
+			if reclaim {
+				body["reclaim"] = true
 			}
+			target := withAPIVersion(path + "/garbageCollect")
+			if noWait {
+				resp, err := s.arm.Do(ctx, http.MethodPost, target, body)
+				if err != nil {
+					return unsupported(authHint(err), "gc")
+				}
+				return s.printRaw(resp.Body)
+			}
+			w := &gcWatch{w: o.env.Stderr}
+			raw, err := s.arm.CallWatching(ctx, http.MethodPost, target, body, w.status)
 			if err != nil {
-				return unsupported(err, "gc")
+				return unsupported(authHint(err), "gc")
 			}
 			return s.printRaw(raw)
 		})
@@ -70,7 +86,55 @@ Calls POST .../registries/{name}/garbageCollect?api-version=` + apiVersion + `.`
 	cmd.Flags().StringVarP(&name, "registry", "r", "", "The name of the container registry.")
 	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "Only count what would be reclaimed.")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "Do not wait for the run to end: print the operation's status document.")
+	cmd.Flags().BoolVar(&reclaim, "reclaim", false, "After marking, wait out the server's --gc-grace and delete what stayed unreferenced in this run (store-wide).")
 	return cmd
+}
+
+// gcWatch prints a garbage collection run's progress, from the status
+// documents polled, one line whenever it changed.
+type gcWatch struct {
+	w    io.Writer
+	last string
+}
+
+// gcProgress is the part of a run's progress (gc.Result) shown.
+type gcProgress struct {
+	Phase         string    `json:"phase"`
+	GraceUntil    time.Time `json:"graceUntil"`
+	Manifests     int64     `json:"manifests"`
+	ManifestBytes int64     `json:"manifestBytes"`
+	Uploads       int64     `json:"uploads"`
+	UploadParts   int64     `json:"uploadParts"`
+	Store         *struct {
+		Blobs     int64 `json:"blobs"`
+		BlobBytes int64 `json:"blobBytes"`
+		Marked    int64 `json:"marked"`
+	} `json:"store"`
+}
+
+func (g *gcWatch) status(doc json.RawMessage) {
+	var st struct {
+		Status     string      `json:"status"`
+		Properties *gcProgress `json:"properties"`
+	}
+	if json.Unmarshal(doc, &st) != nil || st.Properties == nil {
+		return
+	}
+	p := st.Properties
+	phase := p.Phase
+	if phase == "grace" && !p.GraceUntil.IsZero() {
+		phase += " (waiting until " + p.GraceUntil.Local().Format(time.TimeOnly) + ")"
+	}
+	line := fmt.Sprintf("gc: %s: %s: %d manifests (%s), %d uploads (%d parts)", strings.ToLower(st.Status), phase,
+		p.Manifests, humanize.IBytes(uint64(max(p.ManifestBytes, 0))), p.Uploads, p.UploadParts)
+	if p.Store != nil {
+		line += fmt.Sprintf("; store: %d blobs (%s), %d marked", p.Store.Blobs, humanize.IBytes(uint64(max(p.Store.BlobBytes, 0))), p.Store.Marked)
+	}
+	if line != g.last {
+		fmt.Fprintln(g.w, line)
+		g.last = line
+	}
 }
 
 // newConfigCmd is az acr config: retention (for untagged manifests).

@@ -22,21 +22,41 @@ import (
 
 // gcResult is what `arca gc` prints.
 type gcResult struct {
-	DryRun      bool  `json:"dryRun"`
-	Blobs       int64 `json:"blobs"`
-	BlobBytes   int64 `json:"blobBytes"`
-	Orphans     int64 `json:"orphans"`
-	Manifests   int64 `json:"manifests"`
-	Uploads     int64 `json:"uploads"`
-	UploadParts int64 `json:"uploadParts"`
-	Marked      int64 `json:"marked"`
+	Phase       string   `json:"phase"`
+	DryRun      bool     `json:"dryRun"`
+	Registry    string   `json:"registry"`
+	Manifests   int64    `json:"manifests"`
+	Uploads     int64    `json:"uploads"`
+	UploadParts int64    `json:"uploadParts"`
+	Store       *gcStore `json:"store"`
 }
 
-// gcNow runs `arca gc -r default`, waiting out a run the schedule holds.
+// gcStore is the store-wide part of what `arca gc` prints.
+type gcStore struct {
+	Blobs      int64 `json:"blobs"`
+	BlobBytes  int64 `json:"blobBytes"`
+	Orphans    int64 `json:"orphans"`
+	Marked     int64 `json:"marked"`
+	StrayParts int64 `json:"strayParts"`
+}
+
+// gcNow runs `arca gc -r default` with the admin token (store-wide
+// authority), waiting out a run the schedule holds.
 func (a *arca) gcNow(t testing.TB, extra ...string) gcResult {
 	t.Helper()
+	r := a.gcOf(t, "default", extra...)
+	if r.Store == nil {
+		t.Fatalf("arca gc with the admin token printed no store-wide part: %+v", r)
+	}
+	return r
+}
+
+// gcOf runs `arca gc -r reg` with extra arguments, waiting out a run the
+// schedule holds.
+func (a *arca) gcOf(t testing.TB, reg string, extra ...string) gcResult {
+	t.Helper()
 	for end := time.Now().Add(time.Minute); ; {
-		out, err := a.tryCLI(append([]string{"gc", "-r", "default"}, extra...)...)
+		out, err := a.tryCLI(append([]string{"gc", "-r", reg}, extra...)...)
 		if err != nil && strings.Contains(out, "GarbageCollectionInProgress") && time.Now().Before(end) {
 			time.Sleep(50 * time.Millisecond)
 			continue
@@ -235,7 +255,7 @@ func TestGCStress(t *testing.T) {
 	a.gcNow(t)
 	time.Sleep(grace + time.Second)
 	a.gcNow(t)
-	if r := a.gcNow(t, "--dry-run"); r.Blobs != 0 || r.Marked != 0 || r.Orphans != 0 {
+	if r := a.gcNow(t, "--dry-run"); r.Store.Blobs != 0 || r.Store.Marked != 0 || r.Store.Orphans != 0 {
 		t.Fatalf("after the grace period a dry run still finds %+v", r)
 	}
 	for ref, im := range kept {
@@ -333,15 +353,15 @@ func TestGCCrashMidSweep(t *testing.T) {
 	midway := false
 	for round := 0; round < 3 && !midway; round++ {
 		total := a.gcNow(t, "--dry-run")
-		if total.Blobs == 0 {
+		if total.Store.Blobs == 0 {
 			garbage(t, a, "scratch/crash", round, n)
-			if r := a.gcNow(t); r.Marked < n {
+			if r := a.gcNow(t); r.Store.Marked < n {
 				t.Fatalf("marking run: %+v, want at least %d marked", r, n)
 			}
 			time.Sleep(grace + 100*time.Millisecond)
 			total = a.gcNow(t, "--dry-run")
 		}
-		if total.Blobs < n {
+		if total.Store.Blobs < n {
 			t.Fatalf("round %d: a dry run finds %+v, want at least %d blobs to delete", round, total, n)
 		}
 		// The sweep, killed once it deleted some bytes and before it ends.
@@ -363,17 +383,17 @@ func TestGCCrashMidSweep(t *testing.T) {
 		restart()
 		<-done
 		left := a.gcNow(t, "--dry-run")
-		t.Logf("round %d: killed a sweep of %d blobs (%d stored before it, %d after); %d left to delete", round, total.Blobs, before, countBlobs(t, blobs), left.Blobs)
+		t.Logf("round %d: killed a sweep of %d blobs (%d stored before it, %d after); %d left to delete", round, total.Store.Blobs, before, countBlobs(t, blobs), left.Store.Blobs)
 		checkKept()
-		if left.Blobs == 0 {
+		if left.Store.Blobs == 0 {
 			continue // the sweep ended before the kill: again
 		}
 		midway = true
 		// The next run resumes: deletes what is left, claimed or not.
-		if r := a.gcNow(t); r.Blobs != left.Blobs {
-			t.Fatalf("resumed run deleted %d blobs, want the %d left", r.Blobs, left.Blobs)
+		if r := a.gcNow(t); r.Store.Blobs != left.Store.Blobs {
+			t.Fatalf("resumed run deleted %d blobs, want the %d left", r.Store.Blobs, left.Store.Blobs)
 		}
-		if r := a.gcNow(t, "--dry-run"); r.Blobs != 0 || r.Marked != 0 || r.Orphans != 0 {
+		if r := a.gcNow(t, "--dry-run"); r.Store.Blobs != 0 || r.Store.Marked != 0 || r.Store.Orphans != 0 {
 			t.Fatalf("after the resumed run: %+v, want nothing", r)
 		}
 	}

@@ -122,7 +122,7 @@ func TestCacheQuotaEvictsLeastRecentlyPulled(t *testing.T) {
 	first := a.gcNow(t)
 	time.Sleep(1100 * time.Millisecond)
 	second := a.gcNow(t)
-	if got := first.BlobBytes + second.BlobBytes; got != imageBytes(ims["b"]) {
+	if got := first.Store.BlobBytes + second.Store.BlobBytes; got != imageBytes(ims["b"]) {
 		t.Errorf("gc after eviction reclaimed %d bytes (runs %+v, %+v), want b's %d", got, first, second, imageBytes(ims["b"]))
 	}
 	// a and c are still served from the cache; b comes from the upstream
@@ -277,7 +277,7 @@ func TestCachePurge(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	second := a.gcNow(t)
 	for _, r := range []gcResult{first, second} {
-		reclaimed, blobs = reclaimed+r.BlobBytes, blobs+r.Blobs
+		reclaimed, blobs = reclaimed+r.Store.BlobBytes, blobs+r.Store.Blobs
 	}
 	if reclaimed != imageBytes(im) || blobs != int64(len(im.blobs())+1) {
 		t.Errorf("gc after the purge reclaimed %d bytes in %d blobs (runs %+v, %+v); want %d bytes in %d", reclaimed, blobs, first, second, imageBytes(im), len(im.blobs())+1)

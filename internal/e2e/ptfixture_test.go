@@ -68,12 +68,22 @@ func (a *arca) tryCLI(args ...string) (string, error) { return a.tryCLIAs(ptAdmi
 
 // tryCLIAs runs the CLI with another management token.
 func (a *arca) tryCLIAs(token string, args ...string) (string, error) {
+	stdout, stderr, err := a.runCLI(token, args...)
+	if err != nil {
+		return stdout + stderr, err
+	}
+	return stdout, nil
+}
+
+// runCLI runs the CLI with a management token and returns its stdout and
+// stderr apart.
+func (a *arca) runCLI(token string, args ...string) (string, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, arcaBin, args...)
 	home, err := os.MkdirTemp("", "arca-cli-home-")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer os.RemoveAll(home)
 	cmd.Env = append(os.Environ(), "HOME="+home, "ARCA_CONFIG_DIR="+home,
@@ -81,10 +91,8 @@ func (a *arca) tryCLIAs(token string, args ...string) (string, error) {
 	cmd.Env = append(cmd.Env, a.BlobEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String() + stderr.String(), err
-	}
-	return stdout.String(), nil
+	err = cmd.Run()
+	return stdout.String(), stderr.String(), err
 }
 
 // cacheRule creates a pull-through cache rule with `arca cache create`.

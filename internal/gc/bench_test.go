@@ -136,14 +136,14 @@ func BenchmarkGC(b *testing.B) {
 					start := time.Now()
 					r1, err := col.Run(context.Background(), gc.Request{})
 					markT += time.Since(start)
-					if err != nil || r1.Marked != int64(c.n/2) {
+					if err != nil || r1.Store.Marked != int64(c.n/2) {
 						b.Fatalf("mark run: %+v, %v", r1, err)
 					}
 					time.Sleep(2 * time.Millisecond)
 					start = time.Now()
 					r2, err := col.Run(context.Background(), gc.Request{})
 					sweepT += time.Since(start)
-					if err != nil || r2.Blobs != int64(c.n/2) {
+					if err != nil || r2.Store.Blobs != int64(c.n/2) {
 						b.Fatalf("sweep run: %+v, %v", r2, err)
 					}
 				})

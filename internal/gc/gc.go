@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +37,7 @@ type Store interface {
 	EnabledRetentionPolicies(ctx context.Context) ([]metadata.RetentionPolicy, error)
 	AcquireSyncLease(ctx context.Context, registry, rule, holder string, ttl time.Duration) (bool, error)
 	ReleaseSyncLease(ctx context.Context, registry, rule, holder string) error
-	UploadsBefore(ctx context.Context, cutoff time.Time) ([]string, error)
+	UploadsBefore(ctx context.Context, cutoff time.Time) ([]metadata.UploadRef, error)
 	DeleteUpload(ctx context.Context, id string) error
 	content.Uploads
 }
@@ -108,13 +109,25 @@ func New(meta Store, blobs blobstore.Backend, opts Options) (*Collector, error) 
 
 // Request is one run.
 type Request struct {
-	// Registry limits untagged-manifest retention to one registry ("":
-	// every registry with an enabled policy). Blobs and uploads are shared
-	// by every registry of the store and are always collected store-wide.
+	// Registry limits the run to what one registry owns: its untagged
+	// manifests (under its retention policy) and its abandoned upload
+	// sessions. "" is every registry, and the whole store.
 	Registry string
+	// StoreWide adds, to a run limited to a Registry, the phases over
+	// what registries share: blob rows, orphaned bytes, and staged parts
+	// no session owns. Only callers with authority over every registry
+	// may ask for it (the management API checks). A run with no Registry
+	// always includes them.
+	StoreWide bool
 	// DryRun counts what would be reclaimed and changes nothing.
 	DryRun bool
-	// Progress, if set, is told what the run did so far, after each page.
+	// Reclaim makes a store-wide run wait out the grace period after
+	// marking, then sweep the blob rows again: what it found unreferenced
+	// and still is goes in this run, not the next. (The same invariant: a
+	// blob is deleted a grace period after its mark.) Not with DryRun.
+	Reclaim bool
+	// Progress, if set, is told what the run did so far, as each phase
+	// starts (the first call: the run holds the lease) and after each page.
 	Progress func(Result)
 }
 
@@ -122,6 +135,28 @@ type Request struct {
 type Result struct {
 	Phase  string `json:"phase"` // "uploads", "manifests", "blobs", "orphans", "done"
 	DryRun bool   `json:"dryRun"`
+	// Registry is the registry the run was limited to ("": all).
+	Registry string `json:"registry,omitempty"`
+	// Manifests: untagged manifests deleted under a retention policy.
+	Manifests     int64 `json:"manifests"`
+	ManifestBytes int64 `json:"manifestBytes"`
+	// Uploads: abandoned upload sessions forgotten; UploadParts: their
+	// staged parts deleted.
+	Uploads     int64 `json:"uploads"`
+	UploadParts int64 `json:"uploadParts"`
+	// Store is what the store-wide phases reclaimed; nil when they did
+	// not run (a registry's run without StoreWide).
+	Store *StoreResult `json:"store,omitempty"`
+	// GraceUntil: a Reclaim run waits (phase "grace") until then.
+	GraceUntil time.Time     `json:"graceUntil,omitzero"`
+	Duration   time.Duration `json:"-"`
+	Seconds    float64       `json:"seconds"`
+}
+
+// StoreResult is what the store-wide phases reclaimed. Blobs are shared
+// by every registry of the store, so these are counts over the store,
+// never attributed to a registry.
+type StoreResult struct {
 	// Blobs and BlobBytes: blob rows and bytes deleted (manifests' bytes
 	// included: they are blobs too).
 	Blobs     int64 `json:"blobs"`
@@ -129,26 +164,24 @@ type Result struct {
 	// Orphans: blobs in the blob store that metadata never recorded (a
 	// crash between commit and record), included in Blobs and BlobBytes.
 	Orphans int64 `json:"orphans"`
-	// Manifests: untagged manifests deleted under a retention policy.
-	Manifests     int64 `json:"manifests"`
-	ManifestBytes int64 `json:"manifestBytes"`
-	// Uploads: abandoned upload sessions forgotten; UploadParts: staged
-	// parts deleted.
-	Uploads     int64 `json:"uploads"`
-	UploadParts int64 `json:"uploadParts"`
 	// Marked blobs (and their bytes) were seen unreferenced for the first
 	// time: a run after the grace period deletes them if they stay so.
-	Marked      int64         `json:"marked"`
-	MarkedBytes int64         `json:"markedBytes"`
-	Duration    time.Duration `json:"-"`
-	Seconds     float64       `json:"seconds"`
+	Marked      int64 `json:"marked"`
+	MarkedBytes int64 `json:"markedBytes"`
+	// StrayParts: staged parts older than the upload age that no upload
+	// session owns (a session forgotten before its parts were deleted).
+	StrayParts int64 `json:"strayParts"`
 }
 
 // Run collects garbage once. It returns ErrBusy when another collector
 // holds the lease.
 func (c *Collector) Run(ctx context.Context, req Request) (res Result, err error) {
 	start := time.Now()
-	res.DryRun = req.DryRun
+	res.DryRun, res.Registry = req.DryRun, req.Registry
+	storeWide := req.Registry == "" || req.StoreWide
+	if storeWide {
+		res.Store = &StoreResult{}
+	}
 	defer func() {
 		res.Duration = time.Since(start)
 		res.Seconds = res.Duration.Seconds()
@@ -171,24 +204,33 @@ func (c *Collector) Run(ctx context.Context, req Request) (res Result, err error
 		_ = c.meta.ReleaseSyncLease(rctx, leaseRegistry, leaseName, c.opts.Holder)
 	}()
 	r := &run{c: c, req: req, res: &res, start: start, leaseAt: time.Now()}
-	for _, phase := range []struct {
+	type phase struct {
 		name string
 		fn   func(context.Context) error
-	}{
-		{"uploads", r.uploads},
-		{"manifests", r.manifests},
-		{"blobs", r.blobRows},
-		{"orphans", r.orphans},
-	} {
-		res.Phase = phase.name
-		if err := phase.fn(ctx); err != nil {
-			return res, fmt.Errorf("gc %s: %w", phase.name, err)
+	}
+	phases := []phase{{"uploads", r.uploads}, {"manifests", r.manifests}}
+	if storeWide {
+		phases = append(phases, phase{"blobs", r.blobRows})
+		if req.Reclaim && !req.DryRun {
+			phases = append(phases, phase{"grace", r.waitGrace}, phase{"reclaim", r.blobRows})
 		}
+		phases = append(phases, phase{"orphans", r.orphans})
+	}
+	for _, p := range phases {
+		res.Phase = p.name
 		r.progress()
+		if err := p.fn(ctx); err != nil {
+			return res, fmt.Errorf("gc %s: %w", p.name, err)
+		}
 	}
 	res.Phase = "done"
-	c.log.Info("garbage collected", "dry_run", req.DryRun, "blobs", res.Blobs, "blob_bytes", res.BlobBytes, "orphans", res.Orphans,
-		"manifests", res.Manifests, "uploads", res.Uploads, "upload_parts", res.UploadParts, "marked", res.Marked, "duration", time.Since(start))
+	r.progress()
+	attrs := []any{"registry", req.Registry, "dry_run", req.DryRun, "manifests", res.Manifests, "uploads", res.Uploads,
+		"upload_parts", res.UploadParts, "duration", time.Since(start)}
+	if st := res.Store; st != nil {
+		attrs = append(attrs, "blobs", st.Blobs, "blob_bytes", st.BlobBytes, "orphans", st.Orphans, "marked", st.Marked, "stray_parts", st.StrayParts)
+	}
+	c.log.Info("garbage collected", attrs...)
 	return res, nil
 }
 
@@ -198,6 +240,8 @@ type run struct {
 	res     *Result
 	start   time.Time
 	leaseAt time.Time
+	// lastMark is when the blob phase last marked rows (zero: none).
+	lastMark time.Time
 }
 
 func (r *run) progress() {
@@ -225,57 +269,89 @@ func (r *run) renew(ctx context.Context) error {
 
 // uploads purges abandoned upload sessions (see PurgeUploads).
 func (r *run) uploads(ctx context.Context) error {
-	parts, sessions, err := r.c.purgeUploads(ctx, r.req.DryRun)
-	r.res.UploadParts += int64(parts)
-	r.res.Uploads += int64(sessions)
+	p, err := r.c.purgeUploads(ctx, r.req.Registry, r.res.Store != nil, r.req.DryRun)
+	r.res.UploadParts += int64(p.parts)
+	r.res.Uploads += int64(p.sessions)
+	if r.res.Store != nil {
+		r.res.Store.StrayParts += int64(p.strays)
+	}
 	return err
 }
 
 // PurgeUploads forgets abandoned upload sessions and deletes staged parts
 // older than UploadMaxAge; the server's upload janitor calls it more often
-// than full runs happen. It returns how many parts and sessions it purged.
+// than full runs happen. It returns how many parts (stray ones included)
+// and sessions it purged.
 func (c *Collector) PurgeUploads(ctx context.Context) (parts, sessions int, err error) {
-	return c.purgeUploads(ctx, false)
+	p, err := c.purgeUploads(ctx, "", true, false)
+	return p.parts + p.strays, p.sessions, err
 }
 
-func (c *Collector) purgeUploads(ctx context.Context, dryRun bool) (int, int, error) {
+// purged counts an upload purge: the staged parts of sessions in scope,
+// those sessions, and stale parts no session owns.
+type purged struct{ parts, sessions, strays int }
+
+// purgeUploads purges the abandoned sessions of registry ("": every
+// registry) with their stale parts and, when strays, stale parts that no
+// old session owns (which belong to no registry).
+func (c *Collector) purgeUploads(ctx context.Context, registry string, strays, dryRun bool) (purged, error) {
 	c.uploadsMu.Lock()
 	defer c.uploadsMu.Unlock()
+	var p purged
 	cutoff := time.Now().Add(-c.opts.UploadMaxAge)
 	// Sessions started before the cutoff, with the parts they recorded
 	// (read before the parts are listed: a part recorded then is listed).
 	old, err := c.meta.UploadsBefore(ctx, cutoff)
 	if err != nil {
-		return 0, 0, err
+		return p, err
 	}
+	inScope := func(u metadata.UploadRef) bool { return registry == "" || strings.EqualFold(u.Registry, registry) }
 	cs := &content.Store{Blobs: c.blobs, Uploads: c.meta}
-	recorded := map[string][]string{}
-	for _, id := range old {
-		if parts, err := cs.UploadParts(ctx, id); err == nil {
-			recorded[id] = parts
+	recorded := map[string][]string{} // sessions in scope
+	owner := map[string]string{}      // part -> old session owning it
+	for _, u := range old {
+		if !inScope(u) && !strays {
+			continue // only strays need to know other registries' parts
+		}
+		parts, err := cs.UploadParts(ctx, u.ID)
+		if err != nil {
+			continue
+		}
+		if inScope(u) {
+			recorded[u.ID] = parts
+		}
+		for _, part := range parts {
+			owner[part] = u.ID
 		}
 	}
 	staged := map[string]bool{}
 	var stale []string
 	if err := c.blobs.ListStaged(ctx, func(id string, modified time.Time) error {
-		if modified.Before(cutoff) {
-			stale = append(stale, id)
-		} else {
+		_, ours := recorded[owner[id]]
+		switch {
+		case !modified.Before(cutoff):
 			staged[id] = true
+		case ours:
+			stale = append(stale, id)
+			p.parts++
+		case owner[id] == "" && strays:
+			stale = append(stale, id)
+			p.strays++
+		default:
+			staged[id] = true // another registry's session's: not ours to purge
 		}
 		return nil
 	}); err != nil {
-		return 0, 0, fmt.Errorf("list staged parts: %w", err)
+		return p, fmt.Errorf("list staged parts: %w", err)
 	}
 	if !dryRun && len(stale) > 0 {
 		if err := c.blobs.DeleteStaged(ctx, stale...); err != nil {
-			return 0, 0, fmt.Errorf("purge staged parts: %w", err)
+			return purged{}, fmt.Errorf("purge staged parts: %w", err)
 		}
 	}
 	// An old session is abandoned when it recorded no bytes, or when a
 	// part of it is gone (purged here or by another replica, lost in a
 	// crash): it can never complete.
-	sessions := 0
 	for id, parts := range recorded {
 		intact := len(parts) > 0
 		for _, p := range parts {
@@ -285,18 +361,18 @@ func (c *Collector) purgeUploads(ctx context.Context, dryRun bool) (int, int, er
 			continue
 		}
 		if dryRun {
-			sessions++
+			p.sessions++
 			continue
 		}
 		_ = cs.DiscardUpload(ctx, id)
 		if c.meta.DeleteUpload(ctx, id) == nil {
-			sessions++
+			p.sessions++
 		}
 	}
-	if !dryRun && (len(stale) > 0 || sessions > 0) {
-		c.log.Info("purged abandoned uploads", "staged_parts", len(stale), "sessions", sessions)
+	if !dryRun && (len(stale) > 0 || p.sessions > 0) {
+		c.log.Info("purged abandoned uploads", "registry", registry, "staged_parts", len(stale), "sessions", p.sessions)
 	}
-	return len(stale), sessions, nil
+	return p, nil
 }
 
 // maxPasses bounds the passes over untagged manifests: deleting an index
@@ -374,7 +450,9 @@ func (r *run) manifestPass(ctx context.Context, registry string, before time.Tim
 // finishes deletions a crashed run claimed), and marks those newly seen
 // unreferenced.
 func (r *run) blobRows(ctx context.Context) error {
-	markedBefore := r.start.Add(-r.c.opts.Grace)
+	// Claimable: marked a grace period before this pass started (a Reclaim
+	// run's second pass starts once its first pass's marks are that old).
+	markedBefore := time.Now().Add(-r.c.opts.Grace)
 	var after digest.Digest
 	for {
 		if err := r.renew(ctx); err != nil {
@@ -390,8 +468,8 @@ func (r *run) blobRows(ctx context.Context) error {
 			case !b.DeletingAt.IsZero(): // a deletion a crashed run left
 				claim = append(claim, b.Digest)
 				if r.req.DryRun {
-					r.res.Blobs++
-					r.res.BlobBytes += b.Size
+					r.res.Store.Blobs++
+					r.res.Store.BlobBytes += b.Size
 				}
 			case b.Referenced && !b.MarkedAt.IsZero():
 				mark = append(mark, b.Digest) // MarkBlobs clears it
@@ -399,14 +477,14 @@ func (r *run) blobRows(ctx context.Context) error {
 			case b.MarkedAt.IsZero():
 				mark = append(mark, b.Digest)
 				if r.req.DryRun {
-					r.res.Marked++
-					r.res.MarkedBytes += b.Size
+					r.res.Store.Marked++
+					r.res.Store.MarkedBytes += b.Size
 				}
 			case b.MarkedAt.Before(markedBefore):
 				claim = append(claim, b.Digest)
 				if r.req.DryRun {
-					r.res.Blobs++
-					r.res.BlobBytes += b.Size
+					r.res.Store.Blobs++
+					r.res.Store.BlobBytes += b.Size
 				}
 			}
 		}
@@ -421,17 +499,48 @@ func (r *run) blobRows(ctx context.Context) error {
 			}
 			// Marked now, not at the run's start: a writer that prepared
 			// a row before this page read it keeps a whole grace period.
-			n, err := r.c.meta.MarkBlobs(ctx, mark, time.Now())
+			markAt := time.Now()
+			n, err := r.c.meta.MarkBlobs(ctx, mark, markAt)
 			if err != nil {
 				return err
 			}
-			r.res.Marked += int64(n)
+			if n > 0 {
+				r.lastMark = markAt
+			}
+			r.res.Store.Marked += int64(n)
 		}
 		r.progress()
 		if !more || len(page) == 0 {
 			return nil
 		}
 		after = page[len(page)-1].Digest
+	}
+}
+
+// waitGrace waits, holding the lease, until the last mark of the blob
+// phase is a grace period old (nothing to wait for when it marked none).
+func (r *run) waitGrace(ctx context.Context) error {
+	if r.lastMark.IsZero() {
+		return nil
+	}
+	until := r.lastMark.Add(r.c.opts.Grace + time.Millisecond)
+	r.res.GraceUntil = until
+	r.progress()
+	for {
+		wait := time.Until(until)
+		if wait <= 0 {
+			return nil
+		}
+		t := time.NewTimer(min(wait, leaseTTL/4))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		if err := r.renew(ctx); err != nil {
+			return err
+		}
 	}
 }
 
@@ -482,10 +591,10 @@ func (r *run) deleteClaimed(ctx context.Context, claimed []metadata.BlobRef, cla
 		return err
 	}
 	for _, d := range ds {
-		r.res.Blobs++
-		r.res.BlobBytes += sizes[d]
+		r.res.Store.Blobs++
+		r.res.Store.BlobBytes += sizes[d]
 		if orphans {
-			r.res.Orphans++
+			r.res.Store.Orphans++
 		}
 	}
 	return errors.Join(errs...)
@@ -525,9 +634,9 @@ func (r *run) orphans(ctx context.Context) error {
 		}
 		if r.req.DryRun {
 			for _, b := range unknown {
-				r.res.Blobs++
-				r.res.BlobBytes += b.Size
-				r.res.Orphans++
+				r.res.Store.Blobs++
+				r.res.Store.BlobBytes += b.Size
+				r.res.Store.Orphans++
 			}
 			r.progress()
 			return nil

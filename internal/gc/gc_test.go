@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -126,23 +127,23 @@ func TestCollectReclaimsUnreferenced(t *testing.T) {
 		if err := e.meta.UnlinkBlob(ctx, "r", "app", gone); err != nil {
 			t.Fatal(err)
 		}
-		if res := run(t, c, gc.Request{DryRun: true}); res.Marked != 1 || res.Blobs != 0 {
+		if res := run(t, c, gc.Request{DryRun: true}); res.Store.Marked != 1 || res.Store.Blobs != 0 {
 			t.Fatalf("dry run before any mark: %+v, want 1 to mark", res)
 		}
-		if res := run(t, c, gc.Request{}); res.Marked != 1 || res.Blobs != 0 {
+		if res := run(t, c, gc.Request{}); res.Store.Marked != 1 || res.Store.Blobs != 0 {
 			t.Fatalf("first run: %+v, want 1 marked, none deleted", res)
 		}
 		if !e.stored(t, gone) {
 			t.Fatal("deleted within the grace period")
 		}
 		time.Sleep(grace + 50*time.Millisecond)
-		if res := run(t, c, gc.Request{DryRun: true}); res.Blobs != 1 || res.BlobBytes != int64(len("unlinked layer")) {
+		if res := run(t, c, gc.Request{DryRun: true}); res.Store.Blobs != 1 || res.Store.BlobBytes != int64(len("unlinked layer")) {
 			t.Fatalf("dry run after the grace period: %+v, want 1 blob", res)
 		}
 		if !e.stored(t, gone) {
 			t.Fatal("a dry run deleted")
 		}
-		if res := run(t, c, gc.Request{}); res.Blobs != 1 || res.BlobBytes != int64(len("unlinked layer")) {
+		if res := run(t, c, gc.Request{}); res.Store.Blobs != 1 || res.Store.BlobBytes != int64(len("unlinked layer")) {
 			t.Fatalf("second run: %+v, want 1 blob deleted", res)
 		}
 		if e.stored(t, gone) {
@@ -151,7 +152,7 @@ func TestCollectReclaimsUnreferenced(t *testing.T) {
 		if !e.stored(t, kept) || !e.stored(t, digest.FromString("{}")) {
 			t.Fatal("referenced content deleted")
 		}
-		if res := run(t, c, gc.Request{}); res.Blobs != 0 || res.Marked != 0 {
+		if res := run(t, c, gc.Request{}); res.Store.Blobs != 0 || res.Store.Marked != 0 {
 			t.Fatalf("third run: %+v, want nothing", res)
 		}
 	})
@@ -178,7 +179,7 @@ func TestCollectUntaggedManifests(t *testing.T) {
 		if _, err := e.cs.PutManifest(ctx, "r", "app", md, body, manifestOf(layer)); err != nil {
 			t.Fatal(err)
 		}
-		if res := run(t, c, gc.Request{Registry: "r"}); res.Manifests != 0 || res.Marked != 0 {
+		if res := run(t, c, gc.Request{Registry: "r"}); res.Manifests != 0 || res.Store != nil {
 			t.Fatalf("policy off: %+v", res)
 		}
 		if err := e.meta.PutRetentionPolicy(ctx, metadata.RetentionPolicy{Registry: "r", Enabled: true, Days: 0}); err != nil {
@@ -187,14 +188,14 @@ func TestCollectUntaggedManifests(t *testing.T) {
 		if res := run(t, c, gc.Request{Registry: "other"}); res.Manifests != 0 {
 			t.Fatalf("another registry's run: %+v", res)
 		}
-		if res := run(t, c, gc.Request{}); res.Manifests != 1 || res.ManifestBytes != int64(len(body)) || res.Marked != 2 {
+		if res := run(t, c, gc.Request{}); res.Manifests != 1 || res.ManifestBytes != int64(len(body)) || res.Store.Marked != 2 {
 			t.Fatalf("policy on: %+v, want the manifest deleted and it and its layer marked", res)
 		}
 		if _, err := e.meta.GetManifest(ctx, "r", "app", md); !errors.Is(err, metadata.ErrNotFound) {
 			t.Fatal("untagged manifest still recorded")
 		}
 		time.Sleep(grace + 50*time.Millisecond)
-		if res := run(t, c, gc.Request{}); res.Blobs != 2 {
+		if res := run(t, c, gc.Request{}); res.Store.Blobs != 2 {
 			t.Fatalf("after the grace period: %+v, want the manifest's bytes and the layer", res)
 		}
 		if e.stored(t, layer) || e.stored(t, md) {
@@ -229,7 +230,7 @@ func TestCollectOrphansAndResumesClaims(t *testing.T) {
 			t.Fatal(cl, err)
 		}
 		res := run(t, c, gc.Request{})
-		if res.Orphans != 1 || res.Blobs != 2 {
+		if res.Store.Orphans != 1 || res.Store.Blobs != 2 {
 			t.Fatalf("run: %+v, want the orphan and the claimed blob", res)
 		}
 		if e.stored(t, d) || e.stored(t, left) {
@@ -266,7 +267,7 @@ func TestConcurrentWritersKeepReferencedBlobs(t *testing.T) {
 					return
 				}
 				runs.Add(1)
-				deleted.Add(res.Blobs)
+				deleted.Add(res.Store.Blobs)
 			}
 		}()
 		// Writers and GC race for at least 3 s and until GC has deleted
@@ -431,6 +432,143 @@ func TestOneCollectorAtATime(t *testing.T) {
 		}
 		if _, err := c.Run(ctx, gc.Request{}); err != nil {
 			t.Fatalf("a run once the other ended: %v", err)
+		}
+	})
+}
+
+// A registry's run purges that registry's abandoned upload sessions and
+// their parts only; stale parts no session owns are store-wide (StoreWide
+// or a run of every registry); another registry's sessions are left.
+func TestCollectUploadsByRegistry(t *testing.T) {
+	engines(t, func(t *testing.T, e env) {
+		ctx := context.Background()
+		c, err := gc.New(e.meta, e.blobs, gc.Options{Grace: time.Hour, UploadMaxAge: 200 * time.Millisecond, Holder: t.Name(),
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		session := func(reg string) (string, []string) {
+			t.Helper()
+			id := blobstore.NewID()
+			if err := e.meta.CreateUpload(ctx, reg, "app", id); err != nil {
+				t.Fatal(err)
+			}
+			w, err := e.cs.ResumeUpload(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write([]byte("chunk of " + reg)); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Save(ctx); err != nil {
+				t.Fatal(err)
+			}
+			parts, err := e.cs.UploadParts(ctx, id)
+			if err != nil || len(parts) != 1 {
+				t.Fatalf("parts %v %v", parts, err)
+			}
+			return id, parts
+		}
+		idA, partsA := session("a")
+		idB, partsB := session("b")
+		stray := blobstore.NewID()
+		p, err := e.blobs.Stage(ctx, stray)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Write([]byte("no session owns this")); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // all of it older than UploadMaxAge
+		staged := func() map[string]bool {
+			t.Helper()
+			m := map[string]bool{}
+			if err := e.blobs.ListStaged(ctx, func(id string, _ time.Time) error { m[id] = true; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		exists := func(reg, id string) bool {
+			t.Helper()
+			ok, err := e.meta.UploadExists(ctx, reg, "app", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok
+		}
+		for _, dry := range []bool{true, false} {
+			res := run(t, c, gc.Request{Registry: "a", DryRun: dry})
+			if res.Uploads != 1 || res.UploadParts != 1 || res.Store != nil {
+				t.Fatalf("a's run (dry %v): %+v, want a's one session and its part, no store-wide part", dry, res)
+			}
+		}
+		if s := staged(); exists("a", idA) || s[partsA[0]] || !exists("b", idB) || !s[partsB[0]] || !s[stray] {
+			t.Fatalf("after a's run: a's session %v, b's %v, staged %v", exists("a", idA), exists("b", idB), s)
+		}
+		if res := run(t, c, gc.Request{Registry: "a", StoreWide: true}); res.Uploads != 0 || res.Store == nil || res.Store.StrayParts != 1 {
+			t.Fatalf("a's store-wide run: %+v, want the stray part only", res)
+		}
+		if s := staged(); !exists("b", idB) || !s[partsB[0]] || s[stray] {
+			t.Fatalf("after a's store-wide run: b's session %v, staged %v", exists("b", idB), s)
+		}
+		if res := run(t, c, gc.Request{}); res.Uploads != 1 || res.UploadParts != 1 {
+			t.Fatalf("run of every registry: %+v, want b's session", res)
+		}
+		if exists("b", idB) || len(staged()) != 0 {
+			t.Fatalf("after the full run: b's session %v, staged %v", exists("b", idB), staged())
+		}
+	})
+}
+
+// A Reclaim run marks, waits out the grace period holding the lease, and
+// sweeps again: what stayed unreferenced goes in that one run; what was
+// linked again while it waited stays.
+func TestCollectReclaimInOneRun(t *testing.T) {
+	engines(t, func(t *testing.T, e env) {
+		ctx := context.Background()
+		grace := 300 * time.Millisecond
+		c := newCollector(t, e, grace)
+		gone := e.push(t, "app", []byte("unlinked for good"))
+		back := e.push(t, "app", []byte("linked again while GC waits"))
+		for _, d := range []digest.Digest{gone, back} {
+			if err := e.meta.UnlinkBlob(ctx, "r", "app", d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var phases []string
+		start := time.Now()
+		res, err := c.Run(ctx, gc.Request{Reclaim: true, Progress: func(p gc.Result) {
+			if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+				phases = append(phases, p.Phase)
+			}
+			if p.Phase == "grace" && !p.GraceUntil.IsZero() { // waiting
+				if err := e.meta.LinkBlob(ctx, "r", "other", back, int64(len("linked again while GC waits"))); err != nil {
+					t.Error(err)
+				}
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Store.Marked != 2 || res.Store.Blobs != 1 || res.Store.BlobBytes != int64(len("unlinked for good")) {
+			t.Fatalf("reclaim run: %+v (store %+v), want 2 marked and the one still unreferenced deleted", res, res.Store)
+		}
+		if took := time.Since(start); took < grace {
+			t.Fatalf("the run took %s, less than the grace period", took)
+		}
+		if e.stored(t, gone) || !e.stored(t, back) {
+			t.Fatalf("after the run: unreferenced stored %v, linked again stored %v", e.stored(t, gone), e.stored(t, back))
+		}
+		if want := "uploads manifests blobs grace reclaim orphans done"; strings.Join(phases, " ") != want {
+			t.Fatalf("phases %v, want %s", phases, want)
+		}
+		// Nothing marked: no wait.
+		start = time.Now()
+		if res := run(t, c, gc.Request{Reclaim: true}); res.Store.Blobs != 0 || !res.GraceUntil.IsZero() || time.Since(start) > grace {
+			t.Fatalf("reclaim run with nothing to reclaim: %+v after %s", res, time.Since(start))
 		}
 	})
 }

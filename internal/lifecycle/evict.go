@@ -21,6 +21,7 @@ type Store interface {
 	RegistryUsage(ctx context.Context, registry string) ([]metadata.RepoUsage, error)
 	GetRegistrySettings(ctx context.Context, registry string) (metadata.RegistrySettings, error)
 	ListCacheRules(ctx context.Context, registry string) ([]rules.Rule, error)
+	SyncKeptManifests(ctx context.Context, registry, rule string, referrers bool) ([]metadata.ManifestKey, error)
 	AcquireSyncLease(ctx context.Context, registry, rule, holder string, ttl time.Duration) (bool, error)
 	ReleaseSyncLease(ctx context.Context, registry, rule, holder string) error
 }
@@ -162,36 +163,56 @@ func (e *Evictor) run(ctx context.Context, p pass) (Result, error) {
 }
 
 // Retention evicts content of rules with retentionDays that was not
-// pulled for that many days. Rules in ActiveSync are exempt: sync keeps
-// their content current, and would fetch it again at its next run.
+// pulled for that many days. What a rule in ActiveSync keeps current is
+// exempt while it is in ActiveSync (the manifests its tracked tags point
+// at, their children and, when it syncs referrers, their referrers: sync
+// would fetch them again at its next run); the rest of such a rule's
+// content (tags clients pulled through that sync does not track, or its
+// filters exclude) ages out like any other rule's.
 func (e *Evictor) Retention(ctx context.Context, registry string) (Result, error) {
 	list, err := e.store.ListCacheRules(ctx, registry)
 	if err != nil {
 		return Result{}, err
 	}
-	longest := 0
+	shortest := 0
+	// kept: per ActiveSync rule (by name, folded), repo@digest of what its
+	// sync keeps current.
+	kept := map[string]map[string]bool{}
 	for _, r := range list {
-		if retained(&r) {
-			longest = max(longest, r.RetentionDays)
+		if r.RetentionDays <= 0 {
+			continue
 		}
+		if shortest == 0 || r.RetentionDays < shortest {
+			shortest = r.RetentionDays
+		}
+		if r.Mode() != rules.ActiveSync {
+			continue
+		}
+		ks, err := e.store.SyncKeptManifests(ctx, registry, r.Name, strings.EqualFold(r.SyncReferrers, "Enabled"))
+		if err != nil {
+			return Result{}, err
+		}
+		set := make(map[string]bool, len(ks))
+		for _, k := range ks {
+			set[k.Repo+"@"+k.Digest.String()] = true
+		}
+		kept[strings.ToLower(r.Name)] = set
 	}
-	if longest == 0 {
+	if shortest == 0 {
 		return Result{}, nil
 	}
 	now := e.now()
-	shortest := longest
-	for _, r := range list {
-		if retained(&r) {
-			shortest = min(shortest, r.RetentionDays)
-		}
-	}
 	return e.run(ctx, pass{registry: registry, reason: ReasonRetention, before: now.Add(-days(shortest)),
 		pick: func(it metadata.CachedItem, r *rules.Rule) bool {
-			return r != nil && retained(r) && it.LastUsed.Before(now.Add(-days(r.RetentionDays)))
+			if r == nil || r.RetentionDays <= 0 || !it.LastUsed.Before(now.Add(-days(r.RetentionDays))) {
+				return false
+			}
+			if r.Mode() == rules.ActiveSync && it.Kind == metadata.PullManifest {
+				return !kept[strings.ToLower(r.Name)][it.Repo+"@"+it.Digest.String()]
+			}
+			return true
 		}})
 }
-
-func retained(r *rules.Rule) bool { return r.RetentionDays > 0 && r.Mode() != rules.ActiveSync }
 
 func days(n int) time.Duration { return time.Duration(n) * 24 * time.Hour }
 

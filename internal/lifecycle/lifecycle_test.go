@@ -141,8 +141,9 @@ func (c *countingStore) RecordPulls(_ context.Context, p []metadata.Pull) error 
 }
 
 // Retention evicts a rule's content not pulled for its retentionDays;
-// rules without retention, rules in ActiveSync and pushed repositories
-// keep theirs.
+// rules without retention and pushed repositories keep theirs, and a rule
+// in ActiveSync keeps what its sync tracks (not what clients pulled
+// through besides, nor what its filters exclude).
 func TestRetention(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t)
@@ -155,6 +156,18 @@ func TestRetention(t *testing.T) {
 	shortPulled := image(t, s, "short/app", "v2", 100)
 	long := image(t, s, "long/app", "v1", 100)
 	synced := image(t, s, "synced/app", "v1", 100)
+	syncedFailed := image(t, s, "synced/app", "v2", 100)
+	untracked := image(t, s, "synced/app", "pulled", 100)
+	excluded := image(t, s, "synced/app", "excluded", 100)
+	for _, st := range []metadata.SyncTag{
+		{Registry: "reg01", Rule: "synced", Repo: "synced/app", Tag: "v1", Digest: synced.String(), State: "done"},
+		{Registry: "reg01", Rule: "synced", Repo: "synced/app", Tag: "v2", Digest: syncedFailed.String(), State: "failed", Error: "upstream down"},
+		{Registry: "reg01", Rule: "synced", Repo: "synced/app", Tag: "excluded", Digest: excluded.String(), State: "excluded"},
+	} {
+		if err := s.PutSyncTag(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
 	forever := image(t, s, "forever/app", "v1", 100)
 	mine := image(t, s, "mine", "v1", 100)
 	if err := s.MarkPushed(ctx, "reg01", "mine"); err != nil {
@@ -169,15 +182,16 @@ func TestRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Manifests != 1 || res.Bytes != 110 {
-		t.Fatalf("retention evicted %d manifests, %d bytes; want 1, 110", res.Manifests, res.Bytes)
+	if res.Manifests != 3 || res.Bytes != 330 {
+		t.Fatalf("retention evicted %d manifests, %d bytes; want 3, 330", res.Manifests, res.Bytes)
 	}
 	for _, c := range []struct {
 		repo string
 		d    digest.Digest
 		want bool
 	}{{"short/app", short, false}, {"short/app", shortPulled, true}, {"long/app", long, true},
-		{"synced/app", synced, true}, {"forever/app", forever, true}, {"mine", mine, true}} {
+		{"synced/app", synced, true}, {"synced/app", syncedFailed, true}, {"synced/app", untracked, false}, {"synced/app", excluded, false},
+		{"forever/app", forever, true}, {"mine", mine, true}} {
 		if got := has(t, s, c.repo, c.d); got != c.want {
 			t.Errorf("%s@%s present %v, want %v", c.repo, c.d, got, c.want)
 		}

@@ -20,13 +20,20 @@ type UsageStore interface {
 	RegistryUsage(ctx context.Context, registry string) ([]metadata.RepoUsage, error)
 }
 
+// PushQuotaStore reads the storage quota and the pushed bytes it bounds.
+type PushQuotaStore interface {
+	GetRegistrySettings(ctx context.Context, registry string) (metadata.RegistrySettings, error)
+	PushedBytes(ctx context.Context, registry string) (int64, error)
+}
+
 // PushQuota refuses pushes that would take a registry's pushed content
 // over its storage quota. The quota and the usage are read at most once
-// per maxAge per registry (usage is a grouped scan), and pushes accepted
-// in between are added, so the bound holds within one replica; replicas
-// pushing at once may overshoot by what each accepted within maxAge.
+// per maxAge per registry (usage is a sum over the pushed repositories'
+// rows), and pushes accepted in between are added, so the bound holds
+// within one replica; replicas pushing at once may overshoot by what each
+// accepted within maxAge.
 type PushQuota struct {
-	store  UsageStore
+	store  PushQuotaStore
 	maxAge time.Duration
 	now    func() time.Time
 
@@ -43,7 +50,7 @@ type pushState struct {
 }
 
 // NewPushQuota returns a PushQuota reading store at most once per maxAge.
-func NewPushQuota(store UsageStore, maxAge time.Duration) (*PushQuota, error) {
+func NewPushQuota(store PushQuotaStore, maxAge time.Duration) (*PushQuota, error) {
 	if store == nil || maxAge <= 0 {
 		return nil, errors.New("lifecycle: push quota needs a store and a positive refresh interval")
 	}
@@ -135,11 +142,10 @@ func (q *PushQuota) read(ctx context.Context, registry string) (int64, int64, er
 	if err != nil || set.StorageQuota <= 0 {
 		return 0, 0, err
 	}
-	us, err := q.store.RegistryUsage(ctx, registry)
+	pushed, err := q.store.PushedBytes(ctx, registry)
 	if err != nil {
 		return 0, 0, err
 	}
-	_, pushed := CachedBytes(us)
 	return set.StorageQuota, pushed, nil
 }
 

@@ -39,7 +39,7 @@ var copyTables = []copyTable{
 	{"credential_sets", []string{"registry", "name_key", "name", "login_server", "username_ref", "password_ref", "health_status",
 		"health_code", "health_message", "principal_id", "provisioning_state", "created_at", "modified_at", "identity"}, 2, false},
 	{"rules_generation", []string{"registry", "generation"}, 1, false},
-	{"operations", []string{"id", "registry", "resource", "status", "error_code", "error_msg", "started_at", "ended_at"}, 1, false},
+	{"operations", []string{"id", "registry", "resource", "status", "error_code", "error_msg", "started_at", "ended_at", "updated_at", "properties"}, 1, false},
 	{"sync_runs", []string{"registry", "rule", "run_id", "result", "started_at", "ended_at", "next_at", "tags_synced",
 		"tags_unchanged", "tags_excluded", "tags_failed", "bytes_fetched", "error", "config_hash"}, 2, false},
 	{"sync_tags", []string{"registry", "rule", "repo", "tag", "digest", "state", "error", "config_hash", "updated_at"}, 4, false},

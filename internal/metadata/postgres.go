@@ -22,7 +22,8 @@ import (
 // separately from SQLite's). Text keys that are ordered or range-scanned
 // (pagination, prefixes) use the "C" collation: byte order, as SQLite
 // compares, whatever the database's locale.
-var pgMigrations = [][]string{pgSchema, pgSchemaStats, identitySchema(` COLLATE "C"`), pgUploadState, pgGC, pgLifecycle, schemaFetchLeases, setIdentityAndConditions, schemaPortalSessions, schemaManifestAttrs, schemaIdentitySecretExpiry, schemaUpstreamHolds, schemaLoginFailures}
+var pgMigrations = [][]string{pgSchema, pgSchemaStats, identitySchema(` COLLATE "C"`), pgUploadState, pgGC, pgLifecycle, schemaFetchLeases, setIdentityAndConditions, schemaPortalSessions, schemaManifestAttrs, schemaIdentitySecretExpiry,
+	schemaOperationProgress, schemaUpstreamHolds, schemaLoginFailures}
 
 var pgSchema = []string{
 	`CREATE TABLE repositories (

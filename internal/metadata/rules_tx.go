@@ -161,6 +161,14 @@ func (t *rulesTx) RepositoryUnder(prefix string) (string, bool, error) {
 	return name, true, nil
 }
 
+// schemaOperationProgress lets an operation run after its request ended
+// (garbage collection): the running replica's heartbeat, and the
+// operation's progress and result, so that any replica answers the poll.
+var schemaOperationProgress = []string{
+	`ALTER TABLE operations ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0`,
+	`ALTER TABLE operations ADD COLUMN properties TEXT NOT NULL DEFAULT ''`,
+}
+
 // Operation is an asynchronous operation's status document, kept in the
 // database so any replica can answer a poll.
 type Operation struct {
@@ -172,6 +180,11 @@ type Operation struct {
 	ErrorMsg  string
 	StartedAt time.Time
 	EndedAt   time.Time
+	// UpdatedAt is when the replica running an InProgress operation last
+	// wrote it (its heartbeat); Properties is the operation's own JSON
+	// (its progress, then its result), "" when it has none.
+	UpdatedAt  time.Time
+	Properties string
 }
 
 // PutOperation records op (in the rules transaction, so an operation is
@@ -184,10 +197,11 @@ func putOperation(ctx context.Context, tx *sql.Tx, op Operation) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM operations WHERE started_at < $1`, micros(time.Now().Add(-OperationRetention))); err != nil {
 		return fmt.Errorf("expire operations: %w", err)
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO operations(id, registry, resource, status, error_code, error_msg, started_at, ended_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT(id) DO UPDATE SET status = excluded.status, error_code = excluded.error_code,
-			error_msg = excluded.error_msg, ended_at = excluded.ended_at`,
-		op.ID, strings.ToLower(op.Registry), op.Resource, op.Status, op.ErrorCode, op.ErrorMsg, micros(op.StartedAt), micros(op.EndedAt))
+	_, err := tx.ExecContext(ctx, `INSERT INTO operations(id, registry, resource, status, error_code, error_msg, started_at, ended_at, updated_at, properties)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT(id) DO UPDATE SET status = excluded.status, error_code = excluded.error_code,
+			error_msg = excluded.error_msg, ended_at = excluded.ended_at, updated_at = excluded.updated_at, properties = excluded.properties`,
+		op.ID, strings.ToLower(op.Registry), op.Resource, op.Status, op.ErrorCode, op.ErrorMsg, micros(op.StartedAt), micros(op.EndedAt),
+		micros(op.UpdatedAt), op.Properties)
 	if err != nil {
 		return fmt.Errorf("put operation: %w", err)
 	}
@@ -202,15 +216,15 @@ func (s *db) PutOperation(ctx context.Context, op Operation) error {
 // GetOperation returns operation id, or ErrNotFound.
 func (s *db) GetOperation(ctx context.Context, id string) (Operation, error) {
 	op := Operation{ID: id}
-	var started, ended int64
-	err := s.r.QueryRowContext(ctx, `SELECT registry, resource, status, error_code, error_msg, started_at, ended_at FROM operations WHERE id = $1`, id).
-		Scan(&op.Registry, &op.Resource, &op.Status, &op.ErrorCode, &op.ErrorMsg, &started, &ended)
+	var started, ended, updated int64
+	err := s.r.QueryRowContext(ctx, `SELECT registry, resource, status, error_code, error_msg, started_at, ended_at, updated_at, properties FROM operations WHERE id = $1`, id).
+		Scan(&op.Registry, &op.Resource, &op.Status, &op.ErrorCode, &op.ErrorMsg, &started, &ended, &updated, &op.Properties)
 	if errors.Is(err, sql.ErrNoRows) {
 		return op, ErrNotFound
 	}
 	if err != nil {
 		return op, fmt.Errorf("get operation: %w", err)
 	}
-	op.StartedAt, op.EndedAt = fromMicros(started), fromMicros(ended)
+	op.StartedAt, op.EndedAt, op.UpdatedAt = fromMicros(started), fromMicros(ended), fromMicros(updated)
 	return op, nil
 }

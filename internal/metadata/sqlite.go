@@ -36,6 +36,7 @@ var sqliteMigrations = [][]string{
 	schemaPortalSessions,
 	schemaManifestAttrs,
 	schemaIdentitySecretExpiry,
+	schemaOperationProgress,
 	schemaUpstreamHolds,
 	schemaLoginFailures,
 }

@@ -108,7 +108,7 @@ type Store interface {
 	// Upload sessions with an owner (quotas, lifetime, the janitor).
 	CreateOwnedUpload(ctx context.Context, registry, repo, id, owner string, max int, maxAge time.Duration) error
 	UploadStarted(ctx context.Context, registry, repo, id string) (time.Time, bool, error)
-	UploadsBefore(ctx context.Context, cutoff time.Time) ([]string, error)
+	UploadsBefore(ctx context.Context, cutoff time.Time) ([]UploadRef, error)
 
 	// Garbage collection (gc.go; the invariant is in docs/architecture.md).
 	PrepareBlob(ctx context.Context, d digest.Digest, size int64) error
@@ -176,8 +176,12 @@ type Store interface {
 	RecordPulls(ctx context.Context, pulls []Pull) error
 	RepositoryPulledAt(ctx context.Context, registry, repo string) (time.Time, error)
 	RegistryUsage(ctx context.Context, registry string) ([]RepoUsage, error)
+	PushedBytes(ctx context.Context, registry string) (int64, error)
 	CachedItems(ctx context.Context, registry string, before time.Time, after CachedCursor, n int) ([]CachedItem, error)
 	EvictCached(ctx context.Context, registry string, it CachedItem, dryRun bool) (int64, error)
+
+	// Retention: what active sync keeps current is exempt (syncretention.go).
+	SyncKeptManifests(ctx context.Context, registry, rule string, referrers bool) ([]ManifestKey, error)
 
 	// Cluster: one upstream fetch per blob across replicas (fetchleases.go).
 	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (FetchLease, bool, error)

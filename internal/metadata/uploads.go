@@ -8,23 +8,29 @@ import (
 	"time"
 )
 
-// UploadsBefore lists the upload sessions created before cutoff (the
-// janitor forgets those whose staged bytes are gone).
-func (s *db) UploadsBefore(ctx context.Context, cutoff time.Time) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM uploads WHERE created_at < $1`, micros(cutoff))
+// UploadRef names an upload session and the registry it pushes to.
+type UploadRef struct {
+	ID       string
+	Registry string
+}
+
+// UploadsBefore lists the upload sessions created before cutoff, with
+// their registries (garbage collection purges the abandoned ones).
+func (s *db) UploadsBefore(ctx context.Context, cutoff time.Time) ([]UploadRef, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, registry FROM uploads WHERE created_at < $1`, micros(cutoff))
 	if err != nil {
 		return nil, fmt.Errorf("uploads: %w", err)
 	}
 	defer rows.Close()
-	var ids []string
+	var refs []UploadRef
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var u UploadRef
+		if err := rows.Scan(&u.ID, &u.Registry); err != nil {
 			return nil, fmt.Errorf("uploads: %w", err)
 		}
-		ids = append(ids, id)
+		refs = append(refs, u)
 	}
-	return ids, rows.Err()
+	return refs, rows.Err()
 }
 
 // The upload state migration keeps an upload session's progress in its

@@ -3,6 +3,7 @@ package metadata
 import (
 	"context"
 	"fmt"
+	"strings"
 )
 
 // RepoUsage is what one repository holds.
@@ -81,6 +82,23 @@ func (s *db) usage(ctx context.Context, registry string) ([]RepoUsage, error) {
 		out = append(out, *byRepo[k])
 	}
 	return out, nil
+}
+
+// PushedBytes is what registry's repositories with pushed content hold
+// (as RegistryUsage counts it: each blob link and manifest of them): the
+// push quota's usage. It reads only those repositories' rows, not the
+// cached ones a pull-through registry mostly holds, and returns one sum.
+func (s *db) PushedBytes(ctx context.Context, registry string) (int64, error) {
+	var n int64
+	err := s.queryRow(ctx, `SELECT CAST(COALESCE((SELECT SUM(b.size) FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
+			WHERE rb.registry = $1 AND rb.repo IN (SELECT name FROM repositories WHERE registry = $1 AND pushed <> 0)), 0)
+		+ COALESCE((SELECT SUM(m.size) FROM manifests m
+			WHERE m.registry = $1 AND m.repo IN (SELECT name FROM repositories WHERE registry = $1 AND pushed <> 0)), 0) AS BIGINT)`,
+		strings.ToLower(registry)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("pushed bytes: %w", err)
+	}
+	return n, nil
 }
 
 type repoKey struct{ reg, repo string }

@@ -43,6 +43,7 @@ func (s *syncBuffer) String() string {
 type fixture struct {
 	t       testing.TB
 	srv     *httptest.Server
+	h       *Handler
 	meta    metadata.Store
 	logs    *syncBuffer
 	changes []string
@@ -98,6 +99,7 @@ func newFixtureWith(t testing.TB, srvOpt fixtureServerOpt, mods ...fixtureOpt) *
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.h = h
 	if srvOpt != nil {
 		srvOpt(f)
 	}

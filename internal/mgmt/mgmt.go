@@ -121,6 +121,7 @@ type Handler struct {
 	opts   Options
 	log    *slog.Logger
 	health *healthChecks
+	ops    operations
 }
 
 // New returns a Handler.
@@ -176,16 +177,21 @@ func New(opts Options) (*Handler, error) {
 		opts.Now = time.Now
 	}
 	h := &Handler{opts: opts, log: opts.Logger}
+	h.ops.ctx, h.ops.cancel = context.WithCancel(context.Background())
 	h.health = newHealthChecks(h)
 	return h, nil
 }
+
+// kindRegistryOperation is the kind of GET registries/R/operationStatuses/ID
+// (an operation on the registry itself, such as garbage collection).
+const kindRegistryOperation = "operationStatuses"
 
 // request is one parsed management call.
 type request struct {
 	r        *http.Request
 	v        apiVersion
 	registry string // lower-case registry name
-	kind     string // "cacheRules", "credentialSets" or ""
+	kind     string // "cacheRules", "credentialSets", kindRegistryOperation, ... or ""
 	name     string // resource name, "" for a collection
 	opID     string // operationStatuses / operationResults ID
 	caller   Caller
@@ -337,6 +343,8 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 		req.kind = "checkCacheRuleArtifactSyncEstimate"
 	case len(rest) == 1 && eq(rest[0], "garbageCollect"):
 		req.kind = "garbageCollect"
+	case len(rest) == 2 && eq(rest[0], "operationStatuses"):
+		req.kind, req.opID = kindRegistryOperation, rest[1]
 	case len(rest) == 1 && (eq(rest[0], "listCredentials") || eq(rest[0], "regenerateCredential") || eq(rest[0], "generateCredentials")):
 		req.kind = map[string]string{"listcredentials": "listCredentials", "regeneratecredential": "regenerateCredential",
 			"generatecredentials": "generateCredentials"}[strings.ToLower(rest[0])]

@@ -1,10 +1,14 @@
 package mgmt
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -13,9 +17,40 @@ import (
 
 // Operation statuses (ARM's async operation vocabulary).
 const (
-	opSucceeded = "Succeeded"
-	opFailed    = "Failed"
+	opInProgress = "InProgress"
+	opSucceeded  = "Succeeded"
+	opFailed     = "Failed"
+	opCanceled   = "Canceled"
 )
+
+// operations are the handler's operations that outlive their request.
+type operations struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StopOperations cancels the operations still running on this replica
+// and waits, within ctx, until they recorded how they ended.
+func (h *Handler) StopOperations(ctx context.Context) {
+	h.ops.cancel()
+	done := make(chan struct{})
+	go func() { h.ops.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// current is op as a poll answers it: an InProgress operation whose
+// replica stopped writing it (killed) has failed.
+func (h *Handler) current(op metadata.Operation) metadata.Operation {
+	if op.Status == opInProgress && !op.UpdatedAt.IsZero() && h.opts.Now().Sub(op.UpdatedAt) > opStale {
+		op.Status, op.EndedAt, op.ErrorCode = opFailed, op.UpdatedAt, "OperationAbandoned"
+		op.ErrorMsg = "The server running the operation stopped before it ended; run it again."
+	}
+	return op
+}
 
 // newOperation returns the record of an operation on resource id. arca
 // commits every change before it answers, so operations are recorded
@@ -46,18 +81,34 @@ func (h *Handler) operationResultURL(req *request, op metadata.Operation) string
 		h.opts.Location + "/operationResults/" + op.ID + "?api-version=" + url.QueryEscape(req.v.value)
 }
 
-// operationStatus serves GET <resource>/operationStatuses/<id>.
+// operationStatus serves GET <resource>/operationStatuses/<id> (the
+// resource: a cache rule, a credential set, or a registry).
 func (h *Handler) operationStatus(w http.ResponseWriter, req *request) error {
 	op, err := h.opts.Store.GetOperation(req.r.Context(), req.opID)
 	resource := h.resourceID(req.registry, req.kind, req.name)
+	if req.kind == kindRegistryOperation {
+		resource = h.registryID(req.registry)
+	}
 	if errors.Is(err, metadata.ErrNotFound) || (err == nil && !strings.EqualFold(op.Resource, resource)) {
 		return errNotFound("ResourceNotFound", "The operation '"+req.opID+"' could not be found.")
 	}
 	if err != nil {
 		return err
 	}
+	op = h.current(op)
+	if op.Status == opInProgress {
+		w.Header().Set("Azure-AsyncOperation", h.asyncOperationURL(req, op))
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, http.StatusOK, h.operationDoc(op))
+	return nil
+}
+
+// operationDoc is ARM's async operation status document of op; an
+// operation's own progress or result is its properties.
+func (h *Handler) operationDoc(op metadata.Operation) map[string]any {
 	doc := map[string]any{
-		"id":        resource + "/operationStatuses/" + op.ID,
+		"id":        op.Resource + "/operationStatuses/" + op.ID,
 		"name":      op.ID,
 		"status":    op.Status,
 		"startTime": armTime(op.StartedAt),
@@ -65,30 +116,38 @@ func (h *Handler) operationStatus(w http.ResponseWriter, req *request) error {
 	if !op.EndedAt.IsZero() {
 		doc["endTime"] = armTime(op.EndedAt)
 	}
-	if op.Status == opFailed {
-		doc["error"] = map[string]string{"code": op.ErrorCode, "message": op.ErrorMsg}
-	} else if op.Status != opSucceeded {
-		w.Header().Set("Azure-AsyncOperation", h.asyncOperationURL(req, op))
+	if op.Properties != "" {
+		doc["properties"] = json.RawMessage(op.Properties)
 	}
-	writeJSON(w, http.StatusOK, doc)
-	return nil
+	if op.Status == opFailed || op.Status == opCanceled {
+		doc["error"] = map[string]string{"code": op.ErrorCode, "message": op.ErrorMsg}
+	}
+	return doc
 }
 
 // operationResult serves GET .../locations/<loc>/operationResults/<id>:
-// 202 while running, 200 with an empty body when done, the error when
-// failed.
+// 202 while running, 200 with the operation's result (an empty body when
+// it has none) when done, the error when failed. The path names no
+// registry, so the caller must have read access to the operation's.
 func (h *Handler) operationResult(w http.ResponseWriter, req *request) error {
 	op, err := h.opts.Store.GetOperation(req.r.Context(), req.opID)
-	if errors.Is(err, metadata.ErrNotFound) {
+	if errors.Is(err, metadata.ErrNotFound) || (err == nil && op.Registry != "" && !req.caller.allows(levelRead, op.Registry)) {
 		return errNotFound("ResourceNotFound", "The operation '"+req.opID+"' could not be found.")
 	}
 	if err != nil {
 		return err
 	}
+	op = h.current(op)
 	switch op.Status {
 	case opSucceeded:
+		if op.Properties == "" {
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(http.StatusOK)
-	case opFailed:
+		_, _ = io.WriteString(w, op.Properties)
+	case opFailed, opCanceled:
 		return &apiError{Status: http.StatusBadRequest, Code: op.ErrorCode, Message: op.ErrorMsg}
 	default:
 		w.Header().Set("Location", h.operationResultURL(req, op))

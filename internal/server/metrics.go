@@ -157,11 +157,14 @@ func (m *gcMetrics) observe(res gc.Result, err error) {
 		return
 	}
 	// What a failed run deleted before it failed is deleted all the same.
-	m.reclaimed.Add(float64(res.BlobBytes))
-	m.deleted.WithLabelValues("blob").Add(float64(res.Blobs))
 	m.deleted.WithLabelValues("manifest").Add(float64(res.Manifests))
 	m.deleted.WithLabelValues("upload").Add(float64(res.Uploads))
 	m.deleted.WithLabelValues("upload_part").Add(float64(res.UploadParts))
+	if st := res.Store; st != nil {
+		m.reclaimed.Add(float64(st.BlobBytes))
+		m.deleted.WithLabelValues("blob").Add(float64(st.Blobs))
+		m.deleted.WithLabelValues("upload_part").Add(float64(st.StrayParts))
+	}
 	switch {
 	case errors.Is(err, gc.ErrBusy):
 		m.runs.WithLabelValues("busy").Inc()

@@ -435,6 +435,8 @@ func (s *Server) Run(ctx context.Context) error {
 	<-pullsDone
 	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer fcancel()
+	// Garbage collection runs started on demand stop and record it.
+	s.mgmt.StopOperations(fctx)
 	if err := s.stats.Flush(fctx); err != nil {
 		s.log.Warn("statistics: final flush failed; the last counts are lost", "err", err)
 	}

@@ -237,6 +237,12 @@ func testOwnedUploads(t *testing.T, open Opener) {
 	}
 	if old, err := s.UploadsBefore(ctx, time.Now().Add(time.Minute)); err != nil || len(old) != 3 {
 		t.Fatalf("uploads before now+1m: %v %v", old, err)
+	} else {
+		for _, u := range old {
+			if u.Registry != "r" {
+				t.Errorf("upload %s: registry %q, want r", u.ID, u.Registry)
+			}
+		}
 	}
 	if old, _ := s.UploadsBefore(ctx, time.Now().Add(-time.Minute)); len(old) != 0 {
 		t.Fatalf("uploads before now-1m: %v", old)

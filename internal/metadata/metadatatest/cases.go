@@ -287,6 +287,30 @@ func testOperations(t *testing.T, open Opener) {
 	if err != nil || got != op {
 		t.Fatalf("GetOperation = %+v, %v; want %+v", got, err, op)
 	}
+	// A running operation is written again and again (its heartbeat and
+	// progress), then finished with its result.
+	run := metadata.Operation{ID: "garbagecollect-1", Registry: "default", Resource: "/r", Status: "InProgress", StartedAt: start,
+		UpdatedAt: start, Properties: `{"phase":"uploads"}`}
+	if err := s.PutOperation(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetOperation(ctx, run.ID); err != nil || got != run {
+		t.Fatalf("GetOperation = %+v, %v; want %+v", got, err, run)
+	}
+	run.UpdatedAt, run.Properties = start.Add(time.Second), `{"phase":"blobs","blobs":3}`
+	if err := s.PutOperation(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetOperation(ctx, run.ID); err != nil || got != run {
+		t.Fatalf("after progress: GetOperation = %+v, %v; want %+v", got, err, run)
+	}
+	run.Status, run.EndedAt, run.UpdatedAt, run.Properties = "Succeeded", start.Add(2*time.Second), start.Add(2*time.Second), `{"phase":"done","blobs":4}`
+	if err := s.PutOperation(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetOperation(ctx, run.ID); err != nil || got != run {
+		t.Fatalf("finished: GetOperation = %+v, %v; want %+v", got, err, run)
+	}
 	// Inserting another operation expires the old one.
 	if err := s.PutOperation(ctx, metadata.Operation{ID: "next", Registry: "default", Status: "Succeeded", StartedAt: start}); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -214,6 +215,54 @@ func testQuotasAndRetention(t *testing.T, open Opener) {
 	}
 }
 
+// PushedBytes is the sum RegistryUsage gives for the pushed repositories
+// of a registry: cached repositories and other registries do not count, a
+// blob linked from two pushed repositories counts in each.
+func testPushedBytes(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	if n, err := s.PushedBytes(ctx, "r"); err != nil || n != 0 {
+		t.Fatalf("empty: %d, %v", n, err)
+	}
+	layer, other := digest.FromString("layer"), digest.FromString("other")
+	for _, l := range []struct {
+		reg, repo string
+		d         digest.Digest
+		size      int64
+	}{{"r", "mine/a", layer, 1000}, {"r", "mine/b", layer, 1000}, {"r", "mine/b", other, 30}, {"r", "cached/x", other, 30}, {"o", "mine/a", layer, 1000}} {
+		if err := s.LinkBlob(ctx, l.reg, l.repo, l.d, l.size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range []metadata.Manifest{
+		{Registry: "r", Repo: "mine/a", Digest: digest.FromString("ma"), MediaType: "mt", Size: 7},
+		{Registry: "r", Repo: "cached/x", Digest: digest.FromString("mx"), MediaType: "mt", Size: 5},
+		{Registry: "o", Repo: "mine/a", Digest: digest.FromString("mo"), MediaType: "mt", Size: 3},
+	} {
+		if err := s.PutManifest(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range [][2]string{{"r", "mine/a"}, {"r", "mine/b"}, {"o", "mine/a"}} {
+		if err := s.MarkPushed(ctx, p[0], p[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	us, err := s.RegistryUsage(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	for _, u := range us {
+		if u.Pushed {
+			want += u.Bytes()
+		}
+	}
+	if n, err := s.PushedBytes(ctx, "r"); err != nil || n != want || n != 1000+1000+30+7 {
+		t.Fatalf("PushedBytes = %d, %v; want %d (RegistryUsage's pushed sum %d)", n, err, 1000+1000+30+7, want)
+	}
+}
+
 // Replicas flushing the same rows at once: no error (no lock cycle), and
 // each row ends at the latest time any of them recorded.
 func testRecordPullsConcurrent(t *testing.T, open Opener) {
@@ -268,6 +317,82 @@ func testRecordPullsConcurrent(t *testing.T, open Opener) {
 		tg, err := s.GetTag(ctx, "r", "app", tag)
 		if err != nil || !tg.PulledAt.Equal(latest) {
 			t.Errorf("tag %s pulled at %v (%v), want the latest %v", tag, tg.PulledAt, err, latest)
+		}
+	}
+}
+
+// What active sync keeps current: the manifests the rule's tracked tags
+// resolved to (failed ones too, not excluded ones), what they reference,
+// nested, and with referrers their referrers; nothing of another rule or
+// registry, nor a manifest only a client pulled.
+func testSyncKeptManifests(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	put := func(reg, repo, name string, subject digest.Digest, refs ...digest.Digest) digest.Digest {
+		t.Helper()
+		m := metadata.Manifest{Registry: reg, Repo: repo, Digest: digest.FromString(name), MediaType: "mt", Size: 1, Subject: subject}
+		for _, r := range refs {
+			m.Refs = append(m.Refs, metadata.Ref{Digest: r, Kind: metadata.RefManifest})
+		}
+		var tags []string
+		if strings.HasPrefix(name, "tagged:") {
+			tags = []string{strings.TrimPrefix(name, "tagged:")}
+		}
+		if err := s.PutManifest(ctx, m, tags...); err != nil {
+			t.Fatal(err)
+		}
+		return m.Digest
+	}
+	leaf := put("r", "synced/app", "leaf", "")
+	child := put("r", "synced/app", "child", "", leaf) // a nested index
+	other := put("r", "synced/app", "other-child", "")
+	idx := put("r", "synced/app", "tagged:v1", "", child, other)
+	sig := put("r", "synced/app", "signature", child)
+	failed := put("r", "synced/app", "tagged:v2", "")
+	excluded := put("r", "synced/app", "tagged:x", "")
+	pulled := put("r", "synced/app", "tagged:old", "") // a client pulled it through
+	elsewhere := put("r", "synced/other", "tagged:v1", "")
+	put("o", "synced/app", "tagged:v9", "")
+	for _, st := range []metadata.SyncTag{
+		{Registry: "r", Rule: "Sync", Repo: "synced/app", Tag: "v1", Digest: idx.String(), State: "done"},
+		{Registry: "r", Rule: "Sync", Repo: "synced/app", Tag: "v2", Digest: failed.String(), State: "failed", Error: "boom"},
+		{Registry: "r", Rule: "Sync", Repo: "synced/app", Tag: "x", Digest: excluded.String(), State: "excluded"},
+		{Registry: "r", Rule: "Sync", Repo: "synced/app", Tag: "never", State: "failed", Error: "unreachable"},
+		{Registry: "r", Rule: "Another", Repo: "synced/other", Tag: "v1", Digest: elsewhere.String(), State: "done"},
+		{Registry: "o", Rule: "Sync", Repo: "synced/app", Tag: "v9", Digest: digest.FromString("tagged:v9").String(), State: "done"},
+	} {
+		if err := s.PutSyncTag(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		referrers bool
+		want      []digest.Digest
+	}{
+		{false, []digest.Digest{leaf, child, other, idx, failed}},
+		{true, []digest.Digest{leaf, child, other, idx, sig, failed}},
+	} {
+		got, err := s.SyncKeptManifests(ctx, "R", "sync", c.referrers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set := map[digest.Digest]bool{}
+		for _, k := range got {
+			if k.Repo != "synced/app" {
+				t.Errorf("referrers %v: %s in %s", c.referrers, k.Digest, k.Repo)
+			}
+			set[k.Digest] = true
+		}
+		if set[pulled] || set[excluded] {
+			t.Errorf("referrers %v: a client's or an excluded tag's manifest kept: %v", c.referrers, got)
+		}
+		for _, d := range c.want {
+			if !set[d] {
+				t.Errorf("referrers %v: %s not kept (got %v)", c.referrers, d, got)
+			}
+		}
+		if len(got) != len(c.want) {
+			t.Errorf("referrers %v: got %v, want %v", c.referrers, got, c.want)
 		}
 	}
 }

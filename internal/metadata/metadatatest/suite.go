@@ -67,6 +67,8 @@ func Run(t *testing.T, open Opener) {
 		{"RecordPullsConcurrent", testRecordPullsConcurrent},
 		{"EvictCached", testEvictCached},
 		{"QuotasAndRetention", testQuotasAndRetention},
+		{"SyncKeptManifests", testSyncKeptManifests},
+		{"PushedBytes", testPushedBytes},
 		{"FetchLeases", testFetchLeases},
 		// Repository details and deletion (repoinfo.go).
 		{"RepositoryInfo", testRepositoryInfo},
