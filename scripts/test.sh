@@ -94,7 +94,7 @@ install_go_tools() {
 
 # npm packages the tests use, each a directory with package.json and its
 # lockfile, installed with `npm ci` (node_modules is git-ignored).
-NPM_DIRS=(tools/axe)
+NPM_DIRS=(tools/axe tools/jssdk)
 
 install_npm() {
 	local dir

@@ -63,8 +63,8 @@ type env struct {
 func (e *env) waitHealthy(t *testing.T, host string) {
 	t.Helper()
 	for start := time.Now(); !e.up.HostHealth(host).Healthy; time.Sleep(20 * time.Millisecond) {
-		if time.Since(start) > 5*time.Second {
-			t.Fatalf("%s still unhealthy after 5s: %+v", host, e.up.HostHealth(host))
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("%s still unhealthy after 30s: %+v", host, e.up.HostHealth(host))
 		}
 	}
 }

@@ -50,7 +50,9 @@ func TestFollowerReplicaVerifiesPeerBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := cache.LeaseKeyOf(up.Host, "library/app", "", d)
-	if _, got, err := e.meta.AcquireFetchLease(context.Background(), key, "other", peer.URL, 1500*time.Millisecond); err != nil || !got {
+	// The planted lease must outlive the first GET's look at it (seconds
+	// on a loaded machine), or that GET takes the fetch itself.
+	if _, got, err := e.meta.AcquireFetchLease(context.Background(), key, "other", peer.URL, 5*time.Second); err != nil || !got {
 		t.Fatalf("plant lease: %v %v", got, err)
 	}
 
@@ -76,7 +78,7 @@ func TestFollowerReplicaVerifiesPeerBytes(t *testing.T) {
 	}
 
 	// The planted lease lapses; the next fetch takes it and goes upstream.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		r := get(t, u)
 		if r.status == http.StatusOK && r.err == nil && digest.FromBytes(r.body) == d {

@@ -41,9 +41,11 @@ func (m multiRules) Resolve(_ context.Context, _, repo, ns string) (cache.Target
 
 func (m multiRules) MirrorsHost(context.Context, string, string) (bool, error) { return false, nil }
 
-// getConcurrently GETs the URLs at once, the first one a little ahead so
-// that its fetch is the one under way when the others arrive.
-func getConcurrently(t *testing.T, urls ...string) []result {
+// getConcurrently GETs the URLs at once, the first one ahead: the others
+// start once upstreamStarted says its fetch reached the upstream, so that
+// fetch is the one under way when they arrive (a fixed head start is not
+// enough on a loaded machine).
+func getConcurrently(t *testing.T, upstreamStarted func() bool, urls ...string) []result {
 	t.Helper()
 	out := make([]result, len(urls))
 	var wg sync.WaitGroup
@@ -54,7 +56,11 @@ func getConcurrently(t *testing.T, urls ...string) []result {
 			out[i] = get(t, u)
 		}()
 		if i == 0 {
-			time.Sleep(100 * time.Millisecond)
+			for deadline := time.Now().Add(30 * time.Second); !upstreamStarted(); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the first GET (%s) did not reach the upstream within 30s", u)
+				}
+			}
 		}
 	}
 	wg.Wait()
@@ -73,10 +79,11 @@ func TestCrossRuleColdPullsDoNotShareFetches(t *testing.T) {
 	upB.Push(t, "img", "v1", layer)
 	upA.Push(t, "img", "v1", randomBytes(1000)) // the repository exists, the blob does not
 	slowA := upstreamreg.NewFaultProxy(t, upA)
-	slowA.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Delay: 700 * time.Millisecond, Count: -1})
+	slowA.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Delay: 2 * time.Second, Count: -1})
 	e := newEnvRules(t, multiRules{"a": slowA.Host(), "b": upB.Host}, time.Hour, slowA.Host(), upB.Host)
 
-	res := getConcurrently(t, e.srv.URL+"/v2/a/img/blobs/"+ld.String(), e.srv.URL+"/v2/b/img/blobs/"+ld.String())
+	aStarted := func() bool { return slowA.Requests(http.MethodGet, "/blobs/"+ld.String()) > 0 }
+	res := getConcurrently(t, aStarted, e.srv.URL+"/v2/a/img/blobs/"+ld.String(), e.srv.URL+"/v2/b/img/blobs/"+ld.String())
 	if r := res[1]; r.err != nil || r.status != 200 || !bytes.Equal(r.body, layer) {
 		t.Fatalf("rule B's client: %d %q %v %s", r.status, r.cache, r.err, errorCode(r.body))
 	}
@@ -101,11 +108,14 @@ func TestCoalescedFetchLinksEveryFollower(t *testing.T) {
 	ld := digest.FromBytes(layer)
 	up.Push(t, "img", "v1", layer)
 	slow := upstreamreg.NewFaultProxy(t, up)
-	slow.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", CutAfter: 1 << 20, Stall: 700 * time.Millisecond, Count: 1})
+	// The stall keeps the first fetch under way while the second client
+	// arrives (long enough for a loaded machine).
+	slow.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", CutAfter: 1 << 20, Stall: 2 * time.Second, Count: 1})
 	rules := sameCreds{multiRules{"c1": slow.Host(), "c2": slow.Host()}}
 	e := newEnvRules(t, rules, time.Hour, slow.Host())
 
-	res := getConcurrently(t, e.srv.URL+"/v2/c1/img/blobs/"+ld.String(), e.srv.URL+"/v2/c2/img/blobs/"+ld.String())
+	started := func() bool { return slow.Requests(http.MethodGet, "/blobs/"+ld.String()) > 0 }
+	res := getConcurrently(t, started, e.srv.URL+"/v2/c1/img/blobs/"+ld.String(), e.srv.URL+"/v2/c2/img/blobs/"+ld.String())
 	for i, r := range res {
 		if r.err != nil || r.status != 200 || !bytes.Equal(r.body, layer) {
 			t.Fatalf("client %d: %d %v", i, r.status, r.err)

@@ -34,7 +34,9 @@ func TestRevalidationDeadlineServesStale(t *testing.T) {
 		if r.status != http.StatusOK || r.cache != "stale" || digest.FromBytes(r.body) != first {
 			t.Fatalf("pull %d: %d %q, want the cached manifest, stale", i, r.status, r.cache)
 		}
-		if took > 6*time.Second {
+		// Without the deadline a pull would wait for the upstream's 15s
+		// header timeout; a loaded machine stretches the 2s, not to that.
+		if took > 12*time.Second {
 			t.Errorf("pull %d took %s, want about the 2s revalidation timeout", i, took)
 		}
 	}

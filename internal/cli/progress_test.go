@@ -33,7 +33,13 @@ func TestProgressLinesOffTerminal(t *testing.T) {
 	p.interval = 20 * time.Millisecond
 	p.Phase("blobs", 2, 2048)
 	p.Advance(1, 1024)
-	time.Sleep(110 * time.Millisecond) // several intervals
+	// Two periodic lines (the ticker's, however late a loaded machine
+	// runs it) before the step ends.
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(out.String(), "\n") < 3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no periodic lines after 30s at a 20ms interval: %q", out.String())
+		}
+	}
 	p.Advance(1, 1024)
 	p.Close()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")

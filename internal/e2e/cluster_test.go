@@ -325,7 +325,9 @@ func TestClusterOneUpstreamGETPerBlob(t *testing.T) {
 	proxy := upstreamreg.NewFaultProxy(t, up)
 	im := newImage(t, 1310, "amd64", 1<<20, 2<<20+7, 512<<10)
 	seedImage(t, up, "library/app", "v1", im)
-	const stall = 2 * time.Second
+	// Long enough for the followers to start and get their first bytes on a
+	// loaded machine while the stall holds the upstream.
+	const stall = 4 * time.Second
 	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Count: -1, CutAfter: 100 << 10, Stall: stall})
 	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host())
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
@@ -339,7 +341,12 @@ func TestClusterOneUpstreamGETPerBlob(t *testing.T) {
 	errs := make(chan error, 40)
 	firsts := make(chan time.Duration, 2)
 	go func() { errs <- pullBlob(c.nodes[0], "lib/app", big, nil) }()
-	time.Sleep(300 * time.Millisecond)
+	// Replica 0's fetch has reached the upstream (so it holds the lease)
+	// before the others ask: a fixed head start may not be enough on a
+	// loaded machine.
+	waitFor(t, 30*time.Second, "replica 0's fetch of the big layer reaches the upstream", func() bool {
+		return proxy.Requests(http.MethodGet, "/blobs/"+sha(big)) > 0
+	})
 	for _, a := range c.nodes[1:] {
 		go func() {
 			errs <- pullBlob(a, "lib/app", big, func(at time.Time) { firsts <- at.Sub(started) })
@@ -419,7 +426,12 @@ func TestClusterFetchHolderKilled(t *testing.T) {
 		tries, err := pullRetrying([]*arca{n0, n2, n1}, "lib/app", blob, time.Minute)
 		res <- result{"client of the killed replica", tries, err}
 	}()
-	time.Sleep(500 * time.Millisecond)
+	// Replica 0's fetch has reached the upstream, so replica 1 follows it
+	// (after a fixed wait, a loaded machine could have replica 1 fetch
+	// first, and the kill would hit a follower).
+	waitFor(t, 30*time.Second, "replica 0's fetch reaches the upstream", func() bool {
+		return proxy.Requests(http.MethodGet, "/blobs/"+sha(blob)) > 0
+	})
 	following := make(chan struct{})
 	go func() {
 		// No retry: replica 1 resumes its fetch from the next source.

@@ -19,29 +19,7 @@ import (
 	"time"
 
 	"github.com/arcacache/arca/internal/mgmt"
-	"github.com/arcacache/arca/internal/testutil/arcaproc"
 )
-
-// jsSDKVersion is the @azure/arm-containerregistry the test installs.
-const jsSDKVersion = "12.0.0"
-
-// jsSDKDir installs the JavaScript SDK once into .tools/jssdk (git-ignored).
-func jsSDKDir(t *testing.T) string {
-	t.Helper()
-	root, err := arcaproc.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, ".tools", "jssdk")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@azure", "arm-containerregistry", "package.json")); err == nil {
-		return dir
-	}
-	cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "--prefix", dir, "@azure/arm-containerregistry@"+jsSDKVersion)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install @azure/arm-containerregistry@%s (needs node and npm): %v\n%s", jsSDKVersion, err, out)
-	}
-	return dir
-}
 
 // selfSignedCert writes a certificate for 127.0.0.1 and its key.
 func selfSignedCert(t *testing.T) (certFile, keyFile string) {
@@ -72,7 +50,7 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string) {
 // The Azure SDK for JavaScript creates a registry, a scope map and a
 // token and reads them back (over HTTPS: it sends bearer tokens only there).
 func TestJavaScriptSDK(t *testing.T) {
-	sdk := jsSDKDir(t)
+	sdk := npmTools(t, "jssdk", "@azure/arm-containerregistry/package.json")
 	cert, key := selfSignedCert(t)
 	a := startClosedArca(t, "--tls-cert", cert, "--tls-key", key)
 	script, err := filepath.Abs(filepath.Join("testdata", "jssdk", "sdk.cjs"))

@@ -58,6 +58,43 @@ func cacheResult(t *testing.T, a *arca, repo, ref string) string {
 	return r.Header.Get("X-Arca-Cache")
 }
 
+// waitPulled waits until the repository API shows repo:tag pulled at or
+// after since: pull times are written in batches (--pull-flush-interval),
+// and a loaded machine may write a batch late.
+func waitPulled(t *testing.T, a *arca, repo, tag string, since time.Time) {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r := do(t, "GET", a.URL()+"/acr/v1/"+repo+"/_tags/"+tag, nil, nil)
+		var v struct {
+			Tag struct {
+				LastPulledTime string `json:"lastPulledTime"`
+			} `json:"tag"`
+		}
+		if r.Status == http.StatusOK && json.Unmarshal(r.Body, &v) == nil {
+			last = v.Tag.LastPulledTime
+			// Stored in microseconds: since may be a fraction later.
+			if at, err := time.Parse(time.RFC3339Nano, last); err == nil && !at.Before(since.Add(-time.Millisecond)) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s:%s: lastPulledTime %q 30s on, want one at or after %s (%s)", repo, tag, last, since.Format(time.RFC3339Nano), r)
+		}
+	}
+}
+
+// waitCachedSize waits until the cached usage is want: a fetch links a
+// blob after its client has the bytes.
+func waitCachedSize(t *testing.T, a *arca, want int64) {
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); a.usages(t)["CachedSize"][0] != want; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("cached usage %v after 30s, want %d", a.usages(t)["CachedSize"], want)
+		}
+	}
+}
+
 // Over the cache quota, eviction takes the least recently pulled cached
 // image first and stops once usage is within the quota; pushed content
 // stays. The evicted image is no longer served from the cache or counted,
@@ -86,11 +123,20 @@ func TestCacheQuotaEvictsLeastRecentlyPulled(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // distinct pull times
 	}
 	pull("a")
-	time.Sleep(time.Second) // the pull times are flushed
+	// Every pull time is written, and every fetched blob linked, before
+	// the quota makes eviction pick: a pull after them (of the pushed
+	// image, which eviction leaves alone) shows once they are written too
+	// (a flush writes all that is pending).
+	flushedAfter := time.Now()
+	if r := do(t, "GET", a.URL()+"/v2/mine/app/manifests/v1", map[string]string{"Accept": mtAcceptAll}, nil); r.Status != http.StatusOK {
+		t.Fatalf("pull of mine/app:v1: %s", r)
+	}
+	waitPulled(t, a, "mine/app", "v1", flushedAfter)
+	want := imageBytes(ims["a"]) + imageBytes(ims["b"]) + imageBytes(ims["c"])
+	waitCachedSize(t, a, want)
 
 	u := a.usages(t)
 	cached, pushed := u["CachedSize"][0], u["PushedSize"][0]
-	want := imageBytes(ims["a"]) + imageBytes(ims["b"]) + imageBytes(ims["c"])
 	if cached != want || pushed != imageBytes(mine) || u["CachedSize/library"][0] != want || u["Size"][0] != want+pushed {
 		t.Fatalf("usage %v; want cached %d, pushed %d", u, want, imageBytes(mine))
 	}
@@ -236,13 +282,7 @@ func TestCachePurge(t *testing.T) {
 	a.cacheRule(t, "library", up.Host+"/library/*", "lib/*")
 	c := crane(t)
 	c.crane("pull", "--format", "oci", a.Ref("lib/app:v1"), filepath.Join(t.TempDir(), "app"))
-	// A fetch links a blob after its client has the bytes: wait for all.
-	for end := time.Now().Add(10 * time.Second); a.usages(t)["CachedSize"][0] != imageBytes(im); {
-		if time.Now().After(end) {
-			t.Fatalf("cached usage %v, want %d", a.usages(t)["CachedSize"], imageBytes(im))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitCachedSize(t, a, imageBytes(im))
 
 	var dry struct {
 		DryRun    bool  `json:"dryRun"`

@@ -152,17 +152,17 @@ func TestSlowUploadsAreBounded(t *testing.T) {
 	if arcaproc.MetadataBackend(t) == "postgres" {
 		slack += 16
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		now := openFDs(t, a.Pid())
 		if now <= base+slack {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("fds: %d before, %d ten seconds after the uploads ended:\n%s", base, now, fdTargets(a.Pid()))
+			t.Errorf("fds: %d before, %d thirty seconds after the uploads ended:\n%s", base, now, fdTargets(a.Pid()))
 			break
 		}
 	}
-	waitEmptyDir(t, filepath.Join(a.DataDir, "blobs", "uploads"), 5*time.Second)
+	waitEmptyDir(t, filepath.Join(a.DataDir, "blobs", "uploads"), 30*time.Second)
 	if strings.Contains(a.Logs(), "level=ERROR") {
 		t.Errorf("slow clients logged as server errors:\n%s", a.Logs())
 	}
@@ -180,15 +180,17 @@ func TestAbandonedUploadsPurged(t *testing.T) {
 	if r := do(t, "PATCH", loc, map[string]string{"Content-Type": "application/octet-stream"}, []byte("some bytes")); r.Status != http.StatusAccepted {
 		t.Fatalf("PATCH: %s", r)
 	}
+	// About 2-3s; up to 10x that on a loaded machine still tells the
+	// max-age purge from the hourly one.
 	start := time.Now()
 	for do(t, "GET", loc, nil, nil).Status != http.StatusNotFound {
-		if time.Since(start) > 10*time.Second {
+		if time.Since(start) > 30*time.Second {
 			t.Fatalf("session still there %s after its last write (--upload-max-age 2s)", time.Since(start))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("abandoned session purged %s after its last write", time.Since(start).Round(100*time.Millisecond))
-	waitEmptyDir(t, filepath.Join(a.DataDir, "blobs", "uploads"), 3*time.Second)
+	waitEmptyDir(t, filepath.Join(a.DataDir, "blobs", "uploads"), 30*time.Second)
 }
 
 // A full disk, on a small tmpfs: below --min-free-space /readyz fails and
@@ -252,7 +254,7 @@ func TestFullDisk(t *testing.T) {
 	if err == nil && status != http.StatusInsufficientStorage {
 		t.Errorf("push past the free space: %d, want 507", status)
 	}
-	waitEmptyDir(t, filepath.Join(data, "blobs", "uploads"), 5*time.Second)
+	waitEmptyDir(t, filepath.Join(data, "blobs", "uploads"), 30*time.Second)
 	_ = os.Remove(filler)
 	if r := do(t, "GET", a.URL()+"/readyz", nil, nil); r.Status != http.StatusOK {
 		t.Errorf("/readyz after freeing space: %s", r)

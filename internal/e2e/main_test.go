@@ -84,6 +84,27 @@ func toolPath(t testing.TB, name string) string {
 	return ""
 }
 
+// npmTools returns tools/<name> with its npm packages installed: its
+// package.json and lockfile pin every version; scripts/test.sh installs
+// them with npm ci, and so does this when marker (a file under
+// node_modules) is missing.
+func npmTools(t *testing.T, name, marker string) string {
+	t.Helper()
+	root, err := arcaproc.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "tools", name)
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", marker)); err != nil {
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci in tools/%s (needs node and npm): %v\n%s", name, err, out)
+		}
+	}
+	return dir
+}
+
 // tool runs external commands with a private HOME so client config and
 // auth files never touch the user's.
 type tool struct {

@@ -335,7 +335,7 @@ func TestMirrorRequests(t *testing.T) {
 // waitAccessLogged polls the log: the access-log line is written after the
 // response, so a client can see the answer before the line exists.
 func waitAccessLogged(logs func() string, path string, want ...string) bool {
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // only a missing line waits this long
 	for {
 		if accessLogged(logs(), path, want...) {
 			return true

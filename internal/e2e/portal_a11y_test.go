@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,28 +11,13 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
-	"github.com/arcacache/arca/internal/testutil/arcaproc"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
-// axeSource is axe-core, from tools/axe (package.json and its lockfile);
-// scripts/test.sh installs it with npm ci, and so does this when missing.
+// axeSource is axe-core, from tools/axe.
 func axeSource(t *testing.T) string {
 	t.Helper()
-	root, err := arcaproc.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, "tools", "axe")
-	file := filepath.Join(dir, "node_modules", "axe-core", "axe.min.js")
-	if _, err := os.Stat(file); err != nil {
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in tools/axe (needs node and npm): %v\n%s", err, out)
-		}
-	}
-	src, err := os.ReadFile(file)
+	src, err := os.ReadFile(filepath.Join(npmTools(t, "axe", "axe-core/axe.min.js"), "node_modules", "axe-core", "axe.min.js"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -371,6 +371,7 @@ func TestPortalBrowser(t *testing.T) {
 	// Pull through the rule: a cold pull (misses), then a warm one (hits).
 	c := crane(t)
 	out := filepath.Join(t.TempDir(), "pulled")
+	pulledFrom := time.Now()
 	c.crane("pull", "--format", "oci", a.Ref("app:v1"), out)
 	checkLayoutHas(t, out, im)
 	c.crane("pull", "--format", "oci", a.Ref("app:v1"), filepath.Join(t.TempDir(), "again"))
@@ -384,7 +385,7 @@ func TestPortalBrowser(t *testing.T) {
 	c.crane("push", amd.writeLayout(t), a.Ref("mine/multi:amd"))
 	c.crane("push", arm.writeLayout(t), a.Ref("mine/multi:arm"))
 	c.crane("index", "append", "-m", a.Ref("mine/multi:amd"), "-m", a.Ref("mine/multi:arm"), "-t", a.Ref("mine/multi:both"))
-	time.Sleep(500 * time.Millisecond) // the pull times are flushed
+	waitPulled(t, a, "app", "v1", pulledFrom) // the pull times are written in batches
 	b.do("repositories", F(css(`nav a[href^="/portal/repositories"]`)), W(css(`[id="repo-app"]`)), b.shot("10-repositories"))
 	if got := b.text(`[id="repo-app"] .badge`); got != "cached by rule app-cache" {
 		t.Errorf("repository app: badge %q", got)

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -91,13 +92,20 @@ func TestBackupInterrupted(t *testing.T) {
 	a := startCachingArca(t, nil, nil)
 	const n = 40
 	a.pushBlobs(t, "prog/many", n, 16<<10)
-	// A slow front: each blob download takes 50ms, so the backup is under
-	// way when the interrupt comes.
+	// A slow front: each blob download takes 50ms. The interrupt comes
+	// when the second blob is asked for: blobs are copied one after the
+	// other, so one is copied, and most are not (a fixed wait could see
+	// none or all copied on a loaded or an idle machine).
 	target, _ := url.Parse(a.URL())
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.ErrorLog = log.New(io.Discard, "", 0) // the interrupt cancels a download
+	var blobGETs atomic.Int32
+	second := make(chan struct{})
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/backup/blobs/") {
+			if r.Method == http.MethodGet && blobGETs.Add(1) == 2 {
+				close(second)
+			}
 			time.Sleep(50 * time.Millisecond)
 		}
 		rp.ServeHTTP(w, r)
@@ -117,12 +125,12 @@ func TestBackupInterrupted(t *testing.T) {
 	}
 	var lines []string
 	sc := bufio.NewScanner(stderr)
+	go func() {
+		<-second
+		_ = cmd.Process.Signal(syscall.SIGINT)
+	}()
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
-		if strings.HasPrefix(sc.Text(), "backup: blobs: 0/") {
-			time.Sleep(300 * time.Millisecond) // some blobs copied
-			_ = cmd.Process.Signal(syscall.SIGINT)
-		}
 	}
 	err = cmd.Wait()
 	var ee *exec.ExitError

@@ -245,9 +245,14 @@ func TestCollectOrphansAndResumesClaims(t *testing.T) {
 // than a writer takes from prepare to link, as --gc-grace must be). Every
 // link and manifest reference left at the end has its bytes, and once
 // writers stop two runs a grace period apart leave no unreferenced blob.
+// The grace period is 2s: with 100ms, a loaded -race run was seen
+// taking longer than that from prepare to link, which breaks the rule the
+// invariant rests on (the links were refused, and a reference was left to
+// bytes GC had deleted); whole pushes took up to 1.05s at a load of 18 on
+// 2 cores.
 func TestConcurrentWritersKeepReferencedBlobs(t *testing.T) {
 	engines(t, func(t *testing.T, e env) {
-		grace := 100 * time.Millisecond
+		grace := 2 * time.Second
 		c := newCollector(t, e, grace)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -256,7 +261,7 @@ func TestConcurrentWritersKeepReferencedBlobs(t *testing.T) {
 			contents[i] = []byte(fmt.Sprintf("content %d %s", i, bytes.Repeat([]byte("x"), i*100)))
 		}
 		var wg sync.WaitGroup
-		var ops, runs, deleted atomic.Int64
+		var ops, runs, deleted, longestPush atomic.Int64
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -292,7 +297,13 @@ func TestConcurrentWritersKeepReferencedBlobs(t *testing.T) {
 					var err error
 					switch op := rng.IntN(10); {
 					case op < 4:
+						start := time.Now()
 						_, err = e.tryPush(ctx, repo, body)
+						for took := int64(time.Since(start)); ; {
+							if l := longestPush.Load(); took <= l || longestPush.CompareAndSwap(l, took) {
+								break
+							}
+						}
 					case op < 6:
 						// A mount from another writer's repository: refused
 						// (ErrNotFound) when it holds no link or GC deletes it.
@@ -330,7 +341,8 @@ func TestConcurrentWritersKeepReferencedBlobs(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		t.Logf("%d writer operations, %d GC runs deleted %d blobs", ops.Load(), runs.Load(), deleted.Load())
+		t.Logf("%d writer operations, %d GC runs deleted %d blobs; the longest push took %s (prepare to link is part of it), the grace period is %s",
+			ops.Load(), runs.Load(), deleted.Load(), time.Duration(longestPush.Load()), grace)
 		if deleted.Load() == 0 {
 			t.Fatal("GC deleted nothing while writers ran: the race was not exercised")
 		}

@@ -61,12 +61,19 @@ func TestTokenCacheExpiresAndShares(t *testing.T) {
 		return tok, nil
 	}
 	var wg sync.WaitGroup
+	var calling atomic.Int32
 	for range 8 {
 		wg.Go(func() {
+			calling.Add(1)
 			if got, err := c.Set(ctx, "reg", auth.SchemeBearer, "repository:a:pull", fetch); err != nil || got != tok {
 				t.Errorf("Set = %q, %v", got, err)
 			}
 		})
+	}
+	// Every caller is at its Set (however late a loaded machine starts the
+	// goroutines), and then some time to join the fetch in flight.
+	for calling.Load() < 8 {
+		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
 	close(release)
@@ -104,8 +111,13 @@ func TestTokenCacheExpiresAndShares(t *testing.T) {
 	}); err == nil {
 		t.Error("Set with a cancelled context returned no error")
 	}
-	time.Sleep(100 * time.Millisecond)
-	if got, err := c.GetToken(ctx, "reg2", auth.SchemeBearer, "k"); err != nil || got != tok {
-		t.Errorf("the detached fetch did not complete and cache: %q, %v", got, err)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		got, err := c.GetToken(ctx, "reg2", auth.SchemeBearer, "k")
+		if err == nil && got == tok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the detached fetch did not complete and cache within 30s: %q, %v", got, err)
+		}
 	}
 }
