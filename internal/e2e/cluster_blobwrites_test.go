@@ -57,14 +57,17 @@ func (c *cluster) proxyBlobs(t *testing.T, i int) *s3Writes {
 	return w
 }
 
-// coldPullOnTwo starts a pull of blob on replica 0 and, while the upstream
-// stalls it, one on replica 1 (which follows replica 0's fetch); both must
-// get the blob whole.
-func coldPullOnTwo(t *testing.T, c *cluster, repo string, blob []byte) {
+// coldPullOnTwo starts a pull of blob on replica 0 and, once its fetch
+// reached the upstream (proxy) and while the upstream stalls it, one on
+// replica 1 (which follows replica 0's fetch); both must get the blob
+// whole.
+func coldPullOnTwo(t *testing.T, c *cluster, proxy *upstreamreg.FaultProxy, repo string, blob []byte) {
 	t.Helper()
 	errs := make(chan error, 2)
 	go func() { errs <- pullBlob(c.nodes[0], repo, blob, nil) }()
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, 30*time.Second, "replica 0's fetch reaches the upstream", func() bool {
+		return proxy.Requests(http.MethodGet, "/blobs/"+sha(blob)) > 0
+	})
 	go func() { errs <- pullBlob(c.nodes[1], repo, blob, nil) }()
 	for range 2 {
 		if err := <-errs; err != nil {
@@ -82,7 +85,7 @@ func TestClusterColdBlobWrittenOnce(t *testing.T) {
 	proxy := upstreamreg.NewFaultProxy(t, up)
 	im := newImage(t, 1360, "amd64", 3<<20+5)
 	seedImage(t, up, "library/app", "v1", im)
-	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Count: -1, CutAfter: 100 << 10, Stall: 2 * time.Second})
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Count: -1, CutAfter: 100 << 10, Stall: 4 * time.Second})
 	c := newCluster(t, 3, false, "--insecure-upstream", proxy.Host())
 	writes := []*s3Writes{c.proxyBlobs(t, 0), c.proxyBlobs(t, 1), c.proxyBlobs(t, 2)}
 	c.startAll(t)
@@ -94,7 +97,7 @@ func TestClusterColdBlobWrittenOnce(t *testing.T) {
 		w.uploads.Store(0)
 		w.bytes.Store(0)
 	}
-	coldPullOnTwo(t, c, "lib/app", blob)
+	coldPullOnTwo(t, c, proxy, "lib/app", blob)
 	if f := c.nodes[1].metric(t, "arca_cache_peer_follows_total"); f != 1 {
 		t.Fatalf("replica 1 followed %v fetches, want 1", f)
 	}
@@ -129,7 +132,7 @@ func TestClusterFollowerStoresWhenHolderCannot(t *testing.T) {
 	proxy := upstreamreg.NewFaultProxy(t, up)
 	im := newImage(t, 1361, "amd64", 1<<20+3)
 	seedImage(t, up, "library/app", "v1", im)
-	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Count: -1, CutAfter: 100 << 10, Stall: 2 * time.Second})
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/blobs/", Count: -1, CutAfter: 100 << 10, Stall: 4 * time.Second})
 	c := newCluster(t, 3, false, "--insecure-upstream", proxy.Host())
 	holder := c.proxyBlobs(t, 0)
 	follower := c.proxyBlobs(t, 1)
@@ -139,7 +142,7 @@ func TestClusterFollowerStoresWhenHolderCannot(t *testing.T) {
 
 	blob := im.Layers[0]
 	holder.refuse.Store(true)
-	coldPullOnTwo(t, c, "lib/app", blob)
+	coldPullOnTwo(t, c, proxy, "lib/app", blob)
 	if f := c.nodes[1].metric(t, "arca_cache_peer_follows_total"); f != 1 {
 		t.Fatalf("replica 1 followed %v fetches, want 1\n%s\n%s", f, c.nodes[0].Logs(), c.nodes[1].Logs())
 	}
