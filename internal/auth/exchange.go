@@ -77,7 +77,7 @@ func (s *Service) ExchangeHandler(forHost func(host string) string) http.Handler
 		}
 		principal, err := s.federatedPrincipal(r.Context(), er.AccessToken, er.Identity)
 		if errors.Is(err, errUntrusted) {
-			s.throttle.Fail(ipKey)
+			s.throttle.Fail(r.Context(), ipKey)
 			s.audit(r.Context(), reg, "federated token", remote, err.Error())
 			errcode.Write(w, r, errcode.New(errcode.Unauthorized, err.Error()))
 			return

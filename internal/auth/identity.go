@@ -131,16 +131,15 @@ func (c *verifiedCache) check(ctx context.Context, hash, password string, now ti
 // per source address and per identity.
 func (s *Service) checkPassword(ctx context.Context, registry, user, password, remote string) (Identity, error) {
 	ipKey, idKey := "ip:"+remote, "id:"+registry+"/"+strings.ToLower(user)
-	for _, k := range []string{ipKey, idKey} {
-		if _, blocked := s.throttle.Blocked(k); blocked {
-			s.audit(ctx, registry, user, remote, "throttled")
-			return Identity{}, errThrottled
-		}
+	// The cluster's counts, read before the secret is checked: a password
+	// may not be tried past the budget on another replica.
+	if _, blocked := s.throttle.Check(ctx, ipKey, idKey); blocked {
+		s.audit(ctx, registry, user, remote, "throttled")
+		return Identity{}, errThrottled
 	}
 	id, err := s.lookupPassword(ctx, registry, user, password)
 	if errors.Is(err, errBadCredentials) {
-		s.throttle.Fail(ipKey)
-		s.throttle.Fail(idKey)
+		s.throttle.Fail(ctx, ipKey, idKey)
 		result := "invalid credentials"
 		if errors.Is(err, errSecretExpired) {
 			result = "client secret expired"

@@ -28,6 +28,8 @@ type Store interface {
 	PutRefreshToken(ctx context.Context, t metadata.RefreshToken) error
 	GetRefreshToken(ctx context.Context, hash string) (metadata.RefreshToken, error)
 	AddAudit(ctx context.Context, e metadata.AuditEntry) error
+	// Failed logins are counted where every replica sees them.
+	FailureStore
 }
 
 // PrincipalLookup resolves management principals (whose roles grant
@@ -143,6 +145,7 @@ func New(o Options) (*Service, error) {
 		accessTTL: o.AccessTTL, refreshTTL: o.RefreshTTL, throttle: NewThrottle(o.MaxFailures, o.FailureWindow, o.Now),
 		verified: newVerifiedCache(5 * time.Minute), log: o.Logger, now: o.Now}
 	if o.Store != nil {
+		s.throttle.Share(o.Store, "registry", o.Logger)
 		k, err := NewKeyring(o.Store, o.RotateAfter, o.AccessTTL, o.Now)
 		if err != nil {
 			return nil, err
@@ -318,7 +321,7 @@ func (s *Service) Authorize(w http.ResponseWriter, r *http.Request, registry str
 			// Forged or foreign tokens count as failed logins; an expired
 			// one of ours is the normal end of a token's life.
 			if !errors.Is(err, jwt.ErrTokenExpired) {
-				s.throttle.Fail(ipKey)
+				s.throttle.Fail(ctx, ipKey)
 				s.audit(ctx, registry, "-", remoteHost(r), "invalid bearer token")
 			}
 			s.challenge(w, r, need, "invalid_token", "invalid or expired access token")

@@ -346,6 +346,36 @@ func TestFailedLoginsThrottled(t *testing.T) {
 	}
 }
 
+// Two services on one store are two replicas: failures spread over them
+// reach the limit at the same count as on one, and the right password is
+// then refused on both; once the window ends, it is accepted again.
+func TestFailedLoginsThrottledAcrossReplicas(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	svc, meta := newTestService(t, clk.now)
+	other, err := New(Options{Store: meta, Now: clk.now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas := []*Service{svc, other}
+	pw := addToken(t, meta, "reader", "repositories/*/content/read")
+	for i := 0; i < DefaultMaxFailures; i++ {
+		if w := authorize(replicas[i%2], basic("reader", "wrong"), RepoScope("app", Pull)); w.Code != 401 {
+			t.Fatalf("attempt %d on replica %d: %d", i, i%2, w.Code)
+		}
+	}
+	for i, r := range replicas {
+		if w := authorize(r, basic("reader", pw), RepoScope("app", Pull)); w.Code != 429 {
+			t.Errorf("replica %d after %d failures spread over two: %d, want 429", i, DefaultMaxFailures, w.Code)
+		}
+	}
+	clk.add(DefaultFailureWindow)
+	for i, r := range replicas {
+		if w := authorize(r, basic("reader", pw), RepoScope("app", Pull)); w.Code != 200 {
+			t.Errorf("replica %d after the window: %d, want 200", i, w.Code)
+		}
+	}
+}
+
 func TestAdminUser(t *testing.T) {
 	svc, meta := newTestService(t, nil)
 	pw, _ := GenerateSecret()

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/errcode"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/tracing"
@@ -315,29 +316,42 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 	// Cancelled on failure: it also stops an upload that follows a spool.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := c.content.NewWriter(ctx, d, size)
-	if err != nil {
-		f.start(nil, 0, err)
-		return err
-	}
-	staged, ok, err := w.StagedReader()
-	if err != nil {
-		w.Cancel()
-		f.start(nil, 0, err)
-		return err
-	}
-	var sink io.Writer = w
-	var sp *spool
-	if !ok {
-		if sp, err = newSpool(c.spoolDir, d); err != nil {
+	// A fetch that follows another replica's writes nothing to the blob
+	// store while it streams: that replica stores the blob. Its bytes are
+	// spooled here, for this replica's clients and in case they must be
+	// stored after all (settle).
+	_, followed := rc.(*peerStream)
+	var (
+		w      *content.Writer
+		staged blobstore.Staged
+		sink   io.Writer
+		sp     *spool
+	)
+	if !followed {
+		if w, err = c.content.NewWriter(ctx, d, size); err != nil {
+			f.start(nil, 0, err)
+			return err
+		}
+		// nil when the backend cannot read a part while it is written
+		if staged, _, err = w.StagedReader(); err != nil {
 			w.Cancel()
+			f.start(nil, 0, err)
+			return err
+		}
+		sink = w
+	}
+	if staged == nil {
+		if sp, err = newSpool(c.spoolDir, d); err != nil {
+			if w != nil {
+				w.Cancel()
+			}
 			f.start(nil, 0, err)
 			return err
 		}
 		staged, sink = sp, sp
 	}
 	f.start(staged, size, nil)
-	if sp != nil {
+	if sp != nil && w != nil {
 		sp.upload(ctx, f, w)
 	}
 	// Reading the upstream runs ahead of writing and hashing, so the
@@ -349,10 +363,12 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 	var got int64
 	fail := func(err error) error {
 		cancel()
-		if sp != nil {
-			_ = sp.wait() // the upload no longer uses w
+		if w != nil {
+			if sp != nil {
+				_ = sp.wait() // the upload no longer uses w
+			}
+			w.Cancel()
 		}
-		w.Cancel()
 		return err
 	}
 	for ch := range chunks {
@@ -384,13 +400,21 @@ func (c *Cache) transfer(ctx context.Context, f *fetch, reg string, t Target) er
 	// spool's upload, fsync, rename, metadata) follows off their path; if
 	// it fails, nothing is recorded and the next request fetches again.
 	f.verify()
+	if followed {
+		return c.settle(ctx, f, reg, t, sp)
+	}
 	if sp != nil {
 		if err := sp.wait(); err != nil {
 			w.Cancel()
 			return fmt.Errorf("store fetched blob: %w", err)
 		}
 	}
-	if err := c.content.CommitBlob(ctx, w, reg, t.Repo, d, size); err != nil {
+	return c.commit(ctx, f, w, reg, t, size, got)
+}
+
+// commit makes the verified bytes in w blob d of t's repository.
+func (c *Cache) commit(ctx context.Context, f *fetch, w *content.Writer, reg string, t Target, size, got int64) error {
+	if err := c.content.CommitBlob(ctx, w, reg, t.Repo, f.key.d, size); err != nil {
 		return fmt.Errorf("commit fetched blob: %w", err)
 	}
 	f.committed = got

@@ -419,3 +419,109 @@ func (c *Cache) UseCluster(cl *Cluster) error {
 	c.cluster = cl
 	return nil
 }
+
+// settle makes the verified bytes of a fetch that followed another replica
+// (spooled in sp) stored, writing them to the blob store only when that
+// replica did not: the holder commits before it releases the lease, so
+// this replica waits until the blob is in the store (then only its
+// repositories are linked) or the lease is free or its own (it resumed from
+// the upstream) with the blob still missing: the holder's commit failed,
+// and this replica commits its own verified copy. Its clients already have
+// their bytes; this only delays when the fetch ends.
+func (c *Cache) settle(ctx context.Context, f *fetch, reg string, t Target, sp *spool) error {
+	cl := c.cluster
+	key := leaseKey(f.key)
+	for {
+		if size, err := c.blobs.Stat(ctx, f.key.d); err == nil {
+			f.committed = size // linkAll links every repository, the first too
+			return nil
+		}
+		_, got, err := cl.Leases.AcquireFetchLease(ctx, key, cl.Holder, cl.Addr, cl.LeaseTTL)
+		if err != nil {
+			return fmt.Errorf("wait for the replica storing blob %s: %w", f.key.d, err)
+		}
+		if got {
+			return c.commitSpooled(ctx, f, reg, t, sp, key)
+		}
+		select {
+		case <-time.After(cl.Poll):
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the replica storing blob %s: %w", f.key.d, ctx.Err())
+		}
+	}
+}
+
+// commitSpooled stores the verified spool under the lease this replica
+// holds (checking again: the holder may have stored the blob just before
+// it released the lease), then gives the lease back.
+func (c *Cache) commitSpooled(ctx context.Context, f *fetch, reg string, t Target, sp *spool, key string) error {
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := c.cluster.Leases.ReleaseFetchLease(rctx, key, c.cluster.Holder); err != nil {
+			c.log.Warn("release fetch lease", "digest", f.key.d, "err", err)
+		}
+	}()
+	if size, err := c.blobs.Stat(ctx, f.key.d); err == nil {
+		f.committed = size
+		return nil
+	}
+	c.log.Info("the replica this fetch followed did not store the blob; storing this replica's verified copy", "digest", f.key.d)
+	w, err := c.content.NewWriter(ctx, f.key.d, sp.n)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, io.NewSectionReader(sp.File, 0, sp.n)); err != nil {
+		w.Cancel()
+		return fmt.Errorf("store fetched blob: %w", err)
+	}
+	return c.commit(ctx, f, w, reg, t, sp.n, sp.n)
+}
+
+// manifestLease coalesces a manifest fetch across replicas: the fetch of
+// ref for reg/repo takes a fetch lease (the table blobs use) before it asks
+// the upstream, so a manifest wanted on several replicas at once is one
+// upstream GET (Docker Hub counts those as pulls). A replica that finds
+// the lease held waits (polling) until the holder stored the manifest,
+// which stored returns, or the lease is free. Manifests are small: the
+// waiters do not follow the holder's stream. The lease is not renewed: a
+// holder slower than the lease TTL (or one that died) lets another replica
+// fetch too. It returns the stored manifest (ok), or a release func to
+// call once the fetch ended (nil without a cluster).
+func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored func() (metadata.Manifest, bool)) (metadata.Manifest, bool, func(), error) {
+	cl := c.cluster
+	if cl == nil {
+		return metadata.Manifest{}, false, func() {}, nil
+	}
+	h := sha256.Sum256([]byte("manifest\x00" + reg + "\x00" + repo + "\x00" + ref))
+	key := hex.EncodeToString(h[:])
+	for {
+		_, got, err := cl.Leases.AcquireFetchLease(ctx, key, cl.Holder, cl.Addr, cl.LeaseTTL)
+		if err != nil {
+			return metadata.Manifest{}, false, nil, err
+		}
+		if got {
+			release := func() {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				if err := cl.Leases.ReleaseFetchLease(rctx, key, cl.Holder); err != nil {
+					c.log.Warn("release manifest fetch lease", "repo", repo, "ref", ref, "err", err)
+				}
+			}
+			// Stored by the previous holder just before it released the lease.
+			if m, ok := stored(); ok {
+				release()
+				return m, true, nil, nil
+			}
+			return metadata.Manifest{}, false, release, nil
+		}
+		select {
+		case <-time.After(cl.Poll):
+		case <-ctx.Done():
+			return metadata.Manifest{}, false, nil, ctx.Err()
+		}
+		if m, ok := stored(); ok {
+			return m, true, nil, nil
+		}
+	}
+}

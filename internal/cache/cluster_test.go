@@ -1,10 +1,12 @@
 package cache_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/cache"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
@@ -92,5 +95,116 @@ func TestFollowerReplicaVerifiesPeerBytes(t *testing.T) {
 	e.cache.Wait()
 	if _, err := e.blobs.Stat(context.Background(), d); err != nil {
 		t.Errorf("taken-over fetch not stored: %v", err)
+	}
+}
+
+// stageCounter counts the parts a replica stages in its (real) backend:
+// every blob written to a blob store is staged first.
+type stageCounter struct {
+	blobstore.Backend
+	n atomic.Int32
+}
+
+func (s *stageCounter) Stage(ctx context.Context, id string) (blobstore.Part, error) {
+	s.n.Add(1)
+	return s.Backend.Stage(ctx, id)
+}
+
+// followedHolder plants the lease of "another replica" whose peer endpoint
+// streams blob and then, as a holder does when its fetch ends, stores it
+// through its own handle on the shared blob directory (when store is set)
+// and releases its lease. It returns this replica's environment, whose
+// backend counts what this replica stages.
+func followedHolder(t *testing.T, blob []byte, store bool) (*env, *stageCounter, *upstreamreg.Registry, digest.Digest) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	d := up.PushBlob(t, "library/app", blob)
+	dir := t.TempDir()
+	shared, err := blobstore.NewFS(filepath.Join(dir, "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &stageCounter{Backend: shared}
+	e := newEnvBlobs(t, prefixRules{prefix: "cached", host: up.Host}, time.Minute, counted, dir, up.Host)
+	other, err := blobstore.NewFS(filepath.Join(dir, "blobs")) // the holder's handle on the same store
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := cache.LeaseKeyOf(up.Host, "library/app", "", d)
+	peer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Arca-Blob-Size", strconv.Itoa(len(blob)))
+		_, _ = w.Write(blob)
+		if store {
+			cs := content.Store{Blobs: other}
+			cw, err := cs.NewWriter(r.Context(), d, int64(len(blob)))
+			if err == nil {
+				_, err = cw.Write(blob)
+			}
+			if err == nil {
+				err = cw.Commit(r.Context(), d, int64(len(blob)))
+			}
+			if err != nil {
+				t.Errorf("the holder's commit: %v", err)
+			}
+		}
+		if err := e.meta.ReleaseFetchLease(context.Background(), key, "other"); err != nil {
+			t.Errorf("the holder's release: %v", err)
+		}
+	}))
+	t.Cleanup(peer.Close)
+	if err := e.cache.UseCluster(&cache.Cluster{Leases: e.meta, Holder: "this", Addr: "http://127.0.0.1:1", Client: peer.Client(),
+		Token: func(context.Context) (string, error) { return "replica-token", nil }, LeaseTTL: time.Minute, Poll: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := e.meta.AcquireFetchLease(context.Background(), key, "other", peer.URL, time.Minute); err != nil || !got {
+		t.Fatalf("plant lease: %v %v", got, err)
+	}
+	return e, counted, up, d
+}
+
+// TestFollowerReplicaStagesNothingTheHolderStores: a replica that followed
+// another's fetch writes no byte to the shared blob store when the holder
+// stored the blob: it only links it in the metadata.
+func TestFollowerReplicaStagesNothingTheHolderStores(t *testing.T) {
+	blob := randomBytes(300 << 10)
+	e, counted, up, d := followedHolder(t, blob, true)
+	r := get(t, e.srv.URL+"/v2/cached/library/app/blobs/"+d.String())
+	if r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, blob) {
+		t.Fatalf("client: %d %v (%d bytes)", r.status, r.err, len(r.body))
+	}
+	e.cache.Wait()
+	if n := counted.n.Load(); n != 0 {
+		t.Errorf("the follower staged %d parts of a blob the holder stored, want 0", n)
+	}
+	if size, err := e.meta.BlobSize(context.Background(), "default", "cached/library/app", d); err != nil || size != int64(len(blob)) {
+		t.Errorf("the follower's repository link: %d, %v", size, err)
+	}
+	if n := up.Requests(http.MethodGet, "/blobs/"); n != 0 {
+		t.Errorf("%d upstream blob GETs while another replica fetched", n)
+	}
+}
+
+// TestFollowerReplicaStoresWhatTheHolderDidNot: when the holder's commit
+// did not land (it released its lease without the blob stored), the
+// follower stores its own verified copy: the blob is there, with no
+// upstream GET.
+func TestFollowerReplicaStoresWhatTheHolderDidNot(t *testing.T) {
+	blob := randomBytes(300 << 10)
+	e, counted, up, d := followedHolder(t, blob, false)
+	r := get(t, e.srv.URL+"/v2/cached/library/app/blobs/"+d.String())
+	if r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, blob) {
+		t.Fatalf("client: %d %v (%d bytes)", r.status, r.err, len(r.body))
+	}
+	e.cache.Wait()
+	if size, err := e.blobs.Stat(context.Background(), d); err != nil || size != int64(len(blob)) {
+		t.Fatalf("the follower did not store the blob the holder failed to: %d, %v", size, err)
+	}
+	if n := counted.n.Load(); n != 1 {
+		t.Errorf("the follower staged %d parts, want 1", n)
+	}
+	if r := get(t, e.srv.URL+"/v2/cached/library/app/blobs/"+d.String()); r.cache != "hit" || !bytes.Equal(r.body, blob) {
+		t.Errorf("next pull: %q, %d bytes", r.cache, len(r.body))
+	}
+	if n := up.Requests(http.MethodGet, "/blobs/"); n != 0 {
+		t.Errorf("%d upstream blob GETs, want 0", n)
 	}
 }

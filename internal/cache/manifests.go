@@ -141,7 +141,7 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 		return metadata.Manifest{}, "", upstreamError(t, "manifest "+ref, err)
 	}
 	key := "manifest\x00" + reg + "\x00" + t.Repo + "\x00" + ref
-	leader, stored := false, false
+	leader, stored, byReplica := false, false, false
 	v, err, _ := c.group.Do(key, func() (any, error) {
 		leader = true
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), manifestFetchTimeout)
@@ -152,6 +152,17 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 			stored = true
 			return m, nil
 		}
+		m, ok, release, err := c.manifestLease(dctx, reg, t.Repo, ref, func() (metadata.Manifest, bool) {
+			return c.storedFor(dctx, reg, t, ref, tag)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("manifest fetch lease: %w", err)
+		}
+		if ok { // another replica fetched it
+			byReplica = true
+			return m, nil
+		}
+		defer release()
 		um, err := c.up.GetManifest(dctx, t.Upstream, ref)
 		if err != nil {
 			ttl := c.revalidate // a tag may appear upstream any time
@@ -173,6 +184,8 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 	})
 	status := Coalesced
 	switch {
+	case leader && byReplica: // another replica's fetch: coalesced too
+		status = Coalesced
 	case leader && stored:
 		status = Hit
 	case leader:

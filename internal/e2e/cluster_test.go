@@ -35,10 +35,31 @@ type cluster struct {
 	closed  bool
 	nodes   []*arca
 	dataDir []string
+	// nodeBlobs, when set for a replica, is its --blobs URL instead of
+	// blobs (the same bucket through a proxy of its own).
+	nodeBlobs []string
 }
 
 // startCluster starts n replicas; args are more serve flags for each.
 func startCluster(t testing.TB, n int, closed bool, args ...string) *cluster {
+	t.Helper()
+	c := newCluster(t, n, closed, args...)
+	c.startAll(t)
+	return c
+}
+
+// startAll starts every replica, one at a time: the first migrates the
+// database.
+func (c *cluster) startAll(t testing.TB) {
+	t.Helper()
+	for i := range c.nodes {
+		c.start(t, i, freeAddr(t))
+	}
+}
+
+// newCluster prepares n replicas on a fresh database and bucket without
+// starting them.
+func newCluster(t testing.TB, n int, closed bool, args ...string) *cluster {
 	t.Helper()
 	pgtest.SkipIfMissing(t)
 	m := minio.Start(t)
@@ -51,10 +72,7 @@ func startCluster(t testing.TB, n int, closed bool, args ...string) *cluster {
 	for range n {
 		c.dataDir = append(c.dataDir, t.TempDir())
 		c.nodes = append(c.nodes, nil)
-	}
-	// One at a time: the first migrates the database.
-	for i := range n {
-		c.start(t, i, freeAddr(t))
+		c.nodeBlobs = append(c.nodeBlobs, "")
 	}
 	return c
 }
@@ -62,7 +80,11 @@ func startCluster(t testing.TB, n int, closed bool, args ...string) *cluster {
 // start (re)starts replica i on addr.
 func (c *cluster) start(t testing.TB, i int, addr string) *arca {
 	t.Helper()
-	args := append([]string{"--metadata", c.db, "--blobs", c.blobs, "--cluster-advertise", "http://" + addr}, c.args...)
+	blobs := c.blobs
+	if c.nodeBlobs[i] != "" {
+		blobs = c.nodeBlobs[i]
+	}
+	args := append([]string{"--metadata", c.db, "--blobs", blobs, "--cluster-advertise", "http://" + addr}, c.args...)
 	c.nodes[i] = &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Addr: addr, DataDir: c.dataDir[i], Args: args, Env: c.env, Closed: c.closed})}
 	return c.nodes[i]
 }

@@ -96,7 +96,10 @@ func request(ctx context.Context, method, u string) (int, error) {
 // pulled byte for byte with crane, and once the grace period has passed
 // no unreferenced blob is left.
 func TestGCStress(t *testing.T) {
-	const grace = time.Second
+	// Longer than a push takes from prepare to link on a loaded 2-core
+	// machine (as --gc-grace must be), short enough that a pool image's
+	// blobs outlive it between two pushes of that image.
+	const grace = 2 * time.Second
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	a := startCachingArca(t, []string{up.Host}, nil, "--gc-interval", "200ms", "--gc-grace", grace.String())
 	a.cacheRule(t, "library", up.Host+"/library/*", "lib/*")
@@ -106,7 +109,7 @@ func TestGCStress(t *testing.T) {
 	// over and over (garbage, deleted while pushed again), and the
 	// upstream's images, fetched cold under ever new names; every sixth
 	// cold fetch is of a pool image, whose blobs may be being deleted.
-	pool := make([]*testImage, 12)
+	pool := make([]*testImage, 36)
 	layouts := make([]string, len(pool))
 	for i := range pool {
 		pool[i] = newImage(t, uint64(7000+i), "amd64", 2<<10, 64<<10)

@@ -61,8 +61,10 @@ var copyTables = []copyTable{
 // copySkipped are not copied: the migration bookkeeping (each store has its
 // own), uploads in progress (their bytes are staged where they were
 // sent) and sync and fetch leases (held by running processes of the
-// source) and the portal's browser sessions (they sign in again).
-var copySkipped = []string{"schema_migrations", "uploads", "sync_leases", "fetch_leases", "portal_sessions"}
+// source) and the portal's browser sessions (they sign in again), 429
+// hold-backs and failed-login counts (seconds to a minute of runtime
+// state).
+var copySkipped = []string{"schema_migrations", "uploads", "sync_leases", "fetch_leases", "portal_sessions", "upstream_holds", "login_failures"}
 
 // CopyProgress is told each table's rows as they are copied.
 type CopyProgress func(table string, rows int64)

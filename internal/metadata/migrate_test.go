@@ -90,7 +90,7 @@ func TestSQLiteMigration7KeepsData(t *testing.T) {
 	}
 	for _, tbl := range []string{"repositories", "blobs", "repo_blobs", "manifests", "manifest_refs", "tags", "uploads", "registries",
 		"cache_rules", "credential_sets", "rules_generation", "operations", "sync_leases", "sync_runs", "sync_tags", "upstream_ratelimits", "schema_migrations",
-		"scope_maps", "tokens", "signing_keys", "refresh_tokens", "principals", "audit_log", "rule_stats", "identities", "federated_credentials", "role_assignments", "retention_policies", "fetch_leases", "portal_sessions"} {
+		"scope_maps", "tokens", "signing_keys", "refresh_tokens", "principals", "audit_log", "rule_stats", "identities", "federated_credentials", "role_assignments", "retention_policies", "fetch_leases", "portal_sessions", "upstream_holds", "login_failures"} {
 		mustExec(`DROP TABLE ` + tbl)
 	}
 	v6 := &db{w: raw, r: raw, d: sqliteDialect}

@@ -37,6 +37,8 @@ var sqliteMigrations = [][]string{
 	schemaManifestAttrs,
 	schemaIdentitySecretExpiry,
 	schemaOperationProgress,
+	schemaUpstreamHolds,
+	schemaLoginFailures,
 }
 
 var sqliteDialect = dialect{

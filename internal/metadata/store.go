@@ -204,6 +204,14 @@ type Store interface {
 	// after it was stored (repoinfo.go).
 	ManifestInfo(ctx context.Context, registry, repo string, d digest.Digest) (ManifestInfo, error)
 	SetManifestAttrs(ctx context.Context, registry, repo string, d digest.Digest, a ManifestAttrs) error
+
+	// Cluster: 429 hold-backs shared by the replicas (upstreamholds.go).
+	HoldUpstream(ctx context.Context, host string, until time.Time) error
+	UpstreamHolds(ctx context.Context, now time.Time) (map[string]time.Time, error)
+
+	// Cluster: failed-login throttling shared by the replicas (loginfailures.go).
+	AddLoginFailure(ctx context.Context, key string, window time.Duration, now time.Time) (LoginFailures, error)
+	GetLoginFailures(ctx context.Context, keys []string, now time.Time) (map[string]LoginFailures, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

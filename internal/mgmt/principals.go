@@ -51,6 +51,8 @@ type PrincipalStore interface {
 	DeletePrincipal(ctx context.Context, name string) error
 	AddAudit(ctx context.Context, e metadata.AuditEntry) error
 	ListAudit(ctx context.Context, since time.Time, n int) ([]metadata.AuditEntry, error)
+	// Failed attempts are counted where every replica sees them.
+	auth.FailureStore
 }
 
 // Caller is an authenticated management caller.
@@ -78,7 +80,9 @@ func NewPrincipals(store PrincipalStore, now func() time.Time) (*Principals, err
 	if now == nil {
 		now = time.Now
 	}
-	return &Principals{store: store, throttle: auth.NewThrottle(auth.DefaultMaxFailures, auth.DefaultFailureWindow, now), now: now}, nil
+	throttle := auth.NewThrottle(auth.DefaultMaxFailures, auth.DefaultFailureWindow, now)
+	throttle.Share(store, "management", nil)
+	return &Principals{store: store, throttle: throttle, now: now}, nil
 }
 
 // principalTokenPrefix starts generated principal tokens: the name
@@ -180,7 +184,8 @@ func (p *Principals) Authenticate(r *http.Request) (Caller, error) {
 	if host, _, err := net.SplitHostPort(remote); err == nil {
 		remote = host
 	}
-	if until, blocked := p.throttle.Blocked("ip:" + remote); blocked {
+	// The cluster's count, read before the secret is checked.
+	if until, blocked := p.throttle.Check(r.Context(), "ip:"+remote); blocked {
 		return Caller{}, &apiError{Status: http.StatusTooManyRequests, Code: "TooManyRequests",
 			Message: fmt.Sprintf("Too many failed authentication attempts from this address; retry after %s.", until.UTC().Format(time.RFC3339))}
 	}
@@ -189,7 +194,7 @@ func (p *Principals) Authenticate(r *http.Request) (Caller, error) {
 		return Caller{}, err
 	}
 	if !ok {
-		p.throttle.Fail("ip:" + remote)
+		p.throttle.Fail(r.Context(), "ip:"+remote)
 		_ = p.store.AddAudit(r.Context(), metadata.AuditEntry{At: p.now(), Who: "-", Action: "authenticate", Resource: "management", Result: "invalid token", Remote: remote})
 		return Caller{}, &apiError{Status: http.StatusUnauthorized, Code: "InvalidAuthenticationToken",
 			Message: "The access token is invalid: it is not a management token of this server."}

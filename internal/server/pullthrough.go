@@ -83,11 +83,14 @@ func (s *Server) newPullThrough(reg prometheus.Registerer, res cache.SecretResol
 		// content, or a 424) while the host is held back; active sync
 		// defers itself on the 429 it then sees.
 		MaxRetryAfter: o.RevalidateTimeout,
-		UserAgent:     "arca",
-		Logger:        s.log,
-		Registerer:    reg,
-		OnRateLimit:   rl.record,
-		Dial:          egress.UpstreamDial(&net.Dialer{KeepAlive: 30 * time.Second}, named.has),
+		// A 429 holds the cluster back, not only this replica: the holds
+		// are shared through the metadata store.
+		Health:      upstream.HealthOptions{Shared: s.meta},
+		UserAgent:   "arca",
+		Logger:      s.log,
+		Registerer:  reg,
+		OnRateLimit: rl.record,
+		Dial:        egress.UpstreamDial(&net.Dialer{KeepAlive: 30 * time.Second}, named.has),
 	})
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 	"github.com/arcacache/arca/internal/upstream"
 )
@@ -334,5 +336,56 @@ func TestRateLimitHeadersRecorded(t *testing.T) {
 	}
 	if v := metricValue(t, metrics, "arca_upstream_bytes_total", up); v < float64(len(layer)) {
 		t.Errorf("arca_upstream_bytes_total = %v, want at least %d", v, len(layer))
+	}
+}
+
+// With a shared store (the replicas' metadata store), a 429 one client got
+// holds another client back too: it sends nothing to the host until the
+// hold ends, then its requests go out again.
+func TestTooManyRequestsHoldsOtherReplicasBack(t *testing.T) {
+	store, err := metadata.OpenSQLite(t.Context(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	shared := upstream.HealthOptions{Shared: store, SharedEvery: 100 * time.Millisecond}
+	// Retry-Afters longer than a second are not waited for (a pull's).
+	o := upstream.Options{Health: shared, MaxRetryAfter: time.Second}
+	_, proxy, a, repo, _ := faultSetup(t, o)
+	b, _ := newClient(t, o, proxy.Host())
+
+	proxy.TooManyRequests(1, "3")
+	if _, err := a.GetManifest(t.Context(), repo, "v1"); asError(t, err).StatusCode != 429 {
+		t.Fatalf("first: %v", err)
+	}
+	var until time.Time
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		holds, err := store.UpstreamHolds(t.Context(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if until = holds["http://"+proxy.Host()]; !until.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the 429's hold was not recorded in the shared store")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before := proxy.Requests("", "")
+	_, err = b.GetManifest(t.Context(), repo, "v1")
+	if e := asError(t, err); e.StatusCode != 429 || e.RetryAfter <= 0 || e.RetryAfter > 3*time.Second {
+		t.Errorf("the other client: %v (RetryAfter %s), want a 429 held back by the first's", err, e.RetryAfter)
+	}
+	if n := proxy.Requests("", "") - before; n != 0 {
+		t.Errorf("the other client sent %d requests to the held-back host, want 0", n)
+	}
+	if st := b.HostHealth(proxy.Host()); st.Healthy || !st.RateLimited {
+		t.Errorf("the other client's HostHealth = %+v, want rate limited", st)
+	}
+	time.Sleep(time.Until(until) + 50*time.Millisecond)
+	if _, err := b.GetManifest(t.Context(), repo, "v1"); err != nil {
+		t.Errorf("after the hold ended: %v", err)
 	}
 }

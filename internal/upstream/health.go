@@ -24,7 +24,10 @@ import (
 // requests get their 424 fast. While it is down a probe (GET /v2/) runs
 // every probeEvery and ends the window as soon as the host answers. A 429
 // holds requests back until its Retry-After (probes do not end that early:
-// the host did answer, it asked us to wait).
+// the host did answer, it asked us to wait). With HealthOptions.Shared, a
+// 429's hold is the cluster's: it is recorded in the shared store, and
+// every replica reads the holds there at most SharedEvery before a
+// request goes out (shared.go).
 
 // HealthOptions tune the tracker (zero values: defaults).
 type HealthOptions struct {
@@ -36,6 +39,13 @@ type HealthOptions struct {
 	// ProbeEvery is the time between probes while a host is down
 	// (default 1s).
 	ProbeEvery time.Duration
+	// Shared, when set, shares 429 hold-backs with the other replicas: a
+	// hold one starts is recorded there, and before a request goes out the
+	// holds recorded by any replica are read if the last read is older
+	// than SharedEvery (default 1s), the bound on how late a replica
+	// learns of another's 429.
+	Shared      HoldStore
+	SharedEvery time.Duration
 }
 
 // healthThreshold is how many failed attempts in a row (other than
@@ -77,6 +87,7 @@ type hostState struct {
 	reason      string
 	rateLimited bool
 	probing     bool
+	published   time.Time // the end of the last hold recorded in the shared store
 }
 
 type health struct {
@@ -88,6 +99,8 @@ type health struct {
 
 	mu    sync.Mutex
 	hosts map[string]*hostState
+
+	shared *sharedHolds // nil: holds are this process's own
 }
 
 func newHealth(o HealthOptions, probe func(context.Context, string) error, log *slog.Logger, reg prometheus.Registerer) (*health, error) {
@@ -100,6 +113,9 @@ func newHealth(o HealthOptions, probe func(context.Context, string) error, log *
 	if o.ProbeEvery <= 0 {
 		o.ProbeEvery = time.Second
 	}
+	if o.SharedEvery <= 0 {
+		o.SharedEvery = time.Second
+	}
 	h := &health{o: o, probe: probe, log: log, hosts: map[string]*hostState{},
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "arca_upstream_host_healthy",
@@ -109,6 +125,9 @@ func newHealth(o HealthOptions, probe func(context.Context, string) error, log *
 			Name: "arca_upstream_host_unhealthy_total",
 			Help: "Times an upstream host was marked unhealthy (reason: timeout, error, status) or held requests back (reason: ratelimited).",
 		}, []string{"host", "reason"}),
+	}
+	if o.Shared != nil && !o.Off {
+		h.shared = &sharedHolds{store: o.Shared, every: o.SharedEvery}
 	}
 	if reg == nil {
 		return h, nil
@@ -197,16 +216,27 @@ func (h *health) fail(host, class, reason string, detail error, weight int) {
 	}
 }
 
+// hold holds requests to host back for wait, the host's own answer (a
+// 429), and records the hold for the other replicas.
 func (h *health) hold(host string, wait time.Duration) {
+	until := time.Now().Add(wait)
 	h.mu.Lock()
 	s := h.state(host)
-	until := time.Now().Add(wait)
 	if until.After(s.until) {
 		s.until, s.rateLimited, s.reason = until, true, "429 Too Many Requests"
+	}
+	// Requests in flight when the hold began may bring more 429s; only a
+	// hold that ends noticeably later is recorded again.
+	publish := h.shared != nil && until.After(s.published.Add(time.Second))
+	if publish {
+		s.published = until
 	}
 	h.mu.Unlock()
 	h.up.WithLabelValues(host).Set(0)
 	h.downs.WithLabelValues(host, "ratelimited").Inc()
+	if publish {
+		go h.shared.record(host, until, h.log)
+	}
 }
 
 func (h *health) ok(host string) {

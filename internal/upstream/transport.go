@@ -163,6 +163,7 @@ func reason(resp *http.Response, err error) string {
 // Its outcome goes into the host's health.
 func (t *retryTransport) attempt(req *http.Request) (*http.Response, error) {
 	host := hostKey(req.URL)
+	t.health.syncShared(req.Context())
 	if err := t.health.check(host); err != nil {
 		return nil, err
 	}

@@ -78,6 +78,10 @@ func Run(t *testing.T, open Opener) {
 		// Web portal sessions (portalsessions.go).
 		{"PortalSessions", testPortalSessions},
 		{"ManifestAttrs", testManifestAttrs},
+		// Cluster: shared 429 hold-backs (upstreamholds.go).
+		{"UpstreamHolds", testUpstreamHolds},
+		// Cluster: shared failed-login counts (loginfailures.go).
+		{"LoginFailures", testLoginFailures},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open) })
 	}
