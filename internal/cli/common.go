@@ -34,8 +34,11 @@ func requireFlags(cmd *cobra.Command, names ...string) error {
 	return nil
 }
 
-// warn prints an az-style warning on stderr.
+// warn prints an az-style warning on stderr, unless --only-show-errors.
 func warn(env Env, format string, args ...any) {
+	if env.global().onlyShowErrors {
+		return
+	}
 	fmt.Fprintf(env.Stderr, "WARNING: "+format+"\n", args...)
 }
 

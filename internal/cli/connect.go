@@ -30,7 +30,6 @@ type clientOpts struct {
 	output   string
 	query    string
 	timeout  time.Duration
-	debug    bool
 }
 
 func newClientOpts(env Env) *clientOpts { return &clientOpts{env: env} }
@@ -42,7 +41,6 @@ func (o *clientOpts) addFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&o.output, "output", "o", "json", "output format: json, jsonc, table, tsv, yaml or none")
 	fs.StringVar(&o.query, "query", "", "JMESPath query string, applied to the output (see https://jmespath.org)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on the server after this long")
-	fs.BoolVar(&o.debug, "debug", false, "show each HTTP request and answer on stderr (credentials redacted)")
 }
 
 // serverInfo is GET /arca/v1/info: what the server calls its
@@ -172,6 +170,11 @@ func (s *session) serverInfo(ctx context.Context) (*serverInfo, error) {
 	}
 	if info.SubscriptionID == "" {
 		return nil, fmt.Errorf("server info from %s has no subscriptionId", s.arm.Endpoint())
+	}
+	// --subscription goes into the ids the CLI builds, as in az; a server
+	// has one subscription and answers SubscriptionNotFound for another.
+	if sub := s.env.global().subscription; sub != "" {
+		info.SubscriptionID = sub
 	}
 	s.info = &info
 	return s.info, nil

@@ -12,41 +12,51 @@ import (
 )
 
 // httpClient is the client commands talk to the server with: timeout 0
-// means none (the command's context bounds it). With --debug every
-// exchange is written to stderr.
+// means none (the command's context bounds it). With --verbose or
+// --debug every exchange is written to stderr.
 func (o *clientOpts) httpClient(timeout time.Duration) *http.Client {
 	c := &http.Client{Timeout: timeout}
-	if o.debug {
-		c.Transport = debugTransport{base: http.DefaultTransport, w: o.env.Stderr}
+	if g := o.env.global(); g.verbose || g.debug {
+		c.Transport = debugTransport{base: http.DefaultTransport, w: o.env.Stderr, headers: g.debug}
 	}
 	return c
 }
 
 // debugTransport writes each request and its answer to w: method, URL
-// (credential-like query values redacted), headers (credentials
-// redacted), status and time taken. Bodies are not shown.
+// (credential-like query values redacted), status and time taken, and
+// with headers set the headers (credentials redacted). Bodies are not
+// shown.
 type debugTransport struct {
-	base http.RoundTripper
-	w    io.Writer
+	base    http.RoundTripper
+	w       io.Writer
+	headers bool
 }
 
 func (d debugTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	prefix := "verbose: "
+	if d.headers {
+		prefix = "debug: "
+	}
 	u := *r.URL
 	u.RawQuery = redact.Query(u.RawQuery)
 	var b strings.Builder
-	fmt.Fprintf(&b, "debug: > %s %s\n", r.Method, u.String())
-	writeHeaders(&b, "debug: > ", r.Header)
+	fmt.Fprintf(&b, "%s> %s %s\n", prefix, r.Method, u.String())
+	if d.headers {
+		writeHeaders(&b, prefix+"> ", r.Header)
+	}
 	fmt.Fprint(d.w, b.String())
 	start := time.Now()
 	resp, err := d.base.RoundTrip(r)
 	took := time.Since(start).Round(time.Millisecond)
 	if err != nil {
-		fmt.Fprintf(d.w, "debug: < error after %s: %v\n", took, err)
+		fmt.Fprintf(d.w, "%s< error after %s: %v\n", prefix, took, err)
 		return nil, err
 	}
 	b.Reset()
-	fmt.Fprintf(&b, "debug: < %s (%s)\n", resp.Status, took)
-	writeHeaders(&b, "debug: < ", resp.Header)
+	fmt.Fprintf(&b, "%s< %s (%s)\n", prefix, resp.Status, took)
+	if d.headers {
+		writeHeaders(&b, prefix+"< ", resp.Header)
+	}
 	fmt.Fprint(d.w, b.String())
 	return resp, nil
 }

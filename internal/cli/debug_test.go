@@ -34,7 +34,7 @@ func TestDebugTransportRedacts(t *testing.T) {
 	}))
 	defer srv.Close()
 	var out strings.Builder
-	c := &http.Client{Transport: debugTransport{base: http.DefaultTransport, w: &out}}
+	c := &http.Client{Transport: debugTransport{base: http.DefaultTransport, w: &out, headers: true}}
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/x?api-version=1&sig=sas-secret&X-Amz-Credential=amz-secret", nil)
 	req.Header.Set("Authorization", "Basic basic-secret")
 	req.Header.Set("X-Api-Key", "key-secret")

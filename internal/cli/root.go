@@ -19,6 +19,24 @@ type Env struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+	// globals are az's global arguments, set on the root command and
+	// read by every command (nil outside NewRootCmd: all off).
+	globals *globalOpts
+}
+
+// globalOpts are az's global arguments, which every command accepts.
+type globalOpts struct {
+	subscription   string // used in the resource ids the CLI builds
+	onlyShowErrors bool   // no warnings on stderr
+	verbose        bool   // each management call's method, URL and status on stderr
+	debug          bool   // verbose plus headers (credentials redacted)
+}
+
+func (e Env) global() globalOpts {
+	if e.globals == nil {
+		return globalOpts{}
+	}
+	return *e.globals
 }
 
 // OSEnv is the process environment.
@@ -47,6 +65,7 @@ const rootExamples = `  # Run the registry (all state in ./arca-data; the admin 
 
 // NewRootCmd returns the `arca` command with all subcommands.
 func NewRootCmd(env Env) *cobra.Command {
+	env.globals = &globalOpts{}
 	root := &cobra.Command{
 		Use:           "arca",
 		Short:         "arca: a self-hosted artifact cache and registry mirror",
@@ -60,6 +79,11 @@ func NewRootCmd(env Env) *cobra.Command {
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
+	g := root.PersistentFlags()
+	g.StringVar(&env.globals.subscription, "subscription", "", "subscription id used in the resource ids the CLI builds (default: the server's; another is answered SubscriptionNotFound)")
+	g.BoolVar(&env.globals.onlyShowErrors, "only-show-errors", false, "only show errors, suppressing warnings")
+	g.BoolVar(&env.globals.verbose, "verbose", false, "show each management call's method, URL, status and time on stderr")
+	g.BoolVar(&env.globals.debug, "debug", false, "as --verbose, with the request and answer headers (credentials redacted)")
 	root.AddCommand(newServeCmd(env))
 	root.AddCommand(newCacheCmd(env), newCredentialSetCmd(env), newLoginCmd(env), newLogoutCmd(env), newApplyCmd(env), newVersionCmd(env))
 	root.AddCommand(newRegistryCmd(env), newCredentialCmd(env), newScopeMapCmd(env), newTokenCmd(env), newPrincipalCmd(env), newAuditCmd(env))
