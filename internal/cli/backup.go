@@ -108,7 +108,7 @@ that failed, and nothing is left in --data-dir. Then start arca serve on
 			})
 		},
 	}
-	cmd.Flags().StringVarP(&o.output, "output", "o", "json", "output format: json, jsonc, table, tsv, yaml or none")
+	cmd.Flags().StringVarP(&o.output, "output", "o", "json", outputUsage())
 	cmd.Flags().StringVar(&from, "from", "", "backup directory, or s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "new data directory to restore into")
 	return cmd

@@ -38,7 +38,7 @@ func newClientOpts(env Env) *clientOpts { return &clientOpts{env: env} }
 func (o *clientOpts) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.endpoint, "endpoint", "", "arca server URL (else $ARCA_ENDPOINT, else the endpoint saved by arca login)")
 	fs.StringVar(&o.token, "token", "", "admin bearer token (else $ARCA_TOKEN, else the token saved by arca login)")
-	fs.StringVarP(&o.output, "output", "o", "json", "output format: json, jsonc, table, tsv, yaml or none")
+	fs.StringVarP(&o.output, "output", "o", "json", outputUsage())
 	fs.StringVar(&o.query, "query", "", "JMESPath query string, applied to the output (see https://jmespath.org)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up on the server after this long")
 }

@@ -18,6 +18,13 @@ import (
 // outputFormats are az's -o values (yamlc is accepted as yaml).
 var outputFormats = []string{"json", "jsonc", "table", "tsv", "yaml", "yamlc", "none"}
 
+// outputUsage is the -o flag's help, made from outputFormats so it lists
+// what is accepted.
+func outputUsage() string {
+	n := len(outputFormats)
+	return "output format: " + strings.Join(outputFormats[:n-1], ", ") + " or " + outputFormats[n-1]
+}
+
 // printer renders command results the way az does: --query (JMESPath)
 // first, then the -o format. JSON is indented by 2 with sorted keys.
 type printer struct {

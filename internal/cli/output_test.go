@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	jmespath "github.com/jmespath-community/go-jmespath"
+	"github.com/spf13/cobra"
 )
 
 // --query as az reads it, on a list of rules: -o tsv prints the result.
@@ -68,4 +69,40 @@ func FuzzAzLiterals(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The -o help lists exactly what -o accepts, on every command that has it.
+func TestOutputHelpIsTrue(t *testing.T) {
+	const wantUsage = "output format: json, jsonc, table, tsv, yaml, yamlc or none"
+	var walk func(c *cobra.Command)
+	seen := 0
+	walk = func(c *cobra.Command) {
+		if f := c.Flags().Lookup("output"); f != nil {
+			seen++
+			if f.Usage != wantUsage {
+				t.Errorf("%s -o help: %q, want %q", c.CommandPath(), f.Usage, wantUsage)
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	root := NewRootCmd(Env{Getenv: func(string) string { return "" }})
+	walk(root)
+	if seen == 0 {
+		t.Fatal("no command has -o")
+	}
+	listed := strings.Split(strings.NewReplacer("output format: ", "", " or ", ", ").Replace(wantUsage), ", ")
+	for _, format := range listed {
+		t.Run(format, func(t *testing.T) {
+			_, url := newFakeARM(t)
+			if r := runCLI(t, cliEnv(t, url), "", "cache", "list", "-r", "MyRegistry", "-o", format); r.err != nil {
+				t.Errorf("-o %s (listed in the help) is refused: %v", format, r.err)
+			}
+		})
+	}
+	_, url := newFakeARM(t)
+	if r := runCLI(t, cliEnv(t, url), "", "cache", "list", "-r", "MyRegistry", "-o", "xml"); r.err == nil {
+		t.Error("-o xml (not listed) is accepted")
+	}
 }
