@@ -750,7 +750,7 @@ func (o *clientOpts) arcaAPI(cmd *cobra.Command, method, path string, body any, 
 	defer cancel()
 	resp, err := s.arm.Do(ctx, method, path, body)
 	if err != nil {
-		return authHint(err)
+		return s.authHint(err)
 	}
 	if len(resp.Body) == 0 {
 		return nil

@@ -62,7 +62,13 @@ type session struct {
 	arm  *armclient.Client
 	out  *printer
 	info *serverInfo
+	// refusedHint follows a 401 from the server: how to pass a token
+	// (loginHint), except in arca login, which was given one.
+	refusedHint string
 }
+
+// loginHint tells how to give the CLI a token.
+const loginHint = "pass --token, set ARCA_TOKEN, or run `arca login`"
 
 // connect resolves endpoint and token (flag, environment, saved login)
 // and prepares the printer. It does not contact the server.
@@ -88,7 +94,7 @@ func (o *clientOpts) connectWith(timeout time.Duration) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{env: o.env, arm: c, out: p}, nil
+	return &session{env: o.env, arm: c, out: p, refusedHint: loginHint}, nil
 }
 
 func (o *clientOpts) credentials() (endpoint, token string, err error) {
@@ -136,21 +142,27 @@ func (o *clientOpts) context(cmd *cobra.Command) (context.Context, context.Cance
 	return context.WithCancel(ctx)
 }
 
-// call wraps armclient.Call with the login hint for 401s.
+// call wraps armclient.Call with the session's hint for 401s.
 func (s *session) call(ctx context.Context, method, path string, body any) (json.RawMessage, error) {
 	out, err := s.arm.Call(ctx, method, path, body)
-	return out, authHint(err)
+	return out, s.authHint(err)
 }
 
 func (s *session) list(ctx context.Context, path string) ([]json.RawMessage, error) {
 	out, err := s.arm.List(ctx, path)
-	return out, authHint(err)
+	return out, s.authHint(err)
 }
 
-func authHint(err error) error {
+// authHint adds the session's hint to a 401.
+func (s *session) authHint(err error) error { return withRefusedHint(err, s.refusedHint) }
+
+// authHint adds loginHint to a 401, for callers without a session.
+func authHint(err error) error { return withRefusedHint(err, loginHint) }
+
+func withRefusedHint(err error, hint string) error {
 	var ae *armclient.Error
 	if errors.As(err, &ae) && ae.StatusCode == http.StatusUnauthorized {
-		return fmt.Errorf("%w (pass --token, set ARCA_TOKEN, or run `arca login`)", err)
+		return fmt.Errorf("%w (%s)", err, hint)
 	}
 	return err
 }
@@ -162,7 +174,7 @@ func (s *session) serverInfo(ctx context.Context) (*serverInfo, error) {
 	}
 	resp, err := s.arm.Do(ctx, http.MethodGet, "/arca/v1/info", nil)
 	if err != nil {
-		return nil, fmt.Errorf("reading server info from %s: %w", s.arm.Endpoint(), authHint(err))
+		return nil, fmt.Errorf("reading server info from %s: %w", s.arm.Endpoint(), s.authHint(err))
 	}
 	var info serverInfo
 	if err := json.Unmarshal(resp.Body, &info); err != nil {

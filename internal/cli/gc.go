@@ -71,14 +71,14 @@ polls the operation it starts.`,
 			if noWait {
 				resp, err := s.arm.Do(ctx, http.MethodPost, target, body)
 				if err != nil {
-					return unsupported(authHint(err), "gc")
+					return unsupported(s.authHint(err), "gc")
 				}
 				return s.printRaw(resp.Body)
 			}
 			w := &gcWatch{w: o.env.Stderr}
 			raw, err := s.arm.CallWatching(ctx, http.MethodPost, target, body, w.status)
 			if err != nil {
-				return unsupported(authHint(err), "gc")
+				return unsupported(s.authHint(err), "gc")
 			}
 			return s.printRaw(raw)
 		})

@@ -126,6 +126,7 @@ is saved; a saved token is only sent to the endpoint it was saved with.`,
 			if err != nil {
 				return err
 			}
+			s.refusedHint = "the server refused this token; nothing was saved"
 			ctx, cancel := o.context(cmd)
 			defer cancel()
 			info, err := s.serverInfo(ctx)
