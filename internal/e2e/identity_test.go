@@ -307,7 +307,7 @@ func TestIdentityClientSecretExpiry(t *testing.T) {
 	// A secret ending in a few seconds works until then.
 	end := time.Now().Add(6 * time.Second).UTC().Truncate(time.Second)
 	secret := identity("credential", "reset", "--end-date", end.Format(time.RFC3339), "--query", "clientSecret", "-o", "tsv")
-	if got := identity("show", "--query", "clientSecretEndDateTime", "-o", "tsv"); got != end.Format(time.RFC3339) {
+	if got := identity("show", "--query", "clientSecretEndDateTime", "-o", "tsv"); !parsesAs(got, end) {
 		t.Errorf("clientSecretEndDateTime %q, want %s", got, end.Format(time.RFC3339))
 	}
 	c := crane(t)
@@ -338,4 +338,10 @@ func TestIdentityClientSecretExpiry(t *testing.T) {
 	if got := c2.crane("digest", a.Ref("myapp:v1")); got != u.myapp.Digest() {
 		t.Fatalf("myapp with a new secret: %s", got)
 	}
+}
+
+// parsesAs reports whether s is an RFC 3339 time at the instant want.
+func parsesAs(s string, want time.Time) bool {
+	t, err := time.Parse(time.RFC3339, s)
+	return err == nil && t.Equal(want)
 }

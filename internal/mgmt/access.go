@@ -47,11 +47,12 @@ func (h *Handler) access() (AccessStore, error) {
 	return h.opts.Access, nil
 }
 
+// timeJSON is armTime for documents built as maps: null for the zero time.
 func timeJSON(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	return t.UTC().Format(time.RFC3339Nano)
+	return armTime(t)
 }
 
 func disabled() map[string]any { return map[string]any{"status": "disabled"} }

@@ -123,9 +123,9 @@ func (h *Handler) identityJSON(u metadata.UserIdentity) map[string]any {
 	props := map[string]any{"principalId": u.PrincipalID, "clientId": u.ClientID, "tenantId": u.TenantID}
 	if !u.SecretCreated.IsZero() {
 		// arca extension: when the client secret was set (never the secret).
-		props["clientSecretCreatedDateTime"] = u.SecretCreated.UTC().Format(time.RFC3339)
+		props["clientSecretCreatedDateTime"] = armTime(u.SecretCreated)
 		if !u.SecretExpires.IsZero() {
-			props["clientSecretEndDateTime"] = u.SecretExpires.UTC().Format(time.RFC3339)
+			props["clientSecretEndDateTime"] = armTime(u.SecretExpires)
 		}
 	}
 	return map[string]any{"id": h.identityID(u.ResourceGroup, u.Name), "name": u.Name, "type": identityType,
@@ -273,7 +273,7 @@ func (h *Handler) resetIdentitySecret(w http.ResponseWriter, r *http.Request, st
 	h.log.Info("identity client secret reset", "resource_group", ir.rg, "name", ir.name, "client_id", u.ClientID, "ends", end)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{"clientId": u.ClientID, "clientSecret": secret, "tenantId": u.TenantID,
-		"createdDateTime": now.Format(time.RFC3339), "endDateTime": end.Format(time.RFC3339)})
+		"createdDateTime": armTime(now), "endDateTime": armTime(end)})
 	return nil
 }
 
@@ -413,7 +413,7 @@ func (h *Handler) roleAssignmentJSON(a metadata.RoleAssignment) map[string]any {
 	return map[string]any{"id": a.Scope + "/providers/" + roleAssignmentType + "/" + a.Name, "name": a.Name, "type": roleAssignmentType,
 		"properties": map[string]any{"roleDefinitionId": h.roleDefinitionID(role), "principalId": a.PrincipalID,
 			"principalType": "ServicePrincipal", "scope": a.Scope, "description": a.Description, "condition": cond,
-			"conditionVersion": version, "createdOn": a.Created.Format(time.RFC3339)}}
+			"conditionVersion": version, "createdOn": timeJSON(a.Created)}}
 }
 
 // roleAssignments serves role assignments: PUT and DELETE at

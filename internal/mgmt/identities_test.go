@@ -166,8 +166,8 @@ func TestIdentityResetCredentialEnd(t *testing.T) {
 			if err1 != nil || err2 != nil || !end.Equal(tc.end(created)) {
 				t.Fatalf("answer %v: end %v, want %v", m, end, tc.end(created))
 			}
-			if got := get(f.do(http.MethodGet, idPath, nil).json(t), "properties.clientSecretEndDateTime"); got != end.Format(time.RFC3339) {
-				t.Errorf("identity's clientSecretEndDateTime %v, want %s", got, end.Format(time.RFC3339))
+			if got := get(f.do(http.MethodGet, idPath, nil).json(t), "properties.clientSecretEndDateTime"); got != armTime(end) {
+				t.Errorf("identity's clientSecretEndDateTime %v, want %s", got, armTime(end))
 			}
 		})
 	}

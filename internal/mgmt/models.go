@@ -17,12 +17,17 @@ const (
 	typeRegistry      = "Microsoft.ContainerRegistry/registries"
 )
 
-// armTime formats like ACR: 2026-03-24T01:18:39.1902636+00:00.
+// armTime is the one format of every timestamp the management API emits,
+// ACR's (as its documented examples): 2026-03-24T01:18:39.1902636+00:00,
+// UTC with seven fraction digits. It is RFC 3339, which az and the Azure
+// SDKs parse; one fixed width also sorts as text. It is cut to the
+// microsecond, what the metadata stores keep, so a time in a write's answer
+// reads back the same. "" for the zero time.
 func armTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format("2006-01-02T15:04:05.0000000+00:00")
+	return t.UTC().Truncate(time.Microsecond).Format("2006-01-02T15:04:05.0000000+00:00")
 }
 
 // systemData: arca has one principal, the admin token ("Key" in ARM's
