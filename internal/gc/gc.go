@@ -244,9 +244,16 @@ type run struct {
 	lastMark time.Time
 }
 
+// progress hands the caller a snapshot: the run goes on changing its
+// result (Store included) while the caller reads what it was given.
 func (r *run) progress() {
 	if r.req.Progress != nil {
-		r.req.Progress(*r.res)
+		snap := *r.res
+		if r.res.Store != nil {
+			store := *r.res.Store
+			snap.Store = &store
+		}
+		r.req.Progress(snap)
 	}
 }
 

@@ -584,3 +584,45 @@ func TestCollectReclaimInOneRun(t *testing.T) {
 		}
 	})
 }
+
+// What Progress hands over is a snapshot the run no longer changes: the
+// management API encodes it while the run goes on (a data race before).
+func TestProgressIsASnapshot(t *testing.T) {
+	engines(t, func(t *testing.T, e env) {
+		ctx := context.Background()
+		c := newCollector(t, e, 50*time.Millisecond)
+		for i := range 20 {
+			d := e.push(t, "app", []byte(fmt.Sprintf("garbage %d", i)))
+			if err := e.meta.UnlinkBlob(ctx, "r", "app", d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		type seen struct {
+			got  gc.Result
+			then gc.StoreResult
+		}
+		var snaps []seen
+		res, err := c.Run(ctx, gc.Request{Reclaim: true, Progress: func(p gc.Result) {
+			if p.Store != nil {
+				snaps = append(snaps, seen{p, *p.Store})
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Store == nil || res.Store.Blobs != 20 {
+			t.Fatalf("run: %+v, want the 20 unlinked blobs deleted", res.Store)
+		}
+		for i, s := range snaps {
+			if *s.got.Store != s.then {
+				t.Fatalf("progress %d (%s) changed after it was handed over: %+v then, %+v now", i, s.got.Phase, s.then, *s.got.Store)
+			}
+			if s.got.Store == res.Store {
+				t.Fatalf("progress %d shares the run's own result", i)
+			}
+		}
+		if len(snaps) == 0 {
+			t.Fatal("no progress with store-wide counts")
+		}
+	})
+}
