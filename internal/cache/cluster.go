@@ -234,15 +234,8 @@ func (c *Cache) openStored(ctx context.Context, d digest.Digest, off int64) (io.
 // bytes arrive (and, once all have, until the fetch ends), so a fetch that
 // stalls loses it and another replica may take over.
 func (c *Cache) openLeased(ctx context.Context, f *fetch, t Target, key string) (io.ReadCloser, int64, error) {
-	cl := c.cluster
 	l := &leasedBody{c: c, key: key, stop: make(chan struct{})}
-	release := func() {
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := cl.Leases.ReleaseFetchLease(rctx, key, cl.Holder); err != nil {
-			c.log.Warn("release fetch lease", "digest", f.key.d, "err", err)
-		}
-	}
+	release := func() { c.releaseFetchLease(key, "digest", f.key.d) }
 	// Stored by the previous holder just before it released the lease.
 	if _, err := c.blobs.Stat(ctx, f.key.d); err == nil {
 		release()
@@ -455,13 +448,7 @@ func (c *Cache) settle(ctx context.Context, f *fetch, reg string, t Target, sp *
 // holds (checking again: the holder may have stored the blob just before
 // it released the lease), then gives the lease back.
 func (c *Cache) commitSpooled(ctx context.Context, f *fetch, reg string, t Target, sp *spool, key string) error {
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := c.cluster.Leases.ReleaseFetchLease(rctx, key, c.cluster.Holder); err != nil {
-			c.log.Warn("release fetch lease", "digest", f.key.d, "err", err)
-		}
-	}()
+	defer c.releaseFetchLease(key, "digest", f.key.d)
 	if size, err := c.blobs.Stat(ctx, f.key.d); err == nil {
 		f.committed = size
 		return nil
@@ -501,13 +488,7 @@ func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored
 			return metadata.Manifest{}, false, nil, err
 		}
 		if got {
-			release := func() {
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				defer cancel()
-				if err := cl.Leases.ReleaseFetchLease(rctx, key, cl.Holder); err != nil {
-					c.log.Warn("release manifest fetch lease", "repo", repo, "ref", ref, "err", err)
-				}
-			}
+			release := func() { c.releaseFetchLease(key, "repo", repo, "ref", ref) }
 			// Stored by the previous holder just before it released the lease.
 			if m, ok := stored(); ok {
 				release()
@@ -523,5 +504,16 @@ func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored
 		if m, ok := stored(); ok {
 			return m, true, nil, nil
 		}
+	}
+}
+
+// releaseFetchLease gives lease key back, with its own deadline: the
+// fetch's context may have ended. A failure only delays the next holder
+// until the lease expires.
+func (c *Cache) releaseFetchLease(key string, logAttrs ...any) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.cluster.Leases.ReleaseFetchLease(ctx, key, c.cluster.Holder); err != nil {
+		c.log.Warn("release fetch lease", append(logAttrs, "err", err)...)
 	}
 }
