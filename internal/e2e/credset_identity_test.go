@@ -42,21 +42,7 @@ func TestCredentialSetKeyVaultIdentity(t *testing.T) {
 
 	health := func(set string) (status, msg string, identity map[string]any) {
 		t.Helper()
-		var cs struct {
-			Identity        map[string]any `json:"identity"`
-			AuthCredentials []struct {
-				CredentialHealth struct {
-					Status       string `json:"status"`
-					ErrorMessage string `json:"errorMessage"`
-				} `json:"credentialHealth"`
-			} `json:"authCredentials"`
-		}
-		out := a.cli(t, "credential-set", "show", "-r", "default", "-n", set)
-		if err := json.Unmarshal([]byte(out), &cs); err != nil || len(cs.AuthCredentials) != 1 {
-			t.Fatalf("credential-set show %s: %v\n%s", set, err, out)
-		}
-		h := cs.AuthCredentials[0].CredentialHealth
-		return h.Status, h.ErrorMessage, cs.Identity
+		return credentialSetHealth(t, a.cli(t, "credential-set", "show", "-r", "default", "-n", set))
 	}
 
 	a.cli(t, "credential-set", "create", "-r", "default", "-n", "kvcreds", "-l", up.Host, "-u", userID, "-p", passID, "--identity", reader, "-o", "none")
@@ -116,4 +102,24 @@ func TestCredentialSetKeyVaultIdentity(t *testing.T) {
 	if strings.Contains(a.Logs(), up.Password) {
 		t.Fatal("the upstream password (a Key Vault secret) leaked into the logs")
 	}
+}
+
+// credentialSetHealth reads the health of a credential set's one
+// credential, and its identity, from the CLI's JSON of the set.
+func credentialSetHealth(t *testing.T, out string) (status, msg string, identity map[string]any) {
+	t.Helper()
+	var cs struct {
+		Identity        map[string]any `json:"identity"`
+		AuthCredentials []struct {
+			CredentialHealth struct {
+				Status       string `json:"status"`
+				ErrorMessage string `json:"errorMessage"`
+			} `json:"credentialHealth"`
+		} `json:"authCredentials"`
+	}
+	if err := json.Unmarshal([]byte(out), &cs); err != nil || len(cs.AuthCredentials) != 1 {
+		t.Fatalf("credential set: %v\n%s", err, out)
+	}
+	h := cs.AuthCredentials[0].CredentialHealth
+	return h.Status, h.ErrorMessage, cs.Identity
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
@@ -21,19 +20,8 @@ func TestCredentialSetCheckReachesItsNamedLoopbackHost(t *testing.T) {
 		Env:  []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken, userEnv + "=" + up.Username, passEnv + "=" + up.Password}})}
 	health := func(out string) (status, msg string) {
 		t.Helper()
-		var cs struct {
-			AuthCredentials []struct {
-				CredentialHealth struct {
-					Status       string `json:"status"`
-					ErrorMessage string `json:"errorMessage"`
-				} `json:"credentialHealth"`
-			} `json:"authCredentials"`
-		}
-		if err := json.Unmarshal([]byte(out), &cs); err != nil || len(cs.AuthCredentials) != 1 {
-			t.Fatalf("credential set: %v\n%s", err, out)
-		}
-		h := cs.AuthCredentials[0].CredentialHealth
-		return h.Status, h.ErrorMessage
+		status, msg, _ = credentialSetHealth(t, out)
+		return status, msg
 	}
 	out := a.cli(t, "credential-set", "create", "-r", "default", "-n", "loopback", "-l", up.Host,
 		"-u", "env://"+userEnv, "-p", "env://"+passEnv)
