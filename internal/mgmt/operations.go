@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/metadata"
 )
 
@@ -111,10 +112,10 @@ func (h *Handler) operationDoc(op metadata.Operation) map[string]any {
 		"id":        op.Resource + "/operationStatuses/" + op.ID,
 		"name":      op.ID,
 		"status":    op.Status,
-		"startTime": armTime(op.StartedAt),
+		"startTime": armtime.Format(op.StartedAt),
 	}
 	if !op.EndedAt.IsZero() {
-		doc["endTime"] = armTime(op.EndedAt)
+		doc["endTime"] = armtime.Format(op.EndedAt)
 	}
 	if op.Properties != "" {
 		doc["properties"] = json.RawMessage(op.Properties)
