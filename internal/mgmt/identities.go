@@ -249,7 +249,7 @@ func (h *Handler) resetIdentitySecret(w http.ResponseWriter, r *http.Request, st
 			end = body.EndDateTime.UTC()
 		}
 		if !end.After(now) {
-			return errBadRequest("InvalidCredentialEndDate", fmt.Sprintf("endDateTime %s is not in the future.", end.Format(time.RFC3339)))
+			return errBadRequest("InvalidCredentialEndDate", fmt.Sprintf("endDateTime %s is not in the future.", armtime.Format(end)))
 		}
 	}
 	ctx := r.Context()

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
@@ -153,27 +153,27 @@ func (s *Syncer) Estimate(ctx context.Context, registry string, r rules.Rule) (E
 
 // Status is a rule's active-sync status, for `cache show` and the API.
 type Status struct {
-	Result        string     `json:"status,omitempty"` // a Result*; "" before the first run
-	RunID         string     `json:"runId,omitempty"`
-	StartedAt     time.Time  `json:"lastRunStart,omitzero"`
-	EndedAt       time.Time  `json:"lastRunEnd,omitzero"`
-	NextAt        time.Time  `json:"deferredUntil,omitzero"`
-	TagsSynced    int        `json:"tagsSynced"`
-	TagsUnchanged int        `json:"tagsUnchanged"`
-	TagsExcluded  int        `json:"tagsExcluded"`
-	TagsFailed    int        `json:"tagsFailed"` // tags whose last sync failed (in this run or on demand since)
-	BytesFetched  int64      `json:"bytesFetched"`
-	Error         string     `json:"lastError,omitempty"`
-	TagErrors     []TagError `json:"tagErrors,omitempty"`
+	Result        string       `json:"status,omitempty"` // a Result*; "" before the first run
+	RunID         string       `json:"runId,omitempty"`
+	StartedAt     armtime.Time `json:"lastRunStart,omitzero"`
+	EndedAt       armtime.Time `json:"lastRunEnd,omitzero"`
+	NextAt        armtime.Time `json:"deferredUntil,omitzero"`
+	TagsSynced    int          `json:"tagsSynced"`
+	TagsUnchanged int          `json:"tagsUnchanged"`
+	TagsExcluded  int          `json:"tagsExcluded"`
+	TagsFailed    int          `json:"tagsFailed"` // tags whose last sync failed (in this run or on demand since)
+	BytesFetched  int64        `json:"bytesFetched"`
+	Error         string       `json:"lastError,omitempty"`
+	TagErrors     []TagError   `json:"tagErrors,omitempty"`
 }
 
 // TagError is the last error of one tag.
 type TagError struct {
-	Repo   string    `json:"repository"`
-	Tag    string    `json:"tag"`
-	Digest string    `json:"digest,omitempty"`
-	Error  string    `json:"error"`
-	At     time.Time `json:"time"`
+	Repo   string       `json:"repository"`
+	Tag    string       `json:"tag"`
+	Digest string       `json:"digest,omitempty"`
+	Error  string       `json:"error"`
+	At     armtime.Time `json:"time"`
 }
 
 // maxTagErrors bounds the tag errors Status returns.
@@ -189,7 +189,7 @@ func (s *Syncer) Status(ctx context.Context, registry, rule string) (Status, err
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{Result: run.Result, RunID: run.RunID, StartedAt: run.StartedAt, EndedAt: run.EndedAt, NextAt: run.NextAt,
+	st := Status{Result: run.Result, RunID: run.RunID, StartedAt: armtime.Of(run.StartedAt), EndedAt: armtime.Of(run.EndedAt), NextAt: armtime.Of(run.NextAt),
 		TagsSynced: run.TagsSynced, TagsUnchanged: run.TagsUnchanged, TagsExcluded: run.TagsExcluded,
 		TagsFailed: run.TagsFailed, BytesFetched: run.BytesFetched, Error: run.Error}
 	tags, err := s.store.SyncTagErrors(ctx, registry, rule, maxTagErrors)
@@ -202,7 +202,7 @@ func (s *Syncer) Status(ctx context.Context, registry, rule string) (Status, err
 		return st, err
 	}
 	for _, t := range tags {
-		st.TagErrors = append(st.TagErrors, TagError{Repo: t.Repo, Tag: t.Tag, Digest: t.Digest, Error: t.Error, At: t.UpdatedAt})
+		st.TagErrors = append(st.TagErrors, TagError{Repo: t.Repo, Tag: t.Tag, Digest: t.Digest, Error: t.Error, At: armtime.Of(t.UpdatedAt)})
 	}
 	return st, nil
 }
