@@ -96,13 +96,19 @@ func (h *Handler) operationStatus(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
+	h.writeOperationStatus(w, req, op)
+	return nil
+}
+
+// writeOperationStatus answers with op's status document as a poll sees
+// it; while it runs, with where and when to poll again.
+func (h *Handler) writeOperationStatus(w http.ResponseWriter, req *request, op metadata.Operation) {
 	op = h.current(op)
 	if op.Status == opInProgress {
 		w.Header().Set("Azure-AsyncOperation", h.asyncOperationURL(req, op))
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, http.StatusOK, h.operationDoc(op))
-	return nil
 }
 
 // operationDoc is ARM's async operation status document of op; an
