@@ -14,7 +14,7 @@ func TestGCOperationRef(t *testing.T) {
 		{id: "garbagecollect-1"},
 		{id: p, path: p, isURL: true},
 		{id: "https://arca.example.com" + p + "?api-version=2025-11-01", path: p, isURL: true},
-		{id: "http://other.example.com:8080" + p, path: p, isURL: true}, // the host is never used
+		{id: "http://other.example.com:8080" + p, path: p, isURL: true},          // the host is never used
 		{id: "/subscriptions/s/registries/r/operationStatuses/a%2Fb", bad: true}, // an ID has no slash
 		{id: "/not/a/status/url", bad: true},
 		{id: "/subscriptions/s/registries/r", bad: true},
