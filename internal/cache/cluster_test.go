@@ -208,3 +208,55 @@ func TestFollowerReplicaStoresWhatTheHolderDidNot(t *testing.T) {
 		t.Errorf("%d upstream blob GETs, want 0", n)
 	}
 }
+
+// TestManifestFetchLeaseRenewed: a manifest fetch slower than the fetch
+// lease TTL keeps its lease (renewed as a blob fetch's is), so "another
+// replica" asking for the lease meanwhile finds it held and would wait
+// instead of sending a second upstream GET. Once the fetch ended the lease
+// is free.
+func TestManifestFetchLeaseRenewed(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	up.Push(t, "img", "v1", randomBytes(1000))
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	const ttl = 300 * time.Millisecond
+	const slow = 2 * time.Second // the upstream's manifest answer, several TTLs
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/manifests/", Count: -1, Delay: slow})
+	e := newEnv(t, proxy.Host(), time.Hour, nil)
+	if err := e.cache.UseCluster(&cache.Cluster{Leases: e.meta, Holder: "this", Client: http.DefaultClient,
+		Token: func(context.Context) (string, error) { return "replica-token", nil }, LeaseTTL: ttl, Poll: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan result, 1)
+	go func() { done <- get(t, e.srv.URL+"/v2/cached/img/manifests/v1") }()
+	deadline := time.Now().Add(10 * time.Second)
+	for proxy.Requests(http.MethodGet, "/manifests/v1") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the manifest GET did not reach the upstream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(3 * ttl) // the lease lapsed unless renewed
+	key := cache.ManifestLeaseKeyOf("default", "cached/img", "v1")
+	lease, got, err := e.meta.AcquireFetchLease(context.Background(), key, "other", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got {
+		t.Errorf("another replica took the manifest fetch lease %s into a fetch slower than the TTL (%s): it would GET the manifest upstream again", 3*ttl, ttl)
+		if err := e.meta.ReleaseFetchLease(context.Background(), key, "other"); err != nil {
+			t.Fatal(err)
+		}
+	} else if lease.Holder != "this" {
+		t.Errorf("lease held by %q, want this replica", lease.Holder)
+	}
+	r := <-done
+	if r.err != nil || r.status != http.StatusOK || r.cache != "miss" {
+		t.Fatalf("slow manifest fetch: %d %q %v", r.status, r.cache, r.err)
+	}
+	if _, got, err := e.meta.AcquireFetchLease(context.Background(), key, "other", "", time.Minute); err != nil || !got {
+		t.Errorf("after the fetch ended the lease is still held: %v %v", got, err)
+	}
+	if n := proxy.Requests(http.MethodGet, "/manifests/v1"); n != 1 {
+		t.Errorf("%d upstream manifest GETs, want 1", n)
+	}
+}

@@ -76,12 +76,27 @@ func TestClusterTooManyRequestsHoldsEveryReplica(t *testing.T) {
 // lease asks the upstream (which is slow here), the others wait until it
 // stored the manifest. Every client gets the same manifest.
 func TestClusterManifestOneUpstreamGET(t *testing.T) {
+	manifestPulledOnThreeReplicas(t, 1500*time.Millisecond)
+}
+
+// TestClusterManifestSlowerThanLease: the same with an upstream whose
+// manifest answer takes several fetch lease TTLs: the holder renews its
+// lease while it waits, so the other replicas keep waiting for it instead
+// of taking the lapsed lease and asking the upstream again.
+func TestClusterManifestSlowerThanLease(t *testing.T) {
+	manifestPulledOnThreeReplicas(t, 3*time.Second, "--fetch-lease-ttl", "600ms")
+}
+
+// manifestPulledOnThreeReplicas pulls a cold tag with twelve clients over
+// three replicas, the upstream's manifest answers delayed by delay, and
+// checks it cost one upstream manifest GET.
+func manifestPulledOnThreeReplicas(t *testing.T, delay time.Duration, args ...string) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	proxy := upstreamreg.NewFaultProxy(t, up)
 	im := newImage(t, 1370, "amd64", 20<<10)
 	seedImage(t, up, "library/app", "v1", im)
-	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/manifests/", Count: -1, Delay: 1500 * time.Millisecond})
-	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host())
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/manifests/", Count: -1, Delay: delay})
+	c := startCluster(t, 3, false, append([]string{"--insecure-upstream", proxy.Host()}, args...)...)
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
 	time.Sleep(replicaBound)
 
@@ -110,6 +125,6 @@ func TestClusterManifestOneUpstreamGET(t *testing.T) {
 		}
 	}
 	if n := upstreamGETs(up, "/manifests/v1"); n != 1 {
-		t.Errorf("%d upstream manifest GETs for a tag pulled on three replicas at once, want 1", n)
+		t.Errorf("%d upstream manifest GETs for a tag pulled on three replicas at once (upstream answering after %s), want 1", n, delay)
 	}
 }
