@@ -18,6 +18,25 @@ import (
 // which a replica learns of another's 429; afterwards pulls go upstream
 // again on every replica.
 func TestClusterTooManyRequestsHoldsEveryReplica(t *testing.T) {
+	holdsEveryReplica(t, upstreamreg.Fault{Count: 1, Status: http.StatusTooManyRequests, RetryAfter: "10"}, 10*time.Second)
+}
+
+// TestClusterTooManyRequestsRateLimitReset: the same with a 429 that has
+// no Retry-After but Docker Hub's rate-limit headers, RateLimit-Reset
+// among them: the cluster holds back until that reset (4s), not for the
+// default 10s.
+func TestClusterTooManyRequestsRateLimitReset(t *testing.T) {
+	holdsEveryReplica(t, upstreamreg.Fault{Count: 1, Status: http.StatusTooManyRequests, Header: http.Header{
+		"Ratelimit-Limit": {"100;w=21600"}, "Ratelimit-Remaining": {"0;w=21600"}, "Ratelimit-Reset": {"4;w=21600"},
+	}}, 4*time.Second)
+}
+
+// holdsEveryReplica has the upstream answer one pull on replica 0 with
+// fault (a 429) and checks that the two other replicas send nothing
+// upstream from the bound in which they learn of it until a second before
+// hold ends, and pull again within 3s after it (the first successful pull
+// is logged with its time since the 429).
+func holdsEveryReplica(t *testing.T, fault upstreamreg.Fault, hold time.Duration) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	proxy := upstreamreg.NewFaultProxy(t, up)
 	im := newImage(t, 1350, "amd64", 50<<10)
@@ -26,11 +45,10 @@ func TestClusterTooManyRequestsHoldsEveryReplica(t *testing.T) {
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
 	time.Sleep(replicaBound) // every replica has the rule
 
-	const retryAfter = 10 * time.Second
 	manifest := func(a *arca) rawResp {
 		return do(t, "GET", a.URL()+"/v2/lib/app/manifests/v1", map[string]string{"Accept": mtAcceptAll}, nil)
 	}
-	proxy.TooManyRequests(1, "10")
+	proxy.Inject(fault)
 	r := manifest(c.nodes[0])
 	got429 := time.Now()
 	if r.Status == http.StatusOK {
@@ -42,10 +60,10 @@ func TestClusterTooManyRequestsHoldsEveryReplica(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	before := proxy.Requests("", "")
 	tries := 0
-	for time.Since(got429) < retryAfter-time.Second {
+	for time.Since(got429) < hold-time.Second {
 		for _, a := range c.nodes[1:] {
 			if r := manifest(a); r.Status == http.StatusOK {
-				t.Fatalf("replica %s pulled while the upstream holds the cluster back", a.Addr)
+				t.Fatalf("replica %s pulled %s after the 429, while the upstream holds the cluster back", a.Addr, time.Since(got429))
 			}
 			if r := do(t, "GET", a.URL()+"/v2/lib/app/blobs/"+sha(im.Layers[0]), nil, nil); r.Status == http.StatusOK {
 				t.Fatalf("replica %s pulled a blob while the upstream holds the cluster back", a.Addr)
@@ -59,7 +77,14 @@ func TestClusterTooManyRequestsHoldsEveryReplica(t *testing.T) {
 	}
 	t.Logf("%d pulls on replicas 1 and 2 during the hold, %d upstream requests", tries, proxy.Requests("", "")-before)
 
-	time.Sleep(time.Until(got429.Add(retryAfter + 500*time.Millisecond)))
+	time.Sleep(time.Until(got429.Add(hold - 500*time.Millisecond)))
+	for manifest(c.nodes[1]).Status != http.StatusOK {
+		if time.Since(got429) > hold+3*time.Second {
+			t.Fatalf("replica 1 still held back %s after the 429, want %s", time.Since(got429), hold)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("replica 1 pulled again %s after the 429 (hold %s)", time.Since(got429).Round(10*time.Millisecond), hold)
 	for _, a := range c.nodes[1:] {
 		if err := pullImage(a, "lib/app", "v1", im); err != nil {
 			t.Errorf("after the hold ended: %v", err)
