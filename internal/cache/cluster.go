@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/upstream"
 )
 
 // Several replicas on one metadata store fetch each blob from its upstream
@@ -39,6 +40,7 @@ const PeerPath = "/arca-internal/v1/fetch"
 type FetchLeases interface {
 	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (metadata.FetchLease, bool, error)
 	ReleaseFetchLease(ctx context.Context, key, holder string) error
+	SettleFetchLease(ctx context.Context, key, holder, outcome string, ttl time.Duration) error
 }
 
 // Cluster configures fetching across replicas. Nil in Options: every
@@ -327,15 +329,34 @@ func (h *heldLease) renew(ctx context.Context, progress func() bool) {
 	}
 }
 
-// end stops the renewals and gives the lease back (once). It waits for a
-// renewal in progress, which would otherwise take the lease again after
-// its release.
+// end stops the renewals and gives the lease back (once).
 func (h *heldLease) end() {
 	h.once.Do(func() {
-		close(h.stop)
-		<-h.done
+		h.stopRenewing()
 		h.c.releaseFetchLease(h.key, h.attrs...)
 	})
+}
+
+// settle stops the renewals and leaves the lease with outcome for keep
+// (once, or end), for the replicas waiting for this fetch. A failure only
+// makes them wait until the lease lapses and fetch themselves.
+func (h *heldLease) settle(outcome string, keep time.Duration) {
+	h.once.Do(func() {
+		h.stopRenewing()
+		cl := h.c.cluster
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := cl.Leases.SettleFetchLease(ctx, h.key, cl.Holder, outcome, keep); err != nil {
+			h.c.log.Warn("settle fetch lease", append(h.attrs, "outcome", outcome, "err", err)...)
+		}
+	})
+}
+
+// stopRenewing waits for a renewal in progress, which would otherwise take
+// the lease again after its release.
+func (h *heldLease) stopRenewing() {
+	close(h.stop)
+	<-h.done
 }
 
 // openPeer follows the fetch of key in flight on the replica at addr.
@@ -506,16 +527,20 @@ func (c *Cache) commitSpooled(ctx context.Context, f *fetch, reg string, t Targe
 // blob's is, for as long as the fetch runs (its request to the upstream is
 // bounded by the upstream client's timeouts and manifestFetchTimeout): a
 // slow upstream or a large index keeps it one GET, and only a holder that
-// died lets another replica fetch. It returns the stored manifest (ok), or
-// a release func to call once the fetch ended (nil without a cluster).
-func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored func() (metadata.Manifest, bool)) (metadata.Manifest, bool, func(), error) {
+// died lets another replica fetch. When the upstream answered the holder
+// 404, the lease says so for notFoundShown and the waiters return
+// errNotFoundElsewhere instead of asking the upstream once more each.
+// It returns the stored manifest (ok), or a func to call with the
+// upstream's answer (nil error: the manifest is stored) once the fetch
+// ended.
+func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored func() (metadata.Manifest, bool)) (metadata.Manifest, bool, func(error), error) {
 	cl := c.cluster
 	if cl == nil {
-		return metadata.Manifest{}, false, func() {}, nil
+		return metadata.Manifest{}, false, func(error) {}, nil
 	}
 	key := manifestLeaseKey(reg, repo, ref)
 	for {
-		_, got, err := cl.Leases.AcquireFetchLease(ctx, key, cl.Holder, cl.Addr, cl.LeaseTTL)
+		lease, got, err := cl.Leases.AcquireFetchLease(ctx, key, cl.Holder, cl.Addr, cl.LeaseTTL)
 		if err != nil {
 			return metadata.Manifest{}, false, nil, err
 		}
@@ -525,7 +550,17 @@ func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored
 				c.releaseFetchLease(key, "repo", repo, "ref", ref)
 				return m, true, nil, nil
 			}
-			return metadata.Manifest{}, false, c.holdFetchLease(ctx, key, nil, "repo", repo, "ref", ref).end, nil
+			h := c.holdFetchLease(ctx, key, nil, "repo", repo, "ref", ref)
+			return metadata.Manifest{}, false, func(err error) {
+				if upstream.IsNotFound(err) {
+					h.settle(outcomeNotFound, cl.notFoundShown())
+					return
+				}
+				h.end()
+			}, nil
+		}
+		if lease.Outcome == outcomeNotFound {
+			return metadata.Manifest{}, false, nil, errNotFoundElsewhere
 		}
 		select {
 		case <-time.After(cl.Poll):
@@ -537,6 +572,21 @@ func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored
 		}
 	}
 }
+
+// outcomeNotFound is a settled manifest lease's outcome: the upstream
+// answered 404.
+const outcomeNotFound = "notfound"
+
+// errNotFoundElsewhere: the upstream answered the replica whose manifest
+// fetch this one waited for 404.
+var errNotFoundElsewhere = errors.New("the upstream answered another replica's fetch 404")
+
+// notFoundShown is how long a manifest lease shows an upstream 404 to the
+// other replicas: long enough for every replica that waited (looking every
+// Poll) to see it, so the 404 is shared for the coalesced fetch only; a
+// fetch starting later asks the upstream again (each replica's negative
+// cache aside).
+func (cl *Cluster) notFoundShown() time.Duration { return 5 * cl.Poll }
 
 // manifestLeaseKey names the fetch of manifest ref of reg/repo in the
 // lease table.

@@ -101,7 +101,7 @@ func holdsEveryReplica(t *testing.T, fault upstreamreg.Fault, hold time.Duration
 // lease asks the upstream (which is slow here), the others wait until it
 // stored the manifest. Every client gets the same manifest.
 func TestClusterManifestOneUpstreamGET(t *testing.T) {
-	manifestPulledOnThreeReplicas(t, 1500*time.Millisecond)
+	manifestPulledOnThreeReplicas(t, 1500*time.Millisecond, "v1")
 }
 
 // TestClusterManifestSlowerThanLease: the same with an upstream whose
@@ -109,13 +109,22 @@ func TestClusterManifestOneUpstreamGET(t *testing.T) {
 // lease while it waits, so the other replicas keep waiting for it instead
 // of taking the lapsed lease and asking the upstream again.
 func TestClusterManifestSlowerThanLease(t *testing.T) {
-	manifestPulledOnThreeReplicas(t, 3*time.Second, "--fetch-lease-ttl", "600ms")
+	manifestPulledOnThreeReplicas(t, 3*time.Second, "v1", "--fetch-lease-ttl", "600ms")
 }
 
-// manifestPulledOnThreeReplicas pulls a cold tag with twelve clients over
+// TestClusterManifestNotFoundOneUpstreamGET: a tag the upstream does not
+// have, pulled on three replicas at once, is one upstream GET too: the
+// holder's 404 is shared with the replicas that waited for it (every
+// client gets the 404).
+func TestClusterManifestNotFoundOneUpstreamGET(t *testing.T) {
+	manifestPulledOnThreeReplicas(t, 1500*time.Millisecond, "nope")
+}
+
+// manifestPulledOnThreeReplicas pulls tag, cold, with twelve clients over
 // three replicas, the upstream's manifest answers delayed by delay, and
-// checks it cost one upstream manifest GET.
-func manifestPulledOnThreeReplicas(t *testing.T, delay time.Duration, args ...string) {
+// checks it cost one upstream manifest GET. Every client gets the image's
+// manifest (tag v1) or a 404 (any other tag: not upstream).
+func manifestPulledOnThreeReplicas(t *testing.T, delay time.Duration, tag string, args ...string) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	proxy := upstreamreg.NewFaultProxy(t, up)
 	im := newImage(t, 1370, "amd64", 20<<10)
@@ -125,10 +134,14 @@ func manifestPulledOnThreeReplicas(t *testing.T, delay time.Duration, args ...st
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
 	time.Sleep(replicaBound)
 
+	want, wantBody := http.StatusOK, im.Manifest
+	if tag != "v1" {
+		want, wantBody = http.StatusNotFound, nil
+	}
 	errs := make(chan error, 12)
 	for i := range 12 {
 		go func() {
-			req, _ := http.NewRequest(http.MethodGet, c.nodes[i%3].URL()+"/v2/lib/app/manifests/v1", nil)
+			req, _ := http.NewRequest(http.MethodGet, c.nodes[i%3].URL()+"/v2/lib/app/manifests/"+tag, nil)
 			req.Header.Set("Accept", mtAcceptAll)
 			resp, err := httpc.Do(req)
 			if err != nil {
@@ -137,8 +150,8 @@ func manifestPulledOnThreeReplicas(t *testing.T, delay time.Duration, args ...st
 			}
 			b, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(b, im.Manifest) {
-				errs <- fmt.Errorf("client %d on replica %d: %s %v, %d bytes", i, i%3, resp.Status, err, len(b))
+			if err != nil || resp.StatusCode != want || (wantBody != nil && !bytes.Equal(b, wantBody)) {
+				errs <- fmt.Errorf("client %d on replica %d: %s %v, %d bytes, want %d", i, i%3, resp.Status, err, len(b), want)
 				return
 			}
 			errs <- nil
@@ -149,7 +162,7 @@ func manifestPulledOnThreeReplicas(t *testing.T, delay time.Duration, args ...st
 			t.Error(err)
 		}
 	}
-	if n := upstreamGETs(up, "/manifests/v1"); n != 1 {
-		t.Errorf("%d upstream manifest GETs for a tag pulled on three replicas at once (upstream answering after %s), want 1", n, delay)
+	if n := proxy.Requests(http.MethodGet, "/manifests/"+tag); n != 1 {
+		t.Errorf("%d upstream manifest GETs for a tag pulled on three replicas at once (upstream answering after %s), want 1: %v", n, delay, proxy.Log())
 	}
 }
