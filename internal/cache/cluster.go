@@ -498,9 +498,10 @@ func (c *Cache) settle(ctx context.Context, f *fetch, reg string, t Target, sp *
 
 // commitSpooled stores the verified spool under the lease this replica
 // holds (checking again: the holder may have stored the blob just before
-// it released the lease), then gives the lease back.
+// it released the lease), renewing it while the store write runs, then
+// gives the lease back.
 func (c *Cache) commitSpooled(ctx context.Context, f *fetch, reg string, t Target, sp *spool, key string) error {
-	defer c.releaseFetchLease(key, "digest", f.key.d)
+	defer c.holdFetchLease(ctx, key, nil, "digest", f.key.d).end()
 	if size, err := c.blobs.Stat(ctx, f.key.d); err == nil {
 		f.committed = size
 		return nil

@@ -100,22 +100,30 @@ func TestFollowerReplicaVerifiesPeerBytes(t *testing.T) {
 
 // stageCounter counts the parts a replica stages in its (real) backend:
 // every blob written to a blob store is staged first.
+// With slow set, each Stage signals staging and then takes that long (a
+// slow blob store write).
 type stageCounter struct {
 	blobstore.Backend
-	n atomic.Int32
+	n       atomic.Int32
+	slow    time.Duration
+	staging chan struct{}
 }
 
 func (s *stageCounter) Stage(ctx context.Context, id string) (blobstore.Part, error) {
 	s.n.Add(1)
+	if s.slow > 0 {
+		s.staging <- struct{}{}
+		time.Sleep(s.slow)
+	}
 	return s.Backend.Stage(ctx, id)
 }
 
 // followedHolder plants the lease of "another replica" whose peer endpoint
 // streams blob and then, as a holder does when its fetch ends, stores it
 // through its own handle on the shared blob directory (when store is set)
-// and releases its lease. It returns this replica's environment, whose
-// backend counts what this replica stages.
-func followedHolder(t *testing.T, blob []byte, store bool) (*env, *stageCounter, *upstreamreg.Registry, digest.Digest) {
+// and releases its lease. It returns this replica's environment (fetch
+// leases lasting ttl), whose backend counts what this replica stages.
+func followedHolder(t *testing.T, blob []byte, store bool, ttl time.Duration, counted *stageCounter) (*env, *upstreamreg.Registry, digest.Digest) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	d := up.PushBlob(t, "library/app", blob)
 	dir := t.TempDir()
@@ -123,7 +131,7 @@ func followedHolder(t *testing.T, blob []byte, store bool) (*env, *stageCounter,
 	if err != nil {
 		t.Fatal(err)
 	}
-	counted := &stageCounter{Backend: shared}
+	counted.Backend = shared
 	e := newEnvBlobs(t, prefixRules{prefix: "cached", host: up.Host}, time.Minute, counted, dir, up.Host)
 	other, err := blobstore.NewFS(filepath.Join(dir, "blobs")) // the holder's handle on the same store
 	if err != nil {
@@ -152,13 +160,13 @@ func followedHolder(t *testing.T, blob []byte, store bool) (*env, *stageCounter,
 	}))
 	t.Cleanup(peer.Close)
 	if err := e.cache.UseCluster(&cache.Cluster{Leases: e.meta, Holder: "this", Addr: "http://127.0.0.1:1", Client: peer.Client(),
-		Token: func(context.Context) (string, error) { return "replica-token", nil }, LeaseTTL: time.Minute, Poll: 50 * time.Millisecond}); err != nil {
+		Token: func(context.Context) (string, error) { return "replica-token", nil }, LeaseTTL: ttl, Poll: 50 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	if _, got, err := e.meta.AcquireFetchLease(context.Background(), key, "other", peer.URL, time.Minute); err != nil || !got {
 		t.Fatalf("plant lease: %v %v", got, err)
 	}
-	return e, counted, up, d
+	return e, up, d
 }
 
 // TestFollowerReplicaStagesNothingTheHolderStores: a replica that followed
@@ -166,7 +174,8 @@ func followedHolder(t *testing.T, blob []byte, store bool) (*env, *stageCounter,
 // stored the blob: it only links it in the metadata.
 func TestFollowerReplicaStagesNothingTheHolderStores(t *testing.T) {
 	blob := randomBytes(300 << 10)
-	e, counted, up, d := followedHolder(t, blob, true)
+	counted := &stageCounter{}
+	e, up, d := followedHolder(t, blob, true, time.Minute, counted)
 	r := get(t, e.srv.URL+"/v2/cached/library/app/blobs/"+d.String())
 	if r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, blob) {
 		t.Fatalf("client: %d %v (%d bytes)", r.status, r.err, len(r.body))
@@ -189,7 +198,8 @@ func TestFollowerReplicaStagesNothingTheHolderStores(t *testing.T) {
 // upstream GET.
 func TestFollowerReplicaStoresWhatTheHolderDidNot(t *testing.T) {
 	blob := randomBytes(300 << 10)
-	e, counted, up, d := followedHolder(t, blob, false)
+	counted := &stageCounter{}
+	e, up, d := followedHolder(t, blob, false, time.Minute, counted)
 	r := get(t, e.srv.URL+"/v2/cached/library/app/blobs/"+d.String())
 	if r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, blob) {
 		t.Fatalf("client: %d %v (%d bytes)", r.status, r.err, len(r.body))
@@ -206,6 +216,48 @@ func TestFollowerReplicaStoresWhatTheHolderDidNot(t *testing.T) {
 	}
 	if n := up.Requests(http.MethodGet, "/blobs/"); n != 0 {
 		t.Errorf("%d upstream blob GETs, want 0", n)
+	}
+}
+
+// TestFollowerReplicaStoringKeepsTheLease: a follower that stores its own
+// verified copy (the holder did not) keeps the blob's fetch lease while
+// its blob store write takes longer than the lease TTL, so another replica
+// does not take the lease and fetch the blob from the upstream meanwhile.
+func TestFollowerReplicaStoringKeepsTheLease(t *testing.T) {
+	blob := randomBytes(300 << 10)
+	const ttl = 300 * time.Millisecond
+	counted := &stageCounter{slow: 2 * time.Second, staging: make(chan struct{}, 1)}
+	e, up, d := followedHolder(t, blob, false, ttl, counted)
+	done := make(chan result, 1)
+	go func() { done <- get(t, e.srv.URL+"/v2/cached/library/app/blobs/"+d.String()) }()
+	select {
+	case <-counted.staging:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follower did not store its copy")
+	}
+	time.Sleep(3 * ttl) // the lease lapsed unless renewed
+	key := cache.LeaseKeyOf(up.Host, "library/app", "", d)
+	lease, got, err := e.meta.AcquireFetchLease(context.Background(), key, "another", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got {
+		t.Errorf("another replica took the blob's fetch lease %s into a store slower than the TTL (%s): it would fetch the blob upstream", 3*ttl, ttl)
+		if err := e.meta.ReleaseFetchLease(context.Background(), key, "another"); err != nil {
+			t.Fatal(err)
+		}
+	} else if lease.Holder != "this" {
+		t.Errorf("lease held by %q, want this replica", lease.Holder)
+	}
+	if r := <-done; r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, blob) {
+		t.Fatalf("client: %d %v (%d bytes)", r.status, r.err, len(r.body))
+	}
+	e.cache.Wait()
+	if size, err := e.blobs.Stat(context.Background(), d); err != nil || size != int64(len(blob)) {
+		t.Fatalf("the follower's copy: %d, %v", size, err)
+	}
+	if _, got, err := e.meta.AcquireFetchLease(context.Background(), key, "another", "", time.Minute); err != nil || !got {
+		t.Errorf("after the store ended the lease is still held: %v %v", got, err)
 	}
 }
 
