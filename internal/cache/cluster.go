@@ -233,22 +233,22 @@ func (c *Cache) openStored(ctx context.Context, d digest.Digest, off int64) (io.
 
 // openLeased fetches from the upstream under the lease this replica just
 // took; closing the stream releases the lease. The lease is renewed while
-// bytes arrive (and, once all have, until the fetch ends), so a fetch that
-// stalls loses it and another replica may take over.
+// the fetch waits for the upstream's answer (bounded by the upstream
+// client's header timeout) and then while bytes arrive (and, once all
+// have, until the fetch ends), so a fetch that stalls loses it and another
+// replica may take over.
 func (c *Cache) openLeased(ctx context.Context, f *fetch, t Target, key string) (io.ReadCloser, int64, error) {
 	// Stored by the previous holder just before it released the lease.
 	if _, err := c.blobs.Stat(ctx, f.key.d); err == nil {
 		c.releaseFetchLease(key, "digest", f.key.d)
 		return nil, 0, errStoredMeanwhile
 	}
-	rc, size, err := c.up.GetBlob(ctx, t.Upstream, f.key.d)
-	if err != nil {
-		c.releaseFetchLease(key, "digest", f.key.d)
-		return nil, 0, err
-	}
-	l := &leasedBody{rc: rc}
+	l := &leasedBody{}
 	last := int64(-1)
 	l.lease = c.holdFetchLease(ctx, key, func() bool {
+		if !l.opened.Load() {
+			return true // waiting for the upstream's answer
+		}
 		n := l.read.Load()
 		if n == last && !l.eof.Load() {
 			return false // no progress: let the lease lapse
@@ -256,15 +256,23 @@ func (c *Cache) openLeased(ctx context.Context, f *fetch, t Target, key string) 
 		last = n
 		return true
 	}, "digest", f.key.d)
+	rc, size, err := c.up.GetBlob(ctx, t.Upstream, f.key.d)
+	if err != nil {
+		l.lease.end()
+		return nil, 0, err
+	}
+	l.rc = rc
+	l.opened.Store(true)
 	return l, size, nil
 }
 
 // leasedBody is an upstream stream read under a fetch lease.
 type leasedBody struct {
-	rc    io.ReadCloser
-	lease *heldLease
-	read  atomic.Int64
-	eof   atomic.Bool
+	rc     io.ReadCloser
+	lease  *heldLease
+	opened atomic.Bool // rc is set: the upstream answered
+	read   atomic.Int64
+	eof    atomic.Bool
 }
 
 func (l *leasedBody) Read(p []byte) (int, error) {

@@ -269,46 +269,67 @@ func TestFollowerReplicaStoringKeepsTheLease(t *testing.T) {
 func TestManifestFetchLeaseRenewed(t *testing.T) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	up.Push(t, "img", "v1", randomBytes(1000))
+	leaseHeldThroughSlowUpstream(t, up, "/manifests/", "/v2/cached/img/manifests/v1", "miss",
+		func(string) string { return cache.ManifestLeaseKeyOf("default", "cached/img", "v1") })
+}
+
+// TestBlobFetchLeaseRenewedWhileUpstreamAnswers: the same for a blob whose
+// upstream takes longer than the TTL to answer at all (before any byte
+// arrives).
+func TestBlobFetchLeaseRenewedWhileUpstreamAnswers(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	d := up.PushBlob(t, "img", randomBytes(100<<10))
+	leaseHeldThroughSlowUpstream(t, up, "/blobs/", "/v2/cached/img/blobs/"+d.String(), "miss",
+		func(host string) string { return cache.LeaseKeyOf(host, "img", "", d) })
+}
+
+// leaseHeldThroughSlowUpstream GETs path from a replica whose upstream
+// delays GETs of upstreamPath by several fetch lease TTLs and checks that
+// the fetch's lease (key, given the upstream host) stays this replica's
+// meanwhile, that the fetch succeeds (cache status want) with one upstream
+// GET, and that the lease is free after it.
+func leaseHeldThroughSlowUpstream(t *testing.T, up *upstreamreg.Registry, upstreamPath, path, want string, key func(host string) string) {
 	proxy := upstreamreg.NewFaultProxy(t, up)
 	const ttl = 300 * time.Millisecond
-	const slow = 2 * time.Second // the upstream's manifest answer, several TTLs
-	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/manifests/", Count: -1, Delay: slow})
+	const slow = 2 * time.Second // the upstream's answer, several TTLs
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: upstreamPath, Count: -1, Delay: slow})
 	e := newEnv(t, proxy.Host(), time.Hour, nil)
 	if err := e.cache.UseCluster(&cache.Cluster{Leases: e.meta, Holder: "this", Client: http.DefaultClient,
 		Token: func(context.Context) (string, error) { return "replica-token", nil }, LeaseTTL: ttl, Poll: 50 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan result, 1)
-	go func() { done <- get(t, e.srv.URL+"/v2/cached/img/manifests/v1") }()
+	go func() { done <- get(t, e.srv.URL+path) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for proxy.Requests(http.MethodGet, "/manifests/v1") == 0 {
+	for proxy.Requests(http.MethodGet, upstreamPath) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the manifest GET did not reach the upstream")
+			t.Fatal("the GET did not reach the upstream")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(3 * ttl) // the lease lapsed unless renewed
-	key := cache.ManifestLeaseKeyOf("default", "cached/img", "v1")
-	lease, got, err := e.meta.AcquireFetchLease(context.Background(), key, "other", "", time.Minute)
+	k := key(proxy.Host())
+	lease, got, err := e.meta.AcquireFetchLease(context.Background(), k, "other", "", time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got {
-		t.Errorf("another replica took the manifest fetch lease %s into a fetch slower than the TTL (%s): it would GET the manifest upstream again", 3*ttl, ttl)
-		if err := e.meta.ReleaseFetchLease(context.Background(), key, "other"); err != nil {
+		t.Errorf("another replica took the fetch lease %s into a fetch slower than the TTL (%s): it would GET %s upstream again", 3*ttl, ttl, upstreamPath)
+		if err := e.meta.ReleaseFetchLease(context.Background(), k, "other"); err != nil {
 			t.Fatal(err)
 		}
 	} else if lease.Holder != "this" {
 		t.Errorf("lease held by %q, want this replica", lease.Holder)
 	}
 	r := <-done
-	if r.err != nil || r.status != http.StatusOK || r.cache != "miss" {
-		t.Fatalf("slow manifest fetch: %d %q %v", r.status, r.cache, r.err)
+	if r.err != nil || r.status != http.StatusOK || r.cache != want {
+		t.Fatalf("slow fetch: %d %q %v", r.status, r.cache, r.err)
 	}
-	if _, got, err := e.meta.AcquireFetchLease(context.Background(), key, "other", "", time.Minute); err != nil || !got {
+	e.cache.Wait()
+	if _, got, err := e.meta.AcquireFetchLease(context.Background(), k, "other", "", time.Minute); err != nil || !got {
 		t.Errorf("after the fetch ended the lease is still held: %v %v", got, err)
 	}
-	if n := proxy.Requests(http.MethodGet, "/manifests/v1"); n != 1 {
-		t.Errorf("%d upstream manifest GETs, want 1", n)
+	if n := proxy.Requests(http.MethodGet, upstreamPath); n != 1 {
+		t.Errorf("%d upstream GETs, want 1", n)
 	}
 }
