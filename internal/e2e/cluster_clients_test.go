@@ -166,7 +166,7 @@ func TestClusterCrashDuringPushes(t *testing.T) {
 			cr.crane("push", "--insecure", j.layout, p.Addr()+"/"+j.repo+":"+j.tag)
 		}
 	}
-	n1 := c.start(t, 1, freeAddr(t))
+	n1 := c.start(t, 1)
 	for _, j := range jobs {
 		for _, a := range append(survivors, n1) {
 			checkImage(t, a, j.repo, j.tag, j.im)

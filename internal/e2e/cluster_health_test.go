@@ -105,7 +105,7 @@ func TestClusterShutdownReleasesLeases(t *testing.T) {
 		t.Errorf("sync lease still held by %s after shutdown", h)
 	}
 	proxy.Reset()
-	n1 = c.start(t, 1, freeAddr(t))
+	n1 = c.start(t, 1)
 	start := time.Now()
 	if err := pullBlob(n1, "lib/app", blob, nil); err != nil {
 		t.Fatal(err)

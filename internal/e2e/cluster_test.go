@@ -53,7 +53,7 @@ func startCluster(t testing.TB, n int, closed bool, args ...string) *cluster {
 func (c *cluster) startAll(t testing.TB) {
 	t.Helper()
 	for i := range c.nodes {
-		c.start(t, i, freeAddr(t))
+		c.start(t, i)
 	}
 }
 
@@ -77,15 +77,17 @@ func newCluster(t testing.TB, n int, closed bool, args ...string) *cluster {
 	return c
 }
 
-// start (re)starts replica i on addr.
-func (c *cluster) start(t testing.TB, i int, addr string) *arca {
+// start (re)starts replica i on a fresh address, which it advertises.
+func (c *cluster) start(t testing.TB, i int) *arca {
 	t.Helper()
 	blobs := c.blobs
 	if c.nodeBlobs[i] != "" {
 		blobs = c.nodeBlobs[i]
 	}
-	args := append([]string{"--metadata", c.db, "--blobs", blobs, "--cluster-advertise", "http://" + addr}, c.args...)
-	c.nodes[i] = &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Addr: addr, DataDir: c.dataDir[i], Args: args, Env: c.env, Closed: c.closed})}
+	c.nodes[i] = &arca{arcaproc.StartOnFreePort(t, func(addr string) arcaproc.Options {
+		args := append([]string{"--metadata", c.db, "--blobs", blobs, "--cluster-advertise", "http://" + addr}, c.args...)
+		return arcaproc.Options{Bin: arcaBin, Addr: addr, DataDir: c.dataDir[i], Args: args, Env: c.env, Closed: c.closed}
+	})}
 	return c.nodes[i]
 }
 
@@ -464,6 +466,6 @@ func TestClusterFetchHolderKilled(t *testing.T) {
 		})
 	}
 	// A fresh replica in the dead one's place serves the stored blob.
-	n0 = c.start(t, 0, freeAddr(t))
+	n0 = c.start(t, 0)
 	getCached(t, n0.URL()+"/v2/lib/app/blobs/"+sha(blob), sha(blob))
 }
