@@ -24,7 +24,7 @@ func TestClusterTooManyRequestsHoldsEveryReplica(t *testing.T) {
 	seedImage(t, up, "library/app", "v1", im)
 	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host())
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
-	time.Sleep(replicaBound) // every replica has the rule
+	c.waitRule(t, "lib/app", "app-rule")
 
 	const retryAfter = 10 * time.Second
 	manifest := func(a *arca) rawResp {
@@ -83,7 +83,7 @@ func TestClusterManifestOneUpstreamGET(t *testing.T) {
 	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/manifests/", Count: -1, Delay: 1500 * time.Millisecond})
 	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host())
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
-	time.Sleep(replicaBound)
+	c.waitRule(t, "lib/app", "app-rule")
 
 	errs := make(chan error, 12)
 	for i := range 12 {
