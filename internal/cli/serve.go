@@ -78,8 +78,7 @@ which wins over the file.`,
 			defer stop()
 			notifySystemd(ctx, env, &opts)
 			if addrFile != "" {
-				reportAddr(addrFile, &opts)
-				defer os.Remove(addrFile)
+				defer reportAddr(addrFile, &opts)()
 			}
 			tp, shutdownTracing, err := tracing.Setup(ctx, env.Getenv, buildinfo.Read().Version)
 			if err != nil {
@@ -206,14 +205,25 @@ func newLogger(env Env, format, level string) (*slog.Logger, error) {
 // reportAddr writes the listening address to path once arca serves. The
 // file appears whole (written aside, then renamed): whoever waits for it
 // reads a complete address, and its presence means arca accepts requests.
-func reportAddr(path string, opts *server.Options) {
+// The returned func, for the end of serve, removes the file if it was
+// written (a start that failed, say on a taken port, leaves alone what
+// another arca wrote there).
+func reportAddr(path string, opts *server.Options) (remove func()) {
 	ready := opts.Ready
+	var written bool // Ready runs in Run, on serve's goroutine
 	opts.Ready = func(addr net.Addr) {
 		if err := writeFileAtomic(path, addr.String()+"\n"); err != nil {
 			opts.Logger.Error("could not write --addr-file", "path", path, "err", err)
+		} else {
+			written = true
 		}
 		if ready != nil {
 			ready(addr)
+		}
+	}
+	return func() {
+		if written {
+			_ = os.Remove(path)
 		}
 	}
 }

@@ -151,9 +151,10 @@ func (c *cluster) waitRule(t testing.TB, repo, rule string) {
 }
 
 // enforcesRule reports whether a serves repo through cache rule rule: a
-// manifest push there is refused naming the rule. The probe sends nothing
-// upstream and stores nothing (without the rule, its body is refused as
-// an invalid manifest), so it does not disturb what a test counts.
+// manifest push there is refused naming the rule (403; without the rule,
+// 400 for the invalid manifest; on a closed server, 401 first: for open
+// clusters). The probe sends nothing upstream and stores nothing, so it
+// does not disturb what a test counts.
 func enforcesRule(t testing.TB, a *arca, repo, rule string) bool {
 	r := do(t, http.MethodPut, a.URL()+"/v2/"+repo+"/manifests/arca-rule-probe", map[string]string{"Content-Type": mtOCIManifest}, []byte("{}"))
 	return r.Status == http.StatusForbidden && strings.Contains(string(r.Body), "cache rule '"+rule+"'")
