@@ -43,7 +43,7 @@ func holdsEveryReplica(t *testing.T, fault upstreamreg.Fault, hold time.Duration
 	seedImage(t, up, "library/app", "v1", im)
 	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host())
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
-	time.Sleep(replicaBound) // every replica has the rule
+	c.waitRule(t, "lib/app", "app-rule")
 
 	manifest := func(a *arca) rawResp {
 		return do(t, "GET", a.URL()+"/v2/lib/app/manifests/v1", map[string]string{"Accept": mtAcceptAll}, nil)
@@ -132,7 +132,7 @@ func manifestPulledOnThreeReplicas(t *testing.T, delay time.Duration, tag string
 	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: "/manifests/", Count: -1, Delay: delay})
 	c := startCluster(t, 3, false, append([]string{"--insecure-upstream", proxy.Host()}, args...)...)
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
-	time.Sleep(replicaBound)
+	c.waitRule(t, "lib/app", "app-rule")
 
 	want, wantBody := http.StatusOK, im.Manifest
 	if tag != "v1" {

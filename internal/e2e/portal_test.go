@@ -683,9 +683,9 @@ func TestPortalStatisticsSurviveRestart(t *testing.T) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	im := newImage(t, 153, "amd64", 30<<10)
 	seedImage(t, up, "library/app", "v1", im)
-	addr, dir := freeAddr(t), t.TempDir()
+	dir := t.TempDir()
 	start := func() *arca {
-		return &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Addr: addr, DataDir: dir,
+		return &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, DataDir: dir,
 			Args: []string{"--insecure-upstream", up.Host}, Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken}})}
 	}
 	a := start()
