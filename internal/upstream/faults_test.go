@@ -217,6 +217,7 @@ func TestTooManyRequestsHoldsUntilRateLimitReset(t *testing.T) {
 		{"RateLimit-Reset beyond an hour", http.Header{"Ratelimit-Reset": {"86400"}}, time.Hour},
 		{"X-RateLimit-Reset", http.Header{"X-Ratelimit-Reset": {strconv.FormatInt(time.Now().Add(5*time.Minute).Unix(), 10)}}, 5 * time.Minute},
 		{"Retry-After first", http.Header{"Retry-After": {"30"}, "Ratelimit-Reset": {"120"}}, 30 * time.Second},
+		{"Retry-After beyond an hour", http.Header{"Retry-After": {"86400"}}, time.Hour},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// A fresh client: its own view of the host. Nothing is sat out.

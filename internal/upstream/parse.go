@@ -68,7 +68,8 @@ func parseRateLimit(v string) (n int, window time.Duration, ok bool) {
 const maxRateLimitWait = time.Hour
 
 // retryWait is how long an answer with status asks us to wait before the
-// next request: its Retry-After; a 429 without a usable one asks until the
+// next request: its Retry-After (at most maxRateLimitWait too: one answer
+// must not hold every replica back for a day); a 429 without a usable one asks until the
 // reset of the rate limit it ran into, RateLimit-Reset (seconds, as Docker
 // Hub and the IETF RateLimit header fields send it; a ";w=" window is
 // split off and caps it) or else X-RateLimit-Reset (a Unix time in
@@ -77,7 +78,7 @@ const maxRateLimitWait = time.Hour
 // caller's default applies.
 func retryWait(status int, h http.Header, now time.Time) (time.Duration, bool) {
 	if d, ok := parseRetryAfter(h.Get("Retry-After"), now); ok {
-		return d, true
+		return min(d, maxRateLimitWait), true
 	}
 	if status != http.StatusTooManyRequests {
 		return 0, false

@@ -104,6 +104,7 @@ func TestRetryWait(t *testing.T) {
 		{"X-RateLimit-Reset fractional", 429, map[string]string{"X-RateLimit-Reset": unix(time.Minute) + ".5"}, 0, false},
 		{"X-RateLimit-Reset too large", 429, map[string]string{"X-RateLimit-Reset": "99999999999999999999"}, 0, false},
 		{"503: Retry-After only", 503, map[string]string{"Retry-After": "5"}, 5 * time.Second, true},
+		{"Retry-After beyond an hour: an hour", 429, map[string]string{"Retry-After": "86400"}, time.Hour, true},
 		{"503: no reset", 503, map[string]string{"RateLimit-Reset": "30", "X-RateLimit-Reset": unix(time.Minute)}, 0, false},
 	}
 	for _, tt := range tests {
