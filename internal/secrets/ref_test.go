@@ -97,3 +97,33 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestKeyVaultURL(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"MyKeyvault", "https://MyKeyvault.vault.azure.net"},
+		{"my-vault-1", "https://my-vault-1.vault.azure.net"},
+		{"https://myvault.vault.azure.net", "https://myvault.vault.azure.net"},
+		{"https://myvault.vault.azure.net/", "https://myvault.vault.azure.net"},
+		{"https://myvault.vault.azure.cn", "https://myvault.vault.azure.cn"},
+		{"my_vault", ""},
+		{"1vault", ""},
+		{"ab", ""},
+		{"", ""},
+		{"http://myvault.vault.azure.net", ""},
+		{"https://myvault.example.com", ""},
+		{"https://myvault.vault.azure.net:8443", ""},
+		{"https://myvault.vault.azure.net/secrets/pw", ""},
+		{"https://myvault.vault.azure.net?x=1", ""},
+	} {
+		got, err := KeyVaultURL(c.in)
+		if c.want == "" {
+			if !errors.Is(err, ErrInvalidRef) {
+				t.Errorf("%q: %q, %v; want ErrInvalidRef", c.in, got, err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%q: %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+}
