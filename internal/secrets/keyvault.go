@@ -66,7 +66,7 @@ func (k *keyVault) client(vaultURL string) (*azsecrets.Client, error) {
 	if k.cred == nil {
 		cred, err := k.credential()
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrIdentityUnavailable, err)
+			return nil, kindError{ErrIdentityUnavailable, fmt.Errorf("azure credential: %w", err)}
 		}
 		k.cred = cred
 	}
@@ -125,10 +125,16 @@ type identityErrors struct{ azcore.TokenCredential }
 func (c identityErrors) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
 	tok, err := c.TokenCredential.GetToken(ctx, o)
 	if err != nil {
-		return tok, fmt.Errorf("%w: %w", ErrIdentityUnavailable, err)
+		return tok, kindError{ErrIdentityUnavailable, err}
 	}
 	return tok, nil
 }
+
+// kindError is err (its text alone) of a kind.
+type kindError struct{ kind, err error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.kind, e.err} }
 
 // list reads the names of the enabled secrets of the vault at vaultURL,
 // sorted, following nextLink; after max names it stops and reports
@@ -168,9 +174,9 @@ func classifyListError(err error) error {
 	case errors.Is(err, ErrIdentityUnavailable):
 		return err
 	case errors.As(err, &re) && (re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized):
-		return fmt.Errorf("%w: %w", ErrVaultForbidden, describeAzureError(err))
+		return kindError{ErrVaultForbidden, describeAzureError(err)}
 	case errors.As(err, &dns) && dns.IsNotFound:
-		return fmt.Errorf("%w: no such host %s", ErrVaultNotFound, dns.Name)
+		return kindError{ErrVaultNotFound, fmt.Errorf("no such host %s: no key vault has that name", dns.Name)}
 	}
 	return describeAzureError(err)
 }

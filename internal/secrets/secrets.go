@@ -213,7 +213,7 @@ func (r *Resolver) ListKeyVaultSecrets(ctx context.Context, vault string, id Key
 	}
 	kv, err := r.keyVaultAs(id)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %w", ErrIdentityUnavailable, err)
+		return nil, false, kindError{ErrIdentityUnavailable, err}
 	}
 	names, truncated, err := kv.list(ctx, strings.ToLower(vaultURL), max)
 	if err != nil {

@@ -53,6 +53,9 @@ type Options struct {
 	// Readers are the token subjects (JWT sub, read unverified) granted
 	// `get` and `list`; others are refused with 403.
 	Readers map[string]bool
+	// Listers, when set, are the only subjects granted `list` (an access
+	// policy with get alone is a common one).
+	Listers map[string]bool
 	// Disabled secrets are listed with attributes.enabled false, and
 	// reading one is refused.
 	Disabled map[string]bool
@@ -125,6 +128,13 @@ func (v *Vault) Client(t testing.TB) *http.Client {
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// SetListers replaces Options.Listers.
+func (v *Vault) SetListers(subjects map[string]bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.opts.Listers = subjects
 }
 
 // exists reports whether host is a vault of the fixture.
@@ -226,11 +236,15 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case bearer && v.opts.Token != "" && tok == v.opts.Token:
 	case bearer && v.opts.Readers != nil:
-		if sub := tokenSubject(tok); !v.opts.Readers[sub] {
-			op := "get"
-			if r.URL.Path == "/secrets" {
-				op = "list"
+		sub, op := tokenSubject(tok), "get"
+		granted := v.opts.Readers[sub]
+		if r.URL.Path == "/secrets" {
+			op = "list"
+			if v.opts.Listers != nil {
+				granted = v.opts.Listers[sub]
 			}
+		}
+		if !granted {
 			writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]string{"code": "Forbidden",
 				"message": fmt.Sprintf("The user, group or application 'oid=%s' does not have secrets %s permission on key vault.", sub, op)}})
 			return
