@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
 	"github.com/arcacache/arca/internal/testutil/kvfixture"
@@ -47,7 +48,8 @@ func TestPortalKeyVaultPicker(t *testing.T) {
 	b.do("list the vault's secrets", chromedp.Navigate(base+"/portal/credentials/new"), W(css("#name")),
 		K(css("#name"), "kv-picked"), K(css("#loginServer"), up.Host),
 		C(css("#source-keyvault")), W(css("#vault")), K(css("#vault"), "MyKeyvault"),
-		follow(C(css("#list-secrets"))), W(css("select#usernameSecret")))
+		// Enter in the vault field lists (the page's script).
+		follow(chromedp.KeyEvent(kb.Enter)), W(css("select#usernameSecret")))
 	options := get(b, "options", chromedp.Evaluate[[]string](`[...document.querySelectorAll("#passwordSecret option")].map(o => o.value)`))
 	if got := strings.Join(options, " "); got != " api-key passwordsecret tls-cert usernamesecret" {
 		t.Fatalf("password secret options %q, want the enabled secrets (old-password is disabled) after an empty choice", got)
@@ -94,8 +96,9 @@ func TestPortalKeyVaultPicker(t *testing.T) {
 	if role := b.attr("#kv-list-status", "role"); role != "alert" {
 		t.Errorf("listing error role %q", role)
 	}
+	// Enter in another text field creates the credentials.
 	b.do("type the names", W(css("input#usernameSecret")), K(css("#usernameSecret"), "usernamesecret"), K(css("#passwordSecret"), "passwordsecret"),
-		follow(C(css("button.primary"))), W(css(".notice")))
+		follow(chromedp.KeyEvent(kb.Enter)), W(css(".notice")))
 	if note := b.text(".notice"); !strings.Contains(note, "kv-typed created") {
 		t.Fatalf("typed names: notice %q", note)
 	}
