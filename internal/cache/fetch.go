@@ -63,15 +63,12 @@ type fetch struct {
 	verified bool        // all bytes received and their digest matches
 	done     bool
 	err      error
-	progress chan struct{} // closed and replaced on every change
-	// closed and replaced when the written mark moves, on verify and on
-	// finish: what a SendFile follower waits for. Each kind of follower
-	// is woken only by what it can use (a follower reading memory never
-	// waits for the written mark: what left the ring is in the file), not
-	// twice per chunk.
-	fileProgress chan struct{}
-	refs         int  // readers holding the staged file open
-	closed       bool // staged file closed
+	// closed and replaced when bytes arrive, on verify and on finish
+	// (not when they reach the file: a follower never waits for that,
+	// since what left the ring is in the file)
+	progress chan struct{}
+	refs     int  // readers holding the staged file open
+	closed   bool // staged file closed
 }
 
 // memChunk is a received chunk. refs counts the writer and the followers
@@ -88,7 +85,7 @@ func newFetch(key fetchKey) *fetch {
 	return &fetch{
 		key: key, pool: newBufPool(fetchChunk, 2*fetchChunks+ringBytes/fetchChunk),
 		started: make(chan struct{}), finished: make(chan struct{}), progress: make(chan struct{}),
-		fileProgress: make(chan struct{}), refs: 1,
+		refs: 1,
 	}
 }
 
@@ -107,17 +104,10 @@ func (f *fetch) start(staged blobstore.Staged, size int64, err error) {
 	close(f.started)
 }
 
-// notify wakes the followers waiting for received bytes; notifyFile
-// wakes all. Both must be called with f.mu held.
+// notify wakes the waiting followers. It must be called with f.mu held.
 func (f *fetch) notify() {
 	close(f.progress)
 	f.progress = make(chan struct{})
-}
-
-func (f *fetch) notifyFile() {
-	close(f.fileProgress)
-	f.fileProgress = make(chan struct{})
-	f.notify()
 }
 
 // publish makes b, the next received bytes, readable by followers. The
@@ -147,7 +137,6 @@ func (f *fetch) wrote(mc *memChunk) {
 		f.evict(f.ring[0])
 		f.ring = f.ring[1:]
 	}
-	f.notifyFile()
 }
 
 // evict and unref must be called with f.mu held.
@@ -195,7 +184,7 @@ func (f *fetch) holdBack() int64 {
 func (f *fetch) verify() {
 	f.mu.Lock()
 	f.verified = true
-	f.notifyFile()
+	f.notify()
 	f.mu.Unlock()
 }
 
@@ -207,7 +196,7 @@ func (f *fetch) finish(err error) {
 	}
 	f.ring, f.ringSize = nil, 0
 	f.closeIfUnused()
-	f.notifyFile()
+	f.notify()
 	f.mu.Unlock()
 	close(f.finished)
 }
@@ -244,10 +233,10 @@ type follower struct {
 }
 
 // await waits until bytes from r.off up to mark(), called with f.mu held,
-// may be read, and returns that mark with f.mu still held; file: the mark
-// moves only with the written one. It returns io.EOF at the verified end,
-// and an error when the fetch failed before it verified.
-func (r *follower) await(mark func() int64, file bool) (int64, error) {
+// may be read, and returns that mark with f.mu still held. It returns
+// io.EOF at the verified end, and an error when the fetch failed before it
+// verified.
+func (r *follower) await(mark func() int64) (int64, error) {
 	f := r.f
 	for {
 		f.mu.Lock()
@@ -264,9 +253,6 @@ func (r *follower) await(mark func() int64, file bool) (int64, error) {
 			return 0, io.EOF
 		}
 		wait := f.progress
-		if file {
-			wait = f.fileProgress
-		}
 		f.mu.Unlock()
 		select {
 		case <-wait:
@@ -281,7 +267,7 @@ func (r *follower) await(mark func() int64, file bool) (int64, error) {
 // hold-back is in memory or, if it left the ring, in the staged file.
 func (r *follower) next(max int) ([]byte, func(), error) {
 	f := r.f
-	limit, err := r.await(f.holdBack, false)
+	limit, err := r.await(f.holdBack)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -329,69 +315,83 @@ func (r *follower) Read(p []byte) (int, error) {
 
 // WriteTo writes the bytes straight from the fetch's memory, without a
 // copy into an intermediate buffer.
-func (r *follower) WriteTo(w io.Writer) (int64, error) {
+func (r *follower) WriteTo(w io.Writer) (int64, error) { return r.writeTo(w, nil) }
+
+// SendFile is WriteTo for a plain connection: bytes that left memory (a
+// follower that fell behind the ring) go to w.ReadFrom as sections of the
+// staged file, which net/http's response sends with sendfile, from the
+// page cache to the socket without a copy through user space. A follower
+// that keeps up still writes each chunk from memory as soon as it arrives:
+// waiting for the staged write before sending (sendfile for every byte)
+// put the file write on the client's path and measured slower.
+func (r *follower) SendFile(w io.Writer) (int64, error) {
+	rf, _ := w.(io.ReaderFrom)
+	return r.writeTo(w, rf)
+}
+
+func (r *follower) writeTo(w io.Writer, rf io.ReaderFrom) (int64, error) {
+	f := r.f
 	var total int64
 	for {
-		b, done, err := r.next(fetchChunk)
+		limit, err := r.await(f.holdBack)
 		if err == io.EOF {
 			return total, nil
 		}
 		if err != nil {
 			return total, err
 		}
-		n, werr := w.Write(b)
-		done()
-		r.off += int64(n)
-		total += int64(n)
-		if werr != nil {
-			return total, werr
+		var n int64
+		if mc := f.chunkAt(r.off); mc != nil {
+			mc.refs++
+			f.mu.Unlock()
+			start := r.off - mc.off
+			var m int
+			m, err = w.Write(mc.b[start:min(int64(len(mc.b)), limit-mc.off)])
+			f.mu.Lock()
+			f.unref(mc)
+			f.mu.Unlock()
+			n = int64(m)
+		} else {
+			fileLimit := min(limit, f.written)
+			f.mu.Unlock()
+			n, err = r.copyStaged(w, rf, fileLimit)
+		}
+		r.off += n
+		total += n
+		if err != nil {
+			return total, err
 		}
 	}
 }
 
-// SendFile writes the bytes to w.ReadFrom as sections of the staged file,
-// each once it is written there (and, for the last byte, verified):
-// net/http's response sends a file section with sendfile, so on a plain
-// connection the bytes go from the page cache to the socket without a
-// copy through user space. It writes from memory (WriteTo) when w has no
-// ReadFrom or the staged bytes are not a file it can open again.
-func (r *follower) SendFile(w io.Writer) (int64, error) {
-	rf, ok := w.(io.ReaderFrom)
-	if !ok {
-		return r.WriteTo(w)
-	}
-	if r.file == nil {
-		file, err := reopen(r.f.staged)
-		if err != nil {
-			return r.WriteTo(w)
-		}
-		r.file = file
-	}
-	f := r.f
-	var total int64
-	for {
-		limit, err := r.await(func() int64 { return min(f.holdBack(), f.written) }, true)
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-		f.mu.Unlock()
-		if _, err := r.file.Seek(r.off, io.SeekStart); err != nil {
-			return total, fmt.Errorf("read staged blob: %w", err)
-		}
-		want := limit - r.off
-		n, err := rf.ReadFrom(io.LimitReader(r.file, want))
-		r.off += n
-		total += n
-		if err == nil && n < want {
-			err = fmt.Errorf("read staged blob: %w", io.ErrUnexpectedEOF) // below the written mark
-		}
-		if err != nil {
-			return total, err
+// copyStaged writes the staged bytes from r.off up to end (all below the
+// written mark): as a file section to rf when it can have one, else
+// through the follower's buffer.
+func (r *follower) copyStaged(w io.Writer, rf io.ReaderFrom, end int64) (int64, error) {
+	if rf != nil && r.file == nil {
+		if file, err := reopen(r.f.staged); err == nil {
+			r.file = file
+		} else {
+			rf = nil
 		}
 	}
+	if rf == nil || r.file == nil {
+		b, _, err := r.readStaged(end - r.off)
+		if err != nil {
+			return 0, err
+		}
+		n, err := w.Write(b)
+		return int64(n), err
+	}
+	if _, err := r.file.Seek(r.off, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("read staged blob: %w", err)
+	}
+	want := end - r.off
+	n, err := rf.ReadFrom(io.LimitReader(r.file, want))
+	if err == nil && n < want {
+		err = fmt.Errorf("read staged blob: %w", io.ErrUnexpectedEOF) // below the written mark
+	}
+	return n, err
 }
 
 // reopen opens the staged file again as a new open file description, so

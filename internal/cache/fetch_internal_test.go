@@ -35,39 +35,45 @@ func TestRingBoundsMemoryNotBytes(t *testing.T) {
 	}
 }
 
-// sectionRecorder is a client connection as SendFile sees net/http's
-// response: it takes the bytes only through ReadFrom, and only as a
-// section of a file of the follower's own (sendfile reads from that
-// file's offset, so a descriptor shared by followers would mix them up).
-type sectionRecorder struct {
-	shared *os.File // the fetch's staged reader
-	got    bytes.Buffer
-	sent   chan int // bytes received after each ReadFrom
+// clientRecorder is a client connection as SendFile sees net/http's
+// response: it takes bytes through Write and through ReadFrom, and records
+// which bytes came as a section of a file of the follower's own (sendfile
+// reads from that file's offset, so a descriptor shared by followers would
+// mix them up).
+type clientRecorder struct {
+	shared   *os.File // the fetch's staged reader
+	got      bytes.Buffer
+	fromFile int      // bytes that came as file sections
+	sent     chan int // bytes received after each call
 }
 
-func (s *sectionRecorder) Write([]byte) (int, error) {
-	return 0, errors.New("Write called: the bytes did not go to ReadFrom")
+func (c *clientRecorder) Write(b []byte) (int, error) {
+	n, _ := c.got.Write(b)
+	c.sent <- c.got.Len()
+	return n, nil
 }
 
-func (s *sectionRecorder) ReadFrom(r io.Reader) (int64, error) {
+func (c *clientRecorder) ReadFrom(r io.Reader) (int64, error) {
 	lr, ok := r.(*io.LimitedReader)
 	if !ok {
 		return 0, fmt.Errorf("ReadFrom got a %T, not a file section", r)
 	}
-	if f, ok := lr.R.(*os.File); !ok || f == s.shared {
+	if f, ok := lr.R.(*os.File); !ok || f == c.shared {
 		return 0, fmt.Errorf("ReadFrom got a section of %T, not the follower's own file", lr.R)
 	}
-	n, err := s.got.ReadFrom(r)
-	s.sent <- s.got.Len()
+	n, err := c.got.ReadFrom(r)
+	c.fromFile += int(n)
+	c.sent <- c.got.Len()
 	return n, err
 }
 
-// SendFile hands the client sections of the staged file as they are
-// written, never bytes only received, and the last byte only once the
-// digest verified; a fetch that fails before that never completes.
-func TestSendFileSendsWrittenSectionsHoldingBackTheLastByte(t *testing.T) {
+// A follower that fell behind the chunks in memory gets the written bytes
+// as sections of the staged file (sendfile), then the rest from memory as
+// it arrives, before it is written; the last byte only once the digest verified,
+// and a fetch that fails before that never completes.
+func TestSendFileSendsWhatLeftMemoryHoldingBackTheLastByte(t *testing.T) {
 	for _, fail := range []bool{false, true} {
-		blob := make([]byte, 3*fetchChunkMin)
+		blob := make([]byte, ringBytes+4*fetchChunk)
 		for i := range blob {
 			blob[i] = byte(i * 7)
 		}
@@ -81,7 +87,25 @@ func TestSendFileSendsWrittenSectionsHoldingBackTheLastByte(t *testing.T) {
 		}
 		f := newFetch(fetchKey{})
 		f.start(staged, int64(len(blob)), nil)
-		rec := &sectionRecorder{shared: staged, sent: make(chan int, 100)}
+		stage := func(b []byte) {
+			mc := f.publish(b)
+			if _, err := w.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			f.wrote(mc)
+		}
+		// All but the last chunk received and written before the follower
+		// comes: the first ones left memory.
+		for off := 0; off < len(blob)-fetchChunk; off += fetchChunk {
+			stage(blob[off : off+fetchChunk])
+		}
+		f.mu.Lock()
+		inMemory := f.ring[0].off
+		f.mu.Unlock()
+		if inMemory == 0 {
+			t.Fatal("no chunk left memory: the test does not reach the staged file")
+		}
+		rec := &clientRecorder{shared: staged, sent: make(chan int, 1000)}
 		r := &follower{f: f, ctx: context.Background()}
 		type result struct {
 			n   int64
@@ -92,13 +116,6 @@ func TestSendFileSendsWrittenSectionsHoldingBackTheLastByte(t *testing.T) {
 			n, err := r.SendFile(rec)
 			done <- result{n, err}
 		}()
-		stage := func(b []byte) {
-			mc := f.publish(b)
-			if _, err := w.Write(b); err != nil {
-				t.Fatal(err)
-			}
-			f.wrote(mc)
-		}
 		waitSent := func(want int) {
 			t.Helper()
 			for {
@@ -117,19 +134,24 @@ func TestSendFileSendsWrittenSectionsHoldingBackTheLastByte(t *testing.T) {
 				}
 			}
 		}
-		stage(blob[:fetchChunkMin])
-		waitSent(fetchChunkMin)
-		// Received but not in the file yet: nothing more goes out.
-		last := f.publish(blob[fetchChunkMin:])
-		time.Sleep(50 * time.Millisecond)
-		if n := rec.got.Len(); n != fetchChunkMin {
-			t.Fatalf("fail=%v: %d bytes sent before they were written", fail, n)
+		waitSent(len(blob) - fetchChunk)
+		// What left memory came from the file (and maybe more of what was
+		// written: a section is sent up to the written mark).
+		if rec.fromFile < int(inMemory) {
+			t.Fatalf("fail=%v: %d bytes came from the file, want at least the %d that left memory", fail, rec.fromFile, inMemory)
 		}
-		if _, err := w.Write(blob[fetchChunkMin:]); err != nil {
+		// Received, not yet written: it goes out from memory, all but the
+		// last byte.
+		fromFile := rec.fromFile
+		last := f.publish(blob[len(blob)-fetchChunk:])
+		waitSent(len(blob) - 1)
+		if rec.fromFile != fromFile {
+			t.Fatalf("fail=%v: bytes not yet written came as a file section", fail)
+		}
+		if _, err := w.Write(blob[len(blob)-fetchChunk:]); err != nil {
 			t.Fatal(err)
 		}
 		f.wrote(last)
-		waitSent(len(blob) - 1)
 		if fail {
 			f.finish(errors.New("digest mismatch"))
 		} else {

@@ -165,9 +165,10 @@ func (h *Handler) cachedBlob(w http.ResponseWriter, r *http.Request, reg, ref st
 		hd.Set("Content-Length", strconv.FormatInt(src.Size, 10))
 	}
 	w.WriteHeader(http.StatusOK)
-	// On a plain connection the follower hands the staged file to
-	// sendfile; over TLS, where net/http would read that file back into a
-	// buffer, it writes straight from the fetch's memory (io.WriterTo).
+	// A follower writes straight from the fetch's memory while it keeps
+	// up; on a plain connection, what it must read back from the staged
+	// file goes out with sendfile (over TLS net/http would read that file
+	// back into a buffer: the follower's own is as good).
 	if fs, ok := src.Reader.(fileSender); ok && r.TLS == nil {
 		_, err = fs.SendFile(w)
 	} else {
