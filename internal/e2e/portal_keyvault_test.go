@@ -81,6 +81,11 @@ func TestPortalKeyVaultPicker(t *testing.T) {
 		t.Fatalf("pull through the picked credentials: %s, want %s", got, im.Digest())
 	}
 
+	// The CLI lists the same.
+	if got := strings.Fields(a.cli(t, "credential-set", "list-secrets", "-r", "default", "--key-vault", "MyKeyvault", "--query", "value[].name", "-o", "tsv")); strings.Join(got, " ") != "api-key passwordsecret tls-cert usernamesecret" {
+		t.Errorf("arca credential-set list-secrets: %q", got)
+	}
+
 	// An identity granted get but not list (an access policy with
 	// --secret-permissions get): the form says why the listing failed and
 	// takes typed names, which it may read.
@@ -95,6 +100,10 @@ func TestPortalKeyVaultPicker(t *testing.T) {
 	}
 	if role := b.attr("#kv-list-status", "role"); role != "alert" {
 		t.Errorf("listing error role %q", role)
+	}
+	if out, err := a.tryCLI("credential-set", "list-secrets", "-r", "default", "--key-vault", "MyKeyvault"); err == nil ||
+		!strings.HasPrefix(out, "arca: (KeyVaultAccessDenied) ") || strings.Contains(strings.TrimSpace(out), "\n") {
+		t.Errorf("arca credential-set list-secrets without list: %v, want one line arca: (KeyVaultAccessDenied) ...:\n%s", err, out)
 	}
 	// Enter in another text field creates the credentials.
 	b.do("type the names", W(css("input#usernameSecret")), K(css("#usernameSecret"), "usernamesecret"), K(css("#passwordSecret"), "passwordsecret"),
