@@ -127,3 +127,25 @@ func TestKeyVaultURL(t *testing.T) {
 		}
 	}
 }
+
+// FuzzKeyVaultURL checks that KeyVaultURL never panics and that what it
+// accepts is a vault URL it accepts again, whose secret URIs parse as
+// Key Vault references of that vault.
+func FuzzKeyVaultURL(f *testing.F) {
+	for _, s := range []string{"MyKeyvault", "https://myvault.vault.azure.net/", "https://v-1.vault.azure.cn", "https://%zz", "a", "https://x.vault.azure.net:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := KeyVaultURL(s)
+		if err != nil {
+			return
+		}
+		if again, err := KeyVaultURL(u); err != nil || again != u {
+			t.Fatalf("KeyVaultURL(%q) = %q, which gives %q, %v", s, u, again, err)
+		}
+		r, err := Parse(u + "/secrets/name")
+		if err != nil || r.Kind != KindKeyVault || !strings.EqualFold(r.VaultURL, u) {
+			t.Fatalf("secret URI of %q (from %q): %+v, %v", u, s, r, err)
+		}
+	})
+}
