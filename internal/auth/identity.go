@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/metadata"
 )
 
@@ -153,7 +154,7 @@ func (s *Service) checkPassword(ctx context.Context, registry, user, password, r
 // (the user name given, never the password).
 func (s *Service) audit(ctx context.Context, registry, user, remote, result string) {
 	s.log.WarnContext(ctx, "authentication failed", "registry", registry, "user", user, "remote", remote, "result", result)
-	e := metadata.AuditEntry{At: s.now().UTC(), Who: user, Action: "login", Resource: "registries/" + registry, Result: result, Remote: remote}
+	e := metadata.AuditEntry{At: armtime.Of(s.now().UTC()), Who: user, Action: "login", Resource: "registries/" + registry, Result: result, Remote: remote}
 	if err := s.store.AddAudit(ctx, e); err != nil {
 		s.log.ErrorContext(ctx, "audit log write failed", "err", err)
 	}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/metadata"
@@ -64,13 +65,13 @@ type Progress interface {
 
 // Result is what a backup or restore did.
 type Result struct {
-	Dir           string    `json:"dir"`
-	SchemaVersion int       `json:"schemaVersion"`
-	Blobs         int       `json:"blobs"`
-	Bytes         int64     `json:"bytes"`
-	CopiedBlobs   int       `json:"copiedBlobs"`
-	CopiedBytes   int64     `json:"copiedBytes"`
-	Finished      time.Time `json:"finished,omitzero"`
+	Dir           string       `json:"dir"`
+	SchemaVersion int          `json:"schemaVersion"`
+	Blobs         int          `json:"blobs"`
+	Bytes         int64        `json:"bytes"`
+	CopiedBlobs   int          `json:"copiedBlobs"`
+	CopiedBytes   int64        `json:"copiedBytes"`
+	Finished      armtime.Time `json:"finished,omitzero"`
 }
 
 type nopProgress struct{}
@@ -133,7 +134,7 @@ func Backup(ctx context.Context, src Source, to string, p Progress) (Result, err
 	if err := loc.put(ctx, DBFile, partial); err != nil {
 		return res, fmt.Errorf("backup: %w", err)
 	}
-	res.Finished = time.Now().UTC()
+	res.Finished = armtime.Of(time.Now().UTC())
 	return res, writeResult(ctx, loc, res)
 }
 
@@ -261,7 +262,7 @@ func Restore(ctx context.Context, from, dataDir string, p Progress) (Result, err
 	if err := os.Rename(staging, dataDir); err != nil {
 		return res, fmt.Errorf("restore: %w", err)
 	}
-	res.Finished = time.Now().UTC()
+	res.Finished = armtime.Of(time.Now().UTC())
 	return res, nil
 }
 

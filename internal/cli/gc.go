@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -88,7 +89,85 @@ polls the operation it starts.`,
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "Only count what would be reclaimed.")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "Do not wait for the run to end: print the operation's status document.")
 	cmd.Flags().BoolVar(&reclaim, "reclaim", false, "After marking, wait out the server's --gc-grace and delete what stayed unreferenced in this run (store-wide).")
+	cmd.AddCommand(newGCShowCmd(env))
 	return cmd
+}
+
+func newGCShowCmd(env Env) *cobra.Command {
+	var name, rg, id string
+	cmd := &cobra.Command{
+		Use:   "show",
+		Short: "Show a garbage collection run: its status and its progress or result (without --id: the registry's last run).",
+		Long: `Print the operation status document of a garbage collection run, as
+arca gc --no-wait printed it when it started: status (InProgress,
+Succeeded, Failed, Canceled), start and end time, and as properties the
+run's progress so far or what it reclaimed; error when it failed.
+
+--id is the operation's ID (its "name", garbagecollect-...) or its status
+URL (the document's "id", or the Azure-AsyncOperation URL); with a URL, -r
+is not needed. The call always goes to the server arca is connected to,
+whatever host the URL names. Without --id: the registry's last run. The
+server keeps runs for 24 hours; an unknown ID or no recorded run is
+ResourceNotFound.
+
+Calls GET .../registries/{name}/operationStatuses/{id}?api-version=` + apiVersion + `, or
+without --id GET .../registries/{name}/garbageCollect (arca's own: the
+last run's status document).`,
+		Example: `  arca gc show -r myregistry
+  arca gc show -r myregistry --id garbagecollect-3f0d3a4e-7c1b-4a51-9a57-2f1e4b9c0d11
+  arca gc show --id "$(arca gc -r myregistry --no-wait --query id -o tsv)"`,
+		Args: cobra.NoArgs,
+	}
+	o := clientCmd(env, cmd)
+	show := func(ctx context.Context, s *session, target string) error {
+		raw, err := s.call(ctx, http.MethodGet, withAPIVersion(target), nil)
+		if err != nil {
+			return unsupported(err, "gc show")
+		}
+		return s.printRaw(raw)
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		statusPath, isURL, err := gcOperationRef(id)
+		if err != nil {
+			return err
+		}
+		if isURL {
+			return o.inSession(cmd, func(ctx context.Context, s *session) error { return show(ctx, s, statusPath) })
+		}
+		if err := requireFlags(cmd, "registry"); err != nil {
+			return err
+		}
+		return o.onPath(cmd, registryAt(name, rg), func(ctx context.Context, s *session, path string) error {
+			if id == "" {
+				return show(ctx, s, path+"/garbageCollect")
+			}
+			return show(ctx, s, path+"/operationStatuses/"+pathEscape(id))
+		})
+	}
+	cmd.Flags().StringVarP(&name, "registry", "r", "", "The name of the container registry.")
+	cmd.Flags().StringVarP(&rg, "resource-group", "g", "", "Name of resource group.")
+	cmd.Flags().StringVar(&id, "id", "", "The run's operation ID, or its status URL (default: the registry's last run).")
+	return cmd
+}
+
+// gcOperationRef reads --id of gc show: an operation ID, or a status URL
+// (or its path), whose path is returned with isURL. Only the path of a
+// URL is used: the call goes to the server the CLI is connected to.
+func gcOperationRef(id string) (path string, isURL bool, err error) {
+	if !strings.Contains(id, "/") {
+		return "", false, nil
+	}
+	bad := fmt.Errorf("--id %q: want an operation ID (garbagecollect-...) or its status URL (.../operationStatuses/<id>)", id)
+	u, err := url.Parse(id)
+	if err != nil {
+		return "", false, bad
+	}
+	const sep = "/operationStatuses/"
+	i := strings.LastIndex(u.Path, sep)
+	if !strings.HasPrefix(u.Path, "/subscriptions/") || i < 0 || u.Path[i+len(sep):] == "" || strings.Contains(u.Path[i+len(sep):], "/") {
+		return "", false, bad
+	}
+	return u.EscapedPath(), true, nil
 }
 
 // gcWatch prints a garbage collection run's progress, from the status

@@ -26,7 +26,7 @@ const maxConfigRead = 4 << 20
 // an image's platform, read from its config blob. The attributes are
 // Described only once the platform is known: an image whose config blob
 // is not stored yet (a pull-through stores the manifest before the
-// client fetches the config) is described again later (DescribeStored).
+// client fetches the config) is described again later (DescribeListed).
 func (s *Store) Describe(ctx context.Context, parsed *oci.Manifest, size int64) (metadata.ManifestAttrs, error) {
 	a := metadata.ManifestAttrs{ImageSize: size, Described: true}
 	kind := artifactkind.Of(parsed)
@@ -62,9 +62,39 @@ func (s *Store) Describe(ctx context.Context, parsed *oci.Manifest, size int64) 
 	return a, nil
 }
 
-// DescribeStored describes stored manifest d (of media type mediaType)
+// AttrsRecorder records the attributes of a manifest worked out after it
+// was stored (the metadata store).
+type AttrsRecorder interface {
+	SetManifestAttrs(ctx context.Context, registry, repo string, d digest.Digest, a metadata.ManifestAttrs) error
+}
+
+// DescribeListed fills in the attributes of listed manifest m when they
+// were not recorded (stored before they were, or before its image config
+// was stored) and records them with rec, so that the next listing reads no
+// blob for it. Every listing that shows attributes (/acr/v1/, the portal)
+// goes through it. On error m keeps what was recorded: a listing shows
+// that rather than failing.
+func (s *Store) DescribeListed(ctx context.Context, rec AttrsRecorder, registry, repo string, m *metadata.ManifestInfo) error {
+	if m.Attrs.Described {
+		return nil
+	}
+	a, err := s.describeStored(ctx, m.Digest, m.MediaType)
+	if err != nil {
+		return err
+	}
+	m.Attrs = a
+	if !a.Described {
+		return nil
+	}
+	if err := rec.SetManifestAttrs(ctx, registry, repo, m.Digest, a); err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		return fmt.Errorf("record attributes of manifest %s: %w", m.Digest, err)
+	}
+	return nil
+}
+
+// describeStored describes stored manifest d (of media type mediaType)
 // from its bytes, for a row stored before it was described.
-func (s *Store) DescribeStored(ctx context.Context, d digest.Digest, mediaType string) (metadata.ManifestAttrs, error) {
+func (s *Store) describeStored(ctx context.Context, d digest.Digest, mediaType string) (metadata.ManifestAttrs, error) {
 	rc, err := s.Blobs.Open(ctx, d)
 	if err != nil {
 		return metadata.ManifestAttrs{}, fmt.Errorf("describe manifest %s: %w", d, err)

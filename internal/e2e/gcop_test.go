@@ -106,6 +106,63 @@ func TestGCOperation(t *testing.T) {
 	}
 }
 
+// TestGCShow: `arca gc show` prints a run's status document later, by its
+// operation ID, by its status URL, or (no --id) the registry's last run;
+// an unknown ID, or a registry with no run, is one line and a non-zero
+// exit.
+func TestGCShow(t *testing.T) {
+	a := startCachingArca(t, nil, nil, "--gc-interval", "0")
+	fails := func(want string, args ...string) {
+		t.Helper()
+		stdout, stderr, err := a.runCLI(ptAdminToken, args...)
+		if err == nil || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, want) {
+			t.Errorf("arca %s: %v, stdout %q, stderr %q; want a non-zero exit and one line %s...", strings.Join(args, " "), err, stdout, stderr, want)
+		}
+	}
+	fails("arca: (ResourceNotFound) No garbage collection run of registry 'default' is recorded", "gc", "show", "-r", "default")
+
+	var started gcStatus
+	if out := a.cli(t, "gc", "-r", "default", "--dry-run", "--no-wait"); json.Unmarshal([]byte(out), &started) != nil || started.Name == "" {
+		t.Fatalf("--no-wait printed %q", out)
+	}
+	show := func(args ...string) gcStatus {
+		t.Helper()
+		var st gcStatus
+		if out := a.cli(t, append([]string{"gc", "show"}, args...)...); json.Unmarshal([]byte(out), &st) != nil || st.Properties == nil {
+			t.Fatalf("gc show %v printed %q", args, out)
+		}
+		return st
+	}
+	// By ID, by the status document's id, by the Azure-AsyncOperation URL,
+	// and as the last run: the same operation.
+	for _, args := range [][]string{
+		{"-r", "default", "--id", started.Name},
+		{"--id", started.ID},
+		{"--id", a.URL() + started.ID + "?api-version=2025-11-01"},
+		{"-r", "default"},
+	} {
+		if st := show(args...); st.Name != started.Name || st.ID != started.ID || st.StartTime.IsZero() {
+			t.Errorf("gc show %v: %+v, want operation %s", args, st, started.Name)
+		}
+	}
+	for end := time.Now().Add(time.Minute); ; {
+		st := show("-r", "default", "--id", started.Name)
+		if st.Status == "Succeeded" {
+			if st.Properties.Phase != "done" || !st.Properties.DryRun || st.EndTime.Before(st.StartTime) {
+				t.Errorf("ended: %+v (%+v)", st, st.Properties)
+			}
+			break
+		}
+		if st.Status != "InProgress" || time.Now().After(end) {
+			t.Fatalf("gc show: %+v, want InProgress until Succeeded", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fails("arca: (ResourceNotFound) The operation 'garbagecollect-nope' could not be found.", "gc", "show", "-r", "default", "--id", "garbagecollect-nope")
+	fails("arca: --id \"/not/a/status/url\": want an operation ID", "gc", "show", "--id", "/not/a/status/url")
+	fails("arca: the following arguments are required: --registry/-r", "gc", "show", "--id", started.Name)
+}
+
 // TestGCRegistryScoped: two registries with garbage in each. A principal
 // with one registry's Contributor role collects that registry's untagged
 // manifests only, learns nothing of the other registry, and gets no

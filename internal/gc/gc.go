@@ -18,6 +18,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/metadata"
@@ -148,7 +149,7 @@ type Result struct {
 	// not run (a registry's run without StoreWide).
 	Store *StoreResult `json:"store,omitempty"`
 	// GraceUntil: a Reclaim run waits (phase "grace") until then.
-	GraceUntil time.Time     `json:"graceUntil,omitzero"`
+	GraceUntil armtime.Time  `json:"graceUntil,omitzero"`
 	Duration   time.Duration `json:"-"`
 	Seconds    float64       `json:"seconds"`
 }
@@ -531,7 +532,7 @@ func (r *run) waitGrace(ctx context.Context) error {
 		return nil
 	}
 	until := r.lastMark.Add(r.c.opts.Grace + time.Millisecond)
-	r.res.GraceUntil = until
+	r.res.GraceUntil = armtime.Of(until)
 	r.progress()
 	for {
 		wait := time.Until(until)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/arcacache/arca/internal/armtime"
 )
 
 // schemaAccess holds data-plane access control: registry access settings
@@ -657,12 +659,12 @@ func (s *db) DeletePrincipal(ctx context.Context, name string) error {
 // AuditEntry is one line of the audit log: management changes and
 // authentication failures, never secret values.
 type AuditEntry struct {
-	At       time.Time `json:"time"`
-	Who      string    `json:"who"`
-	Action   string    `json:"action"`
-	Resource string    `json:"resource"`
-	Result   string    `json:"result"`
-	Remote   string    `json:"remote,omitempty"`
+	At       armtime.Time `json:"time"`
+	Who      string       `json:"who"`
+	Action   string       `json:"action"`
+	Resource string       `json:"resource"`
+	Result   string       `json:"result"`
+	Remote   string       `json:"remote,omitempty"`
 }
 
 // AuditRetention is how long audit entries are kept.
@@ -672,7 +674,7 @@ const AuditRetention = 90 * 24 * time.Hour
 func (s *db) AddAudit(ctx context.Context, e AuditEntry) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log(at, who, action, resource, result, remote) VALUES ($1, $2, $3, $4, $5, $6)`,
-			micros(e.At), e.Who, e.Action, e.Resource, e.Result, e.Remote); err != nil {
+			micros(e.At.Time), e.Who, e.Action, e.Resource, e.Result, e.Remote); err != nil {
 			return fmt.Errorf("audit: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM audit_log WHERE at < $1`, micros(e.At.Add(-AuditRetention))); err != nil {
@@ -690,7 +692,7 @@ func (s *db) ListAudit(ctx context.Context, since time.Time, n int) ([]AuditEntr
 		if err := sc.Scan(&at, &e.Who, &e.Action, &e.Resource, &e.Result, &e.Remote); err != nil {
 			return e, fmt.Errorf("list audit: %w", err)
 		}
-		e.At = fromMicros(at)
+		e.At = armtime.Of(fromMicros(at))
 		return e, nil
 	}, `SELECT at, who, action, resource, result, remote FROM audit_log WHERE at >= $1 ORDER BY id DESC LIMIT $2`, micros(since), n)
 }

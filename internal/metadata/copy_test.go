@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/rules"
 	"github.com/arcacache/arca/internal/testutil/pgtest"
 )
@@ -113,7 +114,7 @@ func fill(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddAudit(ctx, AuditEntry{At: time.Now(), Who: "admin", Action: "create", Resource: "/x", Result: "ok"}); err != nil {
+	if err := s.AddAudit(ctx, AuditEntry{At: armtime.Of(time.Now()), Who: "admin", Action: "create", Resource: "/x", Result: "ok"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.UpdateToken(ctx, "default", "CI", func(tk *Token, _ bool) error { tk.Status = "enabled"; return nil }); err != nil {
@@ -158,7 +159,7 @@ func check(t *testing.T, s Store) {
 		t.Fatalf("%s: token %+v %v", s.Backend(), tk, err)
 	}
 	// The audit log goes on after the copied entries.
-	if err := s.AddAudit(ctx, AuditEntry{At: time.Now(), Who: "admin", Action: "delete", Resource: "/x", Result: "ok"}); err != nil {
+	if err := s.AddAudit(ctx, AuditEntry{At: armtime.Of(time.Now()), Who: "admin", Action: "delete", Resource: "/x", Result: "ok"}); err != nil {
 		t.Fatalf("%s: audit after copy: %v", s.Backend(), err)
 	}
 	if log, err := s.ListAudit(ctx, time.Time{}, 10); err != nil || len(log) < 2 || log[0].Action != "delete" {

@@ -213,17 +213,31 @@ func (s *db) PutOperation(ctx context.Context, op Operation) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return putOperation(ctx, tx, op) })
 }
 
+const operationColumns = `id, registry, resource, status, error_code, error_msg, started_at, ended_at, updated_at, properties`
+
 // GetOperation returns operation id, or ErrNotFound.
 func (s *db) GetOperation(ctx context.Context, id string) (Operation, error) {
-	op := Operation{ID: id}
+	return s.scanOperation(ctx, "get operation", `SELECT `+operationColumns+` FROM operations WHERE id = $1`, id)
+}
+
+// LatestOperation returns the operation of kind (the prefix of its ID, as
+// "garbagecollect") on registry that started last, or ErrNotFound.
+func (s *db) LatestOperation(ctx context.Context, registry, kind string) (Operation, error) {
+	return s.scanOperation(ctx, "latest operation", `SELECT `+operationColumns+` FROM operations
+		WHERE registry = $1 AND substr(id, 1, $2) = $3 ORDER BY started_at DESC, id DESC LIMIT 1`,
+		strings.ToLower(registry), len(kind)+1, kind+"-")
+}
+
+func (s *db) scanOperation(ctx context.Context, what, query string, args ...any) (Operation, error) {
+	var op Operation
 	var started, ended, updated int64
-	err := s.r.QueryRowContext(ctx, `SELECT registry, resource, status, error_code, error_msg, started_at, ended_at, updated_at, properties FROM operations WHERE id = $1`, id).
-		Scan(&op.Registry, &op.Resource, &op.Status, &op.ErrorCode, &op.ErrorMsg, &started, &ended, &updated, &op.Properties)
+	err := s.r.QueryRowContext(ctx, query, args...).
+		Scan(&op.ID, &op.Registry, &op.Resource, &op.Status, &op.ErrorCode, &op.ErrorMsg, &started, &ended, &updated, &op.Properties)
 	if errors.Is(err, sql.ErrNoRows) {
 		return op, ErrNotFound
 	}
 	if err != nil {
-		return op, fmt.Errorf("get operation: %w", err)
+		return op, fmt.Errorf("%s: %w", what, err)
 	}
 	op.StartedAt, op.EndedAt, op.UpdatedAt = fromMicros(started), fromMicros(ended), fromMicros(updated)
 	return op, nil

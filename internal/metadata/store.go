@@ -212,6 +212,10 @@ type Store interface {
 	// Cluster: failed-login throttling shared by the replicas (loginfailures.go).
 	AddLoginFailure(ctx context.Context, key string, window time.Duration, now time.Time) (LoginFailures, error)
 	GetLoginFailures(ctx context.Context, keys []string, now time.Time) (map[string]LoginFailures, error)
+
+	// The last operation of a kind on a registry (`arca gc show`), from the
+	// operations PutOperation records (rules_tx.go).
+	LatestOperation(ctx context.Context, registry, kind string) (Operation, error)
 }
 
 // RulesTx is one write transaction over a registry's cache rules and

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/rules"
@@ -47,12 +48,12 @@ func (h *Handler) access() (AccessStore, error) {
 	return h.opts.Access, nil
 }
 
-// timeJSON is armTime for documents built as maps: null for the zero time.
+// timeJSON is armtime.Format for documents built as maps: null for the zero time.
 func timeJSON(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	return armTime(t)
+	return armtime.Format(t)
 }
 
 func disabled() map[string]any { return map[string]any{"status": "disabled"} }

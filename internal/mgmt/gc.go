@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -107,6 +108,9 @@ const (
 // staged parts) are shared by every registry: they run only for a caller
 // with authority over every registry, and are reported apart ("store").
 func (h *Handler) garbageCollect(w http.ResponseWriter, req *request) error {
+	if req.r.Method == http.MethodGet {
+		return h.latestGC(w, req)
+	}
 	if req.r.Method != http.MethodPost {
 		return errMethod(req.r)
 	}
@@ -148,7 +152,7 @@ func (h *Handler) garbageCollect(w http.ResponseWriter, req *request) error {
 		<-run.done
 		return req.r.Context().Err()
 	}
-	op := h.newOperation("garbageCollect", req.registry, h.registryID(req.registry))
+	op := h.newOperation(gcKind, req.registry, h.registryID(req.registry))
 	op.Status, op.EndedAt, op.UpdatedAt, op.Properties = opInProgress, time.Time{}, op.StartedAt, run.progress()
 	if err := h.opts.Store.PutOperation(req.r.Context(), op); err != nil {
 		run.cancel()
@@ -163,6 +167,27 @@ func (h *Handler) garbageCollect(w http.ResponseWriter, req *request) error {
 	w.Header().Set("Location", h.operationResultURL(req, op))
 	w.Header().Set("Retry-After", "1")
 	writeJSON(w, http.StatusAccepted, h.operationDoc(op))
+	return nil
+}
+
+// gcKind is the operation kind of garbage collection runs (the prefix of
+// their IDs).
+const gcKind = "garbagecollect"
+
+// latestGC serves GET .../registries/R/garbageCollect (`arca gc show`
+// without an ID): the status document of R's last run, as its
+// operationStatuses URL answers it; 404 when none is recorded (operation
+// records are kept metadata.OperationRetention).
+func (h *Handler) latestGC(w http.ResponseWriter, req *request) error {
+	op, err := h.opts.Store.LatestOperation(req.r.Context(), req.registry, gcKind)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return errNotFound("ResourceNotFound", "No garbage collection run of registry '"+req.registry+"' is recorded (runs are kept for "+
+			strconv.Itoa(int(metadata.OperationRetention.Hours()))+" hours).")
+	}
+	if err != nil {
+		return err
+	}
+	h.writeOperationStatus(w, req, op)
 	return nil
 }
 

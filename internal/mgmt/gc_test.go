@@ -56,7 +56,7 @@ func TestGarbageCollectAction(t *testing.T) {
 	path := base("default") + "/garbageCollect"
 	mustStatus(t, "reader", f.doAuth(http.MethodPost, path, nil, tokens["reader"]), http.StatusForbidden)
 	mustStatus(t, "other registry's contributor", f.doAuth(http.MethodPost, path, nil, tokens["team"]), http.StatusForbidden)
-	mustStatus(t, "GET", f.doAuth(http.MethodGet, path, nil, tokens["contrib"]), http.StatusMethodNotAllowed)
+	mustStatus(t, "PUT", f.doAuth(http.MethodPut, path, nil, tokens["contrib"]), http.StatusMethodNotAllowed)
 	store := func(j map[string]any) map[string]any { st, _ := j["store"].(map[string]any); return st }
 	dry := f.gcOperation(t, path, map[string]any{"dryRun": true}, tokens["contrib"])
 	if st := store(dry); dry["dryRun"] != true || st["blobs"] != float64(1) || st["orphans"] != float64(1) || st["blobBytes"] != float64(len(body)) {
@@ -274,6 +274,55 @@ func TestGarbageCollectOperationStates(t *testing.T) {
 	}
 	if r := f.do(http.MethodGet, loc, nil); r.errorCode() != "OperationCanceled" {
 		t.Fatalf("canceled result: %d %s", r.status, r.body)
+	}
+}
+
+// GET .../garbageCollect (`arca gc show` without an ID) answers the status
+// document of the registry's last run, as its operationStatuses URL does;
+// 404 ResourceNotFound when the registry has none recorded.
+func TestGarbageCollectLatest(t *testing.T) {
+	g := &gatedGC{reqs: make(chan gc.Request), end: make(chan error)}
+	f := newFixture(t, func(o *Options) { o.GC = g })
+	path := base("default") + "/garbageCollect"
+	reader := "Bearer " + f.newPrincipalToken("reader", RoleReader, "default")
+	if r := f.doAuth(http.MethodGet, path, nil, reader); r.status != http.StatusNotFound || r.errorCode() != "ResourceNotFound" {
+		t.Fatalf("before any run: %d %s", r.status, r.body)
+	}
+	var ids []string
+	for range 2 {
+		r := f.do(http.MethodPost, path, map[string]any{"dryRun": true})
+		mustStatus(t, "start", r, http.StatusAccepted)
+		<-g.reqs
+		ids = append(ids, r.json(t)["name"].(string))
+		latest := f.doAuth(http.MethodGet, path, nil, reader)
+		mustStatus(t, "latest while running", latest, http.StatusOK)
+		if j := latest.json(t); j["name"] != ids[len(ids)-1] || j["status"] != "InProgress" || latest.header.Get("Azure-AsyncOperation") == "" {
+			t.Fatalf("latest while running: %s %v, want %s InProgress", latest.body, latest.header, ids[len(ids)-1])
+		}
+		g.end <- nil
+		for end := time.Now().Add(10 * time.Second); ; {
+			st := f.doAuth(http.MethodGet, path, nil, reader).json(t)
+			if st["status"] == "Succeeded" {
+				if st["name"] != ids[len(ids)-1] || st["properties"].(map[string]any)["phase"] != "done" {
+					t.Fatalf("latest after the run: %v", st)
+				}
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("latest never succeeded: %v", st)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if ids[0] == ids[1] {
+		t.Fatalf("two runs, one id %s", ids[0])
+	}
+	// Another registry's runs are its own.
+	if r := f.do(http.MethodGet, base("teamreg")+"/garbageCollect", nil); r.status != http.StatusNotFound || r.errorCode() != "ResourceNotFound" {
+		t.Fatalf("teamreg: %d %s", r.status, r.body)
+	}
+	if r := f.do(http.MethodGet, base("default")+"/operationStatuses/garbagecollect-nope", nil); r.status != http.StatusNotFound || r.errorCode() != "ResourceNotFound" {
+		t.Fatalf("unknown id: %d %s", r.status, r.body)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/metadata"
 )
@@ -123,9 +124,9 @@ func (h *Handler) identityJSON(u metadata.UserIdentity) map[string]any {
 	props := map[string]any{"principalId": u.PrincipalID, "clientId": u.ClientID, "tenantId": u.TenantID}
 	if !u.SecretCreated.IsZero() {
 		// arca extension: when the client secret was set (never the secret).
-		props["clientSecretCreatedDateTime"] = armTime(u.SecretCreated)
+		props["clientSecretCreatedDateTime"] = armtime.Format(u.SecretCreated)
 		if !u.SecretExpires.IsZero() {
-			props["clientSecretEndDateTime"] = armTime(u.SecretExpires)
+			props["clientSecretEndDateTime"] = armtime.Format(u.SecretExpires)
 		}
 	}
 	return map[string]any{"id": h.identityID(u.ResourceGroup, u.Name), "name": u.Name, "type": identityType,
@@ -248,7 +249,7 @@ func (h *Handler) resetIdentitySecret(w http.ResponseWriter, r *http.Request, st
 			end = body.EndDateTime.UTC()
 		}
 		if !end.After(now) {
-			return errBadRequest("InvalidCredentialEndDate", fmt.Sprintf("endDateTime %s is not in the future.", end.Format(time.RFC3339)))
+			return errBadRequest("InvalidCredentialEndDate", fmt.Sprintf("endDateTime %s is not in the future.", armtime.Format(end)))
 		}
 	}
 	ctx := r.Context()
@@ -273,7 +274,7 @@ func (h *Handler) resetIdentitySecret(w http.ResponseWriter, r *http.Request, st
 	h.log.Info("identity client secret reset", "resource_group", ir.rg, "name", ir.name, "client_id", u.ClientID, "ends", end)
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{"clientId": u.ClientID, "clientSecret": secret, "tenantId": u.TenantID,
-		"createdDateTime": armTime(now), "endDateTime": armTime(end)})
+		"createdDateTime": armtime.Format(now), "endDateTime": armtime.Format(end)})
 	return nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arcacache/arca/internal/armtime"
 )
 
 func withIdentities(o *Options) { o.Identities = o.Store.(IdentityStore) }
@@ -166,8 +168,8 @@ func TestIdentityResetCredentialEnd(t *testing.T) {
 			if err1 != nil || err2 != nil || !end.Equal(tc.end(created)) {
 				t.Fatalf("answer %v: end %v, want %v", m, end, tc.end(created))
 			}
-			if got := get(f.do(http.MethodGet, idPath, nil).json(t), "properties.clientSecretEndDateTime"); got != armTime(end) {
-				t.Errorf("identity's clientSecretEndDateTime %v, want %s", got, armTime(end))
+			if got := get(f.do(http.MethodGet, idPath, nil).json(t), "properties.clientSecretEndDateTime"); got != armtime.Format(end) {
+				t.Errorf("identity's clientSecretEndDateTime %v, want %s", got, armtime.Format(end))
 			}
 		})
 	}

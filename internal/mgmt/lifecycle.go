@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/lifecycle"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/rules"
@@ -83,7 +84,7 @@ func (h *Handler) purge(w http.ResponseWriter, req *request) error {
 	}
 	items := make([]purgedItemJSON, 0, len(res.Items))
 	for _, it := range res.Items {
-		items = append(items, purgedItemJSON{Repository: it.Repo, Kind: it.Kind, Digest: it.Digest.String(), Bytes: it.Size, LastPulled: armTime(it.LastUsed)})
+		items = append(items, purgedItemJSON{Repository: it.Repo, Kind: it.Kind, Digest: it.Digest.String(), Bytes: it.Size, LastPulled: armtime.Format(it.LastUsed)})
 	}
 	if !res.DryRun {
 		h.log.Info("cache rule purged", "registry", req.registry, "rule", r.Name, "manifests", res.Manifests, "blobs", res.Blobs, "bytes", res.Bytes)

@@ -28,6 +28,7 @@ type Store interface {
 	ListCredentialSetsPage(ctx context.Context, registry, after string, n int) ([]rules.CredentialSet, bool, error)
 	PutOperation(ctx context.Context, op metadata.Operation) error
 	GetOperation(ctx context.Context, id string) (metadata.Operation, error)
+	LatestOperation(ctx context.Context, registry, kind string) (metadata.Operation, error)
 }
 
 // RateLimitStore reads recorded upstream rate limits.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/rules"
 )
@@ -16,19 +17,6 @@ const (
 	typeCredentialSet = "Microsoft.ContainerRegistry/registries/credentialSets"
 	typeRegistry      = "Microsoft.ContainerRegistry/registries"
 )
-
-// armTime is the one format of every timestamp the management API emits,
-// ACR's (as its documented examples): 2026-03-24T01:18:39.1902636+00:00,
-// UTC with seven fraction digits. It is RFC 3339, which az and the Azure
-// SDKs parse; one fixed width also sorts as text. It is cut to the
-// microsecond, what the metadata stores keep, so a time in a write's answer
-// reads back the same. "" for the zero time.
-func armTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Truncate(time.Microsecond).Format("2006-01-02T15:04:05.0000000+00:00")
-}
 
 // systemData: arca has one principal, the admin token ("Key" in ARM's
 // createdByType vocabulary).
@@ -42,8 +30,8 @@ type systemData struct {
 }
 
 func newSystemData(created, modified time.Time) *systemData {
-	return &systemData{CreatedBy: "admin", CreatedByType: "Key", CreatedAt: armTime(created),
-		LastModifiedBy: "admin", LastModifiedByType: "Key", LastModifiedAt: armTime(modified)}
+	return &systemData{CreatedBy: "admin", CreatedByType: "Key", CreatedAt: armtime.Format(created),
+		LastModifiedBy: "admin", LastModifiedByType: "Key", LastModifiedAt: armtime.Format(modified)}
 }
 
 // identityJSON is ARM's IdentityProperties. ACR echoes the type in camel
@@ -113,7 +101,7 @@ func (h *Handler) rateLimitOf(ctx context.Context, reg, credSet, loginServer str
 	if err != nil {
 		return nil
 	}
-	return &rateLimitJSON{Limit: rl.Limit, Remaining: rl.Remaining, WindowSeconds: int64(rl.Window.Seconds()), ObservedAt: armTime(rl.ObservedAt)}
+	return &rateLimitJSON{Limit: rl.Limit, Remaining: rl.Remaining, WindowSeconds: int64(rl.Window.Seconds()), ObservedAt: armtime.Format(rl.ObservedAt)}
 }
 
 // IdentityStatus is the outcome of a rule's identity at its upstream:
@@ -154,9 +142,9 @@ func (h *Handler) upstreamHealthOf(loginServer string) *upstreamHealthJSON {
 	case st.Healthy:
 		return &upstreamHealthJSON{Status: "Healthy"}
 	case st.RateLimited:
-		return &upstreamHealthJSON{Status: "RateLimited", Reason: st.Reason, Until: armTime(st.Until)}
+		return &upstreamHealthJSON{Status: "RateLimited", Reason: st.Reason, Until: armtime.Format(st.Until)}
 	}
-	return &upstreamHealthJSON{Status: "Unhealthy", Reason: st.Reason, Until: armTime(st.Until)}
+	return &upstreamHealthJSON{Status: "Unhealthy", Reason: st.Reason, Until: armtime.Format(st.Until)}
 }
 
 type syncStatusJSON struct {
@@ -193,7 +181,7 @@ func (h *Handler) cacheRuleJSONOf(reg string, r rules.Rule, v apiVersion) cacheR
 		Properties: cacheRulePropsJSON{
 			SourceRepository:  r.Source,
 			TargetRepository:  r.Target,
-			CreationDate:      armTime(r.CreatedAt),
+			CreationDate:      armtime.Format(r.CreatedAt),
 			ProvisioningState: r.ProvisioningState,
 			RetentionDays:     r.RetentionDays,
 		},
@@ -221,7 +209,7 @@ func (h *Handler) cacheRuleJSONOf(reg string, r rules.Rule, v apiVersion) cacheR
 		}
 	}
 	if s := r.SyncStatus; s != nil {
-		p.ArtifactSyncStatus = &syncStatusJSON{Status: s.Status, LastSyncTime: armTime(s.LastSyncTime), LastError: s.LastError, SyncedTags: s.SyncedTags}
+		p.ArtifactSyncStatus = &syncStatusJSON{Status: s.Status, LastSyncTime: armtime.Format(s.LastSyncTime), LastError: s.LastError, SyncedTags: s.SyncedTags}
 	}
 	return out
 }
@@ -288,7 +276,7 @@ func (h *Handler) credentialSetJSONOf(reg string, c rules.CredentialSet) credent
 				PasswordSecretIdentifier: c.PasswordRef,
 				CredentialHealth:         health,
 			}},
-			CreationDate:      armTime(c.CreatedAt),
+			CreationDate:      armtime.Format(c.CreatedAt),
 			ProvisioningState: c.ProvisioningState,
 		},
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/metadata"
 )
 
@@ -95,13 +96,19 @@ func (h *Handler) operationStatus(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
+	h.writeOperationStatus(w, req, op)
+	return nil
+}
+
+// writeOperationStatus answers with op's status document as a poll sees
+// it; while it runs, with where and when to poll again.
+func (h *Handler) writeOperationStatus(w http.ResponseWriter, req *request, op metadata.Operation) {
 	op = h.current(op)
 	if op.Status == opInProgress {
 		w.Header().Set("Azure-AsyncOperation", h.asyncOperationURL(req, op))
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, http.StatusOK, h.operationDoc(op))
-	return nil
 }
 
 // operationDoc is ARM's async operation status document of op; an
@@ -111,10 +118,10 @@ func (h *Handler) operationDoc(op metadata.Operation) map[string]any {
 		"id":        op.Resource + "/operationStatuses/" + op.ID,
 		"name":      op.ID,
 		"status":    op.Status,
-		"startTime": armTime(op.StartedAt),
+		"startTime": armtime.Format(op.StartedAt),
 	}
 	if !op.EndedAt.IsZero() {
-		doc["endTime"] = armTime(op.EndedAt)
+		doc["endTime"] = armtime.Format(op.EndedAt)
 	}
 	if op.Properties != "" {
 		doc["properties"] = json.RawMessage(op.Properties)

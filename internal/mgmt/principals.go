@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/metadata"
 )
@@ -187,7 +188,7 @@ func (p *Principals) Authenticate(r *http.Request) (Caller, error) {
 	// The cluster's count, read before the secret is checked.
 	if until, blocked := p.throttle.Check(r.Context(), "ip:"+remote); blocked {
 		return Caller{}, &apiError{Status: http.StatusTooManyRequests, Code: "TooManyRequests",
-			Message: fmt.Sprintf("Too many failed authentication attempts from this address; retry after %s.", until.UTC().Format(time.RFC3339))}
+			Message: fmt.Sprintf("Too many failed authentication attempts from this address; retry after %s.", armtime.Format(until))}
 	}
 	c, ok, err := p.Verify(r.Context(), token)
 	if err != nil {
@@ -195,7 +196,7 @@ func (p *Principals) Authenticate(r *http.Request) (Caller, error) {
 	}
 	if !ok {
 		p.throttle.Fail(r.Context(), "ip:"+remote)
-		_ = p.store.AddAudit(r.Context(), metadata.AuditEntry{At: p.now(), Who: "-", Action: "authenticate", Resource: "management", Result: "invalid token", Remote: remote})
+		_ = p.store.AddAudit(r.Context(), metadata.AuditEntry{At: armtime.Of(p.now()), Who: "-", Action: "authenticate", Resource: "management", Result: "invalid token", Remote: remote})
 		return Caller{}, &apiError{Status: http.StatusUnauthorized, Code: "InvalidAuthenticationToken",
 			Message: "The access token is invalid: it is not a management token of this server."}
 	}
@@ -486,7 +487,7 @@ func (h *Handler) auditCall(r *http.Request, c Caller, action, resource, result 
 		remote = host
 	}
 	h.log.Info("audit", "who", c.Name, "role", c.Role, "action", action, "resource", resource, "result", result, "remote", remote)
-	e := metadata.AuditEntry{At: h.opts.Now().UTC(), Who: c.Name, Action: action, Resource: resource, Result: result, Remote: remote}
+	e := metadata.AuditEntry{At: armtime.Of(h.opts.Now().UTC()), Who: c.Name, Action: action, Resource: resource, Result: result, Remote: remote}
 	if err := h.opts.Principals.store.AddAudit(r.Context(), e); err != nil {
 		h.log.Error("audit log write failed", "err", err)
 	}

@@ -1,12 +1,18 @@
 package mgmt
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arcacache/arca/internal/armtime"
+	"github.com/arcacache/arca/internal/gc"
+	"github.com/arcacache/arca/internal/rules"
+	"github.com/arcacache/arca/internal/syncer"
 )
 
 // armTimeRe is ACR's timestamp: UTC, seven fraction digits, +00:00.
@@ -60,6 +66,76 @@ func TestTimestampsOneFormat(t *testing.T) {
 				t.Errorf("%s: %s = %q, want ACR's format like 2026-03-24T01:18:39.1902636+00:00", tc.what, path, s)
 			}
 		})
+	}
+}
+
+// graceGC reports a reclaim run waiting out the grace period, then ends.
+type graceGC struct{ until time.Time }
+
+func (g graceGC) Run(_ context.Context, req gc.Request) (gc.Result, error) {
+	res := gc.Result{Phase: "grace", Registry: req.Registry, GraceUntil: armtime.Of(g.until), Store: &gc.StoreResult{Marked: 1}}
+	req.Progress(res)
+	res.Phase = "done"
+	return res, nil
+}
+
+// statusSyncer answers every rule's active-sync status with st.
+type statusSyncer struct{ st syncer.Status }
+
+func (s statusSyncer) Estimate(context.Context, string, rules.Rule) (any, error) { return nil, nil }
+func (s statusSyncer) SyncTag(context.Context, string, string, string) (any, error) {
+	return nil, nil
+}
+func (s statusSyncer) Status(context.Context, string, string) (any, error) { return s.st, nil }
+
+// arca's extensions carry their own timestamps in the same format as the
+// resources: the active-sync run of a rule, garbage collection's progress
+// and result, the audit log.
+func TestExtensionTimestampsOneFormat(t *testing.T) {
+	at := time.Date(2026, 3, 24, 1, 18, 39, 190263000, time.UTC)
+	st := syncer.Status{Result: syncer.ResultDeferred, RunID: "run1", StartedAt: armtime.Of(at), EndedAt: armtime.Of(at.Add(time.Minute)),
+		NextAt: armtime.Of(at.Add(time.Hour)), TagsFailed: 1, TagErrors: []syncer.TagError{{Repo: "alpine", Tag: "v1", Error: "boom", At: armtime.Of(at)}}}
+	f := newFixture(t, func(o *Options) { o.GC, o.Syncer = graceGC{until: at.Add(time.Hour)}, statusSyncer{st} })
+	reg := base("default")
+	active := ruleBody("quay.io/org/alpine", "alpine", "")
+	active["properties"].(map[string]any)["syncMode"] = "ActiveSync"
+	mustStatus(t, "active rule", f.do(http.MethodPut, reg+"/cacheRules/synced", active), http.StatusCreated)
+	gcStart := f.do(http.MethodPost, reg+"/garbageCollect", map[string]any{"reclaim": true})
+	mustStatus(t, "gc", gcStart, http.StatusAccepted)
+	gcStatus := strings.TrimPrefix(gcStart.header.Get("Azure-AsyncOperation"), f.srv.URL)
+	for end := time.Now().Add(10 * time.Second); f.do(http.MethodGet, gcStatus, nil).json(t)["status"] != opSucceeded; {
+		if time.Now().After(end) {
+			t.Fatal("gc operation never succeeded")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	gcResult := strings.TrimPrefix(gcStart.header.Get("Location"), f.srv.URL)
+	tests := []struct {
+		what  string
+		doc   map[string]any
+		times []string // paths that must be timestamps
+	}{
+		{"artifactSyncRun", f.do(http.MethodGet, reg+"/cacheRules/synced", nil).json(t), []string{"properties.artifactSyncRun.lastRunStart",
+			"properties.artifactSyncRun.lastRunEnd", "properties.artifactSyncRun.deferredUntil", "properties.artifactSyncRun.tagErrors.0.time"}},
+		{"gc started", gcStart.json(t), []string{"startTime", "properties.graceUntil"}},
+		{"gc status", f.do(http.MethodGet, gcStatus, nil).json(t), []string{"startTime", "endTime", "properties.graceUntil"}},
+		{"gc result", f.do(http.MethodGet, gcResult, nil).json(t), []string{"graceUntil"}},
+		{"audit", f.do(http.MethodGet, "/arca/v1/audit", nil).json(t), []string{"value.0.time"}},
+	}
+	for _, tc := range tests {
+		for _, p := range tc.times {
+			if v := getIndexed(tc.doc, p); v == nil {
+				t.Errorf("%s: no %s in %v", tc.what, p, tc.doc)
+			}
+		}
+		walkStrings("", tc.doc, func(path, s string) {
+			if looksLikeTime.MatchString(s) && !armTimeRe.MatchString(s) {
+				t.Errorf("%s: %s = %q, want ACR's format like 2026-03-24T01:18:39.1902636+00:00", tc.what, path, s)
+			}
+		})
+	}
+	if got := getIndexed(tests[0].doc, "properties.artifactSyncRun.lastRunStart"); got != "2026-03-24T01:18:39.1902630+00:00" {
+		t.Errorf("lastRunStart %v", got)
 	}
 }
 

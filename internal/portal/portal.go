@@ -43,10 +43,11 @@ type Options struct {
 	Stats Stats
 	// Repos, if set, serves the Repositories page.
 	Repos Repos
-	// Blobs, with Repos, adds platforms and image sizes to that page.
-	Blobs  Blobs
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Describer, with Repos, describes manifests stored before their
+	// platform and image size were recorded (once: it records them).
+	Describer Describer
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Handler serves the portal.

@@ -2,25 +2,17 @@ package portal
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/arcacache/arca/internal/blobstore"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
 )
-
-// Blobs opens stored content by digest (manifest and config bytes).
-type Blobs interface {
-	Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error)
-}
 
 // Repos reads what a registry holds (the metadata store); nil leaves the
 // Repositories page out.
@@ -28,19 +20,25 @@ type Repos interface {
 	ListRepositories(ctx context.Context, registry, last string, n int) ([]string, bool, error)
 	ListTags(ctx context.Context, registry, repo, last string, n int) ([]string, bool, error)
 	GetTag(ctx context.Context, registry, repo, tag string) (metadata.Tag, error)
-	GetManifest(ctx context.Context, registry, repo string, d digest.Digest) (metadata.Manifest, error)
+	// ManifestInfo is a manifest with the attributes recorded when it was
+	// stored (platform, image size, an index's children).
+	ManifestInfo(ctx context.Context, registry, repo string, d digest.Digest) (metadata.ManifestInfo, error)
+	content.AttrsRecorder
 	Referrers(ctx context.Context, registry, repo string, d digest.Digest, artifactType string) ([]metadata.Referrer, error)
 	// RepositoryPulledAt is when a manifest or blob of repo was last pulled.
 	RepositoryPulledAt(ctx context.Context, registry, repo string) (time.Time, error)
 }
 
+// Describer describes a manifest stored before its attributes were
+// recorded, and records them (content.Store, as /acr/v1/ listings do).
+type Describer interface {
+	DescribeListed(ctx context.Context, rec content.AttrsRecorder, registry, repo string, m *metadata.ManifestInfo) error
+}
+
 const (
 	reposPerPage = 50
 	tagsPerRepo  = 20
-	// Bounds on what one tag costs to describe: manifests and configs are
-	// small; an index with more children is summarised by its first ones.
-	maxManifestRead = 4 << 20
-	maxConfigRead   = 1 << 20
+	// An index with more children is summarised by its first ones.
 	platformsPerTag = 16
 )
 
@@ -54,8 +52,9 @@ type repoTag struct {
 	MorePlatforms                bool
 }
 
-// tagPlatform is one image of a tag: its platform and total size (config +
-// layers). Cached is false for an index child not (yet) in the store.
+// tagPlatform is one image of a tag: its platform and image size (manifest
+// + config + layers, as /acr/v1/ reports it). Cached is false for an index
+// child not (yet) in the store.
 type tagPlatform struct {
 	Platform string
 	Size     float64
@@ -155,13 +154,13 @@ func (h *Handler) repoTag(c *ctx, repo, tag, host string) (repoTag, error) {
 		return rt, err
 	}
 	rt.Digest, rt.Updated, rt.Pulled = t.Digest.String(), t.UpdatedAt.UTC().Format(time.RFC3339), pulledText(t.PulledAt)
-	m, err := h.opts.Repos.GetManifest(c, c.reg, repo, t.Digest)
+	m, err := h.manifest(c, repo, t.Digest)
 	if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return rt, err
 	}
 	rt.MediaType, rt.Size = m.MediaType, float64(m.Size)
-	if err == nil && h.opts.Blobs != nil {
-		if err := h.describeImages(c, &rt, m); err != nil {
+	if err == nil {
+		if err := h.describeImages(c, &rt, repo, m); err != nil {
 			return rt, err
 		}
 	}
@@ -179,43 +178,45 @@ func (h *Handler) repoTag(c *ctx, repo, tag, host string) (repoTag, error) {
 	return rt, nil
 }
 
-// describeImages fills rt.Platforms from the stored manifest: one entry for
-// an image, one per child (the first platformsPerTag) for an index. Content
-// missing from the store is shown as not cached, not as an error: a pull
-// through cache holds only what was pulled.
-func (h *Handler) describeImages(c *ctx, rt *repoTag, m metadata.Manifest) error {
-	pm, err := h.readManifest(c, m.Digest, m.MediaType)
-	if err != nil || pm == nil {
-		return err
+// manifest is manifest d of repo with its attributes, described now if
+// they were not recorded yet.
+func (h *Handler) manifest(c *ctx, repo string, d digest.Digest) (metadata.ManifestInfo, error) {
+	m, err := h.opts.Repos.ManifestInfo(c, c.reg, repo, d)
+	if err != nil || h.opts.Describer == nil {
+		return m, err
 	}
-	if !oci.IsIndex(pm.MediaType) {
-		p, err := h.imagePlatform(c, pm)
-		if err != nil || p == nil {
-			return err
+	if err := h.opts.Describer.DescribeListed(c, h.opts.Repos, c.reg, repo, &m); err != nil {
+		h.log.Warn("describe manifest", "registry", c.reg, "repo", repo, "digest", d, "err", err)
+	}
+	return m, nil
+}
+
+// describeImages fills rt.Platforms from the manifest's recorded
+// attributes: one entry for an image, one per child (the first
+// platformsPerTag) for an index. A child missing from the store is shown
+// as not cached, not as an error: a pull through cache holds only what was
+// pulled.
+func (h *Handler) describeImages(c *ctx, rt *repoTag, repo string, m metadata.ManifestInfo) error {
+	if !oci.IsIndex(m.MediaType) {
+		if m.Attrs.ConfigMediaType != "" {
+			rt.Platforms = append(rt.Platforms, tagPlatform{Platform: platform(m.Attrs.OS, m.Attrs.Architecture), Size: float64(m.Attrs.ImageSize), Cached: true})
 		}
-		rt.Platforms = append(rt.Platforms, *p)
 		return nil
 	}
-	for i, d := range pm.Manifests {
+	for i, ref := range m.Attrs.References {
 		if i == platformsPerTag {
 			rt.MorePlatforms = true
 			break
 		}
-		tp := tagPlatform{Platform: d.Platform.String()}
-		child, err := h.readManifest(c, d.Digest, d.MediaType)
-		if err != nil {
+		tp := tagPlatform{Platform: platform(ref.OS, ref.Architecture)}
+		child, err := h.manifest(c, repo, ref.Digest)
+		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 			return err
 		}
-		if child != nil && !oci.IsIndex(child.MediaType) {
-			p, err := h.imagePlatform(c, child)
-			if err != nil {
-				return err
-			}
-			if p != nil {
-				tp.Size, tp.Cached = p.Size, true
-				if tp.Platform == "" {
-					tp.Platform = p.Platform
-				}
+		if err == nil {
+			tp.Size, tp.Cached = float64(child.Attrs.ImageSize), true
+			if tp.Platform == "" {
+				tp.Platform = platform(child.Attrs.OS, child.Attrs.Architecture)
 			}
 		}
 		rt.Platforms = append(rt.Platforms, tp)
@@ -223,60 +224,10 @@ func (h *Handler) describeImages(c *ctx, rt *repoTag, m metadata.Manifest) error
 	return nil
 }
 
-// imagePlatform is an image manifest's platform (from its config, when the
-// config is stored and is an image config) and size.
-func (h *Handler) imagePlatform(c *ctx, pm *oci.Manifest) (*tagPlatform, error) {
-	if pm.Config == nil {
-		return nil, nil
+// platform is os/architecture as recorded ("" when unknown).
+func platform(os, arch string) string {
+	if os == "" || arch == "" {
+		return ""
 	}
-	size := pm.Config.Size
-	for _, l := range pm.Layers {
-		size += l.Size
-	}
-	tp := &tagPlatform{Size: float64(size), Cached: true}
-	b, err := h.readBlob(c, pm.Config.Digest, maxConfigRead)
-	if err != nil || b == nil {
-		return tp, err
-	}
-	var p oci.Platform
-	if json.Unmarshal(b, &p) == nil && p.OS != "" && p.Architecture != "" {
-		tp.Platform = p.String()
-	}
-	return tp, nil
-}
-
-// readManifest parses a stored manifest; nil when it is not stored or does
-// not parse (it was validated on the way in, so that is not this page's
-// error to report).
-func (h *Handler) readManifest(c *ctx, d digest.Digest, mediaType string) (*oci.Manifest, error) {
-	b, err := h.readBlob(c, d, maxManifestRead)
-	if err != nil || b == nil {
-		return nil, err
-	}
-	pm, err := oci.ParseManifest(mediaType, b)
-	if err != nil {
-		return nil, nil
-	}
-	return pm, nil
-}
-
-// readBlob reads at most limit bytes of a stored blob; nil when it is not
-// stored or larger than limit.
-func (h *Handler) readBlob(c *ctx, d digest.Digest, limit int64) ([]byte, error) {
-	f, err := h.opts.Blobs.Open(c, d)
-	if errors.Is(err, blobstore.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", d, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", d, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, nil
-	}
-	return b, nil
+	return (&oci.Platform{OS: os, Architecture: arch}).String()
 }

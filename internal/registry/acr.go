@@ -146,24 +146,11 @@ func manifestOf(m metadata.ManifestInfo) acrManifest {
 	return out
 }
 
-// describe fills in the attributes of a manifest stored before they were
-// recorded (or before its image config was stored), and records them so
-// that the next listing reads no blob for it.
+// describe fills in m's attributes if they were not recorded yet
+// (content.Store.DescribeListed).
 func (h *Handler) describe(ctx context.Context, d RepoDetails, reg, repo string, m *metadata.ManifestInfo) {
-	if m.Attrs.Described {
-		return
-	}
-	a, err := h.content.DescribeStored(ctx, m.Digest, m.MediaType)
-	if err != nil {
+	if err := h.content.DescribeListed(ctx, d, reg, repo, m); err != nil {
 		h.log.Warn("describe manifest", "registry", reg, "repo", repo, "digest", m.Digest, "err", err)
-		return
-	}
-	m.Attrs = a
-	if !a.Described {
-		return
-	}
-	if err := d.SetManifestAttrs(ctx, reg, repo, m.Digest, a); err != nil && !errors.Is(err, metadata.ErrNotFound) {
-		h.log.Warn("record manifest attributes", "registry", reg, "repo", repo, "digest", m.Digest, "err", err)
 	}
 }
 

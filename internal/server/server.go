@@ -24,6 +24,7 @@ import (
 	"github.com/arcacache/arca/internal/auth"
 	"github.com/arcacache/arca/internal/blobstore"
 	"github.com/arcacache/arca/internal/cache"
+	"github.com/arcacache/arca/internal/content"
 	"github.com/arcacache/arca/internal/egress"
 	"github.com/arcacache/arca/internal/gc"
 	"github.com/arcacache/arca/internal/metadata"
@@ -248,7 +249,7 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	s.access = access
 	s.mgmt = mg
-	po, err := portal.New(portal.Options{API: mg, Identities: mg.Principals(), Sessions: s.meta, Stats: s.stats, Repos: s.meta, Blobs: s.blobs, Logger: s.log})
+	po, err := portal.New(portal.Options{API: mg, Identities: mg.Principals(), Sessions: s.meta, Stats: s.stats, Repos: s.meta, Describer: &content.Store{Blobs: s.blobs}, Logger: s.log})
 	if err != nil {
 		return err
 	}

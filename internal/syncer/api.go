@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/cache"
 	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
@@ -40,17 +41,50 @@ func (s *Syncer) SyncTag(ctx context.Context, registry, rule, tag string) (Repor
 		}
 		return Report{}, invalid("tag %q is outside the tag filter of cache rule '%s' (%s)", name, r.Name, r.Filters.Tags)
 	}
+	started := time.Now()
 	rep, err := j.syncTag(ctx, t, name, true)
 	j.count(rep)
 	switch {
 	case err != nil:
-		return rep, err
 	case rep.Result == OutcomeFailed: // before the digest: a failed HEAD has none
-		return rep, fmt.Errorf("sync %s:%s from %s for cache rule '%s': %s", t.Repo, name, t.Upstream, r.Name, rep.Error)
+		err = fmt.Errorf("sync %s:%s from %s for cache rule '%s': %s", t.Repo, name, t.Upstream, r.Name, rep.Error)
 	case rep.Digest == "": // the upstream has no such tag
-		return rep, fmt.Errorf("tag %s not found in source %s of cache rule '%s': %w", name, t.Upstream, r.Name, metadata.ErrNotFound)
+		err = fmt.Errorf("tag %s not found in source %s of cache rule '%s': %w", name, t.Upstream, r.Name, metadata.ErrNotFound)
 	}
-	return rep, nil
+	j.tagRunFinished(ctx, t.Repo+":"+name, started, err)
+	return rep, err
+}
+
+// tagRunFinished counts a one-tag sync as a run of its rule, like a
+// scheduled one: in the runs by result (statistics, arca_sync_runs_total,
+// the "active sync finished" log line) and in the rule's
+// artifactSyncStatus (unless a full run is under way: that one's status
+// stands until it ends). The rule's run record (artifactSyncRun) stays its
+// last full run: it is the schedule's state (a deferred run's resume time,
+// the interval after a success), which syncing one tag must not move.
+func (j *job) tagRunFinished(ctx context.Context, tag string, started time.Time, err error) {
+	s, reg, r := j.s, j.reg, j.rule
+	result, msg := ResultSucceeded, ""
+	if err != nil {
+		result, msg = ResultFailed, err.Error()
+	}
+	ended := time.Now().UTC()
+	s.runFinished(reg, r.Name, result)
+	s.log.Info("active sync finished", "registry", reg, "rule", r.Name, "run", newRunID(), "tag", tag, "result", result,
+		"synced", j.synced.Load(), "unchanged", j.unchanged.Load(), "excluded", j.excluded.Load(), "failed", j.failed.Load(),
+		"bytes", j.bytes.Load(), "duration", ended.Sub(started).Round(time.Millisecond), "err", msg)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if last, err := s.store.GetSyncRun(ctx, reg, r.Name); err == nil && last.Result == ResultRunning {
+		return
+	}
+	st := rules.SyncStatus{Status: result, LastSyncTime: ended, LastError: msg}
+	if r.SyncStatus != nil { // the tags the last full run synced
+		st.SyncedTags = r.SyncStatus.SyncedTags
+	}
+	if err := s.store.SetCacheRuleSyncStatus(ctx, reg, r.Name, st); err != nil && !errors.Is(err, metadata.ErrNotFound) {
+		s.log.Error("record cache rule sync status", "registry", reg, "rule", r.Name, "err", err)
+	}
 }
 
 // tagTarget resolves the repository and tag SyncTag names.
@@ -153,27 +187,27 @@ func (s *Syncer) Estimate(ctx context.Context, registry string, r rules.Rule) (E
 
 // Status is a rule's active-sync status, for `cache show` and the API.
 type Status struct {
-	Result        string     `json:"status,omitempty"` // a Result*; "" before the first run
-	RunID         string     `json:"runId,omitempty"`
-	StartedAt     time.Time  `json:"lastRunStart,omitzero"`
-	EndedAt       time.Time  `json:"lastRunEnd,omitzero"`
-	NextAt        time.Time  `json:"deferredUntil,omitzero"`
-	TagsSynced    int        `json:"tagsSynced"`
-	TagsUnchanged int        `json:"tagsUnchanged"`
-	TagsExcluded  int        `json:"tagsExcluded"`
-	TagsFailed    int        `json:"tagsFailed"` // tags whose last sync failed (in this run or on demand since)
-	BytesFetched  int64      `json:"bytesFetched"`
-	Error         string     `json:"lastError,omitempty"`
-	TagErrors     []TagError `json:"tagErrors,omitempty"`
+	Result        string       `json:"status,omitempty"` // a Result*; "" before the first run
+	RunID         string       `json:"runId,omitempty"`
+	StartedAt     armtime.Time `json:"lastRunStart,omitzero"`
+	EndedAt       armtime.Time `json:"lastRunEnd,omitzero"`
+	NextAt        armtime.Time `json:"deferredUntil,omitzero"`
+	TagsSynced    int          `json:"tagsSynced"`
+	TagsUnchanged int          `json:"tagsUnchanged"`
+	TagsExcluded  int          `json:"tagsExcluded"`
+	TagsFailed    int          `json:"tagsFailed"` // tags whose last sync failed (in this run or on demand since)
+	BytesFetched  int64        `json:"bytesFetched"`
+	Error         string       `json:"lastError,omitempty"`
+	TagErrors     []TagError   `json:"tagErrors,omitempty"`
 }
 
 // TagError is the last error of one tag.
 type TagError struct {
-	Repo   string    `json:"repository"`
-	Tag    string    `json:"tag"`
-	Digest string    `json:"digest,omitempty"`
-	Error  string    `json:"error"`
-	At     time.Time `json:"time"`
+	Repo   string       `json:"repository"`
+	Tag    string       `json:"tag"`
+	Digest string       `json:"digest,omitempty"`
+	Error  string       `json:"error"`
+	At     armtime.Time `json:"time"`
 }
 
 // maxTagErrors bounds the tag errors Status returns.
@@ -189,7 +223,7 @@ func (s *Syncer) Status(ctx context.Context, registry, rule string) (Status, err
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{Result: run.Result, RunID: run.RunID, StartedAt: run.StartedAt, EndedAt: run.EndedAt, NextAt: run.NextAt,
+	st := Status{Result: run.Result, RunID: run.RunID, StartedAt: armtime.Of(run.StartedAt), EndedAt: armtime.Of(run.EndedAt), NextAt: armtime.Of(run.NextAt),
 		TagsSynced: run.TagsSynced, TagsUnchanged: run.TagsUnchanged, TagsExcluded: run.TagsExcluded,
 		TagsFailed: run.TagsFailed, BytesFetched: run.BytesFetched, Error: run.Error}
 	tags, err := s.store.SyncTagErrors(ctx, registry, rule, maxTagErrors)
@@ -202,7 +236,7 @@ func (s *Syncer) Status(ctx context.Context, registry, rule string) (Status, err
 		return st, err
 	}
 	for _, t := range tags {
-		st.TagErrors = append(st.TagErrors, TagError{Repo: t.Repo, Tag: t.Tag, Digest: t.Digest, Error: t.Error, At: t.UpdatedAt})
+		st.TagErrors = append(st.TagErrors, TagError{Repo: t.Repo, Tag: t.Tag, Digest: t.Digest, Error: t.Error, At: armtime.Of(t.UpdatedAt)})
 	}
 	return st, nil
 }

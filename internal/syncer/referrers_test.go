@@ -8,10 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/arcacache/arca/internal/metadata"
 	"github.com/arcacache/arca/internal/oci"
 	"github.com/arcacache/arca/internal/rules"
 	"github.com/arcacache/arca/internal/syncer"
@@ -172,5 +175,63 @@ func TestSyncTag(t *testing.T) {
 	rep, err = s.SyncTag(ctx, testRegistry, "app-rule", "v1")
 	if err != nil || rep.Result != syncer.OutcomeUnchanged || rep.Blobs != 0 {
 		t.Fatalf("second sync: %+v %v", rep, err)
+	}
+}
+
+// runLog records the runs a Syncer reports finished (as stats.Recorder).
+type runLog struct {
+	mu   sync.Mutex
+	runs []string // "rule result"
+}
+
+func (l *runLog) SyncRun(_, rule, result string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.runs = append(l.runs, rule+" "+result)
+}
+
+// A one-tag sync (Sync now, `arca cache sync --tag`) is a run of its rule
+// like a scheduled one: counted by result and shown in the rule's
+// artifactSyncStatus; the run record the schedule reads stays untouched.
+func TestSyncTagCountsAsRun(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	pushImage(t, up, "app", "v1", &oci.Platform{OS: "linux", Architecture: "amd64"}, 3000)
+	e := newEnv(t, up.Host)
+	runs := &runLog{}
+	s, m := e.newSyncer(syncer.Options{Runs: runs})
+	ctx := context.Background()
+	e.putRule(rules.Rule{Name: "app-rule", Source: up.Host + "/app", Target: "app"})
+	status := func() *rules.SyncStatus {
+		t.Helper()
+		r, err := e.meta.GetCacheRule(ctx, testRegistry, "app-rule")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.SyncStatus
+	}
+	for _, tc := range []struct {
+		tag, result string
+	}{
+		{"v1", syncer.ResultSucceeded},
+		{"v9", syncer.ResultFailed}, // not in the upstream
+	} {
+		before := time.Now().UTC()
+		_, err := s.SyncTag(ctx, testRegistry, "app-rule", tc.tag)
+		if (err == nil) != (tc.result == syncer.ResultSucceeded) {
+			t.Fatalf("sync %s: %v", tc.tag, err)
+		}
+		if got := counter(t, m, "arca_sync_runs_total", "result", tc.result); got != 1 {
+			t.Errorf("sync %s: arca_sync_runs_total{result=%s} = %v, want 1", tc.tag, tc.result, got)
+		}
+		st := status()
+		if st == nil || st.Status != tc.result || st.LastSyncTime.Before(before.Truncate(time.Microsecond)) || (tc.result == syncer.ResultFailed) != (st.LastError != "") {
+			t.Errorf("sync %s: artifactSyncStatus %+v, want %s from this run", tc.tag, st, tc.result)
+		}
+	}
+	runs.mu.Lock()
+	same(t, "runs recorded", runs.runs, []string{"app-rule " + syncer.ResultSucceeded, "app-rule " + syncer.ResultFailed})
+	runs.mu.Unlock()
+	if _, err := e.meta.GetSyncRun(ctx, testRegistry, "app-rule"); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("a one-tag sync wrote the rule's run record (the schedule's state): %v", err)
 	}
 }

@@ -106,10 +106,7 @@ func (s *Syncer) syncRule(ctx context.Context, reg string, r rules.Rule) metadat
 		run.Result = ResultSucceeded
 	}
 	s.saveRun(ctx, r, run)
-	s.metrics.runs.WithLabelValues(run.Result).Inc()
-	if s.opts.Runs != nil {
-		s.opts.Runs.SyncRun(reg, r.Name, run.Result)
-	}
+	s.runFinished(reg, r.Name, run.Result)
 	s.metrics.lastEnd.WithLabelValues(labels...).Set(float64(run.EndedAt.Unix()))
 	if run.Result == ResultSucceeded {
 		s.metrics.lastOK.WithLabelValues(labels...).Set(float64(run.EndedAt.Unix()))
@@ -118,6 +115,14 @@ func (s *Syncer) syncRule(ctx context.Context, reg string, r rules.Rule) metadat
 		"synced", run.TagsSynced, "unchanged", run.TagsUnchanged, "excluded", run.TagsExcluded, "failed", run.TagsFailed,
 		"bytes", run.BytesFetched, "duration", run.EndedAt.Sub(run.StartedAt).Round(time.Millisecond), "err", run.Error)
 	return run
+}
+
+// runFinished counts a finished run of rule by its result.
+func (s *Syncer) runFinished(reg, rule, result string) {
+	s.metrics.runs.WithLabelValues(result).Inc()
+	if s.opts.Runs != nil {
+		s.opts.Runs.SyncRun(reg, rule, result)
+	}
 }
 
 // saveRun persists the run and mirrors it into the rule's syncStatus.

@@ -296,7 +296,7 @@ func TestGoodCitizen(t *testing.T) {
 	// back to the syncer, which holds the host back and defers the run.
 	proxy.TooManyRequests(1000, "3")
 	st := e.syncRule(s, "polite-rule")
-	if st.Result != syncer.ResultDeferred || time.Until(st.NextAt) < 50*time.Second || st.TagsFailed != 0 {
+	if st.Result != syncer.ResultDeferred || time.Until(st.NextAt.Time) < 50*time.Second || st.TagsFailed != 0 {
 		t.Fatalf("after 429: %+v", st)
 	}
 	if n := proxy.Requests("", "/v2/polite/"); n > 2 {
@@ -311,7 +311,7 @@ func TestGoodCitizen(t *testing.T) {
 	if waited := time.Since(start); waited < 2*time.Second {
 		t.Fatalf("the next run went to the host %s after its Retry-After 3", waited)
 	}
-	if st.Result != syncer.ResultDeferred || time.Until(st.NextAt) < 5*time.Hour || st.TagsSynced != 0 {
+	if st.Result != syncer.ResultDeferred || time.Until(st.NextAt.Time) < 5*time.Hour || st.TagsSynced != 0 {
 		t.Fatalf("low budget: %+v", st)
 	}
 	if n := proxy.Requests(http.MethodGet, "/blobs/"); n != 0 {

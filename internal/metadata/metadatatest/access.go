@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/arcacache/arca/internal/armtime"
 	"github.com/arcacache/arca/internal/metadata"
 )
 
@@ -195,15 +196,15 @@ func testPrincipalsAndAudit(t *testing.T, open Opener) {
 	}
 	base := time.Now().UTC().Truncate(time.Microsecond)
 	for i := range 3 {
-		if err := s.AddAudit(ctx, metadata.AuditEntry{At: base.Add(time.Duration(i) * time.Second), Who: "admin", Action: fmt.Sprint("a", i), Resource: "/r", Result: "ok"}); err != nil {
+		if err := s.AddAudit(ctx, metadata.AuditEntry{At: armtime.Of(base.Add(time.Duration(i) * time.Second)), Who: "admin", Action: fmt.Sprint("a", i), Resource: "/r", Result: "ok"}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Past retention: dropped by the next entry.
-	if err := s.AddAudit(ctx, metadata.AuditEntry{At: base.Add(-metadata.AuditRetention - time.Hour), Who: "old", Action: "x", Resource: "/r", Result: "ok"}); err != nil {
+	if err := s.AddAudit(ctx, metadata.AuditEntry{At: armtime.Of(base.Add(-metadata.AuditRetention - time.Hour)), Who: "old", Action: "x", Resource: "/r", Result: "ok"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddAudit(ctx, metadata.AuditEntry{At: base.Add(3 * time.Second), Who: "admin", Action: "a3", Resource: "/r", Result: "ok"}); err != nil {
+	if err := s.AddAudit(ctx, metadata.AuditEntry{At: armtime.Of(base.Add(3 * time.Second)), Who: "admin", Action: "a3", Resource: "/r", Result: "ok"}); err != nil {
 		t.Fatal(err)
 	}
 	log, err := s.ListAudit(ctx, base.Add(time.Second), 2)

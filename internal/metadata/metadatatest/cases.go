@@ -318,6 +318,45 @@ func testOperations(t *testing.T, open Opener) {
 	if _, err := s.GetOperation(ctx, "old"); !errors.Is(err, metadata.ErrNotFound) {
 		t.Fatalf("expired operation: %v", err)
 	}
+	testLatestOperation(t, s, start)
+}
+
+// testLatestOperation: the operation of a kind (its ID prefix) on a
+// registry that started last.
+func testLatestOperation(t *testing.T, s metadata.Store, start time.Time) {
+	ctx := context.Background()
+	for _, op := range []metadata.Operation{
+		{ID: "garbagecollect-2", Registry: "default", Status: "Failed", StartedAt: start.Add(time.Minute)},
+		{ID: "garbagecollect-3", Registry: "team", Status: "Succeeded", StartedAt: start.Add(2 * time.Minute)}, // another registry
+		{ID: "cacherules-2", Registry: "default", Status: "Succeeded", StartedAt: start.Add(3 * time.Minute)},  // another kind
+		{ID: "garbagecollectx-1", Registry: "default", Status: "Succeeded", StartedAt: start.Add(4 * time.Minute)},
+	} {
+		if err := s.PutOperation(ctx, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ registry, kind, want string }{
+		{"default", "garbagecollect", "garbagecollect-2"},
+		{"Default", "garbagecollect", "garbagecollect-2"}, // registry names are case-insensitive
+		{"team", "garbagecollect", "garbagecollect-3"},
+		{"default", "cacherules", "cacherules-2"},
+		{"other", "garbagecollect", ""},
+		{"default", "credentialsets", ""},
+	} {
+		got, err := s.LatestOperation(ctx, tc.registry, tc.kind)
+		if tc.want == "" {
+			if !errors.Is(err, metadata.ErrNotFound) {
+				t.Errorf("LatestOperation(%s, %s) = %+v, %v; want ErrNotFound", tc.registry, tc.kind, got, err)
+			}
+			continue
+		}
+		if err != nil || got.ID != tc.want {
+			t.Errorf("LatestOperation(%s, %s) = %+v, %v; want %s", tc.registry, tc.kind, got, err, tc.want)
+		}
+	}
+	if got, err := s.LatestOperation(ctx, "default", "garbagecollect"); err != nil || got.Status != "Failed" || !got.StartedAt.Equal(start.Add(time.Minute)) {
+		t.Errorf("LatestOperation fields: %+v, %v", got, err)
+	}
 }
 
 func testSyncRegistries(t *testing.T, open Opener) {
