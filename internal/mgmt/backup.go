@@ -24,16 +24,14 @@ type BackupSource interface {
 // backup serves /arca/v1/backup/metadata (a consistent snapshot of the
 // metadata database) and /arca/v1/backup/blobs/<digest>. The client
 // verifies what it gets: these only stream.
-func (h *Handler) backup(w http.ResponseWriter, r *http.Request, rest []string) error {
+func (h *Handler) backup(w http.ResponseWriter, req *request) error {
+	r, rest := req.r, req.rest
 	if h.opts.Backup == nil {
 		msg := "This server does not serve backups."
 		if h.opts.NoBackup != "" {
 			msg = h.opts.NoBackup
 		}
 		return errNotFound("InvalidResourceType", msg)
-	}
-	if r.Method != http.MethodGet {
-		return errMethod(r)
 	}
 	switch {
 	case len(rest) == 1 && rest[0] == "metadata":

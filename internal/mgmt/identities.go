@@ -60,11 +60,26 @@ type identityRequest struct {
 	resetSecret   bool // POST …/{n}/resetCredential (arca extension)
 }
 
-// routeIdentity parses /subscriptions/{s}/resourceGroups/{rg}/providers/
+// route names ir's route (routes.go).
+func (ir identityRequest) route() string {
+	switch {
+	case ir.resetSecret:
+		return routeResetCredential
+	case ir.fic != "":
+		return routeFIC
+	case ir.fics:
+		return routeFICs
+	case ir.name != "":
+		return routeIdentity
+	}
+	return routeIdentities
+}
+
+// parseIdentity parses /subscriptions/{s}/resourceGroups/{rg}/providers/
 // Microsoft.ManagedIdentity/userAssignedIdentities[/{n}[/federatedIdentityCredentials[/{fic}]]]
 // (seg starts after the subscription id); ok is false for other paths.
 // Identities live in any resource group, as in Azure.
-func routeIdentity(seg []string) (identityRequest, bool) {
+func parseIdentity(seg []string) (identityRequest, bool) {
 	var ir identityRequest
 	if len(seg) < 4 || !eq(seg[0], "resourceGroups") || !eq(seg[2], "providers") || !eq(seg[3], "Microsoft.ManagedIdentity") {
 		return ir, false
@@ -99,19 +114,6 @@ func (h *Handler) identityStore() (IdentityStore, error) {
 	return h.opts.Identities, nil
 }
 
-// identityAccess: identities and role assignments belong to no registry;
-// reading them needs a caller of every registry, changing them an Owner.
-func identityAccess(c Caller, r *http.Request) error {
-	level := levelOwner
-	if r.Method == http.MethodGet {
-		level = levelRead
-	}
-	if c.Registry != "" || !c.allows(level, "") {
-		return errForbidden(c, r)
-	}
-	return nil
-}
-
 func (h *Handler) identityID(rg, name string) string {
 	return "/subscriptions/" + h.opts.SubscriptionID + "/resourceGroups/" + rg + "/providers/" + identityType + "/" + name
 }
@@ -144,7 +146,8 @@ func errIdentityNotFound(ir identityRequest) error {
 }
 
 // identities serves the Microsoft.ManagedIdentity paths.
-func (h *Handler) identities(w http.ResponseWriter, r *http.Request, ir identityRequest) error {
+func (h *Handler) identities(w http.ResponseWriter, req *request) error {
+	r, ir := req.r, req.ident
 	st, err := h.identityStore()
 	if err != nil {
 		return err
@@ -383,9 +386,9 @@ func validateFIC(f *metadata.FederatedCredential) error {
 	return nil
 }
 
-// routeRoleAssignment finds {scope}/providers/Microsoft.Authorization/
+// parseRoleAssignment finds {scope}/providers/Microsoft.Authorization/
 // roleAssignments[/{name}] in a path (seg is the whole path).
-func routeRoleAssignment(seg []string) (scope, name string, ok bool) {
+func parseRoleAssignment(seg []string) (scope, name string, ok bool) {
 	for i := 0; i+2 < len(seg); i++ {
 		if eq(seg[i], "providers") && eq(seg[i+1], "Microsoft.Authorization") && eq(seg[i+2], "roleAssignments") {
 			rest := seg[i+3:]
@@ -421,7 +424,8 @@ func (h *Handler) roleAssignmentJSON(a metadata.RoleAssignment) map[string]any {
 // {scope}/providers/Microsoft.Authorization/roleAssignments/{guid}, GET of
 // one, and GET of the collection at any scope (the assignments at or
 // below it; $filter=principalId eq '{id}' narrows it).
-func (h *Handler) roleAssignments(w http.ResponseWriter, r *http.Request, scope, name string) error {
+func (h *Handler) roleAssignments(w http.ResponseWriter, req *request) error {
+	r, scope, name := req.r, req.scope, req.name
 	st, err := h.identityStore()
 	if err != nil {
 		return err

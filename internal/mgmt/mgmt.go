@@ -198,6 +198,10 @@ type request struct {
 	kind     string // "cacheRules", "credentialSets", kindRegistryOperation, ... or ""
 	name     string // resource name, "" for a collection
 	opID     string // operationStatuses / operationResults ID
+	route    string // its entry in routes (routes.go)
+	ident    identityRequest
+	scope    string   // a role assignment's scope
+	rest     []string // the path under /arca/v1/backup/
 	caller   Caller
 }
 
@@ -237,57 +241,58 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, caller *Caller) 
 		return err
 	}
 	*caller = c
+	req, err := h.parse(r)
+	if err != nil {
+		return err
+	}
+	req.caller = c
+	if err := authorize(req); err != nil {
+		return err
+	}
+	return routes[req.route].serve(h, w, req)
+}
+
+// parse routes a path: arca's own API, identities and role assignments,
+// or the registries' ARM API (which checks the api-version first).
+func (h *Handler) parse(r *http.Request) (*request, error) {
 	seg := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	if len(seg) >= 3 && seg[0] == "arca" && seg[1] == "v1" {
+		req := &request{r: r}
 		switch {
 		case len(seg) == 3 && seg[2] == "info":
-			if r.Method != http.MethodGet {
-				return errMethod(r)
-			}
-			return h.info(w, c)
-		case seg[2] == "principals" && len(seg) <= 4:
-			return h.principals(w, r, c, strings.Join(seg[3:], ""))
+			req.route = routeInfo
+		case len(seg) == 3 && seg[2] == "principals":
+			req.route = routePrincipals
+		case len(seg) == 4 && seg[2] == "principals":
+			req.route, req.name = routePrincipal, seg[3]
 		case len(seg) == 3 && seg[2] == "audit":
-			return h.auditLog(w, r, c)
+			req.route = routeAudit
 		case seg[2] == "backup":
-			// The whole metadata store (secret hashes included): Owners
-			// of every registry only.
-			if !c.allows(levelOwner, "") {
-				return errForbidden(c, r)
-			}
-			return h.backup(w, r, seg[3:])
+			req.route, req.rest = routeBackup, seg[3:]
+		default:
+			return nil, errNotFound("InvalidResourceType", "Unknown arca API path.")
 		}
-		return errNotFound("InvalidResourceType", "Unknown arca API path.")
+		return req, nil
 	}
 	if len(seg) >= 2 && eq(seg[0], "subscriptions") && eq(seg[1], h.opts.SubscriptionID) {
-		if scope, name, ok := routeRoleAssignment(seg); ok {
-			if err := identityAccess(c, r); err != nil {
-				return err
+		if scope, name, ok := parseRoleAssignment(seg); ok {
+			req := &request{r: r, route: routeRoleAssignments, scope: scope, name: name}
+			if name != "" {
+				req.route = routeRoleAssignment
 			}
-			return h.roleAssignments(w, r, scope, name)
+			return req, nil
 		}
-		if ir, ok := routeIdentity(seg[2:]); ok {
-			if err := identityAccess(c, r); err != nil {
-				return err
-			}
-			return h.identities(w, r, ir)
+		if ir, ok := parseIdentity(seg[2:]); ok {
+			return &request{r: r, route: ir.route(), ident: ir}, nil
 		}
 	}
 	q := r.URL.Query()
 	_, present := q["api-version"]
 	v, err := parseAPIVersion(q.Get("api-version"), present, h.opts.Location)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req, err := h.route(r, seg, v)
-	if err != nil {
-		return err
-	}
-	req.caller = c
-	if !c.allows(callLevel(req), req.registry) {
-		return errForbidden(c, r)
-	}
-	return h.dispatch(w, req)
+	return h.route(r, seg, v)
 }
 
 func eq(a, b string) bool { return strings.EqualFold(a, b) }
@@ -303,7 +308,7 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 	}
 	// /subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{loc}/operationResults/{id}
 	if len(seg) == 8 && eq(seg[2], "providers") && eq(seg[3], "Microsoft.ContainerRegistry") && eq(seg[4], "locations") && eq(seg[6], "operationResults") {
-		req.opID = seg[7]
+		req.route, req.opID = routeOperationResult, seg[7]
 		return req, nil
 	}
 	// .../providers/Microsoft.ContainerRegistry/checkNameAvailability and
@@ -311,9 +316,10 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 	if len(seg) == 5 && eq(seg[2], "providers") && eq(seg[3], "Microsoft.ContainerRegistry") {
 		switch {
 		case eq(seg[4], "checkNameAvailability"):
-			req.kind = "checkNameAvailability"
+			req.kind, req.route = "checkNameAvailability", routeCheckName
 			return req, nil
 		case eq(seg[4], "registries"):
+			req.route = routeRegistries
 			return req, nil
 		}
 	}
@@ -327,13 +333,15 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 		return nil, errNotFound("InvalidResourceType", "arca serves only Microsoft.ContainerRegistry/registries resources.")
 	}
 	if len(seg) == 7 {
-		return req, nil // the registries collection
+		req.route = routeRegistries
+		return req, nil
 	}
 	reg, ok := h.opts.Registries.Lookup(seg[7])
 	rest := seg[8:]
 	if !ok {
 		if len(rest) == 0 && (r.Method == http.MethodPut || r.Method == http.MethodDelete) {
 			req.registry = strings.ToLower(seg[7]) // create, or delete of nothing
+			req.route = routeRegistry
 			return req, nil
 		}
 		return nil, errNotFound("ResourceNotFound", "The Resource 'Microsoft.ContainerRegistry/registries/"+seg[7]+"' under resource group '"+seg[3]+"' was not found.")
@@ -341,42 +349,48 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 	req.registry = reg.Name
 	switch {
 	case len(rest) == 0:
+		req.route = routeRegistry
 	case len(rest) == 1 && eq(rest[0], "listUsages"):
-		req.kind = "listUsages"
+		req.kind, req.route = "listUsages", "listUsages"
 	case len(rest) == 1 && eq(rest[0], "checkCacheRuleArtifactSyncEstimate"):
-		req.kind = "checkCacheRuleArtifactSyncEstimate"
+		req.kind, req.route = "checkCacheRuleArtifactSyncEstimate", "checkCacheRuleArtifactSyncEstimate"
 	case len(rest) == 1 && eq(rest[0], "garbageCollect"):
-		req.kind = "garbageCollect"
+		req.kind, req.route = "garbageCollect", "garbageCollect"
 	case len(rest) == 1 && eq(rest[0], "listKeyVaultSecrets"):
-		req.kind = "listKeyVaultSecrets"
+		req.kind, req.route = "listKeyVaultSecrets", "listKeyVaultSecrets"
 	case len(rest) == 2 && eq(rest[0], "operationStatuses"):
-		req.kind, req.opID = kindRegistryOperation, rest[1]
+		req.kind, req.opID, req.route = kindRegistryOperation, rest[1], routeRegistryOperation
 	case len(rest) == 1 && (eq(rest[0], "listCredentials") || eq(rest[0], "regenerateCredential") || eq(rest[0], "generateCredentials")):
 		req.kind = map[string]string{"listcredentials": "listCredentials", "regeneratecredential": "regenerateCredential",
 			"generatecredentials": "generateCredentials"}[strings.ToLower(rest[0])]
+		req.route = req.kind
 	case (eq(rest[0], "scopeMaps") || eq(rest[0], "tokens")) && len(rest) <= 2:
 		req.kind = "scopeMaps"
 		if eq(rest[0], "tokens") {
 			req.kind = "tokens"
 		}
+		req.route = req.kind
 		if len(rest) == 2 {
 			req.name = rest[1]
+			req.route = map[string]string{"scopeMaps": routeScopeMap, "tokens": routeToken}[req.kind]
 		}
 	case eq(rest[0], "cacheRules") || eq(rest[0], "credentialSets"):
 		req.kind = "cacheRules"
 		if eq(rest[0], "credentialSets") {
 			req.kind = "credentialSets"
 		}
+		rule := req.kind == "cacheRules"
 		switch {
 		case len(rest) == 1:
+			req.route = req.kind
 		case len(rest) == 2:
-			req.name = rest[1]
+			req.name, req.route = rest[1], pick(rule, routeCacheRule, routeCredentialSet)
 		case len(rest) == 4 && eq(rest[2], "operationStatuses"):
-			req.name, req.opID = rest[1], rest[3]
-		case len(rest) == 3 && req.kind == "cacheRules" && eq(rest[2], "sync"):
-			req.name, req.kind = rest[1], "sync"
-		case len(rest) == 3 && req.kind == "cacheRules" && eq(rest[2], "purge"):
-			req.name, req.kind = rest[1], "purge"
+			req.name, req.opID, req.route = rest[1], rest[3], pick(rule, routeCacheRuleOperation, routeCredentialSetOp)
+		case len(rest) == 3 && rule && eq(rest[2], "sync"):
+			req.name, req.kind, req.route = rest[1], "sync", routeSync
+		case len(rest) == 3 && rule && eq(rest[2], "purge"):
+			req.name, req.kind, req.route = rest[1], "purge", routePurge
 		default:
 			return nil, errNotFound("InvalidResourceType", "Unknown path under "+req.kind+".")
 		}
@@ -391,65 +405,12 @@ func errMethod(r *http.Request) error {
 		Message: "The HTTP method '" + r.Method + "' is not supported for this path."}
 }
 
-func (h *Handler) dispatch(w http.ResponseWriter, req *request) error {
-	m := req.r.Method
-	switch {
-	case req.opID != "" && req.kind == "":
-		if m != http.MethodGet {
-			return errMethod(req.r)
-		}
-		return h.operationResult(w, req)
-	case req.opID != "":
-		if m != http.MethodGet {
-			return errMethod(req.r)
-		}
-		return h.operationStatus(w, req)
-	case req.kind == "checkCacheRuleArtifactSyncEstimate":
-		if m != http.MethodPost {
-			return errMethod(req.r)
-		}
-		return h.estimate(w, req)
-	case req.kind == "sync":
-		if m != http.MethodPost {
-			return errMethod(req.r)
-		}
-		return h.syncNow(w, req)
-	case req.kind == "purge":
-		if m != http.MethodPost {
-			return errMethod(req.r)
-		}
-		return h.purge(w, req)
-	case req.kind == "listUsages":
-		if m != http.MethodGet {
-			return errMethod(req.r)
-		}
-		return h.listUsages(w, req)
-	case req.kind == "checkNameAvailability":
-		return h.checkNameAvailability(w, req)
-	case req.kind == "garbageCollect":
-		return h.garbageCollect(w, req)
-	case req.kind == "listKeyVaultSecrets":
-		return h.listKeyVaultSecrets(w, req)
-	case req.kind == "listCredentials" || req.kind == "regenerateCredential":
-		return h.adminCredentials(w, req)
-	case req.kind == "generateCredentials":
-		return h.generateCredentials(w, req)
-	case req.kind == "scopeMaps":
-		return h.scopeMaps(w, req)
-	case req.kind == "tokens":
-		return h.tokens(w, req)
-	case req.registry != "" && req.kind == "":
-		return h.registryResource(w, req)
-	case req.registry == "":
-		if m != http.MethodGet {
-			return errMethod(req.r)
-		}
-		return h.getRegistries(w, req)
-	case req.kind == "cacheRules":
-		return h.cacheRules(w, req)
-	default:
-		return h.credentialSets(w, req)
+// pick is a if cond, else b.
+func pick(cond bool, a, b string) string {
+	if cond {
+		return a
 	}
+	return b
 }
 
 // baseURL is where clients reach this API: the configured external URL,
@@ -467,7 +428,8 @@ func (h *Handler) baseURL(r *http.Request) string {
 
 // info is GET /arca/v1/info, for arca's CLI: the registries the caller
 // may see.
-func (h *Handler) info(w http.ResponseWriter, c Caller) error {
+func (h *Handler) info(w http.ResponseWriter, req *request) error {
+	c := req.caller
 	regs := []Registry{}
 	for _, r := range h.opts.Registries.List() {
 		if c.sees(r.Name) {
@@ -481,20 +443,6 @@ func (h *Handler) info(w http.ResponseWriter, c Caller) error {
 		Registries      []Registry `json:"registries"`
 	}{h.opts.SubscriptionID, h.opts.ResourceGroup, h.opts.Registries.Default(), regs})
 	return nil
-}
-
-// callLevel is the access a routed call needs: reading, or changing (and
-// reading secrets, which listCredentials and generateCredentials return).
-func callLevel(req *request) int {
-	switch req.r.Method {
-	case http.MethodGet:
-		return levelRead
-	case http.MethodPost:
-		if req.kind == "checkNameAvailability" || req.kind == "checkCacheRuleArtifactSyncEstimate" {
-			return levelRead
-		}
-	}
-	return levelWrite
 }
 
 // getRegistries lists the registries (by resource group or subscription:

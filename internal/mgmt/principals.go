@@ -281,14 +281,22 @@ func (p *Principals) session(ctx context.Context, s sessionPrincipal) (Caller, e
 
 // access levels a management call needs.
 const (
-	levelRead  = iota // GET
-	levelWrite        // changes, and reading secrets
-	levelOwner        // managing principals
+	levelNone     = iota // no decision: always refused
+	levelSignedIn        // any authenticated caller
+	levelRead            // reading
+	levelWrite           // changes, and reading secrets
+	levelOwner           // managing principals and identities
 )
 
 // allows reports whether c may make a call of level on registry ("" for
 // calls above registries).
 func (c Caller) allows(level int, registry string) bool {
+	switch level {
+	case levelNone:
+		return false
+	case levelSignedIn:
+		return true
+	}
 	if c.Registry != "" && registry != "" && !strings.EqualFold(c.Registry, registry) {
 		return false
 	}
@@ -359,10 +367,8 @@ func principalJSON(pr metadata.Principal) map[string]any {
 
 // principals serves /arca/v1/principals[/{name}] (Owners only): list,
 // PUT {"role","registry"} (a new secret, returned once) and DELETE.
-func (h *Handler) principals(w http.ResponseWriter, r *http.Request, c Caller, name string) error {
-	if !c.allows(levelOwner, "") {
-		return errForbidden(c, r)
-	}
+func (h *Handler) principals(w http.ResponseWriter, req *request) error {
+	r, c, name := req.r, req.caller, req.name
 	ctx := r.Context()
 	store := h.opts.Principals.store
 	if name == "" {
@@ -494,13 +500,8 @@ func (h *Handler) auditCall(r *http.Request, c Caller, action, resource, result 
 }
 
 // auditLog serves GET /arca/v1/audit?since=RFC3339&top=N (Owners).
-func (h *Handler) auditLog(w http.ResponseWriter, r *http.Request, c Caller) error {
-	if r.Method != http.MethodGet {
-		return errMethod(r)
-	}
-	if !c.allows(levelOwner, "") {
-		return errForbidden(c, r)
-	}
+func (h *Handler) auditLog(w http.ResponseWriter, req *request) error {
+	r := req.r
 	since := time.Time{}
 	if s := r.URL.Query().Get("since"); s != "" {
 		t, err := time.Parse(time.RFC3339, s)
