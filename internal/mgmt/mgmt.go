@@ -202,6 +202,7 @@ type request struct {
 	ident    identityRequest
 	scope    string   // a role assignment's scope
 	rest     []string // the path under /arca/v1/backup/
+	missing  error    // the registry does not exist (answered once authorized)
 	caller   Caller
 }
 
@@ -248,6 +249,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, caller *Caller) 
 	req.caller = c
 	if err := authorize(req); err != nil {
 		return err
+	}
+	if req.missing != nil {
+		return req.missing
 	}
 	return routes[req.route].serve(h, w, req)
 }
@@ -338,15 +342,15 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 	}
 	reg, ok := h.opts.Registries.Lookup(seg[7])
 	rest := seg[8:]
-	if !ok {
-		if len(rest) == 0 && (r.Method == http.MethodPut || r.Method == http.MethodDelete) {
-			req.registry = strings.ToLower(seg[7]) // create, or delete of nothing
-			req.route = routeRegistry
-			return req, nil
-		}
-		return nil, errNotFound("ResourceNotFound", "The Resource 'Microsoft.ContainerRegistry/registries/"+seg[7]+"' under resource group '"+seg[3]+"' was not found.")
-	}
 	req.registry = reg.Name
+	if !ok {
+		// Authorized first, like any registry's call (as in ARM): a 404
+		// to a caller without a role there would tell which names exist.
+		req.registry = strings.ToLower(seg[7])
+		if len(rest) > 0 || (r.Method != http.MethodPut && r.Method != http.MethodDelete) { // not create, or delete of nothing
+			req.missing = errNotFound("ResourceNotFound", "The Resource 'Microsoft.ContainerRegistry/registries/"+seg[7]+"' under resource group '"+seg[3]+"' was not found.")
+		}
+	}
 	switch {
 	case len(rest) == 0:
 		req.route = routeRegistry

@@ -138,6 +138,15 @@ func TestEveryManagementRouteHasADecision(t *testing.T) {
 				case !deny && (res.status == http.StatusUnauthorized || res.status == http.StatusForbidden):
 					t.Errorf("%s by %s refused: %d %s", call, who, res.status, res.body)
 				}
+				// A registry the caller has no role on is refused the
+				// same whether it exists or not (as ARM does): a 404
+				// would tell which names exist.
+				if deny && req.registry != "" && !rt.tenant && strings.HasPrefix(p, reg) {
+					res := f.doAuth(method, base("nosuchregistry")+strings.TrimPrefix(p, reg), nil, "Bearer "+tokens[who])
+					if res.status != http.StatusForbidden || res.errorCode() != "AuthorizationFailed" {
+						t.Errorf("%s of a registry that does not exist by %s: %d %s, want 403 AuthorizationFailed", call, who, res.status, res.body)
+					}
+				}
 			}
 		}
 	}
