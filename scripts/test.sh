@@ -3,14 +3,17 @@
 # then checks formatting, vets, and runs every test with the race detector.
 #
 # Needs only Go (and apt-get for the Debian packages, run as root or with
-# sudo). Go tools go to the git-ignored .tools/bin; reruns skip installs.
+# sudo). Go tools go to the git-ignored .tools/bin; reruns skip what is
+# installed at the pinned version (.tools/stamps records what each install
+# was) and reinstall what a changed pin names.
 # `bash scripts/test.sh --tools-only` installs the tools and stops.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TOOLS_BIN=$ROOT/.tools/bin
-mkdir -p "$TOOLS_BIN"
+STAMPS=$ROOT/.tools/stamps
+mkdir -p "$TOOLS_BIN" "$STAMPS"
 export PATH="$TOOLS_BIN:$PATH"
 export ARCA_TOOLS_BIN="$TOOLS_BIN"
 export DEBIAN_FRONTEND=noninteractive
@@ -61,23 +64,47 @@ install_apt() {
 		die "apt-get install ${missing[*]} failed"
 }
 
+# current NAME PIN: whether tool NAME is installed as PIN, by its stamp.
+# A binary without a stamp (installed before stamps were kept) counts as
+# PIN when its build info says so (`go version -m`: the package path and
+# the version of the module that holds it), and gets its stamp.
+current() {
+	local name=$1 pin=$2 bin=$TOOLS_BIN/$1 stamp=$STAMPS/$1
+	[[ -x $bin ]] || return 1
+	if [[ ! -e $stamp ]]; then
+		local built
+		built=$(go version -m "$bin" 2>/dev/null | awk '
+			$1 == "path" { path = $2 }
+			($1 == "mod" || $1 == "dep") && index(path "/", $2 "/") == 1 { version = $3 }
+			END { if (path != "" && version != "") print path "@" version }')
+		[[ $built == "$pin" ]] || return 1
+		echo "$pin" >"$stamp"
+	fi
+	[[ $(<"$stamp") == "$pin" ]]
+}
+
+# stamp NAME PIN records that NAME was installed as PIN.
+stamp() { echo "$2" >"$STAMPS/$1"; }
+
 install_go_tools() {
 	local name
 	for name in "${!GO_TOOLS[@]}"; do
-		if [[ -x $TOOLS_BIN/$name ]]; then
-			echo "$name present"
+		if current "$name" "${GO_TOOLS[$name]}"; then
+			echo "$name present (${GO_TOOLS[$name]})"
 			continue
 		fi
 		echo "go install ${GO_TOOLS[$name]}"
 		GOBIN=$TOOLS_BIN go install "${GO_TOOLS[$name]}" || die "go install ${GO_TOOLS[$name]} failed"
+		stamp "$name" "${GO_TOOLS[$name]}"
 	done
-	if [[ -x $TOOLS_BIN/oras ]]; then
-		echo "oras present"
+	local oras=oras.land/oras/cmd/oras@$ORAS_VERSION
+	if current oras "$oras"; then
+		echo "oras present ($oras)"
 		return
 	fi
 	# The module proxy refuses `go install oras...@version` (replace
 	# directives), so build it inside a throwaway module.
-	echo "building oras $ORAS_VERSION in a scratch module"
+	echo "building $oras in a scratch module"
 	local tmp
 	tmp=$(mktemp -d)
 	(
@@ -90,6 +117,7 @@ install_go_tools() {
 		die "building oras failed"
 	}
 	rm -rf "$tmp"
+	stamp oras "$oras"
 }
 
 # npm packages the tests use, each a directory with package.json and its
@@ -97,17 +125,20 @@ install_go_tools() {
 NPM_DIRS=(tools/axe tools/jssdk)
 
 install_npm() {
-	local dir
+	local dir name lock
 	for dir in "${NPM_DIRS[@]}"; do
-		# npm ci writes node_modules/.package-lock.json: newer than the
-		# lockfile means installed from it.
-		if [[ $ROOT/$dir/node_modules/.package-lock.json -nt $ROOT/$dir/package-lock.json ]]; then
+		# The stamp is the lockfile's hash when npm ci last succeeded: a
+		# changed lockfile reinstalls, whatever its modification time.
+		name=npm-${dir//\//-}
+		lock=$(sha256sum "$ROOT/$dir/package-lock.json" | cut -d' ' -f1)
+		if [[ -d $ROOT/$dir/node_modules && -e $STAMPS/$name && $(<"$STAMPS/$name") == "$lock" ]]; then
 			echo "$dir: npm packages present"
 			continue
 		fi
 		command -v npm >/dev/null || die "npm is needed for $dir (Debian: apt-get install npm)"
 		echo "npm ci in $dir"
 		(cd "$ROOT/$dir" && npm ci --no-audit --no-fund) || die "npm ci in $dir failed"
+		stamp "$name" "$lock"
 	done
 }
 

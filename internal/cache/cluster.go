@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/metadata"
+	"github.com/arcacache/arca/internal/upstream"
 )
 
 // Several replicas on one metadata store fetch each blob from its upstream
@@ -39,6 +40,7 @@ const PeerPath = "/arca-internal/v1/fetch"
 type FetchLeases interface {
 	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (metadata.FetchLease, bool, error)
 	ReleaseFetchLease(ctx context.Context, key, holder string) error
+	SettleFetchLease(ctx context.Context, key, holder, outcome string, ttl time.Duration) error
 }
 
 // Cluster configures fetching across replicas. Nil in Options: every
@@ -231,36 +233,46 @@ func (c *Cache) openStored(ctx context.Context, d digest.Digest, off int64) (io.
 
 // openLeased fetches from the upstream under the lease this replica just
 // took; closing the stream releases the lease. The lease is renewed while
-// bytes arrive (and, once all have, until the fetch ends), so a fetch that
-// stalls loses it and another replica may take over.
+// the fetch waits for the upstream's answer (bounded by the upstream
+// client's header timeout) and then while bytes arrive (and, once all
+// have, until the fetch ends), so a fetch that stalls loses it and another
+// replica may take over.
 func (c *Cache) openLeased(ctx context.Context, f *fetch, t Target, key string) (io.ReadCloser, int64, error) {
-	l := &leasedBody{c: c, key: key, stop: make(chan struct{})}
-	release := func() { c.releaseFetchLease(key, "digest", f.key.d) }
 	// Stored by the previous holder just before it released the lease.
 	if _, err := c.blobs.Stat(ctx, f.key.d); err == nil {
-		release()
+		c.releaseFetchLease(key, "digest", f.key.d)
 		return nil, 0, errStoredMeanwhile
 	}
+	l := &leasedBody{}
+	last := int64(-1)
+	l.lease = c.holdFetchLease(ctx, key, func() bool {
+		if !l.opened.Load() {
+			return true // waiting for the upstream's answer
+		}
+		n := l.read.Load()
+		if n == last && !l.eof.Load() {
+			return false // no progress: let the lease lapse
+		}
+		last = n
+		return true
+	}, "digest", f.key.d)
 	rc, size, err := c.up.GetBlob(ctx, t.Upstream, f.key.d)
 	if err != nil {
-		release()
+		l.lease.end()
 		return nil, 0, err
 	}
-	l.rc, l.release = rc, release
-	go l.renew(ctx)
+	l.rc = rc
+	l.opened.Store(true)
 	return l, size, nil
 }
 
 // leasedBody is an upstream stream read under a fetch lease.
 type leasedBody struct {
-	c       *Cache
-	key     string
-	rc      io.ReadCloser
-	release func()
-	read    atomic.Int64
-	eof     atomic.Bool
-	stop    chan struct{}
-	once    sync.Once
+	rc     io.ReadCloser
+	lease  *heldLease
+	opened atomic.Bool // rc is set: the upstream answered
+	read   atomic.Int64
+	eof    atomic.Bool
 }
 
 func (l *leasedBody) Read(p []byte) (int, error) {
@@ -276,35 +288,83 @@ func (l *leasedBody) Read(p []byte) (int, error) {
 // closes it once it committed (or failed).
 func (l *leasedBody) Close() error {
 	err := l.rc.Close()
-	l.once.Do(func() {
-		close(l.stop)
-		l.release()
-	})
+	l.lease.end()
 	return err
 }
 
-func (l *leasedBody) renew(ctx context.Context) {
-	cl := l.c.cluster
+// heldLease is a fetch lease this replica holds while its fetch runs:
+// renewed every third of the lease TTL, released by end.
+type heldLease struct {
+	c     *Cache
+	key   string
+	attrs []any // what the fetch is, for the log
+	stop  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+}
+
+// holdFetchLease keeps lease key, just taken, until end is called:
+// renewed every third of the lease TTL, except when progress (nil: the
+// fetch is alive, which is enough) reports that the fetch moved no further
+// since the last renewal, so a stalled fetch loses its lease and another
+// replica may take over. A holder that dies stops renewing too; ctx ending
+// stops the renewals.
+func (c *Cache) holdFetchLease(ctx context.Context, key string, progress func() bool, logAttrs ...any) *heldLease {
+	h := &heldLease{c: c, key: key, attrs: logAttrs, stop: make(chan struct{}), done: make(chan struct{})}
+	go h.renew(ctx, progress)
+	return h
+}
+
+func (h *heldLease) renew(ctx context.Context, progress func() bool) {
+	defer close(h.done)
+	cl := h.c.cluster
 	tick := time.NewTicker(cl.LeaseTTL / 3)
 	defer tick.Stop()
-	last := int64(-1)
 	for {
 		select {
-		case <-l.stop:
+		case <-h.stop:
 			return
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		n := l.read.Load()
-		if n == last && !l.eof.Load() {
-			continue // no progress: let the lease lapse
+		if progress != nil && !progress() {
+			continue
 		}
-		last = n
-		if _, got, err := cl.Leases.AcquireFetchLease(ctx, l.key, cl.Holder, cl.Addr, cl.LeaseTTL); err != nil || !got {
-			l.c.log.Warn("renew fetch lease", "held", got, "err", err)
+		if _, got, err := cl.Leases.AcquireFetchLease(ctx, h.key, cl.Holder, cl.Addr, cl.LeaseTTL); err != nil || !got {
+			h.c.log.Warn("renew fetch lease", append(h.attrs, "held", got, "err", err)...)
 		}
 	}
+}
+
+// end stops the renewals and gives the lease back (once).
+func (h *heldLease) end() {
+	h.once.Do(func() {
+		h.stopRenewing()
+		h.c.releaseFetchLease(h.key, h.attrs...)
+	})
+}
+
+// settle stops the renewals and leaves the lease with outcome for keep
+// (once, or end), for the replicas waiting for this fetch. A failure only
+// makes them wait until the lease lapses and fetch themselves.
+func (h *heldLease) settle(outcome string, keep time.Duration) {
+	h.once.Do(func() {
+		h.stopRenewing()
+		cl := h.c.cluster
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := cl.Leases.SettleFetchLease(ctx, h.key, cl.Holder, outcome, keep); err != nil {
+			h.c.log.Warn("settle fetch lease", append(h.attrs, "outcome", outcome, "err", err)...)
+		}
+	})
+}
+
+// stopRenewing waits for a renewal in progress, which would otherwise take
+// the lease again after its release.
+func (h *heldLease) stopRenewing() {
+	close(h.stop)
+	<-h.done
 }
 
 // openPeer follows the fetch of key in flight on the replica at addr.
@@ -446,9 +506,10 @@ func (c *Cache) settle(ctx context.Context, f *fetch, reg string, t Target, sp *
 
 // commitSpooled stores the verified spool under the lease this replica
 // holds (checking again: the holder may have stored the blob just before
-// it released the lease), then gives the lease back.
+// it released the lease), renewing it while the store write runs, then
+// gives the lease back.
 func (c *Cache) commitSpooled(ctx context.Context, f *fetch, reg string, t Target, sp *spool, key string) error {
-	defer c.releaseFetchLease(key, "digest", f.key.d)
+	defer c.holdFetchLease(ctx, key, nil, "digest", f.key.d).end()
 	if size, err := c.blobs.Stat(ctx, f.key.d); err == nil {
 		f.committed = size
 		return nil
@@ -471,30 +532,44 @@ func (c *Cache) commitSpooled(ctx context.Context, f *fetch, reg string, t Targe
 // upstream GET (Docker Hub counts those as pulls). A replica that finds
 // the lease held waits (polling) until the holder stored the manifest,
 // which stored returns, or the lease is free. Manifests are small: the
-// waiters do not follow the holder's stream. The lease is not renewed: a
-// holder slower than the lease TTL (or one that died) lets another replica
-// fetch too. It returns the stored manifest (ok), or a release func to
-// call once the fetch ended (nil without a cluster).
-func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored func() (metadata.Manifest, bool)) (metadata.Manifest, bool, func(), error) {
+// waiters do not follow the holder's stream. The lease is renewed as a
+// blob's is, for as long as the fetch runs (its request to the upstream is
+// bounded by the upstream client's timeouts and manifestFetchTimeout): a
+// slow upstream or a large index keeps it one GET, and only a holder that
+// died lets another replica fetch. When the upstream answered the holder
+// 404, the lease says so for notFoundShown and the waiters return
+// errNotFoundElsewhere instead of asking the upstream once more each.
+// It returns the stored manifest (ok), or a func to call with the
+// upstream's answer (nil error: the manifest is stored) once the fetch
+// ended.
+func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored func() (metadata.Manifest, bool)) (metadata.Manifest, bool, func(error), error) {
 	cl := c.cluster
 	if cl == nil {
-		return metadata.Manifest{}, false, func() {}, nil
+		return metadata.Manifest{}, false, func(error) {}, nil
 	}
-	h := sha256.Sum256([]byte("manifest\x00" + reg + "\x00" + repo + "\x00" + ref))
-	key := hex.EncodeToString(h[:])
+	key := manifestLeaseKey(reg, repo, ref)
 	for {
-		_, got, err := cl.Leases.AcquireFetchLease(ctx, key, cl.Holder, cl.Addr, cl.LeaseTTL)
+		lease, got, err := cl.Leases.AcquireFetchLease(ctx, key, cl.Holder, cl.Addr, cl.LeaseTTL)
 		if err != nil {
 			return metadata.Manifest{}, false, nil, err
 		}
 		if got {
-			release := func() { c.releaseFetchLease(key, "repo", repo, "ref", ref) }
 			// Stored by the previous holder just before it released the lease.
 			if m, ok := stored(); ok {
-				release()
+				c.releaseFetchLease(key, "repo", repo, "ref", ref)
 				return m, true, nil, nil
 			}
-			return metadata.Manifest{}, false, release, nil
+			h := c.holdFetchLease(ctx, key, nil, "repo", repo, "ref", ref)
+			return metadata.Manifest{}, false, func(err error) {
+				if upstream.IsNotFound(err) {
+					h.settle(outcomeNotFound, cl.notFoundShown())
+					return
+				}
+				h.end()
+			}, nil
+		}
+		if lease.Outcome == outcomeNotFound {
+			return metadata.Manifest{}, false, nil, errNotFoundElsewhere
 		}
 		select {
 		case <-time.After(cl.Poll):
@@ -505,6 +580,28 @@ func (c *Cache) manifestLease(ctx context.Context, reg, repo, ref string, stored
 			return m, true, nil, nil
 		}
 	}
+}
+
+// outcomeNotFound is a settled manifest lease's outcome: the upstream
+// answered 404.
+const outcomeNotFound = "notfound"
+
+// errNotFoundElsewhere: the upstream answered the replica whose manifest
+// fetch this one waited for 404.
+var errNotFoundElsewhere = errors.New("the upstream answered another replica's fetch 404")
+
+// notFoundShown is how long a manifest lease shows an upstream 404 to the
+// other replicas: long enough for every replica that waited (looking every
+// Poll) to see it, so the 404 is shared for the coalesced fetch only; a
+// fetch starting later asks the upstream again (each replica's negative
+// cache aside).
+func (cl *Cluster) notFoundShown() time.Duration { return 5 * cl.Poll }
+
+// manifestLeaseKey names the fetch of manifest ref of reg/repo in the
+// lease table.
+func manifestLeaseKey(reg, repo, ref string) string {
+	h := sha256.Sum256([]byte("manifest\x00" + reg + "\x00" + repo + "\x00" + ref))
+	return hex.EncodeToString(h[:])
 }
 
 // releaseFetchLease gives lease key back, with its own deadline: the

@@ -100,22 +100,30 @@ func TestFollowerReplicaVerifiesPeerBytes(t *testing.T) {
 
 // stageCounter counts the parts a replica stages in its (real) backend:
 // every blob written to a blob store is staged first.
+// With slow set, each Stage signals staging and then takes that long (a
+// slow blob store write).
 type stageCounter struct {
 	blobstore.Backend
-	n atomic.Int32
+	n       atomic.Int32
+	slow    time.Duration
+	staging chan struct{}
 }
 
 func (s *stageCounter) Stage(ctx context.Context, id string) (blobstore.Part, error) {
 	s.n.Add(1)
+	if s.slow > 0 {
+		s.staging <- struct{}{}
+		time.Sleep(s.slow)
+	}
 	return s.Backend.Stage(ctx, id)
 }
 
 // followedHolder plants the lease of "another replica" whose peer endpoint
 // streams blob and then, as a holder does when its fetch ends, stores it
 // through its own handle on the shared blob directory (when store is set)
-// and releases its lease. It returns this replica's environment, whose
-// backend counts what this replica stages.
-func followedHolder(t *testing.T, blob []byte, store bool) (*env, *stageCounter, *upstreamreg.Registry, digest.Digest) {
+// and releases its lease. It returns this replica's environment (fetch
+// leases lasting ttl), whose backend counts what this replica stages.
+func followedHolder(t *testing.T, blob []byte, store bool, ttl time.Duration, counted *stageCounter) (*env, *upstreamreg.Registry, digest.Digest) {
 	up := upstreamreg.Start(t, upstreamreg.Options{})
 	d := up.PushBlob(t, "library/app", blob)
 	dir := t.TempDir()
@@ -123,7 +131,7 @@ func followedHolder(t *testing.T, blob []byte, store bool) (*env, *stageCounter,
 	if err != nil {
 		t.Fatal(err)
 	}
-	counted := &stageCounter{Backend: shared}
+	counted.Backend = shared
 	e := newEnvBlobs(t, prefixRules{prefix: "cached", host: up.Host}, time.Minute, counted, dir, up.Host)
 	other, err := blobstore.NewFS(filepath.Join(dir, "blobs")) // the holder's handle on the same store
 	if err != nil {
@@ -152,13 +160,13 @@ func followedHolder(t *testing.T, blob []byte, store bool) (*env, *stageCounter,
 	}))
 	t.Cleanup(peer.Close)
 	if err := e.cache.UseCluster(&cache.Cluster{Leases: e.meta, Holder: "this", Addr: "http://127.0.0.1:1", Client: peer.Client(),
-		Token: func(context.Context) (string, error) { return "replica-token", nil }, LeaseTTL: time.Minute, Poll: 50 * time.Millisecond}); err != nil {
+		Token: func(context.Context) (string, error) { return "replica-token", nil }, LeaseTTL: ttl, Poll: 50 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	if _, got, err := e.meta.AcquireFetchLease(context.Background(), key, "other", peer.URL, time.Minute); err != nil || !got {
 		t.Fatalf("plant lease: %v %v", got, err)
 	}
-	return e, counted, up, d
+	return e, up, d
 }
 
 // TestFollowerReplicaStagesNothingTheHolderStores: a replica that followed
@@ -166,7 +174,8 @@ func followedHolder(t *testing.T, blob []byte, store bool) (*env, *stageCounter,
 // stored the blob: it only links it in the metadata.
 func TestFollowerReplicaStagesNothingTheHolderStores(t *testing.T) {
 	blob := randomBytes(300 << 10)
-	e, counted, up, d := followedHolder(t, blob, true)
+	counted := &stageCounter{}
+	e, up, d := followedHolder(t, blob, true, time.Minute, counted)
 	r := get(t, e.srv.URL+"/v2/cached/library/app/blobs/"+d.String())
 	if r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, blob) {
 		t.Fatalf("client: %d %v (%d bytes)", r.status, r.err, len(r.body))
@@ -189,7 +198,8 @@ func TestFollowerReplicaStagesNothingTheHolderStores(t *testing.T) {
 // upstream GET.
 func TestFollowerReplicaStoresWhatTheHolderDidNot(t *testing.T) {
 	blob := randomBytes(300 << 10)
-	e, counted, up, d := followedHolder(t, blob, false)
+	counted := &stageCounter{}
+	e, up, d := followedHolder(t, blob, false, time.Minute, counted)
 	r := get(t, e.srv.URL+"/v2/cached/library/app/blobs/"+d.String())
 	if r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, blob) {
 		t.Fatalf("client: %d %v (%d bytes)", r.status, r.err, len(r.body))
@@ -206,5 +216,120 @@ func TestFollowerReplicaStoresWhatTheHolderDidNot(t *testing.T) {
 	}
 	if n := up.Requests(http.MethodGet, "/blobs/"); n != 0 {
 		t.Errorf("%d upstream blob GETs, want 0", n)
+	}
+}
+
+// TestFollowerReplicaStoringKeepsTheLease: a follower that stores its own
+// verified copy (the holder did not) keeps the blob's fetch lease while
+// its blob store write takes longer than the lease TTL, so another replica
+// does not take the lease and fetch the blob from the upstream meanwhile.
+func TestFollowerReplicaStoringKeepsTheLease(t *testing.T) {
+	blob := randomBytes(300 << 10)
+	const ttl = 300 * time.Millisecond
+	counted := &stageCounter{slow: 2 * time.Second, staging: make(chan struct{}, 1)}
+	e, up, d := followedHolder(t, blob, false, ttl, counted)
+	done := make(chan result, 1)
+	go func() { done <- get(t, e.srv.URL+"/v2/cached/library/app/blobs/"+d.String()) }()
+	select {
+	case <-counted.staging:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the follower did not store its copy")
+	}
+	time.Sleep(3 * ttl) // the lease lapsed unless renewed
+	key := cache.LeaseKeyOf(up.Host, "library/app", "", d)
+	lease, got, err := e.meta.AcquireFetchLease(context.Background(), key, "another", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got {
+		t.Errorf("another replica took the blob's fetch lease %s into a store slower than the TTL (%s): it would fetch the blob upstream", 3*ttl, ttl)
+		if err := e.meta.ReleaseFetchLease(context.Background(), key, "another"); err != nil {
+			t.Fatal(err)
+		}
+	} else if lease.Holder != "this" {
+		t.Errorf("lease held by %q, want this replica", lease.Holder)
+	}
+	if r := <-done; r.err != nil || r.status != http.StatusOK || !bytes.Equal(r.body, blob) {
+		t.Fatalf("client: %d %v (%d bytes)", r.status, r.err, len(r.body))
+	}
+	e.cache.Wait()
+	if size, err := e.blobs.Stat(context.Background(), d); err != nil || size != int64(len(blob)) {
+		t.Fatalf("the follower's copy: %d, %v", size, err)
+	}
+	if _, got, err := e.meta.AcquireFetchLease(context.Background(), key, "another", "", time.Minute); err != nil || !got {
+		t.Errorf("after the store ended the lease is still held: %v %v", got, err)
+	}
+}
+
+// TestManifestFetchLeaseRenewed: a manifest fetch slower than the fetch
+// lease TTL keeps its lease (renewed as a blob fetch's is), so "another
+// replica" asking for the lease meanwhile finds it held and would wait
+// instead of sending a second upstream GET. Once the fetch ended the lease
+// is free.
+func TestManifestFetchLeaseRenewed(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	up.Push(t, "img", "v1", randomBytes(1000))
+	leaseHeldThroughSlowUpstream(t, up, "/manifests/", "/v2/cached/img/manifests/v1", "miss",
+		func(string) string { return cache.ManifestLeaseKeyOf("default", "cached/img", "v1") })
+}
+
+// TestBlobFetchLeaseRenewedWhileUpstreamAnswers: the same for a blob whose
+// upstream takes longer than the TTL to answer at all (before any byte
+// arrives).
+func TestBlobFetchLeaseRenewedWhileUpstreamAnswers(t *testing.T) {
+	up := upstreamreg.Start(t, upstreamreg.Options{})
+	d := up.PushBlob(t, "img", randomBytes(100<<10))
+	leaseHeldThroughSlowUpstream(t, up, "/blobs/", "/v2/cached/img/blobs/"+d.String(), "miss",
+		func(host string) string { return cache.LeaseKeyOf(host, "img", "", d) })
+}
+
+// leaseHeldThroughSlowUpstream GETs path from a replica whose upstream
+// delays GETs of upstreamPath by several fetch lease TTLs and checks that
+// the fetch's lease (key, given the upstream host) stays this replica's
+// meanwhile, that the fetch succeeds (cache status want) with one upstream
+// GET, and that the lease is free after it.
+func leaseHeldThroughSlowUpstream(t *testing.T, up *upstreamreg.Registry, upstreamPath, path, want string, key func(host string) string) {
+	proxy := upstreamreg.NewFaultProxy(t, up)
+	const ttl = 300 * time.Millisecond
+	const slow = 2 * time.Second // the upstream's answer, several TTLs
+	proxy.Inject(upstreamreg.Fault{Method: http.MethodGet, PathContains: upstreamPath, Count: -1, Delay: slow})
+	e := newEnv(t, proxy.Host(), time.Hour, nil)
+	if err := e.cache.UseCluster(&cache.Cluster{Leases: e.meta, Holder: "this", Client: http.DefaultClient,
+		Token: func(context.Context) (string, error) { return "replica-token", nil }, LeaseTTL: ttl, Poll: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan result, 1)
+	go func() { done <- get(t, e.srv.URL+path) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for proxy.Requests(http.MethodGet, upstreamPath) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the GET did not reach the upstream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(3 * ttl) // the lease lapsed unless renewed
+	k := key(proxy.Host())
+	lease, got, err := e.meta.AcquireFetchLease(context.Background(), k, "other", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got {
+		t.Errorf("another replica took the fetch lease %s into a fetch slower than the TTL (%s): it would GET %s upstream again", 3*ttl, ttl, upstreamPath)
+		if err := e.meta.ReleaseFetchLease(context.Background(), k, "other"); err != nil {
+			t.Fatal(err)
+		}
+	} else if lease.Holder != "this" {
+		t.Errorf("lease held by %q, want this replica", lease.Holder)
+	}
+	r := <-done
+	if r.err != nil || r.status != http.StatusOK || r.cache != want {
+		t.Fatalf("slow fetch: %d %q %v", r.status, r.cache, r.err)
+	}
+	e.cache.Wait()
+	if _, got, err := e.meta.AcquireFetchLease(context.Background(), k, "other", "", time.Minute); err != nil || !got {
+		t.Errorf("after the fetch ended the lease is still held: %v %v", got, err)
+	}
+	if n := proxy.Requests(http.MethodGet, upstreamPath); n != 1 {
+		t.Errorf("%d upstream GETs, want 1", n)
 	}
 }

@@ -7,3 +7,6 @@ import "github.com/opencontainers/go-digest"
 func LeaseKeyOf(host, path, cred string, d digest.Digest) string {
 	return leaseKey(fetchKey{host: host, path: path, cred: cred, d: d})
 }
+
+// ManifestLeaseKeyOf is the fetch lease key of manifest ref of reg/repo.
+func ManifestLeaseKeyOf(reg, repo, ref string) string { return manifestLeaseKey(reg, repo, ref) }

@@ -152,18 +152,27 @@ func (c *Cache) fetchManifest(ctx context.Context, reg string, t Target, ref, ta
 			stored = true
 			return m, nil
 		}
-		m, ok, release, err := c.manifestLease(dctx, reg, t.Repo, ref, func() (metadata.Manifest, bool) {
+		m, ok, done, err := c.manifestLease(dctx, reg, t.Repo, ref, func() (metadata.Manifest, bool) {
 			return c.storedFor(dctx, reg, t, ref, tag)
 		})
-		if err != nil {
+		var um *upstream.Manifest
+		switch {
+		case errors.Is(err, errNotFoundElsewhere): // as if asked here
+			err = &upstream.Error{Op: "GET manifest", Repo: t.Upstream.String(), StatusCode: http.StatusNotFound,
+				Message: "the upstream answered another replica's fetch of it 404 just now"}
+		case err != nil:
 			return nil, fmt.Errorf("manifest fetch lease: %w", err)
-		}
-		if ok { // another replica fetched it
+		case ok: // another replica fetched it
 			byReplica = true
 			return m, nil
+		default:
+			um, err = c.up.GetManifest(dctx, t.Upstream, ref)
+			if err != nil {
+				done(err)
+			} else {
+				defer done(nil) // once stored: the waiters find it
+			}
 		}
-		defer release()
-		um, err := c.up.GetManifest(dctx, t.Upstream, ref)
 		if err != nil {
 			ttl := c.revalidate // a tag may appear upstream any time
 			if tag == "" {

@@ -59,7 +59,7 @@ server resolves them when it logs in upstream. Accepted references:
 	}
 	o.addFlags(cmd.PersistentFlags())
 	cmd.AddCommand(newCredSetCreateCmd(o), newCredSetUpdateCmd(o), newCredSetShowCmd(o),
-		newCredSetListCmd(o), newCredSetDeleteCmd(o))
+		newCredSetListCmd(o), newCredSetDeleteCmd(o), newCredSetListSecretsCmd(o))
 	return cmd
 }
 
@@ -278,5 +278,57 @@ func newCredSetDeleteCmd(o *clientOpts) *cobra.Command {
 	}
 	t.addFlags(cmd.Flags(), "The name of the credential set.")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "Do not prompt for confirmation.")
+	return cmd
+}
+
+// secretsTable picks the columns of list-secrets -o table.
+func secretsTable(v any) (any, map[string]int) {
+	m, _ := v.(map[string]any)
+	list, _ := m["value"].([]any)
+	rows := make([]map[string]any, 0, len(list))
+	for _, it := range list {
+		if s, ok := it.(map[string]any); ok {
+			rows = append(rows, map[string]any{"Name": s["name"], "SecretIdentifier": s["secretIdentifier"]})
+		}
+	}
+	return rows, map[string]int{"NAME": 0, "SECRET IDENTIFIER": 1}
+}
+
+func newCredSetListSecretsCmd(o *clientOpts) *cobra.Command {
+	var t target
+	var vault, identity string
+	cmd := &cobra.Command{
+		Use:   "list-secrets",
+		Short: "List a key vault's secrets (names, never values) as a credential set would read them. arca extension.",
+		Long: `List the enabled secrets of a key vault, names and version-less secret IDs
+only, read by the server as the identity a credential set reads its secrets
+as (--identity; default the server's Key Vault credential), which needs
+Key Vault's list permission. The vault is named: arca cannot list key
+vaults (that needs Azure Resource Manager).`,
+		Example: `  arca credential-set list-secrets -r MyRegistry --key-vault MyKeyvault -o table
+  arca credential-set list-secrets -r MyRegistry --key-vault https://mykeyvault.vault.azure.cn --query 'value[].name' -o tsv`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlags(cmd, "registry", "key-vault"); err != nil {
+				return err
+			}
+			id, err := credSetIdentity(identity)
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"keyVault": vault, "identity": id}
+			return o.onPath(cmd, registryAt(t.registry, t.rg), func(ctx context.Context, s *session, path string) error {
+				raw, err := s.call(ctx, http.MethodPost, withAPIVersion(path+"/listKeyVaultSecrets"), body)
+				if err != nil {
+					return unsupported(err, "credential-set list-secrets")
+				}
+				s.out.table = secretsTable
+				return s.printRaw(raw)
+			})
+		},
+	}
+	t.addFlags(cmd.Flags(), "")
+	cmd.Flags().StringVar(&vault, "key-vault", "", "The key vault: its name (public Azure cloud) or its URL.")
+	cmd.Flags().StringVar(&identity, "identity", "", "Resource ID of the user-assigned managed identity to list as, or [system] for the server's Key Vault credential (the default).")
 	return cmd
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -36,6 +38,7 @@ func newServeCmd(env Env) *cobra.Command {
 		configPath string
 		logFormat  string
 		logLevel   string
+		addrFile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -51,6 +54,7 @@ variable ARCA_<NAME> (e.g. ARCA_DATA_DIR). Flags win over the environment,
 which wins over the file.`,
 		Example: `  arca serve
   arca serve --addr 127.0.0.1:5000 --data-dir /tmp/arca
+  arca serve --addr 127.0.0.1:0 --addr-file /run/arca/addr
   PGPASSWORD=... arca serve --metadata 'postgres://arca@db:5432/arca?sslmode=require'
   ARCA_ADDR=:5000 arca serve --config /etc/arca/arca.yaml`,
 		Args: cobra.NoArgs,
@@ -73,6 +77,9 @@ which wins over the file.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			notifySystemd(ctx, env, &opts)
+			if addrFile != "" {
+				defer reportAddr(addrFile, &opts)()
+			}
 			tp, shutdownTracing, err := tracing.Setup(ctx, env.Getenv, buildinfo.Read().Version)
 			if err != nil {
 				return err
@@ -95,7 +102,8 @@ which wins over the file.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&configPath, "config", "", "YAML configuration file")
-	f.StringVar(&opts.Addr, "addr", "127.0.0.1:5000", "address to listen on (HOST:PORT)")
+	f.StringVar(&opts.Addr, "addr", "127.0.0.1:5000", "address to listen on (HOST:PORT; port 0 picks a free one, see --addr-file)")
+	f.StringVar(&addrFile, "addr-file", "", "once arca serves, write the address it listens on (HOST:PORT, the real port when --addr has port 0) to this file; removed at exit")
 	f.StringVar(&opts.DataDir, "data-dir", "./arca-data", "directory holding all state (blobs and metadata)")
 	f.StringVar(&opts.Blobs, "blobs", "", "where blobs live: empty for the filesystem under --data-dir, or s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the shared AWS files)")
 	f.DurationVar(&opts.BlobRedirect, "blob-redirect", 0, "answer blob GETs with a redirect to a presigned URL valid this long, when the blob store can presign (S3); 0 streams them")
@@ -192,6 +200,48 @@ func newLogger(env Env, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(env.Stderr, o)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: must be text or json", format)
+}
+
+// reportAddr writes the listening address to path once arca serves. The
+// file appears whole (written aside, then renamed): whoever waits for it
+// reads a complete address, and its presence means arca accepts requests.
+// The returned func, for the end of serve, removes the file if it was
+// written (a start that failed, say on a taken port, leaves alone what
+// another arca wrote there).
+func reportAddr(path string, opts *server.Options) (remove func()) {
+	ready := opts.Ready
+	var written bool // Ready runs in Run, on serve's goroutine
+	opts.Ready = func(addr net.Addr) {
+		if err := writeFileAtomic(path, addr.String()+"\n"); err != nil {
+			opts.Logger.Error("could not write --addr-file", "path", path, "err", err)
+		} else {
+			written = true
+		}
+		if ready != nil {
+			ready(addr)
+		}
+	}
+	return func() {
+		if written {
+			_ = os.Remove(path)
+		}
+	}
+}
+
+func writeFileAtomic(path, content string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename: nothing left to remove
+	if _, err := tmp.WriteString(content); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 // notifySystemd tells a Type=notify unit's systemd (when $NOTIFY_SOCKET

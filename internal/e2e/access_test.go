@@ -448,7 +448,7 @@ func TestRefreshTokenRevokedByNewPassword(t *testing.T) {
 // An upload session cannot be kept open past --upload-session-lifetime by
 // trickling chunks into it.
 func TestUploadSessionLifetime(t *testing.T) {
-	a := startArcaAt(t, freeAddr(t), t.TempDir(), "--upload-session-lifetime", "1s")
+	a := startArcaAt(t, "", t.TempDir(), "--upload-session-lifetime", "1s")
 	res, err := http.Post(a.URL()+"/v2/team/app/blobs/uploads/", "", nil)
 	if err != nil {
 		t.Fatal(err)

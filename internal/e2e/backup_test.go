@@ -243,7 +243,7 @@ func backupRestoreUnderLoad(t *testing.T, a *arca, dir string) {
 	}
 	// The restored arca.db is the backup's snapshot, copied verbatim.
 	manifests, blobs := snapshotContent(t, restored)
-	r := startArcaAt(t, freeAddr(t), restored, restoredBlobs...)
+	r := startArcaAt(t, "", restored, restoredBlobs...)
 	if len(manifests) < len(base)+pushed {
 		t.Errorf("backup holds %d manifests, want at least %d", len(manifests), len(base)+pushed)
 	}
@@ -272,7 +272,7 @@ func backupRestoreUnderLoad(t *testing.T, a *arca, dir string) {
 func TestRestoreRefusesCorruptBackup(t *testing.T) {
 	arcaproc.SkipUnlessSQLite(t, "arca backup (a VACUUM INTO snapshot of the embedded database)")
 	dataDir := t.TempDir()
-	a := startArcaAt(t, freeAddr(t), dataDir)
+	a := startArcaAt(t, "", dataDir)
 	im := newImage(t, 3200, "amd64", 100<<10)
 	a.pushImage(t, "bk/app", "v1", im)
 	a.Stop()
@@ -305,7 +305,7 @@ func TestRestoreRefusesCorruptBackup(t *testing.T) {
 			restored := filepath.Join(t.TempDir(), "restored")
 			if tc.spoil == nil {
 				a.cli(t, "restore", "--from", dir, "--data-dir", restored, "-o", "none")
-				checkImage(t, startArcaAt(t, freeAddr(t), restored, restoredBlobs...), "bk/app", "v1", im)
+				checkImage(t, startArcaAt(t, "", restored, restoredBlobs...), "bk/app", "v1", im)
 				return
 			}
 			if err := tc.spoil(blobFile(dir)); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/freeport"
 )
 
 // Benchmarks comparing arca with Debian's docker-registry (CNCF
@@ -129,16 +131,15 @@ func newBenchEnv(b *testing.B) (*benchEnv, error) {
 	// The plain file server runs in its own process (this test binary
 	// re-executed), like the registries, so it does not share the
 	// benchmark client's CPU budget and runtime.
-	e.plainAddr, err = arcaproc.FreeAddrErr()
-	if err != nil {
+	if e.plain, err = startProc("plainfile", "/blob", func(addr string) (*exec.Cmd, error) {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), plainFileEnv+"="+e.blobPath, plainAddrEnv+"="+addr)
+		cmd.Stderr = os.Stderr
+		return cmd, nil
+	}); err != nil {
 		return e, err
 	}
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), plainFileEnv+"="+e.blobPath, plainAddrEnv+"="+e.plainAddr)
-	cmd.Stderr = os.Stderr
-	if e.plain, err = startProc("plainfile", e.plainAddr, "/blob", cmd); err != nil {
-		return e, err
-	}
+	e.plainAddr = e.plain.addr
 	return e, nil
 }
 
@@ -203,18 +204,52 @@ type proc struct {
 	name string
 	addr string
 	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
 }
 
-func startProc(name, addr, readyPath string, cmd *exec.Cmd) (*proc, error) {
+// startProc starts the command cmdFor builds for a fresh loopback
+// address and waits for readyPath there to answer 200; when the process
+// exits saying another took that address, it starts again on another.
+func startProc(name, readyPath string, cmdFor func(addr string) (*exec.Cmd, error)) (*proc, error) {
+	var p *proc
+	_, err := freeport.Retry(func(addr string) error {
+		cmd, err := cmdFor(addr)
+		if err != nil {
+			return err
+		}
+		p, err = startProcAt(name, addr, readyPath, cmd)
+		return err
+	})
+	return p, err
+}
+
+func startProcAt(name, addr, readyPath string, cmd *exec.Cmd) (*proc, error) {
 	// Own process group; killed if the test binary dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	out := &syncBuffer{} // a copy of the output, to tell a taken port
+	if cmd.Stderr == nil {
+		cmd.Stderr = out
+	} else {
+		cmd.Stderr = io.MultiWriter(cmd.Stderr, out)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, addr: addr, cmd: cmd}
-	if err := arcaproc.WaitReady("http://"+addr+readyPath, 30*time.Second, nil); err != nil {
+	p := &proc{name: name, addr: addr, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	// First that it is this process that listens on addr: another that
+	// took the port could answer readyPath as well.
+	err := freeport.WaitListening(cmd.Process.Pid, addr, 30*time.Second, p.done)
+	if err == nil {
+		err = arcaproc.WaitReady("http://"+addr+readyPath, 30*time.Second, p.done)
+	}
+	switch {
+	case errors.Is(err, freeport.ErrInUse), errors.Is(err, freeport.ErrExited) && freeport.InUse(out.String()):
 		p.stop()
-		return nil, fmt.Errorf("%s not ready on %s", name, addr)
+		return nil, fmt.Errorf("%s on %s: %w", name, addr, freeport.ErrInUse)
+	case err != nil:
+		p.stop()
+		return nil, fmt.Errorf("%s not ready on %s: %v\n%s", name, addr, err, out.String())
 	}
 	return p, nil
 }
@@ -224,13 +259,11 @@ func (p *proc) stop() {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.done:
 	case <-time.After(10 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-done
+		<-p.done
 	}
 }
 
@@ -238,13 +271,11 @@ func (p *proc) stop() {
 func (p *proc) peakRSS() (int64, error) { return vmHWM(p.cmd.Process.Pid) }
 
 func startArcaProc(dataDir string) (*proc, error) {
-	addr, err := arcaproc.FreeAddrErr()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(arcaBin, "serve", "--addr", addr, "--data-dir", dataDir, "--log-level", "warn", "--insecure-open")
-	cmd.Stderr = benchLog(dataDir + ".log")
-	return startProc("arca", addr, "/readyz", cmd)
+	return startProc("arca", "/readyz", func(addr string) (*exec.Cmd, error) {
+		cmd := exec.Command(arcaBin, "serve", "--addr", addr, "--data-dir", dataDir, "--log-level", "warn", "--insecure-open")
+		cmd.Stderr = benchLog(dataDir + ".log")
+		return cmd, nil
+	})
 }
 
 // startDistribution runs a distribution registry with a filesystem store
@@ -259,12 +290,9 @@ func startDistribution(dir, name string) (*proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s not installed: run scripts/test.sh and scripts/bench-pullthrough.sh to install it", name)
 	}
-	addr, err := arcaproc.FreeAddrErr()
-	if err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(dir, name+".yml")
-	yml := fmt.Sprintf(`version: 0.1
+	return startProc(name, "/v2/", func(addr string) (*exec.Cmd, error) {
+		cfg := filepath.Join(dir, name+".yml")
+		yml := fmt.Sprintf(`version: 0.1
 log:
   level: error
   accesslog:
@@ -279,12 +307,13 @@ storage:
 http:
   addr: %s
 `, filepath.Join(dir, name+"-data"), addr)
-	if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "serve", cfg)
-	cmd.Stderr = benchLog(filepath.Join(dir, name+".log"))
-	return startProc(name, addr, "/v2/", cmd)
+		if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(bin, "serve", cfg)
+		cmd.Stderr = benchLog(filepath.Join(dir, name+".log"))
+		return cmd, nil
+	})
 }
 
 // benchLog is where a benchmarked server's output goes (os.Stderr if the

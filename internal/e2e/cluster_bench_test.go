@@ -32,7 +32,7 @@ func TestClusterBenchmarks(t *testing.T) {
 	seedImage(t, up, "library/cold", "v1", cold)
 	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host(), "--access-log=false")
 	c.nodes[0].cacheRule(t, "lib-rule", proxy.Host()+"/library/*", "lib/*")
-	time.Sleep(replicaBound)
+	c.waitRule(t, "lib/warm", "lib-rule")
 	layer := warm.Layers[0]
 	blobPath := "/v2/lib/warm/blobs/" + sha(layer)
 	manifestPath := "/v2/lib/warm/manifests/v1"

@@ -90,7 +90,7 @@ func TestClusterColdBlobWrittenOnce(t *testing.T) {
 	writes := []*s3Writes{c.proxyBlobs(t, 0), c.proxyBlobs(t, 1), c.proxyBlobs(t, 2)}
 	c.startAll(t)
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
-	time.Sleep(replicaBound)
+	c.waitRule(t, "lib/app", "app-rule")
 
 	blob := im.Layers[0]
 	for _, w := range writes {
@@ -138,7 +138,7 @@ func TestClusterFollowerStoresWhenHolderCannot(t *testing.T) {
 	follower := c.proxyBlobs(t, 1)
 	c.startAll(t)
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
-	time.Sleep(replicaBound)
+	c.waitRule(t, "lib/app", "app-rule")
 
 	blob := im.Layers[0]
 	holder.refuse.Store(true)

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // rrProxy spreads requests over replicas round-robin, each request to the
@@ -90,7 +89,8 @@ func TestClusterPullThroughCrane(t *testing.T) {
 	c := startCluster(t, 3, false, "--insecure-upstream", up.Host)
 	c.nodes[0].cacheRule(t, "library-wild", up.Host+"/library/*", "lib/*")
 	c.nodes[1].cacheRule(t, "special-static", up.Host+"/other/special", "lib/special")
-	time.Sleep(replicaBound)
+	c.waitRule(t, "lib/app", "library-wild")
+	c.waitRule(t, "lib/special", "special-static")
 	p := newRRProxy(t, c)
 	cr := crane(t)
 	pull := func(dir string) {
@@ -166,7 +166,7 @@ func TestClusterCrashDuringPushes(t *testing.T) {
 			cr.crane("push", "--insecure", j.layout, p.Addr()+"/"+j.repo+":"+j.tag)
 		}
 	}
-	n1 := c.start(t, 1, freeAddr(t))
+	n1 := c.start(t, 1)
 	for _, j := range jobs {
 		for _, a := range append(survivors, n1) {
 			checkImage(t, a, j.repo, j.tag, j.im)

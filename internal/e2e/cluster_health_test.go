@@ -83,7 +83,7 @@ func TestClusterShutdownReleasesLeases(t *testing.T) {
 	db := c.sql(t)
 	n0, n1 := c.nodes[0], c.nodes[1]
 	n0.cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
-	time.Sleep(replicaBound)
+	c.waitRule(t, "lib/app", "app-rule")
 	n1.Stop() // the sync runs on replica 0
 	n0.cacheRule(t, "tool-sync", proxy.Host()+"/org/tool", "tool", "--sync", "ActiveSync", "--yes")
 	blob := im.Layers[0]
@@ -105,7 +105,7 @@ func TestClusterShutdownReleasesLeases(t *testing.T) {
 		t.Errorf("sync lease still held by %s after shutdown", h)
 	}
 	proxy.Reset()
-	n1 = c.start(t, 1, freeAddr(t))
+	n1 = c.start(t, 1)
 	start := time.Now()
 	if err := pullBlob(n1, "lib/app", blob, nil); err != nil {
 		t.Fatal(err)

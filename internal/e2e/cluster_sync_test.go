@@ -99,7 +99,7 @@ func TestClusterRateLimitBudgetShared(t *testing.T) {
 	seedImage(t, up, "org/tool", "1.0", newImage(t, 1341, "amd64", 20<<10))
 	c := startCluster(t, 3, false, "--insecure-upstream", proxy.Host(), "--sync-poll", "1s")
 	c.nodes[0].cacheRule(t, "app-rule", proxy.Host()+"/library/app", "lib/app")
-	time.Sleep(replicaBound)
+	c.waitRule(t, "lib/app", "app-rule")
 
 	proxy.SetHeader("ratelimit-limit", "100;w=3600")
 	proxy.SetHeader("ratelimit-remaining", "3;w=3600")

@@ -135,15 +135,18 @@ func TestCraneCrossRuleColdPull(t *testing.T) {
 // registry's address does not serve them, and a non-loopback address is
 // refused at start.
 func TestPprofListener(t *testing.T) {
-	pp := freeAddr(t)
-	a := startArcaAt(t, freeAddr(t), t.TempDir(), "--pprof-addr", pp)
+	var pp string
+	a := &arca{arcaproc.StartOnFreePort(t, func(addr string) arcaproc.Options {
+		pp = addr
+		return arcaproc.Options{Bin: arcaBin, Args: []string{"--pprof-addr", pp}}
+	})}
 	if r := do(t, http.MethodGet, "http://"+pp+"/debug/pprof/cmdline", nil, nil); r.Status != http.StatusOK || !strings.Contains(string(r.Body), "serve") {
 		t.Fatalf("pprof cmdline: %s", r)
 	}
 	if r := do(t, http.MethodGet, a.URL()+"/debug/pprof/cmdline", nil, nil); r.Status == http.StatusOK {
 		t.Fatalf("the registry address serves profiles: %s", r)
 	}
-	out, err := exec.Command(arcaBin, "serve", "--addr", freeAddr(t), "--data-dir", t.TempDir(), "--pprof-addr", "0.0.0.0:0").CombinedOutput()
+	out, err := exec.Command(arcaBin, "serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--pprof-addr", "0.0.0.0:0").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "loopback") {
 		t.Fatalf("--pprof-addr 0.0.0.0:0: %v\n%s", err, out)
 	}

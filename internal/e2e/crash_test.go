@@ -30,8 +30,8 @@ type pushJob struct {
 // restarting on the same data dir each time. Every acknowledged push must
 // be intact afterwards, and no partial blob may ever be served.
 func TestCrashDuringUploads(t *testing.T) {
-	addr, dataDir := freeAddr(t), t.TempDir()
-	a := startArcaAt(t, addr, dataDir)
+	dataDir := t.TempDir()
+	a := startArcaAt(t, "", dataDir)
 	c := crane(t)
 
 	moments := []struct {
@@ -71,7 +71,7 @@ func TestCrashDuringUploads(t *testing.T) {
 		jobs := crashJobs(t, round)
 		stalled := startStalledUploads(t, a, round)
 		ctx, cancel := context.WithCancel(context.Background())
-		done := runPushes(ctx, c, addr, jobs)
+		done := runPushes(ctx, c, a.Addr, jobs)
 		m.kill(done, func() int64 { return stagedBytes(dataDir) })
 		a.Kill9()
 		// Stop the clients rather than let them retry against a dead
@@ -81,7 +81,7 @@ func TestCrashDuringUploads(t *testing.T) {
 		for range done {
 		}
 		staged := stagedBytes(dataDir)
-		a = startArcaAt(t, addr, dataDir)
+		a = startArcaAt(t, "", dataDir)
 		acked := 0
 		for _, j := range jobs {
 			if j.err == nil {

@@ -20,9 +20,8 @@ import (
 // garbage). Reported figures, not assertions: the machine is shared.
 func BenchmarkPullWhileGC(b *testing.B) {
 	dir := b.TempDir()
-	addr := freeAddr(b)
 	start := func(interval string) *arca {
-		return &arca{arcaproc.Start(b, arcaproc.Options{Bin: arcaBin, Addr: addr, DataDir: dir,
+		return &arca{arcaproc.Start(b, arcaproc.Options{Bin: arcaBin, DataDir: dir,
 			Args: []string{"--gc-interval", interval, "--gc-grace", "1s"}, Env: []string{"ARCA_ADMIN_TOKEN=" + ptAdminToken}})}
 	}
 	a := start("0")

@@ -111,7 +111,7 @@ func trickle(addr string, d digest.Digest, done chan<- string) {
 // stays staged, and the server's descriptors come back down.
 func TestSlowUploadsAreBounded(t *testing.T) {
 	const n, perClient = 40, 8
-	a := startArcaAt(t, freeAddr(t), t.TempDir(), "--body-idle-timeout", "2s", "--body-min-rate", "1KiB",
+	a := startArcaAt(t, "", t.TempDir(), "--body-idle-timeout", "2s", "--body-min-rate", "1KiB",
 		"--max-uploads-per-client", fmt.Sprint(perClient))
 	base := openFDs(t, a.Pid())
 	d := digest.FromString("never completes")
@@ -171,7 +171,7 @@ func TestSlowUploadsAreBounded(t *testing.T) {
 // An abandoned upload session goes, bytes and row, within about
 // --upload-max-age (the purge runs every max-age/2, not hourly).
 func TestAbandonedUploadsPurged(t *testing.T) {
-	a := startArcaAt(t, freeAddr(t), t.TempDir(), "--upload-max-age", "2s")
+	a := startArcaAt(t, "", t.TempDir(), "--upload-max-age", "2s")
 	r := do(t, "POST", a.URL()+"/v2/app/blobs/uploads/", nil, nil)
 	if r.Status != http.StatusAccepted {
 		t.Fatalf("POST: %s", r)
@@ -208,7 +208,7 @@ func TestFullDisk(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	// Blobs in the data directory whatever ARCA_TEST_BLOBS says: its disk
 	// is what fills.
-	a := startArcaAt(t, freeAddr(t), data, "--min-free-space", "12MiB", "--blobs", "")
+	a := startArcaAt(t, "", data, "--min-free-space", "12MiB", "--blobs", "")
 	small := randomBlob(t, 100<<10)
 	if r := do(t, "POST", a.URL()+"/v2/app/blobs/uploads/?digest="+sha(small), nil, small); r.Status != http.StatusCreated {
 		t.Fatalf("push with room: %s", r)

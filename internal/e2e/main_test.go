@@ -53,11 +53,12 @@ type arca struct {
 // stops it when the test ends.
 func startArca(t testing.TB) *arca {
 	t.Helper()
-	return startArcaAt(t, freeAddr(t), t.TempDir())
+	return startArcaAt(t, "", t.TempDir())
 }
 
-// startArcaAt starts arca on addr with dataDir (reused across restarts)
-// and waits until /readyz answers 200.
+// startArcaAt starts arca on addr ("": a port the kernel picks, the
+// race-free choice) with dataDir (reused across restarts) and waits until
+// /readyz answers 200.
 func startArcaAt(t testing.TB, addr, dataDir string, extraArgs ...string) *arca {
 	t.Helper()
 	return &arca{arcaproc.Start(t, arcaproc.Options{Bin: arcaBin, Addr: addr, DataDir: dataDir, Args: extraArgs})}
@@ -66,7 +67,8 @@ func startArcaAt(t testing.TB, addr, dataDir string, extraArgs ...string) *arca 
 // Ref returns a reference to repo[:tag|@digest] on this server.
 func (a *arca) Ref(repoAndRef string) string { return a.Addr + "/" + repoAndRef }
 
-// freeAddr returns a loopback address with a port nobody listens on.
+// freeAddr returns a loopback address with a port nobody listens on, for
+// an address that must not answer (a server to start takes "" instead).
 func freeAddr(t testing.TB) string { return arcaproc.FreeAddr(t) }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writes and reads.

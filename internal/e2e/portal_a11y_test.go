@@ -11,6 +11,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/arcacache/arca/internal/testutil/kvfixture"
+	"github.com/arcacache/arca/internal/testutil/oidcfixture"
 	"github.com/arcacache/arca/internal/testutil/upstreamreg"
 )
 
@@ -56,7 +58,12 @@ func TestPortalAccessibility(t *testing.T) {
 	userFile := filepath.Join(t.TempDir(), "user")
 	writeFile(t, userFile, []byte(up.Username+"\n"))
 	const passEnv = "ARCA_E2E_A11Y_PASSWORD"
-	a := startCachingArca(t, []string{up.Host}, []string{passEnv + "=" + up.Password})
+	// A Key Vault the server reads as its managed identity, for the
+	// picker's states: listed, and refused (my_vault is no vault name).
+	iss := oidcfixture.Start(t)
+	kv := kvfixture.Start(t, kvfixture.Options{Secrets: map[string]string{"usernamesecret": up.Username, "passwordsecret": up.Password},
+		Readers: map[string]bool{"system-assigned": true}})
+	a := startCachingArca(t, []string{up.Host}, append([]string{passEnv + "=" + up.Password}, kvArcaEnv(iss, kv)...))
 	base := a.URL()
 	a.cli(t, "credential-set", "create", "-r", "default", "-n", "upcreds", "-l", up.Host, "-u", "file://"+userFile, "-p", "env://"+passEnv)
 	a.cacheRule(t, "app-cache", up.Host+"/library/app", "app", "-c", "upcreds")
@@ -92,6 +99,10 @@ func TestPortalAccessibility(t *testing.T) {
 		{"delete confirmation", open("/portal/cache/app-cache/delete")},
 		{"credentials", open("/portal/credentials")},
 		{"new credentials, Key Vault", open("/portal/credentials/new", chromedp.Click(css("#source-keyvault")), W(css("#vault")))},
+		{"new credentials, Key Vault secrets listed", open("/portal/credentials/new", chromedp.Click(css("#source-keyvault")), W(css("#vault")),
+			K(css("#vault"), "MyKeyvault"), follow(chromedp.Click(css("#list-secrets"))), W(css("select#usernameSecret")))},
+		{"new credentials, Key Vault listing failed", open("/portal/credentials/new", chromedp.Click(css("#source-keyvault")), W(css("#vault")),
+			K(css("#vault"), "my_vault"), follow(chromedp.Click(css("#list-secrets"))), W(css("#kv-list-status")))},
 		{"new credentials, errors", open("/portal/credentials/new", K(css("#name"), "bad-creds"), save, W(css(".field-error")))},
 		{"repositories", open("/portal/repositories")},
 		{"statistics, hour", open("/portal/stats")},

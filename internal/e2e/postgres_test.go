@@ -51,7 +51,7 @@ func TestServePostgresCredentials(t *testing.T) {
 		{"in the URL", inURL, "PGPASSWORD=", password + "-in-url"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		cmd := exec.CommandContext(ctx, arcaBin, "serve", "--addr", freeAddr(t), "--data-dir", t.TempDir(), "--metadata", tc.url)
+		cmd := exec.CommandContext(ctx, arcaBin, "serve", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--metadata", tc.url)
 		cmd.Env = append(os.Environ(), tc.env, "PGPASSFILE=/nonexistent")
 		out, err := cmd.CombinedOutput()
 		cancel()

@@ -128,11 +128,13 @@ func newPTBench(b *testing.B) *ptBench {
 	e.wan = startThrottleProxy(b, e.up.Host, ptWANRate)
 	e.big = e.seed(b, "library/big", ptBigLayer, 1)
 	e.wave = e.seed(b, "library/wave", ptWaveLayer, 2)
-	e.plain = freeAddr(b)
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), plainFileEnv+"="+e.big.layerFile, plainAddrEnv+"="+e.plain)
-	p := startBenchProc(b, "plainfile", e.plain, "/blob", cmd)
+	p := startBenchProc(b, "plainfile", "/blob", func(addr string) (*exec.Cmd, error) {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), plainFileEnv+"="+e.big.layerFile, plainAddrEnv+"="+addr)
+		return cmd, nil
+	})
 	b.Cleanup(p.stop)
+	e.plain = p.addr
 	return e
 }
 
@@ -206,11 +208,13 @@ func (e *ptBench) start(b *testing.B, tg, upstream string) *ptServer {
 	case "plainfile":
 		return &ptServer{addr: e.plain, stop: func() {}}
 	case "floor":
-		addr, dir := freeAddr(b), b.TempDir()
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), floorUpstreamEnv+"="+upstream, floorAddrEnv+"="+addr, floorDirEnv+"="+dir)
-		p := startBenchProc(b, "floor", addr, "/v2/", cmd)
-		return &ptServer{addr: addr, repo: "library", pid: p.cmd.Process.Pid, stop: func() { p.stop(); os.RemoveAll(dir) }}
+		dir := b.TempDir()
+		p := startBenchProc(b, "floor", "/v2/", func(addr string) (*exec.Cmd, error) {
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), floorUpstreamEnv+"="+upstream, floorAddrEnv+"="+addr, floorDirEnv+"="+dir)
+			return cmd, nil
+		})
+		return &ptServer{addr: p.addr, repo: "library", pid: p.cmd.Process.Pid, stop: func() { p.stop(); os.RemoveAll(dir) }}
 	}
 	b.Fatalf("unknown target %s", tg)
 	return nil
@@ -470,11 +474,10 @@ func procStatus(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
-// startBenchProc starts cmd (killed if the test binary dies) and waits
-// for readyPath to answer 200.
-func startBenchProc(b *testing.B, name, addr, readyPath string, cmd *exec.Cmd) *proc {
+// startBenchProc is startProc for a benchmark: it fails b.
+func startBenchProc(b *testing.B, name, readyPath string, cmdFor func(addr string) (*exec.Cmd, error)) *proc {
 	b.Helper()
-	p, err := startProc(name, addr, readyPath, cmd)
+	p, err := startProc(name, readyPath, cmdFor)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -491,11 +494,11 @@ func startDistProxy(b *testing.B, bin, upstream, storage string) (*proc, string)
 	if err != nil {
 		b.Fatal(err)
 	}
-	addr := freeAddr(b)
 	if storage == "" {
 		storage = fmt.Sprintf("  filesystem:\n    rootdirectory: %s\n", filepath.Join(dir, "data"))
 	}
-	yml := fmt.Sprintf(`version: 0.1
+	return startBenchProc(b, filepath.Base(bin), "/v2/", func(addr string) (*exec.Cmd, error) {
+		yml := fmt.Sprintf(`version: 0.1
 log:
   level: error
   accesslog:
@@ -508,13 +511,14 @@ storage:
 proxy:
   remoteurl: http://%s
 `, storage, addr, upstream)
-	cfg := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", cfg)
-	cmd.Stderr = os.Stderr
-	return startBenchProc(b, filepath.Base(bin), addr, "/v2/", cmd), dir
+		cfg := filepath.Join(dir, "config.yml")
+		if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(bin, "serve", cfg)
+		cmd.Stderr = os.Stderr
+		return cmd, nil
+	}), dir
 }
 
 // throttleProxy is a TCP proxy whose upstream-to-client direction is

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/arcacache/arca/internal/testutil/arcaproc"
 	"github.com/arcacache/arca/internal/testutil/minio"
 )
 
@@ -132,15 +131,13 @@ func newS3Bench() (*s3Bench, error) {
 	}
 	s3URL := e.minio.BlobsURL(bucket, "arca")
 	start := func(name string, args ...string) (*proc, error) {
-		addr, err := arcaproc.FreeAddrErr()
-		if err != nil {
-			return nil, err
-		}
 		data := filepath.Join(dir, name)
-		cmd := exec.Command(arcaBin, append([]string{"serve", "--addr", addr, "--data-dir", data, "--log-level", "warn", "--insecure-open"}, args...)...)
-		cmd.Env = append(os.Environ(), e.minio.Env()...)
-		cmd.Stderr = benchLog(data + ".log")
-		return startProc(name, addr, "/readyz", cmd)
+		return startProc(name, "/readyz", func(addr string) (*exec.Cmd, error) {
+			cmd := exec.Command(arcaBin, append([]string{"serve", "--addr", addr, "--data-dir", data, "--log-level", "warn", "--insecure-open"}, args...)...)
+			cmd.Env = append(os.Environ(), e.minio.Env()...)
+			cmd.Stderr = benchLog(data + ".log")
+			return cmd, nil
+		})
 	}
 	if e.fs, err = start("arca-fs", "--blobs", ""); err != nil {
 		return e, err
@@ -177,12 +174,9 @@ func startDistributionS3(e *s3Bench, bucket string) (*proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("distribution v3 not installed: run scripts/test.sh --tools-only")
 	}
-	addr, err := arcaproc.FreeAddrErr()
-	if err != nil {
-		return nil, err
-	}
-	cfg := filepath.Join(e.dir, "distribution3-s3.yml")
-	yml := fmt.Sprintf(`version: 0.1
+	return startProc("distribution3-s3", "/v2/", func(addr string) (*exec.Cmd, error) {
+		cfg := filepath.Join(e.dir, "distribution3-s3.yml")
+		yml := fmt.Sprintf(`version: 0.1
 log:
   level: error
   accesslog:
@@ -193,10 +187,11 @@ storage:
 %shttp:
   addr: %s
 `, s3Storage(e.minio, bucket), addr)
-	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "serve", cfg)
-	cmd.Stderr = benchLog(filepath.Join(e.dir, "distribution3-s3.log"))
-	return startProc("distribution3-s3", addr, "/v2/", cmd)
+		if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(bin, "serve", cfg)
+		cmd.Stderr = benchLog(filepath.Join(e.dir, "distribution3-s3.log"))
+		return cmd, nil
+	})
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/freeport"
 
 	_ "modernc.org/sqlite" // to write a newer schema version
 )
@@ -52,19 +54,38 @@ func buildAt(t *testing.T, commit string) string {
 func TestUpgradeFromPreviousRelease(t *testing.T) {
 	arcaproc.SkipUnlessSQLite(t, "the embedded database file of a data directory")
 	old := buildAt(t, previousRelease)
-	dataDir, addr := t.TempDir(), freeAddr(t)
+	dataDir := t.TempDir()
 
-	cmd := exec.Command(old, "serve", "--addr", addr, "--data-dir", dataDir)
-	cmd.Env = append(os.Environ(), "ARCA_ADMIN_TOKEN="+ptAdminToken)
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() { _ = cmd.Process.Kill(); <-exited }()
-	if err := arcaproc.WaitReady("http://"+addr+"/readyz", 30*time.Second, exited); err != nil {
+	// The previous release is told its port (it may not report one it
+	// picked): a port taken meanwhile makes it exit, and it starts again.
+	var (
+		cmd    *exec.Cmd
+		logs   *syncBuffer
+		exited chan struct{}
+	)
+	addr, err := freeport.Retry(func(addr string) error {
+		cmd = exec.Command(old, "serve", "--addr", addr, "--data-dir", dataDir)
+		cmd.Env = append(os.Environ(), "ARCA_ADMIN_TOKEN="+ptAdminToken)
+		logs, exited = &syncBuffer{}, nil
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		exited = make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		err := arcaproc.WaitReady("http://"+addr+"/readyz", 30*time.Second, exited)
+		if errors.Is(err, arcaproc.ErrExited) && freeport.InUse(logs.String()) {
+			return freeport.ErrInUse
+		}
+		return err
+	})
+	defer func() {
+		if exited != nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	if err != nil {
 		t.Fatalf("previous release not ready: %v\n%s", err, logs.String())
 	}
 	prev := &arca{&arcaproc.Proc{Addr: addr}}
@@ -112,13 +133,13 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 func TestRefusesNewerSchema(t *testing.T) {
 	arcaproc.SkipUnlessSQLite(t, "the embedded database file of a data directory")
 	dataDir := t.TempDir()
-	a := startArcaAt(t, freeAddr(t), dataDir)
+	a := startArcaAt(t, "", dataDir)
 	a.Stop()
 	bumpSchema(t, filepath.Join(dataDir, "arca.db"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, arcaBin, "serve", "--addr", freeAddr(t), "--data-dir", dataDir)
+	cmd := exec.CommandContext(ctx, arcaBin, "serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir)
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("serve on a newer schema did not fail:\n%s", out)

@@ -39,6 +39,7 @@ var sqliteMigrations = [][]string{
 	schemaOperationProgress,
 	schemaUpstreamHolds,
 	schemaLoginFailures,
+	schemaFetchLeaseOutcome,
 	schemaManifestVariant,
 }
 

@@ -187,6 +187,10 @@ type Store interface {
 	AcquireFetchLease(ctx context.Context, key, holder, addr string, ttl time.Duration) (FetchLease, bool, error)
 	ReleaseFetchLease(ctx context.Context, key, holder string) error
 
+	// Cluster: a fetch's outcome shown briefly to the replicas that waited
+	// for it, e.g. an upstream 404 for a manifest (fetchleases.go).
+	SettleFetchLease(ctx context.Context, key, holder, outcome string, ttl time.Duration) error
+
 	// Repository details and deletion, for /acr/v1/ (repoinfo.go).
 	RepositoryInfo(ctx context.Context, registry, repo string) (RepoInfo, error)
 	ListTagInfo(ctx context.Context, registry, repo string, q InfoQuery) ([]TagInfo, bool, error)

@@ -59,7 +59,12 @@ func (e *apiError) Error() string { return e.Code + ": " + e.Message }
 //	413   RequestTooLarge                                  body over 1 MiB
 //	500   InternalServerError                              anything else (details only in the server log)
 //	424   UpstreamRequestFailed                            on-demand sync could not reach or use the upstream
-//	501   NotImplemented                                   estimate and on-demand sync on a server without active sync
+//	400   InvalidKeyVault                                  listKeyVaultSecrets: keyVault missing, or not a vault name or URL
+//	424   KeyVaultAccessDenied                             listKeyVaultSecrets: the vault refused the identity (no list permission)
+//	424   KeyVaultNotFound                                 listKeyVaultSecrets: the vault's host does not resolve
+//	424   KeyVaultIdentityUnavailable                      listKeyVaultSecrets: the Azure identity could not get a token
+//	424   KeyVaultRequestFailed                            listKeyVaultSecrets: any other failure reaching the vault
+//	501   NotImplemented                                   estimate and on-demand sync on a server without active sync (and the like)
 var ruleStatus = map[string]int{
 	rules.CodeInvalidName:             http.StatusBadRequest,
 	rules.CodeInvalidRepository:       http.StatusBadRequest,

@@ -111,6 +111,9 @@ type Options struct {
 	// NoBackup, when Backup is nil, says why (and what to use instead).
 	NoBackup      string
 	BackupTempDir string
+	// KeyVault lists Key Vault secrets for POST listKeyVaultSecrets, the
+	// portal's picker (nil: 501).
+	KeyVault KeyVaultLister
 	// Lifecycle serves listUsages and cache rule purges (nil: 501).
 	Lifecycle Lifecycle
 	Logger    *slog.Logger
@@ -344,6 +347,8 @@ func (h *Handler) route(r *http.Request, seg []string, v apiVersion) (*request, 
 		req.kind = "checkCacheRuleArtifactSyncEstimate"
 	case len(rest) == 1 && eq(rest[0], "garbageCollect"):
 		req.kind = "garbageCollect"
+	case len(rest) == 1 && eq(rest[0], "listKeyVaultSecrets"):
+		req.kind = "listKeyVaultSecrets"
 	case len(rest) == 2 && eq(rest[0], "operationStatuses"):
 		req.kind, req.opID = kindRegistryOperation, rest[1]
 	case len(rest) == 1 && (eq(rest[0], "listCredentials") || eq(rest[0], "regenerateCredential") || eq(rest[0], "generateCredentials")):
@@ -423,6 +428,8 @@ func (h *Handler) dispatch(w http.ResponseWriter, req *request) error {
 		return h.checkNameAvailability(w, req)
 	case req.kind == "garbageCollect":
 		return h.garbageCollect(w, req)
+	case req.kind == "listKeyVaultSecrets":
+		return h.listKeyVaultSecrets(w, req)
 	case req.kind == "listCredentials" || req.kind == "regenerateCredential":
 		return h.adminCredentials(w, req)
 	case req.kind == "generateCredentials":

@@ -42,7 +42,9 @@ func TestManagementRoles(t *testing.T) {
 	}{
 		{"reader", "GET", base("default") + "/cacheRules", nil, 200},
 		{"reader", "PUT", base("default") + "/cacheRules/rule1", rule, 403},
-		{"reader", "POST", base("default") + "/listCredentials", nil, 403}, // secrets need write
+		{"reader", "POST", base("default") + "/listCredentials", nil, 403},                                       // secrets need write
+		{"reader", "POST", base("default") + "/listKeyVaultSecrets", map[string]any{"keyVault": "myvault"}, 403}, // as creating credential sets
+		{"ci-rules", "POST", base("default") + "/listKeyVaultSecrets", map[string]any{"keyVault": "myvault"}, 403},
 		{"contrib", "PUT", base("default") + "/cacheRules/rule1", rule, 201},
 		{"contrib", "GET", "/arca/v1/principals", nil, 403},
 		{"contrib", "GET", "/arca/v1/audit", nil, 403},

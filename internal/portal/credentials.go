@@ -1,9 +1,12 @@
 package portal
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/arcacache/arca/internal/secrets"
 )
 
 // credForm is the Create credentials form.
@@ -16,7 +19,13 @@ type credForm struct {
 	UsernameURI, PasswordURI   string
 	Vault                      string
 	UsernameSecret, PassSecret string
-	Errors                     formErrors
+	// Listed is set once the vault's secrets were listed (List secrets):
+	// Secrets are their names, for the two selects. ListError says why a
+	// listing failed (the names are typed then).
+	Listed, Truncated bool
+	Secrets           []string
+	ListError         string
+	Errors            formErrors
 }
 
 func (f *credForm) parse(r *http.Request) {
@@ -35,7 +44,12 @@ func (f *credForm) refs() (user, pass string) {
 		if f.Vault == "" || secret == "" {
 			return ""
 		}
-		return "https://" + f.Vault + ".vault.azure.net/secrets/" + secret
+		vault, err := secrets.KeyVaultURL(f.Vault)
+		if err != nil {
+			// Not a vault: the API refuses the reference, at the field.
+			vault = "https://" + f.Vault + ".vault.azure.net"
+		}
+		return vault + "/secrets/" + secret
 	}
 	return uri(f.UsernameSecret), uri(f.PassSecret)
 }
@@ -111,6 +125,11 @@ func (h *Handler) credCreate(c *ctx) {
 		return
 	}
 	f.parse(c.r)
+	if c.r.PostFormValue("action") == "list" {
+		h.listSecrets(c, f)
+		h.render(c, http.StatusOK, "credential", page{Title: title, Nav: "credentials", Data: f})
+		return
+	}
 	if !checkName(f.Errors, "name", "credential set", f.Name) {
 		h.render(c, http.StatusBadRequest, "credential", page{Title: title, Nav: "credentials", Data: f})
 		return
@@ -126,4 +145,34 @@ func (h *Handler) credCreate(c *ctx) {
 		return
 	}
 	c.redirect("/portal/credentials", "Credentials "+f.Name+" created.")
+}
+
+// listSecrets fills the form's secret selects from the vault it names,
+// through the management API (as the session's principal, which needs the
+// access that creates credential sets), read as the identity the new set
+// reads its secrets as (the server's Key Vault credential). A failure is
+// shown, and the names are typed instead.
+func (h *Handler) listSecrets(c *ctx, f *credForm) {
+	f.Source = "keyvault"
+	var out struct {
+		Value []struct {
+			Name string `json:"name"`
+		} `json:"value"`
+		Truncated bool `json:"truncated"`
+	}
+	err := c.api.do(c, http.MethodPost, "listKeyVaultSecrets", map[string]any{"keyVault": f.Vault, "identity": map[string]string{"type": "SystemAssigned"}}, &out)
+	if err != nil {
+		var ae *armError
+		if !errors.As(err, &ae) {
+			h.log.Error("portal: listing Key Vault secrets", "vault", f.Vault, "err", err)
+			f.ListError = "The secrets could not be listed (see the server log)."
+			return
+		}
+		f.ListError = "(" + ae.Code + ") " + ae.Message
+		return
+	}
+	f.Listed, f.Truncated = true, out.Truncated
+	for _, s := range out.Value {
+		f.Secrets = append(f.Secrets, s.Name)
+	}
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -64,11 +66,11 @@ func (k *keyVault) client(vaultURL string) (*azsecrets.Client, error) {
 	if k.cred == nil {
 		cred, err := k.credential()
 		if err != nil {
-			return nil, fmt.Errorf("azure credential: %w", err)
+			return nil, kindError{ErrIdentityUnavailable, fmt.Errorf("azure credential: %w", err)}
 		}
 		k.cred = cred
 	}
-	c, err := azsecrets.NewClient(vaultURL, k.cred, &azsecrets.ClientOptions{
+	c, err := azsecrets.NewClient(vaultURL, identityErrors{k.cred}, &azsecrets.ClientOptions{
 		ClientOptions:                        azcore.ClientOptions{Transport: k.http, Retry: kvRetry},
 		DisableChallengeResourceVerification: k.opts.DisableChallengeResourceVerification,
 	})
@@ -98,6 +100,85 @@ func (k *keyVault) credential() (azcore.TokenCredential, error) {
 	return azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
 		ClientOptions: co, TenantID: k.opts.TenantID,
 	})
+}
+
+// SecretName is one secret of a key vault: its name and its URI without a
+// version (the latest version). Never a value.
+type SecretName struct {
+	Name string
+	URI  string
+}
+
+// The kinds of listing failure, for callers that answer each differently
+// (errors.Is); the error's text says more.
+var (
+	ErrVaultNotFound       = errors.New("key vault not found")
+	ErrVaultForbidden      = errors.New("key vault refused the identity")
+	ErrIdentityUnavailable = errors.New("azure identity unavailable")
+)
+
+// identityErrors marks the credential's failures (no managed identity
+// endpoint, an identity the endpoint does not know, a refused client
+// secret), which the SDK returns as they are, as ErrIdentityUnavailable.
+type identityErrors struct{ azcore.TokenCredential }
+
+func (c identityErrors) GetToken(ctx context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	tok, err := c.TokenCredential.GetToken(ctx, o)
+	if err != nil {
+		return tok, kindError{ErrIdentityUnavailable, err}
+	}
+	return tok, nil
+}
+
+// kindError is err (its text alone) of a kind.
+type kindError struct{ kind, err error }
+
+func (e kindError) Error() string   { return e.err.Error() }
+func (e kindError) Unwrap() []error { return []error{e.kind, e.err} }
+
+// list reads the names of the enabled secrets of the vault at vaultURL,
+// sorted, following nextLink; after max names it stops and reports
+// truncated. Listing returns no values (Key Vault's list permission).
+func (k *keyVault) list(ctx context.Context, vaultURL string, max int) (names []SecretName, truncated bool, err error) {
+	c, err := k.client(vaultURL)
+	if err != nil {
+		return nil, false, err
+	}
+	pager := c.NewListSecretPropertiesPager(nil)
+	for pager.More() && !truncated {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, false, classifyListError(err)
+		}
+		for _, p := range page.Value {
+			if p == nil || p.ID == nil || p.Attributes == nil || p.Attributes.Enabled == nil || !*p.Attributes.Enabled {
+				continue
+			}
+			if len(names) == max {
+				truncated = true
+				break
+			}
+			name := p.ID.Name()
+			names = append(names, SecretName{Name: name, URI: vaultURL + "/secrets/" + name})
+		}
+	}
+	sort.Slice(names, func(i, j int) bool { return names[i].Name < names[j].Name })
+	return names, truncated, nil
+}
+
+// classifyListError is describeAzureError with the kind of failure.
+func classifyListError(err error) error {
+	var re *azcore.ResponseError
+	var dns *net.DNSError
+	switch {
+	case errors.Is(err, ErrIdentityUnavailable):
+		return err
+	case errors.As(err, &re) && (re.StatusCode == http.StatusForbidden || re.StatusCode == http.StatusUnauthorized):
+		return kindError{ErrVaultForbidden, describeAzureError(err)}
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return kindError{ErrVaultNotFound, fmt.Errorf("no such host %s: no key vault has that name", dns.Name)}
+	}
+	return describeAzureError(err)
 }
 
 // describeAzureError shortens an SDK error to status, code and message.

@@ -3,6 +3,7 @@ package secrets
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -187,5 +188,107 @@ func TestKeyVaultResolveAsIdentity(t *testing.T) {
 	}
 	if _, err := r.ResolveAs(ctx, ref, KeyVaultIdentity{ClientID: uami}); err == nil {
 		t.Fatal("an identity that is not a managed identity was accepted")
+	}
+}
+
+// failingCredential is an Azure identity that cannot get a token (no
+// managed identity endpoint, say).
+type failingCredential struct{}
+
+func (failingCredential) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{}, errors.New("ManagedIdentityCredential: no managed identity endpoint is available")
+}
+
+// Listing follows nextLink over every page, skips disabled secrets, and
+// returns names and version-less URIs only; the vault may be named or
+// given by URL.
+func TestKeyVaultListSecrets(t *testing.T) {
+	planted := map[string]string{"alpha": "planted-a-91f2", "bravo": "planted-b-33c0", "charlie": "planted-c-7e1d",
+		"delta": "planted-d-0a55", "echo": "planted-e-c4b8", "foxtrot": "planted-f-2d19", "golf": "planted-g-6b7a"}
+	kv, hc := startKeyVault(t, kvfixture.Options{Secrets: planted, PageSize: 2, Disabled: map[string]bool{"bravo": true, "foxtrot": true}})
+	r, err := New(Options{HTTPClient: hc, KeyVault: KeyVaultOptions{Credential: &fakeCredential{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, vault := range []string{"MyKeyvault", "https://mykeyvault.vault.azure.net/", "https://MyKeyvault.vault.azure.net"} {
+		before := kv.Lists()
+		names, truncated, err := r.ListKeyVaultSecrets(ctx, vault, KeyVaultIdentity{}, 100)
+		if err != nil {
+			t.Fatalf("%s: %v", vault, err)
+		}
+		var got []string
+		for _, n := range names {
+			got = append(got, n.Name+"="+n.URI)
+		}
+		want := []string{"alpha", "charlie", "delta", "echo", "golf"}
+		for i, w := range want {
+			want[i] = w + "=https://mykeyvault.vault.azure.net/secrets/" + w
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") || truncated {
+			t.Fatalf("%s: listed %v (truncated %v), want %v", vault, got, truncated, want)
+		}
+		if pages := kv.Lists() - before; pages != 4 {
+			t.Fatalf("%s: %d list pages answered, want 4 (7 secrets, 2 a page)", vault, pages)
+		}
+	}
+	if kv.Gets() != 0 {
+		t.Fatalf("listing read %d secret values", kv.Gets())
+	}
+	// At most max names; the listing stops there.
+	names, truncated, err := r.ListKeyVaultSecrets(ctx, "MyKeyvault", KeyVaultIdentity{}, 3)
+	if err != nil || len(names) != 3 || !truncated || names[2].Name != "delta" {
+		t.Fatalf("max 3: %v truncated=%v err=%v, want alpha charlie delta, truncated", names, truncated, err)
+	}
+	// A disabled secret is not read either.
+	if _, err := r.Resolve(ctx, "https://mykeyvault.vault.azure.net/secrets/bravo"); err == nil || !strings.Contains(err.Error(), "disabled secret") {
+		t.Fatalf("resolve a disabled secret: %v", err)
+	}
+}
+
+// Each failure of a listing has its kind (errors.Is) and a one-line
+// message naming the vault, never a secret value.
+func TestKeyVaultListSecretsErrors(t *testing.T) {
+	iss := oidcfixture.Start(t)
+	t.Setenv("IDENTITY_ENDPOINT", iss.URL()+oidcfixture.MSIPath)
+	t.Setenv("IDENTITY_HEADER", iss.Header)
+	const uamiID = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/KVReader"
+	_, hc := startKeyVault(t, kvfixture.Options{Secrets: map[string]string{"pw": "planted-pw-8c1e"}, Vaults: []string{"myvault"},
+		Readers: map[string]bool{strings.ToLower(uamiID): true}})
+	ok, err := New(Options{HTTPClient: hc, KeyVault: KeyVaultOptions{Credential: &fakeCredential{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noIdentity, err := New(Options{HTTPClient: hc, KeyVault: KeyVaultOptions{Credential: failingCredential{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := UserAssigned(strings.Replace(uamiID, "KVReader", "Other", 1))
+	for _, c := range []struct {
+		name  string
+		r     *Resolver
+		vault string
+		id    KeyVaultIdentity
+		kind  error
+		text  string
+	}{
+		{"bad vault name", ok, "my_vault", KeyVaultIdentity{}, ErrInvalidRef, "3-24 letters"},
+		{"not a vault URL", ok, "https://example.com", KeyVaultIdentity{}, ErrInvalidRef, "vault.azure.net"},
+		{"a secret URI", ok, "https://myvault.vault.azure.net/secrets/pw", KeyVaultIdentity{}, ErrInvalidRef, "without /secrets/"},
+		{"no such vault", ok, "othervault", KeyVaultIdentity{}, ErrVaultNotFound, "no such host othervault.vault.azure.net"},
+		{"no list permission", ok, "myvault", other, ErrVaultForbidden, "403 (Forbidden): The user, group or application 'oid=" + strings.ToLower(other.ResourceID) + "' does not have secrets list permission"},
+		{"identity without a token", noIdentity, "myvault", KeyVaultIdentity{}, ErrIdentityUnavailable, "no managed identity endpoint"},
+		{"not a managed identity", ok, "myvault", KeyVaultIdentity{ClientID: "6f1c2d3e"}, ErrIdentityUnavailable, "only a managed identity"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := c.r.ListKeyVaultSecrets(context.Background(), c.vault, c.id, 100)
+			if !errors.Is(err, c.kind) || !strings.Contains(err.Error(), c.text) || strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), "planted") {
+				t.Fatalf("error %q, want %v with %q on one line", err, c.kind, c.text)
+			}
+		})
+	}
+	// The reader lists.
+	if names, _, err := ok.ListKeyVaultSecrets(context.Background(), "myvault", UserAssigned(uamiID), 100); err != nil || len(names) != 1 || names[0].Name != "pw" {
+		t.Fatalf("as the reader: %v %v", names, err)
 	}
 }

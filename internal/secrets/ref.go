@@ -103,18 +103,9 @@ func parseKeyVault(ref string) (Ref, error) {
 	if err != nil {
 		return Ref{}, invalid(ref, "not a URL")
 	}
-	host := strings.ToLower(u.Hostname())
-	suffix := ""
-	for _, s := range keyVaultSuffixes {
-		if strings.HasSuffix(host, s) {
-			suffix = s
-		}
-	}
-	if suffix == "" || u.Port() != "" || u.User != nil {
-		return Ref{}, invalid(ref, "host must be <vault>.vault.azure.net (or another Azure cloud's Key Vault domain)")
-	}
-	if !kvVaultNameRe.MatchString(strings.TrimSuffix(host, suffix)) {
-		return Ref{}, invalid(ref, "vault name must be 3-24 letters, digits and dashes")
+	host, why := keyVaultHost(u)
+	if why != "" {
+		return Ref{}, invalid(ref, why)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return Ref{}, invalid(ref, "Key Vault secret URI takes no query or fragment")
@@ -134,6 +125,49 @@ func parseKeyVault(ref string) (Ref, error) {
 		}
 	}
 	return r, nil
+}
+
+// keyVaultHost is the lower-case host of a Key Vault URL, or why it is
+// not one.
+func keyVaultHost(u *url.URL) (host, why string) {
+	host = strings.ToLower(u.Hostname())
+	suffix := ""
+	for _, s := range keyVaultSuffixes {
+		if strings.HasSuffix(host, s) {
+			suffix = s
+		}
+	}
+	if suffix == "" || u.Port() != "" || u.User != nil {
+		return "", "host must be <vault>.vault.azure.net (or another Azure cloud's Key Vault domain)"
+	}
+	if !kvVaultNameRe.MatchString(strings.TrimSuffix(host, suffix)) {
+		return "", "vault name must be 3-24 letters, digits and dashes"
+	}
+	return host, ""
+}
+
+// KeyVaultURL is the URL of the key vault that vault names: a vault name
+// (the public Azure cloud's vault, https://<name>.vault.azure.net) or a
+// vault URL (any Azure cloud's, https://<name>.vault.azure.cn and so
+// on). The name keeps the case it was given in; the URL has no path.
+func KeyVaultURL(vault string) (string, error) {
+	if !strings.Contains(vault, "://") {
+		if !kvVaultNameRe.MatchString(vault) {
+			return "", fmt.Errorf("%w: key vault name must be 3-24 letters, digits and dashes, starting with a letter (or give the vault's URL)", ErrInvalidRef)
+		}
+		return "https://" + vault + ".vault.azure.net", nil
+	}
+	u, err := url.Parse(vault)
+	if err != nil || !strings.EqualFold(u.Scheme, "https") {
+		return "", fmt.Errorf("%w: key vault URL must be https://<vault>.vault.azure.net", ErrInvalidRef)
+	}
+	if _, why := keyVaultHost(u); why != "" {
+		return "", fmt.Errorf("%w: key vault URL %q: %s", ErrInvalidRef, vault, why)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%w: key vault URL %q: give the vault's URL alone, without /secrets/... or a query", ErrInvalidRef, vault)
+	}
+	return "https://" + u.Host, nil
 }
 
 func parseVault(ref string) (Ref, error) {

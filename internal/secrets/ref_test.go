@@ -97,3 +97,55 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestKeyVaultURL(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"MyKeyvault", "https://MyKeyvault.vault.azure.net"},
+		{"my-vault-1", "https://my-vault-1.vault.azure.net"},
+		{"https://myvault.vault.azure.net", "https://myvault.vault.azure.net"},
+		{"https://myvault.vault.azure.net/", "https://myvault.vault.azure.net"},
+		{"https://myvault.vault.azure.cn", "https://myvault.vault.azure.cn"},
+		{"my_vault", ""},
+		{"1vault", ""},
+		{"ab", ""},
+		{"", ""},
+		{"http://myvault.vault.azure.net", ""},
+		{"https://myvault.example.com", ""},
+		{"https://myvault.vault.azure.net:8443", ""},
+		{"https://myvault.vault.azure.net/secrets/pw", ""},
+		{"https://myvault.vault.azure.net?x=1", ""},
+	} {
+		got, err := KeyVaultURL(c.in)
+		if c.want == "" {
+			if !errors.Is(err, ErrInvalidRef) {
+				t.Errorf("%q: %q, %v; want ErrInvalidRef", c.in, got, err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%q: %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+}
+
+// FuzzKeyVaultURL checks that KeyVaultURL never panics and that what it
+// accepts is a vault URL it accepts again, whose secret URIs parse as
+// Key Vault references of that vault.
+func FuzzKeyVaultURL(f *testing.F) {
+	for _, s := range []string{"MyKeyvault", "https://myvault.vault.azure.net/", "https://v-1.vault.azure.cn", "https://%zz", "a", "https://x.vault.azure.net:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := KeyVaultURL(s)
+		if err != nil {
+			return
+		}
+		if again, err := KeyVaultURL(u); err != nil || again != u {
+			t.Fatalf("KeyVaultURL(%q) = %q, which gives %q, %v", s, u, again, err)
+		}
+		r, err := Parse(u + "/secrets/name")
+		if err != nil || r.Kind != KindKeyVault || !strings.EqualFold(r.VaultURL, u) {
+			t.Fatalf("secret URI of %q (from %q): %+v, %v", u, s, r, err)
+		}
+	})
+}

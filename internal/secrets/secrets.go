@@ -201,6 +201,30 @@ func (r *Resolver) ResolveAs(ctx context.Context, ref string, id KeyVaultIdentit
 	return v, nil
 }
 
+// ListKeyVaultSecrets lists the enabled secrets of vault (a vault name or
+// URL, see KeyVaultURL) as id, as ResolveAs would read them: names and
+// version-less URIs, never values, at most max of them (truncated says
+// there were more). Errors wrap ErrInvalidRef, ErrVaultNotFound,
+// ErrVaultForbidden or ErrIdentityUnavailable where one fits.
+func (r *Resolver) ListKeyVaultSecrets(ctx context.Context, vault string, id KeyVaultIdentity, max int) ([]SecretName, bool, error) {
+	vaultURL, err := KeyVaultURL(vault)
+	if err != nil {
+		return nil, false, err
+	}
+	kv, err := r.keyVaultAs(id)
+	if err != nil {
+		return nil, false, kindError{ErrIdentityUnavailable, err}
+	}
+	names, truncated, err := kv.list(ctx, strings.ToLower(vaultURL), max)
+	if err != nil {
+		if id != (KeyVaultIdentity{}) {
+			return nil, false, fmt.Errorf("list the secrets of %s as %s: %w", vaultURL, id, err)
+		}
+		return nil, false, fmt.Errorf("list the secrets of %s: %w", vaultURL, err)
+	}
+	return names, truncated, nil
+}
+
 // Forget drops ref from the cache, for a caller that saw the value rejected
 // (a failed upstream login) and wants the next Resolve to fetch anew.
 func (r *Resolver) Forget(ref string) {

@@ -95,6 +95,7 @@ func (s *Server) management(ctx context.Context, res *secrets.Resolver, checker 
 		NoBackup:          noBackup,
 		BackupTempDir:     s.opts.DataDir,
 		ValidateSecretRef: secrets.Validate,
+		KeyVault:          res,
 		MaxRules:          o.MaxCacheRules,
 		OnChange: func(registry string) {
 			onChange(registry)

@@ -53,10 +53,12 @@ type Options struct {
 	// errors, 408, 429 and 5xx. Default 3; negative means none.
 	MaxRetries int
 	// RetryBackoff is the first retry's wait, doubling (with jitter) up to
-	// 10s. Default 200ms. A Retry-After header overrides it.
+	// 10s. Default 200ms. A Retry-After header overrides it (on a 429
+	// without one, the rate limit's reset: see retryWait).
 	RetryBackoff time.Duration
-	// MaxRetryAfter caps an honoured Retry-After: a longer one is not
-	// waited for and the answer (429/503) goes to the caller. Default 60s.
+	// MaxRetryAfter caps an honoured Retry-After (or rate-limit reset): a
+	// longer one is not waited for and the answer (429/503) goes to the
+	// caller. Default 60s.
 	MaxRetryAfter time.Duration
 	// TagPageSize is the n= of tags/list requests. Default 1000.
 	TagPageSize int
@@ -298,7 +300,7 @@ const maxErrorBody = 64 << 10
 func statusError(op, repo string, resp *http.Response) *Error {
 	defer resp.Body.Close()
 	e := &Error{Op: op, Repo: repo, StatusCode: resp.StatusCode}
-	if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+	if ra, ok := retryWait(resp.StatusCode, resp.Header, time.Now()); ok {
 		e.RetryAfter = ra
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -197,6 +198,44 @@ func TestTooManyRequestsHoldsHostBack(t *testing.T) {
 	}
 	if st := c.HostHealth(proxy.Host()); st.Healthy || !st.RateLimited {
 		t.Errorf("HostHealth = %+v, want rate limited", st)
+	}
+}
+
+// A 429 without Retry-After holds the host back until the reset its
+// rate-limit headers announce (capped at an hour), and for the default
+// window when it has none; Retry-After, when sent, decides. The hold and
+// the wait reported to the caller are the same.
+func TestTooManyRequestsHoldsUntilRateLimitReset(t *testing.T) {
+	_, proxy, _, repo, _ := faultSetup(t, upstream.Options{})
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		want   time.Duration
+	}{
+		{"no header: the default window", nil, 10 * time.Second},
+		{"RateLimit-Reset", http.Header{"Ratelimit-Reset": {"120;w=21600"}}, 2 * time.Minute},
+		{"RateLimit-Reset beyond an hour", http.Header{"Ratelimit-Reset": {"86400"}}, time.Hour},
+		{"X-RateLimit-Reset", http.Header{"X-Ratelimit-Reset": {strconv.FormatInt(time.Now().Add(5*time.Minute).Unix(), 10)}}, 5 * time.Minute},
+		{"Retry-After first", http.Header{"Retry-After": {"30"}, "Ratelimit-Reset": {"120"}}, 30 * time.Second},
+		{"Retry-After beyond an hour", http.Header{"Retry-After": {"86400"}}, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A fresh client: its own view of the host. Nothing is sat out.
+			c, _ := newClient(t, upstream.Options{MaxRetryAfter: time.Second}, proxy.Host())
+			proxy.Reset()
+			proxy.Inject(upstreamreg.Fault{Count: 1, Status: http.StatusTooManyRequests, Header: tc.header})
+			start := time.Now()
+			_, err := c.GetManifest(t.Context(), repo, "v1")
+			if e := asError(t, err); e.StatusCode != http.StatusTooManyRequests || e.RetryAfter < tc.want-2*time.Second || e.RetryAfter > tc.want {
+				t.Errorf("GetManifest: %v (RetryAfter %s), want a 429 with about %s to wait", err, e.RetryAfter, tc.want)
+			}
+			st := c.HostHealth(proxy.Host())
+			if hold := st.Until.Sub(start); !st.RateLimited || hold < tc.want-2*time.Second || hold > tc.want+5*time.Second {
+				t.Errorf("held back for %s (%+v), want %s", hold, st, tc.want)
+			} else {
+				t.Logf("held back for %s", hold.Round(time.Millisecond))
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,29 @@ func FuzzParseRateLimit(f *testing.F) {
 		}
 		if !ok && (n != 0 || w != 0) {
 			t.Fatalf("parseRateLimit(%q) failed but returned %d, %v", s, n, w)
+		}
+	})
+}
+
+func FuzzRetryWait(f *testing.F) {
+	now := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	for _, s := range [][3]string{
+		{"", "", ""}, {"7", "30", ""}, {"", "30;w=21600", ""}, {"", "86400;w=60", ""}, {"", "0", "1795334460"},
+		{"", "", "1795334460"}, {"", "", "9223372036854775807"}, {"", "-1", "-1"}, {"x", "30;w=", "1795334460.5"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, retryAfter, reset, resetTime string) {
+		h := http.Header{}
+		h.Set("Retry-After", retryAfter)
+		h.Set("RateLimit-Reset", reset)
+		h.Set("X-RateLimit-Reset", resetTime)
+		d, ok := retryWait(http.StatusTooManyRequests, h, now)
+		if d < 0 || (!ok && d != 0) {
+			t.Fatalf("retryWait(%q, %q, %q) = %v, %v", retryAfter, reset, resetTime, d, ok)
+		}
+		if d > maxRateLimitWait {
+			t.Fatalf("retryWait(%q, %q, %q) = %v: a wait above the cap %v", retryAfter, reset, resetTime, d, maxRateLimitWait)
 		}
 	})
 }

@@ -23,8 +23,10 @@ import (
 // paying the timeouts again, so cached content is served at once and cold
 // requests get their 424 fast. While it is down a probe (GET /v2/) runs
 // every probeEvery and ends the window as soon as the host answers. A 429
-// holds requests back until its Retry-After (probes do not end that early:
-// the host did answer, it asked us to wait). With HealthOptions.Shared, a
+// holds requests back until its Retry-After, or without one until the
+// reset its rate-limit headers announce (at most an hour), or else for
+// Window (probes do not end that early: the host did answer, it asked us
+// to wait). With HealthOptions.Shared, a
 // 429's hold is the cluster's: it is recorded in the shared store, and
 // every replica reads the holds there at most SharedEvery before a
 // request goes out (shared.go).
@@ -34,7 +36,8 @@ type HealthOptions struct {
 	// Off disables tracking: every request goes out (tests of retries).
 	Off bool
 	// Window is the first backoff window (default 10s); it doubles with
-	// each consecutive down-marking up to MaxWindow (default 2m).
+	// each consecutive down-marking up to MaxWindow (default 2m). It is
+	// also the hold of a 429 that says nothing of how long to wait.
 	Window, MaxWindow time.Duration
 	// ProbeEvery is the time between probes while a host is down
 	// (default 1s).
@@ -171,7 +174,7 @@ func (h *health) observe(host string, resp *http.Response, err error, callerGone
 	case err != nil:
 		h.fail(host, "error", transportSummary(err), err, 1)
 	case resp.StatusCode == http.StatusTooManyRequests:
-		wait, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		wait, ok := retryWait(resp.StatusCode, resp.Header, time.Now())
 		if !ok {
 			wait = h.o.Window
 		}

@@ -61,6 +61,74 @@ func parseRateLimit(v string) (n int, window time.Duration, ok bool) {
 	return n, window, true
 }
 
+// maxRateLimitWait caps a wait read from a rate limit's reset: a reset
+// further away is more likely a unit mix-up (milliseconds, or a Unix time
+// where seconds were meant) than a real quota window, and past the cap one
+// request (answered 429 again, or not) tells again.
+const maxRateLimitWait = time.Hour
+
+// retryWait is how long an answer with status asks us to wait before the
+// next request: its Retry-After (at most maxRateLimitWait too: one answer
+// must not hold every replica back for a day); a 429 without a usable one asks until the
+// reset of the rate limit it ran into, RateLimit-Reset (seconds, as Docker
+// Hub and the IETF RateLimit header fields send it; a ";w=" window is
+// split off and caps it) or else X-RateLimit-Reset (a Unix time in
+// seconds, as GitHub and some registries send it), at most
+// maxRateLimitWait. A reset that is not in the future is no wait: the
+// caller's default applies.
+func retryWait(status int, h http.Header, now time.Time) (time.Duration, bool) {
+	if d, ok := parseRetryAfter(h.Get("Retry-After"), now); ok {
+		return min(d, maxRateLimitWait), true
+	}
+	if status != http.StatusTooManyRequests {
+		return 0, false
+	}
+	if d, ok := parseRateLimitReset(h.Get("Ratelimit-Reset")); ok {
+		return d, true
+	}
+	return parseRateLimitResetTime(h.Get("X-Ratelimit-Reset"), now)
+}
+
+// parseRateLimitReset reads a RateLimit-Reset value, "30" or "30;w=3600":
+// seconds until the quota resets, capped at the window (when given) and at
+// maxRateLimitWait. Zero is no wait (false).
+func parseRateLimitReset(v string) (time.Duration, bool) {
+	n, window, ok := parseRateLimit(v)
+	if !ok || n == 0 {
+		return 0, false
+	}
+	limit := maxRateLimitWait
+	if window > 0 {
+		limit = min(limit, window)
+	}
+	if int64(n) >= int64(limit/time.Second) { // compared in seconds: n may overflow a Duration
+		return limit, true
+	}
+	return time.Duration(n) * time.Second, true
+}
+
+// parseRateLimitResetTime reads an X-RateLimit-Reset value, a Unix time in
+// seconds, as the wait from now until then, at most maxRateLimitWait. A
+// time not after now is no wait (false).
+func parseRateLimitResetTime(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" || v[0] < '0' || v[0] > '9' {
+		return 0, false
+	}
+	secs, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	left := secs - now.Unix() // both in seconds: no overflow for a valid now
+	switch {
+	case left <= 0:
+		return 0, false
+	case left >= int64(maxRateLimitWait/time.Second):
+		return maxRateLimitWait, true
+	}
+	return time.Unix(secs, 0).Sub(now), true
+}
+
 // parseLinkNext returns the target of the rel="next" link in Link header
 // values (RFC 8288): `<url>; rel="next"`, several links separated by commas.
 func parseLinkNext(values []string) (string, bool) {

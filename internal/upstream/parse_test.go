@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,59 @@ func TestParseRateLimit(t *testing.T) {
 		n, w, ok := parseRateLimit(tt.in)
 		if n != tt.n || w != tt.window || ok != tt.ok {
 			t.Errorf("parseRateLimit(%q) = %d, %v, %v; want %d, %v, %v", tt.in, n, w, ok, tt.n, tt.window, tt.ok)
+		}
+	}
+}
+
+func TestRetryWait(t *testing.T) {
+	now := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	unix := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
+	tests := []struct {
+		name   string
+		status int
+		header map[string]string
+		want   time.Duration
+		ok     bool
+	}{
+		{"nothing", 429, nil, 0, false},
+		{"Retry-After", 429, map[string]string{"Retry-After": "7"}, 7 * time.Second, true},
+		{"Retry-After wins over the reset", 429, map[string]string{"Retry-After": "7", "RateLimit-Reset": "30"}, 7 * time.Second, true},
+		{"unusable Retry-After: the reset", 429, map[string]string{"Retry-After": "soon", "RateLimit-Reset": "30"}, 30 * time.Second, true},
+		{"RateLimit-Reset", 429, map[string]string{"RateLimit-Reset": "30"}, 30 * time.Second, true},
+		{"RateLimit-Reset with a window", 429, map[string]string{"RateLimit-Reset": "30;w=21600"}, 30 * time.Second, true},
+		{"lower case, as Docker Hub sends", 429, map[string]string{"ratelimit-reset": " 45 ; w=3600"}, 45 * time.Second, true},
+		{"RateLimit-Reset capped at its window", 429, map[string]string{"RateLimit-Reset": "7200;w=60"}, time.Minute, true},
+		{"RateLimit-Reset capped at an hour", 429, map[string]string{"RateLimit-Reset": "86400;w=604800"}, time.Hour, true},
+		{"RateLimit-Reset in milliseconds by mistake", 429, map[string]string{"RateLimit-Reset": "30000"}, time.Hour, true},
+		{"RateLimit-Reset overflowing a Duration", 429, map[string]string{"RateLimit-Reset": "9223372036854775807"}, time.Hour, true},
+		{"RateLimit-Reset zero", 429, map[string]string{"RateLimit-Reset": "0"}, 0, false},
+		{"RateLimit-Reset negative", 429, map[string]string{"RateLimit-Reset": "-30"}, 0, false},
+		{"RateLimit-Reset a date", 429, map[string]string{"RateLimit-Reset": "Sun, 22 Nov 2026 08:00:30 GMT"}, 0, false},
+		{"RateLimit-Reset bad window", 429, map[string]string{"RateLimit-Reset": "30;w=x"}, 0, false},
+		{"RateLimit-Reset wins over X-RateLimit-Reset", 429, map[string]string{"RateLimit-Reset": "30", "X-RateLimit-Reset": unix(time.Minute)}, 30 * time.Second, true},
+		{"unusable RateLimit-Reset: X-RateLimit-Reset", 429, map[string]string{"RateLimit-Reset": "0", "X-RateLimit-Reset": unix(time.Minute)}, time.Minute, true},
+		{"X-RateLimit-Reset", 429, map[string]string{"X-RateLimit-Reset": unix(90 * time.Second)}, 90 * time.Second, true},
+		{"X-RateLimit-Reset padded", 429, map[string]string{"X-RateLimit-Reset": " " + unix(90*time.Second) + " "}, 90 * time.Second, true},
+		{"X-RateLimit-Reset capped at an hour", 429, map[string]string{"X-RateLimit-Reset": unix(48 * time.Hour)}, time.Hour, true},
+		{"X-RateLimit-Reset far away", 429, map[string]string{"X-RateLimit-Reset": "9223372036854775807"}, time.Hour, true},
+		{"X-RateLimit-Reset now", 429, map[string]string{"X-RateLimit-Reset": unix(0)}, 0, false},
+		{"X-RateLimit-Reset past", 429, map[string]string{"X-RateLimit-Reset": unix(-time.Minute)}, 0, false},
+		{"X-RateLimit-Reset seconds, not a time", 429, map[string]string{"X-RateLimit-Reset": "60"}, 0, false},
+		{"X-RateLimit-Reset negative", 429, map[string]string{"X-RateLimit-Reset": "-1"}, 0, false},
+		{"X-RateLimit-Reset fractional", 429, map[string]string{"X-RateLimit-Reset": unix(time.Minute) + ".5"}, 0, false},
+		{"X-RateLimit-Reset too large", 429, map[string]string{"X-RateLimit-Reset": "99999999999999999999"}, 0, false},
+		{"503: Retry-After only", 503, map[string]string{"Retry-After": "5"}, 5 * time.Second, true},
+		{"Retry-After beyond an hour: an hour", 429, map[string]string{"Retry-After": "86400"}, time.Hour, true},
+		{"503: no reset", 503, map[string]string{"RateLimit-Reset": "30", "X-RateLimit-Reset": unix(time.Minute)}, 0, false},
+	}
+	for _, tt := range tests {
+		h := http.Header{}
+		for k, v := range tt.header {
+			h.Set(k, v)
+		}
+		got, ok := retryWait(tt.status, h, now)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("%s: retryWait(%d, %v) = %v, %v; want %v, %v", tt.name, tt.status, tt.header, got, ok, tt.want, tt.ok)
 		}
 	}
 }

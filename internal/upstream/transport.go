@@ -108,7 +108,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		wait := t.wait(attempt)
 		if resp != nil {
-			if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			if ra, ok := retryWait(resp.StatusCode, resp.Header, time.Now()); ok {
 				if ra > t.maxRetryAfter {
 					return resp, nil // asked to wait too long: the caller sees the answer
 				}

@@ -75,8 +75,8 @@ type Error struct {
 	StatusCode int    // 0 when no HTTP answer arrived (network error, timeout)
 	Code       string // OCI error code from the body, if any
 	Message    string
-	RetryAfter time.Duration
-	Err        error // underlying transport error, if any
+	RetryAfter time.Duration // how long the answer asked to wait (retryWait)
+	Err        error         // underlying transport error, if any
 }
 
 func (e *Error) Error() string {

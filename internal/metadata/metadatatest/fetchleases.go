@@ -64,3 +64,46 @@ func testFetchLeases(t *testing.T, open Opener) {
 		t.Fatal("a released lease was not free")
 	}
 }
+
+// testSettleFetchLease: a settled lease shows the holder's outcome (and no
+// address) to the others until it lapses, is not taken before, is settled
+// only by its holder, and a new fetch under it starts with no outcome.
+func testSettleFetchLease(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t)
+	if _, got, err := s.AcquireFetchLease(ctx, "k", "a", "http://a", time.Minute); err != nil || !got {
+		t.Fatalf("acquire: %v %v", got, err)
+	}
+	if err := s.SettleFetchLease(ctx, "k", "b", "notfound", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if cur, got, _ := s.AcquireFetchLease(ctx, "k", "c", "", time.Minute); got || cur.Holder != "a" || cur.Outcome != "" || cur.Addr != "http://a" {
+		t.Fatalf("settled by a non-holder: %v %+v", got, cur)
+	}
+	if err := s.SettleFetchLease(ctx, "k", "a", "notfound", 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	cur, got, err := s.AcquireFetchLease(ctx, "k", "c", "http://c", time.Minute)
+	if err != nil || got || cur.Holder != "a" || cur.Outcome != "notfound" || cur.Addr != "" || time.Until(cur.Expires) > 100*time.Millisecond {
+		t.Fatalf("a settled lease, to another: %v %+v %v", got, cur, err)
+	}
+	if _, got, _ := s.AcquireFetchLease(ctx, "k2", "c", "", time.Minute); !got {
+		t.Fatal("outcomes are per key")
+	}
+	time.Sleep(150 * time.Millisecond)
+	if cur, got, _ := s.AcquireFetchLease(ctx, "k", "c", "http://c", time.Minute); !got || cur.Holder != "c" || cur.Outcome != "" {
+		t.Fatalf("a lapsed settled lease was not taken over: %v %+v", got, cur)
+	}
+	if cur, _, _ := s.AcquireFetchLease(ctx, "k", "d", "", time.Minute); cur.Outcome != "" || cur.Addr != "http://c" {
+		t.Fatalf("the new fetch shows an old outcome: %+v", cur)
+	}
+	if err := s.SettleFetchLease(ctx, "k", "c", "notfound", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if cur, got, _ := s.AcquireFetchLease(ctx, "k", "c", "", time.Minute); !got || cur.Outcome != "" {
+		t.Fatalf("the holder's own next fetch under its settled lease: %v %+v", got, cur)
+	}
+	if cur, _, _ := s.AcquireFetchLease(ctx, "k", "d", "", time.Minute); cur.Outcome != "" {
+		t.Fatalf("after the holder's next fetch began: %+v", cur)
+	}
+}

@@ -70,6 +70,7 @@ func Run(t *testing.T, open Opener) {
 		{"SyncKeptManifests", testSyncKeptManifests},
 		{"PushedBytes", testPushedBytes},
 		{"FetchLeases", testFetchLeases},
+		{"SettleFetchLease", testSettleFetchLease},
 		// Repository details and deletion (repoinfo.go).
 		{"RepositoryInfo", testRepositoryInfo},
 		{"CredentialSetIdentity", testCredentialSetIdentity},

@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/arcacache/arca/internal/testutil/freeport"
 	"github.com/arcacache/arca/internal/testutil/pgtest"
 	"github.com/arcacache/arca/internal/testutil/toolpath"
 )
@@ -51,30 +51,22 @@ func Build() (bin string, cleanup func(), err error) {
 	return bin, func() { pgtest.Stop(); os.RemoveAll(dir) }, nil
 }
 
-// FreeAddr returns a loopback address with a port nobody listens on.
+// FreeAddr returns a loopback address with a port nobody listens on, for
+// an address that must not answer. Nothing reserves it: a server to start
+// on a free port takes Options.Addr "" or StartOnFreePort instead.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	addr, err := FreeAddrErr()
+	addr, err := freeport.Addr()
 	if err != nil {
-		t.Fatalf("free port: %v", err)
+		t.Fatal(err)
 	}
 	return addr
-}
-
-// FreeAddrErr is FreeAddr for code that runs without a testing.TB.
-func FreeAddrErr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // Options configure Start.
 type Options struct {
 	Bin     string   // the arca binary (from Build)
-	Addr    string   // listen address; "" = FreeAddr
+	Addr    string   // listen address; "" = a port the kernel picks
 	DataDir string   // data directory (reused across restarts); "" = t.TempDir()
 	Args    []string // more serve flags
 	Env     []string // added to the test binary's environment
@@ -113,16 +105,46 @@ type Proc struct {
 }
 
 // Start starts arca serve, stops it when the test ends and waits until
-// /readyz answers 200.
+// /readyz answers 200. With Options.Addr empty arca listens on a port the
+// kernel picks (no race for a free port) and Proc.Addr is the one it got.
 func Start(t testing.TB, o Options) *Proc {
 	t.Helper()
+	p, err := start(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// StartOnFreePort starts arca with the options opts returns for a fresh
+// loopback address, for servers that must be told an address of theirs
+// before they start (say --cluster-advertise or --pprof-addr): when arca
+// finds that address taken it starts again with another.
+func StartOnFreePort(t testing.TB, opts func(addr string) Options) *Proc {
+	t.Helper()
+	var p *Proc
+	_, err := freeport.Retry(func(addr string) (err error) {
+		p, err = start(t, opts(addr))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func start(t testing.TB, o Options) (*Proc, error) {
+	t.Helper()
 	if o.Addr == "" {
-		o.Addr = FreeAddr(t)
+		o.Addr = "127.0.0.1:0"
 	}
 	if o.DataDir == "" {
 		o.DataDir = t.TempDir()
 	}
-	args := append([]string{"serve", "--addr", o.Addr, "--data-dir", o.DataDir}, o.Args...)
+	// arca writes the address it listens on here once it serves: proof
+	// that this process, not one that took the port, answers there.
+	addrFile := filepath.Join(t.TempDir(), "addr")
+	args := append([]string{"serve", "--addr", o.Addr, "--addr-file", addrFile, "--data-dir", o.DataDir}, o.Args...)
 	blobArgs, blobEnv := blobsFlags(t, o)
 	args = append(args, blobArgs...)
 	if MetadataBackend(t) == "postgres" && !slices.Contains(o.Args, "--metadata") {
@@ -146,15 +168,17 @@ func Start(t testing.TB, o Options) *Proc {
 	// binary dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start arca: %v", err)
+		return nil, fmt.Errorf("start arca: %w", err)
 	}
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
 	t.Cleanup(p.Stop)
-	p.waitReady()
-	return p
+	if err := p.waitReady(addrFile); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // MetadataBackend is the metadata store the tests' servers use:
@@ -203,18 +227,44 @@ func databaseFor(t testing.TB, dataDir string) string {
 	return url
 }
 
-func (p *Proc) waitReady() {
-	p.t.Helper()
-	switch err := WaitReady(p.URL()+"/readyz", 30*time.Second, p.done); {
-	case errors.Is(err, ErrExited):
-		p.t.Fatalf("arca exited before ready (%v); output:\n%s", p.waitErr, p.out.String())
-	case err != nil:
-		p.t.Fatalf("arca not ready on %s after 30s; output:\n%s", p.Addr, p.out.String())
+// readyTimeout bounds a start: migrations and opening the stores on a
+// loaded machine, not a port race (that fails at once).
+const readyTimeout = 30 * time.Second
+
+// waitReady waits for arca to report its address in addrFile, then for
+// /readyz to answer 200. An exit because the address was taken wraps
+// freeport.ErrInUse.
+func (p *Proc) waitReady(addrFile string) error {
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		b, err := os.ReadFile(addrFile)
+		if err == nil {
+			p.Addr = strings.TrimSpace(string(b))
+			break
+		}
+		select {
+		case <-p.done:
+			if out := p.out.String(); freeport.InUse(out) {
+				return fmt.Errorf("arca on %s: %w; output:\n%s", p.Addr, freeport.ErrInUse, out)
+			}
+			return fmt.Errorf("arca exited before ready (%v); output:\n%s", p.waitErr, p.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("arca did not report its address (--addr-file) within %s; output:\n%s", readyTimeout, p.out.String())
+		}
 	}
+	switch err := WaitReady(p.URL()+"/readyz", readyTimeout, p.done); {
+	case errors.Is(err, ErrExited):
+		return fmt.Errorf("arca exited before ready (%v); output:\n%s", p.waitErr, p.out.String())
+	case err != nil:
+		return fmt.Errorf("arca not ready on %s within %s; output:\n%s", p.Addr, readyTimeout, p.out.String())
+	}
+	return nil
 }
 
 // ErrExited is WaitReady's error when the process exited first.
-var ErrExited = errors.New("exited before ready")
+var ErrExited = freeport.ErrExited
 
 // WaitReady polls url until it answers with one of statuses (default 200
 // OK), exited (the server process's end; may be nil) is closed, or timeout

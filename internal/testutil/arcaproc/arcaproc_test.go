@@ -2,7 +2,6 @@ package arcaproc
 
 import (
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,15 +32,6 @@ func TestWaitReady(t *testing.T) {
 	if err := WaitReady(srv.URL, 200*time.Millisecond, nil); err == nil {
 		t.Fatal("401 counted as ready by default")
 	}
-}
-
-func TestFreeAddrIsBindable(t *testing.T) {
-	addr := FreeAddr(t)
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("listen on %s: %v", addr, err)
-	}
-	ln.Close()
 }
 
 func TestRepoRoot(t *testing.T) {

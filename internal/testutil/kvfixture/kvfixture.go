@@ -2,8 +2,11 @@
 // secrets REST protocol as azsecrets expects it: an unauthenticated
 // request gets the 401 challenge naming the tenant and resource; an
 // authenticated GET /secrets/{name}[/{version}]?api-version=... returns
-// {"value","id","attributes"}; a token whose subject is not a reader gets
-// Key Vault's 403. It serves HTTPS with a certificate for
+// {"value","id","attributes"} (a disabled secret: 403 SecretDisabled);
+// GET /secrets?api-version=... lists the secrets without values, PageSize
+// at a time, with nextLink ($skiptoken) to the next page; a token whose
+// subject is not a reader gets Key Vault's 403. Vault names outside Vaults
+// do not resolve (Client's dialer answers "no such host"). It serves HTTPS with a certificate for
 // *.vault.azure.net, so clients use real vault URIs: in-process through
 // Client, and a separate process through the CONNECT proxy (HTTPS_PROXY)
 // with the CA in CAFile (SSL_CERT_FILE).
@@ -26,8 +29,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -46,8 +51,19 @@ type Options struct {
 	// Token, when set, is a bearer token accepted whoever it names.
 	Token string
 	// Readers are the token subjects (JWT sub, read unverified) granted
-	// `get`; others are refused with 403.
+	// `get` and `list`; others are refused with 403.
 	Readers map[string]bool
+	// Listers, when set, are the only subjects granted `list` (an access
+	// policy with get alone is a common one).
+	Listers map[string]bool
+	// Disabled secrets are listed with attributes.enabled false, and
+	// reading one is refused.
+	Disabled map[string]bool
+	// PageSize is how many secrets a list page holds (default 25, Key
+	// Vault's).
+	PageSize int
+	// Vaults, when set, are the vault names (lower case) that exist.
+	Vaults []string
 }
 
 // Vault is a running fixture.
@@ -60,6 +76,7 @@ type Vault struct {
 
 	mu         sync.Mutex
 	gets       int
+	lists      int
 	challenges int
 	apiVers    []string
 }
@@ -72,6 +89,9 @@ func Start(t testing.TB, o Options) *Vault {
 	}
 	if o.Secrets == nil {
 		o.Secrets = map[string]string{}
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 25
 	}
 	v := &Vault{opts: o}
 	cert, pemCert := selfSigned(t, "*.vault.azure.net")
@@ -98,6 +118,9 @@ func (v *Vault) Client(t testing.TB) *http.Client {
 		TLSClientConfig: &tls.Config{RootCAs: v.pool},
 		DialContext: func(ctx context.Context, network, target string) (net.Conn, error) {
 			if host, _, _ := net.SplitHostPort(target); strings.HasSuffix(host, ".vault.azure.net") {
+				if !v.exists(host) {
+					return nil, &net.OpError{Op: "dial", Net: network, Err: &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}}
+				}
 				target = addr
 			}
 			return (&net.Dialer{}).DialContext(ctx, network, target)
@@ -105,6 +128,27 @@ func (v *Vault) Client(t testing.TB) *http.Client {
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// SetListers replaces Options.Listers.
+func (v *Vault) SetListers(subjects map[string]bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.opts.Listers = subjects
+}
+
+// exists reports whether host is a vault of the fixture.
+func (v *Vault) exists(host string) bool {
+	if v.opts.Vaults == nil {
+		return true
+	}
+	name := strings.TrimSuffix(strings.ToLower(host), ".vault.azure.net")
+	for _, n := range v.opts.Vaults {
+		if n == name {
+			return true
+		}
+	}
+	return false
 }
 
 // ProxyURL is an HTTP CONNECT proxy that tunnels *.vault.azure.net:443 to
@@ -128,6 +172,13 @@ func (v *Vault) Gets() int {
 	return v.gets
 }
 
+// Lists is how many authorized list pages were answered.
+func (v *Vault) Lists() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.lists
+}
+
 // Challenges is how many 401 challenges were sent.
 func (v *Vault) Challenges() int {
 	v.mu.Lock()
@@ -146,6 +197,10 @@ func (v *Vault) connect(w http.ResponseWriter, r *http.Request) {
 	host, port, _ := net.SplitHostPort(r.Host)
 	if r.Method != http.MethodConnect || port != "443" || !strings.HasSuffix(host, ".vault.azure.net") {
 		http.Error(w, "this proxy only reaches *.vault.azure.net:443", http.StatusForbidden)
+		return
+	}
+	if !v.exists(host) {
+		http.Error(w, "no such host "+host, http.StatusBadGateway)
 		return
 	}
 	up, err := net.Dial("tcp", v.srv.Listener.Addr().String())
@@ -181,9 +236,17 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case bearer && v.opts.Token != "" && tok == v.opts.Token:
 	case bearer && v.opts.Readers != nil:
-		if sub := tokenSubject(tok); !v.opts.Readers[sub] {
+		sub, op := tokenSubject(tok), "get"
+		granted := v.opts.Readers[sub]
+		if r.URL.Path == "/secrets" {
+			op = "list"
+			if v.opts.Listers != nil {
+				granted = v.opts.Listers[sub]
+			}
+		}
+		if !granted {
 			writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]string{"code": "Forbidden",
-				"message": fmt.Sprintf("The user, group or application 'oid=%s' does not have secrets get permission on key vault.", sub)}})
+				"message": fmt.Sprintf("The user, group or application 'oid=%s' does not have secrets %s permission on key vault.", sub, op)}})
 			return
 		}
 	default:
@@ -192,6 +255,10 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 			`Bearer authorization="https://login.microsoftonline.com/%s", resource="%s"`, Tenant, v.opts.Resource))
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]string{
 			"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}})
+		return
+	}
+	if r.Method == http.MethodGet && r.URL.Path == "/secrets" && r.URL.Query().Get("api-version") != "" {
+		v.list(w, r)
 		return
 	}
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
@@ -207,11 +274,59 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 			"message": fmt.Sprintf("A secret with (name/id) %s was not found in this key vault.", parts[1])}})
 		return
 	}
+	if v.opts.Disabled[parts[1]] {
+		writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]any{"code": "Forbidden",
+			"message": "Operation get is not allowed on a disabled secret.", "innererror": map[string]string{"code": "SecretDisabled"}}})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"value":      val,
 		"id":         "https://" + r.Host + "/secrets/" + parts[1] + "/4387e9f3d6e14c459867679a90fd0f79",
-		"attributes": map[string]any{"enabled": true, "created": 1700000000, "updated": 1700000000, "recoveryLevel": "Recoverable+Purgeable"},
+		"attributes": v.attributes(parts[1]),
 	})
+}
+
+func (v *Vault) attributes(name string) map[string]any {
+	return map[string]any{"enabled": !v.opts.Disabled[name], "created": 1700000000, "updated": 1700000000, "recoveryLevel": "Recoverable+Purgeable"}
+}
+
+// list answers one page of GET /secrets: the secrets in name order from
+// the $skiptoken (the last name of the previous page, base64) on, with
+// nextLink while more remain, as Key Vault pages (maxresults at most 25).
+func (v *Vault) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	after := ""
+	if tok := q.Get("$skiptoken"); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]string{"code": "BadParameter", "message": "invalid $skiptoken"}})
+			return
+		}
+		after = string(b)
+	}
+	v.lists++
+	v.apiVers = append(v.apiVers, q.Get("api-version"))
+	names := make([]string, 0, len(v.opts.Secrets))
+	for n := range v.opts.Secrets {
+		if n > after {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	host := strings.TrimSuffix(r.Host, ":443")
+	page := map[string]any{"nextLink": nil}
+	items := []any{}
+	for i, n := range names {
+		if i == v.opts.PageSize {
+			next := url.Values{"api-version": {q.Get("api-version")}, "$skiptoken": {base64.RawURLEncoding.EncodeToString([]byte(names[i-1]))},
+				"maxresults": {fmt.Sprint(v.opts.PageSize)}}
+			page["nextLink"] = "https://" + host + ":443/secrets?" + next.Encode()
+			break
+		}
+		items = append(items, map[string]any{"id": "https://" + host + "/secrets/" + n, "attributes": v.attributes(n)})
+	}
+	page["value"] = items
+	writeJSON(w, http.StatusOK, page)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -11,8 +11,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +26,7 @@ import (
 	minio "github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/arcacache/arca/internal/testutil/freeport"
 	"github.com/arcacache/arca/internal/testutil/toolpath"
 )
 
@@ -44,7 +45,7 @@ type Server struct {
 	dir       string
 	stderr    *bytes.Buffer
 	client    *minio.Client
-	waitDone  chan error
+	waitDone  chan struct{} // closed when the process has exited
 	stopOnce  sync.Once
 }
 
@@ -85,17 +86,15 @@ func Start(t testing.TB) *Server {
 // StartIn starts bin serving dir (for a server shared by a test binary,
 // started without a testing.TB). The caller stops it.
 func StartIn(bin, dir string) (*Server, error) {
-	var lastErr error
-	for range 3 { // a free port may be taken before MinIO binds it
-		addr, err := freeAddr()
+	// MinIO cannot listen on port 0: a port taken before it binds makes
+	// it exit, and it starts again on fresh ones.
+	var s *Server
+	_, err := freeport.Retry(func(addr string) error {
+		console, err := freeport.Addr()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		console, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		s := &Server{Addr: addr, AccessKey: "arcatest", SecretKey: randomSecret(), dir: dir, stderr: &bytes.Buffer{}}
+		s = &Server{Addr: addr, AccessKey: "arcatest", SecretKey: randomSecret(), dir: dir, stderr: &bytes.Buffer{}}
 		s.cmd = exec.Command(bin, "server", "--quiet", "--address", addr, "--console-address", console, filepath.Join(dir, "data"))
 		s.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
 			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "HOME="+dir)
@@ -104,45 +103,59 @@ func StartIn(bin, dir string) (*Server, error) {
 		// shared by a test binary is never stopped otherwise).
 		s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := s.cmd.Start(); err != nil {
-			return nil, fmt.Errorf("minio: start: %w", err)
+			return fmt.Errorf("minio: start: %w", err)
 		}
-		if lastErr = s.waitReady(30 * time.Second); lastErr == nil {
-			c, err := minio.New(addr, &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""), BucketLookup: minio.BucketLookupPath})
-			if err != nil {
-				s.Stop()
-				return nil, err
-			}
-			s.client = c
-			return s, nil
+		if err := s.waitReady(30 * time.Second); err != nil {
+			s.Stop()
+			return err
 		}
-		s.Stop()
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, lastErr
+	c, err := minio.New(s.Addr, &minio.Options{Creds: credentials.NewStaticV4(s.AccessKey, s.SecretKey, ""), BucketLookup: minio.BucketLookupPath})
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	s.client = c
+	return s, nil
 }
 
 func (s *Server) waitReady(timeout time.Duration) error {
-	exited := make(chan error, 1)
-	go func() { exited <- s.cmd.Wait() }()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			s.cmd.Process = nil
-			return fmt.Errorf("minio exited: %v\n%s", err, s.stderr.String())
-		default:
-		}
-		resp, err := http.Get("http://" + s.Addr + "/minio/health/ready")
-		if err == nil {
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = s.cmd.Wait(); close(done) }()
+	s.waitDone = done
+	// First that it is this MinIO that listens on Addr: another process
+	// that took the port could answer the health check as well.
+	err := freeport.WaitListening(s.cmd.Process.Pid, s.Addr, timeout, done)
+	c := &http.Client{Timeout: 5 * time.Second}
+	for deadline := time.Now().Add(timeout); err == nil; time.Sleep(100 * time.Millisecond) {
+		resp, herr := c.Get("http://" + s.Addr + "/minio/health/ready")
+		if herr == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				s.waitDone = exited
 				return nil
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-done:
+			err = freeport.ErrExited
+		default:
+			if time.Now().After(deadline) {
+				return fmt.Errorf("minio not ready after %s\n%s", timeout, s.stderr.String())
+			}
+		}
 	}
-	s.waitDone = exited
-	return fmt.Errorf("minio not ready after %s\n%s", timeout, s.stderr.String())
+	switch {
+	case errors.Is(err, freeport.ErrInUse), errors.Is(err, freeport.ErrExited) && freeport.InUse(s.stderr.String()):
+		return fmt.Errorf("minio on %s: %w", s.Addr, freeport.ErrInUse)
+	case errors.Is(err, freeport.ErrExited):
+		return fmt.Errorf("minio exited: %v\n%s", waitErr, s.stderr.String())
+	}
+	return fmt.Errorf("minio: %w\n%s", err, s.stderr.String())
 }
 
 // Stop ends the server.
@@ -192,13 +205,4 @@ func randomSecret() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }

@@ -21,6 +21,8 @@ import (
 	"testing"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+
+	"github.com/arcacache/arca/internal/testutil/freeport"
 )
 
 // BinDir holds Debian's PostgreSQL 15 server binaries.
@@ -181,9 +183,6 @@ func start() (*Cluster, error) {
 		}
 		c.as = []string{"runuser", "-u", "nobody", "--"}
 	}
-	if c.port, err = freePort(); err != nil {
-		return nil, err
-	}
 	data := filepath.Join(dir, "data")
 	if err := c.run(filepath.Join(BinDir, "initdb"), "-D", data, "-U", "arca", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
 		return nil, err
@@ -200,10 +199,25 @@ func start() (*Cluster, error) {
 	if err := os.WriteFile(hba, conf, 0o600); err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c shared_preload_libraries=pg_stat_statements", c.port, dir)
-	if err := c.run(filepath.Join(BinDir, "pg_ctl"), "start", "-w", "-D", data, "-l", filepath.Join(dir, "log"), "-o", opts); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		return nil, fmt.Errorf("%w\n%s", err, log)
+	// PostgreSQL cannot listen on port 0: a port taken before the
+	// postmaster binds it makes it exit, and it starts again on another.
+	_, err = freeport.Retry(func(addr string) error {
+		_, port, _ := net.SplitHostPort(addr)
+		c.port, _ = strconv.Atoi(port)
+		logFile := filepath.Join(dir, "log")
+		_ = os.Remove(logFile) // pg_ctl appends; one attempt's log each
+		opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c shared_preload_libraries=pg_stat_statements", c.port, dir)
+		if err := c.run(filepath.Join(BinDir, "pg_ctl"), "start", "-w", "-D", data, "-l", logFile, "-o", opts); err != nil {
+			log, _ := os.ReadFile(logFile)
+			if freeport.InUse(string(log)) {
+				return fmt.Errorf("pgtest: port %d: %w", c.port, freeport.ErrInUse)
+			}
+			return fmt.Errorf("%w\n%s", err, log)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -233,13 +247,4 @@ func (c *Cluster) exec(stmt string) error {
 		return fmt.Errorf("pgtest: %s: %w", stmt, err)
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pgtest: free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

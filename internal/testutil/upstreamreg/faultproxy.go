@@ -37,7 +37,8 @@ type Fault struct {
 	// Status, when non-zero, answers the request with this status (an OCI
 	// error body on GET) without reaching the registry.
 	Status     int
-	RetryAfter string // Retry-After header sent with Status
+	RetryAfter string      // Retry-After header sent with Status
+	Header     http.Header // more headers sent with Status (e.g. RateLimit-Reset)
 
 	// Cut lets the registry's 200 answer through and closes the connection
 	// after CutAfter body bytes (Content-Length stays the full size, so the
@@ -407,6 +408,9 @@ func writeFault(w http.ResponseWriter, r *http.Request, f Fault) {
 	}
 	if f.RetryAfter != "" {
 		w.Header().Set("Retry-After", f.RetryAfter)
+	}
+	for k, v := range f.Header {
+		w.Header()[k] = v
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(f.Status)

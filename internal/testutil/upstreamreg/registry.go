@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/arcacache/arca/internal/testutil/arcaproc"
+	"github.com/arcacache/arca/internal/testutil/freeport"
 	"github.com/arcacache/arca/internal/testutil/toolpath"
 )
 
@@ -116,14 +117,10 @@ func Start(t testing.TB, o Options) *Registry {
 	if o.Auth == Token {
 		r.token = startTokenService(t, o)
 	}
-	var lastErr error
-	for range 3 { // a free port may be taken between probe and bind
-		if lastErr = r.startOnce(arcaproc.FreeAddr(t)); lastErr == nil {
-			break
-		}
-	}
-	if lastErr != nil {
-		t.Fatalf("upstreamreg: start docker-registry: %v\nstderr:\n%s", lastErr, r.stderr.String())
+	// docker-registry cannot listen on port 0: a port taken between the
+	// probe and its bind makes it exit, and it starts again on another.
+	if _, err := freeport.Retry(r.startOnce); err != nil {
+		t.Fatalf("upstreamreg: start docker-registry: %v\nstderr:\n%s", err, r.stderr.String())
 	}
 	t.Cleanup(r.Stop)
 	return r
@@ -167,6 +164,7 @@ func findBinary(t testing.TB, bin string) string {
 // it to answer on /v2/.
 func (r *Registry) startOnce(host string) error {
 	r.Host = host
+	r.stderr.reset() // a failed attempt's output says nothing about this one
 	if err := r.writeConfig(); err != nil {
 		return err
 	}
@@ -253,8 +251,16 @@ func (r *Registry) spawn() error {
 }
 
 func (r *Registry) waitReady(timeout time.Duration) error {
-	err := arcaproc.WaitReady(r.URL()+"/v2/", timeout, r.exited, http.StatusOK, http.StatusUnauthorized)
-	if errors.Is(err, arcaproc.ErrExited) {
+	// First that it is this registry that listens on Host: another
+	// process that took the port would answer /v2/ as well.
+	err := freeport.WaitListening(r.cmd.Process.Pid, r.Host, timeout, r.exited)
+	if err == nil {
+		err = arcaproc.WaitReady(r.URL()+"/v2/", timeout, r.exited, http.StatusOK, http.StatusUnauthorized)
+	}
+	switch {
+	case errors.Is(err, freeport.ErrInUse), errors.Is(err, freeport.ErrExited) && freeport.InUse(r.stderr.String()):
+		return fmt.Errorf("docker-registry on %s: %w", r.Host, freeport.ErrInUse)
+	case errors.Is(err, freeport.ErrExited):
 		return fmt.Errorf("docker-registry exited during startup")
 	}
 	if err != nil {
@@ -327,6 +333,12 @@ func (b *ringBuffer) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+func (b *ringBuffer) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines, b.partial = nil, nil
 }
 
 func (b *ringBuffer) String() string {

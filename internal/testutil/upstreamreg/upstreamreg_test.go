@@ -3,15 +3,18 @@ package upstreamreg
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/arcacache/arca/internal/oci"
+	"github.com/arcacache/arca/internal/testutil/freeport"
 )
 
 const accept = oci.MediaTypeOCIIndex + ", " + oci.MediaTypeOCIManifest
@@ -257,4 +260,21 @@ func basicToken(u, p string) string {
 	req, _ := http.NewRequest(http.MethodGet, "http://x/", nil)
 	req.SetBasicAuth(u, p)
 	return strings.TrimPrefix(req.Header.Get("Authorization"), "Basic ")
+}
+
+// TestTakenPort: a registry whose port another process took first, here
+// another docker-registry that answers /v2/ just as well, is not taken
+// for started; its start fails with freeport.ErrInUse, which makes Start
+// try a fresh port.
+func TestTakenPort(t *testing.T) {
+	other := Start(t, Options{})
+	r := &Registry{opts: Options{}, binary: findBinary(t, ""), dir: t.TempDir(),
+		client: &http.Client{Timeout: 60 * time.Second}, log: &accessLog{}, stderr: &ringBuffer{max: 200}}
+	t.Cleanup(r.Stop)
+	if err := r.startOnce(other.Host); !errors.Is(err, freeport.ErrInUse) {
+		t.Fatalf("start on %s, which another registry serves: %v, want ErrInUse", other.Host, err)
+	}
+	if resp, _ := get(t, other.URL()+"/v2/", ""); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the other registry: %s", resp.Status)
+	}
 }

@@ -45,3 +45,28 @@ for (const btn of document.querySelectorAll("button[data-copy]")) {
     }
   });
 }
+
+// In a form with a field marked data-enter="<button id>", Enter in that
+// field presses that button and Enter in its other text fields presses the
+// primary one: the browser would press the first submit button in the
+// page's order (List secrets, before Create), or none while it is hidden.
+for (const form of document.querySelectorAll("form:has([data-enter])")) {
+  const primary = form.querySelector("button.primary");
+  let handled = false;
+  form.addEventListener("keydown", (e) => {
+    handled = false;
+    const el = e.target;
+    if (e.key !== "Enter" || !(el instanceof HTMLInputElement) || ["checkbox", "radio", "submit", "button"].includes(el.type)) return;
+    const btn = el.dataset.enter ? document.getElementById(el.dataset.enter) : primary;
+    if (!btn || btn.disabled) return;
+    e.preventDefault();
+    handled = true;
+    form.requestSubmit(btn);
+  });
+  // A prevented keydown suppresses the keypress that submits implicitly;
+  // synthetic key events (DevTools' protocol, which the tests use) still
+  // send it.
+  form.addEventListener("keypress", (e) => {
+    if (handled && e.key === "Enter") e.preventDefault();
+  });
+}
