@@ -436,7 +436,7 @@ func newRepoShowManifestsCmd(env Env) *cobra.Command {
 		}
 		columns := []string{"digest", "tags", "timestamp", "lastPulledTime"}
 		if detail {
-			columns = []string{"digest", "tags", "architecture", "os", "mediaType", "imageSize", "signed", "lastUpdateTime", "lastPulledTime"}
+			columns = []string{"digest", "tags", "architecture", "os", "variant", "mediaType", "imageSize", "signed", "lastUpdateTime", "lastPulledTime"}
 		}
 		dp.s.out.table = columnTable(columns, func(_, _ map[string]any) {})
 		return dp.s.out.print(ms)

@@ -23,7 +23,8 @@ const maxConfigRead = 4 << 20
 // Describe works out what repository listings show of manifest parsed,
 // whose body is size bytes: its config media type, image size, an
 // index's children with their platforms, whether it is a signature, and
-// an image's platform, read from its config blob. The attributes are
+// an image's platform (os, architecture, variant, os.version), read from
+// its config blob. The attributes are
 // Described only once the platform is known: an image whose config blob
 // is not stored yet (a pull-through stores the manifest before the
 // client fetches the config) is described again later (DescribeListed).
@@ -33,8 +34,8 @@ func (s *Store) Describe(ctx context.Context, parsed *oci.Manifest, size int64) 
 	a.Signature = kind.Matches(artifactkind.NotaryProjectSignature) || kind.Matches(artifactkind.CosignSignature)
 	for _, c := range parsed.Manifests {
 		r := metadata.PlatformRef{Digest: c.Digest}
-		if c.Platform != nil {
-			r.Architecture, r.OS = c.Platform.Architecture, c.Platform.OS
+		if p := c.Platform; p != nil {
+			r.Architecture, r.OS, r.Variant, r.OSVersion = p.Architecture, p.OS, p.Variant, p.OSVersion
 		}
 		a.References = append(a.References, r)
 	}
@@ -58,7 +59,7 @@ func (s *Store) Describe(ctx context.Context, parsed *oci.Manifest, size int64) 
 		a.Described = false
 		return a, err
 	}
-	a.Architecture, a.OS = p.Architecture, p.OS
+	a.Architecture, a.OS, a.Variant, a.OSVersion = p.Architecture, p.OS, p.Variant, p.OSVersion
 	return a, nil
 }
 
@@ -69,8 +70,8 @@ type AttrsRecorder interface {
 }
 
 // DescribeListed fills in the attributes of listed manifest m when they
-// were not recorded (stored before they were, or before its image config
-// was stored) and records them with rec, so that the next listing reads no
+// were not recorded (stored before they were, before its image config
+// was stored, or before its platform's variant and os.version were) and records them with rec, so that the next listing reads no
 // blob for it. Every listing that shows attributes (/acr/v1/, the portal)
 // goes through it. On error m keeps what was recorded: a listing shows
 // that rather than failing.
@@ -82,10 +83,15 @@ func (s *Store) DescribeListed(ctx context.Context, rec AttrsRecorder, registry,
 	if err != nil {
 		return err
 	}
-	m.Attrs = a
 	if !a.Described {
+		// Its config is not local (yet): a row described before (marked
+		// to be described again by a migration) keeps its platform.
+		if m.Attrs.Architecture == "" {
+			m.Attrs = a
+		}
 		return nil
 	}
+	m.Attrs = a
 	if err := rec.SetManifestAttrs(ctx, registry, repo, m.Digest, a); err != nil && !errors.Is(err, metadata.ErrNotFound) {
 		return fmt.Errorf("record attributes of manifest %s: %w", m.Digest, err)
 	}

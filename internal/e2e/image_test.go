@@ -37,6 +37,7 @@ type descriptor struct {
 type platform struct {
 	Architecture string `json:"architecture"`
 	OS           string `json:"os"`
+	Variant      string `json:"variant,omitempty"`
 }
 
 // manifest is an OCI image manifest (or index: Manifests set instead).
@@ -115,7 +116,13 @@ func randomLayer(t testing.TB, seed uint64, size int) (gz []byte, diffID string)
 // newImage builds a random image with one layer per size, for arch.
 func newImage(t testing.TB, seed uint64, arch string, layerSizes ...int) *testImage {
 	t.Helper()
-	im := &testImage{Arch: arch}
+	return newPlatformImage(t, seed, platform{OS: "linux", Architecture: arch}, layerSizes...)
+}
+
+// newPlatformImage is newImage for platform p (a variant, another OS).
+func newPlatformImage(t testing.TB, seed uint64, p platform, layerSizes ...int) *testImage {
+	t.Helper()
+	im := &testImage{Arch: p.Architecture}
 	var diffIDs []string
 	for i, n := range layerSizes {
 		gz, diffID := randomLayer(t, seed<<8|uint64(i), n)
@@ -123,10 +130,13 @@ func newImage(t testing.TB, seed uint64, arch string, layerSizes ...int) *testIm
 		diffIDs = append(diffIDs, diffID)
 	}
 	cfg := map[string]any{
-		"architecture": arch,
-		"os":           "linux",
+		"architecture": p.Architecture,
+		"os":           p.OS,
 		"config":       map[string]any{"Env": []string{fmt.Sprintf("SEED=%d", seed)}},
 		"rootfs":       map[string]any{"type": "layers", "diff_ids": diffIDs},
+	}
+	if p.Variant != "" {
+		cfg["variant"] = p.Variant
 	}
 	im.Config = mustJSON(t, cfg)
 	m := manifest{SchemaVersion: 2, MediaType: mtOCIManifest,
@@ -136,7 +146,7 @@ func newImage(t testing.TB, seed uint64, arch string, layerSizes ...int) *testIm
 	}
 	im.Manifest = mustJSON(t, m)
 	im.ManifestDesc = descriptor{MediaType: mtOCIManifest, Digest: sha(im.Manifest), Size: int64(len(im.Manifest)),
-		Platform: &platform{Architecture: arch, OS: "linux"}}
+		Platform: &p}
 	return im
 }
 

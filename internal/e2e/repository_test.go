@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
 	"slices"
 	"strings"
 	"testing"
@@ -360,4 +363,72 @@ func TestRepositoryManifestAttributes(t *testing.T) {
 	pw := a.token(t, "puller", "--repository", "team/multi", "content/read")
 	out, err = a.tryCLI("repository", "show", "-n", "default", "-u", "puller", "-p", pw, "--image", "team/multi@"+arm.Digest())
 	refused(t, "show --image by digest without metadata/read", out, err)
+}
+
+// A platform's variant (arm/v6, arm/v7) is recorded when an image or an
+// index is stored and shown wherever its platform is: `arca repository
+// show-manifests --detail` (from /acr/v1/{repo}/_manifests, as "variant"
+// beside ACR's architecture and os, on the image and on each reference of
+// the index) and the portal's Repositories page (os/arch/variant).
+func TestManifestPlatformVariant(t *testing.T) {
+	a := startClosedArca(t)
+	host := a.Addr
+	adminPW := a.adminPassword(t)
+	cr := crane(t)
+	cr.run("auth", "login", host, "-u", "default", "-p", adminPW)
+	v6 := newPlatformImage(t, 86, platform{OS: "linux", Architecture: "arm", Variant: "v6"}, 2<<10)
+	v7 := newPlatformImage(t, 87, platform{OS: "linux", Architecture: "arm", Variant: "v7"}, 3<<10)
+	cr.crane("push", v6.writeLayout(t), host+"/team/arm:v6")
+	cr.crane("push", v7.writeLayout(t), host+"/team/arm:v7")
+	cr.crane("index", "append", "-m", host+"/team/arm:v6", "-m", host+"/team/arm:v7", "-t", host+"/team/arm:multi")
+	index := cr.crane("digest", host+"/team/arm:multi")
+
+	type reference struct{ Digest, Architecture, OS, Variant string }
+	var ms []struct {
+		Digest, Architecture, OS, Variant string
+		References                        []reference
+	}
+	out := a.cli(t, "repository", "show-manifests", "-n", "default", "-u", "default", "-p", adminPW, "--repository", "team/arm", "--detail")
+	if err := json.Unmarshal([]byte(out), &ms); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range ms {
+		got[m.Digest] = m.OS + "/" + m.Architecture + "/" + m.Variant
+		if m.Digest == index {
+			want := []reference{{v6.Digest(), "arm", "linux", "v6"}, {v7.Digest(), "arm", "linux", "v7"}}
+			if !slices.Equal(m.References, want) {
+				t.Errorf("index references %+v, want %+v", m.References, want)
+			}
+		}
+	}
+	if got[v6.Digest()] != "linux/arm/v6" || got[v7.Digest()] != "linux/arm/v7" || got[index] != "//" {
+		t.Errorf("show-manifests --detail platforms %v\n%s", got, out)
+	}
+	if out := a.cli(t, "repository", "show-manifests", "-n", "default", "-u", "default", "-p", adminPW, "--repository", "team/arm", "--detail", "-o", "table"); !strings.Contains(out, "Variant") || !strings.Contains(out, "v7") {
+		t.Errorf("show-manifests --detail -o table has no variant:\n%s", out)
+	}
+
+	// The portal: each tag of the repository with its platforms.
+	jar, _ := cookiejar.New(nil)
+	cl := &http.Client{Jar: jar}
+	portalSignIn(t, cl, a.URL(), "").Body.Close()
+	resp, err := cl.Get(a.URL() + "/portal/repositories")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("repositories page: %d\n%s", resp.StatusCode, page)
+	}
+	// Tags v6, v7 and multi (whose children are v6 and v7).
+	for p, n := range map[string]int{"linux/arm/v6": 2, "linux/arm/v7": 2} {
+		if c := strings.Count(string(page), `data-platform="`+p+`"`); c != n {
+			t.Errorf("repositories page shows %s %d times, want %d", p, c, n)
+		}
+	}
+	if strings.Contains(string(page), `data-platform="linux/arm"`) {
+		t.Errorf("repositories page shows linux/arm without its variant")
+	}
 }

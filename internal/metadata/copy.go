@@ -31,7 +31,7 @@ var copyTables = []copyTable{
 	{"blobs", []string{"digest", "size", "created_at"}, 1, false},
 	{"repo_blobs", []string{"registry", "repo", "digest", "pulled_at"}, 3, false},
 	{"manifests", []string{"registry", "repo", "digest", "media_type", "size", "artifact_type", "subject", "annotations", "created_at", "pulled_at",
-		"config_media_type", "architecture", "os", "image_size", "platform_refs", "signature", "described"}, 3, false},
+		"config_media_type", "architecture", "os", "image_size", "platform_refs", "signature", "described", "variant", "os_version"}, 3, false},
 	{"manifest_refs", []string{"registry", "repo", "manifest", "child", "kind"}, 4, false},
 	{"tags", []string{"registry", "repo", "tag", "digest", "updated_at", "checked_at", "pulled_at"}, 3, false},
 	{"cache_rules", []string{"registry", "name_key", "name", "source", "target", "credential_set", "identity", "sync_mode",

@@ -153,26 +153,27 @@ func TestSQLiteMigration7KeepsData(t *testing.T) {
 	}
 }
 
-// The manifest attributes migration leaves existing manifests undescribed
-// (the registry describes them from their blobs when they are first
-// listed) and marks what their artifact type tells is a signature, so
-// that a manifest signed before the upgrade shows as signed at once; on
-// both engines.
-func TestManifestAttrsMigration(t *testing.T) {
-	ctx := context.Background()
-	before := func(ms [][]string) [][]string {
-		for i := range ms {
-			if len(ms[i]) > 0 && &ms[i][0] == &schemaManifestAttrs[0] {
-				return ms[:i]
-			}
+// migrationsBefore returns ms up to (not including) migration first.
+func migrationsBefore(t *testing.T, ms [][]string, first []string) [][]string {
+	t.Helper()
+	for i := range ms {
+		if len(ms[i]) > 0 && &ms[i][0] == &first[0] {
+			return ms[:i]
 		}
-		t.Fatal("schemaManifestAttrs is not a migration")
-		return nil
 	}
-	for _, e := range []struct {
-		name string
-		open func(t *testing.T) (*sql.DB, dialect, func() (Store, error))
-	}{
+	t.Fatal("not a migration")
+	return nil
+}
+
+// migrationEngine opens a raw database of an engine (to migrate part way
+// and write rows as an older arca did) and then the store on it.
+type migrationEngine struct {
+	name string
+	open func(t *testing.T) (*sql.DB, dialect, func() (Store, error))
+}
+
+func migrationEngines(ctx context.Context) []migrationEngine {
+	return []migrationEngine{
 		{"sqlite", func(t *testing.T) (*sql.DB, dialect, func() (Store, error)) {
 			path := filepath.Join(t.TempDir(), "arca.db")
 			raw, err := sql.Open("sqlite", "file:"+path)
@@ -189,12 +190,22 @@ func TestManifestAttrsMigration(t *testing.T) {
 			}
 			return raw, pgDialect, func() (Store, error) { return OpenPostgres(ctx, url) }
 		}},
-	} {
+	}
+}
+
+// The manifest attributes migration leaves existing manifests undescribed
+// (the registry describes them from their blobs when they are first
+// listed) and marks what their artifact type tells is a signature, so
+// that a manifest signed before the upgrade shows as signed at once; on
+// both engines.
+func TestManifestAttrsMigration(t *testing.T) {
+	ctx := context.Background()
+	for _, e := range migrationEngines(ctx) {
 		t.Run(e.name, func(t *testing.T) {
 			raw, d, open := e.open(t)
 			defer raw.Close()
 			old := &db{w: raw, r: raw, d: d}
-			old.d.migrations = before(d.migrations)
+			old.d.migrations = migrationsBefore(t, d.migrations, schemaManifestAttrs)
 			if err := old.migrate(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -220,6 +231,62 @@ func TestManifestAttrsMigration(t *testing.T) {
 			}
 			if m, err := s.ManifestInfo(ctx, "default", "app", sig); err != nil || !m.Attrs.Signature || m.Attrs.Described {
 				t.Fatalf("signature after the migration: %+v %v", m, err)
+			}
+		})
+	}
+}
+
+// The variant migration marks every manifest described with a platform (an
+// image or an index) undescribed, keeping what it recorded, so that it is
+// described again (with its variant and os.version) when first listed;
+// a manifest without a platform (a signature) stays described. On both
+// engines.
+func TestManifestVariantMigration(t *testing.T) {
+	ctx := context.Background()
+	for _, e := range migrationEngines(ctx) {
+		t.Run(e.name, func(t *testing.T) {
+			raw, d, open := e.open(t)
+			defer raw.Close()
+			old := &db{w: raw, r: raw, d: d}
+			old.d.migrations = migrationsBefore(t, d.migrations, schemaManifestVariant)
+			if err := old.migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			img, idx, sig := digest.FromString("img"), digest.FromString("idx"), digest.FromString("sig")
+			refs := `[{"digest":"` + img.String() + `","architecture":"arm","os":"linux"}]`
+			for _, q := range []struct {
+				d                digest.Digest
+				arch, os, refs   string
+				signature, descr int
+			}{{img, "arm", "linux", "", 0, 1}, {idx, "", "", refs, 0, 1}, {sig, "", "", "", 1, 1}} {
+				if _, err := raw.ExecContext(ctx, `INSERT INTO manifests(registry, repo, digest, media_type, size, created_at,
+					config_media_type, architecture, os, image_size, platform_refs, signature, described)
+					VALUES ('default', 'app', $1, 'mt', 3, 1, 'cfg', $2, $3, 42, $4, $5, $6)`, q.d.String(), q.arch, q.os, q.refs, q.signature, q.descr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			raw.Close()
+			s, err := open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			get := func(d digest.Digest) ManifestAttrs {
+				t.Helper()
+				m, err := s.ManifestInfo(ctx, "default", "app", d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return m.Attrs
+			}
+			if a := get(img); a.Described || a.Architecture != "arm" || a.OS != "linux" || a.ImageSize != 42 || a.Variant != "" {
+				t.Errorf("image after the migration: %+v (want undescribed, its platform kept)", a)
+			}
+			if a := get(idx); a.Described || len(a.References) != 1 || a.References[0].Architecture != "arm" {
+				t.Errorf("index after the migration: %+v (want undescribed, its references kept)", a)
+			}
+			if a := get(sig); !a.Described || !a.Signature {
+				t.Errorf("signature after the migration: %+v (want still described)", a)
 			}
 		})
 	}

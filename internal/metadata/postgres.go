@@ -23,7 +23,7 @@ import (
 // (pagination, prefixes) use the "C" collation: byte order, as SQLite
 // compares, whatever the database's locale.
 var pgMigrations = [][]string{pgSchema, pgSchemaStats, identitySchema(` COLLATE "C"`), pgUploadState, pgGC, pgLifecycle, schemaFetchLeases, setIdentityAndConditions, schemaPortalSessions, schemaManifestAttrs, schemaIdentitySecretExpiry,
-	schemaOperationProgress, schemaUpstreamHolds, schemaLoginFailures, schemaFetchLeaseOutcome}
+	schemaOperationProgress, schemaUpstreamHolds, schemaLoginFailures, schemaFetchLeaseOutcome, schemaManifestVariant}
 
 var pgSchema = []string{
 	`CREATE TABLE repositories (

@@ -251,10 +251,10 @@ func (s *db) PutManifest(ctx context.Context, m Manifest, tags ...string) error 
 		}
 		a := m.Attrs
 		res, err := tx.ExecContext(ctx, `INSERT INTO manifests(registry, repo, digest, media_type, size, artifact_type, subject, annotations, created_at,
-			config_media_type, architecture, os, image_size, platform_refs, signature, described)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING`,
+			config_media_type, architecture, os, variant, os_version, image_size, platform_refs, signature, described)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING`,
 			m.Registry, m.Repo, m.Digest.String(), m.MediaType, m.Size, m.ArtifactType, m.Subject.String(), ann, t,
-			a.ConfigMediaType, a.Architecture, a.OS, a.ImageSize, a.refsJSON(), b2i(a.Signature), b2i(a.Described))
+			a.ConfigMediaType, a.Architecture, a.OS, a.Variant, a.OSVersion, a.ImageSize, a.refsJSON(), b2i(a.Signature), b2i(a.Described))
 		if err != nil {
 			return fmt.Errorf("put manifest: %w", err)
 		}

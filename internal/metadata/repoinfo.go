@@ -54,6 +54,9 @@ type ManifestInfo struct {
 type ManifestAttrs struct {
 	ConfigMediaType  string
 	Architecture, OS string
+	// Variant and OSVersion complete an image's platform (OCI's variant,
+	// e.g. arm's v7, and os.version, e.g. a Windows build).
+	Variant, OSVersion string
 	// ImageSize is the manifest's bytes plus the config and layers it
 	// declares (for an index, its own bytes).
 	ImageSize  int64
@@ -70,6 +73,8 @@ type PlatformRef struct {
 	Digest       digest.Digest `json:"digest"`
 	Architecture string        `json:"architecture,omitempty"`
 	OS           string        `json:"os,omitempty"`
+	Variant      string        `json:"variant,omitempty"`
+	OSVersion    string        `json:"os.version,omitempty"`
 }
 
 func (a ManifestAttrs) refsJSON() string {
@@ -94,6 +99,19 @@ var schemaManifestAttrs = []string{
 	// What the artifact type alone tells (notation, cosign referrers);
 	// cosign's legacy signatures are told by their layers, when described.
 	`UPDATE manifests SET signature = 1 WHERE artifact_type IN ('application/vnd.cncf.notary.signature', 'application/vnd.dev.cosign.artifact.sig.v1+json')`,
+}
+
+// schemaManifestVariant records the rest of an image's platform (variant,
+// os.version). Rows described before it have none, and a migration cannot
+// read the blobs: every row with a platform (an image or an index) is
+// marked undescribed, so that it is described again, once, when first
+// listed, and keeps what it recorded until then. A rule "arm and no
+// variant means undescribed" would instead re-read every arm64 image
+// that has no variant (most) at every listing.
+var schemaManifestVariant = []string{
+	`ALTER TABLE manifests ADD COLUMN variant TEXT NOT NULL DEFAULT ''`,
+	`ALTER TABLE manifests ADD COLUMN os_version TEXT NOT NULL DEFAULT ''`,
+	`UPDATE manifests SET described = 0 WHERE described = 1 AND (architecture <> '' OR platform_refs <> '')`,
 }
 
 // signedSQL is true when the manifest whose digest is the column
@@ -223,7 +241,7 @@ func (s *db) ListManifestInfo(ctx context.Context, registry, repo string, q Info
 }
 
 // manifestInfoColumns selects what scanManifestInfo reads.
-var manifestInfoColumns = `SELECT digest, media_type, size, created_at, pulled_at, config_media_type, architecture, os, image_size, platform_refs, signature, described, ` +
+var manifestInfoColumns = `SELECT digest, media_type, size, created_at, pulled_at, config_media_type, architecture, os, variant, os_version, image_size, platform_refs, signature, described, ` +
 	signedSQL("m.digest") + ` FROM manifests m`
 
 // ManifestInfo returns manifest d of repo with its tags; ErrNotFound if
@@ -245,9 +263,9 @@ func (s *db) ManifestInfo(ctx context.Context, registry, repo string, d digest.D
 // SetManifestAttrs records the attributes of manifest d worked out after
 // it was stored; ErrNotFound if repo has no such manifest.
 func (s *db) SetManifestAttrs(ctx context.Context, registry, repo string, d digest.Digest, a ManifestAttrs) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE manifests SET config_media_type = $4, architecture = $5, os = $6, image_size = $7, platform_refs = $8,
-		signature = $9, described = $10 WHERE registry = $1 AND repo = $2 AND digest = $3`,
-		registry, repo, d.String(), a.ConfigMediaType, a.Architecture, a.OS, a.ImageSize, a.refsJSON(), b2i(a.Signature), b2i(a.Described))
+	res, err := s.w.ExecContext(ctx, `UPDATE manifests SET config_media_type = $4, architecture = $5, os = $6, variant = $7, os_version = $8,
+		image_size = $9, platform_refs = $10, signature = $11, described = $12 WHERE registry = $1 AND repo = $2 AND digest = $3`,
+		registry, repo, d.String(), a.ConfigMediaType, a.Architecture, a.OS, a.Variant, a.OSVersion, a.ImageSize, a.refsJSON(), b2i(a.Signature), b2i(a.Described))
 	if err != nil {
 		return fmt.Errorf("set manifest attributes: %w", err)
 	}
@@ -281,7 +299,7 @@ func (s *db) scanManifestInfo(ctx context.Context, query string, args []any) ([]
 		var created, pulled int64
 		var signature, described int
 		if err := rows.Scan(&d, &m.MediaType, &m.Size, &created, &pulled, &m.Attrs.ConfigMediaType, &m.Attrs.Architecture, &m.Attrs.OS,
-			&m.Attrs.ImageSize, &refs, &signature, &described, &m.Signed); err != nil {
+			&m.Attrs.Variant, &m.Attrs.OSVersion, &m.Attrs.ImageSize, &refs, &signature, &described, &m.Signed); err != nil {
 			return nil, fmt.Errorf("list manifests: %w", err)
 		}
 		m.Digest, m.CreatedAt, m.PulledAt, m.Attrs.Described = digest.Digest(d), fromMicros(created), fromMicros(pulled), described != 0

@@ -40,6 +40,7 @@ var sqliteMigrations = [][]string{
 	schemaUpstreamHolds,
 	schemaLoginFailures,
 	schemaFetchLeaseOutcome,
+	schemaManifestVariant,
 }
 
 var sqliteDialect = dialect{

@@ -199,7 +199,7 @@ func (h *Handler) manifest(c *ctx, repo string, d digest.Digest) (metadata.Manif
 func (h *Handler) describeImages(c *ctx, rt *repoTag, repo string, m metadata.ManifestInfo) error {
 	if !oci.IsIndex(m.MediaType) {
 		if m.Attrs.ConfigMediaType != "" {
-			rt.Platforms = append(rt.Platforms, tagPlatform{Platform: platform(m.Attrs.OS, m.Attrs.Architecture), Size: float64(m.Attrs.ImageSize), Cached: true})
+			rt.Platforms = append(rt.Platforms, tagPlatform{Platform: platform(m.Attrs.OS, m.Attrs.Architecture, m.Attrs.Variant), Size: float64(m.Attrs.ImageSize), Cached: true})
 		}
 		return nil
 	}
@@ -208,7 +208,7 @@ func (h *Handler) describeImages(c *ctx, rt *repoTag, repo string, m metadata.Ma
 			rt.MorePlatforms = true
 			break
 		}
-		tp := tagPlatform{Platform: platform(ref.OS, ref.Architecture)}
+		tp := tagPlatform{Platform: platform(ref.OS, ref.Architecture, ref.Variant)}
 		child, err := h.manifest(c, repo, ref.Digest)
 		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
 			return err
@@ -216,7 +216,7 @@ func (h *Handler) describeImages(c *ctx, rt *repoTag, repo string, m metadata.Ma
 		if err == nil {
 			tp.Size, tp.Cached = float64(child.Attrs.ImageSize), true
 			if tp.Platform == "" {
-				tp.Platform = platform(child.Attrs.OS, child.Attrs.Architecture)
+				tp.Platform = platform(child.Attrs.OS, child.Attrs.Architecture, child.Attrs.Variant)
 			}
 		}
 		rt.Platforms = append(rt.Platforms, tp)
@@ -224,10 +224,10 @@ func (h *Handler) describeImages(c *ctx, rt *repoTag, repo string, m metadata.Ma
 	return nil
 }
 
-// platform is os/architecture as recorded ("" when unknown).
-func platform(os, arch string) string {
+// platform is os/architecture[/variant] as recorded ("" when unknown).
+func platform(os, arch, variant string) string {
 	if os == "" || arch == "" {
 		return ""
 	}
-	return (&oci.Platform{OS: os, Architecture: arch}).String()
+	return (&oci.Platform{OS: os, Architecture: arch, Variant: variant}).String()
 }

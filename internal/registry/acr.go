@@ -116,6 +116,8 @@ type acrManifest struct {
 	LastPulledTime  string               `json:"lastPulledTime,omitempty"` // arca extension
 	Architecture    string               `json:"architecture,omitempty"`
 	OS              string               `json:"os,omitempty"`
+	Variant         string               `json:"variant,omitempty"`    // arca extension, OCI's name
+	OSVersion       string               `json:"os.version,omitempty"` // arca extension, OCI's name
 	References      []acrReference       `json:"references,omitempty"`
 	MediaType       string               `json:"mediaType"`
 	ConfigMediaType string               `json:"configMediaType,omitempty"`
@@ -124,24 +126,30 @@ type acrManifest struct {
 	Changeable      changeableAttributes `json:"changeableAttributes"`
 }
 
-// acrReference is a child of an index with its platform.
+// acrReference is a child of an index with its platform. ACR has no
+// variant or os.version; arca adds them under OCI's names, so that a
+// reference reads as an OCI platform.
 type acrReference struct {
 	Digest       string `json:"digest"`
 	Architecture string `json:"architecture,omitempty"`
 	OS           string `json:"os,omitempty"`
+	Variant      string `json:"variant,omitempty"`
+	OSVersion    string `json:"os.version,omitempty"`
 }
 
 func manifestOf(m metadata.ManifestInfo) acrManifest {
 	// Manifests are immutable: stored once, never updated.
 	at := acrTime(m.CreatedAt)
 	out := acrManifest{Digest: m.Digest.String(), ImageSize: m.Attrs.ImageSize, CreatedTime: at, LastUpdateTime: at,
-		LastPulledTime: acrTime(m.PulledAt), Architecture: m.Attrs.Architecture, OS: m.Attrs.OS, MediaType: m.MediaType,
+		LastPulledTime: acrTime(m.PulledAt), Architecture: m.Attrs.Architecture, OS: m.Attrs.OS,
+		Variant: m.Attrs.Variant, OSVersion: m.Attrs.OSVersion, MediaType: m.MediaType,
 		ConfigMediaType: m.Attrs.ConfigMediaType, Tags: m.Tags, Signed: m.Signed, Changeable: unlocked}
 	if out.ImageSize == 0 {
 		out.ImageSize = m.Size // not described (its bytes are gone)
 	}
 	for _, r := range m.Attrs.References {
-		out.References = append(out.References, acrReference{Digest: r.Digest.String(), Architecture: r.Architecture, OS: r.OS})
+		out.References = append(out.References, acrReference{Digest: r.Digest.String(), Architecture: r.Architecture, OS: r.OS,
+			Variant: r.Variant, OSVersion: r.OSVersion})
 	}
 	return out
 }

@@ -119,8 +119,9 @@ func testRepositoryInfo(t *testing.T, open Opener) {
 	}
 }
 
-// A manifest's attributes are kept as stored and shown by ManifestInfo
-// and ListManifestInfo; SetManifestAttrs describes a row later. A
+// A manifest's attributes (the whole platform, variant and os.version
+// included, its own and an index's children's) are kept as stored and
+// shown by ManifestInfo and ListManifestInfo; SetManifestAttrs describes a row later. A
 // manifest is signed when a signature refers to it, or when cosign's
 // legacy tag names a signature; other referrers, a signature in another
 // repository and a .sig tag on a non-signature do not sign it.
@@ -135,8 +136,12 @@ func testManifestAttrs(t *testing.T, open Opener) {
 		}
 		return m.Digest
 	}
-	img := metadata.ManifestAttrs{ConfigMediaType: "cfg", Architecture: "arm64", OS: "linux", ImageSize: 1234, Described: true}
-	index := metadata.ManifestAttrs{ImageSize: 10, Described: true, References: []metadata.PlatformRef{{Digest: digest.FromString("c1"), Architecture: "amd64", OS: "linux"}}}
+	img := metadata.ManifestAttrs{ConfigMediaType: "cfg", Architecture: "arm", OS: "linux", Variant: "v7", ImageSize: 1234, Described: true}
+	index := metadata.ManifestAttrs{ImageSize: 10, Described: true, References: []metadata.PlatformRef{
+		{Digest: digest.FromString("c1"), Architecture: "amd64", OS: "linux"},
+		{Digest: digest.FromString("c2"), Architecture: "arm", OS: "linux", Variant: "v6"},
+		{Digest: digest.FromString("c3"), Architecture: "amd64", OS: "windows", OSVersion: "10.0.17763.5830"},
+	}}
 	sig := metadata.ManifestAttrs{Signature: true, Described: true}
 	signedImg := put("app", "img", "", img, "v1")
 	idx := put("app", "index", "", index, "multi")
@@ -178,6 +183,9 @@ func testManifestAttrs(t *testing.T, open Opener) {
 	signed := map[digest.Digest]bool{}
 	for _, m := range list {
 		signed[m.Digest] = m.Signed
+		if want := map[digest.Digest]metadata.ManifestAttrs{signedImg: img, idx: index}[m.Digest]; want.Described && !reflect.DeepEqual(m.Attrs, want) {
+			t.Errorf("listed %s: %+v, want %+v", m.Digest, m.Attrs, want)
+		}
 	}
 	if len(list) != 8 || !signed[signedImg] || !signed[legacy] || signed[idx] || signed[notSig] {
 		t.Fatalf("listing signed: %v", signed)
@@ -192,7 +200,7 @@ func testManifestAttrs(t *testing.T, open Opener) {
 		}
 	}
 
-	described := metadata.ManifestAttrs{ConfigMediaType: "cfg", Architecture: "amd64", OS: "windows", ImageSize: 99, Described: true}
+	described := metadata.ManifestAttrs{ConfigMediaType: "cfg", Architecture: "amd64", OS: "windows", OSVersion: "10.0.20348.2340", ImageSize: 99, Described: true}
 	if err := s.SetManifestAttrs(ctx, "r", "app", legacy, described); err != nil {
 		t.Fatal(err)
 	}
