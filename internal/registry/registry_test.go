@@ -11,7 +11,9 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -21,6 +23,12 @@ import (
 )
 
 func newTestServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	return newWrappedTestServer(t, func(h http.Handler) http.Handler { return h })
+}
+
+// newWrappedTestServer is newTestServer with wrap around the handler.
+func newWrappedTestServer(t *testing.T, wrap func(http.Handler) http.Handler) *httptest.Server {
 	t.Helper()
 	dir := t.TempDir()
 	blobs, err := blobstore.NewFS(filepath.Join(dir, "blobs"))
@@ -33,7 +41,7 @@ func newTestServer(t *testing.T) *httptest.Server {
 	}
 	t.Cleanup(func() { meta.Close() })
 	h := New(Options{Blobs: blobs, Meta: meta, Registry: func(*http.Request) string { return "default" }})
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(wrap(h))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -431,11 +439,23 @@ func TestDotSegmentsRejected(t *testing.T) {
 // offset it started from must still hold), the other is refused and its
 // bytes are dropped, never interleaved. No lock is held across replicas.
 func TestConcurrentPatchOneWins(t *testing.T) {
-	srv := newTestServer(t)
+	// The second PATCH goes once the server reads the first one's body:
+	// by then the first has resumed the session (sent at once, it could
+	// reach the handler after the second had finished, and append).
+	reading := make(chan struct{})
+	srv := newWrappedTestServer(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("X-Test-Request") == "first" {
+				r.Body = &firstRead{ReadCloser: r.Body, reading: reading}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
 	r := do(t, "POST", srv.URL+"/v2/busy/blobs/uploads/", nil, nil)
 	loc := srv.URL + r.header.Get("Location")
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequest("PATCH", loc, pr)
+	req.Header.Set("X-Test-Request", "first")
 	done := make(chan int, 1)
 	go func() {
 		res, err := http.DefaultClient.Do(req)
@@ -448,6 +468,11 @@ func TestConcurrentPatchOneWins(t *testing.T) {
 	}()
 	first := []byte("first chunk, still open")
 	pw.Write(first)
+	select {
+	case <-reading:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server never read the first PATCH's body")
+	}
 	second := do(t, "PATCH", loc, nil, []byte("second"))
 	pw.Close()
 	if second.status != http.StatusAccepted {
@@ -463,6 +488,21 @@ func TestConcurrentPatchOneWins(t *testing.T) {
 	if r := do(t, "PUT", loc+"?digest="+d.String(), nil, nil); r.status != http.StatusCreated {
 		t.Fatalf("PUT: %d %s", r.status, r.body)
 	}
+}
+
+// firstRead closes reading when the first bytes are read from the body.
+type firstRead struct {
+	io.ReadCloser
+	reading chan struct{}
+	once    sync.Once
+}
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if n > 0 {
+		f.once.Do(func() { close(f.reading) })
+	}
+	return n, err
 }
 
 // distribution-spec 1.2 draft: a push by digest tags with each ?tag= and
